@@ -1,0 +1,109 @@
+import Crypto
+import CryptoExtras
+import Foundation
+import HearthCore
+
+/// scrypt parameters. The cost is stored with each hash, so it can be raised later without
+/// invalidating what is stored.
+public struct ScryptCost: Sendable, Equatable {
+    /// log2 of N, the CPU/memory cost.
+    public let logN: Int
+    public let r: Int
+    public let p: Int
+
+    public init(logN: Int, r: Int, p: Int) {
+        self.logN = logN
+        self.r = r
+        self.p = p
+    }
+
+    /// N = 2^16, r = 8, p = 1: 64 MiB and roughly 0.1–0.2 s per hash on this project's machines
+    /// (see BENCHMARKS.md). Used for passwords and setup codes.
+    public static let standard = ScryptCost(logN: 16, r: 8, p: 1)
+    /// Cheap, for tests that hash thousands of values. Never the default of any command.
+    public static let testing = ScryptCost(logN: 4, r: 8, p: 1)
+
+    var memoryBytes: Int { 128 * r * (1 << logN) + 4096 }
+}
+
+/// Hashes secrets that only need checking (passwords, setup codes) with scrypt and a per-secret
+/// random salt: `scrypt$<logN>$<r>$<p>$<salt b64>$<hash b64>`.
+public struct SecretHasher: Sendable {
+    public let cost: ScryptCost
+
+    public init(cost: ScryptCost = .standard) { self.cost = cost }
+
+    public func hash(_ secret: String) throws -> String {
+        var salt = [UInt8](repeating: 0, count: 16)
+        var rng = SystemRandomNumberGenerator()
+        for i in salt.indices { salt[i] = rng.next() }
+        let derived = try Self.derive(secret, salt: salt, cost: cost)
+        return "scrypt$\(cost.logN)$\(cost.r)$\(cost.p)$\(Data(salt).base64EncodedString())$\(derived.base64EncodedString())"
+    }
+
+    /// Checks `secret` against a stored hash in constant time with respect to the hash value.
+    public static func verify(_ secret: String, against encoded: String) -> Bool {
+        let parts = encoded.split(separator: "$").map(String.init)
+        guard parts.count == 6, parts[0] == "scrypt",
+            let logN = Int(parts[1]), let r = Int(parts[2]), let p = Int(parts[3]),
+            (1...20).contains(logN), (1...32).contains(r), (1...4).contains(p),
+            let salt = Data(base64Encoded: parts[4]), let expected = Data(base64Encoded: parts[5]),
+            let derived = try? derive(secret, salt: Array(salt), cost: ScryptCost(logN: logN, r: r, p: p))
+        else { return false }
+        return constantTimeEqual(derived, expected)
+    }
+
+    /// A hash in the stored format that matches no input: verifying against it costs the same time
+    /// as a real check, so an unknown serial or e-mail cannot be told apart by timing.
+    public func decoy() -> String {
+        (try? hash(SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() })) ?? "scrypt$invalid"
+    }
+
+    static func derive(_ secret: String, salt: [UInt8], cost: ScryptCost) throws -> Data {
+        let key = try KDF.Scrypt.deriveKey(
+            from: Array(secret.utf8), salt: salt, outputByteCount: 32,
+            rounds: 1 << cost.logN, blockSize: cost.r, parallelism: cost.p, maxMemory: cost.memoryBytes
+        )
+        return key.withUnsafeBytes { Data($0) }
+    }
+}
+
+/// Compares two byte strings without an early exit.
+public func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
+    guard a.count == b.count else { return false }
+    var diff: UInt8 = 0
+    for (x, y) in zip(a, b) { diff |= x ^ y }
+    return diff == 0
+}
+
+/// Random bearer secrets (session tokens, set-up links) and how they are stored: only the SHA-256
+/// of a 256-bit random token is kept, which is enough for a value with that much entropy.
+public enum SecureToken {
+    public static func generate() -> String {
+        SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64URLEncoded
+    }
+
+    public static func storageHash(_ token: String) -> String {
+        Data(SHA256.hash(data: Data(token.utf8))).hex
+    }
+
+    /// A plausible token shape: 43 base64url characters. Anything else is refused before lookup.
+    public static func isWellFormed(_ token: String) -> Bool {
+        token.utf8.count == 43 && token.utf8.allSatisfy { ("A"..."Z").contains(Character(UnicodeScalar($0))) || ("a"..."z").contains(Character(UnicodeScalar($0))) || ("0"..."9").contains(Character(UnicodeScalar($0))) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
+    }
+}
+
+/// A keyed hash for values that must be looked up but not revealed (the e-mail index).
+public struct BlindIndex: Sendable {
+    let key: SymmetricKey
+    public init(kek: KeyEncryptionKey, purpose: String) { key = kek.derivedKey(purpose: purpose) }
+    public func index(_ value: String) -> String {
+        Data(HMAC<SHA256>.authenticationCode(for: Data(value.utf8), using: key)).hex
+    }
+}
+
+extension Data {
+    public var base64URLEncoded: String {
+        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+}

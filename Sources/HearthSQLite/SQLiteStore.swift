@@ -1,0 +1,323 @@
+import Foundation
+import GRDB
+import HearthCore
+import HearthStorage
+
+/// The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a committed
+/// transaction survives a crash or power loss, and readers never block the writer.
+public final class SQLiteStore: HearthStore {
+    let pool: DatabasePool
+    let sealer: any AuditSealer
+
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    public init(path: String, sealer: any AuditSealer) throws {
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+        }
+        let existed = FileManager.default.fileExists(atPath: path)
+        pool = try DatabasePool(path: path, configuration: config)
+        if !existed { chmod(path, 0o600) }
+        self.sealer = sealer
+        try Self.migrator.migrate(pool)
+    }
+
+    /// Migrations are named and never edited once landed; a change is a new migration.
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("2026-11-26 accounts, sessions, models, devices, audit") { db in
+            try db.execute(sql: """
+                CREATE TABLE accounts (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('operator', 'owner')),
+                    email_index TEXT NOT NULL UNIQUE,
+                    email_sealed BLOB NOT NULL,
+                    password_hash TEXT NOT NULL,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE sessions (
+                    token_hash TEXT PRIMARY KEY NOT NULL,
+                    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                );
+                CREATE INDEX sessions_expiry ON sessions(expires_at);
+                CREATE TABLE setup_links (
+                    token_hash TEXT PRIMARY KEY NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                );
+                CREATE TABLE product_models (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    definition TEXT NOT NULL,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE devices (
+                    serial TEXT PRIMARY KEY NOT NULL,
+                    model_id TEXT NOT NULL REFERENCES product_models(id),
+                    certificate_pem TEXT NOT NULL,
+                    setup_code_hash TEXT NOT NULL,
+                    provisioned_at INTEGER NOT NULL,
+                    owner_id TEXT REFERENCES accounts(id),
+                    claimed_at INTEGER
+                );
+                CREATE INDEX devices_owner ON devices(owner_id);
+                CREATE TABLE audit_log (
+                    seq INTEGER PRIMARY KEY NOT NULL,
+                    at INTEGER NOT NULL,
+                    kind TEXT NOT NULL,
+                    actor TEXT,
+                    subject TEXT,
+                    detail TEXT NOT NULL,
+                    prev_mac TEXT NOT NULL,
+                    mac TEXT NOT NULL
+                );
+                CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                CREATE TABLE audit_head (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    seq INTEGER NOT NULL,
+                    mac TEXT NOT NULL,
+                    head_mac TEXT NOT NULL
+                );
+                """)
+        }
+        return m
+    }
+
+    // MARK: Writing, always with the audit entry in the same transaction
+
+    private func write<T: Sendable>(audit: [AuditEntry], _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.write { [sealer] db in
+                let result = try body(db)
+                for entry in audit { try Self.append(entry, db: db, sealer: sealer) }
+                return result
+            }
+        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE || error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
+            throw HearthError(.conflict, "already exists")
+        }
+    }
+
+    static func append(_ entry: AuditEntry, db: Database, sealer: any AuditSealer) throws {
+        let (record, head) = sealer.seal(entry, after: try readHead(db))
+        try db.execute(
+            sql: "INSERT INTO audit_log (seq, at, kind, actor, subject, detail, prev_mac, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            arguments: [record.sequence, record.atMillis, record.kind, record.actor, record.subject, record.detail, record.previousMAC, record.mac]
+        )
+        try db.execute(
+            sql: "INSERT INTO audit_head (id, seq, mac, head_mac) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, head_mac = excluded.head_mac",
+            arguments: [head.sequence, head.mac, head.headMAC]
+        )
+    }
+
+    static func readHead(_ db: Database) throws -> AuditHead? {
+        try Row.fetchOne(db, sql: "SELECT seq, mac, head_mac FROM audit_head WHERE id = 1").map {
+            AuditHead(sequence: $0["seq"], mac: $0["mac"], headMAC: $0["head_mac"])
+        }
+    }
+
+    // MARK: Accounts
+
+    public func createAccount(_ account: AccountRecord, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in try Self.insert(account, db: db) }
+    }
+
+    static func insert(_ a: AccountRecord, db: Database) throws {
+        try db.execute(
+            sql: "INSERT INTO accounts (id, role, email_index, email_sealed, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [a.id.description, a.role.rawValue, a.emailIndex, a.emailSealed, a.passwordHash, millis(a.createdAt)]
+        )
+    }
+
+    public func account(emailIndex: String) async throws -> AccountRecord? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE email_index = ?", arguments: [emailIndex]).map(Self.account) }
+    }
+
+    public func account(id: AccountID) async throws -> AccountRecord? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE id = ?", arguments: [id.description]).map(Self.account) }
+    }
+
+    public func hasOperator() async throws -> Bool {
+        try await pool.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE role = 'operator')") ?? false }
+    }
+
+    static func account(_ row: Row) throws -> AccountRecord {
+        guard let role = Role(rawValue: row["role"]) else { throw HearthError(.integrity, "unknown role in accounts") }
+        return AccountRecord(
+            id: try AccountID(row["id"] as String), role: role, emailIndex: row["email_index"],
+            emailSealed: row["email_sealed"], passwordHash: row["password_hash"], createdAt: date(row["created_at"])
+        )
+    }
+
+    // MARK: Set-up link
+
+    public func replaceSetupLink(_ link: SetupLinkRecord, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            try db.execute(sql: "DELETE FROM setup_links")
+            try db.execute(
+                sql: "INSERT INTO setup_links (token_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                arguments: [link.tokenHash, millis(link.createdAt), millis(link.expiresAt)]
+            )
+        }
+    }
+
+    public func redeemSetupLink(tokenHash: String, now: Date, creating account: AccountRecord, audit: [AuditEntry]) async throws {
+        try await write(audit: audit) { db in
+            let expires = try Int64.fetchOne(db, sql: "SELECT expires_at FROM setup_links WHERE token_hash = ?", arguments: [tokenHash])
+            guard let expires, expires > millis(now) else {
+                throw HearthError(.expired, "this set-up link is used, expired or unknown")
+            }
+            try db.execute(sql: "DELETE FROM setup_links WHERE token_hash = ?", arguments: [tokenHash])
+            try Self.insert(account, db: db)
+        }
+    }
+
+    // MARK: Sessions
+
+    public func createSession(_ s: SessionRecord, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            try db.execute(
+                sql: "INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                arguments: [s.tokenHash, s.account.description, millis(s.createdAt), millis(s.expiresAt)]
+            )
+        }
+    }
+
+    public func session(tokenHash: String) async throws -> SessionRecord? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE token_hash = ?", arguments: [tokenHash]).map {
+                SessionRecord(tokenHash: $0["token_hash"], account: try AccountID($0["account_id"] as String), createdAt: date($0["created_at"]), expiresAt: date($0["expires_at"]))
+            }
+        }
+    }
+
+    public func deleteSession(tokenHash: String, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            try db.execute(sql: "DELETE FROM sessions WHERE token_hash = ?", arguments: [tokenHash])
+        }
+    }
+
+    public func deleteExpiredSessions(now: Date) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM sessions WHERE expires_at <= ?", arguments: [millis(now)])
+            return db.changesCount
+        }
+    }
+
+    // MARK: Product models
+
+    public func createModel(_ model: ProductModel, at: Date, audit: AuditEntry) async throws {
+        let definition = String(decoding: model.json.serialized(), as: UTF8.self)
+        try await write(audit: [audit]) { db in
+            try db.execute(
+                sql: "INSERT INTO product_models (id, definition, created_at) VALUES (?, ?, ?)",
+                arguments: [model.id.rawValue, definition, millis(at)]
+            )
+        }
+    }
+
+    public func model(_ id: ProductModelID) async throws -> ProductModel? {
+        try await pool.read { db in
+            try String.fetchOne(db, sql: "SELECT definition FROM product_models WHERE id = ?", arguments: [id.rawValue]).map(Self.model)
+        }
+    }
+
+    public func models() async throws -> [ProductModel] {
+        try await pool.read { db in try String.fetchAll(db, sql: "SELECT definition FROM product_models ORDER BY id").map(Self.model) }
+    }
+
+    static func model(_ definition: String) throws -> ProductModel {
+        try ProductModel(json: try JSONValue.parse(Array(definition.utf8)))
+    }
+
+    // MARK: Devices
+
+    public func addDevices(_ devices: [DeviceRecord], audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            let statement = try db.makeStatement(sql: """
+                INSERT INTO devices (serial, model_id, certificate_pem, setup_code_hash, provisioned_at, owner_id, claimed_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """)
+            for d in devices {
+                try statement.execute(arguments: [
+                    d.serial.rawValue, d.model.rawValue, d.certificatePEM, d.setupCodeHash, millis(d.provisionedAt),
+                    d.owner?.description, d.claimedAt.map(millis),
+                ])
+            }
+        }
+    }
+
+    public func device(_ serial: DeviceSerial) async throws -> DeviceRecord? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE serial = ?", arguments: [serial.rawValue]).map(Self.device) }
+    }
+
+    public func devices(ownedBy owner: AccountID) async throws -> [DeviceRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM devices WHERE owner_id = ? ORDER BY claimed_at, serial", arguments: [owner.description]).map(Self.device)
+        }
+    }
+
+    public func claimDevice(_ serial: DeviceSerial, owner: AccountID, at: Date, audit: AuditEntry) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                try db.execute(
+                    sql: "UPDATE devices SET owner_id = ?, claimed_at = ? WHERE serial = ? AND owner_id IS NULL",
+                    arguments: [owner.description, millis(at), serial.rawValue]
+                )
+                // Nothing claimed: roll back (the audit entry with it) by throwing.
+                guard db.changesCount == 1 else { throw NotClaimed() }
+                return true
+            }
+        } catch is NotClaimed {
+            return false
+        }
+    }
+
+    private struct NotClaimed: Error {}
+
+    public func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            try db.execute(sql: "UPDATE devices SET owner_id = NULL, claimed_at = NULL WHERE serial = ?", arguments: [serial.rawValue])
+            guard db.changesCount == 1 else { throw HearthError(.notFound, "no such device") }
+        }
+    }
+
+    public func deviceCount() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0 }
+    }
+
+    static func device(_ row: Row) throws -> DeviceRecord {
+        DeviceRecord(
+            serial: try DeviceSerial(row["serial"] as String), model: try ProductModelID(row["model_id"] as String),
+            certificatePEM: row["certificate_pem"], setupCodeHash: row["setup_code_hash"], provisionedAt: date(row["provisioned_at"]),
+            owner: try (row["owner_id"] as String?).map { try AccountID($0) }, claimedAt: (row["claimed_at"] as Int64?).map(date)
+        )
+    }
+
+    // MARK: Audit
+
+    public func appendAudit(_ entry: AuditEntry) async throws {
+        try await write(audit: [entry]) { _ in }
+    }
+
+    public func auditRecords() async throws -> [AuditRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY seq").map {
+                AuditRecord(sequence: $0["seq"], atMillis: $0["at"], kind: $0["kind"], actor: $0["actor"], subject: $0["subject"], detail: $0["detail"], previousMAC: $0["prev_mac"], mac: $0["mac"])
+            }
+        }
+    }
+
+    public func auditHead() async throws -> AuditHead? {
+        try await pool.read { db in try Self.readHead(db) }
+    }
+}
+
+func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }

@@ -1,0 +1,250 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthStorage
+import Hummingbird
+
+/// One API endpoint: how it is reached, who may call it, what body it takes. The router and the
+/// OpenAPI document are both built from this list, so they cannot disagree.
+struct Endpoint: Sendable {
+    enum Access: Sendable {
+        case `public`, signedIn, `operator`
+    }
+
+    let method: HTTPRequest.Method
+    /// OpenAPI form: `/api/v1/models/{id}`.
+    let path: String
+    let summary: String
+    let access: Access
+    let body: ObjectSchema?
+    let success: HTTPResponse.Status
+    let errors: [HTTPResponse.Status]
+}
+
+typealias EndpointHandler = @Sendable (Request, HearthRequestContext, ValidatedObject) async throws -> Response
+
+/// The JSON API under `/api/v1/`.
+struct API {
+    let hearth: Hearth
+
+    static let credentials = ObjectSchema([
+        FieldSchema("email", .string(maxLength: 254)),
+        FieldSchema("password", .string(maxLength: 256)),
+    ])
+    static let setup = ObjectSchema([
+        FieldSchema("token", .string(maxLength: 64), "the token from the set-up link"),
+        FieldSchema("email", .string(maxLength: 254)),
+        FieldSchema("password", .string(maxLength: 256), "at least 15 characters; not a common password"),
+    ])
+    static let claim = ObjectSchema([
+        FieldSchema("serial", .string(maxLength: 32), "from the device label"),
+        FieldSchema("setupCode", .string(maxLength: 32), "from the device label"),
+    ])
+
+    /// Every endpoint, with its handler.
+    func endpoints() -> [(Endpoint, EndpointHandler)] {
+        let hearth = self.hearth
+        let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType]
+        return [
+            (
+                Endpoint(method: .get, path: "/healthz", summary: "Liveness: the server and its database answer", access: .public, body: nil, success: .ok, errors: []),
+                { _, _, _ in
+                    _ = try await hearth.store.hasOperator()
+                    return JSON.response(["status": "ok"])
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/openapi.json", summary: "This API's OpenAPI 3.1 document", access: .public, body: nil, success: .ok, errors: []),
+                { _, _, _ in JSON.response(API.openAPIDocument(API(hearth: hearth).endpoints().map(\.0))) }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/setup", summary: "Create the first operator account with the one-time set-up link's token", access: .public, body: Self.setup, success: .created, errors: bad + [.gone, .tooManyRequests]),
+                { _, context, body in
+                    let account = try await hearth.redeemSetupLink(token: body.string("token")!, email: body.string("email")!, password: body.string("password")!, source: context.source)
+                    return JSON.response(Self.accountJSON(account, email: body.string("email")!), status: .created)
+                }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/accounts", summary: "Sign up as a device owner", access: .public, body: Self.credentials, success: .created, errors: bad + [.conflict, .tooManyRequests]),
+                { _, context, body in
+                    let account = try await hearth.signUp(email: body.string("email")!, password: body.string("password")!, source: context.source)
+                    return JSON.response(Self.accountJSON(account, email: try EmailAddress(body.string("email")!).rawValue), status: .created)
+                }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/sessions", summary: "Sign in; returns a bearer token", access: .public, body: Self.credentials, success: .created, errors: bad + [.unauthorized, .tooManyRequests]),
+                { _, context, body in
+                    let session = try await hearth.signIn(email: body.string("email")!, password: body.string("password")!, source: context.source)
+                    return JSON.response(
+                        ["token": .string(session.token), "expiresAt": .string(ISO8601DateFormatter().string(from: session.expiresAt)), "account": Self.accountJSON(session.identity.account, email: session.identity.email.rawValue)],
+                        status: .created
+                    )
+                }
+            ),
+            (
+                Endpoint(method: .delete, path: "/api/v1/sessions/current", summary: "Sign out: the token stops working", access: .signedIn, body: nil, success: .noContent, errors: [.unauthorized]),
+                { _, context, _ in
+                    try await hearth.signOut(try context.requireIdentity())
+                    return Response(status: .noContent)
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/me", summary: "The signed-in account", access: .signedIn, body: nil, success: .ok, errors: [.unauthorized]),
+                { _, context, _ in
+                    let identity = try context.requireIdentity()
+                    return JSON.response(Self.accountJSON(identity.account, email: identity.email.rawValue))
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/models", summary: "Product models, with what they report and their support period", access: .public, body: nil, success: .ok, errors: []),
+                { _, _, _ in JSON.response(["models": .array(try await hearth.store.models().map(Self.modelJSON))]) }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/models", summary: "Define a product model (operators)", access: .operator, body: ProductModel.schema, success: .created, errors: bad + [.unauthorized, .forbidden, .conflict]),
+                { _, context, body in
+                    let model = try await hearth.createModel(.object(body.members), by: try context.requireIdentity())
+                    return JSON.response(Self.modelJSON(model), status: .created)
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/models/{id}", summary: "One product model", access: .public, body: nil, success: .ok, errors: [.notFound]),
+                { _, context, _ in
+                    let raw = context.parameters.get("id") ?? ""
+                    guard let id = try? ProductModelID(raw), let model = try await hearth.store.model(id) else {
+                        throw HearthError(.notFound, field: "id", "no product model with this id")
+                    }
+                    return JSON.response(Self.modelJSON(model))
+                }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/devices/claim", summary: "Set up (claim) a device with the serial and setup code from its label", access: .signedIn, body: Self.claim, success: .created, errors: bad + [.unauthorized, .unprocessableContent, .tooManyRequests]),
+                { _, context, body in
+                    let device = try await hearth.claim(serial: body.string("serial")!, setupCode: body.string("setupCode")!, by: try context.requireIdentity(), source: context.source)
+                    return JSON.response(Self.deviceJSON(device), status: .created)
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/devices", summary: "The signed-in owner's devices", access: .signedIn, body: nil, success: .ok, errors: [.unauthorized]),
+                { _, context, _ in JSON.response(["devices": .array(try await hearth.devices(of: try context.requireIdentity()).map(Self.deviceJSON))]) }
+            ),
+        ]
+    }
+
+    /// Registers every endpoint: access check, then body cap and schema, then the handler.
+    func register(on router: Router<HearthRequestContext>) {
+        let limit = hearth.settings.maxBodyBytes
+        for (endpoint, handler) in endpoints() {
+            let path = RouterPath(endpoint.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
+            router.on(path, method: endpoint.method) { request, context in
+                var context = context
+                if endpoint.access != .public {
+                    context.identity = try await Self.bearerIdentity(request, hearth: hearth)
+                    let identity = try context.requireIdentity()
+                    if endpoint.access == .operator, identity.role != .operator {
+                        throw HearthError(.forbidden, "this needs the operator role")
+                    }
+                }
+                var body = ValidatedObject(members: [:])
+                if let schema = endpoint.body { body = try await Body.json(request, schema: schema, limit: limit) }
+                return try await handler(request, context, body)
+            }
+        }
+    }
+
+    static func bearerIdentity(_ request: Request, hearth: Hearth) async throws -> Identity? {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return nil }
+        return try await hearth.authenticate(token: String(header.dropFirst(7)))
+    }
+
+    static func accountJSON(_ account: AccountRecord, email: String) -> JSONValue {
+        ["id": .string(account.id.description), "email": .string(email), "role": .string(account.role.rawValue)]
+    }
+
+    static func modelJSON(_ model: ProductModel) -> JSONValue {
+        guard case .object(var o) = model.json else { return model.json }
+        o["supportEndsText"] = .string("Security updates until \(model.supportEnds.plainEnglish)")
+        return .object(o)
+    }
+
+    static func deviceJSON(_ device: DeviceRecord) -> JSONValue {
+        [
+            "serial": .string(device.serial.rawValue), "model": .string(device.model.rawValue),
+            "claimedAt": device.claimedAt.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
+        ]
+    }
+
+    // MARK: OpenAPI
+
+    static func openAPIDocument(_ endpoints: [Endpoint]) -> JSONValue {
+        var paths: [String: [String: JSONValue]] = [:]
+        for e in endpoints {
+            var op: [String: JSONValue] = [
+                "summary": .string(e.summary),
+                "operationId": .string(operationID(e)),
+                "responses": .object(
+                    Dictionary(uniqueKeysWithValues: ([e.success] + e.errors).map { status in
+                        (String(status.code), status == e.success
+                            ? ["description": .string(status.reasonPhrase)]
+                            : ["description": .string(status.reasonPhrase), "content": ["application/json": ["schema": ["$ref": "#/components/schemas/Error"]]]])
+                    })
+                ),
+            ]
+            if e.access != .public { op["security"] = [["bearer": []]] }
+            if let body = e.body {
+                op["requestBody"] = ["required": true, "content": ["application/json": ["schema": schemaJSON(.object(body))]]]
+            }
+            if e.path.contains("{id}") {
+                op["parameters"] = [["name": "id", "in": "path", "required": true, "schema": ["type": "string"]]]
+            }
+            paths[e.path, default: [:]][e.method.rawValue.lowercased()] = .object(op)
+        }
+        return [
+            "openapi": "3.1.0",
+            "info": [
+                "title": "Hearth API", "version": "1",
+                "description": "Hearth's HTTPS API. Every error has the body {\"error\": code, \"message\": text, \"field\"?: name}. Bodies are JSON, at most 16 KiB, and unknown fields are refused.",
+            ],
+            "paths": .object(paths.mapValues { .object($0) }),
+            "components": [
+                "securitySchemes": ["bearer": ["type": "http", "scheme": "bearer"]],
+                "schemas": [
+                    "Error": [
+                        "type": "object", "required": ["error", "message"], "additionalProperties": false,
+                        "properties": [
+                            "error": ["type": "string", "enum": .array(HearthError.Code.allCases.map { .string($0.rawValue) })],
+                            "message": ["type": "string"], "field": ["type": "string"],
+                        ],
+                    ]
+                ],
+            ],
+        ]
+    }
+
+    static func operationID(_ e: Endpoint) -> String {
+        let words = e.path.split(separator: "/").filter { $0 != "api" && $0 != "v1" }.map { $0.replacingOccurrences(of: "{id}", with: "byId").replacingOccurrences(of: ".json", with: "") }
+        return e.method.rawValue.lowercased() + words.map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
+    }
+
+    static func schemaJSON(_ kind: FieldKind) -> JSONValue {
+        switch kind {
+        case .string(let minLength, let maxLength, _): ["type": "string", "minLength": .number(Double(minLength)), "maxLength": .number(Double(maxLength))]
+        case .integer(let min, let max): ["type": "integer", "minimum": .number(Double(min)), "maximum": .number(Double(max))]
+        case .number(let min, let max): ["type": "number", "minimum": .number(min), "maximum": .number(max)]
+        case .boolean: ["type": "boolean"]
+        case .oneOf(let values): ["type": "string", "enum": .array(values.map { .string($0) })]
+        case .date: ["type": "string", "format": "date"]
+        case .array(let element, let maxItems): ["type": "array", "items": schemaJSON(element), "maxItems": .number(Double(maxItems))]
+        case .map(let values, let maxKeys): ["type": "object", "additionalProperties": schemaJSON(values), "maxProperties": .number(Double(maxKeys))]
+        case .object(let schema):
+            .object([
+                "type": "object", "additionalProperties": false,
+                "required": .array(schema.fields.filter(\.required).map { .string($0.name) }),
+                "properties": .object(Dictionary(uniqueKeysWithValues: schema.fields.map { field in
+                    var s = schemaJSON(field.kind)
+                    if case .object(var o) = s, !field.summary.isEmpty { o["description"] = .string(field.summary); s = .object(o) }
+                    return (field.name, s)
+                })),
+            ])
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import Crypto
+import Foundation
+import HearthCrypto
+import HearthCore
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+
+/// Builds the HTTPS application: routes, pages, middleware and TLS.
+public enum HTTPSServer {
+    /// The router with every route and middleware; used by the server and by in-process tests.
+    public static func router(hearth: Hearth, logger: Logger) -> Router<HearthRequestContext> {
+        let router = Router(context: HearthRequestContext.self)
+        router.add(middleware: SecurityHeadersMiddleware())
+        router.add(middleware: ErrorMiddleware(logger: logger))
+        API(hearth: hearth).register(on: router)
+        Pages(hearth: hearth).register(on: router)
+        return router
+    }
+
+    /// TLS 1.2 minimum (1.3 preferred by negotiation), ECDHE with AES-GCM or ChaCha20-Poly1305 only
+    /// (Code of Practice guideline 5; EN 303 645 5.5-1).
+    public static func tlsConfiguration(folder: DataFolder) throws -> TLSConfiguration {
+        let certificate = try NIOSSLCertificate(bytes: Array(try folder.serverCertificate.pem().utf8), format: .pem)
+        let key = try NIOSSLPrivateKey(bytes: Array(folder.serverKey.pemRepresentation.utf8), format: .pem)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        tls.cipherSuites = [
+            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ].joined(separator: ":")
+        tls.applicationProtocols = ["http/1.1"]
+        return tls
+    }
+
+    /// The application, listening on `host:port` over TLS. `onRunning` gets the bound address
+    /// (port 0 picks a free port).
+    public static func application(
+        hearth: Hearth, folder: DataFolder, host: String, port: Int, logger: Logger,
+        onRunning: @escaping @Sendable (SocketAddress?) async -> Void
+    ) throws -> some ApplicationProtocol {
+        Application(
+            router: router(hearth: hearth, logger: logger),
+            server: try .tls(.http1(configuration: .init(idleTimeout: .seconds(60))), tlsConfiguration: tlsConfiguration(folder: folder)),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in await onRunning(channel.localAddress) },
+            logger: logger
+        )
+    }
+}

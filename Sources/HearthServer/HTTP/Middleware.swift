@@ -1,0 +1,147 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import Hummingbird
+import Logging
+
+/// Security headers on every response (Code of Practice guideline 5 and 6): HSTS, a strict CSP that
+/// allows no script at all, no framing, no sniffing, no referrer, and no caching of API answers.
+struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        let h = [
+            ("Strict-Transport-Security", "max-age=63072000; includeSubDomains"),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Cross-Origin-Resource-Policy", "same-origin"),
+            ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+        ]
+        for (name, value) in h { response.headers[HTTPField.Name(name)!] = value }
+        if response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "no-store" }
+        return response
+    }
+}
+
+/// Turns every error into the one documented shape: `{"error": code, "message": text, "field"?: name}`
+/// for the API, a plain page for browsers. Unexpected errors are logged and answered with a generic 500.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = HearthRequestContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let hearthError = Self.hearthError(from: error)
+            if hearthError.code == .internal || hearthError.code == .integrity {
+                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            }
+            if request.uri.path.hasPrefix("/api/") {
+                return Self.response(for: hearthError)
+            }
+            return Pages.errorPage(hearthError)
+        }
+    }
+
+    static func hearthError(from error: any Error) -> HearthError {
+        switch error {
+        case let e as HearthError: return e
+        case let e as any HTTPResponseError:
+            switch e.status {
+            case .notFound: return HearthError(.notFound, "no such resource")
+            case .methodNotAllowed: return HearthError(.notFound, "no such resource for this method")
+            case .contentTooLarge: return HearthError(.payloadTooLarge, "the body is too large")
+            default: return HearthError(.invalidInput, "the request could not be handled (\(e.status.code))")
+            }
+        default: return HearthError(.internal, "something went wrong on our side; it has been logged")
+        }
+    }
+
+    /// The single place that maps Hearth error codes to HTTP statuses.
+    static func status(for code: HearthError.Code) -> HTTPResponse.Status {
+        switch code {
+        case .invalidInput, .malformedBody, .unknownField, .weakPassword: .badRequest
+        case .payloadTooLarge: .contentTooLarge
+        case .unsupportedMediaType: .unsupportedMediaType
+        case .unauthorized: .unauthorized
+        case .forbidden: .forbidden
+        case .notFound: .notFound
+        case .conflict: .conflict
+        case .throttled: .tooManyRequests
+        case .expired: .gone
+        case .claimRejected: .unprocessableContent
+        case .integrity, .internal: .internalServerError
+        }
+    }
+
+    static func response(for error: HearthError) -> Response {
+        var body: [String: JSONValue] = ["error": .string(error.code.rawValue), "message": .string(error.message)]
+        if let field = error.field { body["field"] = .string(field) }
+        var response = JSON.response(.object(body), status: status(for: error.code))
+        if let retry = error.retryAfter { response.headers[.retryAfter] = String(retry) }
+        if error.code == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer" }
+        return response
+    }
+}
+
+enum JSON {
+    static func response(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(data: value.serialized()))
+        )
+    }
+}
+
+/// Reads request bodies with a hard cap, before parsing anything.
+enum Body {
+    static func bytes(_ request: Request, limit: Int) async throws -> [UInt8] {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+            throw HearthError(.payloadTooLarge, "the body is \(length) bytes; this endpoint accepts at most \(limit)")
+        }
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Array(buffer: buffer)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw HearthError(.payloadTooLarge, "the body is larger than \(limit) bytes")
+        }
+    }
+
+    /// A JSON body checked against `schema`: media type, size, UTF-8, syntax, unknown fields, types.
+    static func json(_ request: Request, schema: ObjectSchema, limit: Int) async throws -> ValidatedObject {
+        let type = request.headers[.contentType]?.lowercased() ?? ""
+        guard type.hasPrefix("application/json") else {
+            throw HearthError(.unsupportedMediaType, "send the body as application/json")
+        }
+        let bytes = try await self.bytes(request, limit: limit)
+        return try schema.validate(try JSONValue.parse(bytes))
+    }
+
+    /// An HTML form body (application/x-www-form-urlencoded), every value a string.
+    static func form(_ request: Request, limit: Int) async throws -> [String: String] {
+        let type = request.headers[.contentType]?.lowercased() ?? ""
+        guard type.hasPrefix("application/x-www-form-urlencoded") else {
+            throw HearthError(.unsupportedMediaType, "send the form as application/x-www-form-urlencoded")
+        }
+        let bytes = try await self.bytes(request, limit: limit)
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw HearthError(.malformedBody, "the form is not valid UTF-8") }
+        var fields: [String: String] = [:]
+        for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = decode(parts[0]), let value = decode(parts.count > 1 ? parts[1] : "") else {
+                throw HearthError(.malformedBody, "the form is not well-formed")
+            }
+            guard fields[name] == nil, fields.count < 32 else { throw HearthError(.malformedBody, "repeated or too many form fields") }
+            fields[name] = value
+        }
+        return fields
+    }
+
+    static func decode(_ part: Substring) -> String? {
+        part.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+    }
+}

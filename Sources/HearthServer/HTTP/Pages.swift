@@ -1,0 +1,239 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthCrypto
+import HearthStorage
+import Hummingbird
+
+/// Server-rendered pages that work without JavaScript (the CSP forbids all script). Every value
+/// shown is HTML-escaped. Forms post back to the same origin; signed-in forms carry a CSRF token
+/// bound to the session, and the session cookie is `__Host-`, Secure, HttpOnly, SameSite=Strict.
+struct Pages {
+    let hearth: Hearth
+    static let cookieName = "__Host-hearth_session"
+
+    func register(on router: Router<HearthRequestContext>) {
+        let hearth = self.hearth
+        let limit = hearth.settings.maxBodyBytes
+
+        router.get("/static/hearth.css") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/css; charset=utf-8", .cacheControl: "public, max-age=3600"], body: .init(byteBuffer: ByteBuffer(string: Self.css)))
+        }
+        router.get("/") { request, _ in
+            let identity = try await Self.cookieIdentity(request, hearth: hearth)
+            return Self.page("Hearth", identity: identity, body: """
+                <h1>Hearth</h1>
+                <p>Your connected devices, set up securely. Every device has its own identity and its own setup code;
+                nothing here has a default password.</p>
+                <ul>
+                <li><a href="/claim">Set up a device</a> with the serial and setup code on its label</li>
+                <li><a href="/devices">Your devices</a></li>
+                <li><a href="/models">Products and how long they get security updates</a></li>
+                <li><a href="/signup">Create an account</a> or <a href="/signin">sign in</a></li>
+                </ul>
+                """)
+        }
+        router.get("/models") { request, _ in
+            let identity = try await Self.cookieIdentity(request, hearth: hearth)
+            let rows = try await hearth.store.models().map {
+                "<tr><td>\(esc($0.name))</td><td>\(esc($0.maker))</td><td>Security updates until <strong>\(esc($0.supportEnds.plainEnglish))</strong></td></tr>"
+            }
+            return Self.page("Products", identity: identity, body: """
+                <h1>Products</h1>
+                <table><tr><th>Product</th><th>Maker</th><th>Support period</th></tr>\(rows.joined())</table>
+                """)
+        }
+
+        // Sign-up and sign-in.
+        for kind in ["signup", "signin"] {
+            let title = kind == "signup" ? "Create an account" : "Sign in"
+            router.get(RouterPath("/\(kind)")) { _, _ in Self.credentialsForm(kind, title: title, message: nil) }
+            router.post(RouterPath("/\(kind)")) { request, context in
+                do {
+                    try Self.requireSameOrigin(request, hearth: hearth)
+                    let form = try await Self.formFields(request, limit: limit, schema: API.credentials)
+                    let email = form.string("email")!, password = form.string("password")!
+                    if kind == "signup" { _ = try await hearth.signUp(email: email, password: password, source: context.source) }
+                    let session = try await hearth.signIn(email: email, password: password, source: context.source)
+                    return Self.redirect("/devices", cookie: "\(Self.cookieName)=\(session.token); Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=\(Int(hearth.settings.sessionLifetime))")
+                } catch let error as HearthError {
+                    return Self.credentialsForm(kind, title: title, message: error)
+                }
+            }
+        }
+        router.post("/signout") { request, _ in
+            if let identity = try await Self.cookieIdentity(request, hearth: hearth) {
+                let form = try await Body.form(request, limit: limit)
+                guard form["csrf"] == Self.csrfToken(identity) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
+                try await hearth.signOut(identity)
+            }
+            return Self.redirect("/", cookie: "\(Self.cookieName)=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+        }
+
+        // Devices and set-up.
+        router.get("/devices") { request, _ in
+            guard let identity = try await Self.cookieIdentity(request, hearth: hearth) else { return Self.redirect("/signin") }
+            let rows = try await hearth.devices(of: identity).map { "<tr><td><code>\(esc($0.serial.rawValue))</code></td><td>\(esc($0.model.rawValue))</td></tr>" }
+            return Self.page("Your devices", identity: identity, body: """
+                <h1>Your devices</h1>
+                \(rows.isEmpty ? "<p>No devices yet.</p>" : "<table><tr><th>Serial</th><th>Model</th></tr>\(rows.joined())</table>")
+                <p><a href="/claim">Set up a device</a></p>
+                """)
+        }
+        router.get("/claim") { request, _ in
+            guard let identity = try await Self.cookieIdentity(request, hearth: hearth) else { return Self.redirect("/signin") }
+            return Self.claimForm(identity, message: nil)
+        }
+        router.post("/claim") { request, context in
+            guard let identity = try await Self.cookieIdentity(request, hearth: hearth) else { return Self.redirect("/signin") }
+            do {
+                let form = try await Self.formFields(request, limit: limit, schema: ObjectSchema(API.claim.fields + [FieldSchema("csrf", .string(maxLength: 64))]))
+                guard form.string("csrf") == Self.csrfToken(identity) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
+                _ = try await hearth.claim(serial: form.string("serial")!, setupCode: form.string("setupCode")!, by: identity, source: context.source)
+                return Self.redirect("/devices")
+            } catch let error as HearthError {
+                return Self.claimForm(identity, message: error)
+            }
+        }
+
+        // The first operator's one-time set-up link.
+        router.get("/setup/:token") { request, context in
+            Self.setupForm(token: context.parameters.get("token") ?? "", message: nil)
+        }
+        router.post("/setup/:token") { request, context in
+            let token = context.parameters.get("token") ?? ""
+            do {
+                try Self.requireSameOrigin(request, hearth: hearth)
+                let form = try await Self.formFields(request, limit: limit, schema: API.credentials)
+                _ = try await hearth.redeemSetupLink(token: token, email: form.string("email")!, password: form.string("password")!, source: context.source)
+                return Self.page("Operator account created", identity: nil, body: "<h1>Operator account created</h1><p>This set-up link no longer works. <a href=\"/signin\">Sign in</a>.</p>")
+            } catch let error as HearthError {
+                return Self.setupForm(token: token, message: error)
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    static func formFields(_ request: Request, limit: Int, schema: ObjectSchema) async throws -> ValidatedObject {
+        let form = try await Body.form(request, limit: limit)
+        return try schema.validate(.object(form.mapValues { .string($0) }))
+    }
+
+    /// Browsers send Origin on form posts; one from elsewhere is refused (login CSRF).
+    static func requireSameOrigin(_ request: Request, hearth: Hearth) throws {
+        if let origin = request.headers[.origin], origin != "null", let host = request.head.authority,
+            URL(string: origin)?.host.map({ host.hasPrefix($0) || host.hasPrefix("[\($0)]") }) != true
+        {
+            throw HearthError(.forbidden, "cross-site form posts are refused")
+        }
+    }
+
+    static func cookieIdentity(_ request: Request, hearth: Hearth) async throws -> Identity? {
+        guard let token = request.cookies[cookieName]?.value else { return nil }
+        return try await hearth.authenticate(token: token)
+    }
+
+    static func csrfToken(_ identity: Identity) -> String {
+        Data(SHA256.hash(data: Data("csrf|\(identity.tokenHash)".utf8))).hex
+    }
+
+    static func redirect(_ location: String, cookie: String? = nil) -> Response {
+        var headers: HTTPFields = [.location: location]
+        if let cookie { headers[.setCookie] = cookie }
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    static func credentialsForm(_ kind: String, title: String, message: HearthError?) -> Response {
+        page(title, identity: nil, status: message.map { ErrorMiddleware.status(for: $0.code) } ?? .ok, body: """
+            <h1>\(esc(title))</h1>
+            \(errorBox(message))
+            <form method="post" action="/\(kind)">
+            <label>E-mail <input type="email" name="email" required maxlength="254" autocomplete="email"></label>
+            <label>Password <input type="password" name="password" required minlength="15" maxlength="256" autocomplete="\(kind == "signup" ? "new-password" : "current-password")"></label>
+            \(kind == "signup" ? "<p class=\"hint\">At least 15 characters. A few unrelated words make a strong passphrase; common passwords are refused.</p>" : "")
+            <button type="submit">\(esc(title))</button>
+            </form>
+            """)
+    }
+
+    static func claimForm(_ identity: Identity, message: HearthError?) -> Response {
+        page("Set up a device", identity: identity, status: message.map { ErrorMiddleware.status(for: $0.code) } ?? .ok, body: """
+            <h1>Set up a device</h1>
+            <p>Type the serial and the setup code printed on the device's label.</p>
+            \(errorBox(message))
+            <form method="post" action="/claim">
+            <input type="hidden" name="csrf" value="\(csrfToken(identity))">
+            <label>Serial <input name="serial" required maxlength="32" autocomplete="off"></label>
+            <label>Setup code <input name="setupCode" required maxlength="32" inputmode="numeric" autocomplete="off"></label>
+            <button type="submit">Set up</button>
+            </form>
+            """)
+    }
+
+    static func setupForm(token: String, message: HearthError?) -> Response {
+        page("Create the operator account", identity: nil, status: message.map { ErrorMiddleware.status(for: $0.code) } ?? .ok, body: """
+            <h1>Create the operator account</h1>
+            <p>This one-time link creates the first operator. It works once and expires an hour after it was printed.</p>
+            \(errorBox(message))
+            <form method="post" action="/setup/\(esc(token))">
+            <label>E-mail <input type="email" name="email" required maxlength="254"></label>
+            <label>Password <input type="password" name="password" required minlength="15" maxlength="256" autocomplete="new-password"></label>
+            <button type="submit">Create operator</button>
+            </form>
+            """)
+    }
+
+    static func errorBox(_ error: HearthError?) -> String {
+        guard let error else { return "" }
+        return "<p class=\"error\" role=\"alert\">\(esc(error.message))\(error.field.map { " (\(esc($0)))" } ?? "")</p>"
+    }
+
+    static func errorPage(_ error: HearthError) -> Response {
+        var response = page("Error", identity: nil, status: ErrorMiddleware.status(for: error.code), body: "<h1>Sorry</h1>\(errorBox(error))<p><a href=\"/\">Home</a></p>")
+        if let retry = error.retryAfter { response.headers[.retryAfter] = String(retry) }
+        return response
+    }
+
+    static func page(_ title: String, identity: Identity?, status: HTTPResponse.Status = .ok, body: String) -> Response {
+        let nav = identity.map {
+            "<form method=\"post\" action=\"/signout\" class=\"nav\"><span>\(esc($0.email.rawValue))</span><input type=\"hidden\" name=\"csrf\" value=\"\(csrfToken($0))\"><button>Sign out</button></form>"
+        } ?? "<a href=\"/signin\">Sign in</a>"
+        let html = """
+            <!doctype html>
+            <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>\(esc(title)) · Hearth</title><link rel="stylesheet" href="/static/hearth.css"></head>
+            <body><header><a href="/">Hearth</a> \(nav)</header><main>
+            \(body)
+            </main></body></html>
+            """
+        return Response(status: status, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static let css = """
+        body{font-family:system-ui,sans-serif;max-width:42rem;margin:0 auto;padding:1rem;line-height:1.5}
+        header{display:flex;justify-content:space-between;border-bottom:1px solid #ccc;margin-bottom:1rem}
+        label{display:block;margin:.5rem 0}input{display:block;width:100%;padding:.4rem;font-size:1rem}
+        .error{background:#fee;border:1px solid #c00;padding:.5rem}.hint{color:#555}
+        table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+        .nav{display:inline}.nav span{margin-right:.5rem}
+        """
+}
+
+/// HTML-escapes text for element content and quoted attributes.
+func esc(_ text: String) -> String {
+    var out = ""
+    out.reserveCapacity(text.utf8.count)
+    for c in text {
+        switch c {
+        case "&": out += "&amp;"
+        case "<": out += "&lt;"
+        case ">": out += "&gt;"
+        case "\"": out += "&quot;"
+        case "'": out += "&#39;"
+        default: out.append(c)
+        }
+    }
+    return out
+}

@@ -1,0 +1,280 @@
+import Crypto
+import Foundation
+import HearthCore
+import HearthCrypto
+import HearthStorage
+import NIOPosix
+
+/// Settings a deployment may change; every default is the secure one.
+public struct HearthSettings: Sendable {
+    public var sessionLifetime: TimeInterval = 12 * 3600
+    public var setupLinkLifetime: TimeInterval = 3600
+    /// Largest request body any route accepts.
+    public var maxBodyBytes = 16 * 1024
+    /// scrypt cost for passwords and setup codes.
+    public var hashCost: ScryptCost = .standard
+
+    public init() {}
+}
+
+/// Who is making a request, once their session token checked out.
+public struct Identity: Sendable {
+    public let account: AccountRecord
+    public let email: EmailAddress
+    public let tokenHash: String
+    public var role: Role { account.role }
+}
+
+/// MACs audit records with a key derived from the KEK (HMAC-SHA-256).
+public struct KEKAuditSealer: AuditSealer {
+    let key: SymmetricKey
+    public init(kek: KeyEncryptionKey) { key = kek.derivedKey(purpose: "audit-mac") }
+    public func mac(_ data: Data) -> String { Data(HMAC<SHA256>.authenticationCode(for: data, using: key)).hex }
+}
+
+/// The common passwords Hearth refuses: Django's list of 19,640 common and breached passwords
+/// (BSD licence), shipped as a resource.
+public enum CommonPasswords {
+    public static let list: Set<String> = {
+        guard let url = Bundle.module.url(forResource: "common-passwords", withExtension: "txt"),
+            let text = try? String(contentsOf: url, encoding: .utf8)
+        else { return [] }
+        return Set(text.split(separator: "\n").map { $0.lowercased() })
+    }()
+}
+
+/// The application core behind the HTTPS API and pages: accounts, sessions, the first operator's
+/// set-up link, product models and device claims. Protocol-free: routes and pages call it.
+public final class Hearth: Sendable {
+    public let store: any HearthStore
+    public let settings: HearthSettings
+    public let time: any TimeSource
+    let kek: KeyEncryptionKey
+    let emailIndex: BlindIndex
+    let hasher: SecretHasher
+    let passwords: PasswordPolicy
+    let throttles: Throttles
+    let decoyHash: String
+
+    public init(store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings, time: any TimeSource = SystemTimeSource()) throws {
+        let passwords = PasswordPolicy(blocklist: CommonPasswords.list)
+        guard passwords.blocklist.count > 10_000 else {
+            throw HearthError(.internal, "the common-password list is missing from the build")
+        }
+        self.store = store
+        self.settings = settings
+        self.time = time
+        self.kek = kek
+        self.passwords = passwords
+        emailIndex = BlindIndex(kek: kek, purpose: "email-index")
+        hasher = SecretHasher(cost: settings.hashCost)
+        throttles = Throttles()
+        decoyHash = hasher.decoy()
+    }
+
+    /// Runs CPU-heavy work (scrypt) off the event loops and the cooperative pool, on NIO's blocking
+    /// pool, whose size also bounds the memory scrypt takes.
+    func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(work)
+    }
+
+    func hash(_ secret: String) async throws -> String {
+        let hasher = self.hasher
+        return try await offload { try hasher.hash(secret) }
+    }
+
+    func verify(_ secret: String, _ encoded: String) async throws -> Bool {
+        try await offload { SecretHasher.verify(secret, against: encoded) }
+    }
+
+    // MARK: The first operator
+
+    /// Issues a new one-time set-up link if no operator exists yet; returns nil otherwise.
+    /// Any earlier link stops working.
+    public func issueSetupLinkIfNeeded(baseURL: String) async throws -> String? {
+        guard try await !store.hasOperator() else { return nil }
+        let token = SecureToken.generate()
+        let now = time.now()
+        try await store.replaceSetupLink(
+            SetupLinkRecord(tokenHash: SecureToken.storageHash(token), createdAt: now, expiresAt: now.addingTimeInterval(settings.setupLinkLifetime)),
+            audit: AuditEntry(.setupLinkIssued, detail: "valid for \(Int(settings.setupLinkLifetime)) s", at: now)
+        )
+        return "\(baseURL)/setup/\(token)"
+    }
+
+    /// Creates the first operator account from a set-up link token. Works once.
+    public func redeemSetupLink(token: String, email rawEmail: String, password: String, source: String) async throws -> AccountRecord {
+        try await throttles.check(.perSource, source, now: time.now())
+        guard SecureToken.isWellFormed(token) else {
+            await throttles.fail(.perSource, source, now: time.now())
+            throw HearthError(.expired, "this set-up link is used, expired or unknown")
+        }
+        let account = try await newAccount(role: .operator, email: rawEmail, password: password)
+        let now = time.now()
+        do {
+            try await store.redeemSetupLink(
+                tokenHash: SecureToken.storageHash(token), now: now, creating: account,
+                audit: [
+                    AuditEntry(.setupLinkUsed, actor: account.id.description, detail: "from \(source)", at: now),
+                    AuditEntry(.accountCreated, actor: account.id.description, subject: account.id.description, detail: "role operator", at: now),
+                ]
+            )
+        } catch let error as HearthError where error.code == .expired {
+            await throttles.fail(.perSource, source, now: now)
+            throw error
+        }
+        return account
+    }
+
+    // MARK: Accounts and sessions
+
+    /// Validates and hashes a new account's credentials (no storage yet).
+    func newAccount(role: Role, email rawEmail: String, password: String) async throws -> AccountRecord {
+        let email = try EmailAddress(rawEmail)
+        let domainWords = email.rawValue.split(separator: "@").last.map { $0.split(separator: ".").map(String.init) } ?? []
+        try passwords.check(password, contextWords: [email.localPart, email.rawValue] + domainWords.dropLast())
+        let id = AccountID()
+        return AccountRecord(
+            id: id, role: role, emailIndex: emailIndex.index(email.rawValue),
+            emailSealed: try Envelope.seal(Data(email.rawValue.utf8), context: "account:\(id):email", kek: kek),
+            passwordHash: try await hash(password), createdAt: time.now()
+        )
+    }
+
+    /// Owner sign-up.
+    public func signUp(email: String, password: String, source: String) async throws -> AccountRecord {
+        try await throttles.check(.signUpPerSource, source, now: time.now())
+        // Every sign-up counts against the source, successful or not: this bounds account floods.
+        await throttles.fail(.signUpPerSource, source, now: time.now())
+        let account = try await newAccount(role: .owner, email: email, password: password)
+        do {
+            try await store.createAccount(account, audit: AuditEntry(.accountCreated, actor: account.id.description, subject: account.id.description, detail: "role owner, from \(source)", at: time.now()))
+        } catch let error as HearthError where error.code == .conflict {
+            throw HearthError(.conflict, field: "email", "an account with this e-mail address exists; sign in instead")
+        }
+        return account
+    }
+
+    /// Signs in; returns the session token (shown once, stored only hashed).
+    public func signIn(email rawEmail: String, password: String, source: String) async throws -> (token: String, identity: Identity, expiresAt: Date) {
+        let wrong = HearthError(.unauthorized, "the e-mail address or password is wrong")
+        let email = try? EmailAddress(rawEmail)
+        let index = email.map { emailIndex.index($0.rawValue) } ?? "invalid"
+        try await throttles.check(.perSource, source, now: time.now())
+        try await throttles.check(.signInPerAccount, index, now: time.now())
+        let account = try await store.account(emailIndex: index)
+        // Unknown accounts cost the same scrypt work as known ones.
+        let ok = try await verify(password, account?.passwordHash ?? decoyHash) && account != nil
+        let now = time.now()
+        guard ok, let account, let email else {
+            await throttles.fail(.perSource, source, now: now)
+            await throttles.fail(.signInPerAccount, index, now: now)
+            try await store.appendAudit(AuditEntry(.signInFailed, actor: account?.id.description, detail: "from \(source)", at: now))
+            throw wrong
+        }
+        await throttles.succeed(.signInPerAccount, index)
+        let token = SecureToken.generate()
+        let session = SessionRecord(tokenHash: SecureToken.storageHash(token), account: account.id, createdAt: now, expiresAt: now.addingTimeInterval(settings.sessionLifetime))
+        try await store.createSession(session, audit: AuditEntry(.signIn, actor: account.id.description, detail: "from \(source)", at: now))
+        return (token, Identity(account: account, email: email, tokenHash: session.tokenHash), session.expiresAt)
+    }
+
+    /// Resolves a session token; nil if unknown, malformed or expired.
+    public func authenticate(token: String) async throws -> Identity? {
+        guard SecureToken.isWellFormed(token) else { return nil }
+        let hash = SecureToken.storageHash(token)
+        guard let session = try await store.session(tokenHash: hash), session.expiresAt > time.now(),
+            let account = try await store.account(id: session.account)
+        else { return nil }
+        let email = try EmailAddress(String(decoding: try Envelope.open(account.emailSealed, context: "account:\(account.id):email", kek: kek), as: UTF8.self))
+        return Identity(account: account, email: email, tokenHash: hash)
+    }
+
+    public func signOut(_ identity: Identity) async throws {
+        try await store.deleteSession(tokenHash: identity.tokenHash, audit: AuditEntry(.signOut, actor: identity.account.id.description, at: time.now()))
+    }
+
+    // MARK: Product models
+
+    public func createModel(_ json: JSONValue, by identity: Identity) async throws -> ProductModel {
+        guard identity.role == .operator else { throw HearthError(.forbidden, "only operators define product models") }
+        let model = try ProductModel(json: json)
+        do {
+            try await store.createModel(model, at: time.now(), audit: AuditEntry(.modelCreated, actor: identity.account.id.description, subject: model.id.rawValue, at: time.now()))
+        } catch let error as HearthError where error.code == .conflict {
+            throw HearthError(.conflict, field: "id", "a product model with id '\(model.id)' exists")
+        }
+        return model
+    }
+
+    // MARK: Device set-up
+
+    /// Claims an unclaimed device with the serial and setup code from its label. A wrong code and an
+    /// unknown serial get the same answer after the same work (no enumeration). Failures are
+    /// throttled per device, per account and per source address.
+    public func claim(serial rawSerial: String, setupCode rawCode: String, by identity: Identity, source: String) async throws -> DeviceRecord {
+        let serial = try DeviceSerial(rawSerial)
+        let code = try SetupCode(rawCode)
+        let owner = identity.account.id
+        let now = time.now()
+        try await throttles.check(.claimPerDevice, serial.rawValue, now: now)
+        try await throttles.check(.claimPerAccount, owner.description, now: now)
+        try await throttles.check(.perSource, source, now: now)
+        let device = try await store.device(serial)
+        let matches = try await verify(code.digits, device?.setupCodeHash ?? decoyHash) && device != nil
+        if let device, matches, device.owner == owner { return device }
+        let claimedAt = time.now()
+        if let device, matches, device.owner == nil,
+            try await store.claimDevice(serial, owner: owner, at: claimedAt, audit: AuditEntry(.deviceClaimed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
+        {
+            await throttles.succeed(.claimPerDevice, serial.rawValue)
+            var claimed = device
+            claimed.owner = owner
+            claimed.claimedAt = claimedAt
+            return claimed
+        }
+        await throttles.fail(.claimPerDevice, serial.rawValue, now: claimedAt)
+        await throttles.fail(.claimPerAccount, owner.description, now: claimedAt)
+        await throttles.fail(.perSource, source, now: claimedAt)
+        try await store.appendAudit(AuditEntry(.deviceClaimFailed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
+        throw HearthError(.claimRejected, "no unclaimed device matches this serial and setup code; check both on the label")
+    }
+
+    public func devices(of identity: Identity) async throws -> [DeviceRecord] {
+        try await store.devices(ownedBy: identity.account.id)
+    }
+}
+
+/// In-memory throttle books, one per purpose. State is per process: a restart forgets it, which
+/// only an operator can cause.
+actor Throttles {
+    enum Purpose: CaseIterable {
+        case perSource, signInPerAccount, signUpPerSource, claimPerDevice, claimPerAccount
+
+        var policy: ThrottlePolicy {
+            switch self {
+            case .perSource: .perSource
+            case .signInPerAccount: .signInPerAccount
+            case .signUpPerSource: ThrottlePolicy(freeFailures: 10, baseDelay: 60, maxDelay: 3_600, forgetAfter: 86_400)
+            case .claimPerDevice: .claimPerDevice
+            case .claimPerAccount: .claimPerAccount
+            }
+        }
+    }
+
+    private var books: [Purpose: ThrottleBook] = Dictionary(uniqueKeysWithValues: Purpose.allCases.map { ($0, ThrottleBook(policy: $0.policy)) })
+
+    func check(_ purpose: Purpose, _ key: String, now: Date) throws {
+        if case .wait(let seconds) = books[purpose]!.decide(key, now: now) {
+            throw HearthError(.throttled, "too many attempts; try again in \(seconds) s", retryAfter: seconds)
+        }
+    }
+
+    func fail(_ purpose: Purpose, _ key: String, now: Date) {
+        books[purpose]!.recordFailure(key, now: now)
+    }
+
+    func succeed(_ purpose: Purpose, _ key: String) {
+        books[purpose]!.recordSuccess(key)
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import HearthCore
+
+/// What the server needs from a database. The embedded driver is SQLite (`HearthSQLite`); a
+/// PostgreSQL driver comes later. Every driver passes the contract suite in
+/// `Tests/HearthSQLiteTests/StoreContract.swift`.
+///
+/// Rules every driver keeps:
+/// - a call that returns has committed durably (a crash afterwards loses nothing);
+/// - a call that throws has changed nothing;
+/// - the `audit` entry of a mutating call is appended in the same transaction as the change;
+/// - uniqueness conflicts throw ``HearthError/Code/conflict``.
+public protocol HearthStore: Sendable {
+    // Accounts
+    func createAccount(_ account: AccountRecord, audit: AuditEntry) async throws
+    func account(emailIndex: String) async throws -> AccountRecord?
+    func account(id: AccountID) async throws -> AccountRecord?
+    func hasOperator() async throws -> Bool
+
+    // The first operator's set-up link
+    /// Stores `link` and removes every earlier link: only the newest can be used.
+    func replaceSetupLink(_ link: SetupLinkRecord, audit: AuditEntry) async throws
+    /// Atomically: checks the link exists and is unexpired at `now`, deletes it, and creates
+    /// `account`. Throws `.expired` for an expired or unknown link (one answer for both).
+    func redeemSetupLink(tokenHash: String, now: Date, creating account: AccountRecord, audit: [AuditEntry]) async throws
+
+    // Sessions
+    func createSession(_ session: SessionRecord, audit: AuditEntry) async throws
+    func session(tokenHash: String) async throws -> SessionRecord?
+    func deleteSession(tokenHash: String, audit: AuditEntry) async throws
+    @discardableResult func deleteExpiredSessions(now: Date) async throws -> Int
+
+    // Product models
+    func createModel(_ model: ProductModel, at: Date, audit: AuditEntry) async throws
+    func model(_ id: ProductModelID) async throws -> ProductModel?
+    func models() async throws -> [ProductModel]
+
+    // Devices
+    func addDevices(_ devices: [DeviceRecord], audit: AuditEntry) async throws
+    func device(_ serial: DeviceSerial) async throws -> DeviceRecord?
+    func devices(ownedBy owner: AccountID) async throws -> [DeviceRecord]
+    /// Sets the owner if the device is unclaimed; returns false (changing nothing) otherwise.
+    func claimDevice(_ serial: DeviceSerial, owner: AccountID, at: Date, audit: AuditEntry) async throws -> Bool
+    /// Returns a device to unclaimed (factory reset, disposal). Its setup code is unchanged: it goes
+    /// back to *its own* code.
+    func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws
+    func deviceCount() async throws -> Int
+
+    // Audit log
+    func appendAudit(_ entry: AuditEntry) async throws
+    func auditRecords() async throws -> [AuditRecord]
+    func auditHead() async throws -> AuditHead?
+}

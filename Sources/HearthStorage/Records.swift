@@ -1,0 +1,72 @@
+import Foundation
+import HearthCore
+
+/// An account. The e-mail address is stored sealed (envelope-encrypted) with a keyed blind index for
+/// look-up; the password only as a slow salted hash.
+public struct AccountRecord: Sendable, Equatable {
+    public let id: AccountID
+    public let role: Role
+    public let emailIndex: String
+    public let emailSealed: Data
+    public let passwordHash: String
+    public let createdAt: Date
+
+    public init(id: AccountID, role: Role, emailIndex: String, emailSealed: Data, passwordHash: String, createdAt: Date) {
+        self.id = id
+        self.role = role
+        self.emailIndex = emailIndex
+        self.emailSealed = emailSealed
+        self.passwordHash = passwordHash
+        self.createdAt = createdAt
+    }
+}
+
+/// A signed-in session; only the hash of its token is stored.
+public struct SessionRecord: Sendable, Equatable {
+    public let tokenHash: String
+    public let account: AccountID
+    public let createdAt: Date
+    public let expiresAt: Date
+
+    public init(tokenHash: String, account: AccountID, createdAt: Date, expiresAt: Date) {
+        self.tokenHash = tokenHash
+        self.account = account
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+}
+
+/// The one-time link that creates the first operator account.
+public struct SetupLinkRecord: Sendable, Equatable {
+    public let tokenHash: String
+    public let createdAt: Date
+    public let expiresAt: Date
+
+    public init(tokenHash: String, createdAt: Date, expiresAt: Date) {
+        self.tokenHash = tokenHash
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A provisioned unit. The setup code is stored only as a slow salted hash; the device's private key
+/// is never stored by the server.
+public struct DeviceRecord: Sendable, Equatable {
+    public let serial: DeviceSerial
+    public let model: ProductModelID
+    public let certificatePEM: String
+    public let setupCodeHash: String
+    public let provisionedAt: Date
+    public var owner: AccountID?
+    public var claimedAt: Date?
+
+    public init(serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date, owner: AccountID? = nil, claimedAt: Date? = nil) {
+        self.serial = serial
+        self.model = model
+        self.certificatePEM = certificatePEM
+        self.setupCodeHash = setupCodeHash
+        self.provisionedAt = provisionedAt
+        self.owner = owner
+        self.claimedAt = claimedAt
+    }
+}

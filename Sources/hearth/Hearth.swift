@@ -1,0 +1,328 @@
+import ArgumentParser
+import Foundation
+import HearthCore
+import HearthCrypto
+import HearthSQLite
+import HearthServer
+import HearthStorage
+import Logging
+import ServiceLifecycle
+
+@main
+struct HearthCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hearth",
+        abstract: "Hearth: a secure-by-design platform for consumer IoT products.",
+        discussion: """
+            Start with `hearth demo`: it runs the server on a fresh data folder with demo products and \
+            devices. Run a real deployment with `hearth serve --data DIR`; on its first start it prints a \
+            one-time link that creates the first operator account (there is no default password).
+            """,
+        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, Audit.self]
+    )
+}
+
+/// Options every command that opens a deployment shares.
+struct DataOptions: ParsableArguments {
+    @Option(name: .long, help: "The data folder (created with mode 0700 on first use).")
+    var data: String = "hearth-data"
+
+    @Option(name: .customLong("kek-file"), help: "Read the key-encryption key from this file (32 bytes, mode 0600) instead of DATA/kek.key. Keep it off the data folder's disk so a copy of the folder reveals nothing.")
+    var kekFile: String?
+
+    @Option(name: .customLong("hostname"), help: "A DNS name or IP the HTTPS certificate must cover; repeat for several. Default: localhost, 127.0.0.1, ::1.")
+    var hostnames: [String] = []
+
+    /// Opens the data folder and the embedded SQLite store: the one place that picks the driver.
+    func open() throws -> (DataFolder, SQLiteStore) {
+        let folder = try DataFolder.open(path: data, kekFile: kekFile, hostnames: hostnames.isEmpty ? ["localhost", "127.0.0.1", "::1"] : hostnames)
+        let store = try SQLiteStore(path: folder.databasePath, sealer: KEKAuditSealer(kek: folder.kek))
+        return (folder, store)
+    }
+}
+
+/// `HOST:PORT`, `[v6]:PORT`.
+struct ListenAddress: ExpressibleByArgument, CustomStringConvertible {
+    let host: String
+    let port: Int
+
+    init?(argument: String) {
+        guard let colon = argument.lastIndex(of: ":"), let port = Int(argument[argument.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = String(argument[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+func printErr(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Runs a command body, turning Hearth's errors into a clear message and exit code 1.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as HearthError {
+        printErr("hearth: \(error.message)\(error.field.map { " [\($0)]" } ?? "")")
+        throw ExitCode.failure
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the Hearth server (HTTPS API and pages).",
+        discussion: """
+            HTTPS only (TLS 1.2 minimum, 1.3 preferred). Binds to 127.0.0.1:8443 unless --listen says \
+            otherwise. Stops gracefully on SIGINT or SIGTERM. While no operator account exists, each start \
+            prints a fresh one-time set-up link, valid for an hour.
+            """
+    )
+
+    @OptionGroup var options: DataOptions
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
+    var listen: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
+
+    func run() async throws {
+        try await reportingErrors {
+            let (folder, store) = try options.open()
+            try await runServer(folder: folder, store: store, listen: listen, banner: { _ in })
+        }
+    }
+}
+
+/// Starts the HTTPS server on `folder` and runs until SIGINT/SIGTERM.
+func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, banner: @escaping @Sendable (String) async -> Void) async throws {
+    var logger = Logger(label: "hearth")
+    logger.logLevel = .info
+    let hearth = try Hearth(store: store, kek: folder.kek, settings: HearthSettings())
+    if folder.created { print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.") }
+    try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen)", at: Date()))
+    let app = try HTTPSServer.application(hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger) { address in
+        let port = address?.port ?? listen.port
+        let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
+        let base = "https://\(host):\(port)"
+        print("Hearth is serving \(base)  (health: \(base)/healthz)")
+        print("Clients verify it with the deployment root CA: \(folder.rootCAPath)")
+        do {
+            if let link = try await hearth.issueSetupLinkIfNeeded(baseURL: base) {
+                print("No operator account exists yet. Open this one-time link within an hour to create it:")
+                print("  \(link)")
+            }
+        } catch {
+            printErr("hearth: could not issue the set-up link: \(error)")
+        }
+        await banner(base)
+        fflush(nil)
+    }
+    let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    try await group.run()
+    print("Hearth stopped.")
+}
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the server on a fresh data folder with demo products and devices.",
+        discussion: "Creates the demo product models (a thermostat and a lock), provisions a few units of each, prints their labels, then serves until Ctrl-C."
+    )
+
+    @Option(help: "Address to listen on, HOST:PORT.")
+    var listen: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
+
+    @Option(help: "Units to provision per demo model.")
+    var devices: Int = 3
+
+    @Option(help: "Data folder; default: a new temporary folder.")
+    var data: String?
+
+    func run() async throws {
+        try await reportingErrors {
+            guard (1...100).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 100") }
+            let path = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("hearth-demo-\(UUID().uuidString.prefix(8))").path
+            print("Hearth demo: data folder \(path)")
+            var options = try DataOptions.parse([])
+            options.data = path
+            let (folder, store) = try options.open()
+            let base = "https://\(listen)"
+            let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: base)
+            let bundles = folder.url.appendingPathComponent("bundles")
+            var labels: [String] = []
+            for model in ProductModel.demoModels() {
+                if try await store.model(model.id) == nil {
+                    try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "demo", subject: model.id.rawValue, at: Date()))
+                }
+                print("Provisioning \(devices) × \(model.name)…")
+                let units = try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles)
+                labels += units.map(\.label.text)
+            }
+            print("\nDevice labels (bundles in \(bundles.path)):\n")
+            labels.forEach { print($0) }
+            try await runServer(folder: folder, store: store, listen: listen) { base in
+                print("""
+
+                    What to try next:
+                      1. Open the set-up link above to create the operator account.
+                      2. Create an owner account at \(base)/signup, then set up a device at \(base)/claim
+                         with a serial and setup code from a label above.
+                      3. The API: curl --cacert \(folder.rootCAPath) \(base)/api/v1/openapi.json
+                    Press Ctrl-C to stop.
+                    """)
+            }
+        }
+    }
+}
+
+struct ModelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "model", abstract: "Manage product models.", subcommands: [Add.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Define a product model from a JSON file (see docs in ARCHITECTURE.md).")
+        @OptionGroup var options: DataOptions
+        @Option(help: "The model's JSON file.") var file: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let (_, store) = try options.open()
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+                guard bytes.count <= 64 * 1024 else { throw HearthError(.payloadTooLarge, "a model file is at most 64 KiB") }
+                let model = try ProductModel(json: try JSONValue.parse(Array(bytes)))
+                try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "cli", subject: model.id.rawValue, at: Date()))
+                print("Created product model \(model.id) (\(model.name)); security updates until \(model.supportEnds.plainEnglish).")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List product models.")
+        @OptionGroup var options: DataOptions
+        func run() async throws {
+            try await reportingErrors {
+                let (_, store) = try options.open()
+                for model in try await store.models() { print("\(model.id)\t\(model.name)\tsupport until \(model.supportEnds)") }
+            }
+        }
+    }
+}
+
+struct Factory: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Factory provisioning of device identities.", subcommands: [Provision.self, SignCSR.self])
+
+    struct Provision: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Provision N units: serial, key pair, device certificate, setup code and label for each.",
+            discussion: "Writes one bundle folder per unit under --out (mode 0700; keys 0600) and registers the units with the server's database."
+        )
+        @OptionGroup var options: DataOptions
+        @Option(help: "Product model id.") var model: String
+        @Option(help: "How many units.") var count: Int
+        @Option(help: "Output folder for the bundles.") var out: String
+        @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on labels.") var publicURL = "https://localhost:8443"
+
+        func run() async throws {
+            try await reportingErrors {
+                let (folder, store) = try options.open()
+                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
+                let start = Date()
+                let progress = Progress(total: count, noun: "units")
+                _ = try await provisioner.provision(modelID: try ProductModelID(model), count: count, outDirectory: URL(fileURLWithPath: out)) { progress.update($0) }
+                progress.finish()
+                let seconds = Date().timeIntervalSince(start)
+                print("Provisioned \(count) units of \(model) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.1f", Double(count) / seconds)) units/s). Bundles: \(out)")
+            }
+        }
+    }
+
+    struct SignCSR: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "sign-csr",
+            abstract: "Issue a device certificate for a CSR made on the device (its private key never leaves it)."
+        )
+        @OptionGroup var options: DataOptions
+        @Option(help: "Product model id.") var model: String
+        @Option(help: "The device's PEM certificate signing request.") var csr: String
+        @Option(help: "Output folder for the bundle.") var out: String
+        @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on the label.") var publicURL = "https://localhost:8443"
+
+        func run() async throws {
+            try await reportingErrors {
+                let (folder, store) = try options.open()
+                let pem = try String(contentsOfFile: csr, encoding: .utf8)
+                guard pem.utf8.count <= 16 * 1024 else { throw HearthError(.payloadTooLarge, "a CSR is at most 16 KiB") }
+                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
+                let unit = try await provisioner.signCSR(pem: pem, modelID: try ProductModelID(model), outDirectory: URL(fileURLWithPath: out))
+                print("Issued a certificate for serial \(unit.serial); bundle in \(out)/\(unit.serial)")
+            }
+        }
+    }
+}
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The hash-chained audit log.", subcommands: [Verify.self, Show.self])
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check that no audit record was edited, removed or reordered. Exits 1 if one was.")
+        @OptionGroup var options: DataOptions
+        func run() async throws {
+            try await reportingErrors {
+                let (folder, store) = try options.open()
+                let records = try await store.auditRecords()
+                if let problem = KEKAuditSealer(kek: folder.kek).verify(records, head: try await store.auditHead()) {
+                    print("Audit log TAMPERED: \(problem)")
+                    throw ExitCode.failure
+                }
+                print("Audit log intact: \(records.count) records.")
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the audit log.")
+        @OptionGroup var options: DataOptions
+        func run() async throws {
+            try await reportingErrors {
+                let (_, store) = try options.open()
+                let formatter = ISO8601DateFormatter()
+                for r in try await store.auditRecords() {
+                    print("\(r.sequence)\t\(formatter.string(from: r.date))\t\(r.kind)\t\(r.actor ?? "-")\t\(r.subject ?? "-")\t\(r.detail)")
+                }
+            }
+        }
+    }
+}
+
+/// Progress on a terminal: a redrawn line on a TTY, a line per 10% otherwise.
+final class Progress: @unchecked Sendable {
+    let total: Int
+    let noun: String
+    let start = Date()
+    let tty = isatty(STDERR_FILENO) == 1
+    var lastDecile = -1
+    let lock = NSLock()
+
+    init(total: Int, noun: String) {
+        self.total = total
+        self.noun = noun
+    }
+
+    func update(_ done: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        let rate = Double(done) / max(0.001, Date().timeIntervalSince(start))
+        let line = "\(done)/\(total) \(noun) (\(Int(rate))/s)"
+        if tty {
+            let width = 30, filled = total > 0 ? width * done / total : width
+            FileHandle.standardError.write(Data("\r[\(String(repeating: "#", count: filled))\(String(repeating: " ", count: width - filled))] \(line)".utf8))
+        } else if total > 0, done * 10 / total > lastDecile {
+            lastDecile = done * 10 / total
+            printErr(line)
+        }
+    }
+
+    func finish() {
+        if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
