@@ -54,17 +54,27 @@ public struct Provisioner: Sendable {
         if let outDirectory { try Self.makePrivateDirectory(outDirectory) }
         var all: [ProvisionedUnit] = []
         all.reserveCapacity(count)
+        // Codes are drawn here so that no two units of one run share a code.
+        var issuedCodes = Set<String>()
+        var rng = SystemRandomNumberGenerator()
         let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
         while all.count < count {
             let n = min(batchSize, count - all.count)
+            var codes: [SetupCode] = []
+            while codes.count < n {
+                let code = SetupCode.generate(using: &rng)
+                if issuedCodes.insert(code.digits).inserted { codes.append(code) }
+            }
             // Key generation, certificates and scrypt spread over every core.
             let batch = try await withThrowingTaskGroup(of: [(ProvisionedUnit, DeviceRecord)].self) { group in
+                var offset = 0
                 for w in 0..<workers {
-                    let share = n / workers + (w < n % workers ? 1 : 0)
-                    guard share > 0 else { continue }
+                    let share = codes[offset..<(offset + n / workers + (w < n % workers ? 1 : 0))]
+                    offset = share.endIndex
+                    guard !share.isEmpty else { continue }
                     group.addTask {
                         try await NIOThreadPool.singleton.runIfActive {
-                            try (0..<share).map { _ in try self.makeUnit(model: model) }
+                            try share.map { try self.makeUnit(model: model, code: $0) }
                         }
                     }
                 }
@@ -84,15 +94,15 @@ public struct Provisioner: Sendable {
     public func signCSR(pem: String, modelID: ProductModelID, outDirectory: URL?) async throws -> ProvisionedUnit {
         guard let model = try await store.model(modelID) else { throw HearthError(.notFound, field: "model", "no product model '\(modelID)'") }
         if let outDirectory { try Self.makePrivateDirectory(outDirectory) }
-        let unit = try await NIOThreadPool.singleton.runIfActive { try self.makeUnit(model: model, csrPEM: pem) }
+        let unit = try await NIOThreadPool.singleton.runIfActive { var rng = SystemRandomNumberGenerator()
+            return try self.makeUnit(model: model, code: SetupCode.generate(using: &rng), csrPEM: pem) }
         try await register([unit], model: model, outDirectory: outDirectory)
         return unit.0
     }
 
-    func makeUnit(model: ProductModel, csrPEM: String? = nil) throws -> (ProvisionedUnit, DeviceRecord) {
+    func makeUnit(model: ProductModel, code: SetupCode, csrPEM: String? = nil) throws -> (ProvisionedUnit, DeviceRecord) {
         var rng = SystemRandomNumberGenerator()
         let serial = DeviceSerial.random(using: &rng)
-        let code = SetupCode.generate(using: &rng)
         let now = time.now()
         let key: P256.Signing.PrivateKey?
         let certificate: Certificate

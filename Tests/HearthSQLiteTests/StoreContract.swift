@@ -1,0 +1,136 @@
+import Foundation
+import HearthCore
+import HearthStorage
+
+/// The behaviour every `HearthStore` driver must show. A driver's tests run each case against a
+/// fresh, empty store: `@Test(arguments: StoreContract.cases)`.
+///
+/// It needs nothing from a test framework, so a future driver's test target can run it unchanged.
+public enum StoreContract {
+    public struct Case: Sendable, CustomStringConvertible {
+        public let description: String
+        public let run: @Sendable (any HearthStore) async throws -> Void
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    static func require(_ condition: Bool, _ message: String, line: Int = #line) throws {
+        if !condition { throw Failure(description: "StoreContract line \(line): \(message)") }
+    }
+
+    static func requireThrows(_ code: HearthError.Code, _ message: String, line: Int = #line, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let e as HearthError where e.code == code {
+            return
+        } catch {
+            throw Failure(description: "StoreContract line \(line): \(message): threw \(error)")
+        }
+        throw Failure(description: "StoreContract line \(line): \(message): did not throw")
+    }
+
+    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    static func audit(_ kind: AuditKind = .accountCreated) -> AuditEntry { AuditEntry(kind, at: t0) }
+
+    static func account(_ n: Int, role: Role = .owner) -> AccountRecord {
+        AccountRecord(id: AccountID(), role: role, emailIndex: "index-\(n)", emailSealed: Data([1, 2, UInt8(n)]), passwordHash: "scrypt$hash\(n)", createdAt: t0)
+    }
+
+    static func device(_ model: ProductModel) -> DeviceRecord {
+        var rng = SystemRandomNumberGenerator()
+        return DeviceRecord(serial: DeviceSerial.random(using: &rng), model: model.id, certificatePEM: "PEM", setupCodeHash: "scrypt$code", provisionedAt: t0)
+    }
+
+    public static let cases: [Case] = [
+        Case(description: "accounts are unique by e-mail index and found by index and id") { store in
+            let a = account(1)
+            try await store.createAccount(a, audit: audit())
+            try await require(store.account(emailIndex: "index-1") == a, "found by index")
+            try await require(store.account(id: a.id) == a, "found by id")
+            try await require(store.account(emailIndex: "index-2") == nil, "unknown index")
+            try await requireThrows(.conflict, "duplicate e-mail") {
+                try await store.createAccount(AccountRecord(id: AccountID(), role: .owner, emailIndex: "index-1", emailSealed: Data(), passwordHash: "x", createdAt: t0), audit: audit())
+            }
+            try await require(!(store.hasOperator()), "no operator yet")
+            try await store.createAccount(account(2, role: .operator), audit: audit())
+            try await require(store.hasOperator(), "operator exists")
+        },
+        Case(description: "a failed write changes nothing, its audit entry included") { store in
+            try await store.createAccount(account(1), audit: audit())
+            let before = try await store.auditRecords().count
+            try? await store.createAccount(AccountRecord(id: AccountID(), role: .owner, emailIndex: "index-1", emailSealed: Data(), passwordHash: "x", createdAt: t0), audit: audit())
+            try await require(store.auditRecords().count == before, "no audit record for a failed write")
+        },
+        Case(description: "a set-up link works once, only before expiry, and only the newest") { store in
+            try await store.replaceSetupLink(SetupLinkRecord(tokenHash: "old", createdAt: t0, expiresAt: t0 + 3600), audit: audit(.setupLinkIssued))
+            try await store.replaceSetupLink(SetupLinkRecord(tokenHash: "new", createdAt: t0, expiresAt: t0 + 3600), audit: audit(.setupLinkIssued))
+            try await requireThrows(.expired, "the replaced link") {
+                try await store.redeemSetupLink(tokenHash: "old", now: t0, creating: account(1, role: .operator), audit: [])
+            }
+            try await requireThrows(.expired, "after expiry") {
+                try await store.redeemSetupLink(tokenHash: "new", now: t0 + 3600, creating: account(1, role: .operator), audit: [])
+            }
+            try await require(!(store.hasOperator()), "nothing created by failed redemptions")
+            try await store.redeemSetupLink(tokenHash: "new", now: t0 + 3599, creating: account(1, role: .operator), audit: [audit(.setupLinkUsed)])
+            try await require(store.hasOperator(), "operator created")
+            try await requireThrows(.expired, "second use") {
+                try await store.redeemSetupLink(tokenHash: "new", now: t0, creating: account(2, role: .operator), audit: [])
+            }
+        },
+        Case(description: "sessions are found by token hash, deleted, and expired ones swept") { store in
+            let a = account(1)
+            try await store.createAccount(a, audit: audit())
+            let s1 = SessionRecord(tokenHash: "s1", account: a.id, createdAt: t0, expiresAt: t0 + 60)
+            let s2 = SessionRecord(tokenHash: "s2", account: a.id, createdAt: t0, expiresAt: t0 + 600)
+            try await store.createSession(s1, audit: audit(.signIn))
+            try await store.createSession(s2, audit: audit(.signIn))
+            try await require(store.session(tokenHash: "s1") == s1, "found")
+            try await require(store.deleteExpiredSessions(now: t0 + 61) == 1, "one expired")
+            try await require(store.session(tokenHash: "s1") == nil, "swept")
+            try await store.deleteSession(tokenHash: "s2", audit: audit(.signOut))
+            try await require(store.session(tokenHash: "s2") == nil, "deleted")
+        },
+        Case(description: "models round-trip and ids are unique") { store in
+            let models = ProductModel.demoModels()
+            for m in models { try await store.createModel(m, at: t0, audit: audit(.modelCreated)) }
+            try await require(store.models() == models.sorted { $0.id.rawValue < $1.id.rawValue }, "listed")
+            try await require(store.model(models[0].id) == models[0], "found")
+            try await requireThrows(.conflict, "duplicate id") { try await store.createModel(models[0], at: t0, audit: audit(.modelCreated)) }
+        },
+        Case(description: "devices are claimed once, listed by owner, and released to unclaimed") { store in
+            let model = ProductModel.demoModels()[0]
+            try await store.createModel(model, at: t0, audit: audit(.modelCreated))
+            let (a, b) = (account(1), account(2))
+            try await store.createAccount(a, audit: audit())
+            try await store.createAccount(b, audit: audit())
+            let devices = (0..<3).map { _ in device(model) }
+            try await store.addDevices(devices, audit: audit(.devicesProvisioned))
+            try await require(store.deviceCount() == 3, "three devices")
+            try await requireThrows(.conflict, "duplicate serial") { try await store.addDevices([devices[0]], audit: audit(.devicesProvisioned)) }
+            try await require(store.deviceCount() == 3, "batch with a duplicate added nothing")
+            try await require(store.claimDevice(devices[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "first claim")
+            let audits = try await store.auditRecords().count
+            try await require(!(store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed))), "second claim refused")
+            try await require(store.auditRecords().count == audits, "a refused claim records nothing")
+            try await require(store.devices(ownedBy: a.id).map(\.serial) == [devices[0].serial], "listed for its owner")
+            try await require(store.devices(ownedBy: b.id).isEmpty, "not for another")
+            let claimed = try await store.device(devices[0].serial)
+            try await require(claimed?.owner == a.id && claimed?.claimedAt == t0, "owner and time stored")
+            try await store.releaseDevice(devices[0].serial, audit: audit(.deviceReleased))
+            let released = try await store.device(devices[0].serial)
+            try await require(released?.owner == nil && released?.setupCodeHash == devices[0].setupCodeHash, "released to its own code")
+            try await require(store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed)), "claimable again")
+        },
+        Case(description: "every write appends one chained audit record, and the head follows") { store in
+            try await store.appendAudit(AuditEntry(.serverStarted, detail: "one", at: t0))
+            try await store.createAccount(account(1), audit: audit())
+            let records = try await store.auditRecords()
+            try await require(records.map(\.sequence) == [1, 2], "sequence")
+            try await require(records[1].previousMAC == records[0].mac, "chained")
+            try await require(store.auditHead()?.sequence == 2, "head")
+            try await require(store.auditHead()?.mac == records[1].mac, "head mac")
+        },
+    ]
+}
