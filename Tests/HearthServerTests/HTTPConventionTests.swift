@@ -1,0 +1,107 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+@testable import HearthServer
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@Suite struct HTTPConventionTests {
+    @Test func theOpenAPIDocumentMatchesTheRealRoutes() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        try await d.application.test(.router) { client in
+            let doc = try await client.call(.get, "/api/v1/openapi.json")
+            #expect(doc.status == 200)
+            guard case .object(let root) = doc.json, case .object(let paths) = root["paths"] else {
+                Issue.record("no paths in \(doc.text.prefix(200))")
+                return
+            }
+            #expect(root["openapi"] == "3.1.0")
+            var documented = 0
+            for (path, item) in paths {
+                guard case .object(let operations) = item else { continue }
+                for (method, operation) in operations {
+                    documented += 1
+                    let concrete = path.replacingOccurrences(of: "{id}", with: "thermostat-t1")
+                    let r = try await client.call(HTTPRequest.Method(method.uppercased())!, concrete)
+                    // Routed: anything but "no such route". Bodyless calls get 401/400/415/200/404-for-id.
+                    #expect(!(r.status == 404 && r.text.contains("no such resource")), "\(method) \(path) is documented but not routed")
+                    if case .object(let op) = operation, op["requestBody"] != nil {
+                        let unknown = try await client.call(HTTPRequest.Method(method.uppercased())!, concrete, body: #"{"undocumented":1}"#, token: nil)
+                        #expect([400, 401].contains(unknown.status), "\(path) accepts undocumented fields")
+                    }
+                }
+            }
+            #expect(documented == API(hearth: d.hearth).endpoints().count)
+            // Routes not in the document do not exist.
+            for path in ["/api/v1/admin", "/api/v1/users", "/api/v1/devices/claim/x", "/api/v2/models"] {
+                let r = try await client.call(.get, path)
+                #expect(r.status == 404, "\(path)")
+                #expect(r.error == "not_found")
+            }
+            #expect(try await client.call(.put, "/api/v1/models").status == 404)
+        }
+    }
+
+    @Test func everyResponseCarriesTheSecurityHeaders() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        try await d.application.test(.router) { client in
+            for path in ["/healthz", "/", "/signin", "/api/v1/nothing", "/api/v1/models"] {
+                let r = try await client.call(.get, path)
+                #expect(r.headers[HTTPField.Name("Strict-Transport-Security")!]?.contains("max-age=") == true, "\(path)")
+                #expect(r.headers[HTTPField.Name("Content-Security-Policy")!]?.contains("default-src 'none'") == true, "\(path)")
+                #expect(r.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff", "\(path)")
+                #expect(r.headers[HTTPField.Name("X-Frame-Options")!] == "DENY", "\(path)")
+            }
+            #expect(try await client.call(.get, "/healthz").text == #"{"status":"ok"}"#)
+        }
+    }
+
+    @Test func operatorsDefineModelsThatArePublishedWithTheirSupportPeriod() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        try await d.application.test(.router) { client in
+            let op = try await makeOperator(d, client)
+            var model = ProductModel.demoModels()[0].json
+            if case .object(var o) = model { o["name"] = "<script>alert(1)</script> Plug"; o["id"] = "plug-p1"; model = .object(o) }
+            let created = try await client.call(.post, "/api/v1/models", body: String(decoding: model.serialized(), as: UTF8.self), token: op)
+            #expect(created.status == 201)
+            #expect(created.string("supportEndsText") == "Security updates until 31 December 2031")
+            #expect(try await client.call(.post, "/api/v1/models", body: String(decoding: model.serialized(), as: UTF8.self), token: op).status == 409)
+            #expect(try await client.call(.get, "/api/v1/models/plug-p1").status == 200)
+            #expect(try await client.call(.get, "/api/v1/models/nope").status == 404)
+            let page = try await client.call(.get, "/models")
+            #expect(page.text.contains("&lt;script&gt;alert(1)&lt;/script&gt; Plug"))
+            #expect(!page.text.contains("<script>"))
+            #expect(page.text.contains("31 December 2031"))
+        }
+    }
+
+    @Test func thePagesWorkWithoutJavaScript() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        let unit = try await d.provisionThermostats(1)[0]
+        try await d.application.test(.router) { client in
+            let form = "application/x-www-form-urlencoded"
+            let signup = try await client.call(.post, "/signup", body: "email=ann%40example.com&password=a+long+and+unusual+passphrase", contentType: form)
+            #expect(signup.status == 303)
+            let cookie = signup.headers[.setCookie] ?? ""
+            #expect(cookie.hasPrefix("__Host-hearth_session="))
+            for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] { #expect(cookie.contains(flag), "cookie lacks \(flag)") }
+            let session = String(cookie.split(separator: ";")[0])
+            let claimPage = try await client.call(.get, "/claim", headers: [.cookie: session])
+            #expect(claimPage.status == 200)
+            let csrf = claimPage.text.components(separatedBy: "name=\"csrf\" value=\"")[1].prefix(64)
+            let noCSRF = try await client.call(.post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.digits)&csrf=0", contentType: form, headers: [.cookie: session])
+            #expect(noCSRF.status == 403)
+            let claimed = try await client.call(.post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.formatted)&csrf=\(csrf)", contentType: form, headers: [.cookie: session])
+            #expect(claimed.status == 303)
+            #expect(try await client.call(.get, "/devices", headers: [.cookie: session]).text.contains(unit.serial.rawValue))
+            #expect(try await client.call(.get, "/devices").status == 303, "signed out visitors are sent to sign in")
+            let crossSite = try await client.call(.post, "/signin", body: "email=ann%40example.com&password=a+long+and+unusual+passphrase", contentType: form, headers: [.origin: "https://evil.example"])
+            #expect(crossSite.status == 403)
+        }
+    }
+}
