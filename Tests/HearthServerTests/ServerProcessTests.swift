@@ -1,0 +1,250 @@
+import Foundation
+import GRDB
+import HearthCore
+import HearthCrypto
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Testing
+import X509
+
+/// Black-box tests of the `hearth` executable, as a newcomer or an operator runs it.
+@Suite(.serialized) struct ServerProcessTests {
+    @Test func theServerStartsOnAFreshFolderAndSpeaksOnlyHTTPS() async throws {
+        guard let curl = try curlPath() else { return }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data").path
+        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        #expect(try await server.wait(for: "one-time link"), "\(server.text)")
+        let base = try #require(server.baseURL)
+        let port = Int(base.split(separator: ":").last!)!
+
+        // The data folder and its keys are private.
+        for (path, mode) in [(data, 0o700), (data + "/kek.key", 0o600), (data + "/device-ca.key.sealed", 0o600), (data + "/hearth.sqlite", 0o600)] {
+            var st = stat()
+            #expect(stat(path, &st) == 0)
+            #expect(Int(st.st_mode & 0o777) == mode, "\(path)")
+        }
+
+        let health = try runTool(curl, ["-s", "--cacert", data + "/root-ca.pem", base + "/healthz"])
+        #expect(health.status == 0)
+        #expect(health.output == #"{"status":"ok"}"#)
+        // Verified against the deployment root CA, not the device CA.
+        #expect(try runTool(curl, ["-s", "--cacert", data + "/device-ca.pem", base + "/healthz"]).status != 0)
+
+        // Plain HTTP to the TLS port gets no HTTP answer.
+        let plain = try runTool(curl, ["-s", "-m", "5", "-o", "-", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
+        #expect(!plain.output.contains("ok"))
+        #expect(plain.output.hasSuffix("000"))
+
+        // TLS 1.0 and 1.1 handshakes are refused; 1.2 and 1.3 succeed.
+        let root = try #require(try NIOSSLCertificate.fromPEMFile(data + "/root-ca.pem").first)
+        for (version, expected) in [(TLSVersion.tlsv1, false), (.tlsv11, false), (.tlsv12, true), (.tlsv13, true)] {
+            #expect(await handshake(port: port, root: root, version: version) == expected, "TLS \(version)")
+        }
+
+        // The link is printed once and works once.
+        let link = try #require(server.text.components(separatedBy: "\n").first { $0.contains("/setup/") }?.trimmingCharacters(in: .whitespaces))
+        let token = String(link.split(separator: "/").last!)
+        let setup = { try runTool(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", data + "/root-ca.pem", "-H", "content-type: application/json", "-d", #"{"token":"\#(token)","email":"op@example.com","password":"operator passphrase that is long"}"#, base + "/api/v1/setup"]).output }
+        #expect(try setup() == "201")
+        #expect(try setup() == "410")
+
+        server.signal(SIGTERM)
+        #expect(try await server.waitForExit() == 0)
+        #expect(server.text.contains("Hearth stopped."))
+
+        // A restart with an operator prints no link.
+        let again = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        #expect(try await again.wait(for: "Clients verify it"))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!again.text.contains("/setup/"))
+        again.signal(SIGINT)
+        #expect(try await again.waitForExit() == 0)
+    }
+
+    @Test func aClaimAcknowledgedBeforeKill9IsThereAfterRestart() async throws {
+        guard let curl = try curlPath() else { return }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data").path
+        let modelFile = dir.appendingPathComponent("model.json")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try ProductModel.demoModels()[1].json.serialized().write(to: modelFile)
+        #expect(try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path]).status == 0)
+        let bundles = dir.appendingPathComponent("bundles")
+        let provision = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "lock-l1", "--count", "2", "--out", bundles.path])
+        #expect(provision.status == 0, "\(provision.output)")
+        let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted().first)
+        let bundle = try JSONValue.parse(Array(try Data(contentsOf: bundles.appendingPathComponent(serial).appendingPathComponent("bundle.json"))))
+        guard case .object(let b) = bundle, case .string(let code) = b["setupCode"] else { Issue.record("no setup code in bundle"); return }
+
+        func start() async throws -> (HearthProcess, (String, [String]) throws -> (status: Int32, output: String)) {
+            let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+            #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
+            let base = server.baseURL ?? "https://127.0.0.1:1"
+            return (server, { path, extra in try runTool(curl, ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + extra + [base + path]) })
+        }
+        let json = ["-H", "content-type: application/json"]
+        let credentials = #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#
+        var (server, call) = try await start()
+        #expect(try call("/api/v1/accounts", json + ["-d", credentials]).output.hasSuffix("201"))
+        let session = try call("/api/v1/sessions", json + ["-d", credentials]).output
+        let token = try #require(session.components(separatedBy: #""token":""#).last?.prefix(43))
+        let claim = try call("/api/v1/devices/claim", json + ["-H", "authorization: Bearer \(token)", "-d", #"{"serial":"\#(serial)","setupCode":"\#(code)"}"#])
+        #expect(claim.output.hasSuffix("201"), "\(claim.output)")
+        server.signal(SIGKILL)
+        _ = try await server.waitForExit()
+
+        (server, call) = try await start()
+        let devices = try call("/api/v1/devices", ["-H", "authorization: Bearer \(token)"])
+        #expect(devices.output.contains(serial), "\(devices.output)")
+        server.signal(SIGTERM)
+        _ = try await server.waitForExit()
+
+        // The audit log recorded it all and verifies; an edit to it is detected.
+        let verify = try await HearthProcess.run(["audit", "verify", "--data", data])
+        #expect(verify.status == 0, "\(verify.output)")
+        #expect(verify.output.contains("Audit log intact"))
+        let show = try await HearthProcess.run(["audit", "show", "--data", data])
+        for kind in ["model.created", "devices.provisioned", "account.created", "sign_in.succeeded", "device.claimed", "server.started"] {
+            #expect(show.output.contains(kind), "audit lacks \(kind)")
+        }
+        try await DatabaseQueue(path: data + "/hearth.sqlite").write { db in
+            try db.execute(sql: "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'someone-else' WHERE kind = 'device.claimed'")
+        }
+        let tampered = try await HearthProcess.run(["audit", "verify", "--data", data])
+        #expect(tampered.status == 1)
+        #expect(tampered.output.contains("TAMPERED"))
+    }
+
+    @Test func factoryBundlesAreCompleteAndPrivate() async throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data").path
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let modelFile = dir.appendingPathComponent("model.json")
+        try ProductModel.demoModels()[0].json.serialized().write(to: modelFile)
+        #expect(try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path]).status == 0)
+        let out = dir.appendingPathComponent("out")
+        let r = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "thermostat-t1", "--count", "3", "--out", out.path])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("Provisioned 3 units"))
+        let deviceCA = try Certificate(pemEncoded: try String(contentsOfFile: data + "/device-ca.pem", encoding: .utf8))
+        let serials = try FileManager.default.contentsOfDirectory(atPath: out.path)
+        #expect(serials.count == 3)
+        for serial in serials {
+            let folder = out.appendingPathComponent(serial)
+            var st = stat()
+            stat(folder.appendingPathComponent("device.key.pem").path, &st)
+            #expect(st.st_mode & 0o077 == 0, "device key is private")
+            let label = try String(contentsOf: folder.appendingPathComponent("label.txt"), encoding: .utf8)
+            #expect(label.contains("Serial:     \(serial)"))
+            #expect(label.contains("Security updates until 31 December 2031"))
+            let pem = try String(contentsOf: folder.appendingPathComponent("device.pem"), encoding: .utf8)
+            let leaf = try Certificate(pemEncoded: pem.components(separatedBy: "-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+            #expect(leaf.commonName == serial)
+            #expect(await verifyChain(leaf: leaf, root: deviceCA))
+        }
+        // Unknown model and bad counts are clear errors.
+        let unknown = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "nope-1", "--count", "1", "--out", out.path])
+        #expect(unknown.status != 0)
+        #expect(unknown.output.contains("no product model 'nope-1'"))
+        #expect(try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "thermostat-t1", "--count", "0", "--out", out.path]).status != 0)
+    }
+
+    @Test func signCSRKeepsTheKeyOnTheDevice() async throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data").path
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let modelFile = dir.appendingPathComponent("model.json")
+        try ProductModel.demoModels()[0].json.serialized().write(to: modelFile)
+        #expect(try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path]).status == 0)
+        let csrFile = dir.appendingPathComponent("device.csr")
+        let openssl = try runTool("/usr/bin/openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.appendingPathComponent("device.key").path, "-subj", "/CN=device", "-out", csrFile.path])
+        #expect(openssl.status == 0)
+        let out = dir.appendingPathComponent("out")
+        let r = try await HearthProcess.run(["factory", "sign-csr", "--data", data, "--model", "thermostat-t1", "--csr", csrFile.path, "--out", out.path])
+        #expect(r.status == 0, "\(r.output)")
+        let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: out.path).first)
+        let files = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent(serial).path)
+        #expect(!files.contains("device.key.pem"))
+        #expect(files.contains("device.pem"))
+        try "garbage".write(to: csrFile, atomically: true, encoding: .utf8)
+        let bad = try await HearthProcess.run(["factory", "sign-csr", "--data", data, "--model", "thermostat-t1", "--csr", csrFile.path, "--out", out.path])
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("not a PEM certificate signing request"))
+    }
+
+    @Test func aDataFolderOthersCanReadIsRefused() async throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data").path
+        #expect(try await HearthProcess.run(["audit", "verify", "--data", data]).status == 0)
+        chmod(data, 0o755)
+        let r = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        #expect(r.status != 0)
+        #expect(r.output.contains("must not be readable by others"))
+        chmod(data, 0o700)
+        chmod(data + "/kek.key", 0o644)
+        let k = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        #expect(k.status != 0)
+        #expect(k.output.contains("key-encryption key"))
+    }
+
+    @Test func helpExplainsItself() async throws {
+        let r = try await HearthProcess.run(["--help"])
+        #expect(r.status == 0)
+        for word in ["serve", "demo", "factory", "audit", "no default password"] { #expect(r.output.contains(word)) }
+        let serve = try await HearthProcess.run(["serve", "--help"])
+        #expect(serve.output.contains("--listen"))
+        #expect(serve.output.contains("TLS 1.2 minimum"))
+        let badListen = try await HearthProcess.run(["serve", "--listen", "nonsense"])
+        #expect(badListen.status != 0)
+    }
+}
+
+/// Tries a TLS handshake capped at `version`; true if it completes.
+func handshake(port: Int, root: NIOSSLCertificate, version: TLSVersion) async -> Bool {
+    var tls = TLSConfiguration.makeClientConfiguration()
+    tls.trustRoots = .certificates([root])
+    tls.maximumTLSVersion = version
+    tls.minimumTLSVersion = .tlsv1
+    tls.cipherSuites = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+    do {
+        let context = try NIOSSLContext(configuration: tls)
+        let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: done))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        defer { channel.close(promise: nil) }
+        try await done.futureResult.get()
+        return true
+    } catch {
+        return false
+    }
+}
+
+final class HandshakeWatcher: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let promise: EventLoopPromise<Void>
+    init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent { promise.succeed(()) }
+        context.fireUserInboundEventTriggered(event)
+    }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { promise.fail(error) }
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(ChannelError.eof)
+        context.fireChannelInactive()
+    }
+}
