@@ -70,6 +70,11 @@ public struct AuditRecord: Sendable, Equatable {
     }
 
     public var date: Date { Date(timeIntervalSince1970: Double(atMillis) / 1000) }
+
+    /// This record with its MAC set to `mac` (empty: the form the MAC is computed over).
+    func withMAC(_ mac: String) -> AuditRecord {
+        AuditRecord(sequence: sequence, atMillis: atMillis, kind: kind, actor: actor, subject: subject, detail: detail, previousMAC: previousMAC, mac: mac)
+    }
 }
 
 /// The last record's sequence and MAC, MACed under its own label.
@@ -98,10 +103,7 @@ extension AuditSealer {
             kind: entry.kind.rawValue, actor: entry.actor, subject: entry.subject, detail: entry.detail,
             previousMAC: previous?.mac ?? "", mac: ""
         )
-        let record = AuditRecord(
-            sequence: unsealed.sequence, atMillis: unsealed.atMillis, kind: unsealed.kind, actor: unsealed.actor,
-            subject: unsealed.subject, detail: unsealed.detail, previousMAC: unsealed.previousMAC, mac: mac(unsealed.macInput)
-        )
+        let record = unsealed.withMAC(mac(unsealed.macInput))
         return (record, head(sequence: record.sequence, mac: record.mac))
     }
 
@@ -120,11 +122,7 @@ extension AuditSealer {
             if record.previousMAC != previous {
                 return "record \(record.sequence) does not follow record \(record.sequence - 1)"
             }
-            let unsealed = AuditRecord(
-                sequence: record.sequence, atMillis: record.atMillis, kind: record.kind, actor: record.actor,
-                subject: record.subject, detail: record.detail, previousMAC: record.previousMAC, mac: ""
-            )
-            if mac(unsealed.macInput) != record.mac {
+            if mac(record.withMAC("").macInput) != record.mac {
                 return "record \(record.sequence) was altered"
             }
             previous = record.mac

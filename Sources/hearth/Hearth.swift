@@ -119,7 +119,8 @@ func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, ba
         await banner(base)
         fflush(nil)
     }
-    let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    let sweeper = SessionSweeper(store: store, logger: logger)
+    let group = ServiceGroup(services: [app, sweeper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     try await group.run()
     print("Hearth stopped.")
 }
@@ -211,27 +212,36 @@ struct ModelCommand: AsyncParsableCommand {
 struct Factory: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Factory provisioning of device identities.", subcommands: [Provision.self, SignCSR.self])
 
+    /// What both factory commands take.
+    struct FactoryOptions: ParsableArguments {
+        @OptionGroup var data: DataOptions
+        @Option(help: "Product model id.") var model: String
+        @Option(help: "Output folder for the bundles (mode 0700; device keys 0600).") var out: String
+        @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on labels.") var publicURL = "https://localhost:8443"
+
+        func provisioner() throws -> (Provisioner, ProductModelID, URL) {
+            let (folder, store) = try data.open()
+            return (Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL), try ProductModelID(model), URL(fileURLWithPath: out))
+        }
+    }
+
     struct Provision: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Provision N units: serial, key pair, device certificate, setup code and label for each.",
-            discussion: "Writes one bundle folder per unit under --out (mode 0700; keys 0600) and registers the units with the server's database."
+            discussion: "Writes one bundle folder per unit under --out and registers the units with the server's database."
         )
-        @OptionGroup var options: DataOptions
-        @Option(help: "Product model id.") var model: String
+        @OptionGroup var options: FactoryOptions
         @Option(help: "How many units.") var count: Int
-        @Option(help: "Output folder for the bundles.") var out: String
-        @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on labels.") var publicURL = "https://localhost:8443"
 
         func run() async throws {
             try await reportingErrors {
-                let (folder, store) = try options.open()
-                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
+                let (provisioner, model, out) = try options.provisioner()
                 let start = Date()
                 let progress = Progress(total: count, noun: "units")
-                _ = try await provisioner.provision(modelID: try ProductModelID(model), count: count, outDirectory: URL(fileURLWithPath: out)) { progress.update($0) }
+                _ = try await provisioner.provision(modelID: model, count: count, outDirectory: out) { progress.update($0) }
                 progress.finish()
                 let seconds = Date().timeIntervalSince(start)
-                print("Provisioned \(count) units of \(model) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.1f", Double(count) / seconds)) units/s). Bundles: \(out)")
+                print("Provisioned \(count) units of \(model) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.1f", Double(count) / seconds)) units/s). Bundles: \(out.path)")
             }
         }
     }
@@ -241,20 +251,16 @@ struct Factory: AsyncParsableCommand {
             commandName: "sign-csr",
             abstract: "Issue a device certificate for a CSR made on the device (its private key never leaves it)."
         )
-        @OptionGroup var options: DataOptions
-        @Option(help: "Product model id.") var model: String
+        @OptionGroup var options: FactoryOptions
         @Option(help: "The device's PEM certificate signing request.") var csr: String
-        @Option(help: "Output folder for the bundle.") var out: String
-        @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on the label.") var publicURL = "https://localhost:8443"
 
         func run() async throws {
             try await reportingErrors {
-                let (folder, store) = try options.open()
                 let pem = try String(contentsOfFile: csr, encoding: .utf8)
                 guard pem.utf8.count <= 16 * 1024 else { throw HearthError(.payloadTooLarge, "a CSR is at most 16 KiB") }
-                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
-                let unit = try await provisioner.signCSR(pem: pem, modelID: try ProductModelID(model), outDirectory: URL(fileURLWithPath: out))
-                print("Issued a certificate for serial \(unit.serial); bundle in \(out)/\(unit.serial)")
+                let (provisioner, model, out) = try options.provisioner()
+                let unit = try await provisioner.signCSR(pem: pem, modelID: model, outDirectory: out)
+                print("Issued a certificate for serial \(unit.serial); bundle in \(out.path)/\(unit.serial)")
             }
         }
     }

@@ -1,5 +1,7 @@
 import Foundation
 import HearthCore
+import HearthCrypto
+import Logging
 @testable import HearthServer
 import Hummingbird
 import HummingbirdTesting
@@ -109,5 +111,28 @@ import Testing
             let failures = try await d.store.auditRecords().filter { $0.kind == "sign_in.failed" }
             #expect(failures.count == 5, "each checked failure is audited")
         }
+    }
+}
+
+@Suite struct SessionSweeperTests {
+    @Test func expiredSessionsAreSweptAndTheSweeperStopsWhenCancelled() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        let (token, _, _) = try await {
+            _ = try await d.hearth.signUp(email: "ann@example.com", password: "a long and unusual passphrase", source: "test")
+            return try await d.hearth.signIn(email: "ann@example.com", password: "a long and unusual passphrase", source: "test")
+        }()
+        let hash = SecureToken.storageHash(token)
+        d.time.advance(by: d.hearth.settings.sessionLifetime + 1)
+        let sweeper = SessionSweeper(store: d.store, time: d.time, interval: .milliseconds(20), logger: Logger(label: "test"))
+        let task = Task { try await sweeper.run() }
+        var gone = false
+        for _ in 0..<200 where !gone {
+            gone = try await d.store.session(tokenHash: hash) == nil
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        task.cancel()
+        try await task.value
+        #expect(gone)
     }
 }

@@ -69,11 +69,7 @@ import X509
         guard let curl = try curlPath() else { return }
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let data = dir.appendingPathComponent("data").path
-        let modelFile = dir.appendingPathComponent("model.json")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try ProductModel.demoModels()[1].json.serialized().write(to: modelFile)
-        #expect(try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path]).status == 0)
+        let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1])
         let bundles = dir.appendingPathComponent("bundles")
         let provision = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "lock-l1", "--count", "2", "--out", bundles.path])
         #expect(provision.status == 0, "\(provision.output)")
@@ -123,11 +119,7 @@ import X509
     @Test func factoryBundlesAreCompleteAndPrivate() async throws {
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let data = dir.appendingPathComponent("data").path
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let modelFile = dir.appendingPathComponent("model.json")
-        try ProductModel.demoModels()[0].json.serialized().write(to: modelFile)
-        #expect(try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path]).status == 0)
+        let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[0])
         let out = dir.appendingPathComponent("out")
         let r = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "thermostat-t1", "--count", "3", "--out", out.path])
         #expect(r.status == 0, "\(r.output)")
@@ -158,11 +150,7 @@ import X509
     @Test func signCSRKeepsTheKeyOnTheDevice() async throws {
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let data = dir.appendingPathComponent("data").path
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let modelFile = dir.appendingPathComponent("model.json")
-        try ProductModel.demoModels()[0].json.serialized().write(to: modelFile)
-        #expect(try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path]).status == 0)
+        let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[0])
         let csrFile = dir.appendingPathComponent("device.csr")
         let openssl = try runTool("/usr/bin/openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.appendingPathComponent("device.key").path, "-subj", "/CN=device", "-out", csrFile.path])
         #expect(openssl.status == 0)
@@ -195,6 +183,23 @@ import X509
         #expect(k.output.contains("key-encryption key"))
     }
 
+    @Test func theDemoStartsTheWholeSystemAndStopsCleanly() async throws {
+        guard let curl = try curlPath() else { return }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let demo = try HearthProcess(["demo", "--listen", "127.0.0.1:0", "--devices", "2", "--data", dir.path])
+        #expect(try await demo.wait(for: "Press Ctrl-C to stop."), "\(demo.text)")
+        #expect(demo.text.components(separatedBy: "Setup code:").count - 1 == 4, "two labels per demo model")
+        #expect(demo.text.contains("Security updates until 31 December 2031"))
+        #expect(demo.text.contains("/setup/"))
+        let base = try #require(demo.baseURL)
+        let models = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/api/v1/models"])
+        #expect(models.output.contains("thermostat-t1") && models.output.contains("lock-l1"))
+        demo.signal(SIGINT)
+        #expect(try await demo.waitForExit() == 0)
+        #expect(demo.text.contains("Hearth stopped."))
+    }
+
     @Test func helpExplainsItself() async throws {
         let r = try await HearthProcess.run(["--help"])
         #expect(r.status == 0)
@@ -205,6 +210,17 @@ import X509
         let badListen = try await HearthProcess.run(["serve", "--listen", "nonsense"])
         #expect(badListen.status != 0)
     }
+}
+
+/// A data folder `dir/data` with `model` defined through `hearth model add`.
+func dataFolder(in dir: URL, with model: ProductModel) async throws -> String {
+    let data = dir.appendingPathComponent("data").path
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let modelFile = dir.appendingPathComponent("model.json")
+    try model.json.serialized().write(to: modelFile)
+    let added = try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path])
+    #expect(added.status == 0, "\(added.output)")
+    return data
 }
 
 /// Tries a TLS handshake capped at `version`; true if it completes.

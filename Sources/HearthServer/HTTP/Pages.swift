@@ -121,11 +121,10 @@ struct Pages {
         return try schema.validate(.object(form.mapValues { .string($0) }))
     }
 
-    /// Browsers send Origin on form posts; one from elsewhere is refused (login CSRF).
+    /// Browsers send Origin on form posts; one from anywhere but this server is refused (login CSRF).
     static func requireSameOrigin(_ request: Request, hearth: Hearth) throws {
-        if let origin = request.headers[.origin], origin != "null", let host = request.head.authority,
-            URL(string: origin)?.host.map({ host.hasPrefix($0) || host.hasPrefix("[\($0)]") }) != true
-        {
+        guard let origin = request.headers[.origin] else { return }
+        guard let authority = request.head.authority, origin == "https://\(authority)" else {
             throw HearthError(.forbidden, "cross-site form posts are refused")
         }
     }
