@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "hearth", targets: ["hearth"]),
         .library(name: "HearthCore", targets: ["HearthCore"]),
         .library(name: "HearthCrypto", targets: ["HearthCrypto"]),
+        .library(name: "HearthMQTT", targets: ["HearthMQTT"]),
         .library(name: "HearthStorage", targets: ["HearthStorage"]),
         .library(name: "HearthSQLite", targets: ["HearthSQLite"]),
         .library(name: "HearthServer", targets: ["HearthServer"]),
@@ -43,6 +44,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // MQTT 3.1.1 and 5.0 packets: a pure parser and serialiser on NIOCore only.
+        .target(name: "HearthMQTT", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         // Storage protocols: what the server needs from a database. No I/O.
         .target(name: "HearthStorage", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         // The embedded SQLite driver (GRDB, WAL, string-named migrations).
@@ -82,6 +85,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthCoreTests", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "HearthMQTTTests", dependencies: ["HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthSQLiteTests",

@@ -20,12 +20,11 @@ data="$work/data"
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
 
 echo "== provisioning $UNITS units (scrypt N=2^16 r=8 p=1, P-256 keys and certificates, bundles to disk)"
-"$BIN" model add --data "$data" --file <(python3 - <<'PY'
-import json
-print(json.dumps({"id":"bench-m1","name":"Bench","maker":"Bench","supportEnds":"2031-12-31",
-  "telemetry":[{"name":"t","type":"number","min":0,"max":1}],"commands":[]}))
-PY
-) >/dev/null
+cat > "$work/model.json" <<'JSON'
+{"id": "bench-m1", "name": "Bench", "maker": "Bench", "supportEnds": "2031-12-31",
+ "telemetry": [{"name": "t", "type": "number", "min": 0, "max": 1}], "commands": []}
+JSON
+"$BIN" model add --data "$data" --file "$work/model.json" >/dev/null
 "$BIN" factory provision --data "$data" --model bench-m1 --count "$UNITS" --out "$work/bundles" 2>/dev/null | tail -1
 echo "-- reference: the same work in Python (cryptography + hashlib.scrypt, OpenSSL underneath), 2 processes"
 python3 bench/reference_provision.py "$UNITS"
@@ -37,7 +36,7 @@ for _ in $(seq 100); do grep -q "Clients verify" "$work/serve.log" && break; sle
 base=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/serve.log" | head -1)
 sleep 3
 echo "hearth idle RSS after start: $(awk '/VmRSS/{print $2, $3}' /proc/$pid/status)"
-mosquitto -p 0 >/dev/null 2>&1 & mpid=$!
+mosquitto -p $((20000 + RANDOM % 20000)) >/dev/null 2>&1 & mpid=$!
 sleep 3
 echo "-- reference: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') idle RSS: $(awk '/VmRSS/{print $2, $3}' /proc/$mpid/status)"
 kill $mpid 2>/dev/null || true

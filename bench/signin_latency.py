@@ -4,6 +4,7 @@ import requests
 
 base, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = requests.Session()
+s.trust_env = False  # REQUESTS_CA_BUNDLE would override the deployment root CA
 s.verify = ca
 creds = {"email": "bench@example.com", "password": "a long benchmark passphrase"}
 r = s.post(base + "/api/v1/accounts", json=creds)

@@ -1,0 +1,39 @@
+/// Topic rules (MQTT 5.0 §4.7; 3.1.1 §4.7).
+public enum Topic {
+    /// A topic name for PUBLISH: at least one character (5.0 allows empty only with a topic alias,
+    /// which the caller checks), no `+` or `#`.
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && !name.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") })
+    }
+
+    /// A topic filter for SUBSCRIBE/UNSUBSCRIBE: `+` fills a whole level, `#` fills the last level,
+    /// and a shared subscription `$share/NAME/FILTER` has a non-empty name without wildcards.
+    public static func isValidFilter(_ filter: String) -> Bool {
+        guard !filter.isEmpty else { return false }
+        if let shared = sharedParts(filter) {
+            return shared != nil
+        }
+        return levelsAreValid(filter)
+    }
+
+    /// For `$share/NAME/FILTER`: `(NAME, FILTER)`; `.some(nil)` if shaped as shared but invalid;
+    /// nil if not a shared subscription.
+    public static func sharedParts(_ filter: String) -> (name: String, filter: String)?? {
+        guard filter.hasPrefix("$share/") else { return nil }
+        let rest = filter.dropFirst("$share/".count)
+        guard let slash = rest.firstIndex(of: "/") else { return .some(nil) }
+        let name = String(rest[..<slash])
+        let inner = String(rest[rest.index(after: slash)...])
+        guard !name.isEmpty, !name.contains("+"), !name.contains("#"), !inner.isEmpty, levelsAreValid(inner) else { return .some(nil) }
+        return .some((name, inner))
+    }
+
+    static func levelsAreValid(_ filter: String) -> Bool {
+        let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
+        for (i, level) in levels.enumerated() {
+            if level.contains("#") && (level != "#" || i != levels.count - 1) { return false }
+            if level.contains("+") && level != "+" { return false }
+        }
+        return true
+    }
+}
