@@ -79,6 +79,7 @@ let package = Package(
             dependencies: [
                 "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],

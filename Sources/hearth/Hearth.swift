@@ -6,6 +6,7 @@ import HearthSQLite
 import HearthServer
 import HearthStorage
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 @main
@@ -121,7 +122,11 @@ func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, ba
     }
     let sweeper = SessionSweeper(store: store, logger: logger)
     let group = ServiceGroup(services: [app, sweeper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-    try await group.run()
+    do {
+        try await group.run()
+    } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL {
+        throw HearthError(.invalidInput, field: "listen", "cannot listen on \(listen): \(String(cString: strerror(error.errnoCode)))")
+    }
     print("Hearth stopped.")
 }
 

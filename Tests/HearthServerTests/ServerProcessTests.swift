@@ -209,6 +209,17 @@ import X509
         #expect(serve.output.contains("TLS 1.2 minimum"))
         let badListen = try await HearthProcess.run(["serve", "--listen", "nonsense"])
         #expect(badListen.status != 0)
+        // A port in use is a clear message, not a stack of errno text.
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let first = try HearthProcess(["serve", "--data", dir.appendingPathComponent("a").path, "--listen", "127.0.0.1:0"])
+        #expect(try await first.wait(for: "Clients verify it"))
+        let port = try #require(first.baseURL?.split(separator: ":").last)
+        let second = try await HearthProcess.run(["serve", "--data", dir.appendingPathComponent("b").path, "--listen", "127.0.0.1:\(port)"])
+        #expect(second.status == 1)
+        #expect(second.output.contains("cannot listen on 127.0.0.1:\(port)"), "\(second.output)")
+        first.signal(SIGTERM)
+        _ = try await first.waitForExit()
     }
 }
 
