@@ -46,6 +46,8 @@ let package = Package(
         ),
         // MQTT 3.1.1 and 5.0 packets: a pure parser and serialiser on NIOCore only.
         .target(name: "HearthMQTT", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        // The broker's logic without I/O: subscription matching and who may publish or subscribe where.
+        .target(name: "HearthBroker", dependencies: ["HearthMQTT"], swiftSettings: swiftSettings),
         // Storage protocols: what the server needs from a database. No I/O.
         .target(name: "HearthStorage", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         // The embedded SQLite driver (GRDB, WAL, string-named migrations).
@@ -87,6 +89,7 @@ let package = Package(
         ),
         .testTarget(name: "HearthCoreTests", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         .testTarget(name: "HearthMQTTTests", dependencies: ["HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT"], swiftSettings: swiftSettings),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthSQLiteTests",

@@ -1,0 +1,65 @@
+import HearthMQTT
+
+/// Who may publish and subscribe where. Devices live in their own namespace and nothing lets one
+/// device see or affect another (Code of Practice guideline 6; EN 303 645 5.6-x).
+///
+/// Topic layout (`S` is the device serial, taken from its certificate, never from the client id):
+/// ```
+/// devices/S/telemetry           device → server   readings, checked against the model's schema
+/// devices/S/events              device → server   events (e.g. a lock's keypad use)
+/// devices/S/commands/NAME       server → device   a command; the device subscribes to devices/S/commands/#
+/// devices/S/commands/NAME/result device → server  the command's result (request/response)
+/// ```
+public enum AccessPolicy: Sendable, Equatable {
+    /// A device authenticated by its certificate: only its own namespace.
+    case device(serial: String)
+    /// An anonymous client of the loopback development listener: anything outside `devices/`,
+    /// and never `$SYS`-style topics.
+    case development
+
+    public static let namespace = "devices"
+
+    public func canPublish(_ topic: String) -> Bool {
+        switch self {
+        case .device(let serial):
+            let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+            guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
+            switch levels[2] {
+            case "telemetry", "events": return levels.count == 3
+            case "commands": return levels.count == 5 && levels[4] == "result" && !levels[3].isEmpty
+            default: return false
+            }
+        case .development:
+            return !Self.isReserved(topic)
+        }
+    }
+
+    /// A device may subscribe only to filters that cannot match outside its command topics.
+    /// Shared subscriptions are refused for devices.
+    public func canSubscribe(_ filter: String) -> Bool {
+        switch self {
+        case .device(let serial):
+            guard !filter.hasPrefix("$") else { return false }
+            let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
+            guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial, levels[2] == "commands" else { return false }
+            return true
+        case .development:
+            if let shared = Topic.sharedParts(filter), let (_, inner) = shared { return canSubscribe(inner) }
+            return !filter.hasPrefix("$")
+        }
+    }
+
+    /// The last check, at delivery: a development client's `#` still never receives device traffic.
+    public func canReceive(_ topic: String) -> Bool {
+        switch self {
+        case .device(let serial):
+            return topic.hasPrefix("\(Self.namespace)/\(serial)/commands/")
+        case .development:
+            return !Self.isReserved(topic)
+        }
+    }
+
+    static func isReserved(_ topic: String) -> Bool {
+        topic.hasPrefix("$") || topic == Self.namespace || topic.hasPrefix("\(Self.namespace)/")
+    }
+}
