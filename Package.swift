@@ -88,7 +88,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthCoreTests", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "HearthMQTTTests", dependencies: ["HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HearthMQTTTests",
+            dependencies: ["HearthMQTT", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT"], swiftSettings: swiftSettings),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
