@@ -93,7 +93,7 @@ let package = Package(
             dependencies: ["HearthMQTT", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT"], swiftSettings: swiftSettings),
+        .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthSQLiteTests",

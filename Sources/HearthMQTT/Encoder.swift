@@ -28,7 +28,7 @@ extension MQTTPacket {
             if let password = c.password { body.writeMQTTBinary(password) }
         case .connack(let a):
             body.writeInteger(UInt8(a.sessionPresent ? 1 : 0))
-            body.writeInteger(a.reason.rawValue)
+            body.writeInteger(v5 ? a.reason.rawValue : a.reason.connectReturnCode311)
             if v5 { a.properties.write(to: &body) }
         case .publish(let p):
             flags = (p.dup ? 0x08 : 0) | p.qos.rawValue << 1 | (p.retain ? 0x01 : 0)
@@ -77,5 +77,22 @@ extension MQTTPacket {
         buffer.writeInteger(typeCode << 4 | flags)
         buffer.writeVarint(body.readableBytes)
         buffer.writeBuffer(&body)
+    }
+}
+
+extension ReasonCode {
+    /// The MQTT 3.1.1 CONNACK return code for a 5.0 reason code (3.1.1 §3.2.2.3): 1 unacceptable
+    /// protocol version, 2 identifier rejected, 3 server unavailable, 4 bad user name or password,
+    /// 5 not authorized. Values 0…5 pass through.
+    public var connectReturnCode311: UInt8 {
+        switch self {
+        case .success: 0
+        case .unsupportedProtocolVersion: 1
+        case .clientIdentifierNotValid: 2
+        case .serverUnavailable, .serverBusy, .serverShuttingDown, .useAnotherServer, .serverMoved, .connectionRateExceeded, .quotaExceeded: 3
+        case .badUserNameOrPassword: 4
+        case .notAuthorized, .banned: 5
+        default: rawValue <= 5 ? rawValue : 3
+        }
     }
 }

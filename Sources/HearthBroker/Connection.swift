@@ -1,0 +1,199 @@
+import Foundation
+import HearthMQTT
+
+/// Limits the gateway announces and enforces per connection.
+public struct ConnectionLimits: Sendable, Equatable {
+    /// Longest keep-alive accepted; a larger (or, in 5.0, zero) request is lowered with Server Keep Alive.
+    public var maximumKeepAlive: UInt16 = 300
+    /// How long a new connection may take to send CONNECT.
+    public var connectTimeout: TimeInterval = 10
+    /// QoS 1/2 messages the client may have unacknowledged towards the server.
+    public var receiveMaximum: UInt16 = 100
+    public var maximumPacketSize: UInt32 = 128 * 1024 + 1024
+    public var topicAliasMaximum: UInt16 = 16
+    public var maximumClientIDLength = 128
+
+    public init() {}
+}
+
+/// Who the transport says the peer is, before MQTT says anything.
+public enum PeerIdentity: Sendable, Equatable {
+    /// Authenticated by a certificate from the device CA; `serial` is the certificate's CN.
+    case device(serial: String)
+    /// An anonymous client of the loopback development listener.
+    case development
+}
+
+/// One connection's protocol state as a value (MQTT 5.0 §3.1–§3.2, §3.1.2.10, §3.3.2.3.4, §4.13):
+/// CONNECT validation and the CONNACK, keep-alive and connect timeouts with an injected time,
+/// inbound topic aliases, and protocol errors turned into the right DISCONNECT. The gateway feeds
+/// it packets and ticks and performs the actions it returns.
+public struct ConnectionStateMachine: Sendable {
+    public enum Action: Equatable, Sendable {
+        case send(MQTTPacket)
+        /// The CONNECT is accepted: start (or resume) the session under `sessionKey`, then send
+        /// `connack` with Session Present set as the session store found it.
+        case accept(sessionKey: String, connect: Connect, connack: ConnAck)
+        /// Hand a PUBLISH (topic alias resolved) to the broker.
+        case deliver(Publish)
+        /// Hand any other packet of a connected client to the broker (SUBSCRIBE, acks, …).
+        case forward(MQTTPacket)
+        /// Close the connection; `sendWill` says whether the will message is published.
+        case close(sendWill: Bool)
+    }
+
+    enum State: Sendable {
+        case awaitingConnect(since: Date)
+        case connected(Connected)
+        case closed
+    }
+
+    struct Connected: Sendable {
+        var version: MQTTVersion
+        var keepAlive: UInt16
+        var lastHeard: Date
+        var aliases: [UInt16: String] = [:]
+    }
+
+    public let identity: PeerIdentity
+    public let limits: ConnectionLimits
+    private var state: State
+
+    public init(identity: PeerIdentity, limits: ConnectionLimits = ConnectionLimits(), now: Date) {
+        self.identity = identity
+        self.limits = limits
+        state = .awaitingConnect(since: now)
+    }
+
+    public var isConnected: Bool { if case .connected = state { true } else { false } }
+
+    /// A decoded packet arrived.
+    public mutating func received(_ packet: MQTTPacket, now: Date) -> [Action] {
+        switch state {
+        case .closed:
+            return []
+        case .awaitingConnect:
+            guard case .connect(let connect) = packet else {
+                state = .closed
+                return [.close(sendWill: false)]
+            }
+            return accept(connect, now: now)
+        case .connected(var c):
+            c.lastHeard = now
+            defer { if case .connected = state { state = .connected(c) } }
+            switch packet {
+            case .connect:
+                return fail(.protocolError, "a second CONNECT", version: c.version)
+            case .pingreq:
+                return [.send(.pingresp)]
+            case .disconnect(let d):
+                state = .closed
+                // 5.0: "Disconnect with Will Message" (0x04) asks for the will; otherwise none.
+                return [.close(sendWill: c.version == .v5 && d.reason == .disconnectWithWill)]
+            case .publish(var publish):
+                if let alias = publish.properties.topicAlias {
+                    guard alias <= limits.topicAliasMaximum else {
+                        return fail(.topicAliasInvalid, "topic alias \(alias) is above the maximum \(limits.topicAliasMaximum)", version: c.version)
+                    }
+                    if publish.topic.isEmpty {
+                        guard let topic = c.aliases[alias] else {
+                            return fail(.protocolError, "topic alias \(alias) was never set", version: c.version)
+                        }
+                        publish.topic = topic
+                    } else {
+                        c.aliases[alias] = publish.topic
+                    }
+                    publish.properties.all.removeAll { if case .topicAlias = $0 { true } else { false } }
+                }
+                return [.deliver(publish)]
+            case .connack, .suback, .unsuback, .pingresp:
+                return fail(.protocolError, "a server-to-client packet from a client", version: c.version)
+            default:
+                return [.forward(packet)]
+            }
+        }
+    }
+
+    /// Time passed: enforce the connect timeout and keep-alive (1.5 × the keep-alive, §3.1.2.10).
+    public mutating func tick(now: Date) -> [Action] {
+        switch state {
+        case .awaitingConnect(let since) where now.timeIntervalSince(since) >= limits.connectTimeout:
+            state = .closed
+            return [.close(sendWill: false)]
+        case .connected(let c) where c.keepAlive > 0 && now.timeIntervalSince(c.lastHeard) >= 1.5 * Double(c.keepAlive):
+            return fail(.keepAliveTimeout, "no packet within 1.5 × the keep-alive", version: c.version, sendWill: true)
+        default:
+            return []
+        }
+    }
+
+    /// The parser refused a packet.
+    public mutating func decodeFailed(_ error: MQTTProtocolError) -> [Action] {
+        switch state {
+        case .connected(let c): return fail(error.reason, error.message, version: c.version)
+        case .awaitingConnect where error.reason == .unsupportedProtocolVersion:
+            // §3.1.2.2: answer with CONNACK 0x84 before closing; the serialiser writes return code 1
+            // when the gateway encodes it for a 3.1.1 peer.
+            state = .closed
+            return [.send(.connack(ConnAck(reason: error.reason))), .close(sendWill: false)]
+        default:
+            state = .closed
+            return [.close(sendWill: false)]
+        }
+    }
+
+    /// The server ends the connection (overload, shutdown, quarantine): a 5.0 client is told why.
+    public mutating func disconnect(_ reason: ReasonCode, _ message: String) -> [Action] {
+        guard case .connected(let c) = state else { return [] }
+        return fail(reason, message, version: c.version, sendWill: true)
+    }
+
+    private mutating func accept(_ connect: Connect, now: Date) -> [Action] {
+        let v5 = connect.version == .v5
+        // 5.0 reason codes throughout; the serialiser writes 3.1.1 return codes for 3.1.1 peers.
+        func refuse(_ reason: ReasonCode) -> [Action] {
+            state = .closed
+            return [.send(.connack(ConnAck(reason: reason))), .close(sendWill: false)]
+        }
+        var clientID = connect.clientID
+        var properties: Properties = [
+            .receiveMaximum(limits.receiveMaximum), .maximumPacketSize(limits.maximumPacketSize),
+            .topicAliasMaximum(limits.topicAliasMaximum),
+        ]
+        if clientID.isEmpty {
+            // 3.1.1 allows an empty id only with a clean session (§3.1.3-7); 5.0 gets one assigned.
+            guard v5 || connect.cleanStart else { return refuse(.clientIdentifierNotValid) }
+            clientID = "auto-" + UUID().uuidString.lowercased()
+            if v5 { properties.all.append(.assignedClientIdentifier(clientID)) }
+        }
+        guard clientID.utf8.count <= limits.maximumClientIDLength,
+            clientID.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F })
+        else { return refuse(.clientIdentifierNotValid) }
+        // A device may not log in with credentials: its certificate is its identity.
+        if case .device = identity, connect.username != nil || connect.password != nil {
+            return refuse(.badUserNameOrPassword)
+        }
+        var keepAlive = connect.keepAlive
+        if keepAlive > limits.maximumKeepAlive || (keepAlive == 0 && v5) {
+            keepAlive = limits.maximumKeepAlive
+            if v5 { properties.all.append(.serverKeepAlive(keepAlive)) }
+        }
+        // Sessions of devices belong to the certificate's serial, so one device can never take over
+        // another's session by choosing its client id.
+        let sessionKey: String
+        switch identity {
+        case .device(let serial): sessionKey = "device:\(serial)"
+        case .development: sessionKey = "dev:\(clientID)"
+        }
+        state = .connected(Connected(version: connect.version, keepAlive: keepAlive, lastHeard: now))
+        return [.accept(sessionKey: sessionKey, connect: connect, connack: ConnAck(sessionPresent: false, reason: .success, properties: v5 ? properties : []))]
+    }
+
+    private mutating func fail(_ reason: ReasonCode, _ message: String, version: MQTTVersion, sendWill: Bool = true) -> [Action] {
+        state = .closed
+        if version == .v5 {
+            return [.send(.disconnect(ReasonPacket(reason: reason, properties: [.reasonString(message)]))), .close(sendWill: sendWill)]
+        }
+        return [.close(sendWill: sendWill)]
+    }
+}
