@@ -37,3 +37,18 @@ public enum Topic {
         return true
     }
 }
+
+extension Topic {
+    /// Does `filter` (not a shared subscription) match `topic`? Level by level, with the `$` rule.
+    /// For many filters at once use the broker's subscription tree.
+    public static func matches(filter: String, topic: String) -> Bool {
+        let f = filter.split(separator: "/", omittingEmptySubsequences: false)
+        let t = topic.split(separator: "/", omittingEmptySubsequences: false)
+        if topic.hasPrefix("$"), f.first == "+" || f.first == "#" { return false }
+        for (i, level) in f.enumerated() {
+            if level == "#" { return true }
+            guard i < t.count, level == "+" || level == t[i] else { return false }
+        }
+        return f.count == t.count
+    }
+}

@@ -1,0 +1,123 @@
+import HearthMQTT
+
+/// Routing without I/O: who is subscribed to what, the retained messages, and the access policy of
+/// every session. `publish` answers with the deliveries to make; sessions and connections
+/// (elsewhere) queue and send them.
+public struct Broker: Sendable {
+    public struct Subscription: Sendable, Equatable {
+        public var qos: QoS
+        public var noLocal: Bool
+        public var retainAsPublished: Bool
+        public var identifier: Int?
+    }
+
+    public struct Delivery: Sendable, Equatable {
+        public let sessionKey: String
+        public let publish: Publish
+    }
+
+    public enum PublishResult: Sendable, Equatable {
+        case routed([Delivery])
+        /// Refused by the access policy (5.0 PUBACK/PUBREC 0x87); nothing was stored or sent.
+        case refused(ReasonCode)
+    }
+
+    var tree = SubscriptionTree<String, Subscription>()
+    var filtersBySession: [String: Set<String>] = [:]
+    var policies: [String: AccessPolicy] = [:]
+    public private(set) var retained: [String: Publish] = [:]
+    var nextInGroup: [String: Int] = [:]
+    /// Refused publishes and subscriptions per session: input for security monitoring.
+    public private(set) var refusals: [String: Int] = [:]
+
+    public init() {}
+
+    public mutating func register(_ sessionKey: String, policy: AccessPolicy) {
+        policies[sessionKey] = policy
+    }
+
+    /// Forgets a session and all its subscriptions (clean start, or session expiry).
+    public mutating func remove(_ sessionKey: String) {
+        for filter in filtersBySession.removeValue(forKey: sessionKey) ?? [] { tree.remove(filter, subscriber: sessionKey) }
+        policies[sessionKey] = nil
+    }
+
+    /// Subscribes; returns a reason code per request and the retained messages to send now.
+    public mutating func subscribe(_ sessionKey: String, _ subscribe: Subscribe) -> (reasons: [ReasonCode], retained: [Publish]) {
+        let policy = policies[sessionKey] ?? .development
+        let identifier = subscribe.properties.subscriptionIdentifiers.first
+        var reasons: [ReasonCode] = []
+        var toSend: [Publish] = []
+        for request in subscribe.requests {
+            guard policy.canSubscribe(request.filter) else {
+                refusals[sessionKey, default: 0] += 1
+                reasons.append(.notAuthorized)
+                continue
+            }
+            let subscription = Subscription(qos: request.qos, noLocal: request.noLocal, retainAsPublished: request.retainAsPublished, identifier: identifier)
+            let isNew = tree.insert(request.filter, subscriber: sessionKey, options: subscription)
+            filtersBySession[sessionKey, default: []].insert(request.filter)
+            reasons.append(ReasonCode(rawValue: request.qos.rawValue))
+            let shared = Topic.sharedParts(request.filter) != nil
+            if !shared, request.retainHandling == 0 || (request.retainHandling == 1 && isNew) {
+                for (topic, message) in retained.sorted(by: { $0.key < $1.key })
+                where Topic.matches(filter: request.filter, topic: topic) && policy.canReceive(topic) {
+                    toSend.append(Self.copy(message, for: subscription, retain: true))
+                }
+            }
+        }
+        return (reasons, toSend)
+    }
+
+    public mutating func unsubscribe(_ sessionKey: String, _ filters: [String]) -> [ReasonCode] {
+        filters.map { filter in
+            guard tree.remove(filter, subscriber: sessionKey) else { return .noSubscriptionExisted }
+            filtersBySession[sessionKey]?.remove(filter)
+            return .success
+        }
+    }
+
+    /// Routes a PUBLISH from `sessionKey` (nil: from the server itself, e.g. a command).
+    public mutating func publish(from sessionKey: String?, _ message: Publish) -> PublishResult {
+        if let sessionKey {
+            let policy = policies[sessionKey] ?? .development
+            guard policy.canPublish(message.topic) else {
+                refusals[sessionKey, default: 0] += 1
+                return .refused(.notAuthorized)
+            }
+        }
+        if message.retain {
+            // An empty retained payload deletes the retained message (§3.3.1.3).
+            if message.payload.isEmpty { retained[message.topic] = nil } else { retained[message.topic] = message }
+        }
+        let matches = tree.match(message.topic)
+        var deliveries: [Delivery] = []
+        for (subscriber, subscription) in matches.subscribers.sorted(by: { $0.key < $1.key }) {
+            if subscription.noLocal, subscriber == sessionKey { continue }
+            guard policies[subscriber]?.canReceive(message.topic) ?? false else { continue }
+            deliveries.append(Delivery(sessionKey: subscriber, publish: Self.copy(message, for: subscription, retain: subscription.retainAsPublished && message.retain)))
+        }
+        for (group, members) in matches.groups.sorted(by: { $0.key < $1.key }) {
+            let eligible = members.keys.sorted().filter { policies[$0]?.canReceive(message.topic) ?? false }
+            guard !eligible.isEmpty else { continue }
+            let turn = nextInGroup[group, default: 0] % eligible.count
+            nextInGroup[group] = turn + 1
+            let member = eligible[turn]
+            deliveries.append(Delivery(sessionKey: member, publish: Self.copy(message, for: members[member]!, retain: false)))
+        }
+        return .routed(deliveries)
+    }
+
+    /// The message as one subscriber gets it: QoS lowered to the subscription's, no packet id yet,
+    /// its subscription identifier attached.
+    static func copy(_ message: Publish, for subscription: Subscription, retain: Bool) -> Publish {
+        var p = message
+        p.qos = min(message.qos, subscription.qos)
+        p.packetID = nil
+        p.dup = false
+        p.retain = retain
+        p.properties.all.removeAll { if case .subscriptionIdentifier = $0 { true } else { false } }
+        if let id = subscription.identifier { p.properties.all.append(.subscriptionIdentifier(id)) }
+        return p
+    }
+}
