@@ -48,6 +48,18 @@ let package = Package(
         .target(name: "HearthMQTT", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         // The broker's logic without I/O: subscription matching and who may publish or subscribe where.
         .target(name: "HearthBroker", dependencies: ["HearthMQTT"], swiftSettings: swiftSettings),
+        // The MQTT gateway's network side: listeners and connections over the broker logic.
+        .target(
+            name: "HearthGateway",
+            dependencies: [
+                "HearthBroker", "HearthMQTT",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Storage protocols: what the server needs from a database. No I/O.
         .target(name: "HearthStorage", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         // The embedded SQLite driver (GRDB, WAL, string-named migrations).
@@ -94,6 +106,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HearthGatewayTests",
+            dependencies: ["HearthGateway", "HearthBroker", "HearthMQTT", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthSQLiteTests",

@@ -47,6 +47,8 @@ import Testing
         #expect(r.status == 0, "\(r.output)")
         let expected = version == .v5 ? "cmd/lock|1|{\"on\":true}|reply:yes" : "cmd/lock|1|{\"on\":true}"
         #expect(r.output.trimmingCharacters(in: .whitespacesAndNewlines) == expected)
+        // The client exits right after its PUBACK; give the peer a moment to read it.
+        for _ in 0..<100 where !peer.decoded.contains(.puback(Ack(packetID: 1))) { try await Task.sleep(for: .milliseconds(20)) }
         let packets = peer.decoded
         #expect(packets.contains { if case .subscribe(let s) = $0 { s.requests.first?.filter == "cmd/#" && s.requests.first?.qos == .atLeastOnce } else { false } })
         #expect(packets.contains(.puback(Ack(packetID: 1))), "the client acknowledged our QoS 1 PUBLISH")
