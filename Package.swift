@@ -91,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "hearth",
             dependencies: [
-                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer",
+                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthCrypto
+import HearthGateway
 import HearthSQLite
 import HearthServer
 import HearthStorage
@@ -88,18 +89,32 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
     var listen: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
 
+    @Option(name: .customLong("dev-listener"), help: "Also run the plaintext MQTT development listener at HOST:PORT, for anonymous local clients on topics outside devices/. Off by default; loopback addresses only.")
+    var devListener: ListenAddress?
+
     func run() async throws {
         try await reportingErrors {
             let (folder, store) = try options.open()
-            try await runServer(folder: folder, store: store, listen: listen, banner: { _ in })
+            try await runServer(folder: folder, store: store, listen: listen, devListener: devListener, banner: { _ in })
         }
     }
 }
 
 /// Starts the HTTPS server on `folder` and runs until SIGINT/SIGTERM.
-func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, banner: @escaping @Sendable (String) async -> Void) async throws {
+func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, devListener: ListenAddress? = nil, banner: @escaping @Sendable (String) async -> Void) async throws {
     var logger = Logger(label: "hearth")
     logger.logLevel = .info
+    var services: [any Service] = []
+    if let devListener {
+        do {
+            services.append(try MQTTGateway(developmentHost: devListener.host, port: devListener.port, logger: logger) { address in
+                print("MQTT development listener (plaintext, anonymous, loopback only): mqtt://\(devListener.host):\(address?.port ?? devListener.port)")
+                fflush(nil)
+            })
+        } catch let error as GatewayError {
+            throw HearthError(.invalidInput, field: "dev-listener", error.description)
+        }
+    }
     let hearth = try Hearth(store: store, kek: folder.kek, settings: HearthSettings())
     if folder.created { print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.") }
     try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen)", at: Date()))
@@ -121,7 +136,7 @@ func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, ba
         fflush(nil)
     }
     let sweeper = SessionSweeper(store: store, logger: logger)
-    let group = ServiceGroup(services: [app, sweeper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    let group = ServiceGroup(services: [app, sweeper] + services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     do {
         try await group.run()
     } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL {

@@ -16,8 +16,9 @@ import X509
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path
-        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--dev-listener", "127.0.0.1:0"])
         #expect(try await server.wait(for: "one-time link"), "\(server.text)")
+        #expect(try await server.wait(for: "MQTT development listener"), "\(server.text)")
         let base = try #require(server.baseURL)
         let port = Int(base.split(separator: ":").last!)!
 
@@ -209,6 +210,11 @@ import X509
         #expect(serve.output.contains("TLS 1.2 minimum"))
         let badListen = try await HearthProcess.run(["serve", "--listen", "nonsense"])
         #expect(badListen.status != 0)
+        let scratch = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let exposed = try await HearthProcess.run(["serve", "--data", scratch.path, "--listen", "127.0.0.1:0", "--dev-listener", "0.0.0.0:1883"])
+        #expect(exposed.status == 1)
+        #expect(exposed.output.contains("loopback only"), "\(exposed.output)")
         // A port in use is a clear message, not a stack of errno text.
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
