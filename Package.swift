@@ -60,6 +60,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Helpers for tests that run real programs (hearth, curl, mosquitto's clients).
+        .target(name: "HearthTestSupport", path: "Sources/HearthTestSupport", swiftSettings: swiftSettings),
         // Storage protocols: what the server needs from a database. No I/O.
         .target(name: "HearthStorage", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         // The embedded SQLite driver (GRDB, WAL, string-named migrations).
@@ -102,13 +104,13 @@ let package = Package(
         .testTarget(name: "HearthCoreTests", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthMQTTTests",
-            dependencies: ["HearthMQTT", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["HearthMQTT", "HearthTestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthGatewayTests",
-            dependencies: ["HearthGateway", "HearthBroker", "HearthMQTT", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
@@ -120,7 +122,7 @@ let package = Package(
         .testTarget(
             name: "HearthServerTests",
             dependencies: [
-                "HearthServer", "HearthSQLite", "HearthStorage", "HearthCrypto", "HearthCore", "hearth",
+                "HearthServer", "HearthSQLite", "HearthStorage", "HearthCrypto", "HearthCore", "HearthTestSupport", "hearth",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),

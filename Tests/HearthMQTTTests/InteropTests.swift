@@ -1,5 +1,6 @@
 import Foundation
 import HearthMQTT
+import HearthTestSupport
 import NIOCore
 import NIOPosix
 import Testing
@@ -11,13 +12,13 @@ import Testing
 @Suite(.serialized) struct InteropTests {
     @Test(arguments: [("mqttv311", MQTTVersion.v3_1_1), ("mqttv5", .v5)])
     func mosquittoPubIsDecodedAtEveryQoS(_ flag: String, _ version: MQTTVersion) async throws {
-        guard let pub = try tool("mosquitto_pub") else { return }
+        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients") else { return }
         let peer = try await Peer.start()
         defer { peer.stop() }
         for qos in 0...2 {
             var args = ["-h", "127.0.0.1", "-p", "\(peer.port)", "-V", flag, "-i", "client-\(qos)", "-q", "\(qos)", "-t", "sensors/room\(qos)/temp", "-m", "{\"t\":21.\(qos)}"]
             if version == .v5 { args += ["-D", "publish", "user-property", "unit", "C", "-D", "publish", "message-expiry-interval", "60", "-D", "connect", "session-expiry-interval", "30"] }
-            let r = try run(pub, args)
+            let r = try await ChildProcess.run(pub, args)
             #expect(r.status == 0, "mosquitto_pub -q \(qos): \(r.output)")
         }
         let packets = peer.decoded
@@ -39,11 +40,11 @@ import Testing
 
     @Test(arguments: [("mqttv311", MQTTVersion.v3_1_1), ("mqttv5", .v5)])
     func mosquittoSubReadsWhatTheSerialiserWrites(_ flag: String, _ version: MQTTVersion) async throws {
-        guard let sub = try tool("mosquitto_sub") else { return }
+        guard let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
         let peer = try await Peer.start()
         defer { peer.stop() }
         let format = version == .v5 ? "%t|%q|%p|%P" : "%t|%q|%p"
-        let r = try run(sub, ["-h", "127.0.0.1", "-p", "\(peer.port)", "-V", flag, "-t", "cmd/#", "-q", "1", "-C", "1", "-W", "10", "-F", format])
+        let r = try await ChildProcess.run(sub, ["-h", "127.0.0.1", "-p", "\(peer.port)", "-V", flag, "-t", "cmd/#", "-q", "1", "-C", "1", "-W", "10", "-F", format])
         #expect(r.status == 0, "\(r.output)")
         let expected = version == .v5 ? "cmd/lock|1|{\"on\":true}|reply:yes" : "cmd/lock|1|{\"on\":true}"
         #expect(r.output.trimmingCharacters(in: .whitespacesAndNewlines) == expected)
@@ -54,29 +55,6 @@ import Testing
         #expect(packets.contains(.puback(Ack(packetID: 1))), "the client acknowledged our QoS 1 PUBLISH")
         #expect(peer.errors.isEmpty, "\(peer.errors)")
     }
-}
-
-func tool(_ name: String) throws -> String? {
-    let path = "/usr/bin/\(name)"
-    if FileManager.default.isExecutableFile(atPath: path) { return path }
-    if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
-        struct MissingTool: Error, CustomStringConvertible { let description: String }
-        throw MissingTool(description: "\(name) is required (apt-get install mosquitto-clients)")
-    }
-    return nil
-}
-
-func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
 /// A loopback MQTT peer for the interop tests.

@@ -1,0 +1,84 @@
+import Foundation
+
+/// A child process whose standard output and error are collected while it runs. For tests that
+/// drive real programs: `hearth` itself, curl, openssl, mosquitto's clients.
+public final class ChildProcess: @unchecked Sendable {
+    public let process = Process()
+    private let lock = NSLock()
+    private var collected = Data()
+
+    public init(_ executable: URL, _ arguments: [String]) throws {
+        process.executableURL = executable
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.withLock { self.collected.append(data) }
+        }
+        try process.run()
+    }
+
+    public convenience init(_ path: String, _ arguments: [String]) throws {
+        try self.init(URL(fileURLWithPath: path), arguments)
+    }
+
+    /// Everything printed so far.
+    public var text: String { lock.withLock { String(decoding: collected, as: UTF8.self) } }
+
+    /// Waits until the output contains `marker`, the process exits, or `timeout` passes.
+    @discardableResult
+    public func wait(for marker: String, timeout: TimeInterval = 60) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if text.contains(marker) { return true }
+            if !process.isRunning {
+                try await Task.sleep(for: .milliseconds(50))
+                return text.contains(marker)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+
+    /// The exit status, or nil if it is still running after `timeout` (then it is terminated).
+    public func waitForExit(timeout: TimeInterval = 60) async throws -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        if process.isRunning {
+            process.terminate()
+            return nil
+        }
+        try await Task.sleep(for: .milliseconds(50))  // the last output
+        return process.terminationStatus
+    }
+
+    public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+    /// Runs a program to completion: its exit status and output.
+    public static func run(_ path: String, _ arguments: [String], timeout: TimeInterval = 300) async throws -> (status: Int32, output: String) {
+        let child = try ChildProcess(path, arguments)
+        let status = try await child.waitForExit(timeout: timeout) ?? -1
+        return (status, child.text)
+    }
+}
+
+/// The path of a system tool the tests need, or nil to skip. `.ci/run` sets HEARTH_REQUIRE_TOOLS=1,
+/// which turns a missing tool into a failure instead.
+public func requiredTool(_ name: String, package: String) throws -> String? {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+        return "\(dir)/\(name)"
+    }
+    if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
+        throw MissingTool(description: "\(name) is required by this test: apt-get install \(package)")
+    }
+    return nil
+}
+
+public struct MissingTool: Error, CustomStringConvertible {
+    public let description: String
+}
