@@ -13,14 +13,17 @@ public struct KeyEncryptionKey: Sendable {
     public init(rawBytes: some ContiguousBytes) throws {
         let key = SymmetricKey(data: rawBytes)
         guard key.bitCount == 256 else { throw HearthError(.integrity, "a key-encryption key is exactly 32 bytes") }
+        self.init(checked: key)
+    }
+
+    private init(checked key: SymmetricKey) {
         self.key = key
         fingerprint = Data(SHA256.hash(data: Data("hearth-kek-id".utf8) + key.withUnsafeBytes { Data($0) }).prefix(4)).hex
     }
 
     public static func generate() -> (kek: KeyEncryptionKey, rawBytes: Data) {
-        let raw = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
-        // 32 bytes always make a valid KEK.
-        return (try! KeyEncryptionKey(rawBytes: raw), raw)
+        let key = SymmetricKey(size: .bits256)
+        return (KeyEncryptionKey(checked: key), key.withUnsafeBytes { Data($0) })
     }
 
     /// A key for another purpose (the audit MAC, the e-mail index), derived with HKDF so that the

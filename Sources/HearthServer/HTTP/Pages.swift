@@ -51,7 +51,7 @@ struct Pages {
             router.get(RouterPath("/\(kind)")) { _, _ in Self.credentialsForm(kind, title: title, message: nil) }
             router.post(RouterPath("/\(kind)")) { request, context in
                 do {
-                    try Self.requireSameOrigin(request, hearth: hearth)
+                    try Self.requireSameOrigin(request)
                     let form = try await Self.formFields(request, limit: limit, schema: API.credentials)
                     let email = form.string("email")!, password = form.string("password")!
                     if kind == "signup" { _ = try await hearth.signUp(email: email, password: password, source: context.source) }
@@ -104,7 +104,7 @@ struct Pages {
         router.post("/setup/:token") { request, context in
             let token = context.parameters.get("token") ?? ""
             do {
-                try Self.requireSameOrigin(request, hearth: hearth)
+                try Self.requireSameOrigin(request)
                 let form = try await Self.formFields(request, limit: limit, schema: API.credentials)
                 _ = try await hearth.redeemSetupLink(token: token, email: form.string("email")!, password: form.string("password")!, source: context.source)
                 return Self.page("Operator account created", identity: nil, body: "<h1>Operator account created</h1><p>This set-up link no longer works. <a href=\"/signin\">Sign in</a>.</p>")
@@ -122,7 +122,7 @@ struct Pages {
     }
 
     /// Browsers send Origin on form posts; one from anywhere but this server is refused (login CSRF).
-    static func requireSameOrigin(_ request: Request, hearth: Hearth) throws {
+    static func requireSameOrigin(_ request: Request) throws {
         guard let origin = request.headers[.origin] else { return }
         guard let authority = request.head.authority, origin == "https://\(authority)" else {
             throw HearthError(.forbidden, "cross-site form posts are refused")
