@@ -52,9 +52,12 @@ let package = Package(
         .target(
             name: "HearthGateway",
             dependencies: [
-                "HearthBroker", "HearthMQTT",
+                "HearthBroker", "HearthMQTT", "HearthCore", "HearthCrypto", "HearthStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -110,7 +113,12 @@ let package = Package(
         .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthGatewayTests",
-            dependencies: ["HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite",
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+            ],
+            resources: [.copy("Scripts")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),

@@ -53,7 +53,9 @@ public enum AccessPolicy: Sendable, Equatable {
     public func canReceive(_ topic: String) -> Bool {
         switch self {
         case .device(let serial):
-            return topic.hasPrefix("\(Self.namespace)/\(serial)/commands/")
+            // Commands only, never the results the device itself sends.
+            let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+            return levels.count == 4 && levels[0] == Self.namespace && levels[1] == serial && levels[2] == "commands" && !levels[3].isEmpty
         case .development:
             return !Self.isReserved(topic)
         }

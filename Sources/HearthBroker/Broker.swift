@@ -29,8 +29,12 @@ public struct Broker: Sendable {
     var nextInGroup: [String: Int] = [:]
     /// Refused publishes and subscriptions per session: input for security monitoring.
     public private(set) var refusals: [String: Int] = [:]
+    /// Filters one session may hold; more are refused with 0x97 (quota exceeded).
+    public var maximumSubscriptionsPerSession: Int
 
-    public init() {}
+    public init(maximumSubscriptionsPerSession: Int = 50) {
+        self.maximumSubscriptionsPerSession = maximumSubscriptionsPerSession
+    }
 
     public mutating func register(_ sessionKey: String, policy: AccessPolicy) {
         policies[sessionKey] = policy
@@ -52,6 +56,11 @@ public struct Broker: Sendable {
             guard policy.canSubscribe(request.filter) else {
                 refusals[sessionKey, default: 0] += 1
                 reasons.append(.notAuthorized)
+                continue
+            }
+            let held = filtersBySession[sessionKey] ?? []
+            guard held.count < maximumSubscriptionsPerSession || held.contains(request.filter) else {
+                reasons.append(.quotaExceeded)
                 continue
             }
             let subscription = Subscription(qos: request.qos, noLocal: request.noLocal, retainAsPublished: request.retainAsPublished, identifier: identifier)

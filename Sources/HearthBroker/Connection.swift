@@ -12,6 +12,12 @@ public struct ConnectionLimits: Sendable, Equatable {
     public var maximumPacketSize: UInt32 = 128 * 1024 + 1024
     public var topicAliasMaximum: UInt16 = 16
     public var maximumClientIDLength = 128
+    /// Subscriptions one client may hold.
+    public var maximumSubscriptions = 50
+    /// Publishes per second a client may send (token bucket; AWS IoT's per-connection default).
+    public var publishesPerSecond: Double = 100
+    /// Payload bytes per second a client may send (AWS IoT: 512 KiB/s per connection).
+    public var bytesPerSecond: Double = 512 * 1024
 
     public init() {}
 }
@@ -59,9 +65,14 @@ public struct ConnectionStateMachine: Sendable {
     public let limits: ConnectionLimits
     private var state: State
 
-    public init(identity: PeerIdentity, limits: ConnectionLimits = ConnectionLimits(), now: Date) {
+    /// Set when the gateway is over a limit as this connection arrives (0x89 server busy, 0x9F
+    /// connection rate exceeded): its CONNECT is answered with that reason.
+    let refusal: (reason: ReasonCode, retryAfter: Int)?
+
+    public init(identity: PeerIdentity, limits: ConnectionLimits = ConnectionLimits(), now: Date, refusal: (reason: ReasonCode, retryAfter: Int)? = nil) {
         self.identity = identity
         self.limits = limits
+        self.refusal = refusal
         state = .awaitingConnect(since: now)
     }
 
@@ -151,9 +162,13 @@ public struct ConnectionStateMachine: Sendable {
     private mutating func accept(_ connect: Connect, now: Date) -> [Action] {
         let v5 = connect.version == .v5
         // 5.0 reason codes throughout; the serialiser writes 3.1.1 return codes for 3.1.1 peers.
-        func refuse(_ reason: ReasonCode) -> [Action] {
+        func refuse(_ reason: ReasonCode, properties: Properties = []) -> [Action] {
             state = .closed
-            return [.send(.connack(ConnAck(reason: reason))), .close(sendWill: false)]
+            return [.send(.connack(ConnAck(reason: reason, properties: v5 ? properties : []))), .close(sendWill: false)]
+        }
+        if let refusal {
+            // A hint for the client's backoff (the device SDK honours it).
+            return refuse(refusal.reason, properties: [.userProperty("retry-after", String(refusal.retryAfter))])
         }
         var clientID = connect.clientID
         var properties: Properties = [

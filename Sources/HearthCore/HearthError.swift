@@ -30,6 +30,12 @@ public struct HearthError: Error, Sendable, Equatable, CustomStringConvertible {
         case expired
         /// A device claim that did not match (wrong code and unknown serial look the same).
         case claimRejected = "claim_rejected"
+        /// The device has no live connection to the gateway.
+        case deviceOffline = "device_offline"
+        /// The device did not answer in time.
+        case deviceTimeout = "device_timeout"
+        /// A part this request needs is not running in this server.
+        case unavailable
         /// Stored data failed an integrity check.
         case integrity
         case `internal`

@@ -16,6 +16,9 @@ public indirect enum FieldKind: Sendable {
     case array(of: FieldKind, maxItems: Int)
     /// A JSON object with free keys (≤ `maxKeys`), each checked as `values`; keys are 1…64 chars.
     case map(values: FieldKind, maxKeys: Int)
+    /// A number, a boolean or a string of at most `maxLength` characters (command parameters, whose
+    /// exact types the product model declares and a later check applies).
+    case scalar(maxLength: Int)
 }
 
 public struct FieldSchema: Sendable {
@@ -91,6 +94,12 @@ public struct ObjectSchema: Sendable {
                 try checkText(key, minLength: 1, maxLength: 64, multiline: false, path: "\(path) key")
                 try check(member, against: values, path: join(path, key))
             }
+        case (.scalar, .number(let d)):
+            guard d.isFinite else { throw HearthError.invalid(path, "expected a finite number") }
+        case (.scalar, .bool):
+            return
+        case (.scalar(let maxLength), .string(let s)):
+            try checkText(s, minLength: 0, maxLength: maxLength, multiline: false, path: path)
         default:
             throw HearthError.invalid(path, "expected \(kind.typeName), got \(value.typeName)")
         }
@@ -125,6 +134,7 @@ extension FieldKind {
         case .boolean: "true or false"
         case .object, .map: "an object"
         case .array: "an array"
+        case .scalar: "a number, boolean or string"
         }
     }
 }

@@ -1,17 +1,48 @@
 import Foundation
 import HearthBroker
+import HearthCore
 import HearthMQTT
+import HearthStorage
 import Logging
 import NIOCore
 
-/// One client connection: decodes its bytes, runs its protocol state machine and message flows,
-/// and talks to the hub. An actor, so inbound packets, deliveries from other clients and timer
-/// ticks are handled one at a time.
-actor Connection {
+/// What the gateway knows about an authenticated device for the life of its connection.
+struct DeviceContext: Sendable {
+    let serial: DeviceSerial
+    let model: ProductModel
+    let validator: TelemetryValidator
+    var telemetryTopic: String { "\(AccessPolicy.namespace)/\(serial.rawValue)/telemetry" }
+
+    init(serial: DeviceSerial, model: ProductModel) {
+        self.serial = serial
+        self.model = model
+        validator = TelemetryValidator(model: model)
+    }
+
+    /// True for `devices/S/commands/NAME/result` (the access policy has already checked the rest).
+    func isCommandResult(_ topic: String) -> Bool {
+        topic.hasPrefix("\(AccessPolicy.namespace)/\(serial.rawValue)/commands/") && topic.hasSuffix("/result")
+    }
+}
+
+/// Everything a connection shares with the rest of the gateway.
+struct GatewayParts: Sendable {
     let hub: Hub
+    let ingest: TelemetryIngest?
+    let counters: Counters
+    let limits: ConnectionLimits
+    let logger: Logger
+}
+
+/// One client connection: decodes its bytes, runs its protocol state machine and message flows,
+/// and talks to the hub. An actor, so inbound packets, deliveries from other clients, commits and
+/// timer ticks are handled one at a time.
+actor Connection {
+    let parts: GatewayParts
+    let device: DeviceContext?
     let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     let mailbox: AsyncStream<Mail>.Continuation
-    let logger: Logger
+    var logger: Logger { parts.logger }
     var parser: MQTTParser
     var machine: ConnectionStateMachine
     var outboundFlow = OutboundFlow()
@@ -19,17 +50,27 @@ actor Connection {
     var pending = ByteBuffer()
     var sessionKey: String?
     var will: Connect.Will?
+    /// Acknowledgements owed, in the order the PUBLISHes arrived (MQTT §4.6); `nil` while a
+    /// reading waits for its commit.
+    var acks: [(id: UInt16, qos: QoS, reason: ReasonCode?)] = []
+    var publishBucket: TokenBucket
+    var byteBucket: TokenBucket
     private(set) var closed = false
 
-    init(hub: Hub, identity: PeerIdentity, limits: ConnectionLimits, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, mailbox: AsyncStream<Mail>.Continuation, logger: Logger) {
-        self.hub = hub
+    init(parts: GatewayParts, identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, mailbox: AsyncStream<Mail>.Continuation) {
+        self.parts = parts
+        self.device = device
         self.outbound = outbound
         self.mailbox = mailbox
-        self.logger = logger
+        let limits = parts.limits
         parser = MQTTParser(maximumPacketSize: Int(limits.maximumPacketSize))
-        machine = ConnectionStateMachine(identity: identity, limits: limits, now: Date())
+        machine = ConnectionStateMachine(identity: identity, limits: limits, now: Date(), refusal: refusal)
         inboundFlow = InboundFlow(receiveMaximum: Int(limits.receiveMaximum))
+        publishBucket = TokenBucket(rate: limits.publishesPerSecond, burst: limits.publishesPerSecond, now: Date())
+        byteBucket = TokenBucket(rate: limits.bytesPerSecond, burst: limits.bytesPerSecond, now: Date())
     }
+
+    var version: MQTTVersion { parser.version ?? .v5 }
 
     /// Bytes from the client. Returns false once the connection is to be closed.
     func received(_ bytes: ByteBuffer) async -> Bool {
@@ -55,8 +96,8 @@ actor Connection {
         switch mail {
         case .publish(let p):
             await run(outboundFlow.enqueue(p))
-        case .takenOver:
-            await perform(machine.disconnect(.sessionTakenOver, "another connection took over this session"))
+        case .disconnect(let reason, let message):
+            await perform(machine.disconnect(reason, message))
         }
     }
 
@@ -66,14 +107,14 @@ actor Connection {
         mailbox.finish()
         if let key = sessionKey {
             if sendWill, let will { await publishWill(will, from: key) }
-            await hub.detach(key, id: ObjectIdentifier(self))
+            await parts.hub.detach(key, id: ObjectIdentifier(self))
         }
         sessionKey = nil
         will = nil
     }
 
     private func publishWill(_ will: Connect.Will, from key: String) async {
-        _ = await hub.publish(from: key, Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
+        _ = await parts.hub.publish(from: key, Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
             if case .willDelayInterval = $0 { false } else { true }
         })))
     }
@@ -87,7 +128,7 @@ actor Connection {
                 sessionKey = key
                 will = connect.will
                 if let max = connect.properties.receiveMaximum { outboundFlow = OutboundFlow(receiveMaximum: Int(max)) }
-                await hub.attach(key, policy: Self.policy(for: machine.identity), id: ObjectIdentifier(self), mailbox: mailbox)
+                await parts.hub.attach(key, policy: Self.policy(for: machine.identity), id: ObjectIdentifier(self), mailbox: mailbox)
                 await write(.connack(connack))
             case .deliver(let publish):
                 await handlePublish(publish)
@@ -108,36 +149,99 @@ actor Connection {
             await perform(machine.disconnect(error.reason, error.message))
             return
         }
-        var reason = ReasonCode.success
-        if decision == .deliver, case .refused(let refusal) = await hub.publish(from: key, publish) {
-            reason = refusal
-            logger.notice("publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
+        var reason: ReasonCode? = .success
+        if decision == .deliver {
+            let now = Date()
+            if !publishBucket.take(now: now) || !byteBucket.take(Double(publish.payload.count), now: now) {
+                parts.counters.add(\.publishesRateLimited)
+                reason = .quotaExceeded
+            } else if let device, publish.topic == device.telemetryTopic {
+                reason = await ingest(publish, device: device, now: now)
+            } else {
+                if case .refused(let refusal) = await parts.hub.publish(from: key, publish) {
+                    reason = refusal
+                    logger.notice("publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
+                } else if let device, device.isCommandResult(publish.topic) {
+                    await answer(publish, device: device)
+                }
+            }
         }
         guard let id = publish.packetID else { return }
-        let v5 = parser.version == .v5
-        switch publish.qos {
-        case .atLeastOnce:
-            await write(.puback(Ack(packetID: id, reason: v5 ? reason : .success)))
-            inboundFlow.acknowledged(id)
-        case .exactlyOnce:
-            await write(.pubrec(Ack(packetID: id, reason: v5 ? reason : .success)))
-            if reason.isError { _ = inboundFlow.released(id) }
-        case .atMostOnce:
-            break
+        acks.append((id, publish.qos, reason))
+        await flushAcks()
+    }
+
+    /// Validates a reading and hands it to the group commit. Returns the PUBACK reason now, or nil
+    /// when the acknowledgement waits for the commit.
+    private func ingest(_ publish: Publish, device: DeviceContext, now: Date) async -> ReasonCode? {
+        guard let ingest = parts.ingest else { return .implementationSpecificError }
+        do {
+            let reading = try device.validator.validate(publish.payload, serial: device.serial, receivedAt: now)
+            guard let id = publish.packetID else {
+                await ingest.submit(reading, done: nil)
+                return .success
+            }
+            await ingest.submit(reading) { [weak self] stored in await self?.committed(id, stored: stored) }
+            return nil
+        } catch {
+            parts.counters.add(\.telemetryRefused)
+            await ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
+            logger.notice("telemetry refused", metadata: ["serial": "\(device.serial)", "kind": "\(error.kind.rawValue)", "field": "\(error.field ?? "-")"])
+            return .payloadFormatInvalid
         }
+    }
+
+    /// The commit of reading `id` finished.
+    func committed(_ id: UInt16, stored: Bool) async {
+        guard let index = acks.firstIndex(where: { $0.id == id && $0.reason == nil }) else { return }
+        if !stored, version == .v3_1_1 {
+            // 3.1.1 has no failure PUBACK: close without acknowledging, so the device sends it again.
+            await perform(machine.disconnect(.unspecifiedError, "storage unavailable"))
+            return
+        }
+        acks[index].reason = stored ? .success : .unspecifiedError
+        await flushAcks()
+    }
+
+    /// Sends every acknowledgement at the head of the queue that is ready.
+    private func flushAcks() async {
+        while let first = acks.first, let reason = first.reason {
+            acks.removeFirst()
+            // 3.1.1 acknowledges without a reason: a refused message is dropped (and counted).
+            let wire = version == .v5 ? reason : .success
+            switch first.qos {
+            case .atLeastOnce:
+                await write(.puback(Ack(packetID: first.id, reason: wire)))
+                inboundFlow.acknowledged(first.id)
+            case .exactlyOnce:
+                await write(.pubrec(Ack(packetID: first.id, reason: wire)))
+                if reason.isError { _ = inboundFlow.released(first.id) }
+            case .atMostOnce:
+                break
+            }
+        }
+    }
+
+    /// A device's answer to a command: `{"id", "status", "detail"?}`.
+    private func answer(_ publish: Publish, device: DeviceContext) async {
+        guard let json = try? JSONValue.parse(publish.payload), let result = try? CommandMessage.resultSchema.validate(json) else {
+            logger.notice("malformed command result", metadata: ["serial": "\(device.serial)"])
+            return
+        }
+        await parts.hub.resolve(result.string("id")!, serial: device.serial.rawValue, .answered(status: result.string("status")!, detail: result.string("detail")))
     }
 
     private func handle(_ packet: MQTTPacket) async {
         guard let key = sessionKey else { return }
         switch packet {
         case .subscribe(let s):
-            let (reasons, retained) = await hub.subscribe(key, s)
+            let (reasons, retained) = await parts.hub.subscribe(key, s)
             await write(.suback(SubAck(packetID: s.packetID, reasons: reasons)))
             for message in retained { await run(outboundFlow.enqueue(message)) }
         case .unsubscribe(let u):
-            await write(.unsuback(SubAck(packetID: u.packetID, reasons: await hub.unsubscribe(key, u.filters))))
+            await write(.unsuback(SubAck(packetID: u.packetID, reasons: await parts.hub.unsubscribe(key, u.filters))))
         case .pubrel(let a):
-            await write(.pubcomp(Ack(packetID: a.packetID, reason: parser.version == .v5 ? inboundFlow.released(a.packetID) : .success)))
+            await write(.pubcomp(Ack(packetID: a.packetID, reason: version == .v5 ? inboundFlow.released(a.packetID) : .success)))
         case .puback, .pubrec, .pubcomp:
             do {
                 await run(try outboundFlow.receive(packet))
@@ -158,7 +262,9 @@ actor Connection {
             switch action {
             case .send(let p): await write(.publish(p))
             case .sendRelease(let id): await write(.pubrel(Ack(packetID: id)))
-            case .dropped: logger.notice("outbound queue full; oldest message dropped", metadata: ["session": "\(sessionKey ?? "-")"])
+            case .dropped:
+                parts.counters.add(\.deliveriesDropped)
+                logger.notice("outbound queue full; oldest message dropped", metadata: ["session": "\(sessionKey ?? "-")"])
             }
         }
     }
@@ -166,7 +272,7 @@ actor Connection {
     private func write(_ packet: MQTTPacket) async {
         guard !closed || isFinalPacket(packet) else { return }
         var buffer = ByteBuffer()
-        packet.write(version: parser.version ?? .v5, to: &buffer)
+        packet.write(version: version, to: &buffer)
         do { try await outbound.write(buffer) } catch { closed = true }
     }
 

@@ -87,6 +87,9 @@ public final class SQLiteStore: HearthStore {
                 );
                 """)
         }
+        m.registerMigration("2026-11-27 device revocation") { db in
+            try db.execute(sql: "ALTER TABLE devices ADD COLUMN revoked_at INTEGER")
+        }
         return m
     }
 
@@ -271,15 +274,16 @@ public final class SQLiteStore: HearthStore {
                     arguments: [owner.description, millis(at), serial.rawValue]
                 )
                 // Nothing claimed: roll back (the audit entry with it) by throwing.
-                guard db.changesCount == 1 else { throw NotClaimed() }
+                guard db.changesCount == 1 else { throw NothingChanged() }
                 return true
             }
-        } catch is NotClaimed {
+        } catch is NothingChanged {
             return false
         }
     }
 
-    private struct NotClaimed: Error {}
+    /// Thrown inside a transaction to roll it back when nothing changed.
+    private struct NothingChanged: Error {}
 
     public func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws {
         try await write(audit: [audit]) { db in
@@ -292,11 +296,27 @@ public final class SQLiteStore: HearthStore {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0 }
     }
 
+    public func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM devices WHERE serial = ?", arguments: [serial.rawValue]) != nil else {
+                    throw HearthError(.notFound, field: "serial", "no such device")
+                }
+                try db.execute(sql: "UPDATE devices SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL", arguments: [millis(at), serial.rawValue])
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
     static func device(_ row: Row) throws -> DeviceRecord {
         DeviceRecord(
             serial: try DeviceSerial(row["serial"] as String), model: try ProductModelID(row["model_id"] as String),
             certificatePEM: row["certificate_pem"], setupCodeHash: row["setup_code_hash"], provisionedAt: date(row["provisioned_at"]),
-            owner: try (row["owner_id"] as String?).map { try AccountID($0) }, claimedAt: (row["claimed_at"] as Int64?).map(date)
+            owner: try (row["owner_id"] as String?).map { try AccountID($0) }, claimedAt: (row["claimed_at"] as Int64?).map(date),
+            revokedAt: (row["revoked_at"] as Int64?).map(date)
         )
     }
 

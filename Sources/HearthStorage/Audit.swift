@@ -14,6 +14,8 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case deviceClaimed = "device.claimed"
     case deviceClaimFailed = "device.claim_failed"
     case deviceReleased = "device.released"
+    case deviceRevoked = "device.revoked"
+    case commandSent = "device.command_sent"
     case serverStarted = "server.started"
 }
 

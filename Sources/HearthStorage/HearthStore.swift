@@ -45,6 +45,9 @@ public protocol HearthStore: Sendable {
     /// back to *its own* code.
     func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws
     func deviceCount() async throws -> Int
+    /// Revokes the device's certificate (lost, stolen, cloned key). Returns false if it already was.
+    /// Throws `.notFound` for an unknown serial.
+    func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool
 
     // Audit log
     func appendAudit(_ entry: AuditEntry) async throws

@@ -59,8 +59,10 @@ public struct DeviceRecord: Sendable, Equatable {
     public let provisionedAt: Date
     public var owner: AccountID?
     public var claimedAt: Date?
+    /// Set once the device's certificate is revoked: the gateway refuses it from then on.
+    public var revokedAt: Date?
 
-    public init(serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date, owner: AccountID? = nil, claimedAt: Date? = nil) {
+    public init(serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date, owner: AccountID? = nil, claimedAt: Date? = nil, revokedAt: Date? = nil) {
         self.serial = serial
         self.model = model
         self.certificatePEM = certificatePEM
@@ -68,5 +70,6 @@ public struct DeviceRecord: Sendable, Equatable {
         self.provisionedAt = provisionedAt
         self.owner = owner
         self.claimedAt = claimedAt
+        self.revokedAt = revokedAt
     }
 }

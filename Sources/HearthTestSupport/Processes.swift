@@ -82,3 +82,24 @@ public func requiredTool(_ name: String, package: String) throws -> String? {
 public struct MissingTool: Error, CustomStringConvertible {
     public let description: String
 }
+
+/// A python3 (from PATH) that can import `module`, or nil to skip (a failure under
+/// HEARTH_REQUIRE_TOOLS=1, as for ``requiredTool(_:package:)``).
+public func requiredPython(module: String, package: String) throws -> String? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/python3") {
+        let python = "\(dir)/python3"
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: python)
+        check.arguments = ["-c", "import \(module)"]
+        check.standardOutput = FileHandle.nullDevice
+        check.standardError = FileHandle.nullDevice
+        try check.run()
+        check.waitUntilExit()
+        if check.terminationStatus == 0 { return python }
+    }
+    if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
+        throw MissingTool(description: "python3 with \(module) is required by this test: pip install \(package)")
+    }
+    return nil
+}

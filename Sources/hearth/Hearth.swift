@@ -20,7 +20,7 @@ struct HearthCommand: AsyncParsableCommand {
             devices. Run a real deployment with `hearth serve --data DIR`; on its first start it prints a \
             one-time link that creates the first operator account (there is no default password).
             """,
-        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, Audit.self]
+        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, Audit.self]
     )
 }
 
@@ -89,35 +89,76 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
     var listen: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
 
-    @Option(name: .customLong("dev-listener"), help: "Also run the plaintext MQTT development listener at HOST:PORT, for anonymous local clients on topics outside devices/. Off by default; loopback addresses only.")
-    var devListener: ListenAddress?
+    @OptionGroup var gateway: GatewayOptions
 
     func run() async throws {
         try await reportingErrors {
             let (folder, store) = try options.open()
-            try await runServer(folder: folder, store: store, listen: listen, devListener: devListener, banner: { _ in })
+            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, banner: { _ in })
         }
     }
 }
 
-/// Starts the HTTPS server on `folder` and runs until SIGINT/SIGTERM.
-func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, devListener: ListenAddress? = nil, banner: @escaping @Sendable (String) async -> Void) async throws {
+/// The MQTT gateway's listeners and limits.
+struct GatewayOptions: ParsableArguments {
+    @Option(name: .customLong("mqtt-listen"), help: "Address of the MQTT device listener (mutual TLS; devices present a certificate from the deployment's device CA), HOST:PORT. Use 0.0.0.0:8883 to serve devices on the network.")
+    var mqttListen: ListenAddress = ListenAddress(argument: "127.0.0.1:8883")!
+
+    @Option(name: .customLong("dev-listener"), help: "Also run the plaintext MQTT development listener at HOST:PORT, for anonymous local clients on topics outside devices/. Off by default; loopback addresses only.")
+    var devListener: ListenAddress?
+
+    @Option(name: .customLong("max-connections"), help: "MQTT connections open at once; more get CONNACK 0x89 (server busy).")
+    var maxConnections = 50_000
+
+    @Option(name: .customLong("max-connects-per-second"), help: "New MQTT connections per second (burst: twice this); more get CONNACK 0x9F (connection rate exceeded).")
+    var maxConnectsPerSecond = 500.0
+
+    @Option(name: .customLong("max-publishes-per-second"), help: "Publishes per second per connection; more get PUBACK 0x97 (quota exceeded).")
+    var maxPublishesPerSecond = 100.0
+
+    @Option(name: .customLong("max-bytes-per-second"), help: "Payload bytes per second per connection; more get PUBACK 0x97.")
+    var maxBytesPerSecond = 512.0 * 1024
+
+    func configuration() throws -> GatewayConfiguration {
+        guard maxConnections > 0, maxConnectsPerSecond > 0, maxPublishesPerSecond > 0, maxBytesPerSecond > 0 else {
+            throw HearthError.invalid("max-…", "limits must be positive")
+        }
+        var c = GatewayConfiguration(deviceListener: (mqttListen.host, mqttListen.port), developmentListener: devListener.map { ($0.host, $0.port) })
+        c.maximumConnections = maxConnections
+        c.connectsPerSecond = maxConnectsPerSecond
+        c.connectBurst = maxConnectsPerSecond * 2
+        c.limits.publishesPerSecond = maxPublishesPerSecond
+        c.limits.bytesPerSecond = maxBytesPerSecond
+        return c
+    }
+}
+
+/// Starts the HTTPS server and the MQTT gateway on `folder` and runs until SIGINT/SIGTERM.
+func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions, banner: @escaping @Sendable (String) async -> Void) async throws {
     var logger = Logger(label: "hearth")
     logger.logLevel = .info
-    var services: [any Service] = []
-    if let devListener {
-        do {
-            services.append(try MQTTGateway(developmentHost: devListener.host, port: devListener.port, logger: logger) { address in
-                print("MQTT development listener (plaintext, anonymous, loopback only): mqtt://\(devListener.host):\(address?.port ?? devListener.port)")
-                fflush(nil)
-            })
-        } catch let error as GatewayError {
-            throw HearthError(.invalidInput, field: "dev-listener", error.description)
+    let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+    let gateway: MQTTGateway
+    do {
+        let credentials = DeviceTLSCredentials(
+            serverCertificatePEM: try folder.serverCertificate.pem(), serverKeyPEM: folder.serverKey.pemRepresentation,
+            deviceCAPEM: try folder.deviceCA.certificate.pem()
+        )
+        gateway = try MQTTGateway(configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry, logger: logger) { kind, address in
+            switch kind {
+            case .devices:
+                print("MQTT device listener (mutual TLS, device CA \(folder.deviceCAPath)): mqtts://\(options.mqttListen.host):\(address?.port ?? options.mqttListen.port)")
+            case .development:
+                print("MQTT development listener (plaintext, anonymous, loopback only): mqtt://\(options.devListener?.host ?? "127.0.0.1"):\(address?.port ?? 0)")
+            }
+            fflush(nil)
         }
+    } catch let error as GatewayError {
+        throw HearthError(.invalidInput, field: "dev-listener", error.description)
     }
-    let hearth = try Hearth(store: store, kek: folder.kek, settings: HearthSettings())
+    let hearth = try Hearth(store: store, kek: folder.kek, settings: HearthSettings(), telemetry: telemetry, commands: gateway)
     if folder.created { print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.") }
-    try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen)", at: Date()))
+    try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))
     let app = try HTTPSServer.application(hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger) { address in
         let port = address?.port ?? listen.port
         let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
@@ -136,11 +177,11 @@ func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, de
         fflush(nil)
     }
     let sweeper = SessionSweeper(store: store, logger: logger)
-    let group = ServiceGroup(services: [app, sweeper] + services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    let group = ServiceGroup(services: [app, sweeper, gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     do {
         try await group.run()
     } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL {
-        throw HearthError(.invalidInput, field: "listen", "cannot listen on \(listen): \(String(cString: strerror(error.errnoCode)))")
+        throw HearthError(.invalidInput, field: "listen", "cannot listen on \(listen) or \(options.mqttListen): \(String(cString: strerror(error.errnoCode)))")
     }
     print("Hearth stopped.")
 }
@@ -156,6 +197,8 @@ struct Demo: AsyncParsableCommand {
 
     @Option(help: "Units to provision per demo model.")
     var devices: Int = 3
+
+    @OptionGroup var gateway: GatewayOptions
 
     @Option(help: "Data folder; default: a new temporary folder.")
     var data: String?
@@ -182,7 +225,7 @@ struct Demo: AsyncParsableCommand {
             }
             print("\nDevice labels (bundles in \(bundles.path)):\n")
             labels.forEach { print($0) }
-            try await runServer(folder: folder, store: store, listen: listen) { base in
+            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway) { base in
                 print("""
 
                     What to try next:
@@ -281,6 +324,46 @@ struct Factory: AsyncParsableCommand {
                 let (provisioner, model, out) = try options.provisioner()
                 let unit = try await provisioner.signCSR(pem: pem, modelID: model, outDirectory: out)
                 print("Issued a certificate for serial \(unit.serial); bundle in \(out.path)/\(unit.serial)")
+            }
+        }
+    }
+}
+
+struct DeviceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "device", abstract: "Manage provisioned devices.", subcommands: [Revoke.self, Show.self])
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a device's certificate (lost, stolen, cloned): the gateway refuses it from then on.",
+            discussion: "A running server checks revocation at every connect; use the API's POST /api/v1/devices/{serial}/revoke to also end a live connection at once."
+        )
+        @OptionGroup var options: DataOptions
+        @Argument(help: "The device serial.") var serial: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let (_, store) = try options.open()
+                let serial = try DeviceSerial(serial)
+                let changed = try await store.revokeDevice(serial, at: Date(), audit: AuditEntry(.deviceRevoked, actor: "cli", subject: serial.rawValue, at: Date()))
+                print(changed ? "Revoked \(serial)." : "\(serial) was already revoked.")
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a device: model, owner, revocation, and the invalid telemetry it sent (counted per kind).")
+        @OptionGroup var options: DataOptions
+        @Argument(help: "The device serial.") var serial: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let (folder, store) = try options.open()
+                let serial = try DeviceSerial(serial)
+                guard let device = try await store.device(serial) else { throw HearthError(.notFound, "no device \(serial)") }
+                print("serial\t\(device.serial)\nmodel\t\(device.model)\nclaimed\t\(device.claimedAt.map { "\($0)" } ?? "no")\nrevoked\t\(device.revokedAt.map { "\($0)" } ?? "no")")
+                let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+                if let latest = try await telemetry.latest(serial) { print("latest\t\(JSONValue.object(latest.reading.values).text) at \(latest.reading.receivedAt)") }
+                for refusal in try await telemetry.refusals(serial) { print("refused\t\(refusal.kind.rawValue)\t\(refusal.count)\tlast \(refusal.lastAt)") }
             }
         }
     }

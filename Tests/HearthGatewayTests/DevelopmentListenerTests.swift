@@ -10,7 +10,7 @@ import Testing
     /// Runs a gateway on a free loopback port for the duration of `body`.
     func withGateway(_ body: (Int) async throws -> Void) async throws {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let gateway = try MQTTGateway(developmentHost: "127.0.0.1", port: 0, logger: Logger(label: "test")) { address in
+        let gateway = try MQTTGateway(configuration: GatewayConfiguration(developmentListener: ("127.0.0.1", 0)), logger: Logger(label: "test")) { _, address in
             continuation.yield(address?.port ?? 0)
         }
         let task = Task { try await gateway.run() }
@@ -21,8 +21,10 @@ import Testing
     }
 
     @Test func refusesToBindBeyondLoopback() {
-        #expect(throws: GatewayError.self) { try MQTTGateway(developmentHost: "0.0.0.0", port: 0, logger: Logger(label: "t")) }
-        #expect(throws: GatewayError.self) { try MQTTGateway(developmentHost: "192.168.1.2", port: 0, logger: Logger(label: "t")) }
+        #expect(throws: GatewayError.self) { try MQTTGateway(configuration: GatewayConfiguration(developmentListener: ("0.0.0.0", 0)), logger: Logger(label: "t")) }
+        #expect(throws: GatewayError.self) { try MQTTGateway(configuration: GatewayConfiguration(developmentListener: ("192.168.1.2", 0)), logger: Logger(label: "t")) }
+        // A device listener without credentials and a store cannot start.
+        #expect(throws: GatewayError.self) { try MQTTGateway(configuration: GatewayConfiguration(deviceListener: ("127.0.0.1", 0)), logger: Logger(label: "t")) }
         #expect(MQTTGateway.isLoopback("127.0.0.2") && MQTTGateway.isLoopback("::1"))
     }
 

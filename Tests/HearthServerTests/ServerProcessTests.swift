@@ -16,7 +16,7 @@ import X509
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path
-        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--dev-listener", "127.0.0.1:0"])
+        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--dev-listener", "127.0.0.1:0"])
         #expect(try await server.wait(for: "one-time link"), "\(server.text)")
         #expect(try await server.wait(for: "MQTT development listener"), "\(server.text)")
         let base = try #require(server.baseURL)
@@ -58,7 +58,7 @@ import X509
         #expect(server.text.contains("Hearth stopped."))
 
         // A restart with an operator prints no link.
-        let again = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        let again = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
         #expect(try await again.wait(for: "Clients verify it"))
         try await Task.sleep(for: .milliseconds(300))
         #expect(!again.text.contains("/setup/"))
@@ -79,7 +79,7 @@ import X509
         guard case .object(let b) = bundle, case .string(let code) = b["setupCode"] else { Issue.record("no setup code in bundle"); return }
 
         func start() async throws -> (HearthProcess, (String, [String]) throws -> (status: Int32, output: String)) {
-            let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+            let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
             #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
             let base = server.baseURL ?? "https://127.0.0.1:1"
             return (server, { path, extra in try runTool(curl, ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + extra + [base + path]) })
@@ -174,12 +174,12 @@ import X509
         let data = dir.appendingPathComponent("data").path
         #expect(try await HearthProcess.run(["audit", "verify", "--data", data]).status == 0)
         chmod(data, 0o755)
-        let r = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        let r = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
         #expect(r.status != 0)
         #expect(r.output.contains("must not be readable by others"))
         chmod(data, 0o700)
         chmod(data + "/kek.key", 0o644)
-        let k = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        let k = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
         #expect(k.status != 0)
         #expect(k.output.contains("key-encryption key"))
     }
@@ -188,7 +188,7 @@ import X509
         guard let curl = try curlPath() else { return }
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let demo = try HearthProcess(["demo", "--listen", "127.0.0.1:0", "--devices", "2", "--data", dir.path])
+        let demo = try HearthProcess(["demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "2", "--data", dir.path])
         #expect(try await demo.wait(for: "Press Ctrl-C to stop."), "\(demo.text)")
         #expect(demo.text.components(separatedBy: "Setup code:").count - 1 == 4, "two labels per demo model")
         #expect(demo.text.contains("Security updates until 31 December 2031"))
@@ -212,16 +212,16 @@ import X509
         #expect(badListen.status != 0)
         let scratch = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: scratch) }
-        let exposed = try await HearthProcess.run(["serve", "--data", scratch.path, "--listen", "127.0.0.1:0", "--dev-listener", "0.0.0.0:1883"])
+        let exposed = try await HearthProcess.run(["serve", "--data", scratch.path, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--dev-listener", "0.0.0.0:1883"])
         #expect(exposed.status == 1)
         #expect(exposed.output.contains("loopback only"), "\(exposed.output)")
         // A port in use is a clear message, not a stack of errno text.
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let first = try HearthProcess(["serve", "--data", dir.appendingPathComponent("a").path, "--listen", "127.0.0.1:0"])
+        let first = try HearthProcess(["serve", "--data", dir.appendingPathComponent("a").path, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
         #expect(try await first.wait(for: "Clients verify it"))
         let port = try #require(first.baseURL?.split(separator: ":").last)
-        let second = try await HearthProcess.run(["serve", "--data", dir.appendingPathComponent("b").path, "--listen", "127.0.0.1:\(port)"])
+        let second = try await HearthProcess.run(["serve", "--data", dir.appendingPathComponent("b").path, "--listen", "127.0.0.1:\(port)", "--mqtt-listen", "127.0.0.1:0"])
         #expect(second.status == 1)
         #expect(second.output.contains("cannot listen on 127.0.0.1:\(port)"), "\(second.output)")
         first.signal(SIGTERM)

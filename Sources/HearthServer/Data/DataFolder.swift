@@ -17,6 +17,7 @@ import X509
 ///   server.pem                 HTTPS server certificate, issued by the root CA
 ///   server.key.sealed    0600
 ///   hearth.sqlite        0600  the database (WAL)
+///   telemetry.sqlite     0600  device readings (WAL, group-committed)
 /// ```
 /// Opening refuses a folder or key file that others can read (Code of Practice guideline 4).
 public struct DataFolder: Sendable {
@@ -30,6 +31,7 @@ public struct DataFolder: Sendable {
     public let created: Bool
 
     public var databasePath: String { url.appendingPathComponent("hearth.sqlite").path }
+    public var telemetryPath: String { url.appendingPathComponent("telemetry.sqlite").path }
     public var rootCAPath: String { url.appendingPathComponent("root-ca.pem").path }
     public var deviceCAPath: String { url.appendingPathComponent("device-ca.pem").path }
 

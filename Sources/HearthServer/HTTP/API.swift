@@ -36,6 +36,10 @@ struct API {
         FieldSchema("email", .string(maxLength: 254)),
         FieldSchema("password", .string(maxLength: 256), "at least 15 characters; not a common password"),
     ])
+    static let command = ObjectSchema([
+        FieldSchema("name", .string(maxLength: 32), "a command of the device's product model"),
+        FieldSchema("parameters", .map(values: .scalar(maxLength: 64), maxKeys: 16), required: false, "the command's parameters, checked against the model"),
+    ])
     static let claim = ObjectSchema([
         FieldSchema("serial", .string(maxLength: 32), "from the device label"),
         FieldSchema("setupCode", .string(maxLength: 32), "from the device label"),
@@ -127,6 +131,60 @@ struct API {
                 Endpoint(method: .get, path: "/api/v1/devices", summary: "The signed-in owner's devices", access: .signedIn, body: nil, success: .ok, errors: [.unauthorized]),
                 { _, context, _ in JSON.response(["devices": .array(try await hearth.devices(of: try context.requireIdentity()).map(Self.deviceJSON))]) }
             ),
+            (
+                Endpoint(method: .get, path: "/api/v1/devices/{serial}/telemetry/latest", summary: "The owner's device: its latest reading (null if none yet)", access: .signedIn, body: nil, success: .ok, errors: [.unauthorized, .notFound]),
+                { _, context, _ in
+                    let record = try await hearth.latestReading(context.parameters.get("serial") ?? "", by: try context.requireIdentity())
+                    return JSON.response(["reading": record.map(Self.readingJSON) ?? .null])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .get, path: "/api/v1/devices/{serial}/telemetry",
+                    summary: "The owner's device: readings received in [from, to), oldest first, paged (query: from, to as ISO 8601; limit 1-1000, default 100; after = the previous page's next)",
+                    access: .signedIn, body: nil, success: .ok, errors: [.badRequest, .unauthorized, .notFound]
+                ),
+                { request, context, _ in
+                    let query = request.uri.queryParameters
+                    let from = try Self.date(query.get("from"), field: "from") ?? Date(timeIntervalSince1970: 0)
+                    let to = try Self.date(query.get("to"), field: "to") ?? hearth.time.now().addingTimeInterval(86_400)
+                    let limit = try Self.integer(query.get("limit"), field: "limit") ?? 100
+                    let after = try Self.integer(query.get("after"), field: "after").map(Int64.init)
+                    let records = try await hearth.readings(context.parameters.get("serial") ?? "", from: from, to: to, after: after, limit: limit, by: try context.requireIdentity())
+                    let next: JSONValue = records.count == limit ? .string(String(records.last!.position)) : .null
+                    return JSON.response(["readings": .array(records.map(Self.readingJSON)), "next": next])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/devices/{serial}/commands",
+                    summary: "Send a command to the owner's device and wait for its answer (409 device_offline, 504 device_timeout)",
+                    access: .signedIn, body: Self.command, success: .ok, errors: bad + [.unauthorized, .notFound, .conflict, .gatewayTimeout]
+                ),
+                { _, context, body in
+                    let parameters = body.object("parameters")?.members ?? [:]
+                    let outcome = try await hearth.sendCommand(to: context.parameters.get("serial") ?? "", name: body.string("name")!, parameters: parameters, by: try context.requireIdentity())
+                    switch outcome {
+                    case .answered(let status, let detail):
+                        return JSON.response(["status": .string(status), "detail": detail.map { .string($0) } ?? .null])
+                    case .offline:
+                        throw HearthError(.deviceOffline, "the device is not connected; try again when it is online")
+                    case .timedOut:
+                        throw HearthError(.deviceTimeout, "the device did not answer in time; it may still carry the command out")
+                    }
+                }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/devices/{serial}/revoke", summary: "Revoke a device's certificate (operators): the gateway refuses it from then on", access: .operator, body: nil, success: .ok, errors: [.unauthorized, .forbidden, .notFound]),
+                { _, context, _ in
+                    let serial = context.parameters.get("serial") ?? ""
+                    let changed = try await hearth.revoke(serial, by: try context.requireIdentity())
+                    if let serial = try? DeviceSerial(serial), let gateway = hearth.commands as? any DeviceDisconnecting {
+                        await gateway.disconnect(serial, reason: "the device certificate was revoked")
+                    }
+                    return JSON.response(["serial": .string(serial), "revoked": true, "changed": .bool(changed)])
+                }
+            ),
         ]
     }
 
@@ -166,6 +224,32 @@ struct API {
         return .object(o)
     }
 
+    static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    static func readingJSON(_ record: TelemetryRecord) -> JSONValue {
+        let r = record.reading
+        return [
+            "position": .number(Double(record.position)), "seq": .number(Double(r.sequence)),
+            "receivedAt": .string(r.receivedAt.formatted(timestamp)),
+            "deviceTime": r.deviceTime.map { .string($0.formatted(timestamp)) } ?? .null,
+            "values": .object(r.values),
+        ]
+    }
+
+    static func date(_ text: String?, field: String) throws -> Date? {
+        guard let text else { return nil }
+        guard text.count <= 40, let date = (try? timestamp.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
+            throw HearthError.invalid(field, "expected an ISO 8601 time such as 2026-11-27T09:30:00Z")
+        }
+        return date
+    }
+
+    static func integer(_ text: String?, field: String) throws -> Int? {
+        guard let text else { return nil }
+        guard text.count <= 18, let value = Int(text), value >= 0 else { throw HearthError.invalid(field, "expected a whole number") }
+        return value
+    }
+
     static func deviceJSON(_ device: DeviceRecord) -> JSONValue {
         [
             "serial": .string(device.serial.rawValue), "model": .string(device.model.rawValue),
@@ -193,8 +277,9 @@ struct API {
             if let body = e.body {
                 op["requestBody"] = ["required": true, "content": ["application/json": ["schema": schemaJSON(.object(body))]]]
             }
-            if e.path.contains("{id}") {
-                op["parameters"] = [["name": "id", "in": "path", "required": true, "schema": ["type": "string"]]]
+            let names = e.path.split(separator: "/").filter { $0.hasPrefix("{") }.map { String($0.dropFirst().dropLast()) }
+            if !names.isEmpty {
+                op["parameters"] = .array(names.map { ["name": .string($0), "in": "path", "required": true, "schema": ["type": "string"]] })
             }
             paths[e.path, default: [:]][e.method.rawValue.lowercased()] = .object(op)
         }
@@ -221,7 +306,9 @@ struct API {
     }
 
     static func operationID(_ e: Endpoint) -> String {
-        let words = e.path.split(separator: "/").filter { $0 != "api" && $0 != "v1" }.map { $0.replacingOccurrences(of: "{id}", with: "byId").replacingOccurrences(of: ".json", with: "") }
+        let words = e.path.split(separator: "/").filter { $0 != "api" && $0 != "v1" }.map { word in
+            word.hasPrefix("{") ? "by" + word.dropFirst().prefix(1).uppercased() + word.dropFirst(2).dropLast() : word.replacingOccurrences(of: ".json", with: "")
+        }
         return e.method.rawValue.lowercased() + words.map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
     }
 
@@ -235,6 +322,7 @@ struct API {
         case .date: ["type": "string", "format": "date"]
         case .array(let element, let maxItems): ["type": "array", "items": schemaJSON(element), "maxItems": .number(Double(maxItems))]
         case .map(let values, let maxKeys): ["type": "object", "additionalProperties": schemaJSON(values), "maxProperties": .number(Double(maxKeys))]
+        case .scalar(let maxLength): ["oneOf": [["type": "number"], ["type": "boolean"], ["type": "string", "maxLength": .number(Double(maxLength))]]]
         case .object(let schema):
             .object([
                 "type": "object", "additionalProperties": false,

@@ -73,6 +73,9 @@ struct ErrorMiddleware: RouterMiddleware {
         case .throttled: .tooManyRequests
         case .expired: .gone
         case .claimRejected: .unprocessableContent
+        case .deviceOffline: .conflict
+        case .deviceTimeout: .gatewayTimeout
+        case .unavailable: .serviceUnavailable
         case .integrity, .internal: .internalServerError
         }
     }

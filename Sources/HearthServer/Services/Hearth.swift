@@ -13,6 +13,8 @@ public struct HearthSettings: Sendable {
     public var maxBodyBytes = 16 * 1024
     /// scrypt cost for passwords and setup codes.
     public var hashCost: ScryptCost = .standard
+    /// How long a command waits for the device's answer.
+    public var commandTimeout: Duration = .seconds(10)
 
     public init() {}
 }
@@ -55,8 +57,15 @@ public final class Hearth: Sendable {
     let passwords: PasswordPolicy
     let throttles: Throttles
     let decoyHash: String
+    /// Device readings; nil when this process runs no gateway.
+    public let telemetry: (any TelemetryStore)?
+    /// Delivers commands to devices (the MQTT gateway); nil when this process runs none.
+    public let commands: (any DeviceCommandChannel)?
 
-    public init(store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings, time: any TimeSource = SystemTimeSource()) throws {
+    public init(
+        store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings, time: any TimeSource = SystemTimeSource(),
+        telemetry: (any TelemetryStore)? = nil, commands: (any DeviceCommandChannel)? = nil
+    ) throws {
         let passwords = PasswordPolicy(blocklist: CommonPasswords.list)
         guard passwords.blocklist.count > 10_000 else {
             throw HearthError(.internal, "the common-password list is missing from the build")
@@ -70,6 +79,8 @@ public final class Hearth: Sendable {
         hasher = SecretHasher(cost: settings.hashCost)
         throttles = Throttles()
         decoyHash = hasher.decoy()
+        self.telemetry = telemetry
+        self.commands = commands
     }
 
     /// Runs CPU-heavy work (scrypt) off the event loops and the cooperative pool, on NIO's blocking
@@ -242,6 +253,53 @@ public final class Hearth: Sendable {
 
     public func devices(of identity: Identity) async throws -> [DeviceRecord] {
         try await store.devices(ownedBy: identity.account.id)
+    }
+
+    /// The caller's device. Someone else's device and an unknown serial get the same answer.
+    public func ownedDevice(_ rawSerial: String, by identity: Identity) async throws -> DeviceRecord {
+        guard let serial = try? DeviceSerial(rawSerial), let device = try await store.device(serial), device.owner == identity.account.id else {
+            throw HearthError(.notFound, field: "serial", "you have no device with this serial")
+        }
+        return device
+    }
+
+    func requireTelemetry() throws -> any TelemetryStore {
+        guard let telemetry else { throw HearthError(.unavailable, "this server runs no device gateway") }
+        return telemetry
+    }
+
+    public func latestReading(_ rawSerial: String, by identity: Identity) async throws -> TelemetryRecord? {
+        let device = try await ownedDevice(rawSerial, by: identity)
+        return try await requireTelemetry().latest(device.serial)
+    }
+
+    /// A page of readings received in `from ..< to`, after `cursor`.
+    public func readings(_ rawSerial: String, from: Date, to: Date, after cursor: Int64?, limit: Int, by identity: Identity) async throws -> [TelemetryRecord] {
+        let device = try await ownedDevice(rawSerial, by: identity)
+        guard (1...1000).contains(limit) else { throw HearthError.invalid("limit", "between 1 and 1000") }
+        guard from < to else { throw HearthError.invalid("from", "must be before 'to'") }
+        return try await requireTelemetry().readings(device.serial, from: from, to: to, after: cursor, limit: limit)
+    }
+
+    /// Checks a command against the device's model, sends it, and waits for the device's answer.
+    public func sendCommand(to rawSerial: String, name: String, parameters: [String: JSONValue], by identity: Identity) async throws -> CommandOutcome {
+        let device = try await ownedDevice(rawSerial, by: identity)
+        guard let model = try await store.model(device.model) else { throw HearthError(.integrity, "the device's product model is missing") }
+        do {
+            _ = try CommandMessage.validate(name, parameters: parameters, model: model)
+        } catch {
+            throw HearthError(error.kind == .unknownField ? .unknownField : .invalidInput, field: error.field, error.message)
+        }
+        guard let commands else { throw HearthError(.unavailable, "this server runs no device gateway") }
+        try await store.appendAudit(AuditEntry(.commandSent, actor: identity.account.id.description, subject: device.serial.rawValue, detail: name, at: time.now()))
+        return await commands.send(command: name, parameters: parameters, to: device.serial, timeout: settings.commandTimeout)
+    }
+
+    /// Revokes a device's certificate (operators): the gateway refuses it from then on.
+    public func revoke(_ rawSerial: String, by identity: Identity) async throws -> Bool {
+        guard identity.role == .operator else { throw HearthError(.forbidden, "this needs the operator role") }
+        guard let serial = try? DeviceSerial(rawSerial) else { throw HearthError(.notFound, field: "serial", "no such device") }
+        return try await store.revokeDevice(serial, at: time.now(), audit: AuditEntry(.deviceRevoked, actor: identity.account.id.description, subject: serial.rawValue, at: time.now()))
     }
 }
 

@@ -1,0 +1,59 @@
+import Foundation
+import HearthCore
+
+/// A stored reading with its position, which pages through a device's history.
+public struct TelemetryRecord: Sendable, Equatable {
+    /// Increases with every stored reading; the paging cursor.
+    public let position: Int64
+    public let reading: TelemetryReading
+
+    public init(position: Int64, reading: TelemetryReading) {
+        self.position = position
+        self.reading = reading
+    }
+}
+
+/// A refused payload, as counted: never the payload itself.
+public struct TelemetryRefusal: Sendable, Equatable {
+    public let serial: DeviceSerial
+    public let kind: TelemetryRejection
+    public let at: Date
+
+    public init(serial: DeviceSerial, kind: TelemetryRejection, at: Date) {
+        self.serial = serial
+        self.kind = kind
+        self.at = at
+    }
+}
+
+/// How often one device sent one kind of invalid payload (input for security monitoring).
+public struct RefusalCount: Sendable, Equatable {
+    public let kind: TelemetryRejection
+    public let count: Int
+    public let lastAt: Date
+
+    public init(kind: TelemetryRejection, count: Int, lastAt: Date) {
+        self.kind = kind
+        self.count = count
+        self.lastAt = lastAt
+    }
+}
+
+/// Where device readings go. Separate from ``HearthStore`` because its load is of another kind
+/// (many small appends, group-committed) and a deployment may put it on its own disk or database.
+///
+/// Rules every driver keeps (checked by the contract suite):
+/// - `append` is one durable transaction: when it returns, every reading in it survives a crash;
+/// - a reading whose (serial, sequence) is already stored is skipped, not duplicated;
+/// - reads return readings in the order they were stored.
+public protocol TelemetryStore: Sendable {
+    /// Stores `readings` (skipping ones already stored) and adds `refusals` to the per-device
+    /// counts, in one transaction. Returns how many readings were new.
+    @discardableResult
+    func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int
+    func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord?
+    /// Readings received in `from ..< to`, oldest first, after the `after` cursor, at most `limit`.
+    func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws -> [TelemetryRecord]
+    func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount]
+    func readingCount() async throws -> Int
+}

@@ -1,0 +1,129 @@
+import Crypto
+import Foundation
+import HearthCore
+import HearthCrypto
+import HearthGateway
+import HearthSQLite
+import HearthStorage
+import HearthTestSupport
+import Logging
+import NIOCore
+import X509
+
+/// A deployment made in code for one test: CAs, a server certificate, a SQLite store with the demo
+/// models and some provisioned devices, and PEM files for third-party clients. Nothing is shared
+/// between tests.
+final class DeviceFixture: Sendable {
+    struct Device: Sendable {
+        let serial: DeviceSerial
+        let model: ProductModel
+        let certPath: String
+        let keyPath: String
+    }
+
+    let folder: URL
+    let store: SQLiteStore
+    let telemetry: SQLiteTelemetryStore
+    let credentials: DeviceTLSCredentials
+    let rootCAPath: String
+    let deviceCA: CertificateAuthority
+    let thermostats: [Device]
+    let locks: [Device]
+
+    init(devices: Int = 2) async throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-gw-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        store = try SQLiteStore(path: folder.appendingPathComponent("hearth.sqlite").path, sealer: TestSealer())
+        telemetry = try SQLiteTelemetryStore(path: folder.appendingPathComponent("telemetry.sqlite").path)
+        let root = try CertificateAuthority.create(commonName: "Test Root")
+        deviceCA = try CertificateAuthority.create(commonName: "Test Device CA")
+        let serverKey = P256.Signing.PrivateKey()
+        let serverCert = try root.issueServerCertificate(publicKey: serverKey.publicKey, hostnames: ["localhost", "127.0.0.1"])
+        credentials = DeviceTLSCredentials(serverCertificatePEM: try serverCert.pem(), serverKeyPEM: serverKey.pemRepresentation, deviceCAPEM: try deviceCA.certificate.pem())
+        rootCAPath = folder.appendingPathComponent("root-ca.pem").path
+        try Data(try root.certificate.pem().utf8).write(to: URL(fileURLWithPath: rootCAPath))
+        var made: [ProductModelID: [Device]] = [:]
+        var records: [DeviceRecord] = []
+        for model in ProductModel.demoModels() {
+            try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, at: Date()))
+            for _ in 0..<devices {
+                let (device, record) = try Self.makeDevice(model: model, ca: deviceCA, in: folder)
+                made[model.id, default: []].append(device)
+                records.append(record)
+            }
+        }
+        try await store.addDevices(records, audit: AuditEntry(.devicesProvisioned, at: Date()))
+        thermostats = made[try ProductModelID("thermostat-t1")] ?? []
+        locks = made[try ProductModelID("lock-l1")] ?? []
+    }
+
+    /// A key and certificate for `serial` from `ca`, written as PEM files (not registered).
+    static func makeDevice(model: ProductModel, ca: CertificateAuthority, in folder: URL, serial: DeviceSerial? = nil) throws -> (Device, DeviceRecord) {
+        var rng = SystemRandomNumberGenerator()
+        let serial = serial ?? DeviceSerial.random(using: &rng)
+        let key = P256.Signing.PrivateKey()
+        let cert = try ca.issueDeviceCertificate(publicKey: .init(key.publicKey), serial: serial, model: model)
+        let certPath = folder.appendingPathComponent("\(serial)-\(UUID().uuidString.prefix(4)).pem").path
+        let keyPath = certPath.replacingOccurrences(of: ".pem", with: ".key")
+        try Data(try cert.pem().utf8).write(to: URL(fileURLWithPath: certPath))
+        try Data(key.pemRepresentation.utf8).write(to: URL(fileURLWithPath: keyPath))
+        let record = DeviceRecord(serial: serial, model: model.id, certificatePEM: try cert.pem(), setupCodeHash: "unused", provisionedAt: Date())
+        return (Device(serial: serial, model: model, certPath: certPath, keyPath: keyPath), record)
+    }
+
+    /// Runs a gateway with a device listener (and a development listener) on free ports.
+    func withGateway(
+        _ configure: (inout GatewayConfiguration) -> Void = { _ in },
+        _ body: (_ gateway: MQTTGateway, _ devicePort: Int, _ devPort: Int) async throws -> Void
+    ) async throws {
+        var configuration = GatewayConfiguration(deviceListener: ("127.0.0.1", 0), developmentListener: ("127.0.0.1", 0))
+        configure(&configuration)
+        let (ports, continuation) = AsyncStream<(ListenerKind, Int)>.makeStream()
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let gateway = try MQTTGateway(configuration: configuration, credentials: credentials, store: store, telemetry: telemetry, logger: logger) { kind, address in
+            continuation.yield((kind, address?.port ?? 0))
+        }
+        let task = Task { try await gateway.run() }
+        defer { task.cancel() }
+        var devicePort = 0, devPort = 0
+        for await (kind, port) in ports {
+            if kind == .devices { devicePort = port } else { devPort = port }
+            if devicePort != 0, devPort != 0 { break }
+        }
+        try await body(gateway, devicePort, devPort)
+    }
+
+    /// mosquitto_pub/sub arguments that authenticate as `device` over mutual TLS.
+    func tlsArguments(_ device: Device, port: Int) -> [String] {
+        ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key", device.keyPath]
+    }
+
+    /// paho arguments for the same.
+    func pahoArguments(_ device: Device, port: Int) -> [String] {
+        ["--host", "127.0.0.1", "--port", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key", device.keyPath]
+    }
+
+    static var script: String { Bundle.module.url(forResource: "Scripts/mqtt_client", withExtension: "py")!.path }
+
+    deinit { try? FileManager.default.removeItem(at: folder) }
+}
+
+/// An audit sealer for tests (HMAC with a fixed per-process key).
+struct TestSealer: AuditSealer {
+    let key = SymmetricKey(size: .bits256)
+    func mac(_ data: Data) -> String { Data(HMAC<SHA256>.authenticationCode(for: data, using: key)).map { String(format: "%02x", $0) }.joined() }
+}
+
+/// A telemetry payload as a device sends it.
+func reading(_ seq: Int, _ values: [String: JSONValue]) -> String {
+    JSONValue.object(["seq": .number(Double(seq)), "values": .object(values)]).text
+}
+
+/// The JSON lines a script printed.
+func jsonLines(_ output: String) -> [[String: JSONValue]] {
+    output.split(separator: "\n").compactMap { line in
+        guard let value = try? JSONValue.parse(Array(line.utf8)), case .object(let o) = value else { return nil }
+        return o
+    }
+}
