@@ -20,6 +20,10 @@ public struct Broker: Sendable {
         case routed([Delivery])
         /// Refused by the access policy (5.0 PUBACK/PUBREC 0x87); nothing was stored or sent.
         case refused(ReasonCode)
+
+        public var deliveries: [Delivery] {
+            if case .routed(let d) = self { d } else { [] }
+        }
     }
 
     var tree = SubscriptionTree<String, Subscription>()

@@ -18,6 +18,11 @@ public struct ConnectionLimits: Sendable, Equatable {
     public var publishesPerSecond: Double = 100
     /// Payload bytes per second a client may send (AWS IoT: 512 KiB/s per connection).
     public var bytesPerSecond: Double = 512 * 1024
+    /// Longest a session outlives its connection (5.0 Session Expiry is lowered to it; a 3.1.1
+    /// persistent session gets it).
+    public var maximumSessionExpiry: UInt32 = 7 * 86_400
+    /// Messages kept for a disconnected session; beyond it the oldest are dropped (and counted).
+    public var maximumQueuedPerSession = 1000
 
     public init() {}
 }
@@ -188,6 +193,9 @@ public struct ConnectionStateMachine: Sendable {
         if case .device = identity, connect.username != nil || connect.password != nil {
             return refuse(.badUserNameOrPassword)
         }
+        if v5, let requested = connect.properties.sessionExpiryInterval, requested > limits.maximumSessionExpiry {
+            properties.all.append(.sessionExpiryInterval(limits.maximumSessionExpiry))
+        }
         var keepAlive = connect.keepAlive
         if keepAlive > limits.maximumKeepAlive || (keepAlive == 0 && v5) {
             keepAlive = limits.maximumKeepAlive
@@ -202,6 +210,14 @@ public struct ConnectionStateMachine: Sendable {
         }
         state = .connected(Connected(version: connect.version, keepAlive: keepAlive, lastHeard: now))
         return [.accept(sessionKey: sessionKey, connect: connect, connack: ConnAck(sessionPresent: false, reason: .success, properties: v5 ? properties : []))]
+    }
+
+    /// How long the session of `connect` outlives its connection (MQTT 5.0 §3.1.2.11.2): 5.0 asks
+    /// with Session Expiry Interval; a 3.1.1 clean session ends with the connection and a
+    /// persistent one lasts the maximum.
+    public func sessionExpiry(for connect: Connect) -> UInt32 {
+        let requested = connect.version == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) : (connect.cleanStart ? 0 : limits.maximumSessionExpiry)
+        return min(requested, limits.maximumSessionExpiry)
     }
 
     private mutating func fail(_ reason: ReasonCode, _ message: String, version: MQTTVersion, sendWill: Bool = true) -> [Action] {

@@ -50,6 +50,7 @@ actor Connection {
     var pending = ByteBuffer()
     var sessionKey: String?
     var will: Connect.Will?
+    var sessionExpiry: UInt32 = 0
     /// Acknowledgements owed, in the order the PUBLISHes arrived (MQTT §4.6); `nil` while a
     /// reading waits for its commit.
     var acks: [(id: UInt16, qos: QoS, reason: ReasonCode?)] = []
@@ -101,22 +102,22 @@ actor Connection {
         }
     }
 
-    /// The transport is gone (or we closed it): publish the will if owed, leave the hub.
+    /// The transport is gone (or we closed it): publish (or schedule) the will if owed, and leave
+    /// the hub, which keeps the session if it has an expiry.
     func finish(sendWill: Bool = true) async {
         if !closed { closed = true }
         mailbox.finish()
         if let key = sessionKey {
-            if sendWill, let will { await publishWill(will, from: key) }
-            await parts.hub.detach(key, id: ObjectIdentifier(self))
+            if sendWill, let will {
+                let message = Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
+                    if case .willDelayInterval = $0 { false } else { true }
+                }))
+                await parts.hub.scheduleWill(key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry))
+            }
+            await parts.hub.detach(key, id: ObjectIdentifier(self), flow: outboundFlow)
         }
         sessionKey = nil
         will = nil
-    }
-
-    private func publishWill(_ will: Connect.Will, from key: String) async {
-        _ = await parts.hub.publish(from: key, Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
-            if case .willDelayInterval = $0 { false } else { true }
-        })))
     }
 
     private func perform(_ actions: [ConnectionStateMachine.Action]) async {
@@ -124,12 +125,20 @@ actor Connection {
             switch action {
             case .send(let packet):
                 await write(packet)
-            case .accept(let key, let connect, let connack):
+            case .accept(let key, let connect, var connack):
                 sessionKey = key
                 will = connect.will
+                sessionExpiry = machine.sessionExpiry(for: connect)
                 if let max = connect.properties.receiveMaximum { outboundFlow = OutboundFlow(receiveMaximum: Int(max)) }
-                await parts.hub.attach(key, policy: Self.policy(for: machine.identity), id: ObjectIdentifier(self), mailbox: mailbox)
+                let resumed = await parts.hub.attach(key, cleanStart: connect.cleanStart, expiry: sessionExpiry, policy: Self.policy(for: machine.identity), id: ObjectIdentifier(self), mailbox: mailbox)
+                connack.sessionPresent = resumed.present
                 await write(.connack(connack))
+                // A resumed session: unacknowledged messages again (same ids, DUP), then what queued.
+                if let flow = resumed.flow {
+                    outboundFlow = flow
+                    await run(outboundFlow.resend())
+                }
+                for message in resumed.queued { await run(outboundFlow.enqueue(message)) }
             case .deliver(let publish):
                 await handlePublish(publish)
             case .forward(let packet):

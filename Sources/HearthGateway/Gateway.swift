@@ -101,7 +101,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         self.store = store
         let counters = Counters()
         parts = GatewayParts(
-            hub: Hub(maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions, counters: counters),
+            hub: Hub(maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions, maximumQueued: configuration.limits.maximumQueuedPerSession, counters: counters),
             ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) },
             counters: counters, limits: configuration.limits, logger: logger
         )
@@ -120,6 +120,15 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     public func run() async throws {
         try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                // Ends expired sessions of disconnected clients.
+                await cancelWhenGracefulShutdown {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(5))
+                        await self.parts.hub.expireSessions()
+                    }
+                }
+            }
             if let listener = configuration.deviceListener, let credentials {
                 let context = try NIOSSLContext(configuration: try credentials.configuration())
                 let server = try await bind(listener.host, listener.port) { channel in

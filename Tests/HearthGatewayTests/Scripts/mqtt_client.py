@@ -243,7 +243,47 @@ def cmd_conformance(args):
         got = wait_for(requester, 1)
         results["request_response"] = len(got) == 1 and json.loads(got[0].payload) == {"id": "corr-42", "answer": "pong"}
 
-    for c in (pub, sub, plus, hash_, late, watcher, s2, responder, requester):
+    extra = []
+    if args.version == 5:
+        # Will delay: nothing while the delay runs, the will after it.
+        watcher2 = collector()
+        connect(watcher2, args)
+        watcher2.subscribe(f"{base}/wd", qos=1)
+        time.sleep(0.3)
+        late_will = make_client(args, client_id=f"wd-{uuid.uuid4().hex[:8]}", clean=True, expiry=60)
+        wprops = Properties(PacketTypes.WILLMESSAGE)
+        wprops.WillDelayInterval = 2
+        late_will.will_set(f"{base}/wd", b"late", qos=1, properties=wprops)
+        connect(late_will, args)
+        time.sleep(0.2)
+        late_will.loop_stop()
+        late_will.socket().close()
+        time.sleep(1.0)
+        early = len(watcher2._hearth_messages)
+        got = wait_for(watcher2, 1, timeout=5)
+        results["will_delay"] = early == 0 and len(got) == 1 and got[0].payload == b"late"
+
+        # Message expiry: a message that expires while its subscriber is away is not delivered.
+        cid2 = f"exp-{uuid.uuid4().hex[:8]}"
+        e1 = collector(client_id=cid2, clean=True, expiry=300)
+        connect(e1, args)
+        e1.subscribe(f"{base}/exp", qos=1)
+        time.sleep(0.3)
+        e1.disconnect()
+        e1.loop_stop()
+        time.sleep(0.3)
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = 1
+        pub.publish(f"{base}/exp", b"stale", qos=1, properties=props).wait_for_publish(5)
+        pub.publish(f"{base}/exp", b"fresh", qos=1).wait_for_publish(5)
+        time.sleep(2.2)
+        e2 = collector(client_id=cid2, clean=False, expiry=300)
+        connect(e2, args)
+        got = wait_for(e2, 2, timeout=2)
+        results["message_expiry"] = [m.payload for m in got] == [b"fresh"]
+        extra = [watcher2, e2]
+
+    for c in [pub, sub, plus, hash_, late, watcher, s2, responder, requester] + extra:
         c.disconnect()
         c.loop_stop()
     out(results)
