@@ -4,11 +4,18 @@ import HearthMQTT
 /// every session. `publish` answers with the deliveries to make; sessions and connections
 /// (elsewhere) queue and send them.
 public struct Broker: Sendable {
-    public struct Subscription: Sendable, Equatable {
+    public struct Subscription: Sendable, Equatable, Codable {
         public var qos: QoS
         public var noLocal: Bool
         public var retainAsPublished: Bool
         public var identifier: Int?
+
+        public init(qos: QoS, noLocal: Bool = false, retainAsPublished: Bool = false, identifier: Int? = nil) {
+            self.qos = qos
+            self.noLocal = noLocal
+            self.retainAsPublished = retainAsPublished
+            self.identifier = identifier
+        }
     }
 
     public struct Delivery: Sendable, Equatable {
@@ -27,7 +34,7 @@ public struct Broker: Sendable {
     }
 
     var tree = SubscriptionTree<String, Subscription>()
-    var filtersBySession: [String: Set<String>] = [:]
+    var filtersBySession: [String: [String: Subscription]] = [:]
     var policies: [String: AccessPolicy] = [:]
     public private(set) var retained: [String: Publish] = [:]
     var nextInGroup: [String: Int] = [:]
@@ -46,8 +53,24 @@ public struct Broker: Sendable {
 
     /// Forgets a session and all its subscriptions (clean start, or session expiry).
     public mutating func remove(_ sessionKey: String) {
-        for filter in filtersBySession.removeValue(forKey: sessionKey) ?? [] { tree.remove(filter, subscriber: sessionKey) }
+        for filter in (filtersBySession.removeValue(forKey: sessionKey) ?? [:]).keys { tree.remove(filter, subscriber: sessionKey) }
         policies[sessionKey] = nil
+    }
+
+    /// A session's subscriptions, by filter (for persisting it).
+    public func subscriptions(of sessionKey: String) -> [String: Subscription] {
+        filtersBySession[sessionKey] ?? [:]
+    }
+
+    /// Puts back a persisted subscription (after a restart), without retained-message delivery.
+    public mutating func restore(_ sessionKey: String, filter: String, _ subscription: Subscription) {
+        _ = tree.insert(filter, subscriber: sessionKey, options: subscription)
+        filtersBySession[sessionKey, default: [:]][filter] = subscription
+    }
+
+    /// Puts back a persisted retained message.
+    public mutating func restoreRetained(_ message: Publish) {
+        retained[message.topic] = message
     }
 
     /// Subscribes; returns a reason code per request and the retained messages to send now.
@@ -62,14 +85,14 @@ public struct Broker: Sendable {
                 reasons.append(.notAuthorized)
                 continue
             }
-            let held = filtersBySession[sessionKey] ?? []
-            guard held.count < maximumSubscriptionsPerSession || held.contains(request.filter) else {
+            let held = filtersBySession[sessionKey] ?? [:]
+            guard held.count < maximumSubscriptionsPerSession || held[request.filter] != nil else {
                 reasons.append(.quotaExceeded)
                 continue
             }
             let subscription = Subscription(qos: request.qos, noLocal: request.noLocal, retainAsPublished: request.retainAsPublished, identifier: identifier)
             let isNew = tree.insert(request.filter, subscriber: sessionKey, options: subscription)
-            filtersBySession[sessionKey, default: []].insert(request.filter)
+            filtersBySession[sessionKey, default: [:]][request.filter] = subscription
             reasons.append(ReasonCode(rawValue: request.qos.rawValue))
             let shared = Topic.sharedParts(request.filter) != nil
             if !shared, request.retainHandling == 0 || (request.retainHandling == 1 && isNew) {
@@ -85,7 +108,7 @@ public struct Broker: Sendable {
     public mutating func unsubscribe(_ sessionKey: String, _ filters: [String]) -> [ReasonCode] {
         filters.map { filter in
             guard tree.remove(filter, subscriber: sessionKey) else { return .noSubscriptionExisted }
-            filtersBySession[sessionKey]?.remove(filter)
+            filtersBySession[sessionKey]?[filter] = nil
             return .success
         }
     }

@@ -86,6 +86,12 @@ public struct OutboundFlow: Sendable {
         return drain()
     }
 
+    /// The messages not yet through to the client, oldest first: unacknowledged ones in flight
+    /// (not those already received, awaiting PUBCOMP) and those waiting (for persisting a session).
+    public var unfinished: [Publish] {
+        inflight.filter { $0.stage != .awaitingComplete }.map(\.publish) + waiting[waitingHead...]
+    }
+
     /// On session resume: every unacknowledged PUBLISH again with DUP set, and PUBRELs for those
     /// already received (§4.4). Order is kept.
     public func resend() -> [Action] {

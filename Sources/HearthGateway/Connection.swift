@@ -158,6 +158,8 @@ actor Connection {
             await perform(machine.disconnect(error.reason, error.message))
             return
         }
+        // The acknowledgement's place in line is taken now, before anything is awaited.
+        if let id = publish.packetID { acks.append((id, publish.qos, nil)) }
         var reason: ReasonCode? = .success
         if decision == .deliver {
             let now = Date()
@@ -167,17 +169,22 @@ actor Connection {
             } else if let device, publish.topic == device.telemetryTopic {
                 reason = await ingest(publish, device: device, now: now)
             } else {
-                if case .refused(let refusal) = await parts.hub.publish(from: key, publish) {
+                let (result, ticket) = await parts.hub.publish(from: key, publish)
+                if case .refused(let refusal) = result {
                     reason = refusal
                     logger.notice("publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
-                } else if let device, device.isCommandResult(publish.topic) {
-                    await answer(publish, device: device)
+                } else {
+                    if let device, device.isCommandResult(publish.topic) { await answer(publish, device: device) }
+                    // A retained or queued message is acknowledged once it is on disk.
+                    if let ticket, let id = publish.packetID,
+                        await parts.hub.whenFlushed(ticket, { [weak self] stored in await self?.committed(id, stored: stored) })
+                    {
+                        reason = nil
+                    }
                 }
             }
         }
-        guard let id = publish.packetID else { return }
-        acks.append((id, publish.qos, reason))
-        await flushAcks()
+        if let id = publish.packetID, let reason { await settle(id, reason) }
     }
 
     /// Validates a reading and hands it to the group commit. Returns the PUBACK reason now, or nil
@@ -200,15 +207,20 @@ actor Connection {
         }
     }
 
-    /// The commit of reading `id` finished.
+    /// What message `id` waited for (a commit, a flush) is done.
     func committed(_ id: UInt16, stored: Bool) async {
-        guard let index = acks.firstIndex(where: { $0.id == id && $0.reason == nil }) else { return }
         if !stored, version == .v3_1_1 {
-            // 3.1.1 has no failure PUBACK: close without acknowledging, so the device sends it again.
+            // 3.1.1 has no failure PUBACK: close without acknowledging, so the client sends it again.
             await perform(machine.disconnect(.unspecifiedError, "storage unavailable"))
             return
         }
-        acks[index].reason = stored ? .success : .unspecifiedError
+        await settle(id, stored ? .success : .unspecifiedError)
+    }
+
+    /// Sets the reason of the oldest unsettled acknowledgement for `id`, then sends what is ready.
+    private func settle(_ id: UInt16, _ reason: ReasonCode) async {
+        guard let index = acks.firstIndex(where: { $0.id == id && $0.reason == nil }) else { return }
+        acks[index].reason = reason
         await flushAcks()
     }
 

@@ -74,6 +74,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
     let store: (any HearthStore)?
+    let brokerState: (any BrokerStateStore)?
+    let flushes: AsyncStream<Void>
     let parts: GatewayParts
     let admission: Admission
     let onBound: @Sendable (ListenerKind, SocketAddress?) async -> Void
@@ -83,11 +85,12 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     ///   - credentials: required with a device listener.
     ///   - store: where device identities are checked (unknown or revoked certificates are refused).
     ///   - telemetry: where readings are stored.
+    ///   - brokerState: where persistent sessions and retained messages survive a restart.
     /// - Throws: ``GatewayError`` if the development listener is not on loopback, or the device
     ///   listener lacks credentials or a store.
     public init(
         configuration: GatewayConfiguration, credentials: DeviceTLSCredentials? = nil, store: (any HearthStore)? = nil,
-        telemetry: (any TelemetryStore)? = nil, logger: Logger,
+        telemetry: (any TelemetryStore)? = nil, brokerState: (any BrokerStateStore)? = nil, logger: Logger,
         onBound: @escaping @Sendable (ListenerKind, SocketAddress?) async -> Void = { _, _ in }
     ) throws {
         if let dev = configuration.developmentListener, !Self.isLoopback(dev.host) {
@@ -99,9 +102,15 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         self.configuration = configuration
         self.credentials = credentials
         self.store = store
+        self.brokerState = brokerState
         let counters = Counters()
+        let (flushes, flushSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        self.flushes = flushes
         parts = GatewayParts(
-            hub: Hub(maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions, maximumQueued: configuration.limits.maximumQueuedPerSession, counters: counters),
+            hub: Hub(
+                maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions, maximumQueued: configuration.limits.maximumQueuedPerSession,
+                counters: counters, persistent: brokerState != nil, flushSignal: flushSignal
+            ),
             ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) },
             counters: counters, limits: configuration.limits, logger: logger
         )
@@ -119,7 +128,17 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public var openConnections: Int { admission.openConnections }
 
     public func run() async throws {
+        if let brokerState {
+            let (sessions, retained) = try await brokerState.load()
+            await parts.hub.restore(sessions: sessions, retained: retained)
+            if !sessions.isEmpty || !retained.isEmpty {
+                parts.logger.info("restored MQTT state", metadata: ["sessions": "\(sessions.count)", "retained": "\(retained.count)"])
+            }
+        }
         try await withThrowingDiscardingTaskGroup { group in
+            if let brokerState {
+                group.addTask { await self.flush(to: brokerState) }
+            }
             group.addTask {
                 // Ends expired sessions of disconnected clients.
                 await cancelWhenGracefulShutdown {
@@ -152,6 +171,25 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 group.addTask { await self.accept(server, device: false) }
             }
         }
+    }
+
+    /// Writes the hub's persistent changes whenever there are some: one transaction for all that
+    /// changed while the previous one was on its way to disk. On shutdown, a last flush.
+    private func flush(to store: any BrokerStateStore) async {
+        await cancelWhenGracefulShutdown {
+            for await _ in self.flushes { await self.flushOnce(to: store) }
+        }
+        await flushOnce(to: store)
+    }
+
+    private func flushOnce(to store: any BrokerStateStore) async {
+        guard let (change, generation) = await parts.hub.takeChanges() else { return }
+        var stored = true
+        do { try await store.apply(change) } catch {
+            stored = false
+            parts.logger.error("could not persist MQTT sessions/retained messages", metadata: ["error": "\(error)"])
+        }
+        for done in await parts.hub.flushed(generation) { await done(stored) }
     }
 
     typealias Accepted = (channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, handshake: EventLoopFuture<NIOSSLCertificate?>)

@@ -2,6 +2,8 @@ import Foundation
 import HearthBroker
 import HearthCore
 import HearthMQTT
+import HearthStorage
+import NIOCore
 
 /// What a connection's mailbox receives from the rest of the broker.
 enum Mail: Sendable {
@@ -41,10 +43,23 @@ actor Hub {
     private var wills: [String: Task<Void, Never>] = [:]
     private var waiting: [String: (serial: String, continuation: CheckedContinuation<CommandOutcome, Never>)] = [:]
 
-    init(maximumSubscriptionsPerSession: Int, maximumQueued: Int, counters: Counters) {
+    // Persistence (write-behind, group-committed): what changed since the last flush, and who
+    // waits for it to be on disk.
+    typealias Done = @Sendable (_ stored: Bool) async -> Void
+    let persistent: Bool
+    let flushSignal: AsyncStream<Void>.Continuation
+    private var dirtySessions = Set<String>()
+    private var dirtyRetained = Set<String>()
+    private var openGeneration = 1
+    private var flushedGeneration = 0
+    private var afterFlush: [(ticket: Int, done: Done)] = []
+
+    init(maximumSubscriptionsPerSession: Int, maximumQueued: Int, counters: Counters, persistent: Bool = false, flushSignal: AsyncStream<Void>.Continuation? = nil) {
         broker = Broker(maximumSubscriptionsPerSession: maximumSubscriptionsPerSession)
         self.maximumQueued = maximumQueued
         self.counters = counters
+        self.persistent = persistent
+        self.flushSignal = flushSignal ?? AsyncStream<Void>.makeStream().continuation
     }
 
     /// Attaches a connection to `sessionKey`. An earlier connection of the same session is told it
@@ -71,6 +86,7 @@ actor Hub {
         }
         broker.register(sessionKey, policy: policy)
         mailboxes[sessionKey] = (id, mailbox)
+        markSession(sessionKey)
         return resumed
     }
 
@@ -86,11 +102,13 @@ actor Hub {
         session.detachedAt = now
         session.flow = flow
         sessions[sessionKey] = session
+        markSession(sessionKey)
     }
 
     private func end(_ sessionKey: String) {
         sessions[sessionKey] = nil
         broker.remove(sessionKey)
+        markSession(sessionKey)
     }
 
     /// Ends the disconnected sessions whose expiry has passed (and publishes their delayed wills).
@@ -118,7 +136,7 @@ actor Hub {
 
     private func fireWill(_ sessionKey: String, _ will: Publish) {
         guard wills.removeValue(forKey: sessionKey) != nil else { return }
-        _ = broker.publish(from: nil, will).deliveries.map { deliver($0) }
+        _ = publish(from: nil, will)
     }
 
     /// A queued message as it is delivered later: dropped once its Message Expiry Interval has
@@ -140,30 +158,111 @@ actor Hub {
     }
 
     func subscribe(_ sessionKey: String, _ request: Subscribe) -> (reasons: [ReasonCode], retained: [Publish]) {
-        broker.subscribe(sessionKey, request)
+        defer { if (sessions[sessionKey]?.expiry ?? 0) > 0 { markSession(sessionKey) } }
+        return broker.subscribe(sessionKey, request)
     }
 
     func unsubscribe(_ sessionKey: String, _ filters: [String]) -> [ReasonCode] {
-        broker.unsubscribe(sessionKey, filters)
+        defer { if (sessions[sessionKey]?.expiry ?? 0) > 0 { markSession(sessionKey) } }
+        return broker.unsubscribe(sessionKey, filters)
     }
 
     /// Routes a message: into each live receiver's mailbox, or the queue of a disconnected session.
-    func publish(from sessionKey: String?, _ message: Publish) -> Broker.PublishResult {
+    /// `ticket` is set when the message changed persistent state (a retained message, a queued
+    /// message): acknowledge it only once ``whenFlushed(_:_:)`` says that state is on disk.
+    @discardableResult
+    func publish(from sessionKey: String?, _ message: Publish) -> (result: Broker.PublishResult, ticket: Int?) {
         let result = broker.publish(from: sessionKey, message)
-        for d in result.deliveries { deliver(d) }
-        return result
+        var ticket: Int?
+        if case .routed = result, message.retain, persistent {
+            dirtyRetained.insert(message.topic)
+            ticket = signal()
+        }
+        for d in result.deliveries where deliver(d) { ticket = openGeneration }
+        return (result, ticket)
     }
 
-    private func deliver(_ d: Broker.Delivery, now: Date = Date()) {
+    /// Returns true when the delivery was queued for a disconnected session (persistent state).
+    private func deliver(_ d: Broker.Delivery, now: Date = Date()) -> Bool {
         if let mailbox = mailboxes[d.sessionKey] {
             if case .dropped = mailbox.continuation.yield(.publish(d.publish)) { counters.add(\.deliveriesDropped) }
-        } else if sessions[d.sessionKey] != nil, d.publish.qos != .atMostOnce {
-            // QoS 0 is not kept for a disconnected session (as Mosquitto's default).
-            sessions[d.sessionKey]!.offline.append((d.publish, now))
-            if sessions[d.sessionKey]!.offline.count > maximumQueued {
-                sessions[d.sessionKey]!.offline.removeFirst()
-                counters.add(\.deliveriesDropped)
+            return false
+        }
+        // QoS 0 is not kept for a disconnected session (as Mosquitto's default).
+        guard sessions[d.sessionKey] != nil, d.publish.qos != .atMostOnce else { return false }
+        sessions[d.sessionKey]!.offline.append((d.publish, now))
+        if sessions[d.sessionKey]!.offline.count > maximumQueued {
+            sessions[d.sessionKey]!.offline.removeFirst()
+            counters.add(\.deliveriesDropped)
+        }
+        markSession(d.sessionKey)
+        return persistent
+    }
+
+    // MARK: Persistence
+
+    private func markSession(_ key: String) {
+        guard persistent else { return }
+        dirtySessions.insert(key)
+        signal()
+    }
+
+    @discardableResult
+    private func signal() -> Int {
+        flushSignal.yield(())
+        return openGeneration
+    }
+
+    /// Runs `done` once everything changed up to `ticket` is on disk; returns false (without
+    /// keeping `done`) if it already is.
+    func whenFlushed(_ ticket: Int, _ done: @escaping Done) -> Bool {
+        guard ticket > flushedGeneration else { return false }
+        afterFlush.append((ticket, done))
+        return true
+    }
+
+    /// The changes since the last flush, as the store takes them, and the generation they close.
+    func takeChanges() -> (change: BrokerStateChange, generation: Int)? {
+        guard !dirtySessions.isEmpty || !dirtyRetained.isEmpty else { return nil }
+        var change = BrokerStateChange()
+        for key in dirtySessions {
+            guard let session = sessions[key], session.expiry > 0 else {
+                change.sessions[key] = .some(nil)
+                continue
             }
+            change.sessions[key] = .some(SessionSnapshot(session, subscriptions: broker.subscriptions(of: key)).json)
+        }
+        for topic in dirtyRetained {
+            change.retained[topic] = .some(broker.retained[topic].map(SessionSnapshot.encode))
+        }
+        dirtySessions = []
+        dirtyRetained = []
+        let generation = openGeneration
+        openGeneration += 1
+        return (change, generation)
+    }
+
+    /// `generation` is on disk (or failed to get there): the waiters to tell.
+    func flushed(_ generation: Int) -> [Done] {
+        flushedGeneration = max(flushedGeneration, generation)
+        let ready = afterFlush.filter { $0.ticket <= generation }
+        afterFlush.removeAll { $0.ticket <= generation }
+        return ready.map(\.done)
+    }
+
+    /// Puts back the persisted state after a restart: every session as disconnected now.
+    func restore(sessions stored: [String: String], retained: [String: [UInt8]], now: Date = Date()) {
+        for packet in retained.values {
+            if let message = SessionSnapshot.decode(packet) { broker.restoreRetained(message) }
+        }
+        for (key, json) in stored {
+            guard let snapshot = SessionSnapshot(json: json) else { continue }
+            let policy: AccessPolicy = key.hasPrefix("device:") ? .device(serial: String(key.dropFirst(7))) : .development
+            broker.register(key, policy: policy)
+            for (filter, subscription) in snapshot.subscriptions { broker.restore(key, filter: filter, subscription) }
+            var session = Session(expiry: snapshot.expiry, detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
+            session.offline = snapshot.messages.compactMap { m in SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) } }
+            sessions[key] = session
         }
     }
 
@@ -174,7 +273,7 @@ actor Hub {
         guard mailboxes["device:\(serial)"] != nil else { return .offline }
         return await withCheckedContinuation { continuation in
             waiting[id] = (serial, continuation)
-            _ = publish(from: nil, command)
+            publish(from: nil, command)
             Task {
                 try? await Task.sleep(for: timeout)
                 self.resolve(id, serial: serial, .timedOut)
@@ -187,5 +286,52 @@ actor Hub {
         guard let entry = waiting[id], entry.serial == serial else { return }
         waiting[id] = nil
         entry.continuation.resume(returning: outcome)
+    }
+}
+
+/// A session as it is persisted: JSON with its expiry, subscriptions and undelivered messages
+/// (each an MQTT 5.0 PUBLISH packet, base64).
+struct SessionSnapshot: Codable {
+    struct Message: Codable {
+        var packet: [UInt8]
+        var at: Double
+    }
+
+    var expiry: UInt32
+    var detachedAt: Double?
+    var subscriptions: [String: Broker.Subscription]
+    var messages: [Message]
+
+    init(_ session: Session, subscriptions: [String: Broker.Subscription]) {
+        expiry = session.expiry
+        detachedAt = session.detachedAt?.timeIntervalSince1970
+        self.subscriptions = subscriptions
+        let now = Date().timeIntervalSince1970
+        messages = (session.flow?.unfinished ?? []).map { Message(packet: Self.encode($0), at: now) }
+            + session.offline.map { Message(packet: Self.encode($0.publish), at: $0.at.timeIntervalSince1970) }
+    }
+
+    init?(json: String) {
+        guard let value = try? JSONDecoder().decode(Self.self, from: Data(json.utf8)) else { return nil }
+        self = value
+    }
+
+    var json: String { String(decoding: (try? JSONEncoder().encode(self)) ?? Data("{}".utf8), as: UTF8.self) }
+
+    static func encode(_ publish: Publish) -> [UInt8] {
+        var p = publish
+        p.packetID = p.qos == .atMostOnce ? nil : 1
+        p.dup = false
+        var buffer = ByteBuffer()
+        MQTTPacket.publish(p).write(version: .v5, to: &buffer)
+        return Array(buffer.readableBytesView)
+    }
+
+    static func decode(_ bytes: [UInt8]) -> Publish? {
+        var parser = MQTTParser(version: .v5, maximumPacketSize: Int.max)
+        var buffer = ByteBuffer(bytes: bytes)
+        guard case .publish(var p)? = try? parser.next(&buffer) else { return nil }
+        p.packetID = nil
+        return p
     }
 }

@@ -75,7 +75,7 @@ public struct MQTTProtocolError: Error, Equatable, Sendable, CustomStringConvert
     public var description: String { "\(reason) \(message)" }
 }
 
-public enum QoS: UInt8, Sendable, Comparable {
+public enum QoS: UInt8, Sendable, Comparable, Codable {
     case atMostOnce = 0, atLeastOnce = 1, exactlyOnce = 2
     public static func < (a: QoS, b: QoS) -> Bool { a.rawValue < b.rawValue }
 }

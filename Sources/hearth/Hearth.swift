@@ -138,13 +138,14 @@ func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, ga
     var logger = Logger(label: "hearth")
     logger.logLevel = .info
     let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+    let brokerState = try SQLiteBrokerStateStore(path: folder.brokerStatePath)
     let gateway: MQTTGateway
     do {
         let credentials = DeviceTLSCredentials(
             serverCertificatePEM: try folder.serverCertificate.pem(), serverKeyPEM: folder.serverKey.pemRepresentation,
             deviceCAPEM: try folder.deviceCA.certificate.pem()
         )
-        gateway = try MQTTGateway(configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry, logger: logger) { kind, address in
+        gateway = try MQTTGateway(configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry, brokerState: brokerState, logger: logger) { kind, address in
             switch kind {
             case .devices:
                 print("MQTT device listener (mutual TLS, device CA \(folder.deviceCAPath)): mqtts://\(options.mqttListen.host):\(address?.port ?? options.mqttListen.port)")

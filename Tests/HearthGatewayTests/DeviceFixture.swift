@@ -73,6 +73,7 @@ final class DeviceFixture: Sendable {
 
     /// Runs a gateway with a device listener (and a development listener) on free ports.
     func withGateway(
+        brokerState: (any BrokerStateStore)? = nil,
         _ configure: (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (_ gateway: MQTTGateway, _ devicePort: Int, _ devPort: Int) async throws -> Void
     ) async throws {
@@ -81,11 +82,12 @@ final class DeviceFixture: Sendable {
         let (ports, continuation) = AsyncStream<(ListenerKind, Int)>.makeStream()
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let gateway = try MQTTGateway(configuration: configuration, credentials: credentials, store: store, telemetry: telemetry, logger: logger) { kind, address in
+        let gateway = try MQTTGateway(configuration: configuration, credentials: credentials, store: store, telemetry: telemetry, brokerState: brokerState, logger: logger) { kind, address in
             continuation.yield((kind, address?.port ?? 0))
         }
         let task = Task { try await gateway.run() }
         defer { task.cancel() }
+        defer { continuation.finish() }
         var devicePort = 0, devPort = 0
         for await (kind, port) in ports {
             if kind == .devices { devicePort = port } else { devPort = port }

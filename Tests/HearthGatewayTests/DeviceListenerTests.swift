@@ -2,6 +2,7 @@ import Foundation
 import HearthCore
 import HearthCrypto
 import HearthGateway
+import HearthSQLite
 import HearthStorage
 import HearthTestSupport
 import Testing
@@ -87,7 +88,7 @@ import Testing
         try await fixture.withGateway { gateway, port, _ in
             // Every subscription that could reach B's (or anyone's) topics is refused.
             for filter in ["#", "+/#", "devices/#", "devices/+/commands/#", "devices/+/telemetry", "devices/\(b.serial)/commands/#", "$share/g/devices/\(b.serial)/commands/#", "$share/g/#", "$SYS/#", "+/\(b.serial)/+"] {
-                let r = try await ChildProcess.run(sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-t", filter, "-W", "2", "-C", "1"])
+                let r = try await ChildProcess.run(sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-t", filter, "-E"])
                 #expect(r.status != 0 || r.output.lowercased().contains("denied"), "\(filter): \(r.output)")
             }
             // Publishing into B's namespace (every topic of it) is refused.
@@ -96,9 +97,11 @@ import Testing
                 #expect(r.output.lowercased().contains("not authorized") || r.status != 0, "\(topic): \(r.output)")
             }
             // A command for B never reaches A, even though A listens on its own commands.
-            let listener = try ChildProcess(sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(a.serial)/commands/#", "-W", "4", "-F", "%t"])
+            let listener = try ChildProcess(sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(a.serial)/commands/#", "-F", "%t"])
             try await Task.sleep(for: .milliseconds(700))
             #expect(await gateway.send(command: "setTarget", parameters: ["target": 20], to: b.serial, timeout: .seconds(1)) == .offline)
+            try await Task.sleep(for: .milliseconds(500))
+            listener.signal(SIGTERM)
             _ = try await listener.waitForExit(timeout: 10)
             #expect(!listener.text.contains(b.serial.rawValue))
         }
@@ -216,6 +219,31 @@ import Testing
             for check in ["qos", "wildcards", "retained", "will", "session_resume", "request_response"] + (version == 5 ? ["will_delay", "message_expiry"] : []) {
                 #expect(results[check] == true, "\(check) failed (MQTT \(version)): \(r.output)")
             }
+        }
+    }
+
+    @Test func persistentSessionsAndRetainedMessagesSurviveARestart() async throws {
+        guard let (pub, sub) = try tools() else { return }
+        let fixture = try await DeviceFixture(devices: 0)
+        let state = try SQLiteBrokerStateStore(path: fixture.folder.appendingPathComponent("broker.sqlite").path)
+        let id = "resume-\(UUID().uuidString.prefix(8))"
+        try await fixture.withGateway(brokerState: state) { _, _, port in
+            let base = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5"]
+            // A persistent session (expiry 300 s) subscribes, then goes away.
+            // -E: leave as soon as the subscription is acknowledged.
+            let first = try await ChildProcess.run(sub, base + ["-i", id, "-c", "-x", "300", "-q", "1", "-t", "inbox/#", "-E"], timeout: 20)
+            #expect(first.status == 0, "\(first.output)")
+            // While it is away: a QoS 1 message for it, and a retained message.
+            #expect(try await ChildProcess.run(pub, base + ["-q", "1", "-t", "inbox/1", "-m", "kept for you"], timeout: 20).status == 0)
+            #expect(try await ChildProcess.run(pub, base + ["-q", "1", "-r", "-t", "status/hub", "-m", "online"]).status == 0)
+        }
+        // A new gateway on the same state (as after a restart).
+        try await fixture.withGateway(brokerState: state) { _, _, port in
+            let base = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5"]
+            let resumed = try await ChildProcess.run(sub, base + ["-i", id, "-c", "-x", "300", "-q", "1", "-t", "inbox/#", "-C", "1", "-W", "10", "-F", "%t|%p"])
+            #expect(resumed.output.trimmingCharacters(in: .whitespacesAndNewlines) == "inbox/1|kept for you", "\(resumed.output)")
+            let retained = try await ChildProcess.run(sub, base + ["-t", "status/#", "-C", "1", "-W", "10", "-F", "%t|%p|%r"])
+            #expect(retained.output.trimmingCharacters(in: .whitespacesAndNewlines) == "status/hub|online|1", "\(retained.output)")
         }
     }
 }

@@ -18,6 +18,7 @@ import X509
 ///   server.key.sealed    0600
 ///   hearth.sqlite        0600  the database (WAL)
 ///   telemetry.sqlite     0600  device readings (WAL, group-committed)
+///   broker.sqlite        0600  persistent MQTT sessions and retained messages
 /// ```
 /// Opening refuses a folder or key file that others can read (Code of Practice guideline 4).
 public struct DataFolder: Sendable {
@@ -32,6 +33,7 @@ public struct DataFolder: Sendable {
 
     public var databasePath: String { url.appendingPathComponent("hearth.sqlite").path }
     public var telemetryPath: String { url.appendingPathComponent("telemetry.sqlite").path }
+    public var brokerStatePath: String { url.appendingPathComponent("broker.sqlite").path }
     public var rootCAPath: String { url.appendingPathComponent("root-ca.pem").path }
     public var deviceCAPath: String { url.appendingPathComponent("device-ca.pem").path }
 
