@@ -64,7 +64,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Helpers for tests that run real programs (hearth, curl, mosquitto's clients).
-        .target(name: "HearthTestSupport", path: "Sources/HearthTestSupport", swiftSettings: swiftSettings),
+        .target(name: "HearthTestSupport", path: "Sources/HearthTestSupport", resources: [.copy("Scripts")], swiftSettings: swiftSettings),
         // Storage protocols: what the server needs from a database. No I/O.
         .target(name: "HearthStorage", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         // The embedded SQLite driver (GRDB, WAL, string-named migrations).
@@ -118,7 +118,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
             ],
-            resources: [.copy("Scripts")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),

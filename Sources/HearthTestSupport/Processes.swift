@@ -103,3 +103,6 @@ public func requiredPython(module: String, package: String) throws -> String? {
     }
     return nil
 }
+
+/// `Scripts/mqtt_client.py`: paho-mqtt driven by the tests (publish, answer commands, conformance).
+public var pahoScript: String { Bundle.module.url(forResource: "Scripts/mqtt_client", withExtension: "py")!.path }

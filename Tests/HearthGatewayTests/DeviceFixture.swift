@@ -106,7 +106,7 @@ final class DeviceFixture: Sendable {
         ["--host", "127.0.0.1", "--port", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key", device.keyPath]
     }
 
-    static var script: String { Bundle.module.url(forResource: "Scripts/mqtt_client", withExtension: "py")!.path }
+    static var script: String { pahoScript }
 
     deinit { try? FileManager.default.removeItem(at: folder) }
 }

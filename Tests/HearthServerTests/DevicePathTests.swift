@@ -1,0 +1,162 @@
+import Foundation
+import HearthCore
+import HearthSQLite
+import HearthTestSupport
+import Testing
+
+/// The whole device path through the `hearth` executable: devices over mutual TLS (paho-mqtt with
+/// a factory bundle), readings stored, owners reading them and sending commands over HTTPS.
+@Suite struct DevicePathTests {
+    struct Bundle {
+        let serial: String
+        let model: String
+        let setupCode: String
+        let folder: URL
+        func paho(port: Int) -> [String] {
+            ["--host", "127.0.0.1", "--port", "\(port)", "--cafile", folder.appendingPathComponent("server-root-ca.pem").path,
+             "--cert", folder.appendingPathComponent("device.pem").path, "--key", folder.appendingPathComponent("device.key.pem").path]
+        }
+    }
+
+    /// A running demo: its data folder, HTTPS base URL, MQTT device port and device bundles.
+    struct Demo {
+        let process: HearthProcess
+        let data: URL
+        let base: String
+        let mqttPort: Int
+        let bundles: [Bundle]
+
+        init(data: URL, devices: Int = 1) async throws {
+            process = try HearthProcess(["demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "\(devices)", "--data", data.path])
+            guard try await process.wait(for: "Press Ctrl-C to stop.") else { throw TestFailure("the demo did not start: \(process.text)") }
+            self.data = data
+            base = try #require(process.baseURL)
+            let match = try #require(process.text.range(of: #"mqtts://127\.0\.0\.1:\d+"#, options: .regularExpression))
+            mqttPort = Int(process.text[match].split(separator: ":").last!)!
+            let folder = data.appendingPathComponent("bundles")
+            bundles = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted().map { name in
+                let dir = folder.appendingPathComponent(name)
+                let json = try JSONValue.parse(Array(try Data(contentsOf: dir.appendingPathComponent("bundle.json"))))
+                guard case .object(let o) = json, case .string(let serial)? = o["serial"], case .string(let model)? = o["model"], case .string(let code)? = o["setupCode"] else {
+                    throw TestFailure("bad bundle.json")
+                }
+                return Bundle(serial: serial, model: model, setupCode: code, folder: dir)
+            }
+        }
+
+        func bundle(_ model: String) -> Bundle { bundles.first { $0.model == model }! }
+
+        /// An HTTPS call with curl: status and parsed JSON body.
+        func call(_ curl: String, _ method: String, _ path: String, token: String? = nil, body: String? = nil) throws -> (status: Int, json: JSONValue?) {
+            var args = ["-s", "-X", method, "-w", "\n%{http_code}", "--cacert", data.appendingPathComponent("root-ca.pem").path]
+            if let token { args += ["-H", "authorization: Bearer \(token)"] }
+            if let body { args += ["-H", "content-type: application/json", "--data-binary", body] }
+            let r = try runTool(curl, args + [base + path])
+            let lines = r.output.split(separator: "\n", omittingEmptySubsequences: false)
+            let status = Int(lines.last ?? "") ?? 0
+            return (status, try? JSONValue.parse(Array(lines.dropLast().joined(separator: "\n").utf8)))
+        }
+
+        /// Signs up and signs in an owner; returns the bearer token.
+        func owner(_ curl: String, _ email: String) throws -> String {
+            let credentials = #"{"email":"\#(email)","password":"a long owner passphrase for tests"}"#
+            #expect(try call(curl, "POST", "/api/v1/accounts", body: credentials).status == 201)
+            let session = try call(curl, "POST", "/api/v1/sessions", body: credentials)
+            guard case .object(let o)? = session.json, case .string(let token)? = o["token"] else { throw TestFailure("no token: \(session)") }
+            return token
+        }
+    }
+
+    struct TestFailure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    static func rcs(_ output: String) -> [Int?] {
+        output.split(separator: "\n").compactMap { line -> Int?? in
+            guard let value = try? JSONValue.parse(Array(line.utf8)), case .object(let o) = value, o["index"] != nil else { return nil }
+            if case .number(let d)? = o["rc"] { return .some(Int(d)) }
+            return .some(nil)
+        }
+    }
+
+    @Test func everyAcknowledgedReadingSurvivesKill9() async throws {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let demo = try await Demo(data: dir)
+        let thermostat = demo.bundle("thermostat-t1")
+        let payloads = (1...3000).map { #"{"seq": \#($0), "values": {"temperature": 20.5, "humidity": 45, "heating": true, "target": 21}}"# }
+        // Rate limits high enough that every publish is taken; the server dies mid-stream.
+        let device = try ChildProcess(python, [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + ["--topic", "devices/\(thermostat.serial)/telemetry", "--timeout", "5"] + payloads.flatMap { ["--payload", $0] })
+        try await Task.sleep(for: .milliseconds(1500))
+        demo.process.signal(SIGKILL)
+        _ = try await demo.process.waitForExit(timeout: 10)
+        _ = try await device.waitForExit(timeout: 60)
+        let codes = Self.rcs(device.text)
+        #expect(codes.count == payloads.count, "\(device.text.suffix(500))")
+        let acknowledged = Set(codes.enumerated().compactMap { $0.element == 0 ? Int64($0.offset + 1) : nil })
+        #expect(!acknowledged.isEmpty, "nothing was acknowledged before the kill: \(device.text.suffix(300))")
+        // After the crash: open the telemetry file as a restarted server would.
+        let store = try SQLiteTelemetryStore(path: dir.appendingPathComponent("telemetry.sqlite").path)
+        let stored = Set(try await store.readings(try DeviceSerial(thermostat.serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000).map(\.reading.sequence))
+        #expect(acknowledged.isSubset(of: stored), "acknowledged but lost: \(acknowledged.subtracting(stored).sorted().prefix(20))")
+    }
+
+    @Test func ownersReadTheirTelemetryAndSendCommandsOverHTTPS() async throws {
+        guard let curl = try curlPath(), let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let demo = try await Demo(data: dir)
+        defer { demo.process.signal(SIGKILL) }
+        let thermostat = demo.bundle("thermostat-t1")
+        let owner = try demo.owner(curl, "owner@example.com")
+        let stranger = try demo.owner(curl, "stranger@example.com")
+        #expect(try demo.call(curl, "POST", "/api/v1/devices/claim", token: owner, body: #"{"serial":"\#(thermostat.serial)","setupCode":"\#(thermostat.setupCode)"}"#).status == 201)
+        let telemetry = "/api/v1/devices/\(thermostat.serial)/telemetry"
+        #expect(try demo.call(curl, "GET", telemetry + "/latest", token: owner).json == ["reading": .null])
+
+        let readings = (1...3).map { #"{"seq": \#($0), "at": 1800000000000, "values": {"temperature": \#(20 + $0), "humidity": 45, "heating": false, "target": 21}}"# }
+        let published = try await ChildProcess.run(python, [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + ["--topic", "devices/\(thermostat.serial)/telemetry"] + readings.flatMap { ["--payload", $0] })
+        #expect(Self.rcs(published.output) == [0, 0, 0], "\(published.output)")
+
+        let latest = try demo.call(curl, "GET", telemetry + "/latest", token: owner)
+        guard case .object(let o)? = latest.json, case .object(let reading)? = o["reading"] else { Issue.record("\(latest)"); return }
+        #expect(reading["seq"] == 3 && reading["values"] == ["temperature": 23, "humidity": 45, "heating": false, "target": 21])
+        #expect(reading["deviceTime"] == "2027-01-15T08:00:00.000Z")
+        // Paged: two, then the rest after the cursor.
+        let page1 = try demo.call(curl, "GET", telemetry + "?limit=2", token: owner)
+        guard case .object(let p1)? = page1.json, case .array(let items1)? = p1["readings"], case .string(let next)? = p1["next"] else { Issue.record("\(page1)"); return }
+        #expect(items1.count == 2)
+        let page2 = try demo.call(curl, "GET", telemetry + "?limit=2&after=\(next)", token: owner)
+        guard case .object(let p2)? = page2.json, case .array(let items2)? = p2["readings"] else { Issue.record("\(page2)"); return }
+        #expect(items2.count == 1 && p2["next"] == .null)
+        // A time range that excludes everything.
+        let empty = try demo.call(curl, "GET", telemetry + "?from=2001-01-01T00:00:00Z&to=2001-01-02T00:00:00Z", token: owner)
+        #expect(empty.json == ["readings": [], "next": .null])
+        // Bad queries, someone else's device, no token.
+        for query in ["?limit=0", "?limit=5000", "?limit=abc", "?from=yesterday", "?after=-1", "?from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z"] {
+            #expect(try demo.call(curl, "GET", telemetry + query, token: owner).status == 400, "\(query)")
+        }
+        #expect(try demo.call(curl, "GET", telemetry + "/latest", token: stranger).status == 404)
+        #expect(try demo.call(curl, "GET", "/api/v1/devices/NOTASERIAL/telemetry/latest", token: owner).status == 404)
+        #expect(try demo.call(curl, "GET", telemetry + "/latest").status == 401)
+
+        // Commands: offline first, then through a paho device that answers.
+        let commands = "/api/v1/devices/\(thermostat.serial)/commands"
+        let offline = try demo.call(curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21}}"#)
+        #expect(offline.status == 409 && offline.json.map { "\($0)" }?.contains("device_offline") == true, "\(offline)")
+        let device = try ChildProcess(python, [pahoScript, "answer"] + thermostat.paho(port: demo.mqttPort) + ["--serial", thermostat.serial, "--count", "1", "--timeout", "20"])
+        #expect(try await device.wait(for: "\"ready\"", timeout: 20), "\(device.text)")
+        // Invalid commands are refused by the server and never reach the device.
+        for body in [#"{"name":"setTarget","parameters":{"target":99}}"#, #"{"name":"setTarget","parameters":{"target":"hot"}}"#, #"{"name":"setTarget"}"#, #"{"name":"selfDestruct"}"#, #"{"name":"setTarget","parameters":{"target":21,"extra":1}}"#] {
+            #expect(try demo.call(curl, "POST", commands, token: owner, body: body).status == 400, "\(body)")
+        }
+        #expect(try demo.call(curl, "POST", commands, token: stranger, body: #"{"name":"setTarget","parameters":{"target":21}}"#).status == 404)
+        let answered = try demo.call(curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21.5}}"#)
+        #expect(answered.status == 200 && answered.json == ["status": "ok", "detail": "done by paho"], "\(answered)")
+        _ = try await device.waitForExit(timeout: 20)
+        let received = device.text.split(separator: "\n").filter { $0.contains("\"command\"") }
+        #expect(received.count == 1 && received[0].contains("21.5"), "\(device.text)")
+    }
+}
