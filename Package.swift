@@ -96,9 +96,11 @@ let package = Package(
         .executableTarget(
             name: "hearth",
             dependencies: [
-                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway",
+                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway", "HearthMQTT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],

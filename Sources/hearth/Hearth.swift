@@ -20,7 +20,7 @@ struct HearthCommand: AsyncParsableCommand {
             devices. Run a real deployment with `hearth serve --data DIR`; on its first start it prints a \
             one-time link that creates the first operator account (there is no default password).
             """,
-        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, Audit.self]
+        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, Audit.self, Bench.self]
     )
 }
 

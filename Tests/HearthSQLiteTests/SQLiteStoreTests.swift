@@ -74,3 +74,31 @@ func temporaryDirectory() throws -> URL {
         #expect(try await problem(after: "SELECT 1") == nil)
     }
 }
+
+@Suite struct SQLiteTelemetryStoreTests {
+    @Test(arguments: TelemetryContract.cases.indices)
+    func contract(_ index: Int) async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let c = TelemetryContract.cases[index]
+        try await c.run(try SQLiteTelemetryStore(path: dir.appendingPathComponent("t.sqlite").path))
+    }
+
+    @Test(arguments: TelemetryContract.brokerCases.indices)
+    func brokerStateContract(_ index: Int) async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try await TelemetryContract.brokerCases[index].run(try SQLiteBrokerStateStore(path: dir.appendingPathComponent("b.sqlite").path))
+    }
+
+    @Test func filesArePrivateAndSurviveReopening() async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("t.sqlite").path
+        try await SQLiteTelemetryStore(path: path).append([TelemetryContract.reading(TelemetryContract.a, 1)], refusals: [])
+        var st = stat()
+        stat(path, &st)
+        #expect(st.st_mode & 0o077 == 0)
+        #expect(try await SQLiteTelemetryStore(path: path).readingCount() == 1)
+    }
+}

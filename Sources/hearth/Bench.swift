@@ -1,0 +1,422 @@
+import ArgumentParser
+import Foundation
+import HearthCore
+import HearthCrypto
+import HearthMQTT
+import HearthServer
+import HearthStorage
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// `hearth bench`: an MQTT load generator for Hearth or any broker configured comparably.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drive simulated devices against an MQTT endpoint over mutual TLS and measure it.",
+        discussion: """
+            First `hearth bench prepare` makes a benchmark deployment: a data folder with N provisioned \
+            devices (bundles) plus a Mosquitto configuration using the same certificates (mutual TLS, \
+            use_identity_as_username, a per-device ACL), so both servers face the same clients. Then \
+            `hearth bench run` against either endpoint. bench/gateway.sh runs the whole comparison.
+            """,
+        subcommands: [Prepare.self, Run.self]
+    )
+
+    struct Prepare: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a benchmark deployment: data folder, N device bundles and a Mosquitto config.",
+            discussion: "For benchmarks only: the server key is also written unsealed (0600) to OUT/mosquitto/ for Mosquitto, and setup codes are hashed at test cost."
+        )
+        @Option(help: "The data folder to create.") var data: String
+        @Option(help: "Where bundles and the Mosquitto config go.") var out: String
+        @Option(help: "Devices to provision.") var devices: Int = 100
+        @Option(name: .customLong("mosquitto-port"), help: "The port Mosquitto's config listens on.") var mosquittoPort: Int = 18883
+
+        func run() async throws {
+            try await reportingErrors {
+                guard (1...50_000).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 50000") }
+                var options = try DataOptions.parse([])
+                options.data = data
+                let (folder, store) = try options.open()
+                let model = ProductModel.demoModels()[0]
+                if try await store.model(model.id) == nil {
+                    try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: Date()))
+                }
+                let outURL = URL(fileURLWithPath: out)
+                let bundles = outURL.appendingPathComponent("bundles")
+                let progress = Progress(total: devices, noun: "devices")
+                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing, publicURL: "https://127.0.0.1:8443")
+                _ = try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles) { progress.update($0) }
+                progress.finish()
+                let mq = outURL.appendingPathComponent("mosquitto")
+                try FileManager.default.createDirectory(at: mq, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                try Data(try folder.serverCertificate.pem().utf8).write(to: mq.appendingPathComponent("server.pem"))
+                try DataFolder.writePrivate(Data(folder.serverKey.pemRepresentation.utf8), to: mq.appendingPathComponent("server.key"))
+                try Data(try folder.deviceCA.certificate.pem().utf8).write(to: mq.appendingPathComponent("device-ca.pem"))
+                try Data("pattern readwrite devices/%u/#\n".utf8).write(to: mq.appendingPathComponent("acl"))
+                let conf = """
+                    # Mosquitto configured like Hearth's device listener, for side-by-side benchmarks.
+                    per_listener_settings false
+                    allow_anonymous false
+                    persistence false
+                    # The files here are 0600: when started as root, stay root rather than switch to
+                    # a user that cannot read them (a benchmark on loopback; never do this in production).
+                    \(getuid() == 0 ? "user root" : "")
+                    log_dest stderr
+                    log_type error
+                    max_inflight_messages 100
+                    max_connections -1
+                    listener \(mosquittoPort) 127.0.0.1
+                    cafile \(mq.path)/device-ca.pem
+                    certfile \(mq.path)/server.pem
+                    keyfile \(mq.path)/server.key
+                    require_certificate true
+                    use_identity_as_username true
+                    acl_file \(mq.path)/acl
+
+                    """
+                try Data(conf.utf8).write(to: mq.appendingPathComponent("mosquitto.conf"))
+                print("Bench deployment ready: data \(folder.url.path), \(devices) bundles in \(bundles.path), Mosquitto config \(mq.path)/mosquitto.conf")
+            }
+        }
+    }
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run one load against an MQTT endpoint and print the figures (and a JSON line).",
+            discussion: """
+                Modes: fanin — every device publishes --messages QoS 1 messages with --window in flight, \
+                measuring publish→PUBACK latency; connect — --devices full mutual-TLS connects \
+                (handshake, CONNECT, CONNACK, DISCONNECT), --concurrency at a time; idle — hold --devices \
+                connections and report the server's RSS per connection (needs --server-pid).
+                """
+        )
+        enum Mode: String, ExpressibleByArgument { case fanin, connect, idle }
+
+        @Option(help: "fanin, connect or idle.") var mode: Mode = .fanin
+        @Option(help: "Endpoint host.") var host = "127.0.0.1"
+        @Option(help: "Endpoint port.") var port: Int
+        @Option(help: "Folder of device bundles (from `hearth bench prepare` or `hearth factory provision`).") var bundles: String
+        @Option(help: "Devices to simulate (at most the bundles there are).") var devices: Int = 100
+        @Option(help: "Messages per device (fanin).") var messages: Int = 1000
+        @Option(help: "QoS 1 messages in flight per device (fanin).") var window: Int = 10
+        @Option(help: "Topic under devices/SERIAL/: telemetry (validated and stored by Hearth) or events (routed only).") var topic = "telemetry"
+        @Option(help: "Connections opened at a time.") var concurrency: Int = 50
+        @Option(name: .customLong("server-pid"), help: "The server's process id, to read its RSS.") var serverPID: Int32?
+        @Option(help: "Label for the JSON line (e.g. hearth, mosquitto).") var label = "endpoint"
+
+        func run() async throws {
+            try await reportingErrors {
+                let all = try BenchDevice.load(URL(fileURLWithPath: bundles))
+                guard devices >= 1, devices <= all.count else { throw HearthError.invalid("devices", "between 1 and the \(all.count) bundles in \(bundles)") }
+                guard ["telemetry", "events"].contains(topic) else { throw HearthError.invalid("topic", "telemetry or events") }
+                let chosen = Array(all.prefix(devices))
+                let tls = try BenchDevice.tlsContexts(chosen)
+                let load = Load(host: host, port: port, topic: topic, group: MultiThreadedEventLoopGroup.singleton)
+                switch mode {
+                case .fanin: try await fanIn(load, chosen, tls)
+                case .connect: try await connects(load, chosen, tls)
+                case .idle: try await idle(load, chosen, tls)
+                }
+            }
+        }
+
+        func fanIn(_ load: Load, _ chosen: [BenchDevice], _ tls: [NIOSSLContext]) async throws {
+            let rssBefore = serverPID.flatMap(rss)
+            let start = Date()
+            let results = try await withThrowingTaskGroup(of: Load.PublishResult.self) { group in
+                for (i, device) in chosen.enumerated() {
+                    group.addTask { try await load.publish(device, tls[i], messages: messages, window: window) }
+                }
+                var all: [Load.PublishResult] = []
+                for try await r in group { all.append(r) }
+                return all
+            }
+            let seconds = Date().timeIntervalSince(start)
+            let latencies = results.flatMap(\.latencies).sorted()
+            let acked = results.reduce(0) { $0 + $1.acknowledged }
+            let refused = results.reduce(0) { $0 + $1.refused }
+            let sent = chosen.count * messages
+            report([
+                "mode": "fanin", "devices": .number(Double(chosen.count)), "messages": .number(Double(sent)),
+                "acknowledged": .number(Double(acked)), "refused": .number(Double(refused)), "lost": .number(Double(sent - acked - refused)),
+                "seconds": .number(seconds.rounded(toPlaces: 2)), "messagesPerSecond": .number((Double(acked) / seconds).rounded()),
+                "p50ms": .number(percentile(latencies, 0.5)), "p99ms": .number(percentile(latencies, 0.99)),
+                "serverRSSMB": serverPID.flatMap(rss).map { .number($0.rounded(toPlaces: 1)) } ?? .null,
+                "serverRSSBeforeMB": rssBefore.map { .number($0.rounded(toPlaces: 1)) } ?? .null,
+            ])
+        }
+
+        /// Worker `w` of `workers` takes devices w, w + workers, … so that `workers` connections
+        /// are in progress at a time.
+        func spread<T: Sendable>(_ chosen: [BenchDevice], _ body: @escaping @Sendable (Int) async -> T?) async -> [T] {
+            let workers = max(1, min(concurrency, chosen.count))
+            return await withTaskGroup(of: [T].self) { group in
+                for w in 0..<workers {
+                    group.addTask {
+                        var mine: [T] = []
+                        for i in stride(from: w, to: chosen.count, by: workers) {
+                            if let r = await body(i) { mine.append(r) }
+                        }
+                        return mine
+                    }
+                }
+                var all: [T] = []
+                for await part in group { all += part }
+                return all
+            }
+        }
+
+        func connects(_ load: Load, _ chosen: [BenchDevice], _ tls: [NIOSSLContext]) async throws {
+            let start = Date()
+            let ok = await spread(chosen) { i in await load.connectOnce(chosen[i], tls[i]) ? true : nil }.count
+            let seconds = Date().timeIntervalSince(start)
+            report([
+                "mode": "connect", "connects": .number(Double(ok)), "failed": .number(Double(chosen.count - ok)),
+                "seconds": .number(seconds.rounded(toPlaces: 2)), "connectsPerSecond": .number((Double(ok) / seconds).rounded()),
+            ])
+        }
+
+        func idle(_ load: Load, _ chosen: [BenchDevice], _ tls: [NIOSSLContext]) async throws {
+            guard let serverPID, let before = rss(serverPID) else { throw HearthError.invalid("server-pid", "idle mode needs the server's pid (its /proc/PID/status)") }
+            let open = await spread(chosen) { i in await load.connectAndHold(chosen[i], tls[i]) }
+            try await Task.sleep(for: .seconds(5))
+            let after = rss(serverPID) ?? before
+            report([
+                "mode": "idle", "connections": .number(Double(open.count)), "failed": .number(Double(chosen.count - open.count)),
+                "serverRSSBeforeMB": .number(before.rounded(toPlaces: 1)), "serverRSSAfterMB": .number(after.rounded(toPlaces: 1)),
+                "kBPerConnection": .number(open.isEmpty ? 0 : ((after - before) * 1024 / Double(open.count)).rounded(toPlaces: 1)),
+            ])
+            for channel in open { channel.close(promise: nil) }
+        }
+
+        func report(_ figures: [String: JSONValue]) {
+            var figures = figures
+            figures["label"] = .string(label)
+            for (key, value) in figures.sorted(by: { $0.key < $1.key }) { print("\(key)\t\(value.text)") }
+            print("JSON " + JSONValue.object(figures).text)
+        }
+    }
+}
+
+/// A device identity from a bundle folder.
+struct BenchDevice: Sendable {
+    let serial: String
+    let certificatePEM: String
+    let keyPEM: String
+    let rootPEM: String
+
+    static func load(_ folder: URL) throws -> [BenchDevice] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()) ?? []
+        let devices = names.compactMap { name -> BenchDevice? in
+            let dir = folder.appendingPathComponent(name)
+            guard let cert = try? String(contentsOf: dir.appendingPathComponent("device.pem"), encoding: .utf8),
+                let key = try? String(contentsOf: dir.appendingPathComponent("device.key.pem"), encoding: .utf8),
+                let root = try? String(contentsOf: dir.appendingPathComponent("server-root-ca.pem"), encoding: .utf8)
+            else { return nil }
+            return BenchDevice(serial: name, certificatePEM: cert, keyPEM: key, rootPEM: root)
+        }
+        guard !devices.isEmpty else { throw HearthError.invalid("bundles", "no device bundles in \(folder.path)") }
+        return devices
+    }
+
+    static func tlsContexts(_ devices: [BenchDevice]) throws -> [NIOSSLContext] {
+        try devices.map { d in
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(d.rootPEM.utf8)))
+            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(d.certificatePEM.utf8)).map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(d.keyPEM.utf8), format: .pem))
+            tls.minimumTLSVersion = .tlsv12
+            return try NIOSSLContext(configuration: tls)
+        }
+    }
+}
+
+/// One simulated device's connection: MQTT 5.0 over TLS with Hearth's codec.
+struct Load: Sendable {
+    let host: String
+    let port: Int
+    let topic: String
+    let group: any EventLoopGroup
+
+    struct PublishResult: Sendable {
+        var acknowledged = 0
+        var refused = 0
+        var latencies: [Double] = []
+    }
+
+    /// Connects `device` and runs `BenchHandler` on it until it is done.
+    func run(_ device: BenchDevice, _ tls: NIOSSLContext, messages: Int, window: Int, hold: Bool = false) async throws -> (any Channel, Load.PublishResult) {
+        let loop = group.next()
+        let handler = BenchHandler(device: device, topic: topic, messages: messages, window: window, hold: hold, done: loop.makePromise())
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(30))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+            .connect(host: host, port: port).get()
+        } catch {
+            handler.done.fail(error)
+            throw error
+        }
+        do {
+            return (channel, try await handler.done.futureResult.get())
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    func publish(_ device: BenchDevice, _ tls: NIOSSLContext, messages: Int, window: Int) async throws -> PublishResult {
+        let (channel, result) = try await run(device, tls, messages: messages, window: window)
+        try? await channel.close()
+        return result
+    }
+
+    func connectOnce(_ device: BenchDevice, _ tls: NIOSSLContext) async -> Bool {
+        guard let (channel, _) = try? await run(device, tls, messages: 0, window: 1) else { return false }
+        try? await channel.close()
+        return true
+    }
+
+    func connectAndHold(_ device: BenchDevice, _ tls: NIOSSLContext) async -> (any Channel)? {
+        try? await run(device, tls, messages: 0, window: 1, hold: true).0
+    }
+}
+
+/// Sends CONNECT, then (for fan-in) keeps `window` QoS 1 publishes in flight until `messages` are
+/// acknowledged, timing each; then DISCONNECT unless told to hold the connection.
+final class BenchHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let device: BenchDevice
+    let topic: String
+    let messages: Int
+    let window: Int
+    let hold: Bool
+    let done: EventLoopPromise<Load.PublishResult>
+    var parser = MQTTParser(version: .v5)
+    var buffer = ByteBuffer()
+    var sent = 0
+    var result = Load.PublishResult()
+    var sentAt: [UInt16: UInt64] = [:]
+    var nextID: UInt16 = 1
+    var finished = false
+
+    init(device: BenchDevice, topic: String, messages: Int, window: Int, hold: Bool, done: EventLoopPromise<Load.PublishResult>) {
+        self.done = done
+        self.device = device
+        self.topic = "devices/\(device.serial)/\(topic)"
+        self.messages = messages
+        self.window = window
+        self.hold = hold
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let connect = Connect(version: .v5, clientID: device.serial, cleanStart: true, keepAlive: 300)
+        write(.connect(connect), context: context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        buffer.writeBuffer(&bytes)
+        while !finished {
+            guard let packet = try? parser.next(&buffer) else { break }
+            switch packet {
+            case .connack(let ack):
+                guard ack.reason == .success else { return fail(context, "CONNACK \(ack.reason)") }
+                if messages == 0 {
+                    if !hold { write(.disconnect(ReasonPacket(reason: .success)), context: context) }
+                    return succeed(context)
+                }
+                for _ in 0..<min(window, messages) { publishNext(context) }
+                context.flush()
+            case .puback(let ack):
+                if let at = sentAt.removeValue(forKey: ack.packetID) {
+                    result.latencies.append(Double(DispatchTime.now().uptimeNanoseconds - at) / 1_000_000)
+                }
+                // 0x10 (no matching subscribers) is a success too; 0x80 and above are refusals.
+                if ack.reason.isError { result.refused += 1 } else { result.acknowledged += 1 }
+                if result.acknowledged + result.refused == messages {
+                    write(.disconnect(ReasonPacket(reason: .success)), context: context)
+                    return succeed(context)
+                }
+                if sent < messages {
+                    publishNext(context)
+                    context.flush()
+                }
+            case .disconnect(let d):
+                return fail(context, "DISCONNECT \(d.reason)")
+            default:
+                break
+            }
+        }
+        if buffer.readerIndex > 65536 { buffer.discardReadBytes() }
+    }
+
+    func publishNext(_ context: ChannelHandlerContext) {
+        sent += 1
+        let id = nextID
+        nextID = nextID == .max ? 1 : nextID + 1
+        let payload = #"{"seq":\#(sent),"values":{"temperature":21.5,"humidity":40,"heating":false,"target":21}}"#
+        sentAt[id] = DispatchTime.now().uptimeNanoseconds
+        var packet = ByteBuffer()
+        MQTTPacket.publish(Publish(topic: topic, payload: Array(payload.utf8), qos: .atLeastOnce, packetID: id)).write(version: .v5, to: &packet)
+        context.write(wrapOutboundOut(packet), promise: nil)
+    }
+
+    func write(_ packet: MQTTPacket, context: ChannelHandlerContext) {
+        var out = ByteBuffer()
+        packet.write(version: .v5, to: &out)
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+    }
+
+    func succeed(_ context: ChannelHandlerContext) {
+        finished = true
+        done.succeed(result)
+    }
+
+    func fail(_ context: ChannelHandlerContext, _ why: String) {
+        finished = true
+        done.fail(HearthError(.internal, why))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !finished { fail(context, "connection closed") }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !finished { fail(context, "\(error)") }
+        context.close(promise: nil)
+    }
+}
+
+/// A process's resident set size in MB, from /proc.
+func rss(_ pid: Int32) -> Double? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+        let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return nil }
+    return kb / 1024
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].rounded(toPlaces: 2)
+}
+
+extension Double {
+    func rounded(toPlaces places: Int) -> Double {
+        let f = pow(10, Double(places))
+        return (self * f).rounded() / f
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import HearthCore
+import HearthStorage
+
+/// The behaviour every `TelemetryStore` and `BrokerStateStore` driver must show, framework-free
+/// like ``StoreContract``.
+public enum TelemetryContract {
+    public typealias Case = (description: String, run: @Sendable (any TelemetryStore) async throws -> Void)
+
+    static func require(_ condition: Bool, _ message: String, line: Int = #line) throws {
+        if !condition { throw StoreContract.Failure(description: "TelemetryContract line \(line): \(message)") }
+    }
+
+    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    static let a = try! DeviceSerial("AAAAAAAAAAAA")
+    static let b = try! DeviceSerial("BBBBBBBBBBBB")
+
+    static func reading(_ serial: DeviceSerial, _ seq: Int64, at offset: TimeInterval = 0) -> TelemetryReading {
+        TelemetryReading(serial: serial, sequence: seq, deviceTime: seq % 2 == 0 ? t0 : nil, receivedAt: t0.addingTimeInterval(offset), values: ["temperature": .number(Double(seq)), "label": "x\"y"])
+    }
+
+    public static let cases: [Case] = [
+        ("readings come back as stored, in order, per device", { store in
+            let added = try await store.append([reading(a, 1, at: 1), reading(b, 1, at: 1), reading(a, 2, at: 2)], refusals: [])
+            try require(added == 3, "three new readings")
+            let back = try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 10).map(\.reading)
+            try require(back == [reading(a, 1, at: 1), reading(a, 2, at: 2)], "A's readings exactly: \(back)")
+            try require(try await store.latest(b)?.reading == reading(b, 1, at: 1), "B's latest")
+            try require(try await store.latest(try DeviceSerial("CCCCCCCCCCCC")) == nil, "nothing for an unknown device")
+        }),
+        ("a reading sent again is stored once", { store in
+            try await store.append([reading(a, 1)], refusals: [])
+            let added = try await store.append([reading(a, 1), reading(a, 2), reading(a, 2)], refusals: [])
+            try require(added == 1, "only seq 2 is new: \(added)")
+            try require(try await store.readingCount() == 2, "two rows")
+        }),
+        ("pages and time ranges", { store in
+            try await store.append((1...25).map { reading(a, $0, at: Double($0)) }, refusals: [])
+            let first = try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 10)
+            let second = try await store.readings(a, from: .distantPast, to: .distantFuture, after: first.last!.position, limit: 10)
+            let third = try await store.readings(a, from: .distantPast, to: .distantFuture, after: second.last!.position, limit: 10)
+            try require((first + second + third).map(\.reading.sequence) == Array(1...25), "pages cover everything once")
+            let window = try await store.readings(a, from: t0.addingTimeInterval(5), to: t0.addingTimeInterval(8), after: nil, limit: 10)
+            try require(window.map(\.reading.sequence) == [5, 6, 7], "from inclusive, to exclusive: \(window.map(\.reading.sequence))")
+        }),
+        ("refusals are counted per device and kind", { store in
+            try await store.append([], refusals: [.init(serial: a, kind: .outOfRange, at: t0), .init(serial: a, kind: .outOfRange, at: t0.addingTimeInterval(5)), .init(serial: a, kind: .malformed, at: t0), .init(serial: b, kind: .oversize, at: t0)])
+            let counts = try await store.refusals(a)
+            try require(counts == [RefusalCount(kind: .malformed, count: 1, lastAt: t0), RefusalCount(kind: .outOfRange, count: 2, lastAt: t0.addingTimeInterval(5))], "\(counts)")
+            try require(try await store.readingCount() == 0, "a refusal stores no reading")
+        }),
+    ]
+
+    public typealias BrokerCase = (description: String, run: @Sendable (any BrokerStateStore) async throws -> Void)
+
+    public static let brokerCases: [BrokerCase] = [
+        ("changes add up; nil removes", { store in
+            try await store.apply(BrokerStateChange(sessions: ["s1": "{\"a\":1}", "s2": "{}"], retained: ["t/1": [1, 2, 3], "t/2": [4]]))
+            let removeS1: String? = nil, removeT2: [UInt8]? = nil
+            try await store.apply(BrokerStateChange(sessions: ["s1": removeS1, "s2": "{\"b\":2}"], retained: ["t/2": removeT2, "t/3": [5]]))
+            let (sessions, retained) = try await store.load()
+            try require(sessions == ["s2": "{\"b\":2}"], "\(sessions)")
+            try require(retained == ["t/1": [1, 2, 3], "t/3": [5]], "\(retained)")
+        }),
+    ]
+}
