@@ -138,7 +138,7 @@ struct Bench: AsyncParsableCommand {
             let refused = results.reduce(0) { $0 + $1.refused }
             let sent = chosen.count * messages
             report([
-                "mode": "fanin", "devices": .number(Double(chosen.count)), "messages": .number(Double(sent)),
+                "mode": "fanin", "topic": .string(topic), "devices": .number(Double(chosen.count)), "messages": .number(Double(sent)),
                 "acknowledged": .number(Double(acked)), "refused": .number(Double(refused)), "lost": .number(Double(sent - acked - refused)),
                 "seconds": .number(seconds.rounded(toPlaces: 2)), "messagesPerSecond": .number((Double(acked) / seconds).rounded()),
                 "p50ms": .number(percentile(latencies, 0.5)), "p99ms": .number(percentile(latencies, 0.99)),
