@@ -5,6 +5,7 @@ Every mode prints one JSON object per line on stdout, so the Swift test can asse
 
   publish      publish payloads and report each acknowledgement's reason code
   answer       act as a device: answer commands on devices/SERIAL/commands/+
+  aliases      topic-alias tricks against the device namespace
   conformance  run broker checks (QoS 0/1/2, wildcards, retained, will, session resume,
                request/response) against a general-purpose listener
 """
@@ -85,6 +86,36 @@ def cmd_publish(args):
     with done:
         while len([m for m in mids if m in acks]) < len(mids) and time.time() < deadline:
             done.wait(0.2)
+    for i, mid in enumerate(mids):
+        out({"index": i, "rc": acks.get(mid)})
+    c.disconnect()
+    c.loop_stop()
+
+
+def cmd_aliases(args):
+    """Topic-alias tricks (MQTT 5.0): map aliases to our own and to another device's topic."""
+    c = make_client(args, client_id=args.client_id)
+    acks = {}
+    cond = threading.Condition()
+
+    def on_publish(client, userdata, mid, reason_code, properties):
+        with cond:
+            acks[mid] = reason_code.value
+            cond.notify_all()
+
+    c.on_publish = on_publish
+    rc, _, _ = connect(c, args)
+    out({"connack": rc})
+    steps = [(args.topic, 1), ("", 1), (args.other, 2), ("", 2), (args.other, 1), ("", 1)]
+    mids = []
+    for i, (topic, alias) in enumerate(steps):
+        props = Properties(PacketTypes.PUBLISH)
+        props.TopicAlias = alias
+        payload = json.dumps({"seq": i + 1, "values": json.loads(args.payload[0])})
+        info = c.publish(topic, payload, qos=1, properties=props)
+        info.wait_for_publish(5)
+        mids.append(info.mid)
+    time.sleep(0.3)
     for i, mid in enumerate(mids):
         out({"index": i, "rc": acks.get(mid)})
     c.disconnect()
@@ -291,7 +322,7 @@ def cmd_conformance(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["publish", "answer", "conformance"])
+    p.add_argument("mode", choices=["publish", "answer", "conformance", "aliases"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--version", type=int, choices=[3, 5], default=5)
@@ -304,11 +335,12 @@ def main():
     p.add_argument("--payload", action="append", default=[])
     p.add_argument("--wait-each", action="store_true")
     p.add_argument("--serial")
+    p.add_argument("--other", help="another device's topic (aliases mode)")
     p.add_argument("--status", default="ok")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=15)
     args = p.parse_args()
-    {"publish": cmd_publish, "answer": cmd_answer, "conformance": cmd_conformance}[args.mode](args)
+    {"publish": cmd_publish, "answer": cmd_answer, "conformance": cmd_conformance, "aliases": cmd_aliases}[args.mode](args)
 
 
 if __name__ == "__main__":
