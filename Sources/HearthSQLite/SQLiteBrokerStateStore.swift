@@ -7,12 +7,7 @@ public final class SQLiteBrokerStateStore: BrokerStateStore {
     let pool: DatabasePool
 
     public init(path: String) throws {
-        var config = Configuration()
-        config.busyMode = .timeout(10)
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        let existed = FileManager.default.fileExists(atPath: path)
-        pool = try DatabasePool(path: path, configuration: config)
-        if !existed { chmod(path, 0o600) }
+        pool = try openPool(path: path)
         var m = DatabaseMigrator()
         m.registerMigration("2026-11-27 sessions, retained") { db in
             try db.execute(sql: """

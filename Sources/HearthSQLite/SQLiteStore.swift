@@ -11,16 +11,7 @@ public final class SQLiteStore: HearthStore {
 
     /// Opens (creating if needed) the database at `path` and applies migrations.
     public init(path: String, sealer: any AuditSealer) throws {
-        var config = Configuration()
-        config.foreignKeysEnabled = true
-        config.busyMode = .timeout(10)
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-            try db.execute(sql: "PRAGMA secure_delete = ON")
-        }
-        let existed = FileManager.default.fileExists(atPath: path)
-        pool = try DatabasePool(path: path, configuration: config)
-        if !existed { chmod(path, 0o600) }
+        pool = try openPool(path: path, foreignKeys: true, secureDelete: true)
         self.sealer = sealer
         try Self.migrator.migrate(pool)
     }
@@ -337,6 +328,22 @@ public final class SQLiteStore: HearthStore {
     public func auditHead() async throws -> AuditHead? {
         try await pool.read { db in try Self.readHead(db) }
     }
+}
+
+/// Opens (creating, mode 0600) a WAL database with `synchronous = FULL`: a committed transaction
+/// survives a crash or power loss, and readers never block the writer.
+func openPool(path: String, foreignKeys: Bool = false, secureDelete: Bool = false) throws -> DatabasePool {
+    var config = Configuration()
+    config.foreignKeysEnabled = foreignKeys
+    config.busyMode = .timeout(10)
+    config.prepareDatabase { db in
+        try db.execute(sql: "PRAGMA synchronous = FULL")
+        if secureDelete { try db.execute(sql: "PRAGMA secure_delete = ON") }
+    }
+    let existed = FileManager.default.fileExists(atPath: path)
+    let pool = try DatabasePool(path: path, configuration: config)
+    if !existed { chmod(path, 0o600) }
+    return pool
 }
 
 func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }

@@ -10,14 +10,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     let pool: DatabasePool
 
     public init(path: String) throws {
-        var config = Configuration()
-        config.busyMode = .timeout(10)
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        let existed = FileManager.default.fileExists(atPath: path)
-        pool = try DatabasePool(path: path, configuration: config)
-        if !existed { chmod(path, 0o600) }
+        pool = try openPool(path: path)
         try Self.migrator.migrate(pool)
     }
 

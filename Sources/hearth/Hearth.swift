@@ -226,7 +226,11 @@ struct Demo: AsyncParsableCommand {
             }
             print("\nDevice labels (bundles in \(bundles.path)):\n")
             labels.forEach { print($0) }
+            let thermostat = try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted().first {
+                (try? String(contentsOf: bundles.appendingPathComponent("\($0)/bundle.json"), encoding: .utf8))?.contains("thermostat") == true
+            }
             try await runServer(folder: folder, store: store, listen: listen, gateway: gateway) { base in
+                let b = bundles.appendingPathComponent(thermostat ?? "SERIAL").path
                 print("""
 
                     What to try next:
@@ -234,6 +238,11 @@ struct Demo: AsyncParsableCommand {
                       2. Create an owner account at \(base)/signup, then set up a device at \(base)/claim
                          with a serial and setup code from a label above.
                       3. The API: curl --cacert \(folder.rootCAPath) \(base)/api/v1/openapi.json
+                      4. Be thermostat \(thermostat ?? "SERIAL") and send a reading over mutual TLS (MQTT port above):
+                         mosquitto_pub -h 127.0.0.1 -p PORT --cafile \(b)/server-root-ca.pem --cert \(b)/device.pem \\
+                           --key \(b)/device.key.pem -V mqttv5 -q 1 -t devices/\(thermostat ?? "SERIAL")/telemetry \\
+                           -m '{"seq":1,"values":{"temperature":21.5,"humidity":40,"heating":false,"target":21}}'
+                         then, once claimed: GET \(base)/api/v1/devices/\(thermostat ?? "SERIAL")/telemetry/latest
                     Press Ctrl-C to stop.
                     """)
             }

@@ -61,8 +61,8 @@ def connect(c, args, wait=10):
     return c._hearth_connack
 
 
-def cmd_publish(args):
-    c = make_client(args, client_id=args.client_id)
+def track_acks(c):
+    """Records each publish's acknowledgement reason code by message id."""
     acks = {}
     done = threading.Condition()
 
@@ -72,6 +72,12 @@ def cmd_publish(args):
             done.notify_all()
 
     c.on_publish = on_publish
+    return acks, done
+
+
+def cmd_publish(args):
+    c = make_client(args, client_id=args.client_id)
+    acks, done = track_acks(c)
     rc, _, _ = connect(c, args)
     out({"connack": rc})
     if rc != 0:
@@ -95,15 +101,7 @@ def cmd_publish(args):
 def cmd_aliases(args):
     """Topic-alias tricks (MQTT 5.0): map aliases to our own and to another device's topic."""
     c = make_client(args, client_id=args.client_id)
-    acks = {}
-    cond = threading.Condition()
-
-    def on_publish(client, userdata, mid, reason_code, properties):
-        with cond:
-            acks[mid] = reason_code.value
-            cond.notify_all()
-
-    c.on_publish = on_publish
+    acks, _ = track_acks(c)
     rc, _, _ = connect(c, args)
     out({"connack": rc})
     steps = [(args.topic, 1), ("", 1), (args.other, 2), ("", 2), (args.other, 1), ("", 1)]
