@@ -57,6 +57,8 @@ actor Connection {
     var publishBucket: TokenBucket
     var byteBucket: TokenBucket
     private(set) var closed = false
+    var output = ByteBuffer()
+    var flushScheduled = false
 
     init(parts: GatewayParts, identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, mailbox: AsyncStream<Mail>.Continuation) {
         self.parts = parts
@@ -86,11 +88,13 @@ actor Connection {
             }
         }
         if pending.readerIndex > 4096 { pending.discardReadBytes() }
+        await flushOutput()
         return !closed
     }
 
     func tick() async {
         await perform(machine.tick(now: Date()))
+        await flushOutput()
     }
 
     func deliver(_ mail: Mail) async {
@@ -100,6 +104,7 @@ actor Connection {
         case .disconnect(let reason, let message):
             await perform(machine.disconnect(reason, message))
         }
+        scheduleFlush()
     }
 
     /// The transport is gone (or we closed it): publish (or schedule) the will if owed, and leave
@@ -124,7 +129,7 @@ actor Connection {
         for action in actions {
             switch action {
             case .send(let packet):
-                await write(packet)
+                write(packet)
             case .accept(let key, let connect, var connack):
                 sessionKey = key
                 will = connect.will
@@ -132,7 +137,7 @@ actor Connection {
                 if let max = connect.properties.receiveMaximum { outboundFlow = OutboundFlow(receiveMaximum: Int(max)) }
                 let resumed = await parts.hub.attach(key, cleanStart: connect.cleanStart, expiry: sessionExpiry, policy: Self.policy(for: machine.identity), id: ObjectIdentifier(self), mailbox: mailbox)
                 connack.sessionPresent = resumed.present
-                await write(.connack(connack))
+                write(.connack(connack))
                 // A resumed session: unacknowledged messages again (same ids, DUP), then what queued.
                 if let flow = resumed.flow {
                     outboundFlow = flow
@@ -146,6 +151,7 @@ actor Connection {
             case .close(let sendWill):
                 closed = true
                 if !sendWill { will = nil }
+                await flushOutput()
                 outbound.finish()
             }
         }
@@ -215,6 +221,7 @@ actor Connection {
             return
         }
         await settle(id, stored ? .success : .unspecifiedError)
+        scheduleFlush()
     }
 
     /// Sets the reason of the oldest unsettled acknowledgement for `id`, then sends what is ready.
@@ -232,10 +239,10 @@ actor Connection {
             let wire = version == .v5 ? reason : .success
             switch first.qos {
             case .atLeastOnce:
-                await write(.puback(Ack(packetID: first.id, reason: wire)))
+                write(.puback(Ack(packetID: first.id, reason: wire)))
                 inboundFlow.acknowledged(first.id)
             case .exactlyOnce:
-                await write(.pubrec(Ack(packetID: first.id, reason: wire)))
+                write(.pubrec(Ack(packetID: first.id, reason: wire)))
                 if reason.isError { _ = inboundFlow.released(first.id) }
             case .atMostOnce:
                 break
@@ -257,17 +264,18 @@ actor Connection {
         switch packet {
         case .subscribe(let s):
             let (reasons, retained) = await parts.hub.subscribe(key, s)
-            await write(.suback(SubAck(packetID: s.packetID, reasons: reasons)))
+            write(.suback(SubAck(packetID: s.packetID, reasons: reasons)))
             for message in retained { await run(outboundFlow.enqueue(message)) }
         case .unsubscribe(let u):
-            await write(.unsuback(SubAck(packetID: u.packetID, reasons: await parts.hub.unsubscribe(key, u.filters))))
+            let reasons = await parts.hub.unsubscribe(key, u.filters)
+            write(.unsuback(SubAck(packetID: u.packetID, reasons: reasons)))
         case .pubrel(let a):
-            await write(.pubcomp(Ack(packetID: a.packetID, reason: version == .v5 ? inboundFlow.released(a.packetID) : .success)))
+            write(.pubcomp(Ack(packetID: a.packetID, reason: version == .v5 ? inboundFlow.released(a.packetID) : .success)))
         case .puback, .pubrec, .pubcomp:
             do {
                 await run(try outboundFlow.receive(packet))
             } catch where error.reason == .packetIdentifierNotFound {
-                if case .pubrec(let a) = packet { await write(.pubrel(Ack(packetID: a.packetID, reason: .packetIdentifierNotFound))) }
+                if case .pubrec(let a) = packet { write(.pubrel(Ack(packetID: a.packetID, reason: .packetIdentifierNotFound))) }
             } catch {
                 await perform(machine.disconnect(error.reason, error.message))
             }
@@ -281,8 +289,8 @@ actor Connection {
     private func run(_ actions: [OutboundFlow.Action]) async {
         for action in actions {
             switch action {
-            case .send(let p): await write(.publish(p))
-            case .sendRelease(let id): await write(.pubrel(Ack(packetID: id)))
+            case .send(let p): write(.publish(p))
+            case .sendRelease(let id): write(.pubrel(Ack(packetID: id)))
             case .dropped:
                 parts.counters.add(\.deliveriesDropped)
                 logger.notice("outbound queue full; oldest message dropped", metadata: ["session": "\(sessionKey ?? "-")"])
@@ -290,11 +298,35 @@ actor Connection {
         }
     }
 
-    private func write(_ packet: MQTTPacket) async {
+    /// Encodes a packet into the output buffer; ``flushOutput()`` sends what gathered in one write
+    /// (one TLS record and one syscall for all the PUBACKs of a read, say).
+    private func write(_ packet: MQTTPacket) {
         guard !closed || isFinalPacket(packet) else { return }
-        var buffer = ByteBuffer()
-        packet.write(version: version, to: &buffer)
-        do { try await outbound.write(buffer) } catch { closed = true }
+        packet.write(version: version, to: &output)
+    }
+
+    private func flushOutput() async {
+        while output.readableBytes > 0 {
+            let chunk = output
+            output.clear()
+            do { try await outbound.write(chunk) } catch {
+                closed = true
+                output.clear()
+                return
+            }
+        }
+    }
+
+    /// For output produced outside a read (commits): one flush for all that arrives meanwhile.
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        Task { await self.runScheduledFlush() }
+    }
+
+    private func runScheduledFlush() async {
+        flushScheduled = false
+        await flushOutput()
     }
 
     private func isFinalPacket(_ packet: MQTTPacket) -> Bool {

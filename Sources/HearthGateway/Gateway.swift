@@ -80,6 +80,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     let admission: Admission
     let onBound: @Sendable (ListenerKind, SocketAddress?) async -> Void
     private let models = Mutex<[ProductModelID: ProductModel]>([:])
+    /// Every open connection, for the shared clock.
+    private let live = Mutex<[ObjectIdentifier: Connection]>([:])
 
     /// - Parameters:
     ///   - credentials: required with a device listener.
@@ -140,11 +142,15 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 group.addTask { await self.flush(to: brokerState) }
             }
             group.addTask {
-                // Ends expired sessions of disconnected clients.
+                // One clock for every connection (connect timeouts, keep-alive) instead of a timer
+                // task each; every fifth second it also ends expired sessions.
                 await cancelWhenGracefulShutdown {
+                    var second = 0
                     while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(5))
-                        await self.parts.hub.expireSessions()
+                        try? await Task.sleep(for: .seconds(1))
+                        for connection in self.live.withLock({ Array($0.values) }) { await connection.tick() }
+                        second += 1
+                        if second % 5 == 0 { await self.parts.hub.expireSessions() }
                     }
                 }
             }
@@ -247,15 +253,12 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         try? await accepted.channel.executeThenClose { inbound, outbound in
             let (mail, mailbox) = AsyncStream<Mail>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
             let connection = Connection(parts: parts, identity: identity, device: context, refusal: refusal, outbound: outbound, mailbox: mailbox)
+            let key = ObjectIdentifier(connection)
+            live.withLock { $0[key] = connection }
+            defer { live.withLock { $0[key] = nil } }
             await withDiscardingTaskGroup { group in
                 group.addTask {
                     for await message in mail { await connection.deliver(message) }
-                }
-                group.addTask {
-                    while !Task.isCancelled, await !connection.closed {
-                        try? await Task.sleep(for: .milliseconds(500))
-                        await connection.tick()
-                    }
                 }
                 do {
                     for try await bytes in inbound {

@@ -201,8 +201,12 @@ actor Hub {
 
     // MARK: Persistence
 
+    /// Sessions that have a row in the store: only these need a delete when they end, so clients
+    /// without a persistent session (most devices) cost no write at all.
+    private var persistedSessions = Set<String>()
+
     private func markSession(_ key: String) {
-        guard persistent else { return }
+        guard persistent, (sessions[key]?.expiry ?? 0) > 0 || persistedSessions.contains(key) else { return }
         dirtySessions.insert(key)
         signal()
     }
@@ -228,9 +232,11 @@ actor Hub {
         for key in dirtySessions {
             guard let session = sessions[key], session.expiry > 0 else {
                 change.sessions[key] = .some(nil)
+                persistedSessions.remove(key)
                 continue
             }
             change.sessions[key] = .some(SessionSnapshot(session, subscriptions: broker.subscriptions(of: key)).json)
+            persistedSessions.insert(key)
         }
         for topic in dirtyRetained {
             change.retained[topic] = .some(broker.retained[topic].map(SessionSnapshot.encode))
@@ -263,6 +269,7 @@ actor Hub {
             var session = Session(expiry: snapshot.expiry, detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
             session.offline = snapshot.messages.compactMap { m in SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) } }
             sessions[key] = session
+            persistedSessions.insert(key)
         }
     }
 

@@ -89,6 +89,7 @@ import Testing
         let payloads = (1...3000).map { #"{"seq": \#($0), "values": {"temperature": 20.5, "humidity": 45, "heating": true, "target": 21}}"# }
         // Rate limits high enough that every publish is taken; the server dies mid-stream.
         let device = try ChildProcess(python, [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + ["--topic", "devices/\(thermostat.serial)/telemetry", "--timeout", "5"] + payloads.flatMap { ["--payload", $0] })
+        #expect(try await device.wait(for: "connack", timeout: 30), "\(device.text)")
         try await Task.sleep(for: .milliseconds(1500))
         demo.process.signal(SIGKILL)
         _ = try await demo.process.waitForExit(timeout: 10)
