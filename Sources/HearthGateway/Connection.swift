@@ -183,7 +183,7 @@ actor Connection {
                     if let device, device.isCommandResult(publish.topic) { await answer(publish, device: device) }
                     // A retained or queued message is acknowledged once it is on disk.
                     if let ticket, let id = publish.packetID,
-                        await parts.hub.whenFlushed(ticket, { [weak self] stored in await self?.committed(id, stored: stored) })
+                        await parts.hub.whenFlushed(ticket, { [weak self] stored in await self?.committed([id], stored: stored) })
                     {
                         reason = nil
                     }
@@ -200,10 +200,10 @@ actor Connection {
         do {
             let reading = try device.validator.validate(publish.payload, serial: device.serial, receivedAt: now)
             guard let id = publish.packetID else {
-                await ingest.submit(reading, done: nil)
+                await ingest.submit(reading, waiter: nil)
                 return .success
             }
-            await ingest.submit(reading) { [weak self] stored in await self?.committed(id, stored: stored) }
+            await ingest.submit(reading, waiter: (self, id))
             return nil
         } catch {
             parts.counters.add(\.telemetryRefused)
@@ -213,14 +213,14 @@ actor Connection {
         }
     }
 
-    /// What message `id` waited for (a commit, a flush) is done.
-    func committed(_ id: UInt16, stored: Bool) async {
+    /// What messages `ids` waited for (a commit, a flush) is done.
+    func committed(_ ids: [UInt16], stored: Bool) async {
         if !stored, version == .v3_1_1 {
             // 3.1.1 has no failure PUBACK: close without acknowledging, so the client sends it again.
             await perform(machine.disconnect(.unspecifiedError, "storage unavailable"))
             return
         }
-        await settle(id, stored ? .success : .unspecifiedError)
+        for id in ids { await settle(id, stored ? .success : .unspecifiedError) }
         scheduleFlush()
     }
 

@@ -4,17 +4,18 @@ import HearthStorage
 import Logging
 
 /// Group commit for telemetry. Readings that arrive while a transaction is on its way to disk wait
-/// and go together in the next one; each reading's `done` runs (in arrival order) once its
-/// transaction has committed, and only then is the device's PUBACK sent. One fsync thus serves
-/// every device that published meanwhile: durability without a per-message cost.
+/// and go together in the next one; once the transaction has committed, each connection is told
+/// (once per batch, with its packet ids in arrival order) and only then sends the PUBACKs. One
+/// fsync thus serves every device that published meanwhile: durability without a per-message cost.
 actor TelemetryIngest {
-    typealias Done = @Sendable (_ stored: Bool) async -> Void
+    /// Who waits for a reading: the connection and the packet id to acknowledge.
+    typealias Waiter = (connection: Connection, packetID: UInt16)
 
     let store: any TelemetryStore
     let counters: Counters
     let logger: Logger
     let maximumBatch = 8192
-    private var pending: [(reading: TelemetryReading, done: Done?)] = []
+    private var pending: [(reading: TelemetryReading, waiter: Waiter?)] = []
     private var refusals: [TelemetryRefusal] = []
     private var writing = false
 
@@ -24,9 +25,9 @@ actor TelemetryIngest {
         self.logger = logger
     }
 
-    /// Queues a valid reading; `done` is told whether it was committed.
-    func submit(_ reading: TelemetryReading, done: Done?) {
-        pending.append((reading, done))
+    /// Queues a valid reading; `waiter` is told whether it was committed.
+    func submit(_ reading: TelemetryReading, waiter: Waiter?) {
+        pending.append((reading, waiter))
         startIfIdle()
     }
 
@@ -56,7 +57,15 @@ actor TelemetryIngest {
                 stored = false
                 logger.error("telemetry commit failed; the readings are not acknowledged", metadata: ["readings": "\(batch.count)", "error": "\(error)"])
             }
-            for item in batch { await item.done?(stored) }
+            // One call per connection, its ids in the order they arrived.
+            var order: [ObjectIdentifier] = []
+            var ids: [ObjectIdentifier: (Connection, [UInt16])] = [:]
+            for case let (_, waiter?) in batch {
+                let key = ObjectIdentifier(waiter.connection)
+                if ids[key] == nil { order.append(key); ids[key] = (waiter.connection, []) }
+                ids[key]!.1.append(waiter.packetID)
+            }
+            for key in order { await ids[key]!.0.committed(ids[key]!.1, stored: stored) }
         }
         writing = false
     }
