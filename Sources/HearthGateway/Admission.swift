@@ -42,6 +42,8 @@ public struct GatewayCounters: Sendable, Equatable {
     public var connectionsRefused = 0
     public var devicesRefused = 0
     public var publishesRateLimited = 0
+    /// Publishes and subscriptions the access policy refused (a device reaching outside its namespace).
+    public var accessRefused = 0
     public var telemetryStored = 0
     public var telemetryRefused = 0
     public var deliveriesDropped = 0

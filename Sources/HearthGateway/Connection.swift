@@ -178,6 +178,7 @@ actor Connection {
                 let (result, ticket) = await parts.hub.publish(from: key, publish)
                 if case .refused(let refusal) = result {
                     reason = refusal
+                    parts.counters.add(\.accessRefused)
                     logger.notice("publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
                 } else {
                     if let device, device.isCommandResult(publish.topic) { await answer(publish, device: device) }
@@ -264,6 +265,7 @@ actor Connection {
         switch packet {
         case .subscribe(let s):
             let (reasons, retained) = await parts.hub.subscribe(key, s)
+            parts.counters.add(\.accessRefused, reasons.filter { $0 == .notAuthorized }.count)
             write(.suback(SubAck(packetID: s.packetID, reasons: reasons)))
             for message in retained { await run(outboundFlow.enqueue(message)) }
         case .unsubscribe(let u):

@@ -27,6 +27,18 @@ import Testing
         #expect(deliveries(b.publish(from: "p", Publish(topic: "office/temp", payload: [1]))).isEmpty)
     }
 
+    @Test func subscriptionsBeyondTheQuotaAreRefusedWithQuotaExceeded() {
+        var b = Broker(maximumSubscriptionsPerSession: 3)
+        b.register("s", policy: .development)
+        let first = b.subscribe("s", Subscribe(packetID: 1, requests: (1...5).map { .init(filter: "t/\($0)", qos: .atLeastOnce) })).reasons
+        #expect(first == [.grantedQoS1, .grantedQoS1, .grantedQoS1, .quotaExceeded, .quotaExceeded])
+        // Re-subscribing to a held filter is not a new subscription; after an unsubscribe there is room.
+        #expect(b.subscribe("s", Subscribe(packetID: 2, requests: [.init(filter: "t/1", qos: .exactlyOnce)])).reasons == [.grantedQoS2])
+        _ = b.unsubscribe("s", ["t/2"])
+        #expect(b.subscribe("s", Subscribe(packetID: 3, requests: [.init(filter: "t/9", qos: .atMostOnce)])).reasons == [.success])
+        #expect(Set(b.subscriptions(of: "s").keys) == ["t/1", "t/3", "t/9"])
+    }
+
     @Test func noLocalAndRetainAsPublished() {
         var b = broker(["a": .development])
         _ = b.subscribe("a", Subscribe(packetID: 1, requests: [.init(filter: "t", qos: .atLeastOnce, noLocal: true)]))

@@ -96,6 +96,8 @@ import Testing
                 let r = try await ChildProcess.run(pub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-q", "1", "-t", topic, "-m", "{}"])
                 #expect(r.output.lowercased().contains("not authorized") || r.status != 0, "\(topic): \(r.output)")
             }
+            // Every attempt was refused and counted for monitoring.
+            #expect(await gateway.counters.accessRefused == 15)
             // A command for B never reaches A, even though A listens on its own commands.
             let listener = try ChildProcess(sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(a.serial)/commands/#", "-F", "%t"])
             try await Task.sleep(for: .milliseconds(700))
