@@ -119,3 +119,24 @@ public struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+extension ChildProcess {
+    /// For `mosquitto_sub -d …`: waits until the broker acknowledged the subscription, so a test
+    /// never relies on a fixed sleep (machines under load are slow).
+    public func waitForSubscription(timeout: TimeInterval = 30) async throws -> Bool {
+        try await wait(for: "received SUBACK", timeout: timeout)
+    }
+
+    /// The lines `mosquitto_sub -d` printed that are messages, not its debug log.
+    public var messageLines: [String] {
+        text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("Client ") && !$0.hasPrefix("Subscribed (") }
+    }
+}
+
+extension ChildProcess {
+    /// Starts `path` with its standard output line-buffered (through coreutils' stdbuf), so that a
+    /// test can react to what it prints before it exits (`mosquitto_sub -d`, for one).
+    public static func lineBuffered(_ path: String, _ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess("/usr/bin/stdbuf", ["-oL", "-eL", path] + arguments)
+    }
+}

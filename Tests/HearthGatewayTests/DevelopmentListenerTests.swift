@@ -46,18 +46,18 @@ import Testing
     @Test func liveMessagesWillsAndTheDeviceNamespace() async throws {
         guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"), let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
         try await withGateway { port in
-            let listener = try ChildProcess(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "#", "-C", "2", "-W", "15", "-F", "%t|%p"])
+            let listener = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "#", "-C", "2", "-F", "%t|%p"])
             // A client that will vanish, leaving a will.
-            let doomed = try ChildProcess(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "nothing", "--will-topic", "status/doomed", "--will-payload", "gone", "-W", "30"])
-            try await Task.sleep(for: .milliseconds(800))  // both subscribed
+            let doomed = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "nothing", "--will-topic", "status/doomed", "--will-payload", "gone"])
+            #expect(try await listener.waitForSubscription(), "\(listener.text)")
+            #expect(try await doomed.waitForSubscription(), "\(doomed.text)")
             // Device traffic from a development client is refused and never delivered.
             let refused = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "devices/AAAAAAAAAAAA/telemetry", "-m", "x"])
             #expect(refused.output.lowercased().contains("not authorized") || refused.status != 0, "\(refused.output)")
             #expect(try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "news/today", "-m", "hello"]).status == 0)
             doomed.signal(SIGKILL)
             _ = try await listener.waitForExit(timeout: 15)
-            let output = listener.text
-            #expect(Set(output.split(separator: "\n").map(String.init)) == ["news/today|hello", "status/doomed|gone"], "\(output)")
+            #expect(Set(listener.messageLines) == ["news/today|hello", "status/doomed|gone"], "\(listener.text)")
         }
     }
 

@@ -99,8 +99,8 @@ import Testing
             // Every attempt was refused and counted for monitoring.
             #expect(await gateway.counters.accessRefused == 15)
             // A command for B never reaches A, even though A listens on its own commands.
-            let listener = try ChildProcess(sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(a.serial)/commands/#", "-F", "%t"])
-            try await Task.sleep(for: .milliseconds(700))
+            let listener = try ChildProcess.lineBuffered(sub, fixture.tlsArguments(a, port: port) + ["-d", "-V", "mqttv5", "-q", "1", "-t", "devices/\(a.serial)/commands/#", "-F", "%t"])
+            #expect(try await listener.waitForSubscription(), "\(listener.text)")
             #expect(await gateway.send(command: "setTarget", parameters: ["target": 20], to: b.serial, timeout: .seconds(1)) == .offline)
             try await Task.sleep(for: .milliseconds(500))
             listener.signal(SIGTERM)
@@ -192,11 +192,11 @@ import Testing
             // Connected and subscribed, but never answers: a timeout.
             // mosquitto_sub as a device (3.1.1 and 5.0): it receives the command but never answers.
             for flag in ["mqttv311", "mqttv5"] {
-                let silent = try ChildProcess(sub, fixture.tlsArguments(lock, port: port) + ["-V", flag, "-q", "1", "-t", "devices/\(lock.serial)/commands/#", "-C", "1", "-F", "%t|%q|%p"])
-                try await Task.sleep(for: .milliseconds(700))
+                let silent = try ChildProcess.lineBuffered(sub, fixture.tlsArguments(lock, port: port) + ["-d", "-V", flag, "-q", "1", "-t", "devices/\(lock.serial)/commands/#", "-C", "1", "-F", "%t|%q|%p"])
+                #expect(try await silent.waitForSubscription(), "\(silent.text)")
                 #expect(await gateway.send(command: "lock", parameters: [:], to: lock.serial, timeout: .seconds(1)) == .timedOut)
                 _ = try await silent.waitForExit(timeout: 10)
-                #expect(silent.text.hasPrefix("devices/\(lock.serial)/commands/lock|1|{\"id\":"), "\(silent.text)")
+                #expect(silent.messageLines.first?.hasPrefix("devices/\(lock.serial)/commands/lock|1|{\"id\":") == true, "\(silent.text)")
             }
         }
     }
@@ -215,8 +215,8 @@ import Testing
         }
         // Connections in total: 1. The second gets 0x89 (server busy); the first keeps working.
         try await fixture.withGateway({ $0.maximumConnections = 1 }) { _, _, devPort in
-            let holder = try ChildProcess(sub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "hold/#", "-C", "1", "-W", "15"])
-            try await Task.sleep(for: .milliseconds(700))
+            let holder = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "hold/#", "-C", "1"])
+            #expect(try await holder.waitForSubscription(), "\(holder.text)")
             let busy = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "hold/x", "-m", "1"])
             #expect(busy.status != 0 && busy.output.lowercased().contains("busy"), "\(busy.output)")
             holder.signal(SIGTERM)

@@ -55,8 +55,8 @@ import Testing
         guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"), let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
         let fixture = try await DeviceFixture(devices: 0)
         try await fixture.withGateway({ $0.connectsPerSecond = 1_000_000; $0.connectBurst = 1_000_000 }) { gateway, _, port in
-            let watcher = try ChildProcess(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/#", "-C", "2", "-F", "%p"])
-            try await Task.sleep(for: .milliseconds(700))
+            let watcher = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/#", "-C", "2", "-F", "%p"])
+            #expect(try await watcher.waitForSubscription(), "\(watcher.text)")
             #expect(try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/1", "-m", "before"]).status == 0)
             // 2,000 connections × 50 packets, from 8 workers, each seeded. The sockets block, so the
             // workers are threads of their own, never the cooperative pool the gateway runs on.
@@ -80,7 +80,7 @@ import Testing
             }
             #expect(try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/2", "-m", "after"]).status == 0)
             _ = try await watcher.waitForExit(timeout: 20)
-            #expect(watcher.text.split(separator: "\n") == ["before", "after"], "\(watcher.text)")
+            #expect(watcher.messageLines == ["before", "after"], "\(watcher.text)")
             // Every hostile connection is gone: nothing left open once the watcher left.
             var open = gateway.openConnections
             for _ in 0..<100 where open > 0 {

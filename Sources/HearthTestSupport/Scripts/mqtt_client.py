@@ -75,6 +75,15 @@ def track_acks(c):
     return acks, done
 
 
+def subscribe(c, topic, qos=1, timeout=15):
+    """Subscribes and waits for the SUBACK (never a fixed sleep: machines under load are slow)."""
+    acked = threading.Event()
+    c.on_subscribe = lambda client, userdata, mid, reason_codes, properties: acked.set()
+    c.subscribe(topic, qos=qos)
+    if not acked.wait(timeout):
+        raise RuntimeError(f"no SUBACK for {topic}")
+
+
 def cmd_publish(args):
     c = make_client(args, client_id=args.client_id)
     acks, done = track_acks(c)
@@ -144,8 +153,7 @@ def cmd_answer(args):
     out({"connack": rc})
     if rc != 0:
         return
-    c.subscribe(f"devices/{args.serial}/commands/+", qos=1)
-    time.sleep(0.3)
+    subscribe(c, f"devices/{args.serial}/commands/+", qos=1)
     out({"ready": True})
     answered.wait(args.timeout)
     time.sleep(0.3)
@@ -181,8 +189,7 @@ def cmd_conformance(args):
     # QoS 0, 1 and 2 end to end.
     sub = collector()
     connect(sub, args)
-    sub.subscribe(f"{base}/qos/#", qos=2)
-    time.sleep(0.3)
+    subscribe(sub, f"{base}/qos/#", qos=2)
     for q in (0, 1, 2):
         pub.publish(f"{base}/qos/{q}", f"q{q}".encode(), qos=q).wait_for_publish(5)
     got = wait_for(sub, 3)
@@ -191,11 +198,10 @@ def cmd_conformance(args):
     # Wildcards: + matches one level, # any number.
     plus = collector()
     connect(plus, args)
-    plus.subscribe(f"{base}/wild/+/x", qos=1)
+    subscribe(plus, f"{base}/wild/+/x", qos=1)
     hash_ = collector()
     connect(hash_, args)
-    hash_.subscribe(f"{base}/wild/#", qos=1)
-    time.sleep(0.3)
+    subscribe(hash_, f"{base}/wild/#", qos=1)
     for t in ("a/x", "b/y", "c/d/x"):
         pub.publish(f"{base}/wild/{t}", b"w", qos=1).wait_for_publish(5)
     wait_for(hash_, 3)
@@ -206,15 +212,14 @@ def cmd_conformance(args):
     pub.publish(f"{base}/ret", b"kept", qos=1, retain=True).wait_for_publish(5)
     late = collector()
     connect(late, args)
-    late.subscribe(f"{base}/ret", qos=1)
+    subscribe(late, f"{base}/ret", qos=1)
     got = wait_for(late, 1)
     results["retained"] = len(got) == 1 and got[0].retain and got[0].payload == b"kept"
 
     # Will: an abrupt loss publishes the will.
     watcher = collector()
     connect(watcher, args)
-    watcher.subscribe(f"{base}/will", qos=1)
-    time.sleep(0.3)
+    subscribe(watcher, f"{base}/will", qos=1)
     doomed = make_client(args)
     doomed.will_set(f"{base}/will", b"gone", qos=1)
     connect(doomed, args)
@@ -229,8 +234,7 @@ def cmd_conformance(args):
     # 5.0: a fresh session (Clean Start) that outlives the connection (Session Expiry); 3.1.1: clean session 0.
     s1 = collector(client_id=cid, clean=(args.version == 5), expiry=300)
     connect(s1, args)
-    s1.subscribe(f"{base}/sess", qos=1)
-    time.sleep(0.3)
+    subscribe(s1, f"{base}/sess", qos=1)
     s1.disconnect()
     s1.loop_stop()
     time.sleep(0.3)
@@ -255,11 +259,10 @@ def cmd_conformance(args):
 
     responder.on_message = respond
     connect(responder, args)
-    responder.subscribe(f"{base}/req", qos=1)
+    subscribe(responder, f"{base}/req", qos=1)
     requester = collector()
     connect(requester, args)
-    requester.subscribe(f"{base}/resp", qos=1)
-    time.sleep(0.3)
+    subscribe(requester, f"{base}/resp", qos=1)
     if args.version == 5:
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = f"{base}/resp"
@@ -277,8 +280,7 @@ def cmd_conformance(args):
         # Will delay: nothing while the delay runs, the will after it.
         watcher2 = collector()
         connect(watcher2, args)
-        watcher2.subscribe(f"{base}/wd", qos=1)
-        time.sleep(0.3)
+        subscribe(watcher2, f"{base}/wd", qos=1)
         late_will = make_client(args, client_id=f"wd-{uuid.uuid4().hex[:8]}", clean=True, expiry=60)
         wprops = Properties(PacketTypes.WILLMESSAGE)
         wprops.WillDelayInterval = 2
@@ -296,8 +298,7 @@ def cmd_conformance(args):
         cid2 = f"exp-{uuid.uuid4().hex[:8]}"
         e1 = collector(client_id=cid2, clean=True, expiry=300)
         connect(e1, args)
-        e1.subscribe(f"{base}/exp", qos=1)
-        time.sleep(0.3)
+        subscribe(e1, f"{base}/exp", qos=1)
         e1.disconnect()
         e1.loop_stop()
         time.sleep(0.3)
