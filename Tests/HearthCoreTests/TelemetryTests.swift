@@ -5,7 +5,9 @@ import Testing
 @Suite struct TelemetryTests {
     let thermostat = ProductModel.demoModels()[0]
     let lock = ProductModel.demoModels()[1]
-    let serial = try! DeviceSerial("0123456789AB")
+    let serial: DeviceSerial
+
+    init() throws { serial = try DeviceSerial("0123456789AB") }
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 
     func problem(_ payload: String, model: ProductModel? = nil) -> TelemetryProblem? {

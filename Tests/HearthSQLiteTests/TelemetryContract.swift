@@ -12,8 +12,14 @@ public enum TelemetryContract {
     }
 
     static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
-    static let a = try! DeviceSerial("AAAAAAAAAAAA")
-    static let b = try! DeviceSerial("BBBBBBBBBBBB")
+    /// Two devices (random serials: valid by construction, no force-try).
+    static let a = randomSerial()
+    static let b = randomSerial()
+
+    static func randomSerial() -> DeviceSerial {
+        var rng = SystemRandomNumberGenerator()
+        return DeviceSerial.random(using: &rng)
+    }
 
     static func reading(_ serial: DeviceSerial, _ seq: Int64, at offset: TimeInterval = 0) -> TelemetryReading {
         TelemetryReading(serial: serial, sequence: seq, deviceTime: seq % 2 == 0 ? t0 : nil, receivedAt: t0.addingTimeInterval(offset), values: ["temperature": .number(Double(seq)), "label": "x\"y"])
@@ -26,7 +32,7 @@ public enum TelemetryContract {
             let back = try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 10).map(\.reading)
             try require(back == [reading(a, 1, at: 1), reading(a, 2, at: 2)], "A's readings exactly: \(back)")
             try require(try await store.latest(b)?.reading == reading(b, 1, at: 1), "B's latest")
-            try require(try await store.latest(try DeviceSerial("CCCCCCCCCCCC")) == nil, "nothing for an unknown device")
+            try require(try await store.latest(randomSerial()) == nil, "nothing for an unknown device")
         }),
         ("a reading sent again is stored once", { store in
             try await store.append([reading(a, 1)], refusals: [])

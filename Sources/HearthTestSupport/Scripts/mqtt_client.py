@@ -97,7 +97,12 @@ def cmd_publish(args):
         mids.append(info.mid)
         if args.wait_each:
             info.wait_for_publish(10)
-    deadline = time.time() + args.timeout
+    report_acks(c, acks, done, mids, args.timeout)
+
+
+def report_acks(c, acks, done, mids, timeout):
+    """Waits (up to `timeout`) for every publish's acknowledgement, prints each, disconnects."""
+    deadline = time.time() + timeout
     with done:
         while len([m for m in mids if m in acks]) < len(mids) and time.time() < deadline:
             done.wait(0.2)
@@ -110,9 +115,11 @@ def cmd_publish(args):
 def cmd_aliases(args):
     """Topic-alias tricks (MQTT 5.0): map aliases to our own and to another device's topic."""
     c = make_client(args, client_id=args.client_id)
-    acks, _ = track_acks(c)
+    acks, done = track_acks(c)
     rc, _, _ = connect(c, args)
     out({"connack": rc})
+    if rc != 0:
+        return
     steps = [(args.topic, 1), ("", 1), (args.other, 2), ("", 2), (args.other, 1), ("", 1)]
     mids = []
     for i, (topic, alias) in enumerate(steps):
@@ -122,11 +129,7 @@ def cmd_aliases(args):
         info = c.publish(topic, payload, qos=1, properties=props)
         info.wait_for_publish(5)
         mids.append(info.mid)
-    time.sleep(0.3)
-    for i, mid in enumerate(mids):
-        out({"index": i, "rc": acks.get(mid)})
-    c.disconnect()
-    c.loop_stop()
+    report_acks(c, acks, done, mids, args.timeout)
 
 
 def cmd_answer(args):
