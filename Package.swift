@@ -10,6 +10,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "hearth", targets: ["hearth"]),
+        .executable(name: "hearth-device", targets: ["hearth-device"]),
+        .library(name: "HearthDevice", targets: ["HearthDevice"]),
         .library(name: "HearthCore", targets: ["HearthCore"]),
         .library(name: "HearthCrypto", targets: ["HearthCrypto"]),
         .library(name: "HearthMQTT", targets: ["HearthMQTT"]),
@@ -63,6 +65,41 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The device SDK: identity store, MQTT client over mutual TLS, reconnect policy, offline queue.
+        .target(
+            name: "HearthDevice",
+            dependencies: [
+                "HearthCore", "HearthMQTT",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The reference thermostat and lock, on the SDK's public API only.
+        .target(name: "HearthReferenceDevices", dependencies: ["HearthDevice", "HearthCore"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "hearth-device",
+            dependencies: [
+                "HearthReferenceDevices", "HearthDevice", "HearthCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // A deployment made in code for gateway and device tests (CAs, stores, devices, bundles).
+        .target(
+            name: "HearthFixtures",
+            dependencies: [
+                "HearthGateway", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthTestSupport",
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Helpers for tests that run real programs (hearth, curl, mosquitto's clients).
         .target(name: "HearthTestSupport", path: "Sources/HearthTestSupport", resources: [.copy("Scripts")], swiftSettings: swiftSettings),
         // Storage protocols: what the server needs from a database. No I/O.
@@ -97,8 +134,10 @@ let package = Package(
             name: "hearth",
             dependencies: [
                 "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway", "HearthMQTT",
+                "HearthDevice", "HearthReferenceDevices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -109,16 +148,27 @@ let package = Package(
         .testTarget(name: "HearthCoreTests", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthMQTTTests",
-            dependencies: ["HearthMQTT", "HearthTestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["HearthMQTT", "HearthTestSupport", "HearthCore", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthGatewayTests",
             dependencies: [
-                "HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite",
+                "HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthFixtures",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "HearthDeviceTests",
+            dependencies: [
+                "HearthDevice", "HearthReferenceDevices", "HearthGateway", "HearthMQTT", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite",
+                "HearthTestSupport", "HearthFixtures", "hearth-device",
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

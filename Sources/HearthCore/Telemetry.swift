@@ -6,7 +6,8 @@ import Foundation
 /// `devices/SERIAL/telemetry`: `seq` is the device's own counter (it never repeats for one device,
 /// so a redelivered or replayed reading is stored once), `at` the device's clock in milliseconds
 /// since 1970 (optional: cheap devices have no clock), and `values` the fields of the product
-/// model's telemetry schema.
+/// model's telemetry schema. A device that had to drop readings from its full offline queue says
+/// how many in `"dropped": N` on the next reading it sends (Code of Practice guideline 9).
 public struct TelemetryReading: Sendable, Equatable {
     public let serial: DeviceSerial
     public let sequence: Int64
@@ -14,13 +15,16 @@ public struct TelemetryReading: Sendable, Equatable {
     public let receivedAt: Date
     /// The validated `values` object.
     public let values: [String: JSONValue]
+    /// Readings the device dropped from its offline queue since its previous report.
+    public let droppedBefore: Int
 
-    public init(serial: DeviceSerial, sequence: Int64, deviceTime: Date?, receivedAt: Date, values: [String: JSONValue]) {
+    public init(serial: DeviceSerial, sequence: Int64, deviceTime: Date?, receivedAt: Date, values: [String: JSONValue], droppedBefore: Int = 0) {
         self.serial = serial
         self.sequence = sequence
         self.deviceTime = deviceTime
         self.receivedAt = receivedAt
         self.values = values
+        self.droppedBefore = droppedBefore
     }
 }
 
@@ -66,17 +70,18 @@ public struct TelemetryValidator: Sendable {
             throw TelemetryProblem(.oversize, "the payload is \(payload.count) bytes; at most \(maximumPayloadBytes)")
         }
         guard let json = try? JSONValue.parse(payload), case .object(let envelope) = json else {
-            throw TelemetryProblem(.malformed, "expected a UTF-8 JSON object {\"seq\", \"at\"?, \"values\"}")
+            throw TelemetryProblem(.malformed, "expected a UTF-8 JSON object {\"seq\", \"at\"?, \"dropped\"?, \"values\"}")
         }
-        if let unknown = envelope.keys.sorted().first(where: { !["seq", "at", "values"].contains($0) }) {
+        if let unknown = envelope.keys.sorted().first(where: { !["seq", "at", "dropped", "values"].contains($0) }) {
             throw TelemetryProblem(.unknownField, field: unknown, "'\(unknown)' is not part of a reading")
         }
         let sequence = try Self.whole(envelope["seq"], field: "seq", required: true)!
         let at = try Self.whole(envelope["at"], field: "at", required: false)
+        let dropped = try Self.whole(envelope["dropped"], field: "dropped", required: false) ?? 0
         guard let valuesJSON = envelope["values"] else { throw TelemetryProblem(.missingField, field: "values", "'values' is required") }
         guard case .object(let values) = valuesJSON else { throw TelemetryProblem(.wrongType, field: "values", "'values' must be an object") }
         try check(values)
-        return TelemetryReading(serial: serial, sequence: Int64(sequence), deviceTime: at.map { Date(timeIntervalSince1970: $0 / 1000) }, receivedAt: receivedAt, values: values)
+        return TelemetryReading(serial: serial, sequence: Int64(sequence), deviceTime: at.map { Date(timeIntervalSince1970: $0 / 1000) }, receivedAt: receivedAt, values: values, droppedBefore: Int(dropped))
     }
 
     /// Checks a `values` object: every declared field of the right type and range, required ones

@@ -95,4 +95,17 @@ extension ReasonCode {
         default: rawValue <= 5 ? rawValue : 3
         }
     }
+
+    /// The 5.0 reason code a client reads into a 3.1.1 CONNACK return code (1…5).
+    public init(connectReturnCode311 code: UInt8) {
+        switch code {
+        case 0: self = .success
+        case 1: self = .unsupportedProtocolVersion
+        case 2: self = .clientIdentifierNotValid
+        case 3: self = .serverUnavailable
+        case 4: self = .badUserNameOrPassword
+        case 5: self = .notAuthorized
+        default: self = .unspecifiedError
+        }
+    }
 }

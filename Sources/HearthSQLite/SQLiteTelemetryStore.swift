@@ -37,21 +37,24 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("2026-11-28 offline drops") { db in
+            try db.execute(sql: "ALTER TABLE readings ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0")
+        }
         return m
     }
 
     public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
         let rows = readings.map { r in
-            (r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), JSONValue.object(r.values).text)
+            (r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), JSONValue.object(r.values).text, r.droppedBefore)
         }
         let counted = refusals.map { ($0.serial.rawValue, $0.kind.rawValue, millis($0.at)) }
         return try await pool.write { db in
             var added = 0
             if !rows.isEmpty {
-                let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO readings (serial, seq, received_at, device_at, vals) VALUES (?, ?, ?, ?, ?)")
+                let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO readings (serial, seq, received_at, device_at, vals, dropped) VALUES (?, ?, ?, ?, ?, ?)")
                 for row in rows {
-                    try insert.execute(arguments: [row.0, row.1, row.2, row.3, row.4])
+                    try insert.execute(arguments: [row.0, row.1, row.2, row.3, row.4, row.5])
                     added += db.changesCount
                 }
             }
@@ -94,6 +97,10 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         }
     }
 
+    public func droppedTotal(_ serial: DeviceSerial) async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(dropped), 0) FROM readings WHERE serial = ?", arguments: [serial.rawValue]) ?? 0 }
+    }
+
     public func readingCount() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM readings") ?? 0 }
     }
@@ -106,7 +113,8 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             position: row["position"],
             reading: TelemetryReading(
                 serial: try DeviceSerial(row["serial"] as String), sequence: row["seq"],
-                deviceTime: (row["device_at"] as Int64?).map(date), receivedAt: date(row["received_at"]), values: values
+                deviceTime: (row["device_at"] as Int64?).map(date), receivedAt: date(row["received_at"]), values: values,
+                droppedBefore: row["dropped"]
             )
         )
     }

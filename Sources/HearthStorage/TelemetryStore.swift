@@ -55,5 +55,7 @@ public protocol TelemetryStore: Sendable {
     /// Readings received in `from ..< to`, oldest first, after the `after` cursor, at most `limit`.
     func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws -> [TelemetryRecord]
     func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount]
+    /// The readings a device said it dropped from its offline queue, summed over what it sent.
+    func droppedTotal(_ serial: DeviceSerial) async throws -> Int
     func readingCount() async throws -> Int
 }

@@ -107,19 +107,6 @@ public func requiredPython(module: String, package: String) throws -> String? {
 /// `Scripts/mqtt_client.py`: paho-mqtt driven by the tests (publish, answer commands, conformance).
 public var pahoScript: String { Bundle.module.url(forResource: "Scripts/mqtt_client", withExtension: "py")!.path }
 
-/// A small deterministic random generator, so a fuzz failure can be replayed from its seed.
-public struct SplitMix64: RandomNumberGenerator {
-    public var state: UInt64
-    public init(state: UInt64) { self.state = state }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 extension ChildProcess {
     /// For `mosquitto_sub -d …`: waits until the broker acknowledged the subscription, so a test
     /// never relies on a fixed sleep (machines under load are slow).

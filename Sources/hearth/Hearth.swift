@@ -43,21 +43,10 @@ struct DataOptions: ParsableArguments {
     }
 }
 
-/// `HOST:PORT`, `[v6]:PORT`.
-struct ListenAddress: ExpressibleByArgument, CustomStringConvertible {
-    let host: String
-    let port: Int
+typealias ListenAddress = HostPort
 
-    init?(argument: String) {
-        guard let colon = argument.lastIndex(of: ":"), let port = Int(argument[argument.index(after: colon)...]), (0...65535).contains(port) else { return nil }
-        var host = String(argument[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        self.host = host
-        self.port = port
-    }
-
-    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+extension HostPort: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
 }
 
 func printErr(_ text: String) {
@@ -134,7 +123,11 @@ struct GatewayOptions: ParsableArguments {
 }
 
 /// Starts the HTTPS server and the MQTT gateway on `folder` and runs until SIGINT/SIGTERM.
-func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions, banner: @escaping @Sendable (String) async -> Void) async throws {
+/// `ready` learns the bound addresses; `companions` run beside the server and stop first.
+func runServer(
+    folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions, ready: ServerReady? = nil, companions: [any Service] = [],
+    banner: @escaping @Sendable (String) async -> Void
+) async throws {
     var logger = Logger(label: "hearth")
     logger.logLevel = .info
     let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
@@ -148,6 +141,7 @@ func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, ga
         gateway = try MQTTGateway(configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry, brokerState: brokerState, logger: logger) { kind, address in
             switch kind {
             case .devices:
+                ready?.mqtt(address?.port ?? options.mqttListen.port)
                 print("MQTT device listener (mutual TLS, device CA \(folder.deviceCAPath)): mqtts://\(options.mqttListen.host):\(address?.port ?? options.mqttListen.port)")
             case .development:
                 print("MQTT development listener (plaintext, anonymous, loopback only): mqtt://\(options.devListener?.host ?? "127.0.0.1"):\(address?.port ?? 0)")
@@ -175,79 +169,17 @@ func runServer(folder: DataFolder, store: SQLiteStore, listen: ListenAddress, ga
             printErr("hearth: could not issue the set-up link: \(error)")
         }
         await banner(base)
+        ready?.https(port)
         fflush(nil)
     }
     let sweeper = SessionSweeper(store: store, logger: logger)
-    let group = ServiceGroup(services: [app, sweeper, gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    let group = ServiceGroup(services: [app, sweeper, gateway] + companions, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     do {
         try await group.run()
     } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL {
         throw HearthError(.invalidInput, field: "listen", "cannot listen on \(listen) or \(options.mqttListen): \(String(cString: strerror(error.errnoCode)))")
     }
     print("Hearth stopped.")
-}
-
-struct Demo: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Run the server on a fresh data folder with demo products and devices.",
-        discussion: "Creates the demo product models (a thermostat and a lock), provisions a few units of each, prints their labels, then serves until Ctrl-C."
-    )
-
-    @Option(help: "Address to listen on, HOST:PORT.")
-    var listen: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
-
-    @Option(help: "Units to provision per demo model.")
-    var devices: Int = 3
-
-    @OptionGroup var gateway: GatewayOptions
-
-    @Option(help: "Data folder; default: a new temporary folder.")
-    var data: String?
-
-    func run() async throws {
-        try await reportingErrors {
-            guard (1...100).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 100") }
-            let path = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("hearth-demo-\(UUID().uuidString.prefix(8))").path
-            print("Hearth demo: data folder \(path)")
-            var options = try DataOptions.parse([])
-            options.data = path
-            let (folder, store) = try options.open()
-            let base = "https://\(listen)"
-            let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: base)
-            let bundles = folder.url.appendingPathComponent("bundles")
-            var labels: [String] = []
-            for model in ProductModel.demoModels() {
-                if try await store.model(model.id) == nil {
-                    try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "demo", subject: model.id.rawValue, at: Date()))
-                }
-                print("Provisioning \(devices) × \(model.name)…")
-                let units = try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles)
-                labels += units.map(\.label.text)
-            }
-            print("\nDevice labels (bundles in \(bundles.path)):\n")
-            labels.forEach { print($0) }
-            let thermostat = try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted().first {
-                (try? String(contentsOf: bundles.appendingPathComponent("\($0)/bundle.json"), encoding: .utf8))?.contains("thermostat") == true
-            }
-            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway) { base in
-                let b = bundles.appendingPathComponent(thermostat ?? "SERIAL").path
-                print("""
-
-                    What to try next:
-                      1. Open the set-up link above to create the operator account.
-                      2. Create an owner account at \(base)/signup, then set up a device at \(base)/claim
-                         with a serial and setup code from a label above.
-                      3. The API: curl --cacert \(folder.rootCAPath) \(base)/api/v1/openapi.json
-                      4. Be thermostat \(thermostat ?? "SERIAL") and send a reading over mutual TLS (MQTT port above):
-                         mosquitto_pub -h 127.0.0.1 -p PORT --cafile \(b)/server-root-ca.pem --cert \(b)/device.pem \\
-                           --key \(b)/device.key.pem -V mqttv5 -q 1 -t devices/\(thermostat ?? "SERIAL")/telemetry \\
-                           -m '{"seq":1,"values":{"temperature":21.5,"humidity":40,"heating":false,"target":21}}'
-                         then, once claimed: GET \(base)/api/v1/devices/\(thermostat ?? "SERIAL")/telemetry/latest
-                    Press Ctrl-C to stop.
-                    """)
-            }
-        }
-    }
 }
 
 struct ModelCommand: AsyncParsableCommand {
@@ -374,6 +306,7 @@ struct DeviceCommand: AsyncParsableCommand {
                 let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
                 if let latest = try await telemetry.latest(serial) { print("latest\t\(JSONValue.object(latest.reading.values).text) at \(latest.reading.receivedAt)") }
                 for refusal in try await telemetry.refusals(serial) { print("refused\t\(refusal.kind.rawValue)\t\(refusal.count)\tlast \(refusal.lastAt)") }
+                print("dropped\t\(try await telemetry.droppedTotal(serial)) readings dropped by the device while offline (its queue was full)")
             }
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import HearthFixtures
 import HearthGateway
 import HearthTestSupport
 import Logging

@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import HearthCrypto
+import HearthFixtures
 import HearthGateway
 import HearthSQLite
 import HearthStorage

@@ -1,5 +1,7 @@
 import Foundation
+import HearthFixtures
 import HearthGateway
+import HearthCore
 import HearthMQTT
 import HearthTestSupport
 import NIOCore

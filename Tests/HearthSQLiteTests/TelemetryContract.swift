@@ -55,6 +55,14 @@ public enum TelemetryContract {
             try require(counts == [RefusalCount(kind: .malformed, count: 1, lastAt: t0), RefusalCount(kind: .outOfRange, count: 2, lastAt: t0.addingTimeInterval(5))], "\(counts)")
             try require(try await store.readingCount() == 0, "a refusal stores no reading")
         }),
+        ("offline drops a device reports are kept with the reading and summed", { store in
+            let carrier = TelemetryReading(serial: a, sequence: 7, deviceTime: t0, receivedAt: t0, values: ["temperature": 20], droppedBefore: 5)
+            try await store.append([reading(a, 6), carrier, reading(b, 1)], refusals: [])
+            try await store.append([TelemetryReading(serial: a, sequence: 9, deviceTime: nil, receivedAt: t0, values: [:], droppedBefore: 2)], refusals: [])
+            try require(try await store.latest(a)?.reading.droppedBefore == 2, "the count comes back with its reading")
+            try require(try await store.droppedTotal(a) == 7, "5 + 2 for A: \(try await store.droppedTotal(a))")
+            try require(try await store.droppedTotal(b) == 0, "none for B")
+        }),
     ]
 
     public typealias BrokerCase = (description: String, run: @Sendable (any BrokerStateStore) async throws -> Void)

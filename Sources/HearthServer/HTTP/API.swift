@@ -232,7 +232,7 @@ struct API {
             "position": .number(Double(record.position)), "seq": .number(Double(r.sequence)),
             "receivedAt": .string(r.receivedAt.formatted(timestamp)),
             "deviceTime": r.deviceTime.map { .string($0.formatted(timestamp)) } ?? .null,
-            "values": .object(r.values),
+            "values": .object(r.values), "droppedBefore": .number(Double(r.droppedBefore)),
         ]
     }
 

@@ -13,24 +13,24 @@ import X509
 /// A deployment made in code for one test: CAs, a server certificate, a SQLite store with the demo
 /// models and some provisioned devices, and PEM files for third-party clients. Nothing is shared
 /// between tests.
-final class DeviceFixture: Sendable {
-    struct Device: Sendable {
-        let serial: DeviceSerial
-        let model: ProductModel
-        let certPath: String
-        let keyPath: String
+public final class DeviceFixture: Sendable {
+    public struct Device: Sendable {
+        public let serial: DeviceSerial
+        public let model: ProductModel
+        public let certPath: String
+        public let keyPath: String
     }
 
-    let folder: URL
-    let store: SQLiteStore
-    let telemetry: SQLiteTelemetryStore
-    let credentials: DeviceTLSCredentials
-    let rootCAPath: String
-    let deviceCA: CertificateAuthority
-    let thermostats: [Device]
-    let locks: [Device]
+    public let folder: URL
+    public let store: SQLiteStore
+    public let telemetry: SQLiteTelemetryStore
+    public let credentials: DeviceTLSCredentials
+    public let rootCAPath: String
+    public let deviceCA: CertificateAuthority
+    public let thermostats: [Device]
+    public let locks: [Device]
 
-    init(devices: Int = 2) async throws {
+    public init(devices: Int = 2) async throws {
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-gw-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         store = try SQLiteStore(path: folder.appendingPathComponent("hearth.sqlite").path, sealer: TestSealer())
@@ -58,7 +58,7 @@ final class DeviceFixture: Sendable {
     }
 
     /// A key and certificate for `serial` from `ca`, written as PEM files (not registered).
-    static func makeDevice(model: ProductModel, ca: CertificateAuthority, in folder: URL, serial: DeviceSerial? = nil) throws -> (Device, DeviceRecord) {
+    public static func makeDevice(model: ProductModel, ca: CertificateAuthority, in folder: URL, serial: DeviceSerial? = nil) throws -> (Device, DeviceRecord) {
         var rng = SystemRandomNumberGenerator()
         let serial = serial ?? DeviceSerial.random(using: &rng)
         let key = P256.Signing.PrivateKey()
@@ -72,7 +72,7 @@ final class DeviceFixture: Sendable {
     }
 
     /// Runs a gateway with a device listener (and a development listener) on free ports.
-    func withGateway(
+    public func withGateway(
         brokerState: (any BrokerStateStore)? = nil,
         _ configure: (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (_ gateway: MQTTGateway, _ devicePort: Int, _ devPort: Int) async throws -> Void
@@ -97,33 +97,53 @@ final class DeviceFixture: Sendable {
     }
 
     /// mosquitto_pub/sub arguments that authenticate as `device` over mutual TLS.
-    func tlsArguments(_ device: Device, port: Int) -> [String] {
+    public func tlsArguments(_ device: Device, port: Int) -> [String] {
         ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key", device.keyPath]
     }
 
     /// paho arguments for the same.
-    func pahoArguments(_ device: Device, port: Int) -> [String] {
+    public func pahoArguments(_ device: Device, port: Int) -> [String] {
         ["--host", "127.0.0.1", "--port", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key", device.keyPath]
     }
 
-    static var script: String { pahoScript }
+    public static var script: String { pahoScript }
+
+    /// A device folder as `hearth factory provision` writes it (bundle.json, device.pem with the
+    /// device CA, the plaintext factory key, the server's root CA), in a fresh 0700 folder.
+    public func bundle(for device: Device) throws -> URL {
+        let dir = folder.appendingPathComponent("bundle-\(device.serial)-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let json: JSONValue = ["serial": .string(device.serial.rawValue), "model": .string(device.model.id.rawValue), "setupCode": "0000000000", "server": "https://127.0.0.1:8443"]
+        try Self.writePrivate(Array(json.text.utf8), dir.appendingPathComponent("bundle.json"))
+        try Self.writePrivate(Array((try String(contentsOfFile: device.certPath, encoding: .utf8) + "\n" + deviceCA.certificate.pem()).utf8), dir.appendingPathComponent("device.pem"))
+        try Self.writePrivate(Array(try String(contentsOfFile: device.keyPath, encoding: .utf8).utf8), dir.appendingPathComponent("device.key.pem"))
+        try FileManager.default.copyItem(atPath: rootCAPath, toPath: dir.appendingPathComponent("server-root-ca.pem").path)
+        return dir
+    }
+
+    static func writePrivate(_ bytes: [UInt8], _ url: URL) throws {
+        guard FileManager.default.createFile(atPath: url.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
+            throw HearthError(.internal, "cannot write \(url.path)")
+        }
+    }
 
     deinit { try? FileManager.default.removeItem(at: folder) }
 }
 
 /// An audit sealer for tests (HMAC with a fixed per-process key).
-struct TestSealer: AuditSealer {
+public struct TestSealer: AuditSealer {
     let key = SymmetricKey(size: .bits256)
-    func mac(_ data: Data) -> String { Data(HMAC<SHA256>.authenticationCode(for: data, using: key)).map { String(format: "%02x", $0) }.joined() }
+    public init() {}
+    public func mac(_ data: Data) -> String { Data(HMAC<SHA256>.authenticationCode(for: data, using: key)).map { String(format: "%02x", $0) }.joined() }
 }
 
 /// A telemetry payload as a device sends it.
-func reading(_ seq: Int, _ values: [String: JSONValue]) -> String {
+public func reading(_ seq: Int, _ values: [String: JSONValue]) -> String {
     JSONValue.object(["seq": .number(Double(seq)), "values": .object(values)]).text
 }
 
 /// The JSON lines a script printed.
-func jsonLines(_ output: String) -> [[String: JSONValue]] {
+public func jsonLines(_ output: String) -> [[String: JSONValue]] {
     output.split(separator: "\n").compactMap { line in
         guard let value = try? JSONValue.parse(Array(line.utf8)), case .object(let o) = value else { return nil }
         return o

@@ -1,0 +1,443 @@
+import Foundation
+import HearthCore
+import HearthMQTT
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+
+/// Where and how a device connects.
+public struct DeviceConfiguration: Sendable {
+    public var serial: DeviceSerial
+    /// The device's own product model: its telemetry is checked against it before it is queued,
+    /// and every command against it before anything is done.
+    public var model: ProductModel
+    public var host: String
+    public var port: Int
+    /// The name the server's certificate must carry; nil checks the IP address `host`.
+    public var serverHostname: String?
+    /// Seconds; the server's Server Keep Alive (5.0) overrides it.
+    public var keepAlive: UInt16 = 60
+    /// How long the server keeps the session (subscriptions, queued commands) after a disconnect.
+    public var sessionExpiry: UInt32 = 86_400
+    public var reconnect = ReconnectPolicy()
+    public var queue = QueuePolicy()
+    /// 5.0 by default; falls back to 3.1.1 by itself when the server refuses 5.0.
+    public var version: MQTTVersion = .v5
+    public var connectTimeout: TimeInterval = 15
+    /// Seeds the reconnect jitter; random unless a test or simulation fixes it.
+    public var seed: UInt64 = UInt64.random(in: .min ... .max)
+
+    public init(serial: DeviceSerial, model: ProductModel, host: String, port: Int, serverHostname: String? = nil) {
+        self.serial = serial
+        self.model = model
+        self.host = host
+        self.port = port
+        self.serverHostname = serverHostname
+    }
+}
+
+/// A command for the device, already checked against its model.
+public struct DeviceCommand: Sendable, Equatable {
+    public let id: String
+    public let name: String
+    public let parameters: [String: JSONValue]
+}
+
+/// The device's answer to a command.
+public struct CommandReply: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case ok, refused, failed
+    }
+
+    public let status: Status
+    public let detail: String?
+
+    public static let ok = CommandReply(status: .ok, detail: nil)
+    public static func refused(_ why: String) -> CommandReply { CommandReply(status: .refused, detail: why) }
+    public static func failed(_ why: String) -> CommandReply { CommandReply(status: .failed, detail: why) }
+
+    public init(status: Status, detail: String?) {
+        self.status = status
+        self.detail = detail.map { String($0.prefix(256)) }
+    }
+}
+
+/// What the agent did, for the device's log and for simulations.
+public enum DeviceEvent: Sendable, Equatable {
+    case waiting(seconds: TimeInterval)
+    case connected(version: MQTTVersion, sessionPresent: Bool)
+    case connectFailed(String)
+    case disconnected(String)
+    case delivered(sequence: Int64)
+    /// The server refused a reading for good (0x99: it does not match the model).
+    case refusedByServer(sequence: Int64, reason: String)
+    case command(name: String, status: CommandReply.Status, detail: String?)
+}
+
+/// The device side of Hearth: keeps a connection to the gateway over mutual TLS, delivers queued
+/// readings at least once and in order, and answers commands. The device's own work (its control
+/// loop) never waits for it: ``report(_:)`` only writes to the persistent offline queue
+/// (Code of Practice guideline 9: the device keeps working without the network).
+public actor DeviceAgent: Service {
+    public let configuration: DeviceConfiguration
+    let tls: NIOSSLContext
+    let queue: OfflineQueue
+    let clock: any TimeSource
+    let onCommand: @Sendable (DeviceCommand) async -> CommandReply
+    let onEvent: @Sendable (DeviceEvent) -> Void
+    let validator: TelemetryValidator
+
+    var version: MQTTVersion
+    var connection: MQTTClientConnection?
+    /// Telemetry in flight: packet id → sequence, and the drop count a reading carries.
+    var inflight: [UInt16: Int64] = [:]
+    var carried: [Int64: Int] = [:]
+    var lastSent: Int64 = 0
+    var window = 16
+    var nextPacketID: UInt16 = 1
+    var pausedUntil: Date?
+    var pingOutstanding = false
+    var wake: AsyncStream<Void>.Continuation?
+    /// Answers to recent commands, so a redelivered command is answered again, not run twice.
+    var answered: [(id: String, reply: CommandReply)] = []
+    public private(set) var isConnected = false
+    /// Connected and subscribed to its command topic (the SUBACK arrived).
+    public private(set) var acceptsCommands = false
+    public private(set) var connections = 0
+
+    /// - Parameters:
+    ///   - keyStore: the device identity; read once, at start.
+    ///   - trustRootsPEM: the deployment root CA the server's certificate must chain to.
+    ///   - queuePath: the offline queue's log file.
+    public init(
+        configuration: DeviceConfiguration, keyStore: any SecureKeyStore, trustRootsPEM: String, queuePath: String,
+        clock: any TimeSource = SystemTimeSource(),
+        onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in },
+        onCommand: @escaping @Sendable (DeviceCommand) async -> CommandReply
+    ) throws {
+        self.configuration = configuration
+        let identity = try keyStore.identity()
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)))
+        tls.certificateChain = identity.certificateChain.map { .certificate($0) }
+        tls.privateKey = .privateKey(identity.privateKey)
+        self.tls = try NIOSSLContext(configuration: tls)
+        queue = try OfflineQueue(path: queuePath, policy: configuration.queue)
+        self.clock = clock
+        self.onEvent = onEvent
+        self.onCommand = onCommand
+        validator = TelemetryValidator(model: configuration.model)
+        version = configuration.version
+    }
+
+    // MARK: The device's side
+
+    /// Queues a reading for delivery, durably, after checking it against the model (a device
+    /// validates what it sends, too). Returns at once; delivery happens when connected.
+    @discardableResult
+    public func report(_ values: [String: JSONValue]) throws -> QueuedReading {
+        do { try validator.check(values) } catch { throw DeviceError("reading refused on the device: \(error.message)") }
+        let reading = try queue.append(values: values, at: clock.now())
+        wake?.yield()
+        return reading
+    }
+
+    /// Readings waiting for the server's acknowledgement.
+    public var queued: [QueuedReading] { Array(queue.readings) }
+    /// Drops at the queue's bound not yet reported to the server.
+    public var unreportedDrops: Int { queue.unreportedDrops }
+
+    // MARK: Connection loop
+
+    /// Connects, keeps connected and reconnects (``ReconnectMachine``) until cancelled or a
+    /// graceful shutdown, then disconnects cleanly.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await self.loop()
+        }
+    }
+
+    func loop() async {
+        var machine = ReconnectMachine(policy: configuration.reconnect, seed: configuration.seed)
+        var action = machine.start(now: clock.now())
+        while !Task.isCancelled {
+            switch action {
+            case .wait(let until):
+                let seconds = until.timeIntervalSince(clock.now())
+                if seconds > 0 {
+                    onEvent(.waiting(seconds: seconds))
+                    try? await Task.sleep(for: .seconds(seconds))
+                }
+                action = machine.timerFired(now: max(until, clock.now()))
+            case .connect:
+                switch await session() {
+                case .failed(let hint):
+                    action = machine.failed(now: clock.now(), hint: hint)
+                case .ended(let since, let hint):
+                    machine.connected(now: since)
+                    action = machine.disconnected(now: clock.now(), hint: hint)
+                }
+            case .none:
+                action = .wait(until: clock.now().addingTimeInterval(1))
+            }
+        }
+    }
+
+    enum SessionOutcome {
+        case failed(ServerHint)
+        case ended(connectedAt: Date, ServerHint)
+    }
+
+    /// One connection, from CONNECT until it ends.
+    func session() async -> SessionOutcome {
+        let conn: MQTTClientConnection
+        do {
+            conn = try await MQTTClientConnection.open(
+                host: configuration.host, port: configuration.port, tls: tls, serverHostname: configuration.serverHostname,
+                version: version, timeout: .milliseconds(Int64(configuration.connectTimeout * 1000))
+            )
+        } catch {
+            onEvent(.connectFailed("\(error)"))
+            return .failed(ServerHint())
+        }
+        let v5 = version == .v5
+        conn.send(.connect(Connect(
+            version: version, clientID: configuration.serial.rawValue, cleanStart: false, keepAlive: configuration.keepAlive,
+            properties: v5 ? [.sessionExpiryInterval(configuration.sessionExpiry), .receiveMaximum(32)] : []
+        )))
+        let timeout = conn.channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.connectTimeout * 1000))) { conn.close() }
+        var packets = conn.packets.makeAsyncIterator()
+        let first: MQTTPacket?
+        do {
+            first = try await packets.next(isolation: self)
+        } catch is UnsupportedVersion {
+            timeout.cancel()
+            onEvent(.connectFailed("the server does not speak MQTT 5.0; falling back to 3.1.1"))
+            version = .v3_1_1
+            return await session()
+        } catch {
+            timeout.cancel()
+            onEvent(.connectFailed("\(error)"))
+            return .failed(ServerHint())
+        }
+        timeout.cancel()
+        guard case .connack(let ack) = first else {
+            conn.close()
+            onEvent(.connectFailed("no CONNACK"))
+            return .failed(ServerHint())
+        }
+        let reason = v5 ? ack.reason : ReasonCode(connectReturnCode311: ack.reason.rawValue)
+        guard reason == .success else {
+            conn.close()
+            if reason == .unsupportedProtocolVersion, v5 {
+                version = .v3_1_1
+                return await session()
+            }
+            let hint = ServerHint(reason: reason, properties: ack.properties)
+            onEvent(.connectFailed("refused: \(reason)\(hint.retryAfter.map { ", retry after \(Int($0)) s" } ?? "")"))
+            return .failed(hint)
+        }
+        let connectedAt = clock.now()
+        begin(conn, ack)
+        let (wakeups, wakeup) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        wake = wakeup
+        wakeup.yield()
+        let keepAlive = v5 ? ack.properties.serverKeepAlive ?? configuration.keepAlive : configuration.keepAlive
+        var hint = ServerHint()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.drain(wakeups, conn) }
+            if keepAlive > 0 { group.addTask { await self.ping(conn, every: Double(keepAlive) * 0.75) } }
+            do {
+                while let packet = try await packets.next(isolation: self) {
+                    if let ended = await handle(packet, conn) { hint = ended }
+                }
+                onEvent(.disconnected(hint.reason.map { "the server ended the connection: \($0)" } ?? "the connection closed"))
+            } catch {
+                onEvent(.disconnected("\(error)"))
+            }
+            group.cancelAll()
+        }
+        if Task.isCancelled { conn.send(.disconnect(ReasonPacket())) }
+        conn.close()
+        wake?.finish()
+        wake = nil
+        connection = nil
+        isConnected = false
+        acceptsCommands = false
+        return .ended(connectedAt: connectedAt, hint)
+    }
+
+    /// After CONNACK: subscribe to commands, and resume or restart what was in flight.
+    func begin(_ conn: MQTTClientConnection, _ ack: ConnAck) {
+        connection = conn
+        isConnected = true
+        connections += 1
+        pausedUntil = nil
+        pingOutstanding = false
+        window = max(1, min(32, Int(ack.properties.receiveMaximum ?? 32)))
+        let waiting = Set(queue.readings.map(\.sequence))
+        carried = carried.filter { waiting.contains($0.key) }
+        inflight = inflight.filter { waiting.contains($0.value) }
+        let commands = "\(AccessPolicyTopics.devicePrefix(configuration.serial))/commands/+"
+        conn.send(.subscribe(Subscribe(packetID: allocatePacketID(), requests: [Subscribe.Request(filter: commands, qos: .atLeastOnce)])))
+        onEvent(.connected(version: conn.version, sessionPresent: ack.sessionPresent))
+        if ack.sessionPresent {
+            // MQTT 4.4: a resumed session resends unacknowledged PUBLISHes with their packet ids.
+            for (id, sequence) in inflight.sorted(by: { $0.value < $1.value }) {
+                if let reading = queue.readings.first(where: { $0.sequence == sequence }) { conn.send(.publish(telemetry(reading, id: id, dup: true))) }
+            }
+            lastSent = inflight.values.max() ?? 0
+        } else {
+            inflight.removeAll()
+            lastSent = 0
+        }
+    }
+
+    /// Sends queued readings, oldest first, at most `window` unacknowledged, paced at the queue
+    /// policy's drain rate.
+    nonisolated func drain(_ wakeups: AsyncStream<Void>, _ conn: MQTTClientConnection) async {
+        let pace = 1 / configuration.queue.drainRate
+        for await _ in wakeups {
+            while !Task.isCancelled {
+                let next = await sendNext(conn)
+                if next < 0 { break }
+                try? await Task.sleep(for: .seconds(max(pace, next)))
+            }
+        }
+    }
+
+    /// Sends the next reading if the window allows: returns 0 if it sent one, a pause in seconds
+    /// if the server asked for one, or -1 if there is nothing to do until the next wake-up.
+    func sendNext(_ conn: MQTTClientConnection) -> TimeInterval {
+        guard connection?.channel === conn.channel else { return -1 }
+        if let until = pausedUntil {
+            let rest = until.timeIntervalSince(clock.now())
+            if rest > 0 { return rest }
+            pausedUntil = nil
+        }
+        let readings = queue.readings
+        guard inflight.count < window, let next = readings.firstIndex(where: { $0.sequence > lastSent }) else { return -1 }
+        let reading = readings[next]
+        if carried[reading.sequence] == nil, carried.isEmpty, queue.unreportedDrops > 0 { carried[reading.sequence] = queue.unreportedDrops }
+        let id = allocatePacketID()
+        inflight[id] = reading.sequence
+        lastSent = reading.sequence
+        conn.send(.publish(telemetry(reading, id: id, dup: false)))
+        return 0
+    }
+
+    func telemetry(_ reading: QueuedReading, id: UInt16, dup: Bool) -> Publish {
+        Publish(
+            topic: "\(AccessPolicyTopics.devicePrefix(configuration.serial))/telemetry", payload: reading.envelope(dropped: carried[reading.sequence] ?? 0),
+            qos: .atLeastOnce, dup: dup, packetID: id
+        )
+    }
+
+    nonisolated func ping(_ conn: MQTTClientConnection, every seconds: Double) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(seconds))
+            guard !Task.isCancelled else { return }
+            await pingOnce(conn)
+        }
+    }
+
+    func pingOnce(_ conn: MQTTClientConnection) {
+        if pingOutstanding {
+            // No PINGRESP within the keep-alive: the link is dead even if TCP has not noticed.
+            onEvent(.disconnected("no answer to the keep-alive ping"))
+            conn.close()
+            return
+        }
+        pingOutstanding = true
+        conn.send(.pingreq)
+    }
+
+    /// One packet from the server; returns the server's hint if it ended the connection.
+    func handle(_ packet: MQTTPacket, _ conn: MQTTClientConnection) async -> ServerHint? {
+        switch packet {
+        case .puback(let ack):
+            guard let sequence = inflight.removeValue(forKey: ack.packetID) else { return nil }
+            if !ack.reason.isError || ack.reason == .payloadFormatInvalid {
+                do {
+                    try queue.acknowledge(sequence, reportedDrops: carried.removeValue(forKey: sequence) ?? 0)
+                } catch {
+                    onEvent(.disconnected("\(error)"))
+                }
+                onEvent(ack.reason.isError ? .refusedByServer(sequence: sequence, reason: "\(ack.reason) \(ack.properties.reasonString ?? "")") : .delivered(sequence: sequence))
+            } else {
+                // Quota or a passing failure: send it again after a pause, in order.
+                lastSent = min(lastSent, sequence - 1)
+                pausedUntil = clock.now().addingTimeInterval(1)
+            }
+            wake?.yield()
+        case .publish(let publish):
+            await command(publish, conn)
+        case .pingresp:
+            pingOutstanding = false
+        case .disconnect(let d):
+            return ServerHint(reason: d.reason, properties: d.properties)
+        case .suback(let ack):
+            acceptsCommands = !ack.reasons.contains(where: \.isError)
+            if !acceptsCommands { onEvent(.disconnected("the server refused the command subscription")) }
+        default:
+            break
+        }
+        return nil
+    }
+
+    /// A command: checked against the model, answered on its result topic, then acknowledged.
+    func command(_ publish: Publish, _ conn: MQTTClientConnection) async {
+        defer { if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) } }
+        let prefix = "\(AccessPolicyTopics.devicePrefix(configuration.serial))/commands/"
+        guard publish.topic.hasPrefix(prefix) else { return }
+        let name = String(publish.topic.dropFirst(prefix.count))
+        guard case .object(let body)? = try? JSONValue.parse(publish.payload), case .string(let id)? = body["id"], !id.isEmpty, id.utf8.count <= 64 else {
+            onEvent(.command(name: String(name.prefix(64)), status: .refused, detail: "not a command envelope"))
+            return
+        }
+        let reply: CommandReply
+        if let earlier = answered.first(where: { $0.id == id }) {
+            reply = earlier.reply
+        } else {
+            var parameters: [String: JSONValue] = [:]
+            switch body["parameters"] {
+            case .object(let p)?: parameters = p
+            case nil, .null?: break
+            default:
+                return answer(.refused("parameters must be an object"), id: id, name: name, publish, conn)
+            }
+            do {
+                _ = try CommandMessage.validate(name, parameters: parameters, model: configuration.model)
+                reply = await onCommand(DeviceCommand(id: id, name: name, parameters: parameters))
+            } catch {
+                reply = .refused(error.message)
+            }
+            answered.append((id, reply))
+            if answered.count > 32 { answered.removeFirst() }
+        }
+        answer(reply, id: id, name: name, publish, conn)
+    }
+
+    func answer(_ reply: CommandReply, id: String, name: String, _ publish: Publish, _ conn: MQTTClientConnection) {
+        var result: [String: JSONValue] = ["id": .string(id), "status": .string(reply.status.rawValue)]
+        if let detail = reply.detail { result["detail"] = .string(detail) }
+        let topic = publish.topic + "/result"
+        var properties: Properties = []
+        if let correlation = publish.properties.correlationData { properties.all.append(.correlationData(correlation)) }
+        conn.send(.publish(Publish(topic: topic, payload: Array(JSONValue.object(result).text.utf8), qos: .atLeastOnce, packetID: allocatePacketID(), properties: version == .v5 ? properties : [])))
+        onEvent(.command(name: name, status: reply.status, detail: reply.detail))
+    }
+
+    func allocatePacketID() -> UInt16 {
+        repeat {
+            nextPacketID = nextPacketID == .max ? 1 : nextPacketID + 1
+        } while inflight[nextPacketID] != nil
+        return nextPacketID
+    }
+}
+
+/// The device's topics (the gateway's access policy allows exactly these).
+enum AccessPolicyTopics {
+    static func devicePrefix(_ serial: DeviceSerial) -> String { "devices/\(serial.rawValue)" }
+}

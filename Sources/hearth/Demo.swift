@@ -1,0 +1,186 @@
+import ArgumentParser
+import Foundation
+import HearthCore
+import HearthCrypto
+import HearthDevice
+import HearthReferenceDevices
+import HearthServer
+import HearthStorage
+import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the whole system on a fresh data folder: server, gateway, and reference devices claimed by a demo owner.",
+        discussion: """
+            Creates the demo product models (a thermostat and a lock), provisions a few units of each, starts \
+            the HTTPS server and the MQTT gateway, starts the units as reference devices (each with its own \
+            sealed key and offline queue), signs up a demo owner with a fresh random password, claims every \
+            unit through the public API with the setup code from its label, shows their telemetry arriving \
+            and a command round trip, then keeps running until Ctrl-C.
+            """
+    )
+
+    @Option(help: "HTTPS address, HOST:PORT (port 0 picks a free port).")
+    var listen: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
+
+    @Option(help: "Units to provision and run per demo model.")
+    var devices: Int = 2
+
+    @OptionGroup var gateway: GatewayOptions
+
+    @Option(help: "Data folder; default: a new temporary folder.")
+    var data: String?
+
+    func run() async throws {
+        try await reportingErrors {
+            guard (1...50).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 50") }
+            let path = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("hearth-demo-\(UUID().uuidString.prefix(8))").path
+            print("Hearth demo: data folder \(path)")
+            var options = try DataOptions.parse([])
+            options.data = path
+            let (folder, store) = try options.open()
+            let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: "https://\(listen)")
+            let bundles = folder.url.appendingPathComponent("bundles")
+            var units: [URL] = []
+            for model in ProductModel.demoModels() {
+                if try await store.model(model.id) == nil {
+                    try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "demo", subject: model.id.rawValue, at: Date()))
+                }
+                print("[1/5] Provisioning \(devices) × \(model.name) (serial, key pair, certificate, setup code, label)…")
+                units += try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles).map { bundles.appendingPathComponent($0.serial.rawValue) }
+            }
+            fflush(nil)
+            let ready = ServerReady()
+            let script = DemoScript(folder: folder, units: units, host: listen.host, ready: ready)
+            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, ready: ready, companions: [script]) { _ in }
+        }
+    }
+}
+
+/// Learns the addresses the server bound (ports may be chosen by the system).
+final class ServerReady: Sendable {
+    let ports = Mutex<(https: Int?, mqtt: Int?)>((nil, nil))
+
+    func https(_ port: Int) { ports.withLock { $0.https = port } }
+    func mqtt(_ port: Int) { ports.withLock { $0.mqtt = port } }
+
+    func wait() async throws -> (https: Int, mqtt: Int) {
+        while true {
+            if case let (https?, mqtt?) = ports.withLock({ $0 }) { return (https, mqtt) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+/// What the demo does once the server is up, as a consumer and their devices would.
+struct DemoScript: Service {
+    let folder: DataFolder
+    let units: [URL]
+    let host: String
+    let ready: ServerReady
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await script() }
+        } catch is CancellationError {
+            print("Demo devices stopped.")
+        }
+    }
+
+    func say(_ text: String) {
+        print(text)
+        fflush(nil)
+    }
+
+    func script() async throws {
+        let (httpsPort, mqttPort) = try await ready.wait()
+        let base = "https://\(host.contains(":") ? "[\(host)]" : host):\(httpsPort)"
+        say("[2/5] Starting \(units.count) reference devices (each seals its factory key, keeps a persistent offline queue, and connects over mutual TLS to port \(mqttPort))…")
+        let hardwareKey = try DeviceUniqueKey.simulated(file: folder.url.appendingPathComponent("demo-hardware.key").path)
+        var devices: [ReferenceDevice] = []
+        for (i, unit) in units.enumerated() {
+            devices.append(try ReferenceDevice(bundle: try DeviceBundle.load(unit), uniqueKey: hardwareKey, reportEvery: 5, seed: UInt64(i + 1)) { c in
+                c.host = host
+                c.port = mqttPort
+                c.reconnect = ReconnectPolicy(startupDelay: 1, window: 5)
+            })
+        }
+        let running = devices
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for device in running { group.addTask { try await device.run() } }
+            group.addTask { try await walkThrough(base: base, httpsPort: httpsPort, devices: running) }
+            while try await group.next() != nil {}
+        }
+    }
+
+    func walkThrough(base: String, httpsPort: Int, devices: [ReferenceDevice]) async throws {
+        let api = try HTTPSClient(host: host, port: httpsPort, rootCAPEM: try folder.rootCA.certificate.pem())
+        let email = "demo-owner-\(SecureToken.generate().prefix(6).lowercased())@example.com"
+        let password = "demo " + SecureToken.generate()
+        say("[3/5] Signing up a demo owner (\(email), fresh random password) and claiming every device with the setup code on its label…")
+        try await expect(api.request(.POST, "/api/v1/accounts", body: ["email": .string(email), "password": .string(password)]), 201, "sign up")
+        let session = try await expect(api.request(.POST, "/api/v1/sessions", body: ["email": .string(email), "password": .string(password)]), 201, "sign in")
+        guard case .string(let token)? = session["token"] else { throw HearthError(.internal, "sign-in returned no token") }
+        for unit in units {
+            let label = try String(contentsOf: unit.appendingPathComponent("label.txt"), encoding: .utf8)
+            let (serial, code) = (labelField(label, "Serial:"), labelField(label, "Setup code:"))
+            try await expect(api.request(.POST, "/api/v1/devices/claim", body: ["serial": .string(serial), "setupCode": .string(code)], token: token), 201, "claim \(serial)")
+            say("      claimed \(serial) (\(label.split(separator: "\n").first ?? ""))")
+        }
+        say("[4/5] Waiting for telemetry from each device…")
+        for device in devices {
+            let latest = try await waitForReading(api, token, device.serial) { _ in true }
+            say("      \(device.serial) \(device.kind.rawValue): \(latest)")
+        }
+        say("[5/5] Command round trip: the owner sets the thermostat to 23.5 °C and unlocks the lock through the API…")
+        if let thermostat = devices.first(where: { $0.kind == .thermostat }) {
+            let reply = try await expect(api.request(.POST, "/api/v1/devices/\(thermostat.serial)/commands", body: ["name": "setTarget", "parameters": ["target": 23.5]], token: token), 200, "setTarget")
+            say("      setTarget → \(reply.json?.text ?? "")")
+            let after = try await waitForReading(api, token, thermostat.serial) { $0["target"] == .number(23.5) }
+            say("      the thermostat now reports \(after)")
+            let refused = try await api.request(.POST, "/api/v1/devices/\(thermostat.serial)/commands", body: ["name": "setTarget", "parameters": ["target": 99]], token: token)
+            say("      setTarget 99 °C → HTTP \(refused.status) \(refused["message"].map { if case .string(let m) = $0 { m } else { $0.text } } ?? "") (out of the model's range; nothing is sent)")
+        }
+        if let lock = devices.first(where: { $0.kind == .lock }) {
+            let reply = try await expect(api.request(.POST, "/api/v1/devices/\(lock.serial)/commands", body: ["name": "unlock", "parameters": [:]], token: token), 200, "unlock")
+            say("      unlock → \(reply.json?.text ?? "")")
+        }
+        let anyThermostat = devices.first { $0.kind == .thermostat }?.serial.rawValue ?? "SERIAL"
+        say("""
+
+            Hearth demo is running: \(base)
+              Owner:     \(email)  password: \(password)
+                         sign in at \(base)/signin, then see \(base)/devices
+              Root CA:   \(folder.rootCAPath)  (clients verify the server with it)
+              Try:       curl --cacert \(folder.rootCAPath) -H 'authorization: Bearer \(token)' \\
+                           \(base)/api/v1/devices/\(anyThermostat)/telemetry/latest
+                         curl --cacert \(folder.rootCAPath) -H 'authorization: Bearer \(token)' -H 'content-type: application/json' \\
+                           -d '{"name":"setTarget","parameters":{"target":19}}' \(base)/api/v1/devices/\(anyThermostat)/commands
+              Operator:  open the one-time set-up link printed above to create the operator account.
+              Devices:   their folders (sealed keys, offline queues) are in \(folder.url.appendingPathComponent("bundles").path)
+            Press Ctrl-C to stop.
+            """)
+    }
+
+    func labelField(_ label: String, _ name: String) -> String {
+        label.split(separator: "\n").first { $0.hasPrefix(name) }.map { $0.dropFirst(name.count).trimmingCharacters(in: .whitespaces) } ?? ""
+    }
+
+    @discardableResult
+    func expect(_ reply: HTTPSClient.Reply, _ status: Int, _ what: String) throws -> HTTPSClient.Reply {
+        guard reply.status == status else { throw HearthError(.internal, "demo: \(what) answered HTTP \(reply.status): \(reply.json?.text ?? "")") }
+        return reply
+    }
+
+    /// Polls the owner's view of a device until its latest reading satisfies `accept` (30 s at most).
+    func waitForReading(_ api: HTTPSClient, _ token: String, _ serial: DeviceSerial, accept: ([String: JSONValue]) -> Bool) async throws -> String {
+        for _ in 0..<300 {
+            let reply = try await api.request(.GET, "/api/v1/devices/\(serial)/telemetry/latest", token: token)
+            if case .object(let reading)? = reply["reading"], case .object(let values)? = reading["values"], accept(values) { return JSONValue.object(values).text }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw HearthError(.deviceTimeout, "demo: no reading from \(serial) within 30 s")
+    }
+}

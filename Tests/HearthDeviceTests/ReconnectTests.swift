@@ -1,0 +1,104 @@
+import Foundation
+import HearthCore
+import HearthDevice
+import HearthMQTT
+import Testing
+
+@Suite("Reconnect policy (a value with an injected clock)")
+struct ReconnectTests {
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    let policy = ReconnectPolicy(startupDelay: 10, window: 30, cap: 600, stableAfter: 60)
+
+    func delay(_ action: ReconnectMachine.Action, from now: Date) -> TimeInterval {
+        guard case .wait(let until) = action else { Issue.record("expected a wait, got \(action)"); return -1 }
+        return until.timeIntervalSince(now)
+    }
+
+    @Test func startupDelayIsRandomAndBounded() {
+        let delays = (0..<500).map { seed -> TimeInterval in
+            var m = ReconnectMachine(policy: policy, seed: UInt64(seed))
+            return delay(m.start(now: t0), from: t0)
+        }
+        #expect(delays.allSatisfy { (0...10).contains($0) })
+        #expect(Set(delays.map { Int($0) }).count == 10, "spread over every second of the start-up delay")
+    }
+
+    @Test func timerFiresOnlyWhenDue() {
+        var m = ReconnectMachine(policy: policy, seed: 1)
+        let d = delay(m.start(now: t0), from: t0)
+        #expect(m.timerFired(now: t0.addingTimeInterval(d - 0.5)) == (d >= 0.5 ? .none : .connect))
+        #expect(m.timerFired(now: t0.addingTimeInterval(d)) == .connect)
+        #expect(m.state == .connecting)
+    }
+
+    @Test func backoffGrowsExponentiallyToTheCapWithFullJitter() {
+        var m = ReconnectMachine(policy: policy, seed: 7)
+        _ = m.start(now: t0)
+        var now = t0
+        var bounds: [TimeInterval] = []
+        for _ in 0..<10 {
+            _ = m.timerFired(now: .distantFuture)
+            let d = delay(m.failed(now: now), from: now)
+            bounds.append(m.bound)
+            #expect(d >= 0 && d <= m.bound)
+            now = now.addingTimeInterval(d)
+        }
+        #expect(bounds == [30, 60, 120, 240, 480, 600, 600, 600, 600, 600])
+    }
+
+    @Test func onlyAStableConnectionResetsTheBackoff() {
+        var m = ReconnectMachine(policy: policy, seed: 3)
+        _ = m.start(now: t0)
+        for _ in 0..<4 { _ = m.failed(now: t0) }
+        #expect(m.failures == 4)
+        // Accepted, then dropped after 5 s: not stable, the backoff keeps growing.
+        m.connected(now: t0)
+        _ = m.disconnected(now: t0.addingTimeInterval(5))
+        #expect(m.failures == 5)
+        // Up for two minutes: stable; the next loss starts over at the window.
+        m.connected(now: t0)
+        let d = delay(m.disconnected(now: t0.addingTimeInterval(120)), from: t0.addingTimeInterval(120))
+        #expect(m.failures == 0)
+        #expect(m.bound == 30 && d <= 30)
+    }
+
+    @Test func serverHintsAreHonoured() {
+        var m = ReconnectMachine(policy: policy, seed: 5)
+        _ = m.start(now: t0)
+        // 0x89 server busy with retry-after 45: never sooner than 45 s, then the jitter on top.
+        let hint = ServerHint(reason: .serverBusy, properties: [.userProperty("retry-after", "45")])
+        #expect(hint.retryAfter == 45)
+        for code in [ReasonCode.serverBusy, .quotaExceeded, .connectionRateExceeded] {
+            let d = delay(m.failed(now: t0, hint: ServerHint(reason: code, retryAfter: 45)), from: t0)
+            #expect(d >= 45 && d <= 45 + m.bound, "\(code)")
+        }
+        // Not authorised (revoked, unknown device): retry rarely, between cap/2 and cap.
+        let d = delay(m.failed(now: t0, hint: ServerHint(reason: .notAuthorized)), from: t0)
+        #expect(d >= 300 && d <= 600)
+        // A hostile or broken retry-after is clamped to a day.
+        #expect(ServerHint(reason: .serverBusy, properties: [.userProperty("retry-after", "99999999")]).retryAfter == 86_400)
+        #expect(ServerHint(reason: .serverBusy, properties: [.userProperty("retry-after", "soon")]).retryAfter == nil)
+    }
+
+    @Test func sameSeedSameSchedule() {
+        var a = ReconnectMachine(policy: policy, seed: 42)
+        var b = ReconnectMachine(policy: policy, seed: 42)
+        #expect(a.start(now: t0) == b.start(now: t0))
+        #expect(a.failed(now: t0) == b.failed(now: t0))
+    }
+
+    /// A thousand devices lose the server at the same instant: their first attempts spread over the
+    /// window, with no second holding more than a small share of them.
+    @Test func aFleetSpreadsItsReconnects() {
+        var histogram = [Int](repeating: 0, count: 30)
+        for seed in 0..<1000 {
+            var m = ReconnectMachine(policy: policy, seed: UInt64(seed) &* 0x9E37_79B9)
+            m.connected(now: t0)
+            let d = delay(m.disconnected(now: t0.addingTimeInterval(3600)), from: t0.addingTimeInterval(3600))
+            histogram[min(29, Int(d))] += 1
+        }
+        #expect(histogram.reduce(0, +) == 1000)
+        #expect(histogram.max()! <= 60, "no one-second spike (uniform would be ~33 per second): \(histogram)")
+        #expect(histogram.min()! >= 10, "every second of the window is used: \(histogram)")
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import HearthCore
+import HearthDevice
+import HearthFixtures
+import HearthGateway
+import HearthReferenceDevices
+import HearthStorage
+import Synchronization
+import Testing
+
+/// A port nothing listens on now (the gateway is brought up on it later: a server "coming back").
+func freePort(_ fixture: DeviceFixture) async throws -> Int {
+    var port = 0
+    try await fixture.withGateway { _, p, _ in port = p }
+    return port
+}
+
+/// Waits (polling) until `condition` holds, or fails after `seconds`.
+func eventually(_ what: String, within seconds: Double = 30, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("timed out after \(seconds) s waiting for: \(what)")
+    throw CancellationError()
+}
+
+func makeDevice(
+    _ fixture: DeviceFixture, _ device: DeviceFixture.Device, port: Int, clock: any TimeSource = SystemTimeSource(), reportEvery: TimeInterval = 30,
+    queue: QueuePolicy = QueuePolicy(), onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in }
+) throws -> ReferenceDevice {
+    let folder = try fixture.bundle(for: device)
+    return try ReferenceDevice(
+        bundle: try DeviceBundle.load(folder), uniqueKey: try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path),
+        clock: clock, reportEvery: reportEvery, seed: 11,
+        configure: { c in
+            c.host = "127.0.0.1"
+            c.port = port
+            c.reconnect = ReconnectPolicy(startupDelay: 0.1, window: 0.3, cap: 1, stableAfter: 60)
+            c.queue = queue
+        }, onEvent: onEvent
+    )
+}
+
+@Suite("Reference devices: offline, reconnect, commands")
+struct ReferenceDeviceTests {
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    @Test func thermostatRegulatesAnHourOfflineThenDeliversEveryReadingInOrderOnce() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let port = try await freePort(fixture)
+        let clock = ManualTimeSource(t0)
+        let thermostat = try makeDevice(fixture, fixture.thermostats[0], port: port, clock: clock, reportEvery: 30)
+        // The agent keeps trying a server that is not there; the control loop does not care.
+        let agent = Task { try await thermostat.agent.run() }
+        defer { agent.cancel() }
+        var temperatures: [Double] = []
+        try await thermostat.tick()
+        for _ in 1...3600 {
+            clock.advance(by: 1)
+            try await thermostat.tick()
+            temperatures.append(await thermostat.thermostatState.room.temperature)
+        }
+        let settled = temperatures.dropFirst(600)
+        #expect(settled.min()! >= 20.5 && settled.max()! <= 21.5, "held 21 ± 0.5 °C on the last setpoint: \(settled.min()!)…\(settled.max()!)")
+        #expect(Set(settled.map { $0 < 21 }).count == 2, "the heater cycles: the room is regulated, not pinned")
+        let queued = await thermostat.agent.queued
+        #expect(queued.count == 121, "a reading every 30 s for an hour, all kept")
+        #expect(try await fixture.telemetry.readingCount() == 0)
+
+        // The server comes back.
+        try await fixture.withGateway({ $0.deviceListener = ("127.0.0.1", port) }) { _, _, _ in
+            try await eventually("the queue drains") { await thermostat.agent.queued.isEmpty }
+        }
+        let stored = try await fixture.telemetry.readings(fixture.thermostats[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 1000)
+        #expect(stored.map(\.reading.sequence) == queued.map(\.sequence), "every queued reading, in order, once")
+        #expect(stored.map(\.reading.deviceTime) == queued.map { Date(timeIntervalSince1970: Double($0.at) / 1000) }, "with the device's time of each")
+    }
+
+    @Test func lockServesLocalEventsOfflineAndReportsThemOnceBack() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let port = try await freePort(fixture)
+        let clock = ManualTimeSource(t0)
+        let lock = try makeDevice(fixture, fixture.locks[0], port: port, clock: clock, reportEvery: 3600)
+        var expected: [String] = []
+        for input in ["unlock", "lock", "toggle", "shimmy", "toggle", "button"] {
+            clock.advance(by: 60)
+            let known = try await lock.press(input)
+            #expect(known == (input != "shimmy"))
+            if known { expected.append(await lock.lockState.state.rawValue) }
+        }
+        #expect(expected == ["unlocked", "locked", "unlocked", "locked", "unlocked"])
+        try await fixture.withGateway({ $0.deviceListener = ("127.0.0.1", port) }) { _, _, _ in
+            let agent = Task { try await lock.agent.run() }
+            defer { agent.cancel() }
+            try await eventually("the queue drains") { await lock.agent.queued.isEmpty }
+        }
+        let stored = try await fixture.telemetry.readings(fixture.locks[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
+        #expect(stored.map { $0.reading.values["state"] } == expected.map { .string($0) })
+        #expect(stored.compactMap(\.reading.deviceTime) == (1...6).filter { $0 != 4 }.map { t0.addingTimeInterval(Double($0) * 60) })
+    }
+
+    @Test func dropsAtTheBoundAreCountedAndReportedOnceBack() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let port = try await freePort(fixture)
+        let lock = try makeDevice(fixture, fixture.locks[0], port: port, queue: QueuePolicy(capacity: 5))
+        for _ in 1...12 { try await lock.press("toggle") }
+        #expect(await lock.agent.unreportedDrops == 7)
+        try await fixture.withGateway({ $0.deviceListener = ("127.0.0.1", port) }) { _, _, _ in
+            let agent = Task { try await lock.agent.run() }
+            defer { agent.cancel() }
+            try await eventually("the queue drains") { await lock.agent.queued.isEmpty }
+        }
+        let serial = fixture.locks[0].serial
+        let stored = try await fixture.telemetry.readings(serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
+        #expect(stored.map(\.reading.sequence) == Array(8...12), "the newest five were kept")
+        #expect(stored.first?.reading.droppedBefore == 7, "the first one back says seven were dropped")
+        #expect(try await fixture.telemetry.droppedTotal(serial) == 7)
+        #expect(await lock.agent.unreportedDrops == 0, "reported once")
+    }
+
+    @Test func commandsAreCheckedOnTheDeviceAndInvalidOnesChangeNothing() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        try await fixture.withGateway { gateway, port, _ in
+            let thermostat = try makeDevice(fixture, fixture.thermostats[0], port: port)
+            let lock = try makeDevice(fixture, fixture.locks[0], port: port)
+            let running = [Task { try await thermostat.agent.run() }, Task { try await lock.agent.run() }]
+            defer { running.forEach { $0.cancel() } }
+            try await eventually("both subscribed") {
+                let a = await thermostat.agent.acceptsCommands
+                let b = await lock.agent.acceptsCommands
+                return a && b
+            }
+            let t = fixture.thermostats[0].serial, l = fixture.locks[0].serial
+            #expect(await gateway.send(command: "setTarget", parameters: ["target": 25], to: t, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
+            #expect(await thermostat.thermostatState.target == 25)
+            let invalid: [(String, [String: JSONValue])] = [
+                ("setTarget", ["target": "warm"]), ("setTarget", ["target": 99]), ("setTarget", ["target": 4.9]), ("setTarget", [:]),
+                ("setTarget", ["target": 20, "boost": true]), ("selfDestruct", [:]), ("setTarget", ["target": .null]), ("setTarget", ["target": [20]]),
+            ]
+            for (name, parameters) in invalid {
+                let answer = await gateway.send(command: name, parameters: parameters, to: t, timeout: .seconds(5))
+                guard case .answered(let status, let detail) = answer else {
+                    Issue.record("\(name) \(parameters): \(answer)")
+                    continue
+                }
+                #expect(status == "refused", "\(name) \(parameters)")
+                #expect(detail?.isEmpty == false, "a reason is given")
+            }
+            #expect(await thermostat.thermostatState.target == 25, "nothing changed")
+            #expect(await gateway.send(command: "unlock", parameters: [:], to: l, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
+            #expect(await lock.lockState.state == .unlocked)
+            #expect(await gateway.send(command: "unlock", parameters: ["force": true], to: l, timeout: .seconds(5)) == .answered(status: "refused", detail: "'force' is not a parameter of unlock"))
+            #expect(await gateway.send(command: "setTarget", parameters: ["target": 20], to: l, timeout: .seconds(5)) != .answered(status: "ok", detail: nil))
+            #expect(await lock.lockState.state == .unlocked)
+        }
+    }
+
+    @Test func speaksMQTT311Too() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        try await fixture.withGateway { gateway, port, _ in
+            let folder = try fixture.bundle(for: fixture.thermostats[0])
+            let connected = Mutex<[String]>([])
+            let device = try ReferenceDevice(
+                bundle: try DeviceBundle.load(folder), uniqueKey: try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path), reportEvery: 3600,
+                configure: { c in
+                    c.host = "127.0.0.1"
+                    c.port = port
+                    c.version = .v3_1_1
+                    c.reconnect = ReconnectPolicy(startupDelay: 0, window: 0.2)
+                }, onEvent: { event in if case .connected(let v, _) = event { connected.withLock { $0.append("\(v)") } } }
+            )
+            let running = Task { try await device.run() }
+            defer { running.cancel() }
+            try await eventually("a reading stored") { try await fixture.telemetry.latest(fixture.thermostats[0].serial) != nil }
+            try await eventually("subscribed") { await device.agent.acceptsCommands }
+            #expect(await gateway.send(command: "setTarget", parameters: ["target": 18], to: fixture.thermostats[0].serial, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
+            #expect(connected.withLock { $0 } == ["v3_1_1"])
+        }
+    }
+}
