@@ -213,15 +213,31 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             }
     }
 
+    /// Serves every accepted connection until the gateway stops. Stopping closes the listening
+    /// socket and drains what it had already accepted (closing those at once) instead of cancelling
+    /// the accept loop: a connection accepted in the same instant is never dropped unclosed, which
+    /// NIO forbids (a thousand devices reconnecting while the server restarts found that).
     private func accept(_ server: NIOAsyncChannel<Accepted, Never>, device: Bool) async {
-        await cancelWhenGracefulShutdown {
-            try? await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
+        let stopping = Mutex(false)
+        let loop = Task {
+            await withDiscardingTaskGroup { group in
+                try? await server.executeThenClose { inbound in
                     for try await accepted in inbound {
-                        group.addTask { await self.serve(accepted, device: device) }
+                        if stopping.withLock({ $0 }) {
+                            group.addTask { try? await accepted.channel.executeThenClose { _, _ in } }
+                        } else {
+                            group.addTask { await self.serve(accepted, device: device) }
+                        }
                     }
                 }
+                group.cancelAll()
             }
+        }
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await loop.value
+        } onCancelOrGracefulShutdown: {
+            stopping.withLock { $0 = true }
+            server.channel.close(promise: nil)
         }
     }
 

@@ -80,8 +80,14 @@ public actor ReferenceDevice {
         try await agent.report(kind == .thermostat ? thermostat.reading : lock.reading)
     }
 
+    /// Runs the agent and the local loop (a tick a second, or per reading if that is more often)
+    /// until cancelled.
+    public func run() async throws {
+        try await run(tickEvery: .seconds(min(1, reportEvery)))
+    }
+
     /// Runs the agent and the local loop (a tick every `tickEvery`) until cancelled.
-    public func run(tickEvery: Duration = .seconds(1)) async throws {
+    public func run(tickEvery: Duration) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.agent.run() }
             group.addTask {

@@ -104,6 +104,15 @@ public func requiredPython(module: String, package: String) throws -> String? {
     return nil
 }
 
+/// An executable this package built, next to the test bundle.
+public func builtProduct(_ name: String) -> URL {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    // On Linux the test runner is <build>/debug/<package>PackageTests.xctest.
+    if dir.pathExtension == "xctest" { dir = dir.deletingLastPathComponent() }
+    return dir.appendingPathComponent(name)
+}
+
 /// `Scripts/mqtt_client.py`: paho-mqtt driven by the tests (publish, answer commands, conformance).
 public var pahoScript: String { Bundle.module.url(forResource: "Scripts/mqtt_client", withExtension: "py")!.path }
 

@@ -33,6 +33,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Data folder; default: a new temporary folder.")
     var data: String?
 
+    @Flag(name: .customLong("provision-only"), help: "Provision the devices but do not run or claim them: drive them yourself with their bundles (e.g. mosquitto_pub with device.pem and device.key.pem).")
+    var provisionOnly = false
+
     func run() async throws {
         try await reportingErrors {
             guard (1...50).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 50") }
@@ -51,10 +54,17 @@ struct Demo: AsyncParsableCommand {
                 print("[1/5] Provisioning \(devices) × \(model.name) (serial, key pair, certificate, setup code, label)…")
                 units += try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles).map { bundles.appendingPathComponent($0.serial.rawValue) }
             }
+            print("      The labels in the boxes (a consumer reads the serial and setup code from them):")
+            for unit in units {
+                let label = try String(contentsOf: unit.appendingPathComponent("label.txt"), encoding: .utf8)
+                print(label.split(separator: "\n").map { "        " + $0 }.joined(separator: "\n") + "\n")
+            }
             fflush(nil)
             let ready = ServerReady()
             let script = DemoScript(folder: folder, units: units, host: listen.host, ready: ready)
-            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, ready: ready, companions: [script]) { _ in }
+            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, ready: ready, companions: provisionOnly ? [] : [script]) { base in
+                if provisionOnly { print("Devices provisioned in \(bundles.path), not started (--provision-only).\nPress Ctrl-C to stop.") }
+            }
         }
     }
 }
@@ -148,18 +158,24 @@ struct DemoScript: Service {
             say("      unlock → \(reply.json?.text ?? "")")
         }
         let anyThermostat = devices.first { $0.kind == .thermostat }?.serial.rawValue ?? "SERIAL"
+        // The owner's credentials go to a private file, not the terminal: it is also the body of a
+        // sign-in request.
+        let credentials = folder.url.appendingPathComponent("demo-owner.json")
+        try DataFolder.writePrivate(Data(JSONValue.object(["email": .string(email), "password": .string(password)]).text.utf8), to: credentials)
+        let curl = "curl --cacert \(folder.rootCAPath)"
         say("""
 
             Hearth demo is running: \(base)
-              Owner:     \(email)  password: \(password)
-                         sign in at \(base)/signin, then see \(base)/devices
+              Owner:     \(email); the password is in \(credentials.path) (0600).
+                         Sign in at \(base)/signin, then see \(base)/devices
               Root CA:   \(folder.rootCAPath)  (clients verify the server with it)
-              Try:       curl --cacert \(folder.rootCAPath) -H 'authorization: Bearer \(token)' \\
-                           \(base)/api/v1/devices/\(anyThermostat)/telemetry/latest
-                         curl --cacert \(folder.rootCAPath) -H 'authorization: Bearer \(token)' -H 'content-type: application/json' \\
+              Try:       TOKEN=$(\(curl) -s -H 'content-type: application/json' -d @\(credentials.path) \(base)/api/v1/sessions | sed 's/.*"token":"\\([^"]*\\)".*/\\1/')
+                         \(curl) -H "authorization: Bearer $TOKEN" \(base)/api/v1/devices/\(anyThermostat)/telemetry/latest
+                         \(curl) -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
                            -d '{"name":"setTarget","parameters":{"target":19}}' \(base)/api/v1/devices/\(anyThermostat)/commands
               Operator:  open the one-time set-up link printed above to create the operator account.
-              Devices:   their folders (sealed keys, offline queues) are in \(folder.url.appendingPathComponent("bundles").path)
+              Devices:   their folders (sealed keys, offline queues) are in \(folder.url.appendingPathComponent("bundles").path);
+                         run one yourself: swift run hearth-device thermostat --bundle FOLDER --mqtt 127.0.0.1:PORT --hardware-key FILE
             Press Ctrl-C to stop.
             """)
     }

@@ -5,6 +5,7 @@ import HearthFixtures
 import HearthGateway
 import HearthReferenceDevices
 import HearthStorage
+import HearthTestSupport
 import Synchronization
 import Testing
 
@@ -178,5 +179,56 @@ struct ReferenceDeviceTests {
             #expect(await gateway.send(command: "setTarget", parameters: ["target": 18], to: fixture.thermostats[0].serial, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
             #expect(connected.withLock { $0 } == ["v3_1_1"])
         }
+    }
+}
+
+@Suite("Reference device process")
+struct DeviceProcessTests {
+    @Test func readingsQueuedBeforeKill9AreSentAfterTheRestart() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let port = try await freePort(fixture)
+        let device = fixture.thermostats[0]
+        let folder = try fixture.bundle(for: device)
+        let queuePath = folder.appendingPathComponent("queue.log").path
+        let arguments = [
+            "thermostat", "--bundle", folder.path, "--mqtt", "127.0.0.1:\(port)", "--hardware-key", folder.appendingPathComponent("hw.key").path,
+            "--report-every", "0.05", "--startup-delay", "0", "--reconnect-window", "0.5", "--verbose",
+        ]
+        // No server: readings pile up in the queue on disk. Then the power goes.
+        let first = try ChildProcess(builtProduct("hearth-device"), arguments)
+        try await eventually("readings queued", within: 60) {
+            (try? FileManager.default.attributesOfItem(atPath: queuePath)[.size] as? Int ?? 0) ?? 0 > 3000
+        }
+        first.signal(SIGKILL)
+        _ = try await first.waitForExit()
+        let pending = try OfflineQueue(path: queuePath).readings.map(\.sequence)
+        #expect(pending.count >= 20, "\(pending.count) readings were queued")
+        #expect(try await fixture.telemetry.readingCount() == 0)
+
+        // Power and server back: the restarted device sends them, in order, once each.
+        try await fixture.withGateway({ $0.deviceListener = ("127.0.0.1", port) }) { _, _, _ in
+            let second = try ChildProcess(builtProduct("hearth-device"), arguments)
+            try await eventually("the queued readings arrive", within: 60) {
+                let stored = try await fixture.telemetry.readings(device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10_000)
+                return stored.count >= pending.count
+            }
+            second.signal(SIGTERM)
+            #expect(try await second.waitForExit() == 0, "a clean stop on SIGTERM: \(second.text)")
+            #expect(second.text.contains("connected (MQTT 5.0"))
+        }
+        let stored = try await fixture.telemetry.readings(device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10_000).map(\.reading.sequence)
+        #expect(Array(stored.prefix(pending.count)) == pending, "the queued readings first, in order")
+        #expect(Set(stored).count == stored.count, "none twice")
+    }
+
+    @Test func refusesAWorldReadableKeyAndExplainsWhy() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let folder = try fixture.bundle(for: fixture.locks[0])
+        chmod(folder.appendingPathComponent("device.key.pem").path, 0o644)
+        let run = try await ChildProcess.run(builtProduct("hearth-device").path, ["lock", "--bundle", folder.path, "--hardware-key", folder.appendingPathComponent("hw.key").path])
+        #expect(run.status == 1)
+        #expect(run.output.contains("readable or writable by others"), "\(run.output)")
+        let help = try await ChildProcess.run(builtProduct("hearth-device").path, ["--help"])
+        for word in ["thermostat", "lock", "fleet", "csr", "offline queue"] { #expect(help.output.contains(word), "\(help.output)") }
     }
 }

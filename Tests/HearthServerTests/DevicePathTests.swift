@@ -27,7 +27,7 @@ import Testing
         let bundles: [Bundle]
 
         init(data: URL, devices: Int = 1) async throws {
-            process = try HearthProcess(["demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "\(devices)", "--data", data.path])
+            process = try HearthProcess(["demo", "--provision-only", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "\(devices)", "--data", data.path])
             guard try await process.wait(for: "Press Ctrl-C to stop.") else { throw TestFailure("the demo did not start: \(process.text)") }
             self.data = data
             base = try #require(process.baseURL)

@@ -2,13 +2,7 @@ import Foundation
 import HearthTestSupport
 
 /// The built `hearth` executable, next to the test bundle.
-func hearthBinary() -> URL {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-    // On Linux the test runner is <build>/debug/<package>PackageTests.xctest.
-    if dir.pathExtension == "xctest" { dir = dir.deletingLastPathComponent() }
-    return dir.appendingPathComponent("hearth")
-}
+func hearthBinary() -> URL { builtProduct("hearth") }
 
 /// A running `hearth` command.
 typealias HearthProcess = ChildProcess

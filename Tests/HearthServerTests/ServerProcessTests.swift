@@ -196,6 +196,23 @@ import X509
         let base = try #require(demo.baseURL)
         let models = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/api/v1/models"])
         #expect(models.output.contains("thermostat-t1") && models.output.contains("lock-l1"))
+        // Devices ran, were claimed through the API with their labels' codes, sent telemetry, and
+        // a command went to the thermostat and its answer and new state came back.
+        let out = demo.text
+        #expect(out.components(separatedBy: "      claimed ").count - 1 == 4, "\(out)")
+        #expect(out.components(separatedBy: " thermostat: {").count - 1 == 2 && out.components(separatedBy: " lock: {").count - 1 == 2, "\(out)")
+        #expect(out.contains(#"setTarget → {"detail":null,"status":"ok"}"#), "\(out)")
+        #expect(out.contains(#"the thermostat now reports {"#) && out.contains(#""target":23.5"#), "\(out)")
+        #expect(out.contains("setTarget 99 °C → HTTP 400"), "\(out)")
+        #expect(out.contains(#"unlock → {"detail":null,"status":"ok"}"#), "\(out)")
+        // The owner's password is not printed; it is in a private file.
+        let credentials = dir.appendingPathComponent("demo-owner.json").path
+        let body = try String(contentsOfFile: credentials, encoding: .utf8)
+        let password = try #require(body.split(separator: "\"").dropLast().last.map(String.init))
+        #expect(!out.contains(password))
+        #expect(try FileManager.default.attributesOfItem(atPath: credentials)[.posixPermissions] as? Int == 0o600)
+        let session = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d", "@" + credentials, base + "/api/v1/sessions"])
+        #expect(session.output.contains(#""token""#), "the printed sign-in command works: \(session.output)")
         demo.signal(SIGINT)
         #expect(try await demo.waitForExit() == 0)
         #expect(demo.text.contains("Hearth stopped."))
