@@ -17,7 +17,7 @@ swift build -c release --scratch-path .build-release --product hearth 2>&1 | tai
 swift build -c release --scratch-path .build-release --product hearth-device 2>&1 | tail -1
 BIN=.build-release/release
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
 "$BIN/hearth" bench prepare --data "$work/data" --out "$work/out" --devices "$((FLEET + 2))" 2>/dev/null | tail -1
 mkdir -p "$work/fleet"
@@ -34,7 +34,7 @@ rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$1/stat"; }
 json() { echo "JSON $1" | tee -a "$work/results.jsonl"; }
 # (b - a) * 100 / seconds, and b - a.
-percent() { awk -v a="$1" -v b="$2" -v s="$3" 'BEGIN{printf "%.2f", (b - a) * 100 / s}'; }
+percent() { awk -v a="$1" -v b="$2" -v s="$3" 'BEGIN{printf "%.3f", (b - a) * 100 / s}'; }
 since() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b - a}'; }
 
 start_server 1
@@ -50,6 +50,7 @@ for run in $(seq "$RUNS"); do
   sleep 5
   c0=$(cpu "$dpid"); m0=$(cpu "$mpid")
   sleep "$WATCH"
+  kill -0 "$dpid" 2>/dev/null || { echo "the device stopped:"; cat "$work/one.log"; exit 1; }
   json "{\"bench\":\"idle-one\",\"run\":$run,\"hearthDeviceRSSMB\":$(rss "$dpid"),\"hearthDeviceCPUPercent\":$(percent "$c0" "$(cpu "$dpid")" "$WATCH"),\"mosquittoSubRSSMB\":$(rss "$mpid"),\"mosquittoSubCPUPercent\":$(percent "$m0" "$(cpu "$mpid")" "$WATCH")}"
   kill "$dpid" "$mpid"; wait "$dpid" "$mpid" 2>/dev/null || true
 
@@ -69,9 +70,12 @@ for run in $(seq "$RUNS"); do
   start_server $((run + 1))
   back=$(date +%s.%N)
   target=$(( FLEET * 99 / 100 ))
+  connected() { tail -1 "$work/fleet-$run.log" | sed -n 's/.*"connected":\([0-9]*\).*/\1/p'; }
+  # First the fleet's status shows the loss, then count until 99% are back.
+  for _ in $(seq 300); do n=$(connected); [ -n "$n" ] && [ "$n" -lt "$target" ] && break; sleep 0.1; done
   reached=""
   for _ in $(seq 3000); do
-    n=$(tail -1 "$work/fleet-$run.log" | sed -n 's/.*"connected":\([0-9]*\).*/\1/p')
+    n=$(connected)
     if [ -n "$n" ] && [ "$n" -ge "$target" ]; then reached=$(date +%s.%N); break; fi
     sleep 0.1
   done
@@ -80,3 +84,4 @@ for run in $(seq "$RUNS"); do
 done
 kill "$spid"; wait "$spid" 2>/dev/null || true
 echo "== results"; cat "$work/results.jsonl"
+rm -rf "$work"

@@ -65,6 +65,14 @@ struct DeviceOptions: ParsableArguments {
         return try DeviceUniqueKey.machineID()
     }
 
+    /// The device in `--bundle`, which must be a `kind`; prints its events with `--verbose`.
+    func start(_ kind: ReferenceDevice.Kind) throws -> ReferenceDevice {
+        let verbose = self.verbose
+        let device = try device(URL(fileURLWithPath: bundle), key: try uniqueKey()) { if verbose { line($0) } }
+        guard device.kind == kind else { throw DeviceError("the bundle \(bundle) is a \(device.kind.rawValue); run `hearth-device \(device.kind.rawValue)`") }
+        return device
+    }
+
     func device(_ folder: URL, key: DeviceUniqueKey, log: @escaping @Sendable (String) -> Void) throws -> ReferenceDevice {
         let bundle = try DeviceBundle.load(folder)
         let seed = self.seed ?? UInt64.random(in: .min ... .max)
@@ -125,8 +133,7 @@ struct ThermostatCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await failing {
-            let verbose = options.verbose
-            let device = try options.device(URL(fileURLWithPath: options.bundle), key: try options.uniqueKey()) { if verbose { line($0) } }
+            let device = try options.start(.thermostat)
             line("thermostat \(device.serial) running; Ctrl-C stops it")
             try await runUntilSignalled { try await device.run() }
         }
@@ -143,8 +150,7 @@ struct LockCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await failing {
-            let verbose = options.verbose
-            let device = try options.device(URL(fileURLWithPath: options.bundle), key: try options.uniqueKey()) { if verbose { line($0) } }
+            let device = try options.start(.lock)
             line("lock \(device.serial) running; type lock, unlock or toggle; Ctrl-C stops it")
             try await runUntilSignalled {
                 try await withThrowingTaskGroup(of: Void.self) { group in

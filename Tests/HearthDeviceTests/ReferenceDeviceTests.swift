@@ -228,6 +228,10 @@ struct DeviceProcessTests {
         let run = try await ChildProcess.run(builtProduct("hearth-device").path, ["lock", "--bundle", folder.path, "--hardware-key", folder.appendingPathComponent("hw.key").path])
         #expect(run.status == 1)
         #expect(run.output.contains("readable or writable by others"), "\(run.output)")
+        // The thermostat firmware does not run a lock's bundle.
+        let lockBundle = try fixture.bundle(for: fixture.locks[0])
+        let wrong = try await ChildProcess.run(builtProduct("hearth-device").path, ["thermostat", "--bundle", lockBundle.path, "--hardware-key", lockBundle.appendingPathComponent("hw.key").path])
+        #expect(wrong.status == 1 && wrong.output.contains("is a lock"), "\(wrong.output)")
         let help = try await ChildProcess.run(builtProduct("hearth-device").path, ["--help"])
         for word in ["thermostat", "lock", "fleet", "csr", "offline queue"] { #expect(help.output.contains(word), "\(help.output)") }
     }
