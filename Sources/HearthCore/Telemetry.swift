@@ -59,6 +59,8 @@ public struct TelemetryValidator: Sendable {
     public let maximumPayloadBytes: Int
     /// 2^53: the largest counter a JSON number carries exactly.
     public static let maximumSequence: Double = 9_007_199_254_740_991
+    /// The most drops one reading may report (keeps the per-device sum far from overflow).
+    public static let maximumDropped: Double = 1_000_000_000
 
     public init(model: ProductModel, maximumPayloadBytes: Int = 4096) {
         fields = model.telemetry
@@ -78,6 +80,7 @@ public struct TelemetryValidator: Sendable {
         let sequence = try Self.whole(envelope["seq"], field: "seq", required: true)!
         let at = try Self.whole(envelope["at"], field: "at", required: false)
         let dropped = try Self.whole(envelope["dropped"], field: "dropped", required: false) ?? 0
+        guard dropped <= Self.maximumDropped else { throw TelemetryProblem(.outOfRange, field: "dropped", "'dropped' must be between 0 and \(Int(Self.maximumDropped))") }
         guard let valuesJSON = envelope["values"] else { throw TelemetryProblem(.missingField, field: "values", "'values' is required") }
         guard case .object(let values) = valuesJSON else { throw TelemetryProblem(.wrongType, field: "values", "'values' must be an object") }
         try check(values)

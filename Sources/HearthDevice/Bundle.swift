@@ -40,7 +40,7 @@ public struct DeviceBundle: Sendable {
 
     /// The key store over this folder, sealing the factory key on first boot.
     public func keyStore(uniqueKey: DeviceUniqueKey) throws -> FileKeyStore {
-        let store = FileKeyStore(folder: folder, serial: serial, uniqueKey: uniqueKey)
+        let store = FileKeyStore(folder: folder, uniqueKey: uniqueKey)
         try store.sealFactoryKey()
         return store
     }

@@ -88,6 +88,7 @@ public actor DeviceAgent: Service {
     let validator: TelemetryValidator
 
     var version: MQTTVersion
+    var machine: ReconnectMachine
     var connection: MQTTClientConnection?
     /// Telemetry in flight: packet id → sequence, and the drop count a reading carries.
     var inflight: [UInt16: Int64] = [:]
@@ -129,6 +130,7 @@ public actor DeviceAgent: Service {
         self.onCommand = onCommand
         validator = TelemetryValidator(model: configuration.model)
         version = configuration.version
+        machine = ReconnectMachine(policy: configuration.reconnect, seed: configuration.seed)
     }
 
     // MARK: The device's side
@@ -158,8 +160,10 @@ public actor DeviceAgent: Service {
         }
     }
 
+    /// Where the reconnect state machine is.
+    public var connectionState: ReconnectMachine.State { machine.state }
+
     func loop() async {
-        var machine = ReconnectMachine(policy: configuration.reconnect, seed: configuration.seed)
         var action = machine.start(now: clock.now())
         while !Task.isCancelled {
             switch action {
@@ -174,8 +178,7 @@ public actor DeviceAgent: Service {
                 switch await session() {
                 case .failed(let hint):
                     action = machine.failed(now: clock.now(), hint: hint)
-                case .ended(let since, let hint):
-                    machine.connected(now: since)
+                case .ended(let hint):
                     action = machine.disconnected(now: clock.now(), hint: hint)
                 }
             case .none:
@@ -186,7 +189,7 @@ public actor DeviceAgent: Service {
 
     enum SessionOutcome {
         case failed(ServerHint)
-        case ended(connectedAt: Date, ServerHint)
+        case ended(ServerHint)
     }
 
     /// One connection, from CONNECT until it ends.
@@ -238,7 +241,7 @@ public actor DeviceAgent: Service {
             onEvent(.connectFailed("refused: \(reason)\(hint.retryAfter.map { ", retry after \(Int($0)) s" } ?? "")"))
             return .failed(hint)
         }
-        let connectedAt = clock.now()
+        machine.connected(now: clock.now())
         begin(conn, ack)
         let (wakeups, wakeup) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         wake = wakeup
@@ -265,7 +268,7 @@ public actor DeviceAgent: Service {
         connection = nil
         isConnected = false
         acceptsCommands = false
-        return .ended(connectedAt: connectedAt, hint)
+        return .ended(hint)
     }
 
     /// After CONNACK: subscribe to commands, and resume or restart what was in flight.
@@ -319,7 +322,9 @@ public actor DeviceAgent: Service {
         let readings = queue.readings
         guard inflight.count < window, let next = readings.firstIndex(where: { $0.sequence > lastSent }) else { return -1 }
         let reading = readings[next]
-        if carried[reading.sequence] == nil, carried.isEmpty, queue.unreportedDrops > 0 { carried[reading.sequence] = queue.unreportedDrops }
+        if carried[reading.sequence] == nil, carried.isEmpty, queue.unreportedDrops > 0 {
+            carried[reading.sequence] = min(queue.unreportedDrops, Int(TelemetryValidator.maximumDropped))
+        }
         let id = allocatePacketID()
         inflight[id] = reading.sequence
         lastSent = reading.sequence

@@ -67,31 +67,31 @@ public struct DeviceUniqueKey: Sendable {
         return try DeviceUniqueKey(secret: [UInt8](data))
     }
 
-    /// The sealing key for one device's key file.
-    func sealingKey(serial: DeviceSerial) -> SymmetricKey {
-        HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: Data("hearth device key file".utf8), info: Data(serial.rawValue.utf8), outputByteCount: 32)
+    /// The key that seals the device's key file.
+    var sealingKey: SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: Data("hearth device key file".utf8), info: Data("v1".utf8), outputByteCount: 32)
     }
 }
 
 /// The file implementation of ``SecureKeyStore``, in the device's folder:
 /// - `device.key.sealed` (0600): the P-256 private key, AES-256-GCM sealed with a key derived from
-///   the ``DeviceUniqueKey`` and bound to the serial;
+///   the ``DeviceUniqueKey`` (a device can make its key before the factory gives it a serial);
 /// - `device.pem`: the device certificate and the device CA.
 ///
 /// The store refuses to open a key file that group or others can read or write, or that another
 /// user owns. It never logs or prints the key.
 public struct FileKeyStore: SecureKeyStore {
     public let folder: URL
-    public let serial: DeviceSerial
     let uniqueKey: DeviceUniqueKey
 
     public var sealedKeyPath: String { folder.appendingPathComponent("device.key.sealed").path }
     public var factoryKeyPath: String { folder.appendingPathComponent("device.key.pem").path }
     public var certificatePath: String { folder.appendingPathComponent("device.pem").path }
 
-    public init(folder: URL, serial: DeviceSerial, uniqueKey: DeviceUniqueKey) {
+    static let associatedData = Data("hearth device key".utf8)
+
+    public init(folder: URL, uniqueKey: DeviceUniqueKey) {
         self.folder = folder
-        self.serial = serial
         self.uniqueKey = uniqueKey
     }
 
@@ -113,13 +113,14 @@ public struct FileKeyStore: SecureKeyStore {
     }
 
     /// First boot without a factory key: makes a key pair inside the device and returns a PEM
-    /// certificate signing request for `hearth factory sign-csr` (the private key never leaves).
+    /// certificate signing request for `hearth factory sign-csr` (the private key never leaves; the
+    /// factory assigns the serial and returns the certificate in a bundle).
     public func generateKey() throws -> String {
         guard !FileManager.default.fileExists(atPath: sealedKeyPath) else { throw DeviceError("the device already has a key; refusing to replace it") }
         let key = P256.Signing.PrivateKey()
         try seal(key)
         let csr = try CertificateSigningRequest(
-            version: .v1, subject: try DistinguishedName { CommonName(serial.rawValue) },
+            version: .v1, subject: try DistinguishedName { CommonName("Hearth device awaiting a serial") },
             privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(), signatureAlgorithm: .ecdsaWithSHA256
         )
         return try csr.serializeAsPEM().pemString
@@ -140,7 +141,7 @@ public struct FileKeyStore: SecureKeyStore {
         guard let sealed = FileManager.default.contents(atPath: sealedKeyPath) else { throw DeviceError("cannot read \(sealedKeyPath)") }
         do {
             let box = try AES.GCM.SealedBox(combined: sealed)
-            let raw = try AES.GCM.open(box, using: uniqueKey.sealingKey(serial: serial), authenticating: Data(serial.rawValue.utf8))
+            let raw = try AES.GCM.open(box, using: uniqueKey.sealingKey, authenticating: Self.associatedData)
             return try P256.Signing.PrivateKey(rawRepresentation: raw)
         } catch {
             throw DeviceError("the sealed device key does not open with this device's unique key (copied from another device, or damaged)")
@@ -148,7 +149,7 @@ public struct FileKeyStore: SecureKeyStore {
     }
 
     func seal(_ key: P256.Signing.PrivateKey) throws {
-        let box = try AES.GCM.seal(key.rawRepresentation, using: uniqueKey.sealingKey(serial: serial), authenticating: Data(serial.rawValue.utf8))
+        let box = try AES.GCM.seal(key.rawRepresentation, using: uniqueKey.sealingKey, authenticating: Self.associatedData)
         guard let combined = box.combined else { throw DeviceError("sealing failed") }
         let temporary = sealedKeyPath + ".tmp"
         try OfflineQueue.writeFile(temporary, [UInt8](combined), flags: O_WRONLY | O_CREAT | O_TRUNC)

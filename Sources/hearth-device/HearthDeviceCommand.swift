@@ -183,6 +183,10 @@ struct Fleet: AsyncParsableCommand {
     @Option(name: .customLong("reconnect-window")) var reconnectWindow: Double = 30
     @Option(name: .customLong("startup-delay")) var startupDelay: Double = 10
 
+    func validate() throws {
+        guard (1...100_000).contains(count) else { throw ValidationError("--count must be between 1 and 100000") }
+    }
+
     func run() async throws {
         try await failing {
             let folder = URL(fileURLWithPath: bundles)
@@ -247,18 +251,16 @@ struct CSR: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "csr",
         abstract: "First boot without a factory key: make the device key here and print a certificate signing request.",
-        discussion: "Give the CSR to `hearth factory sign-csr`; the private key never leaves the device folder (sealed)."
+        discussion: "Give the CSR to `hearth factory sign-csr`, then copy the bundle it writes (bundle.json, device.pem, server-root-ca.pem, label.txt) into FOLDER. The private key never leaves FOLDER, where it is sealed."
     )
-    @Option(help: "The device's folder.") var folder: String
-    @Option(help: "The device serial.") var serial: String
+    @Option(help: "The device's folder (created 0700).") var folder: String
     @Option(name: .customLong("hardware-key"), help: "The device-unique key file (default: from /etc/machine-id).") var hardwareKey: String?
 
     func run() async throws {
         try await failing {
             let key = try hardwareKey.map { try DeviceUniqueKey.simulated(file: $0) } ?? DeviceUniqueKey.machineID()
-            guard let serial = try? DeviceSerial(serial) else { throw DeviceError("not a device serial: \(serial)") }
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            print(try FileKeyStore(folder: URL(fileURLWithPath: folder), serial: serial, uniqueKey: key).generateKey(), terminator: "")
+            print(try FileKeyStore(folder: URL(fileURLWithPath: folder), uniqueKey: key).generateKey(), terminator: "")
         }
     }
 }

@@ -23,7 +23,9 @@ import Testing
         #expect(r.sequence == 7 && r.deviceTime == Date(timeIntervalSince1970: 1_800_000_000.5) && r.receivedAt == now)
         #expect(r.values == ["temperature": -12.5, "humidity": 100, "heating": true, "target": 5])
         let lockReading = try TelemetryValidator(model: lock).validate(Array(#"{"seq":0,"values":{"state":"jammed","battery":0}}"#.utf8), serial: serial, receivedAt: now)
-        #expect(lockReading.deviceTime == nil)
+        #expect(lockReading.deviceTime == nil && lockReading.droppedBefore == 0)
+        let afterDrops = try TelemetryValidator(model: lock).validate(Array(#"{"seq":9,"dropped":1000000000,"values":{"state":"locked","battery":3}}"#.utf8), serial: serial, receivedAt: now)
+        #expect(afterDrops.droppedBefore == 1_000_000_000)
     }
 
     @Test func eachKindOfBadPayloadIsNamed() {
@@ -48,6 +50,10 @@ import Testing
             (#"{"seq": 1, "values": {"temperature": 20, "humidity": 50, "heating": "no", "target": 20}}"#, .wrongType, "values.heating"),
             (#"{"seq": 1, "values": {"temperature": 1e999, "humidity": 50, "heating": false, "target": 20}}"#, .malformed, nil),
             (String(repeating: " ", count: 4097), .oversize, nil),
+            (#"{"seq": 1, "dropped": -1, "values": {\#(good)}}"#, .outOfRange, "dropped"),
+            (#"{"seq": 1, "dropped": 1000000001, "values": {\#(good)}}"#, .outOfRange, "dropped"),
+            (#"{"seq": 1, "dropped": 2.5, "values": {\#(good)}}"#, .wrongType, "dropped"),
+            (#"{"seq": 1, "dropped": "7", "values": {\#(good)}}"#, .wrongType, "dropped"),
         ]
         for (payload, kind, field) in cases {
             let p = problem(payload)

@@ -176,6 +176,7 @@ struct ReferenceDeviceTests {
             defer { running.cancel() }
             try await eventually("a reading stored") { try await fixture.telemetry.latest(fixture.thermostats[0].serial) != nil }
             try await eventually("subscribed") { await device.agent.acceptsCommands }
+            guard case .connected = await device.agent.connectionState else { Issue.record("the reconnect machine knows it is connected"); return }
             #expect(await gateway.send(command: "setTarget", parameters: ["target": 18], to: fixture.thermostats[0].serial, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
             #expect(connected.withLock { $0 } == ["v3_1_1"])
         }
