@@ -49,7 +49,7 @@ public struct DeviceTLSCredentials: Sendable {
 
     /// TLS 1.2+ (1.3 preferred), ECDHE with AES-GCM or ChaCha20-Poly1305, and a client certificate
     /// from the device CA required (Code of Practice guideline 5; EN 303 645 5.5-1).
-    func configuration() throws -> TLSConfiguration {
+    public func configuration() throws -> TLSConfiguration {
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificatePEM.utf8)).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverKeyPEM.utf8), format: .pem))
