@@ -81,6 +81,29 @@ public final class SQLiteStore: HearthStore {
         m.registerMigration("2026-11-27 device revocation") { db in
             try db.execute(sql: "ALTER TABLE devices ADD COLUMN revoked_at INTEGER")
         }
+        m.registerMigration("2026-11-28 vulnerability reports") { db in
+            try db.execute(sql: """
+                CREATE TABLE reports (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    status_token_hash TEXT NOT NULL UNIQUE,
+                    sealed BLOB NOT NULL
+                );
+                CREATE TABLE report_events (
+                    report_id TEXT NOT NULL REFERENCES reports(id),
+                    seq INTEGER NOT NULL,
+                    at INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    actor TEXT,
+                    note_sealed BLOB,
+                    PRIMARY KEY (report_id, seq)
+                );
+                CREATE TABLE security_team (
+                    account_id TEXT PRIMARY KEY NOT NULL REFERENCES accounts(id) ON DELETE CASCADE
+                );
+                """)
+        }
         return m
     }
 
@@ -327,6 +350,75 @@ public final class SQLiteStore: HearthStore {
 
     public func auditHead() async throws -> AuditHead? {
         try await pool.read { db in try Self.readHead(db) }
+    }
+
+    // MARK: Vulnerability reports
+
+    public func createReport(_ r: ReportRecord, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            try db.execute(
+                sql: "INSERT INTO reports (id, received_at, state, status_token_hash, sealed) VALUES (?, ?, ?, ?, ?)",
+                arguments: [r.id.rawValue, millis(r.receivedAt), r.state.rawValue, r.statusTokenHash, r.sealed]
+            )
+            for (i, e) in r.events.enumerated() { try Self.insert(e, report: r.id, seq: i, db: db) }
+        }
+    }
+
+    static func insert(_ e: ReportEvent, report: ReportID, seq: Int, db: Database) throws {
+        try db.execute(
+            sql: "INSERT INTO report_events (report_id, seq, at, state, actor, note_sealed) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [report.rawValue, seq, millis(e.at), e.state.rawValue, e.actor, e.noteSealed]
+        )
+    }
+
+    public func report(_ id: ReportID) async throws -> ReportRecord? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM reports WHERE id = ?", arguments: [id.rawValue]).map { try Self.report($0, db) } }
+    }
+
+    public func report(statusTokenHash: String) async throws -> ReportRecord? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM reports WHERE status_token_hash = ?", arguments: [statusTokenHash]).map { try Self.report($0, db) } }
+    }
+
+    public func reports() async throws -> [ReportRecord] {
+        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM reports ORDER BY received_at DESC, id").map { try Self.report($0, db) } }
+    }
+
+    public func moveReport(_ id: ReportID, from: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                try db.execute(sql: "UPDATE reports SET state = ? WHERE id = ? AND state = ?", arguments: [event.state.rawValue, id.rawValue, from.rawValue])
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                let seq = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM report_events WHERE report_id = ?", arguments: [id.rawValue]) ?? 0
+                try Self.insert(event, report: id, seq: seq, db: db)
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
+    static func report(_ row: Row, _ db: Database) throws -> ReportRecord {
+        let id = try ReportID(row["id"] as String)
+        let events = try Row.fetchAll(db, sql: "SELECT * FROM report_events WHERE report_id = ? ORDER BY seq", arguments: [id.rawValue]).map { e in
+            guard let state = ReportState(rawValue: e["state"]) else { throw HearthError(.integrity, "unknown report state") }
+            return ReportEvent(at: date(e["at"]), state: state, actor: e["actor"], noteSealed: e["note_sealed"])
+        }
+        guard let state = ReportState(rawValue: row["state"]) else { throw HearthError(.integrity, "unknown report state") }
+        return ReportRecord(id: id, receivedAt: date(row["received_at"]), state: state, statusTokenHash: row["status_token_hash"], sealed: row["sealed"], events: events)
+    }
+
+    public func setSecurityTeam(_ account: AccountID, member: Bool, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            if member {
+                try db.execute(sql: "INSERT OR IGNORE INTO security_team (account_id) VALUES (?)", arguments: [account.description])
+            } else {
+                try db.execute(sql: "DELETE FROM security_team WHERE account_id = ?", arguments: [account.description])
+            }
+        }
+    }
+
+    public func isSecurityTeam(_ account: AccountID) async throws -> Bool {
+        try await pool.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM security_team WHERE account_id = ?)", arguments: [account.description]) ?? false }
     }
 }
 

@@ -17,6 +17,9 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case deviceRevoked = "device.revoked"
     case commandSent = "device.command_sent"
     case serverStarted = "server.started"
+    case reportReceived = "report.received"
+    case reportMoved = "report.moved"
+    case securityTeamChanged = "security_team.changed"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

@@ -53,4 +53,16 @@ public protocol HearthStore: Sendable {
     func appendAudit(_ entry: AuditEntry) async throws
     func auditRecords() async throws -> [AuditRecord]
     func auditHead() async throws -> AuditHead?
+
+    // Vulnerability reports (coordinated disclosure)
+    func createReport(_ report: ReportRecord, audit: AuditEntry) async throws
+    func report(_ id: ReportID) async throws -> ReportRecord?
+    func report(statusTokenHash: String) async throws -> ReportRecord?
+    /// Every report, newest first.
+    func reports() async throws -> [ReportRecord]
+    /// Moves a report that is still in `from` (appending `event`); false if it was moved meanwhile.
+    func moveReport(_ id: ReportID, from: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool
+    /// The security team: operators who may read and handle vulnerability reports.
+    func setSecurityTeam(_ account: AccountID, member: Bool, audit: AuditEntry) async throws
+    func isSecurityTeam(_ account: AccountID) async throws -> Bool
 }

@@ -73,3 +73,39 @@ public struct DeviceRecord: Sendable, Equatable {
         self.revokedAt = revokedAt
     }
 }
+
+/// A vulnerability report. Its text (title, description, product, contact, credit) is stored
+/// sealed with the KEK; the reporter's status token only as a hash.
+public struct ReportRecord: Sendable, Equatable {
+    public let id: ReportID
+    public let receivedAt: Date
+    public let state: ReportState
+    public let statusTokenHash: String
+    public let sealed: Data
+    /// Every state change, oldest first; the first is `received`.
+    public let events: [ReportEvent]
+
+    public init(id: ReportID, receivedAt: Date, state: ReportState, statusTokenHash: String, sealed: Data, events: [ReportEvent]) {
+        self.id = id
+        self.receivedAt = receivedAt
+        self.state = state
+        self.statusTokenHash = statusTokenHash
+        self.sealed = sealed
+        self.events = events
+    }
+}
+
+/// One step of a report through the workflow. The note is shown to the reporter; it is sealed.
+public struct ReportEvent: Sendable, Equatable {
+    public let at: Date
+    public let state: ReportState
+    public let actor: String?
+    public let noteSealed: Data?
+
+    public init(at: Date, state: ReportState, actor: String?, noteSealed: Data?) {
+        self.at = at
+        self.state = state
+        self.actor = actor
+        self.noteSealed = noteSealed
+    }
+}

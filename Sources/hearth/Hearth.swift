@@ -20,7 +20,7 @@ struct HearthCommand: AsyncParsableCommand {
             devices. Run a real deployment with `hearth serve --data DIR`; on its first start it prints a \
             one-time link that creates the first operator account (there is no default password).
             """,
-        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, Audit.self, Bench.self]
+        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, DisclosureCommand.self, Audit.self, Bench.self]
     )
 }
 
@@ -80,10 +80,12 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var gateway: GatewayOptions
 
+    @OptionGroup var disclosure: DisclosureOptions
+
     func run() async throws {
         try await reportingErrors {
             let (folder, store) = try options.open()
-            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, banner: { _ in })
+            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, settings: try disclosure.settings(), banner: { _ in })
         }
     }
 }
@@ -125,7 +127,8 @@ struct GatewayOptions: ParsableArguments {
 /// Starts the HTTPS server and the MQTT gateway on `folder` and runs until SIGINT/SIGTERM.
 /// `ready` learns the bound addresses; `companions` run beside the server and stop first.
 func runServer(
-    folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions, ready: ServerReady? = nil, companions: [any Service] = [],
+    folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions, settings: HearthSettings = HearthSettings(),
+    ready: ServerReady? = nil, companions: [any Service] = [],
     banner: @escaping @Sendable (String) async -> Void
 ) async throws {
     var logger = Logger(label: "hearth")
@@ -151,7 +154,7 @@ func runServer(
     } catch let error as GatewayError {
         throw HearthError(.invalidInput, field: "dev-listener", error.description)
     }
-    let hearth = try Hearth(store: store, kek: folder.kek, settings: HearthSettings(), telemetry: telemetry, commands: gateway)
+    let hearth = try Hearth(store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway)
     if folder.created { print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.") }
     try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))
     let app = try HTTPSServer.application(hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger) { address in
@@ -180,6 +183,94 @@ func runServer(
         throw HearthError(.invalidInput, field: "listen", "cannot listen on \(listen) or \(options.mqttListen): \(String(cString: strerror(error.errnoCode)))")
     }
     print("Hearth stopped.")
+}
+
+/// security.txt's contacts and languages.
+struct DisclosureOptions: ParsableArguments {
+    @Option(name: .customLong("security-contact"), help: "A Contact for /.well-known/security.txt (mailto:, https:// or tel: URI); repeat for several, most preferred first. The server's own report form is always listed.")
+    var contacts: [String] = []
+
+    @Option(name: .customLong("security-language"), help: "A language the security team reads (en, de, pt-BR…); repeat for several. Default: en.")
+    var languages: [String] = []
+
+    func settings() throws -> HearthSettings {
+        var settings = HearthSettings()
+        settings.disclosure.contacts = try contacts.map(DisclosureSettings.validContact)
+        if !languages.isEmpty { settings.disclosure.languages = try languages.map(DisclosureSettings.validLanguage) }
+        return settings
+    }
+}
+
+struct DisclosureCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "disclosure",
+        abstract: "Handle vulnerability reports: list, show, move along the workflow, manage the security team.",
+        discussion: """
+            The workflow: received → acknowledged → valid | duplicate | not_a_vulnerability → fix_in_progress → fixed →             disclosed. Each move takes a note, which the reporter sees on their status page. Reports are due for             acknowledgement within 5 days and for a fix and disclosure within 90; overdue ones are flagged.
+            """,
+        subcommands: [List.self, Show.self, Move.self, Team.self]
+    )
+
+    static func hearth(_ options: DataOptions) throws -> Hearth {
+        let (folder, store) = try options.open()
+        return try Hearth(store: store, kek: folder.kek, settings: HearthSettings())
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List reports, newest first, with what is overdue.")
+        @OptionGroup var options: DataOptions
+        func run() async throws {
+            try await reportingErrors {
+                for r in try await DisclosureCommand.hearth(options).allReports() {
+                    let flags = r.overdue.map(\.rawValue).joined(separator: ",")
+                    print("\(r.id)\t\(r.state.rawValue)\t\(ISO8601DateFormatter().string(from: r.receivedAt))\t\(flags.isEmpty ? "-" : "OVERDUE:" + flags)\t\(r.text("title") ?? "")")
+                }
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one report: its text, deadlines and history.")
+        @OptionGroup var options: DataOptions
+        @Argument(help: "The report id (VR-…).") var id: String
+        func run() async throws {
+            try await reportingErrors {
+                let r = try await DisclosureCommand.hearth(options).report(id)
+                print("id\t\(r.id)\nstate\t\(r.state.rawValue)\nacknowledge by\t\(r.acknowledgeBy)\ndisclose by\t\(r.discloseBy)\noverdue\t\(r.overdue.map(\.rawValue).joined(separator: ", "))")
+                for key in ["title", "product", "contact", "credit", "description"] { if let v = r.text(key) { print("\(key)\t\(v)") } }
+                for step in r.history { print("history\t\(step.at)\t\(step.state.rawValue)\t\(step.note ?? "")") }
+            }
+        }
+    }
+
+    struct Move: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Move a report to its next state, with a note the reporter sees.")
+        @OptionGroup var options: DataOptions
+        @Argument(help: "The report id (VR-…).") var id: String
+        @Argument(help: "The new state: \(ReportState.allCases.map(\.rawValue).joined(separator: ", ")).") var state: String
+        @Option(help: "A note for the reporter (shown on their status page).") var note: String?
+        func run() async throws {
+            try await reportingErrors {
+                guard let to = ReportState(rawValue: state) else { throw HearthError.invalid("state", "one of \(ReportState.allCases.map(\.rawValue).joined(separator: ", "))") }
+                if let note { _ = try ObjectSchema([FieldSchema("note", .string(maxLength: 2_000, multiline: true))]).validate(["note": .string(note)]) }
+                let r = try await DisclosureCommand.hearth(options).moveReport(id, to: to, note: note, actor: "cli")
+                print("\(r.id) is now \(r.state.rawValue): \(r.state.plainEnglish)")
+            }
+        }
+    }
+
+    struct Team: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add an operator to the security team (who may read reports through the API), or remove them.")
+        @OptionGroup var options: DataOptions
+        @Argument(help: "The operator's e-mail address.") var email: String
+        @Flag(help: "Remove instead of add.") var remove = false
+        func run() async throws {
+            try await reportingErrors {
+                try await DisclosureCommand.hearth(options).setSecurityTeam(email: email, member: !remove)
+                print(remove ? "Removed \(email) from the security team." : "Added \(email) to the security team.")
+            }
+        }
+    }
 }
 
 struct ModelCommand: AsyncParsableCommand {

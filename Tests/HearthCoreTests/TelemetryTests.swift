@@ -126,3 +126,29 @@ import Testing
         #expect(try JSONValue.parse(Array(value.text.utf8)) == value)
     }
 }
+
+@Suite struct DisclosureWorkflowTests {
+    @Test func onlyTheWorkflowsStepsAreAllowed() throws {
+        let policy = DisclosurePolicy()
+        let allowed: Set<String> = [
+            "received>acknowledged", "acknowledged>valid", "acknowledged>duplicate", "acknowledged>not_a_vulnerability",
+            "duplicate>valid", "not_a_vulnerability>valid", "valid>fix_in_progress", "fix_in_progress>fixed", "fixed>disclosed",
+        ]
+        for from in ReportState.allCases {
+            for to in ReportState.allCases {
+                let ok = (try? policy.check(from: from, to: to)) != nil
+                #expect(ok == allowed.contains("\(from.rawValue)>\(to.rawValue)"), "\(from) → \(to)")
+            }
+        }
+        #expect(ReportState.allCases.filter(\.isClosed) == [.duplicate, .notVulnerability, .disclosed])
+    }
+
+    @Test func reportIDsAreValidOnceBuilt() throws {
+        var rng = SplitMix64(state: 1)
+        let id = ReportID.random(using: &rng)
+        #expect(try ReportID(id.rawValue) == id)
+        for bad in ["", "VR-", "VR-123", "VR-ILOU123456", "XX-0123456789", "VR-0123456789A", "vr-0123456789"] {
+            #expect(throws: HearthError.self, "\(bad)") { try ReportID(bad) }
+        }
+    }
+}

@@ -132,5 +132,35 @@ public enum StoreContract {
             try await require(store.auditHead()?.sequence == 2, "head")
             try await require(store.auditHead()?.mac == records[1].mac, "head mac")
         },
+        Case(description: "vulnerability reports: stored sealed, found by id and status token, moved only along the workflow") { store in
+            var rng = SystemRandomNumberGenerator()
+            let id = ReportID.random(using: &rng)
+            let received = ReportEvent(at: t0, state: .received, actor: nil, noteSealed: nil)
+            let report = ReportRecord(id: id, receivedAt: t0, state: .received, statusTokenHash: "token-hash-1", sealed: Data([9, 9]), events: [received])
+            try await store.createReport(report, audit: audit(.reportReceived))
+            try await require(store.report(id) == report, "found by id")
+            try await require(store.report(statusTokenHash: "token-hash-1") == report, "found by status token")
+            try await require(store.report(statusTokenHash: "token-hash-2") == nil, "another token finds nothing")
+            let ack = ReportEvent(at: t0.addingTimeInterval(60), state: .acknowledged, actor: "op", noteSealed: Data([7]))
+            try await require(store.moveReport(id, from: .received, event: ack, audit: audit(.reportMoved)), "moved")
+            try await require(!(store.moveReport(id, from: .received, event: ack, audit: audit(.reportMoved))), "a stale move changes nothing")
+            let moved = try await store.report(id)
+            try await require(moved?.state == .acknowledged && moved?.events == [received, ack], "state and history")
+            let before = try await store.auditRecords().count
+            _ = try await store.moveReport(id, from: .fixed, event: ack, audit: audit(.reportMoved))
+            try await require(store.auditRecords().count == before, "no audit record for a move that did not happen")
+            let other = ReportRecord(id: ReportID.random(using: &rng), receivedAt: t0.addingTimeInterval(10), state: .received, statusTokenHash: "token-hash-3", sealed: Data(), events: [received])
+            try await store.createReport(other, audit: audit(.reportReceived))
+            try await require(store.reports().map(\.id) == [other.id, id], "newest first")
+        },
+        Case(description: "the security team is a grant on an account") { store in
+            let a = account(1, role: .operator)
+            try await store.createAccount(a, audit: audit())
+            try await require(!(store.isSecurityTeam(a.id)), "not by default")
+            try await store.setSecurityTeam(a.id, member: true, audit: audit(.securityTeamChanged))
+            try await require(store.isSecurityTeam(a.id), "granted")
+            try await store.setSecurityTeam(a.id, member: false, audit: audit(.securityTeamChanged))
+            try await require(!(store.isSecurityTeam(a.id)), "withdrawn")
+        },
     ]
 }

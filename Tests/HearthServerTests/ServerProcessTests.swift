@@ -213,15 +213,31 @@ import X509
         #expect(try FileManager.default.attributesOfItem(atPath: credentials)[.posixPermissions] as? Int == 0o600)
         let session = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d", "@" + credentials, base + "/api/v1/sessions"])
         #expect(session.output.contains(#""token""#), "the printed sign-in command works: \(session.output)")
+        // security.txt over HTTPS, and no plaintext listener to ask.
+        let txt = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/.well-known/security.txt"])
+        #expect(txt.output.contains("Contact: \(base)/security/report") && txt.output.contains("Expires: "), "\(txt.output)")
+        let plain = try runTool(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", base.replacingOccurrences(of: "https://", with: "http://") + "/.well-known/security.txt"])
+        #expect(plain.output != "200", "no plaintext answer")
+        let report = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d", #"{"title":"Found a bug","description":"The details of the bug go here."}"#, base + "/api/v1/reports"])
+        let reportID = try #require(report.output.range(of: #"VR-[0-9A-Z]{10}"#, options: .regularExpression).map { String(report.output[$0]) }, "\(report.output)")
         demo.signal(SIGINT)
         #expect(try await demo.waitForExit() == 0)
         #expect(demo.text.contains("Hearth stopped."))
+        // The security team's CLI on the same data folder.
+        let list = try await HearthProcess.run(["disclosure", "list", "--data", dir.path])
+        #expect(list.status == 0 && list.output.contains(reportID) && list.output.contains("received"), "\(list.output)")
+        let moved = try await HearthProcess.run(["disclosure", "move", reportID, "acknowledged", "--note", "Thanks, looking at it", "--data", dir.path])
+        #expect(moved.status == 0 && moved.output.contains("is now acknowledged"), "\(moved.output)")
+        let jump = try await HearthProcess.run(["disclosure", "move", reportID, "disclosed", "--data", dir.path])
+        #expect(jump.status == 1 && jump.output.contains("can move to"), "\(jump.output)")
+        let shown = try await HearthProcess.run(["disclosure", "show", reportID, "--data", dir.path])
+        #expect(shown.output.contains("Thanks, looking at it") && shown.output.contains("Found a bug"), "\(shown.output)")
     }
 
     @Test func helpExplainsItself() async throws {
         let r = try await HearthProcess.run(["--help"])
         #expect(r.status == 0)
-        for word in ["serve", "demo", "factory", "audit", "no default password"] { #expect(r.output.contains(word)) }
+        for word in ["serve", "demo", "factory", "disclosure", "audit", "no default password"] { #expect(r.output.contains(word)) }
         let serve = try await HearthProcess.run(["serve", "--help"])
         #expect(serve.output.contains("--listen"))
         #expect(serve.output.contains("TLS 1.2 minimum"))

@@ -20,13 +20,14 @@ struct TestDeployment {
     let hearth: Hearth
     let time: ManualTimeSource
 
-    init() throws {
+    init(_ configure: (inout HearthSettings) -> Void = { _ in }) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-srv-\(UUID().uuidString)")
         folder = try DataFolder.open(path: dir.appendingPathComponent("data").path)
         store = try SQLiteStore(path: folder.databasePath, sealer: KEKAuditSealer(kek: folder.kek))
         time = ManualTimeSource(Date())
         var settings = HearthSettings()
         settings.hashCost = .testing
+        configure(&settings)
         hearth = try Hearth(store: store, kek: folder.kek, settings: settings, time: time)
     }
 

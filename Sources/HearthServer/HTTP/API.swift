@@ -185,7 +185,63 @@ struct API {
                     return JSON.response(["serial": .string(serial), "revoked": true, "changed": .bool(changed)])
                 }
             ),
+            (
+                Endpoint(method: .post, path: "/api/v1/reports", summary: "Report a security vulnerability (no account needed); returns a tracking id and a private status token", access: .public, body: ReportSubmission.schema, success: .created, errors: bad + [.tooManyRequests]),
+                { _, context, body in
+                    let submitted = try await hearth.submitReport(body, source: context.source)
+                    return JSON.response(["id": .string(submitted.id.rawValue), "statusToken": .string(submitted.statusToken), "state": .string(ReportState.received.rawValue)], status: .created)
+                }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/reports/status", summary: "A reporter's view of their report, by its private status token", access: .public, body: Self.statusToken, success: .ok, errors: bad + [.notFound, .tooManyRequests]),
+                { _, context, body in
+                    JSON.response(Self.reportJSON(try await hearth.reportStatus(token: body.string("token")!, source: context.source), forReporter: true))
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/security/reports", summary: "Vulnerability reports with their deadlines and overdue flags (security team)", access: .operator, body: nil, success: .ok, errors: [.unauthorized, .forbidden]),
+                { _, context, _ in
+                    JSON.response(["reports": .array(try await hearth.reports(by: try context.requireIdentity()).map { Self.reportJSON($0, forReporter: false) })])
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/security/reports/{id}", summary: "One vulnerability report (security team)", access: .operator, body: nil, success: .ok, errors: [.unauthorized, .forbidden, .notFound]),
+                { _, context, _ in
+                    JSON.response(Self.reportJSON(try await hearth.report(context.parameters.get("id") ?? "", by: try context.requireIdentity()), forReporter: false))
+                }
+            ),
+            (
+                Endpoint(method: .post, path: "/api/v1/security/reports/{id}/transitions", summary: "Move a report along the workflow with a note the reporter sees (security team)", access: .operator, body: Self.transition, success: .ok, errors: bad + [.unauthorized, .forbidden, .notFound, .conflict]),
+                { _, context, body in
+                    guard let state = ReportState(rawValue: body.string("state")!) else { throw HearthError.invalid("state", "unknown state") }
+                    let view = try await hearth.moveReport(context.parameters.get("id") ?? "", to: state, note: body.string("note"), by: try context.requireIdentity())
+                    return JSON.response(Self.reportJSON(view, forReporter: false))
+                }
+            ),
         ]
+    }
+
+    static let statusToken = ObjectSchema([FieldSchema("token", .string(maxLength: 128), "The status token given when the report was sent")])
+    static let transition = ObjectSchema([
+        FieldSchema("state", .oneOf(ReportState.allCases.map(\.rawValue)), "The new state"),
+        FieldSchema("note", .string(maxLength: 2_000, multiline: true), required: false, "Shown to the reporter"),
+    ])
+
+    /// A report as JSON: the reporter sees the status, the history and the deadlines; the security
+    /// team also sees the overdue flags.
+    static func reportJSON(_ r: ReportView, forReporter: Bool) -> JSONValue {
+        let timestamp = Date.ISO8601FormatStyle()
+        var o: [String: JSONValue] = [
+            "id": .string(r.id.rawValue), "state": .string(r.state.rawValue), "stateText": .string(r.state.plainEnglish),
+            "receivedAt": .string(r.receivedAt.formatted(timestamp)), "title": r.fields["title"] ?? .null,
+            "acknowledgeBy": .string(r.acknowledgeBy.formatted(timestamp)), "discloseBy": .string(r.discloseBy.formatted(timestamp)),
+            "history": .array(r.history.map { ["at": .string($0.at.formatted(timestamp)), "state": .string($0.state.rawValue), "note": $0.note.map { .string($0) } ?? .null] }),
+        ]
+        if !forReporter {
+            o["report"] = .object(r.fields)
+            o["overdue"] = .array(r.overdue.map { .string($0.rawValue) })
+        }
+        return .object(o)
     }
 
     /// Registers every endpoint: access check, then body cap and schema, then the handler.

@@ -30,6 +30,7 @@ struct Pages {
                 <li><a href="/claim">Set up a device</a> with the serial and setup code on its label</li>
                 <li><a href="/devices">Your devices</a></li>
                 <li><a href="/models">Products and how long they get security updates</a></li>
+                <li><a href="/security/policy">Report a security vulnerability</a> (no account needed)</li>
                 <li><a href="/signup">Create an account</a> or <a href="/signin">sign in</a></li>
                 </ul>
                 """)
@@ -44,6 +45,8 @@ struct Pages {
                 <table><tr><th>Product</th><th>Maker</th><th>Support period</th></tr>\(rows.joined())</table>
                 """)
         }
+
+        registerDisclosure(on: router)
 
         // Sign-up and sign-in.
         for kind in ["signup", "signin"] {
@@ -112,6 +115,123 @@ struct Pages {
                 return Self.setupForm(token: token, message: error)
             }
         }
+    }
+
+    // MARK: Vulnerability disclosure (Code of Practice guideline 2): no account, no JavaScript
+
+    func registerDisclosure(on router: Router<HearthRequestContext>) {
+        let hearth = self.hearth
+        let limit = hearth.settings.maxBodyBytes
+        router.get("/.well-known/security.txt") { request, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: hearth.securityTxt(base: Self.base(request)))))
+        }
+        router.get("/security/policy") { request, _ in
+            let policy = hearth.settings.disclosure.policy
+            return Self.page("Vulnerability disclosure policy", identity: try await Self.cookieIdentity(request, hearth: hearth), body: """
+                <h1>Vulnerability disclosure policy</h1>
+                <p>If you find a security problem in this service or in any device that uses it, please tell us. Reporting is free,
+                needs no account, and you do not have to give your name.</p>
+                <h2>How to report</h2>
+                <p>Use the <a href="/security/report">report form</a> (it works without JavaScript), the API
+                (<code>POST /api/v1/reports</code>), or a contact in <a href="/.well-known/security.txt">security.txt</a>.
+                Tell us what is affected, how to reproduce the problem and what an attacker could do. Contact details are optional.</p>
+                <h2>What happens next</h2>
+                <ul>
+                <li>You get a tracking id and a private status token at once. Keep the token: with it you can follow the report at
+                <a href="/security/status">the status page</a>.</li>
+                <li>We acknowledge every report within <strong>\(policy.acknowledgeDays) days</strong>.</li>
+                <li>You see every change of status, with our notes, until the report is resolved: acknowledged, assessed, fix in
+                progress, fixed, disclosed.</li>
+                <li>We aim to fix confirmed vulnerabilities and disclose them publicly within <strong>\(policy.discloseDays) days</strong>
+                of your report, and we agree the disclosure date with you. We credit you if you wish.</li>
+                </ul>
+                <h2>Safe harbour</h2>
+                <p>We will not take legal action against, or ask anyone to take legal action against, research done in good faith
+                under this policy: avoid harm to people, their privacy and their data, use only devices and accounts you own or
+                have permission to test, do not degrade the service for others, and give us a reasonable time to fix a problem
+                before you make it public.</p>
+                """)
+        }
+        router.get("/security/report") { _, _ in Self.reportForm(message: nil) }
+        router.post("/security/report") { request, context in
+            do {
+                try Self.requireSameOrigin(request)
+                let form = try await Self.formFields(request, limit: limit, schema: ReportSubmission.schema)
+                let submitted = try await hearth.submitReport(form, source: context.source)
+                return Self.page("Report received", identity: nil, status: .created, body: """
+                    <h1>Thank you: your report is received</h1>
+                    <p>Tracking id: <strong>\(esc(submitted.id.rawValue))</strong></p>
+                    <p>Your private status token (keep it; it is shown only once and is the only way to follow the report):</p>
+                    <p><code>\(esc(submitted.statusToken))</code></p>
+                    <p>Follow the report at <a href="/security/status">the status page</a>.</p>
+                    """)
+            } catch let error as HearthError {
+                if error.code == .throttled { return Self.errorPage(error) }
+                return Self.reportForm(message: error)
+            }
+        }
+        router.get("/security/status") { _, _ in Self.statusForm(message: nil) }
+        router.post("/security/status") { request, context in
+            do {
+                try Self.requireSameOrigin(request)
+                let form = try await Self.formFields(request, limit: limit, schema: API.statusToken)
+                let report = try await hearth.reportStatus(token: form.string("token")!, source: context.source)
+                let rows = report.history.map { step in
+                    "<tr><td>\(esc(step.at.formatted(.iso8601)))</td><td>\(esc(step.state.plainEnglish))</td><td>\(esc(step.note ?? ""))</td></tr>"
+                }
+                return Self.page("Report status", identity: nil, body: """
+                    <h1>Report \(esc(report.id.rawValue))</h1>
+                    <p>\(esc(report.text("title") ?? ""))</p>
+                    <p>Status: <strong>\(esc(report.state.plainEnglish))</strong></p>
+                    <p>Acknowledgement due by \(esc(report.acknowledgeBy.formatted(.iso8601))); fix and disclosure targeted by \(esc(report.discloseBy.formatted(.iso8601))).</p>
+                    <table><tr><th>When</th><th>Status</th><th>Note from the security team</th></tr>\(rows.joined())</table>
+                    """)
+            } catch let error as HearthError {
+                if error.code == .throttled { return Self.errorPage(error) }
+                return Self.statusForm(message: error)
+            }
+        }
+        router.get("/security/acknowledgments") { request, _ in
+            let rows = try await hearth.acknowledgments().map { "<li>\(esc($0.credit)) (\(esc($0.id.rawValue)))</li>" }
+            return Self.page("Acknowledgments", identity: try await Self.cookieIdentity(request, hearth: hearth), body: """
+                <h1>Thank you</h1><p>People who reported vulnerabilities that were fixed and disclosed, and asked to be credited:</p>
+                <ul>\(rows.isEmpty ? "<li>None yet.</li>" : rows.joined())</ul>
+                """)
+        }
+    }
+
+    static func reportForm(message: HearthError?) -> Response {
+        page("Report a vulnerability", identity: nil, status: message == nil ? .ok : ErrorMiddleware.status(for: message!.code), body: """
+            <h1>Report a vulnerability</h1>
+            <p>No account needed; your contact details are optional. Read the <a href="/security/policy">disclosure policy</a>.</p>
+            \(errorBox(message))
+            <form method="post" action="/security/report">
+            <label>Summary (one line) <input name="title" required minlength="3" maxlength="200"></label>
+            <label>What is affected, how to reproduce it, and what an attacker gains
+            <textarea name="description" required minlength="10" maxlength="10000" rows="12" style="width:100%"></textarea></label>
+            <label>Product or component (optional) <input name="product" maxlength="200"></label>
+            <label>How to reach you (optional) <input name="contact" maxlength="254"></label>
+            <label>Name to credit in the advisory (optional) <input name="credit" maxlength="120"></label>
+            <button>Send report</button>
+            </form>
+            """)
+    }
+
+    static func statusForm(message: HearthError?) -> Response {
+        page("Report status", identity: nil, status: message == nil ? .ok : ErrorMiddleware.status(for: message!.code), body: """
+            <h1>Follow your report</h1>
+            \(errorBox(message))
+            <form method="post" action="/security/status">
+            <label>Status token <input name="token" required maxlength="128" autocomplete="off"></label>
+            <button>Show status</button>
+            </form>
+            """)
+    }
+
+    /// `https://host[:port]` as the client addressed this server (only host characters kept).
+    static func base(_ request: Request) -> String {
+        let authority = (request.head.authority ?? "localhost").filter { $0.isASCII && ($0.isLetter || $0.isNumber || ".-:[]".contains($0)) }
+        return "https://\(authority.isEmpty ? "localhost" : authority)"
     }
 
     // MARK: Helpers

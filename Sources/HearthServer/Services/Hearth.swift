@@ -15,6 +15,8 @@ public struct HearthSettings: Sendable {
     public var hashCost: ScryptCost = .standard
     /// How long a command waits for the device's answer.
     public var commandTimeout: Duration = .seconds(10)
+    /// security.txt contacts and languages, and the disclosure deadlines.
+    public var disclosure = DisclosureSettings()
 
     public init() {}
 }
@@ -307,7 +309,7 @@ public final class Hearth: Sendable {
 /// only an operator can cause.
 actor Throttles {
     enum Purpose: CaseIterable {
-        case perSource, signInPerAccount, signUpPerSource, claimPerDevice, claimPerAccount
+        case perSource, signInPerAccount, signUpPerSource, claimPerDevice, claimPerAccount, reportPerSource
 
         var policy: ThrottlePolicy {
             switch self {
@@ -316,6 +318,9 @@ actor Throttles {
             case .signUpPerSource: ThrottlePolicy(freeFailures: 10, baseDelay: 60, maxDelay: 3_600, forgetAfter: 86_400)
             case .claimPerDevice: .claimPerDevice
             case .claimPerAccount: .claimPerAccount
+            // Every report counts: 5 a day from one address freely, then a wait from a minute
+            // doubling to an hour.
+            case .reportPerSource: ThrottlePolicy(freeFailures: 5, baseDelay: 60, maxDelay: 3_600, forgetAfter: 86_400)
             }
         }
     }
