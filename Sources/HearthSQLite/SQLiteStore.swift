@@ -102,6 +102,17 @@ public final class SQLiteStore: HearthStore {
                 CREATE TABLE security_team (
                     account_id TEXT PRIMARY KEY NOT NULL REFERENCES accounts(id) ON DELETE CASCADE
                 );
+                CREATE TABLE advisories (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    report_id TEXT NOT NULL UNIQUE REFERENCES reports(id),
+                    published_at INTEGER NOT NULL,
+                    title TEXT NOT NULL,
+                    severity TEXT NOT NULL,
+                    models TEXT NOT NULL,
+                    fixed_version TEXT NOT NULL,
+                    csaf TEXT NOT NULL,
+                    osv TEXT NOT NULL
+                );
                 """)
         }
         return m
@@ -405,6 +416,35 @@ public final class SQLiteStore: HearthStore {
         }
         guard let state = ReportState(rawValue: row["state"]) else { throw HearthError(.integrity, "unknown report state") }
         return ReportRecord(id: id, receivedAt: date(row["received_at"]), state: state, statusTokenHash: row["status_token_hash"], sealed: row["sealed"], events: events)
+    }
+
+    public func publishAdvisory(_ a: AdvisoryRecord, reportFrom: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                try db.execute(sql: "UPDATE reports SET state = ? WHERE id = ? AND state = ?", arguments: [event.state.rawValue, a.reportID.rawValue, reportFrom.rawValue])
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                let seq = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM report_events WHERE report_id = ?", arguments: [a.reportID.rawValue]) ?? 0
+                try Self.insert(event, report: a.reportID, seq: seq, db: db)
+                try db.execute(
+                    sql: "INSERT INTO advisories (id, report_id, published_at, title, severity, models, fixed_version, csaf, osv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [a.id, a.reportID.rawValue, millis(a.publishedAt), a.title, a.severity, a.models.map(\.rawValue).joined(separator: ","), a.fixedVersion, a.csaf, a.osv]
+                )
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
+    public func advisories() async throws -> [AdvisoryRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM advisories ORDER BY published_at DESC, id").map { row in
+                AdvisoryRecord(
+                    id: row["id"], reportID: try ReportID(row["report_id"] as String), publishedAt: date(row["published_at"]), title: row["title"], severity: row["severity"],
+                    models: try (row["models"] as String).split(separator: ",").map { try ProductModelID(String($0)) }, fixedVersion: row["fixed_version"], csaf: row["csaf"], osv: row["osv"]
+                )
+            }
+        }
     }
 
     public func setSecurityTeam(_ account: AccountID, member: Bool, audit: AuditEntry) async throws {

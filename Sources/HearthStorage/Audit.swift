@@ -20,6 +20,7 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case reportReceived = "report.received"
     case reportMoved = "report.moved"
     case securityTeamChanged = "security_team.changed"
+    case advisoryPublished = "advisory.published"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

@@ -65,4 +65,11 @@ public protocol HearthStore: Sendable {
     /// The security team: operators who may read and handle vulnerability reports.
     func setSecurityTeam(_ account: AccountID, member: Bool, audit: AuditEntry) async throws
     func isSecurityTeam(_ account: AccountID) async throws -> Bool
+
+    // Advisories
+    /// Publishes an advisory and moves its report (still in `from`) to disclosed, in one
+    /// transaction; false if the report was moved meanwhile.
+    func publishAdvisory(_ advisory: AdvisoryRecord, reportFrom: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool
+    /// Every advisory, newest first.
+    func advisories() async throws -> [AdvisoryRecord]
 }

@@ -109,3 +109,28 @@ public struct ReportEvent: Sendable, Equatable {
         self.noteSealed = noteSealed
     }
 }
+
+/// A published advisory: its CSAF and OSV renderings as published, and what owners' notices need.
+public struct AdvisoryRecord: Sendable, Equatable {
+    public let id: String
+    public let reportID: ReportID
+    public let publishedAt: Date
+    public let title: String
+    public let severity: String
+    public let models: [ProductModelID]
+    public let fixedVersion: String
+    public let csaf: String
+    public let osv: String
+
+    public init(id: String, reportID: ReportID, publishedAt: Date, title: String, severity: String, models: [ProductModelID], fixedVersion: String, csaf: String, osv: String) {
+        self.id = id
+        self.reportID = reportID
+        self.publishedAt = publishedAt
+        self.title = title
+        self.severity = severity
+        self.models = models
+        self.fixedVersion = fixedVersion
+        self.csaf = csaf
+        self.osv = osv
+    }
+}

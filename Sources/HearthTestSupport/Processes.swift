@@ -81,6 +81,7 @@ public func requiredTool(_ name: String, package: String) throws -> String? {
 
 public struct MissingTool: Error, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// A python3 (from PATH) that can import `module`, or nil to skip (a failure under
@@ -103,6 +104,9 @@ public func requiredPython(module: String, package: String) throws -> String? {
     }
     return nil
 }
+
+/// `Scripts/validate_schema.py`: validates JSON against the official CSAF 2.0 or OSV schema.
+public var schemaScript: String { Bundle.module.url(forResource: "Scripts/validate_schema", withExtension: "py")!.path }
 
 /// An executable this package built, next to the test bundle.
 public func builtProduct(_ name: String) -> URL {

@@ -153,6 +153,21 @@ public enum StoreContract {
             try await store.createReport(other, audit: audit(.reportReceived))
             try await require(store.reports().map(\.id) == [other.id, id], "newest first")
         },
+        Case(description: "publishing an advisory discloses its fixed report in the same transaction") { store in
+            var rng = SystemRandomNumberGenerator()
+            let id = ReportID.random(using: &rng)
+            let received = ReportEvent(at: t0, state: .received, actor: nil, noteSealed: nil)
+            try await store.createReport(ReportRecord(id: id, receivedAt: t0, state: .fixed, statusTokenHash: "h", sealed: Data(), events: [received]), audit: audit(.reportReceived))
+            let model = try ProductModelID("thermostat-t1")
+            let advisory = AdvisoryRecord(id: "HEARTH-SA-1", reportID: id, publishedAt: t0, title: "t", severity: "low", models: [model], fixedVersion: "1.3", csaf: "{}", osv: "{}")
+            let disclosed = ReportEvent(at: t0, state: .disclosed, actor: "op", noteSealed: nil)
+            try await require(store.publishAdvisory(advisory, reportFrom: .fixed, event: disclosed, audit: audit(.advisoryPublished)), "published")
+            try await require(store.advisories() == [advisory], "listed as stored")
+            try await require(store.report(id)?.state == .disclosed, "the report is disclosed")
+            let again = AdvisoryRecord(id: "HEARTH-SA-2", reportID: id, publishedAt: t0, title: "t", severity: "low", models: [model], fixedVersion: "1.3", csaf: "{}", osv: "{}")
+            try await require(!(store.publishAdvisory(again, reportFrom: .fixed, event: disclosed, audit: audit(.advisoryPublished))), "not from a report no longer fixed")
+            try await require(store.advisories().count == 1, "nothing added")
+        },
         Case(description: "the security team is a grant on an account") { store in
             let a = account(1, role: .operator)
             try await store.createAccount(a, audit: audit())

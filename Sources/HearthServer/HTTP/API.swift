@@ -218,6 +218,49 @@ struct API {
                     return JSON.response(Self.reportJSON(view, forReporter: false))
                 }
             ),
+            (
+                Endpoint(method: .post, path: "/api/v1/security/reports/{id}/advisory", summary: "Publish the CSAF 2.0 and OSV advisory for a fixed report; the report becomes disclosed (security team)", access: .operator, body: Advisory.schema, success: .created, errors: bad + [.unauthorized, .forbidden, .notFound, .conflict]),
+                { request, context, body in
+                    let base = Pages.base(request)
+                    let record = try await hearth.publishAdvisory(context.parameters.get("id") ?? "", body, base: base, by: try context.requireIdentity())
+                    return JSON.response(Self.advisoryJSON(record, base: base), status: .created)
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/advisories", summary: "Published security advisories, newest first", access: .public, body: nil, success: .ok, errors: []),
+                { request, _, _ in
+                    let base = Pages.base(request)
+                    return JSON.response(["advisories": .array(try await hearth.advisories().map { Self.advisoryJSON($0, base: base) })])
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/advisories/{id}/osv", summary: "An advisory as an OSV record", access: .public, body: nil, success: .ok, errors: [.notFound]),
+                { _, context, _ in
+                    guard let record = try await hearth.advisories().first(where: { $0.id == context.parameters.get("id") }) else { throw HearthError(.notFound, field: "id", "no advisory with this id") }
+                    return JSON.response(try JSONValue.parse(Array(record.osv.utf8)))
+                }
+            ),
+            (
+                Endpoint(method: .get, path: "/api/v1/notices", summary: "Security notices for the signed-in owner's devices, each with the update that fixes it", access: .signedIn, body: nil, success: .ok, errors: [.unauthorized]),
+                { request, context, _ in
+                    let base = Pages.base(request)
+                    let notices = try await hearth.notices(for: try context.requireIdentity()).map { notice -> JSONValue in
+                        guard case .object(var o) = Self.advisoryJSON(notice.advisory, base: base) else { return .null }
+                        o["devices"] = .array(notice.devices.map { .string($0.rawValue) })
+                        o["update"] = .string("Install firmware \(notice.advisory.fixedVersion) or later; devices that update automatically will get it.")
+                        return .object(o)
+                    }
+                    return JSON.response(["notices": .array(notices)])
+                }
+            ),
+        ]
+    }
+
+    static func advisoryJSON(_ a: AdvisoryRecord, base: String) -> JSONValue {
+        return [
+            "id": .string(a.id), "title": .string(a.title), "severity": .string(a.severity), "models": .array(a.models.map { .string($0.rawValue) }),
+            "fixedVersion": .string(a.fixedVersion), "publishedAt": .string(ISO8601DateFormatter().string(from: a.publishedAt)),
+            "csaf": .string("\(base)/.well-known/csaf/white/\(Advisory.csafPath(id: a.id, publishedAt: a.publishedAt))"), "osv": .string("\(base)/api/v1/advisories/\(a.id)/osv"),
         ]
     }
 

@@ -125,6 +125,23 @@ struct Pages {
         router.get("/.well-known/security.txt") { request, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: hearth.securityTxt(base: Self.base(request)))))
         }
+        // CSAF 2.0 directory-based distribution (TLP:WHITE) and provider metadata.
+        router.get("/.well-known/csaf/provider-metadata.json") { request, _ in
+            JSON.response(try await hearth.providerMetadata(base: Self.base(request)))
+        }
+        router.get("/.well-known/csaf/white/index.txt") { _, _ in
+            let lines = try await hearth.advisories().map { Self.csafPath($0) }
+            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: lines.map { $0 + "\n" }.joined())))
+        }
+        router.get("/.well-known/csaf/white/changes.csv") { _, _ in
+            let lines = try await hearth.advisories().map { "\"\(Self.csafPath($0))\",\"\(ISO8601DateFormatter().string(from: $0.publishedAt))\"" }
+            return Response(status: .ok, headers: [.contentType: "text/csv; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: lines.map { $0 + "\n" }.joined())))
+        }
+        router.get("/.well-known/csaf/white/:year/:file") { _, context in
+            let path = "\(context.parameters.get("year") ?? "")/\(context.parameters.get("file") ?? "")"
+            guard let advisory = try await hearth.advisories().first(where: { Self.csafPath($0) == path }) else { throw HearthError(.notFound, "no advisory here") }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: advisory.csaf)))
+        }
         router.get("/security/policy") { request, _ in
             let policy = hearth.settings.disclosure.policy
             return Self.page("Vulnerability disclosure policy", identity: try await Self.cookieIdentity(request, hearth: hearth), body: """
@@ -227,6 +244,8 @@ struct Pages {
             </form>
             """)
     }
+
+    static func csafPath(_ a: AdvisoryRecord) -> String { Advisory.csafPath(id: a.id, publishedAt: a.publishedAt) }
 
     /// `https://host[:port]` as the client addressed this server (only host characters kept).
     static func base(_ request: Request) -> String {

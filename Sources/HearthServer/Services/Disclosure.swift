@@ -185,7 +185,78 @@ extension Hearth {
             "Acknowledgments: \(base)/security/acknowledgments",
             "Preferred-Languages: \(d.languages.joined(separator: ", "))",
             "Canonical: \(base)/.well-known/security.txt",
+            "CSAF: \(base)/.well-known/csaf/provider-metadata.json",
         ]
         return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+// MARK: Advisories
+
+extension Hearth {
+    /// Publishes the advisory for a fixed report (security team): CSAF 2.0 and OSV, stored as
+    /// published; the report becomes disclosed, with the advisory's address as the reporter's note.
+    public func publishAdvisory(_ rawID: String, _ input: ValidatedObject, base: String, by identity: Identity) async throws -> AdvisoryRecord {
+        try await requireSecurityTeam(identity)
+        return try await publishAdvisory(rawID, input, base: base, actor: identity.account.id.description)
+    }
+
+    public func publishAdvisory(_ rawID: String, _ input: ValidatedObject, base: String, actor: String) async throws -> AdvisoryRecord {
+        let report = try await report(rawID)
+        guard report.state == .fixed else {
+            throw HearthError(.conflict, field: "state", "an advisory is published for a fixed report; this one is \(report.state.rawValue)")
+        }
+        var models: [ProductModel] = []
+        for raw in input.array("models") {
+            guard case .string(let text) = raw, let id = try? ProductModelID(text), let model = try await store.model(id) else {
+                throw HearthError.invalid("models", "no product model '\(raw.text.prefix(64))'")
+            }
+            if !models.contains(where: { $0.id == model.id }) { models.append(model) }
+        }
+        let now = time.now()
+        let advisory = try Advisory(
+            reportID: report.id, title: input.string("title")!, summary: input.string("summary")!, severity: input.string("severity")!, models: models,
+            affectedBelow: input.string("affectedBelow")!, fixedVersion: input.string("fixedVersion")!, cve: input.string("cve")!, credit: report.text("credit"), publishedAt: now
+        )
+        let record = AdvisoryRecord(
+            id: advisory.id, reportID: report.id, publishedAt: now, title: advisory.title, severity: advisory.severity, models: models.map(\.id),
+            fixedVersion: advisory.fixedVersion, csaf: advisory.csaf(base: base, publisher: models[0].maker).text, osv: advisory.osv(base: base).text
+        )
+        let note = "Advisory \(advisory.id) published: \(advisory.csafURL(base: base))"
+        let event = ReportEvent(at: now, state: .disclosed, actor: actor, noteSealed: try Envelope.seal(Data(note.utf8), context: "report-note:\(report.id)", kek: kek))
+        let audit = AuditEntry(.advisoryPublished, actor: actor, subject: advisory.id, detail: "report \(report.id), \(advisory.cve)", at: now)
+        guard try await store.publishAdvisory(record, reportFrom: .fixed, event: event, audit: audit) else {
+            throw HearthError(.conflict, field: "state", "the report was moved by someone else meanwhile; reload it")
+        }
+        return record
+    }
+
+    public func advisories() async throws -> [AdvisoryRecord] {
+        try await store.advisories()
+    }
+
+    /// The signed-in owner's notices: advisories naming a model of one of their devices.
+    public func notices(for identity: Identity) async throws -> [(advisory: AdvisoryRecord, devices: [DeviceSerial])] {
+        let devices = try await store.devices(ownedBy: identity.account.id)
+        return try await store.advisories().compactMap { advisory in
+            let affected = devices.filter { advisory.models.contains($0.model) }.map(\.serial)
+            return affected.isEmpty ? nil : (advisory, affected)
+        }
+    }
+
+    /// CSAF 2.0 provider metadata (`/.well-known/csaf/provider-metadata.json`).
+    public func providerMetadata(base: String) async throws -> JSONValue {
+        let latest = try await store.advisories().first?.publishedAt ?? Date(timeIntervalSince1970: 0)
+        let models = try await store.models()
+        return [
+            "canonical_url": .string("\(base)/.well-known/csaf/provider-metadata.json"),
+            "distributions": [["directory_url": .string("\(base)/.well-known/csaf/white/")]],
+            "last_updated": .string(ISO8601DateFormatter().string(from: latest)),
+            "list_on_CSAF_aggregators": true,
+            "metadata_version": "2.0",
+            "mirror_on_CSAF_aggregators": true,
+            "publisher": ["category": "vendor", "name": .string(models.first?.maker ?? "Hearth deployment"), "namespace": .string(base)],
+            "role": "csaf_provider",
+        ]
     }
 }
