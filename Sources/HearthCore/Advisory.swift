@@ -56,18 +56,15 @@ public struct Advisory: Sendable, Equatable {
     /// `YYYY/file.json` under the TLP:WHITE directory (CSAF 2.0 directory-based distribution; the
     /// file name is the lower-cased tracking id, `[+\-a-z0-9]+.json`).
     public static func csafPath(id: String, publishedAt: Date) -> String {
-        "\(Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: publishedAt).year ?? 1970)/\(id.lowercased()).json"
+        "\(timestamp(publishedAt).prefix(4))/\(id.lowercased()).json"
     }
 
     /// Where the CSAF document lives under `base`.
     public func csafURL(base: String) -> String { "\(base)/.well-known/csaf/white/\(Self.csafPath(id: id, publishedAt: publishedAt))" }
     public func osvURL(base: String) -> String { "\(base)/api/v1/advisories/\(id)/osv" }
 
-    static func timestamp(_ date: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f.string(from: date)
-    }
+    /// RFC 3339 in UTC, e.g. `2026-11-26T20:00:00Z` (a format style: no time-zone state touched).
+    static func timestamp(_ date: Date) -> String { date.formatted(Date.ISO8601FormatStyle()) }
 
     /// A CSAF 2.0 `csaf_security_advisory`.
     public func csaf(base: String, publisher: String) -> JSONValue {

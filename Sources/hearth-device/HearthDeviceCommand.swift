@@ -68,19 +68,19 @@ struct DeviceOptions: ParsableArguments {
     /// The device in `--bundle`, which must be a `kind`; prints its events with `--verbose`.
     func start(_ kind: ReferenceDevice.Kind) throws -> ReferenceDevice {
         let verbose = self.verbose
-        let device = try device(URL(fileURLWithPath: bundle), key: try uniqueKey()) { if verbose { line($0) } }
+        let device = try device(URL(fileURLWithPath: bundle), key: try uniqueKey()) { if verbose { line(describe($0)) } }
         guard device.kind == kind else { throw DeviceError("the bundle \(bundle) is a \(device.kind.rawValue); run `hearth-device \(device.kind.rawValue)`") }
         return device
     }
 
-    func device(_ folder: URL, key: DeviceUniqueKey, log: @escaping @Sendable (String) -> Void) throws -> ReferenceDevice {
+    func device(_ folder: URL, key: DeviceUniqueKey, onEvent: @escaping @Sendable (DeviceEvent) -> Void) throws -> ReferenceDevice {
         let bundle = try DeviceBundle.load(folder)
         let seed = self.seed ?? UInt64.random(in: .min ... .max)
         return try ReferenceDevice(bundle: bundle, uniqueKey: key, reportEvery: reportEvery, seed: seed, configure: { c in
             if let mqtt { c.host = mqtt.host; c.port = mqtt.port }
             c.reconnect = ReconnectPolicy(startupDelay: startupDelay, window: reconnectWindow)
             c.queue.capacity = queueCapacity
-        }, onEvent: { event in log(describe(event)) })
+        }, onEvent: onEvent)
     }
 }
 
@@ -182,6 +182,7 @@ struct Fleet: AsyncParsableCommand {
     @Option(name: .customLong("report-every")) var reportEvery: Double = 30
     @Option(name: .customLong("reconnect-window")) var reconnectWindow: Double = 30
     @Option(name: .customLong("startup-delay")) var startupDelay: Double = 10
+    @Flag(name: .customLong("log-connects"), help: "Also print a JSON line each time a device connects: {\"event\":\"connected\",\"device\":N,\"at\":UNIX-SECONDS}.") var logConnects = false
 
     func validate() throws {
         guard (1...100_000).contains(count) else { throw ValidationError("--count must be between 1 and 100000") }
@@ -194,10 +195,16 @@ struct Fleet: AsyncParsableCommand {
             var options = try DeviceOptions.parse(["--bundle", "-", "--report-every", "\(reportEvery)", "--reconnect-window", "\(reconnectWindow)", "--startup-delay", "\(startupDelay)"])
             options.mqtt = mqtt
             let key = try DeviceUniqueKey.simulated(file: hardwareKey)
+            raiseOpenFileLimit()
             var devices: [ReferenceDevice] = []
+            let logConnects = self.logConnects
             for (i, name) in names.enumerated() {
                 options.seed = UInt64(i + 1)
-                devices.append(try options.device(folder.appendingPathComponent(name), key: key) { _ in })
+                devices.append(try options.device(folder.appendingPathComponent(name), key: key) { event in
+                    if logConnects, case .connected = event {
+                        line(#"{"event":"connected","device":\#(i),"at":\#(String(format: "%.3f", Date().timeIntervalSince1970))}"#)
+                    }
+                })
             }
             line(#"{"event":"started","devices":\#(devices.count)}"#)
             let all = devices
@@ -233,6 +240,14 @@ func standardInputLines() -> AsyncStream<String> {
         continuation.finish()
     }
     return stream
+}
+
+/// Up to the hard limit of open files: each simulated device holds a socket.
+func raiseOpenFileLimit() {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    limit.rlim_cur = limit.rlim_max
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
 /// This process's resident memory and CPU time, from /proc and getrusage.
