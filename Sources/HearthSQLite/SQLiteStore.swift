@@ -397,15 +397,21 @@ public final class SQLiteStore: HearthStore {
     public func moveReport(_ id: ReportID, from: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool {
         do {
             return try await write(audit: [audit]) { db in
-                try db.execute(sql: "UPDATE reports SET state = ? WHERE id = ? AND state = ?", arguments: [event.state.rawValue, id.rawValue, from.rawValue])
-                guard db.changesCount == 1 else { throw NothingChanged() }
-                let seq = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM report_events WHERE report_id = ?", arguments: [id.rawValue]) ?? 0
-                try Self.insert(event, report: id, seq: seq, db: db)
+                try Self.advance(id, from: from, event: event, db: db)
                 return true
             }
         } catch is NothingChanged {
             return false
         }
+    }
+
+    /// Moves a report still in `from` to the event's state and appends the event; throws
+    /// `NothingChanged` (rolling the transaction back) if it was moved meanwhile.
+    static func advance(_ id: ReportID, from: ReportState, event: ReportEvent, db: Database) throws {
+        try db.execute(sql: "UPDATE reports SET state = ? WHERE id = ? AND state = ?", arguments: [event.state.rawValue, id.rawValue, from.rawValue])
+        guard db.changesCount == 1 else { throw NothingChanged() }
+        let seq = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM report_events WHERE report_id = ?", arguments: [id.rawValue]) ?? 0
+        try insert(event, report: id, seq: seq, db: db)
     }
 
     static func report(_ row: Row, _ db: Database) throws -> ReportRecord {
@@ -421,10 +427,7 @@ public final class SQLiteStore: HearthStore {
     public func publishAdvisory(_ a: AdvisoryRecord, reportFrom: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool {
         do {
             return try await write(audit: [audit]) { db in
-                try db.execute(sql: "UPDATE reports SET state = ? WHERE id = ? AND state = ?", arguments: [event.state.rawValue, a.reportID.rawValue, reportFrom.rawValue])
-                guard db.changesCount == 1 else { throw NothingChanged() }
-                let seq = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM report_events WHERE report_id = ?", arguments: [a.reportID.rawValue]) ?? 0
-                try Self.insert(event, report: a.reportID, seq: seq, db: db)
+                try Self.advance(a.reportID, from: reportFrom, event: event, db: db)
                 try db.execute(
                     sql: "INSERT INTO advisories (id, report_id, published_at, title, severity, models, fixed_version, csaf, osv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     arguments: [a.id, a.reportID.rawValue, millis(a.publishedAt), a.title, a.severity, a.models.map(\.rawValue).joined(separator: ","), a.fixedVersion, a.csaf, a.osv]
