@@ -80,6 +80,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The Update Framework's metadata: canonical JSON, Ed25519 signatures, role thresholds. No I/O.
+        .target(
+            name: "HearthUpdate",
+            dependencies: ["HearthCore", "HearthCrypto", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
         // The reference thermostat and lock, on the SDK's public API only.
         .target(name: "HearthReferenceDevices", dependencies: ["HearthDevice", "HearthCore"], swiftSettings: swiftSettings),
         .executableTarget(
@@ -171,6 +177,11 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "HearthUpdateTests",
+            dependencies: ["HearthUpdate", "HearthCore", "HearthTestSupport", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),

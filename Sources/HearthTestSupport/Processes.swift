@@ -108,6 +108,9 @@ public func requiredPython(module: String, package: String) throws -> String? {
 /// `Scripts/validate_schema.py`: validates JSON against the official CSAF 2.0 or OSV schema.
 public var schemaScript: String { Bundle.module.url(forResource: "Scripts/validate_schema", withExtension: "py")!.path }
 
+/// `Scripts/tuf_check.py`: python-tuf verifies a root.json and prints its canonical JSON.
+public var tufScript: String { Bundle.module.url(forResource: "Scripts/tuf_check", withExtension: "py")!.path }
+
 /// An executable this package built, next to the test bundle.
 public func builtProduct(_ name: String) -> URL {
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
