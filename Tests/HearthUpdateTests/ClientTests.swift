@@ -7,7 +7,7 @@ import Testing
 /// A repository made in code: a key per role, and helpers that sign each role's document.
 struct Repository {
     var keys = Dictionary(uniqueKeysWithValues: TUFRole.allCases.map { ($0, Curve25519.Signing.PrivateKey()) })
-    let now = Date(timeIntervalSince1970: 1_800_000_000)
+    var now = Date(timeIntervalSince1970: 1_800_000_000)
     let image = Array("firmware 1.3.0 for thermostat-t1".utf8)
     let name = "thermostat-t1-1.3.0.img"
 

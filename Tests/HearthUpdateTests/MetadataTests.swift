@@ -81,3 +81,31 @@ import Testing
         #expect(refused.status == 1 && refused.output.contains("verified\": false"), "\(refused.output)")
     }
 }
+
+@Suite struct ReferenceClientTests {
+    /// python-tuf's own client workflow (its TrustedMetadataSet, with its own clock) accepts the
+    /// whole chain Hearth signs — root, timestamp, snapshot, targets — and the image against its
+    /// target entry, custom fields included; a tampered image is refused by it too.
+    @Test func pythonTUFAcceptsHearthsWholeChain() async throws {
+        guard let python = try requiredPython(module: "tuf", package: "tuf") else { return }
+        var repo = Repository()
+        repo.now = Date()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-tuf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let snapshot = try repo.snapshot()
+        let files: [(String, [UInt8])] = [
+            ("root.json", repo.bytes(try repo.root())), ("timestamp.json", repo.bytes(try repo.timestamp(snapshot: snapshot))),
+            ("snapshot.json", repo.bytes(snapshot)), ("targets.json", repo.bytes(try repo.targets())), ("image", repo.image),
+        ]
+        for (name, bytes) in files { try Data(bytes).write(to: dir.appendingPathComponent(name)) }
+        let arguments = [tufScript] + files.dropLast().map { dir.appendingPathComponent($0.0).path } + [repo.name, dir.appendingPathComponent("image").path]
+        let ok = try await ChildProcess.run(python, arguments)
+        #expect(ok.status == 0 && ok.output.contains(#""model": "thermostat-t1""#), "\(ok.output)")
+        var evil = repo.image
+        evil[3] ^= 0x01
+        try Data(evil).write(to: dir.appendingPathComponent("image"))
+        let refused = try await ChildProcess.run(python, arguments)
+        #expect(refused.status == 1 && refused.output.contains("LengthOrHashMismatchError"), "\(refused.output)")
+    }
+}
