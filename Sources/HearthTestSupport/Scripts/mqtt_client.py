@@ -180,7 +180,7 @@ def cmd_conformance(args):
         c.on_message = on_message
         return c
 
-    def wait_for(c, n, timeout=5):
+    def wait_for(c, n, timeout=20):
         deadline = time.time() + timeout
         while len(c._hearth_messages) < n and time.time() < deadline:
             time.sleep(0.05)
