@@ -63,8 +63,11 @@ public struct Advisory: Sendable, Equatable {
     public func csafURL(base: String) -> String { "\(base)/.well-known/csaf/white/\(Self.csafPath(id: id, publishedAt: publishedAt))" }
     public func osvURL(base: String) -> String { "\(base)/api/v1/advisories/\(id)/osv" }
 
-    /// RFC 3339 in UTC, e.g. `2026-11-26T20:00:00Z` (a format style: no time-zone state touched).
-    static func timestamp(_ date: Date) -> String { date.formatted(Date.ISO8601FormatStyle()) }
+    /// RFC 3339 in UTC to the second, e.g. `2026-11-26T20:00:00Z`, as CSAF, OSV and TUF documents
+    /// write times (a format style: no time-zone state is touched).
+    public static func timestamp(_ date: Date) -> String {
+        Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down)).formatted(Date.ISO8601FormatStyle())
+    }
 
     /// A CSAF 2.0 `csaf_security_advisory`.
     public func csaf(base: String, publisher: String) -> JSONValue {

@@ -47,8 +47,6 @@ public enum RootMetadata {
         return (delegated, Int(threshold))
     }
 
-    /// RFC 3339 in UTC without fractions, as TUF writes `expires`.
-    public static func timestamp(_ date: Date) -> String {
-        Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down)).formatted(Date.ISO8601FormatStyle())
-    }
+    /// RFC 3339 in UTC to the second, as TUF writes `expires`.
+    public static func timestamp(_ date: Date) -> String { Advisory.timestamp(date) }
 }

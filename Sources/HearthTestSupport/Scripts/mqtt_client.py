@@ -84,13 +84,20 @@ def subscribe(c, topic, qos=1, timeout=15):
         raise RuntimeError(f"no SUBACK for {topic}")
 
 
-def cmd_publish(args):
+def open_publisher(args):
+    """Connects with acknowledgement tracking and prints the CONNACK; None if refused."""
     c = make_client(args, client_id=args.client_id)
     acks, done = track_acks(c)
     rc, _, _ = connect(c, args)
     out({"connack": rc})
-    if rc != 0:
+    return (c, acks, done) if rc == 0 else None
+
+
+def cmd_publish(args):
+    opened = open_publisher(args)
+    if opened is None:
         return
+    c, acks, done = opened
     mids = []
     for payload in args.payload:
         info = c.publish(args.topic, payload.encode(), qos=args.qos)
@@ -114,12 +121,10 @@ def report_acks(c, acks, done, mids, timeout):
 
 def cmd_aliases(args):
     """Topic-alias tricks (MQTT 5.0): map aliases to our own and to another device's topic."""
-    c = make_client(args, client_id=args.client_id)
-    acks, done = track_acks(c)
-    rc, _, _ = connect(c, args)
-    out({"connack": rc})
-    if rc != 0:
+    opened = open_publisher(args)
+    if opened is None:
         return
+    c, acks, done = opened
     steps = [(args.topic, 1), ("", 1), (args.other, 2), ("", 2), (args.other, 1), ("", 1)]
     mids = []
     for i, (topic, alias) in enumerate(steps):
