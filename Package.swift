@@ -120,7 +120,7 @@ let package = Package(
         .target(
             name: "HearthServer",
             dependencies: [
-                "HearthCore", "HearthCrypto", "HearthStorage",
+                "HearthCore", "HearthCrypto", "HearthStorage", "HearthUpdate",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -140,7 +140,7 @@ let package = Package(
             name: "hearth",
             dependencies: [
                 "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway", "HearthMQTT",
-                "HearthDevice", "HearthReferenceDevices",
+                "HearthDevice", "HearthReferenceDevices", "HearthUpdate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

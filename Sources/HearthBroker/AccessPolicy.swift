@@ -9,6 +9,8 @@ import HearthMQTT
 /// devices/S/events              device → server   events (e.g. a lock's keypad use)
 /// devices/S/commands/NAME       server → device   a command; the device subscribes to devices/S/commands/#
 /// devices/S/commands/NAME/result device → server  the command's result (request/response)
+/// devices/S/update              device → server   update progress and integrity alerts
+/// devices/S/update/offer        server → device   the answer: support period, target to install
 /// ```
 public enum AccessPolicy: Sendable, Equatable {
     /// A device authenticated by its certificate: only its own namespace.
@@ -25,7 +27,7 @@ public enum AccessPolicy: Sendable, Equatable {
             let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
             guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
             switch levels[2] {
-            case "telemetry", "events": return levels.count == 3
+            case "telemetry", "events", "update": return levels.count == 3
             case "commands": return levels.count == 5 && levels[4] == "result" && !levels[3].isEmpty
             default: return false
             }
@@ -41,8 +43,8 @@ public enum AccessPolicy: Sendable, Equatable {
         case .device(let serial):
             guard !filter.hasPrefix("$") else { return false }
             let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
-            guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial, levels[2] == "commands" else { return false }
-            return true
+            guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
+            return levels[2] == "commands" || (levels[2] == "update" && levels.count == 4 && levels[3] == "offer")
         case .development:
             if let shared = Topic.sharedParts(filter), let (_, inner) = shared { return canSubscribe(inner) }
             return !filter.hasPrefix("$")
@@ -53,9 +55,10 @@ public enum AccessPolicy: Sendable, Equatable {
     public func canReceive(_ topic: String) -> Bool {
         switch self {
         case .device(let serial):
-            // Commands only, never the results the device itself sends.
+            // Commands and update offers only, never the results the device itself sends.
             let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
-            return levels.count == 4 && levels[0] == Self.namespace && levels[1] == serial && levels[2] == "commands" && !levels[3].isEmpty
+            guard levels.count == 4, levels[0] == Self.namespace, levels[1] == serial else { return false }
+            return (levels[2] == "commands" && !levels[3].isEmpty) || (levels[2] == "update" && levels[3] == "offer")
         case .development:
             return !Self.isReserved(topic)
         }

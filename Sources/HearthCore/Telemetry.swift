@@ -185,6 +185,12 @@ public protocol DeviceCommandChannel: Sendable {
     func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration) async -> CommandOutcome
 }
 
+/// Takes a device's update report (`devices/S/update`) and answers it (`devices/S/update/offer`).
+/// The server's update service implements it; the gateway calls it. Throws on a malformed report.
+public protocol DeviceUpdateChannel: Sendable {
+    func received(report payload: [UInt8], from serial: DeviceSerial, model: ProductModelID) async throws -> [UInt8]
+}
+
 /// Ends a device's live connection (after its certificate is revoked).
 public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async

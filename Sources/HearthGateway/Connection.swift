@@ -12,6 +12,7 @@ struct DeviceContext: Sendable {
     let model: ProductModel
     let validator: TelemetryValidator
     var telemetryTopic: String { "\(AccessPolicy.namespace)/\(serial.rawValue)/telemetry" }
+    var updateTopic: String { "\(AccessPolicy.namespace)/\(serial.rawValue)/update" }
 
     init(serial: DeviceSerial, model: ProductModel) {
         self.serial = serial
@@ -29,6 +30,8 @@ struct DeviceContext: Sendable {
 struct GatewayParts: Sendable {
     let hub: Hub
     let ingest: TelemetryIngest?
+    /// The server's update service, once it is attached.
+    let updates: UpdateChannelSlot
     let counters: Counters
     let limits: ConnectionLimits
     let logger: Logger
@@ -174,6 +177,8 @@ actor Connection {
                 reason = .quotaExceeded
             } else if let device, publish.topic == device.telemetryTopic {
                 reason = await ingest(publish, device: device, now: now)
+            } else if let device, publish.topic == device.updateTopic {
+                reason = await update(publish, device: device)
             } else {
                 let (result, ticket) = await parts.hub.publish(from: key, publish)
                 if case .refused(let refusal) = result {
@@ -211,6 +216,23 @@ actor Connection {
             await ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
             logger.notice("telemetry refused", metadata: ["serial": "\(device.serial)", "kind": "\(error.kind.rawValue)", "field": "\(error.field ?? "-")"])
             return .payloadFormatInvalid
+        }
+    }
+
+    /// An update report: stored by the update service (before the PUBACK), and its answer sent to
+    /// the device's offer topic.
+    private func update(_ publish: Publish, device: DeviceContext) async -> ReasonCode {
+        guard let channel = parts.updates.channel else { return .implementationSpecificError }
+        do {
+            let answer = try await channel.received(report: publish.payload, from: device.serial, model: device.model.id)
+            _ = await parts.hub.publish(from: nil, Publish(topic: device.updateTopic + "/offer", payload: answer, qos: .atLeastOnce))
+            return .success
+        } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
+            logger.notice("update report refused", metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
+            return .payloadFormatInvalid
+        } catch {
+            logger.error("update report not stored", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
+            return .unspecifiedError
         }
     }
 

@@ -113,7 +113,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions, maximumQueued: configuration.limits.maximumQueuedPerSession,
                 counters: counters, persistent: brokerState != nil, flushSignal: flushSignal
             ),
-            ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) },
+            ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) }, updates: UpdateChannelSlot(),
             counters: counters, limits: configuration.limits, logger: logger
         )
         admission = Admission(maximumConnections: configuration.maximumConnections, connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst)
@@ -127,6 +127,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     }
 
     public var counters: GatewayCounters { parts.counters.snapshot }
+
+    /// Attaches the server's update service: devices' `devices/S/update` reports go to it.
+    public func attach(updates: any DeviceUpdateChannel) { parts.updates.set(updates) }
     public var openConnections: Int { admission.openConnections }
 
     public func run() async throws {
@@ -334,6 +337,14 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public func disconnect(_ serial: DeviceSerial, reason: String) async {
         await parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
     }
+}
+
+/// Holds the update service, attached after the gateway is built (the service needs the store the
+/// gateway also uses; neither owns the other).
+final class UpdateChannelSlot: Sendable {
+    private let slot = Mutex<(any DeviceUpdateChannel)?>(nil)
+    var channel: (any DeviceUpdateChannel)? { slot.withLock { $0 } }
+    func set(_ channel: any DeviceUpdateChannel) { slot.withLock { $0 = channel } }
 }
 
 /// Fulfils `promise` with the peer's certificate once the TLS handshake completes, or fails it if

@@ -115,12 +115,62 @@ public final class SQLiteStore: HearthStore {
                 );
                 """)
         }
+        m.registerMigration("2026-11-29 software updates") { db in
+            try db.execute(sql: """
+                CREATE TABLE tuf_documents (
+                    role TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    bytes BLOB NOT NULL,
+                    PRIMARY KEY (role, version)
+                );
+                CREATE TABLE tuf_online_keys (
+                    role TEXT PRIMARY KEY NOT NULL,
+                    sealed BLOB NOT NULL
+                );
+                CREATE TABLE releases (
+                    target TEXT PRIMARY KEY NOT NULL,
+                    model_id TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    length INTEGER NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    custom TEXT NOT NULL,
+                    published_at INTEGER NOT NULL
+                );
+                CREATE INDEX releases_model ON releases(model_id);
+                CREATE TABLE rollouts (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    target TEXT NOT NULL REFERENCES releases(target),
+                    model_id TEXT NOT NULL,
+                    stages TEXT NOT NULL,
+                    failure_threshold REAL NOT NULL,
+                    minimum_sample INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    stage INTEGER NOT NULL,
+                    note TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                CREATE UNIQUE INDEX rollouts_one_live_per_model ON rollouts(model_id) WHERE state IN ('active', 'paused');
+                CREATE TABLE update_events (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    serial TEXT NOT NULL,
+                    at INTEGER NOT NULL,
+                    phase TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    target TEXT,
+                    reason TEXT
+                );
+                CREATE INDEX update_events_serial ON update_events(serial, id);
+                CREATE INDEX update_events_target ON update_events(target, serial, id);
+                CREATE INDEX devices_model ON devices(model_id);
+                """)
+        }
         return m
     }
 
     // MARK: Writing, always with the audit entry in the same transaction
 
-    private func write<T: Sendable>(audit: [AuditEntry], _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(audit: [AuditEntry], _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await pool.write { [sealer] db in
                 let result = try body(db)

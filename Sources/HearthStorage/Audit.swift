@@ -21,6 +21,12 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case reportMoved = "report.moved"
     case securityTeamChanged = "security_team.changed"
     case advisoryPublished = "advisory.published"
+    case updateKeyCreated = "update.online_key_created"
+    case updateMetadataPublished = "update.metadata_published"
+    case rolloutCreated = "rollout.created"
+    case rolloutChanged = "rollout.changed"
+    case supportExtended = "model.support_extended"
+    case supportShorteningRefused = "model.support_shortening_refused"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

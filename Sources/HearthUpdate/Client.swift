@@ -20,6 +20,27 @@ public enum UpdateRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     case tooLong(String, limit: Int)
     /// Not a well-formed document of the expected role.
     case malformed(String)
+    /// A validly signed image for another product model.
+    case wrongModel(String, for: String, device: String)
+    /// A validly signed image that is not newer than what runs (firmware rollback).
+    case downgrade(offered: String, running: String)
+    /// The image cannot be installed over the running version (it needs a newer one first).
+    case unsupportedPath(from: String, minimum: String)
+
+    /// A short name for reports: the attack of the specification this refusal stopped.
+    public var attack: String {
+        switch self {
+        case .tooFewSignatures: "too_few_signatures"
+        case .rollback, .downgrade: "rollback"
+        case .expired: "freeze"
+        case .mismatch: "mix_and_match"
+        case .targetMismatch: "arbitrary_software"
+        case .tooLong: "endless_data"
+        case .malformed: "malformed"
+        case .wrongModel: "wrong_model"
+        case .unsupportedPath: "unsupported_path"
+        }
+    }
 
     public var description: String {
         switch self {
@@ -30,6 +51,9 @@ public enum UpdateRefusal: Error, Sendable, Equatable, CustomStringConvertible {
         case .targetMismatch(let why): "target: \(why) (arbitrary software)"
         case .tooLong(let what, let limit): "\(what) is longer than \(limit) bytes (endless data)"
         case .malformed(let why): "malformed metadata: \(why)"
+        case .wrongModel(let name, let model, let device): "target: \(name) is for \(model), this device is \(device) (wrong model)"
+        case .downgrade(let offered, let running): "target: version \(offered) is not newer than the running \(running) (rollback)"
+        case .unsupportedPath(let from, let minimum): "target: cannot update from \(from); it needs \(minimum) or later first"
         }
     }
 }
@@ -47,6 +71,43 @@ public struct TrustedMetadata: Sendable {
     public init(root: SignedMetadata) throws {
         self.root = root.signed
         _ = try Self.require(root, .root, keysFrom: root.signed)
+    }
+
+    /// Restores what an earlier refresh trusted (the device's stored metadata), so a rollback
+    /// across restarts is still caught. Signatures are checked against the trusted root; expiry is
+    /// not (§ 5.2: stored metadata may have expired meanwhile — new metadata must not be).
+    public mutating func restore(timestamp: SignedMetadata?, snapshot: SignedMetadata?, targets: SignedMetadata?) {
+        func valid(_ md: SignedMetadata?, _ role: TUFRole) -> JSONValue? {
+            guard let md, (try? Self.require(md, role, keysFrom: root)) != nil else { return nil }
+            return md.signed
+        }
+        self.timestamp = valid(timestamp, .timestamp)
+        self.snapshot = self.timestamp == nil ? nil : valid(snapshot, .snapshot)
+        self.targets = self.snapshot == nil ? nil : valid(targets, .targets)
+    }
+
+    /// Verified boot: does `image` match its entry in `targets`, signed by the targets role of the
+    /// trusted `root`? No clock: a device that was offline for a year must still boot.
+    public static func verifyInstalled(root: JSONValue, targets: SignedMetadata, name: String, image: [UInt8]) throws -> FirmwareTarget {
+        _ = try require(targets, .targets, keysFrom: root)
+        var check = try TrustedMetadata(trusting: root)
+        check.targets = targets.signed
+        try check.verifyTarget(name, image, limit: Int.max)
+        return try check.firmware(name)
+    }
+
+    /// Starts from a root already verified (the repository's stored one).
+    public init(trusting root: JSONValue) throws { self.root = root }
+
+    /// The repository's check of new targets metadata: signed by the root's targets keys, newer
+    /// than `trustedVersion`, unexpired. Then it is what `target(_:)` and `firmware(_:)` read.
+    @discardableResult
+    public mutating func checkTargets(_ new: SignedMetadata, newerThan trustedVersion: Int, now: Date) throws -> Int {
+        let offered = try Self.require(new, .targets, keysFrom: root)
+        guard offered > trustedVersion else { throw UpdateRefusal.rollback(.targets, offered: offered, trusted: trustedVersion) }
+        try Self.requireFresh(new.signed, .targets, now: now)
+        targets = new.signed
+        return offered
     }
 
     /// § 5.3: a new root must be signed by a threshold of the old root's root keys and of its own,

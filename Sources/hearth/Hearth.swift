@@ -20,7 +20,7 @@ struct HearthCommand: AsyncParsableCommand {
             devices. Run a real deployment with `hearth serve --data DIR`; on its first start it prints a \
             one-time link that creates the first operator account (there is no default password).
             """,
-        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, DisclosureCommand.self, Audit.self, Bench.self]
+        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, DisclosureCommand.self, ReleaseCommand.self, UpdatesCommand.self, Audit.self, Bench.self]
     )
 }
 
@@ -154,7 +154,10 @@ func runServer(
     } catch let error as GatewayError {
         throw HearthError(.invalidInput, field: "dev-listener", error.description)
     }
-    let hearth = try Hearth(store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway)
+    let repository = try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)
+    let updates = Updates(repository: repository)
+    gateway.attach(updates: updates)
+    let hearth = try Hearth(store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway, updates: updates)
     if folder.created { print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.") }
     try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))
     let app = try HTTPSServer.application(hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger) { address in
@@ -176,7 +179,8 @@ func runServer(
         fflush(nil)
     }
     let sweeper = SessionSweeper(store: store, logger: logger)
-    let group = ServiceGroup(services: [app, sweeper, gateway] + companions, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    let renewer = RepositoryRenewer(repository: repository, logger: logger)
+    let group = ServiceGroup(services: [app, sweeper, gateway, renewer] + companions, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     do {
         try await group.run()
     } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL {
@@ -274,7 +278,23 @@ struct DisclosureCommand: AsyncParsableCommand {
 }
 
 struct ModelCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "model", abstract: "Manage product models.", subcommands: [Add.self, List.self])
+    static let configuration = CommandConfiguration(commandName: "model", abstract: "Manage product models.", subcommands: [Add.self, List.self, Support.self])
+
+    struct Support: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Extend a model's support period (the last day of security updates).",
+            discussion: "A support period can be extended, never shortened: an earlier date is refused and the attempt is audited."
+        )
+        @OptionGroup var options: DataOptions
+        @Argument(help: "The product model id.") var model: String
+        @Argument(help: "The new last day of security updates, YYYY-MM-DD.") var date: String
+        func run() async throws {
+            try await reportingErrors {
+                let updated = try await UpdatesCommand.open(options).extendSupport(model, to: date, actor: "cli")
+                print("\(updated.id) gets security updates until \(updated.supportEnds.plainEnglish).")
+            }
+        }
+    }
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Define a product model from a JSON file (see docs in ARCHITECTURE.md).")

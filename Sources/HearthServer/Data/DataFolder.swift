@@ -19,6 +19,7 @@ import X509
 ///   hearth.sqlite        0600  the database (WAL)
 ///   telemetry.sqlite     0600  device readings (WAL, group-committed)
 ///   broker.sqlite        0600  persistent MQTT sessions and retained messages
+///   targets/             0700  firmware images of the update repository (SHA256.NAME)
 /// ```
 /// Opening refuses a folder or key file that others can read (Code of Practice guideline 4).
 public struct DataFolder: Sendable {
@@ -36,6 +37,8 @@ public struct DataFolder: Sendable {
     public var brokerStatePath: String { url.appendingPathComponent("broker.sqlite").path }
     public var rootCAPath: String { url.appendingPathComponent("root-ca.pem").path }
     public var deviceCAPath: String { url.appendingPathComponent("device-ca.pem").path }
+    /// Firmware images of the update repository, named `SHA256.NAME`.
+    public var targetsDirectory: URL { url.appendingPathComponent("targets") }
 
     /// Opens the folder at `path`, creating it and its keys on first use.
     /// - Parameters:

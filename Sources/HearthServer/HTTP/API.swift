@@ -49,7 +49,7 @@ struct API {
     func endpoints() -> [(Endpoint, EndpointHandler)] {
         let hearth = self.hearth
         let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType]
-        return [
+        let core: [(Endpoint, EndpointHandler)] = [
             (
                 Endpoint(method: .get, path: "/healthz", summary: "Liveness: the server and its database answer", access: .public, body: nil, success: .ok, errors: []),
                 { _, _, _ in
@@ -254,6 +254,7 @@ struct API {
                 }
             ),
         ]
+        return core + updateEndpoints()
     }
 
     static func advisoryJSON(_ a: AdvisoryRecord, base: String) -> JSONValue {

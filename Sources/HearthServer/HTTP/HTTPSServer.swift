@@ -16,6 +16,7 @@ public enum HTTPSServer {
         router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: ErrorMiddleware(logger: logger))
         API(hearth: hearth).register(on: router)
+        API.registerRepository(on: router, hearth: hearth)
         Pages(hearth: hearth).register(on: router)
         return router
     }

@@ -63,10 +63,12 @@ public final class Hearth: Sendable {
     public let telemetry: (any TelemetryStore)?
     /// Delivers commands to devices (the MQTT gateway); nil when this process runs none.
     public let commands: (any DeviceCommandChannel)?
+    /// The update repository, rollouts and support periods; nil when this process runs none.
+    public let updates: Updates?
 
     public init(
         store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings, time: any TimeSource = SystemTimeSource(),
-        telemetry: (any TelemetryStore)? = nil, commands: (any DeviceCommandChannel)? = nil
+        telemetry: (any TelemetryStore)? = nil, commands: (any DeviceCommandChannel)? = nil, updates: Updates? = nil
     ) throws {
         let passwords = PasswordPolicy(blocklist: CommonPasswords.list)
         guard passwords.blocklist.count > 10_000 else {
@@ -83,6 +85,7 @@ public final class Hearth: Sendable {
         decoyHash = hasher.decoy()
         self.telemetry = telemetry
         self.commands = commands
+        self.updates = updates
     }
 
     /// Runs CPU-heavy work (scrypt) off the event loops and the cooperative pool, on NIO's blocking
