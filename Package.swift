@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "HearthDevice",
             dependencies: [
-                "HearthCore", "HearthMQTT",
+                "HearthCore", "HearthMQTT", "HearthUpdate", .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -87,11 +87,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // The reference thermostat and lock, on the SDK's public API only.
-        .target(name: "HearthReferenceDevices", dependencies: ["HearthDevice", "HearthCore"], swiftSettings: swiftSettings),
+        .target(name: "HearthReferenceDevices", dependencies: ["HearthDevice", "HearthCore", "HearthUpdate"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "hearth-device",
             dependencies: [
-                "HearthReferenceDevices", "HearthDevice", "HearthCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "HearthReferenceDevices", "HearthDevice", "HearthCore", "HearthUpdate", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

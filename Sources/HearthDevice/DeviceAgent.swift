@@ -1,4 +1,5 @@
 import Foundation
+import HearthUpdate
 import HearthCore
 import HearthMQTT
 import NIOCore
@@ -85,6 +86,10 @@ public actor DeviceAgent: Service {
     let clock: any TimeSource
     let onCommand: @Sendable (DeviceCommand) async -> CommandReply
     let onEvent: @Sendable (DeviceEvent) -> Void
+    let onUpdateOffer: @Sendable (UpdateOffer) async -> Void
+    /// The latest update report: sent when made, and again at every connect (the server answers
+    /// each with an offer).
+    var updateReport: UpdateReport?
     let validator: TelemetryValidator
 
     var version: MQTTVersion
@@ -114,26 +119,68 @@ public actor DeviceAgent: Service {
         configuration: DeviceConfiguration, keyStore: any SecureKeyStore, trustRootsPEM: String, queuePath: String,
         clock: any TimeSource = SystemTimeSource(),
         onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in },
+        onUpdateOffer: @escaping @Sendable (UpdateOffer) async -> Void = { _ in },
         onCommand: @escaping @Sendable (DeviceCommand) async -> CommandReply
     ) throws {
         self.configuration = configuration
-        let identity = try keyStore.identity()
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.minimumTLSVersion = .tlsv12
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)))
-        tls.certificateChain = identity.certificateChain.map { .certificate($0) }
-        tls.privateKey = .privateKey(identity.privateKey)
-        self.tls = try NIOSSLContext(configuration: tls)
+        tls = try Self.tlsContext(keyStore: keyStore, trustRootsPEM: trustRootsPEM)
         queue = try OfflineQueue(path: queuePath, policy: configuration.queue)
         self.clock = clock
         self.onEvent = onEvent
+        self.onUpdateOffer = onUpdateOffer
         self.onCommand = onCommand
         validator = TelemetryValidator(model: configuration.model)
         version = configuration.version
         machine = ReconnectMachine(policy: configuration.reconnect, seed: configuration.seed)
     }
 
+    static func tlsContext(keyStore: any SecureKeyStore, trustRootsPEM: String) throws -> NIOSSLContext {
+        let identity = try keyStore.identity()
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)))
+        tls.certificateChain = identity.certificateChain.map { .certificate($0) }
+        tls.privateKey = .privateKey(identity.privateKey)
+        return try NIOSSLContext(configuration: tls)
+    }
+
     // MARK: The device's side
+
+    /// Tells the server how an update is going (or that none is); sent now if connected, and
+    /// again after every reconnect.
+    public func reportUpdate(_ report: UpdateReport) {
+        updateReport = report
+        if let connection { sendUpdateReport(connection) }
+    }
+
+    func sendUpdateReport(_ conn: MQTTClientConnection) {
+        guard let updateReport else { return }
+        conn.send(.publish(Publish(topic: "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update", payload: updateReport.payload, qos: .atLeastOnce, packetID: allocatePacketID())))
+    }
+
+    /// Integrity-failure mode (Code of Practice guideline 7): one connection to the gateway that
+    /// only publishes `report` (an alert for the owner), waits for its acknowledgement and
+    /// disconnects. Nothing else is contacted.
+    public static func raiseAlert(_ report: UpdateReport, configuration: DeviceConfiguration, keyStore: any SecureKeyStore, trustRootsPEM: String) async throws {
+        let tls = try tlsContext(keyStore: keyStore, trustRootsPEM: trustRootsPEM)
+        let conn = try await MQTTClientConnection.open(
+            host: configuration.host, port: configuration.port, tls: tls, serverHostname: configuration.serverHostname, version: .v5,
+            timeout: .milliseconds(Int64(configuration.connectTimeout * 1000))
+        )
+        defer { conn.close() }
+        conn.send(.connect(Connect(version: .v5, clientID: configuration.serial.rawValue, cleanStart: true, keepAlive: 30, properties: [])))
+        var packets = conn.packets.makeAsyncIterator()
+        guard case .connack(let ack)? = try await packets.next(), ack.reason == .success else { throw DeviceError("the gateway refused the alert connection") }
+        conn.send(.publish(Publish(topic: "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update", payload: report.payload, qos: .atLeastOnce, packetID: 1)))
+        while let packet = try await packets.next() {
+            if case .puback(let a) = packet, a.packetID == 1 {
+                conn.send(.disconnect(ReasonPacket()))
+                guard !a.reason.isError else { throw DeviceError("the gateway refused the alert: \(a.reason)") }
+                return
+            }
+        }
+        throw DeviceError("the gateway closed the connection before acknowledging the alert")
+    }
 
     /// Queues a reading for delivery, durably, after checking it against the model (a device
     /// validates what it sends, too). Returns at once; delivery happens when connected.
@@ -283,7 +330,9 @@ public actor DeviceAgent: Service {
         carried = carried.filter { waiting.contains($0.key) }
         inflight = inflight.filter { waiting.contains($0.value) }
         let commands = "\(AccessPolicyTopics.devicePrefix(configuration.serial))/commands/+"
-        conn.send(.subscribe(Subscribe(packetID: allocatePacketID(), requests: [Subscribe.Request(filter: commands, qos: .atLeastOnce)])))
+        let offers = "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update/offer"
+        conn.send(.subscribe(Subscribe(packetID: allocatePacketID(), requests: [Subscribe.Request(filter: commands, qos: .atLeastOnce), Subscribe.Request(filter: offers, qos: .atLeastOnce)])))
+        sendUpdateReport(conn)
         onEvent(.connected(version: conn.version, sessionPresent: ack.sessionPresent))
         if ack.sessionPresent {
             // MQTT 4.4: a resumed session resends unacknowledged PUBLISHes with their packet ids.
@@ -376,6 +425,9 @@ public actor DeviceAgent: Service {
                 pausedUntil = clock.now().addingTimeInterval(1)
             }
             wake?.yield()
+        case .publish(let publish) where publish.topic == "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update/offer":
+            if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
+            if let offer = try? UpdateOffer(payload: publish.payload) { await onUpdateOffer(offer) }
         case .publish(let publish):
             await command(publish, conn)
         case .pingresp:

@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import HearthDevice
+import HearthUpdate
 import Synchronization
 
 /// A reference device: the thermostat or the lock, wired to a ``DeviceAgent`` through the SDK's
@@ -26,7 +27,8 @@ public actor ReferenceDevice {
     ///   - reportEvery: seconds between periodic readings.
     public init(
         bundle: DeviceBundle, uniqueKey: DeviceUniqueKey, clock: any TimeSource = SystemTimeSource(), reportEvery: TimeInterval = 10, seed: UInt64 = 1,
-        configure: (inout DeviceConfiguration) -> Void = { _ in }, onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in }
+        configure: (inout DeviceConfiguration) -> Void = { _ in }, onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in },
+        onUpdateOffer: @escaping @Sendable (UpdateOffer) async -> Void = { _ in }
     ) throws {
         guard let kind = [Thermostat.model: Kind.thermostat, SmartLock.model: .lock][bundle.model.rawValue],
             let model = ProductModel.demoModels().first(where: { $0.id == bundle.model })
@@ -37,7 +39,7 @@ public actor ReferenceDevice {
         let target = CommandTarget()
         agent = try DeviceAgent(
             configuration: configuration, keyStore: try bundle.keyStore(uniqueKey: uniqueKey), trustRootsPEM: bundle.trustRootsPEM,
-            queuePath: bundle.queuePath, clock: clock, onEvent: onEvent
+            queuePath: bundle.queuePath, clock: clock, onEvent: onEvent, onUpdateOffer: onUpdateOffer
         ) { command in
             await target.device.withLock { $0.device }?.handle(command) ?? .failed("starting up")
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthDevice
+import HearthUpdate
 import HearthReferenceDevices
 import Logging
 import ServiceLifecycle
@@ -21,7 +22,7 @@ struct HearthDeviceCommand: AsyncParsableCommand {
             working without the network: readings wait in a persistent offline queue and go out, in order, \
             once the server is back.
             """,
-        subcommands: [ThermostatCommand.self, LockCommand.self, Fleet.self, CSR.self]
+        subcommands: [ThermostatCommand.self, LockCommand.self, Fleet.self, CSR.self, BootCommand.self, UpdateCommand.self]
     )
 }
 
@@ -54,6 +55,12 @@ struct DeviceOptions: ParsableArguments {
     @Flag(help: "Print each connection event.")
     var verbose = false
 
+    @Option(help: "The update repository's base URL. Default: the bundle's server URL with /tuf.")
+    var repository: String?
+
+    @Option(name: .customLong("health-deadline"), help: "Seconds a new firmware version has to deliver a reading before the device rolls back to the previous one.")
+    var healthDeadline: Double = 120
+
     func validate() throws {
         guard reportEvery >= 0.01, reportEvery <= 86_400 else { throw ValidationError("--report-every must be between 0.01 and 86400 seconds") }
         guard reconnectWindow > 0, reconnectWindow <= 3600, startupDelay >= 0, startupDelay <= 3600 else { throw ValidationError("--reconnect-window and --startup-delay must be between 0 and 3600 seconds") }
@@ -65,22 +72,64 @@ struct DeviceOptions: ParsableArguments {
         return try DeviceUniqueKey.machineID()
     }
 
-    /// The device in `--bundle`, which must be a `kind`; prints its events with `--verbose`.
-    func start(_ kind: ReferenceDevice.Kind) throws -> ReferenceDevice {
+    /// The device in `--bundle`, which must be a `kind`; prints its events with `--verbose`. With
+    /// firmware in the bundle, verified boot runs first: a device whose slots all fail verification
+    /// only raises the alert and stops (nil).
+    func start(_ kind: ReferenceDevice.Kind) async throws -> ReferenceDevice? {
         let verbose = self.verbose
-        let device = try device(URL(fileURLWithPath: bundle), key: try uniqueKey()) { if verbose { line(describe($0)) } }
-        guard device.kind == kind else { throw DeviceError("the bundle \(bundle) is a \(device.kind.rawValue); run `hearth-device \(device.kind.rawValue)`") }
+        let folder = URL(fileURLWithPath: bundle)
+        let key = try uniqueKey()
+        guard FirmwareUpdater.hasFirmware(folder) else {
+            let device = try device(folder, key: key) { if verbose { line(describe($0)) } }
+            guard device.kind == kind else { throw DeviceError("the bundle \(bundle) is a \(device.kind.rawValue); run `hearth-device \(device.kind.rawValue)`") }
+            return device
+        }
+        let bundle = try DeviceBundle.load(folder)
+        let updater = try self.updater(bundle)
+        let outcome = try await updater.boot()
+        line("boot: \(describe(outcome)) at \(millis())")
+        if case .integrityFailure(let reason) = outcome {
+            try await DeviceAgent.raiseAlert(
+                UpdateReport(phase: .integrityFailure, version: "0.0.0", reason: reason), configuration: try configuration(bundle),
+                keyStore: try bundle.keyStore(uniqueKey: key), trustRootsPEM: bundle.trustRootsPEM
+            )
+            line("integrity failure: the owner was alerted; this device stops until it is serviced")
+            return nil
+        }
+        let controller = UpdateController(updater: updater, healthDeadline: .milliseconds(Int64(healthDeadline * 1000)), log: { line("update: \($0)") }) {
+            line("update: restarting at \(millis())")
+            restartProcess()
+        }
+        let device = try self.device(folder, key: key, onEvent: { event in
+            if verbose { line(describe(event)) }
+            if case .delivered = event { Task { await controller.healthy() } }
+        }, onUpdateOffer: { await controller.offered($0) })
+        guard device.kind == kind else { throw DeviceError("the bundle \(self.bundle) is a \(device.kind.rawValue); run `hearth-device \(device.kind.rawValue)`") }
+        await controller.attach(device.agent)
+        await controller.started(outcome)
         return device
     }
 
-    func device(_ folder: URL, key: DeviceUniqueKey, onEvent: @escaping @Sendable (DeviceEvent) -> Void) throws -> ReferenceDevice {
+    func updater(_ bundle: DeviceBundle) throws -> FirmwareUpdater {
+        let base = repository.flatMap(URL.init(string:)) ?? bundle.server.appendingPathComponent("tuf")
+        return FirmwareUpdater(device: bundle.folder, model: bundle.model, fetcher: try HTTPSUpdateFetcher(base: base, trustRootsPEM: bundle.trustRootsPEM))
+    }
+
+    func configuration(_ bundle: DeviceBundle) throws -> DeviceConfiguration {
+        guard let model = ProductModel.demoModels().first(where: { $0.id == bundle.model }) else { throw DeviceError("unknown model \(bundle.model)") }
+        var c = DeviceConfiguration(serial: bundle.serial, model: model, host: bundle.server.host ?? "127.0.0.1", port: 8883)
+        if let mqtt { c.host = mqtt.host; c.port = mqtt.port }
+        return c
+    }
+
+    func device(_ folder: URL, key: DeviceUniqueKey, onEvent: @escaping @Sendable (DeviceEvent) -> Void, onUpdateOffer: @escaping @Sendable (UpdateOffer) async -> Void = { _ in }) throws -> ReferenceDevice {
         let bundle = try DeviceBundle.load(folder)
         let seed = self.seed ?? UInt64.random(in: .min ... .max)
         return try ReferenceDevice(bundle: bundle, uniqueKey: key, reportEvery: reportEvery, seed: seed, configure: { c in
             if let mqtt { c.host = mqtt.host; c.port = mqtt.port }
             c.reconnect = ReconnectPolicy(startupDelay: startupDelay, window: reconnectWindow)
             c.queue.capacity = queueCapacity
-        }, onEvent: onEvent)
+        }, onEvent: onEvent, onUpdateOffer: onUpdateOffer)
     }
 }
 
@@ -94,6 +143,28 @@ func describe(_ event: DeviceEvent) -> String {
     case .refusedByServer(let seq, let why): "server refused reading \(seq): \(why)"
     case .command(let name, let status, let detail): "command \(name): \(status.rawValue)\(detail.map { " (\($0))" } ?? "")"
     }
+}
+
+func describe(_ outcome: BootOutcome) -> String {
+    switch outcome {
+    case .booted(let slot, let f): "firmware \(f.version) (slot \(slot.rawValue), verified)"
+    case .trial(let slot, let f): "firmware \(f.version) (slot \(slot.rawValue), verified, on trial until healthy)"
+    case .rolledBack(let slot, let f, let why): "firmware \(f.version) (slot \(slot.rawValue), verified) after rolling back: \(why)"
+    case .fellBack(let slot, let f, let why): "firmware \(f.version) (slot \(slot.rawValue), verified) — SECURITY ALERT, the other slot failed verification: \(why)"
+    case .integrityFailure(let why): "INTEGRITY FAILURE, no slot verifies: \(why)"
+    }
+}
+
+func millis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+/// The device's reboot: the process replaces itself with a fresh copy (same arguments), which runs
+/// verified boot again.
+func restartProcess() {
+    fflush(nil)
+    let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+    execv("/proc/self/exe", arguments)
+    FileHandle.standardError.write(Data("hearth-device: cannot restart: \(String(cString: strerror(errno)))\n".utf8))
+    exit(1)
 }
 
 func line(_ text: String) {
@@ -133,7 +204,7 @@ struct ThermostatCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await failing {
-            let device = try options.start(.thermostat)
+            guard let device = try await options.start(.thermostat) else { throw ExitCode(3) }
             line("thermostat \(device.serial) running; Ctrl-C stops it")
             try await runUntilSignalled { try await device.run() }
         }
@@ -150,7 +221,7 @@ struct LockCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await failing {
-            let device = try options.start(.lock)
+            guard let device = try await options.start(.lock) else { throw ExitCode(3) }
             line("lock \(device.serial) running; type lock, unlock or toggle; Ctrl-C stops it")
             try await runUntilSignalled {
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -281,3 +352,64 @@ struct CSR: AsyncParsableCommand {
 }
 
 
+
+/// Verified boot alone (for tests and service): prints what booted, as JSON, and exits.
+struct BootCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "boot",
+        abstract: "Run verified boot on a device folder and print the outcome as JSON (no network).",
+        discussion: "With --commit, a version on trial is committed at once (as if its health check passed). Exit 0 booted, 3 integrity failure."
+    )
+    @Option(help: "The device's folder.") var bundle: String
+    @Flag(help: "Commit a version on trial.") var commit = false
+
+    func run() async throws {
+        try await failing {
+            let bundle = try DeviceBundle.load(URL(fileURLWithPath: self.bundle))
+            let updater = FirmwareUpdater(device: bundle.folder, model: bundle.model, fetcher: nil)
+            let outcome = try await updater.boot()
+            if commit, case .trial = outcome { try await updater.commit() }
+            var o: [String: JSONValue] = ["outcome": .string(describe(outcome))]
+            switch outcome {
+            case .booted(let s, let f), .trial(let s, let f), .rolledBack(let s, let f, _), .fellBack(let s, let f, _):
+                o["slot"] = .string(s.rawValue)
+                o["version"] = .string(f.version.description)
+            case .integrityFailure: o["version"] = .null
+            }
+            line(JSONValue.object(o).text)
+            if case .integrityFailure = outcome { throw ExitCode(3) }
+        }
+    }
+}
+
+/// One update, without MQTT: verified boot, then the TUF workflow and the A/B install of a
+/// target, printing each phase. For tests (power loss) and manual service.
+struct UpdateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "update",
+        abstract: "Install a target from the update repository into the inactive slot and switch to it (the next boot runs it on trial).",
+        discussion: "Exit 0 switched, 2 refused (the reason printed: which attack it stopped), 3 integrity failure at boot."
+    )
+    @Option(help: "The device's folder.") var bundle: String
+    @Option(help: "The target to install, MODEL-VERSION.img.") var target: String
+    @Option(help: "The update repository's base URL. Default: the bundle's server URL with /tuf.") var repository: String?
+
+    func run() async throws {
+        try await failing {
+            let bundle = try DeviceBundle.load(URL(fileURLWithPath: self.bundle))
+            var options = try DeviceOptions.parse(["--bundle", self.bundle])
+            options.repository = repository
+            let updater = try options.updater(bundle)
+            let outcome = try await updater.boot()
+            line("boot: \(describe(outcome))")
+            if case .integrityFailure = outcome { throw ExitCode(3) }
+            do {
+                let installed = try await updater.install(target) { line("phase: \($0.rawValue)") }
+                line("switched: \(installed.version)")
+            } catch let refusal as UpdateRefusal {
+                line("refused: \(refusal.attack): \(refusal)")
+                throw ExitCode(2)
+            }
+        }
+    }
+}

@@ -335,9 +335,13 @@ struct Factory: AsyncParsableCommand {
         @Option(help: "Output folder for the bundles (mode 0700; device keys 0600).") var out: String
         @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on labels.") var publicURL = "https://localhost:8443"
 
-        func provisioner() throws -> (Provisioner, ProductModelID, URL) {
+        /// The provisioner, with the model's newest firmware and the update trust anchor if released.
+        func provisioner() async throws -> (Provisioner, ProductModelID, URL) {
             let (folder, store) = try data.open()
-            return (Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL), try ProductModelID(model), URL(fileURLWithPath: out))
+            let model = try ProductModelID(model)
+            var provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
+            provisioner.firmware = try await UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory).factoryFirmware(model)
+            return (provisioner, model, URL(fileURLWithPath: out))
         }
     }
 
@@ -351,7 +355,7 @@ struct Factory: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingErrors {
-                let (provisioner, model, out) = try options.provisioner()
+                let (provisioner, model, out) = try await options.provisioner()
                 let start = Date()
                 let progress = Progress(total: count, noun: "units")
                 _ = try await provisioner.provision(modelID: model, count: count, outDirectory: out) { progress.update($0) }
@@ -374,7 +378,7 @@ struct Factory: AsyncParsableCommand {
             try await reportingErrors {
                 let pem = try String(contentsOfFile: csr, encoding: .utf8)
                 guard pem.utf8.count <= 16 * 1024 else { throw HearthError(.payloadTooLarge, "a CSR is at most 16 KiB") }
-                let (provisioner, model, out) = try options.provisioner()
+                let (provisioner, model, out) = try await options.provisioner()
                 let unit = try await provisioner.signCSR(pem: pem, modelID: model, outDirectory: out)
                 print("Issued a certificate for serial \(unit.serial); bundle in \(out.path)/\(unit.serial)")
             }

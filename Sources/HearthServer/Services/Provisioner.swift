@@ -26,7 +26,11 @@ public struct ProvisionedUnit: Sendable {
 /// - `server-root-ca.pem`: the anchor for verifying the server
 /// - `label.txt`: what is printed on the label
 /// - `bundle.json`: serial, model, setup code and server URL for the firmware's first boot
+/// - `firmware/` (when the model has a release): the update repository's root.json (the device's
+///   trust anchor for updates and verified boot), the signed targets.json, and the newest image
 public struct Provisioner: Sendable {
+    /// The image and trust anchor flashed into each unit; nil for a model without releases.
+    public var firmware: FactoryFirmware?
     public let store: any HearthStore
     public let deviceCA: CertificateAuthority
     public let rootCA: CertificateAuthority
@@ -150,9 +154,27 @@ public struct Provisioner: Sendable {
             "setupCode": .string(unit.setupCode.digits), "server": .string(publicURL),
         ]
         try DataFolder.writePrivate(bundle.serialized(), to: folder.appendingPathComponent("bundle.json"))
+        if let firmware, firmware.model == model.id {
+            let dir = folder.appendingPathComponent("firmware")
+            try Self.makePrivateDirectory(dir)
+            try Data(firmware.root).write(to: dir.appendingPathComponent("root.json"))
+            try Data(firmware.targets).write(to: dir.appendingPathComponent("targets.json"))
+            try Data(firmware.name.utf8).write(to: dir.appendingPathComponent("name"))
+            try FileManager.default.copyItem(atPath: firmware.imagePath, toPath: dir.appendingPathComponent("image").path)
+        }
     }
 
     static func makePrivateDirectory(_ url: URL) throws {
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
+}
+
+/// What the factory flashes for updates: the repository's current root.json and targets.json, and
+/// the newest image of the model.
+public struct FactoryFirmware: Sendable {
+    public let model: ProductModelID
+    public let root: [UInt8]
+    public let targets: [UInt8]
+    public let name: String
+    public let imagePath: String
 }

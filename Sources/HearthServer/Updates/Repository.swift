@@ -89,6 +89,17 @@ public final class UpdateRepository: Sendable {
         return FileManager.default.fileExists(atPath: path) ? path : nil
     }
 
+    /// The factory firmware for `model`: its newest release and the current root and targets; nil
+    /// when the model has no release yet.
+    public func factoryFirmware(_ model: ProductModelID) async throws -> FactoryFirmware? {
+        guard let root = try await store.tufDocument("root", version: nil), let targets = try await store.tufDocument("targets", version: nil) else { return nil }
+        let releases = try await store.releases(model: model)
+        guard let newest = releases.max(by: { ((try? FirmwareVersion($0.version)) ?? (try! FirmwareVersion("0.0.0"))) < ((try? FirmwareVersion($1.version)) ?? (try! FirmwareVersion("0.0.0"))) }),
+            let path = imagePath("\(newest.sha256).\(newest.target)")
+        else { return nil }
+        return FactoryFirmware(model: model, root: root.bytes, targets: targets.bytes, name: newest.target, imagePath: path)
+    }
+
     // MARK: Import
 
     public struct Imported: Sendable {
