@@ -100,7 +100,7 @@ let package = Package(
         .target(
             name: "HearthFixtures",
             dependencies: [
-                "HearthGateway", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthTestSupport",
+                "HearthGateway", "HearthCore", "HearthDevice", "HearthUpdate", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthTestSupport",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
             ],
@@ -171,7 +171,7 @@ let package = Package(
             name: "HearthDeviceTests",
             dependencies: [
                 "HearthDevice", "HearthReferenceDevices", "HearthGateway", "HearthMQTT", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite",
-                "HearthTestSupport", "HearthFixtures", "hearth-device",
+                "HearthTestSupport", "HearthFixtures", "hearth-device", "HearthUpdate",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),

@@ -18,6 +18,8 @@ public actor UpdateController {
     public private(set) var supportEnded = false
     /// The last refusal or failure, for the device's log and tests.
     public private(set) var lastFailure: String?
+    /// The latest reports made (at most 32), for the device's log and tests.
+    public private(set) var reports: [UpdateReport] = []
 
     /// - Parameters:
     ///   - reboot: restarts the device into the slot `boot.json` names (the process execs itself).
@@ -91,7 +93,8 @@ public actor UpdateController {
         Task { await self.install(name) }
     }
 
-    func install(_ name: String) async {
+    /// Installs `name` now (what an offer starts); returns when it restarted or failed.
+    public func install(_ name: String) async {
         let running = await updater.running?.version.description ?? "0.0.0"
         do {
             let target = try await updater.install(name) { phase in await self.report(UpdateReport(phase: phase, version: running, target: name)) }
@@ -107,6 +110,8 @@ public actor UpdateController {
     }
 
     func report(_ report: UpdateReport) async {
+        reports.append(report)
+        if reports.count > 32 { reports.removeFirst() }
         await agent?.reportUpdate(report)
     }
 }
