@@ -27,6 +27,9 @@ public struct DeviceConfiguration: Sendable {
     public var connectTimeout: TimeInterval = 15
     /// Seeds the reconnect jitter; random unless a test or simulation fixes it.
     public var seed: UInt64 = UInt64.random(in: .min ... .max)
+    /// How often the latest update report is sent again while connected, so the device learns of
+    /// rollouts started or advanced since (the server answers each report with an offer).
+    public var updateCheckInterval: TimeInterval = 3600
 
     public init(serial: DeviceSerial, model: ProductModel, host: String, port: Int, serverHostname: String? = nil) {
         self.serial = serial
@@ -298,6 +301,7 @@ public actor DeviceAgent: Service {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.drain(wakeups, conn) }
             if keepAlive > 0 { group.addTask { await self.ping(conn, every: Double(keepAlive) * 0.75) } }
+            group.addTask { await self.recheckUpdates(conn) }
             do {
                 while let packet = try await packets.next(isolation: self) {
                     if let ended = await handle(packet, conn) { hint = ended }
@@ -386,6 +390,14 @@ public actor DeviceAgent: Service {
             topic: "\(AccessPolicyTopics.devicePrefix(configuration.serial))/telemetry", payload: reading.envelope(dropped: carried[reading.sequence] ?? 0),
             qos: .atLeastOnce, dup: dup, packetID: id
         )
+    }
+
+    nonisolated func recheckUpdates(_ conn: MQTTClientConnection) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(configuration.updateCheckInterval))
+            guard !Task.isCancelled else { return }
+            await sendUpdateReport(conn)
+        }
     }
 
     nonisolated func ping(_ conn: MQTTClientConnection, every seconds: Double) async {

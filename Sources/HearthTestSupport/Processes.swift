@@ -143,3 +143,6 @@ extension ChildProcess {
         try ChildProcess("/usr/bin/stdbuf", ["-oL", "-eL", path] + arguments)
     }
 }
+
+/// python-tuf's `ngclient.Updater` against a Hearth server.
+public var tufUpdaterScript: String { Bundle.module.url(forResource: "Scripts/tuf_updater", withExtension: "py")!.path }

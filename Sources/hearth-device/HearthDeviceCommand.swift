@@ -58,6 +58,9 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "The update repository's base URL. Default: the bundle's server URL with /tuf.")
     var repository: String?
 
+    @Option(name: .customLong("update-check"), help: "Seconds between asking the server for updates while connected (it also asks at every connect).")
+    var updateCheck: Double = 3600
+
     @Option(name: .customLong("health-deadline"), help: "Seconds a new firmware version has to deliver a reading before the device rolls back to the previous one.")
     var healthDeadline: Double = 120
 
@@ -65,6 +68,7 @@ struct DeviceOptions: ParsableArguments {
         guard reportEvery >= 0.01, reportEvery <= 86_400 else { throw ValidationError("--report-every must be between 0.01 and 86400 seconds") }
         guard reconnectWindow > 0, reconnectWindow <= 3600, startupDelay >= 0, startupDelay <= 3600 else { throw ValidationError("--reconnect-window and --startup-delay must be between 0 and 3600 seconds") }
         guard (1...1_000_000).contains(queueCapacity) else { throw ValidationError("--queue-capacity must be between 1 and 1000000") }
+        guard updateCheck >= 0.1, updateCheck <= 7 * 86_400, healthDeadline >= 1, healthDeadline <= 3600 else { throw ValidationError("--update-check must be between 0.1 s and 7 days, --health-deadline between 1 and 3600 s") }
     }
 
     func uniqueKey() throws -> DeviceUniqueKey {
@@ -129,6 +133,7 @@ struct DeviceOptions: ParsableArguments {
             if let mqtt { c.host = mqtt.host; c.port = mqtt.port }
             c.reconnect = ReconnectPolicy(startupDelay: startupDelay, window: reconnectWindow)
             c.queue.capacity = queueCapacity
+            c.updateCheckInterval = updateCheck
         }, onEvent: onEvent, onUpdateOffer: onUpdateOffer)
     }
 }

@@ -408,7 +408,7 @@ struct DeviceCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a device: model, owner, revocation, and the invalid telemetry it sent (counted per kind).")
+        static let configuration = CommandConfiguration(abstract: "Show a device: model, owner, revocation, the invalid telemetry it sent (counted per kind), its firmware, update progress and security alerts.")
         @OptionGroup var options: DataOptions
         @Argument(help: "The device serial.") var serial: String
 
@@ -422,6 +422,11 @@ struct DeviceCommand: AsyncParsableCommand {
                 if let latest = try await telemetry.latest(serial) { print("latest\t\(JSONValue.object(latest.reading.values).text) at \(latest.reading.receivedAt)") }
                 for refusal in try await telemetry.refusals(serial) { print("refused\t\(refusal.kind.rawValue)\t\(refusal.count)\tlast \(refusal.lastAt)") }
                 print("dropped\t\(try await telemetry.droppedTotal(serial)) readings dropped by the device while offline (its queue was full)")
+                let update = try await Updates(repository: try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)).deviceView(device)
+                print("firmware\t\(update.running ?? "not reported")")
+                if let latest = update.latest { print("update\t\(latest.phase)\t\(latest.target ?? "-")\t\(latest.reason ?? "")") }
+                for alert in update.alerts { print("alert\t\(alert.phase)\t\(alert.at)\t\(alert.reason ?? "")") }
+                print("support\t\(update.supportEnded ? "ended" : "until") \(update.supportEnds.plainEnglish)")
             }
         }
     }
