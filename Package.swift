@@ -193,7 +193,7 @@ let package = Package(
         .testTarget(
             name: "HearthServerTests",
             dependencies: [
-                "HearthServer", "HearthSQLite", "HearthStorage", "HearthCrypto", "HearthCore", "HearthTestSupport", "hearth",
+                "HearthServer", "HearthSQLite", "HearthStorage", "HearthCrypto", "HearthCore", "HearthTestSupport", "hearth", "HearthUpdate", "HearthFixtures",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -19,6 +19,7 @@ struct TestDeployment {
     let store: SQLiteStore
     let hearth: Hearth
     let time: ManualTimeSource
+    let updates: Updates
 
     init(_ configure: (inout HearthSettings) -> Void = { _ in }) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-srv-\(UUID().uuidString)")
@@ -28,7 +29,8 @@ struct TestDeployment {
         var settings = HearthSettings()
         settings.hashCost = .testing
         configure(&settings)
-        hearth = try Hearth(store: store, kek: folder.kek, settings: settings, time: time)
+        updates = Updates(repository: try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory, time: time), time: time)
+        hearth = try Hearth(store: store, kek: folder.kek, settings: settings, time: time, updates: updates)
     }
 
     var application: some ApplicationProtocol {
