@@ -28,6 +28,13 @@ func temporaryDirectory() throws -> URL {
         try await c.run(try SQLiteStore(path: dir.appendingPathComponent("db.sqlite").path, sealer: TestSealer()))
     }
 
+    @Test(arguments: UpdateContract.cases)
+    func updateContract(_ c: UpdateContract.Case) async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try await c.run(try SQLiteStore(path: dir.appendingPathComponent("db.sqlite").path, sealer: TestSealer()))
+    }
+
     @Test func aReopenedStoreHasEverythingCommitted() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
