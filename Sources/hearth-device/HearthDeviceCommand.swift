@@ -22,7 +22,7 @@ struct HearthDeviceCommand: AsyncParsableCommand {
             working without the network: readings wait in a persistent offline queue and go out, in order, \
             once the server is back.
             """,
-        subcommands: [ThermostatCommand.self, LockCommand.self, Fleet.self, CSR.self, BootCommand.self, UpdateCommand.self]
+        subcommands: [ThermostatCommand.self, LockCommand.self, Fleet.self, CSR.self, BootCommand.self, UpdateCommand.self, DownloadBench.self]
     )
 }
 
@@ -409,12 +409,42 @@ struct UpdateCommand: AsyncParsableCommand {
             line("boot: \(describe(outcome))")
             if case .integrityFailure = outcome { throw ExitCode(3) }
             do {
-                let installed = try await updater.install(target) { line("phase: \($0.rawValue)") }
-                line("switched: \(installed.version)")
+                let start = Date()
+                let installed = try await updater.install(target) { line("phase: \($0.rawValue) after \(Int(Date().timeIntervalSince(start) * 1000)) ms") }
+                line("switched: \(installed.version) after \(Int(Date().timeIntervalSince(start) * 1000)) ms")
             } catch let refusal as UpdateRefusal {
                 line("refused: \(refusal.attack): \(refusal)")
                 throw ExitCode(2)
             }
+        }
+    }
+}
+
+/// Many devices download one image at once (the download-throughput benchmark).
+struct DownloadBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "download-bench",
+        abstract: "N concurrent HTTPS downloads of one repository file, as N devices would make; prints one JSON line with the aggregate throughput."
+    )
+    @Option(help: "The update repository's base URL, e.g. https://127.0.0.1:8443/tuf.") var repository: String
+    @Option(help: "The deployment root CA (PEM) that the server's certificate chains to.") var ca: String
+    @Option(help: "The file under the repository, e.g. targets/SHA256.NAME.") var path: String
+    @Option(help: "Concurrent downloads.") var clients = 1000
+
+    func run() async throws {
+        try await failing {
+            guard (1...20_000).contains(clients), let base = URL(string: repository) else { throw DeviceError("--clients 1…20000 and an https --repository") }
+            raiseOpenFileLimit()
+            let fetcher = try HTTPSUpdateFetcher(base: base, trustRootsPEM: try String(contentsOfFile: ca, encoding: .utf8), timeout: .seconds(600))
+            let start = Date()
+            let (bytes, failures) = try await withThrowingTaskGroup(of: Int?.self) { group in
+                for _ in 0..<clients { group.addTask { try? await fetcher.drain(path, limit: 1 << 30) } }
+                var total = 0, failed = 0
+                for try await n in group { if let n { total += n } else { failed += 1 } }
+                return (total, failed)
+            }
+            let seconds = Date().timeIntervalSince(start)
+            line(#"{"clients":\#(clients),"failed":\#(failures),"bytes":\#(bytes),"seconds":\#(String(format: "%.3f", seconds)),"MBps":\#(String(format: "%.1f", Double(bytes) / seconds / 1e6))}"#)
         }
     }
 }

@@ -11,6 +11,19 @@ import Testing
         #expect(a.canSubscribe("devices/AAAAAAAAAAAA/commands/#"))
         #expect(a.canSubscribe("devices/AAAAAAAAAAAA/commands/+"))
         #expect(a.canReceive("devices/AAAAAAAAAAAA/commands/lock"))
+        #expect(a.canPublish("devices/AAAAAAAAAAAA/update"))
+        #expect(a.canSubscribe("devices/AAAAAAAAAAAA/update/offer"))
+        #expect(a.canReceive("devices/AAAAAAAAAAAA/update/offer"))
+    }
+
+    @Test func updateOffersAreTheDevicesOwnAndOnlyTheServerMakesThem() {
+        #expect(!a.canPublish("devices/AAAAAAAAAAAA/update/offer"), "a device cannot offer itself an update")
+        #expect(!a.canPublish("devices/BBBBBBBBBBBB/update"))
+        for filter in ["devices/BBBBBBBBBBBB/update/offer", "devices/AAAAAAAAAAAA/update/#", "devices/AAAAAAAAAAAA/update/+", "devices/AAAAAAAAAAAA/update", "devices/+/update/offer"] {
+            #expect(!a.canSubscribe(filter), "\(filter)")
+        }
+        #expect(!a.canReceive("devices/BBBBBBBBBBBB/update/offer"))
+        #expect(!a.canReceive("devices/AAAAAAAAAAAA/update"), "never its own reports")
     }
 
     /// Every wildcard trick from the gateway issue: refused.

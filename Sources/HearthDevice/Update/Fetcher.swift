@@ -61,6 +61,13 @@ public struct HTTPSUpdateFetcher: UpdateFetcher {
         return collected
     }
 
+    /// Downloads and discards, returning the byte count (for benchmarks).
+    public func drain(_ path: String, limit: Int) async throws -> Int {
+        var count = 0
+        try await get(path, from: 0, limit: limit) { count += $0.count }
+        return count
+    }
+
     public func download(_ path: String, to file: URL, limit: Int) async throws {
         if !FileManager.default.fileExists(atPath: file.path) { FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600]) }
         let handle = try FileHandle(forWritingTo: file)

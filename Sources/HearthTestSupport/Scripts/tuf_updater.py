@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import time
 
 from tuf.ngclient import Updater
 
@@ -25,7 +26,9 @@ def main():
     shutil.copy(root, os.path.join(metadata_dir, "root.json"))
     updater = Updater(metadata_dir, base + "/tuf/metadata/", target_dir, base + "/tuf/targets/")
     try:
+        started = time.perf_counter()
         updater.refresh()
+        refresh_ms = (time.perf_counter() - started) * 1000
         info = updater.get_targetinfo(name)
         if info is None:
             print(f"no target {name}")
@@ -39,7 +42,7 @@ def main():
         "root": trusted.root.version, "timestamp": trusted.timestamp.version,
         "snapshot": trusted.snapshot.version, "targets": trusted.targets.version,
         "length": info.length, "sha256": info.hashes["sha256"], "custom": info.custom,
-        "downloaded": os.path.getsize(path),
+        "downloaded": os.path.getsize(path), "refreshMs": round(refresh_ms, 1),
     }))
     return 0
 
