@@ -163,7 +163,8 @@ public enum RolloutDecision: Sendable, Equatable {
         if finished >= plan.minimumSample, Double(tally.failed) / Double(finished) > plan.failureThreshold {
             return .pause("\(tally.failed) of \(finished) devices failed to update (over \(Int(plan.failureThreshold * 100))%); paused automatically")
         }
-        guard tally.members > 0, finished >= tally.members else { return .none }
+        // Every member finished (an empty stage, e.g. 1% of a small fleet, has nothing to wait for).
+        guard finished >= tally.members else { return .none }
         return stage + 1 < plan.stages.count ? .advance(to: stage + 1) : .complete
     }
 }

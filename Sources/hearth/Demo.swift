@@ -6,6 +6,7 @@ import HearthDevice
 import HearthReferenceDevices
 import HearthServer
 import HearthStorage
+import HearthUpdate
 import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
@@ -44,14 +45,18 @@ struct Demo: AsyncParsableCommand {
             var options = try DataOptions.parse([])
             options.data = path
             let (folder, store) = try options.open()
-            let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: "https://\(listen)")
+            var provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: "https://\(listen)")
             let bundles = folder.url.appendingPathComponent("bundles")
+            let repository = try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)
+            let maker = try DemoMaker(folder: folder, repository: repository)
             var units: [URL] = []
             for model in ProductModel.demoModels() {
                 if try await store.model(model.id) == nil {
                     try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "demo", subject: model.id.rawValue, at: Date()))
                 }
-                print("[1/5] Provisioning \(devices) × \(model.name) (serial, key pair, certificate, setup code, label)…")
+                try await maker.release(model: model.id, version: "1.0.0", from: "0.0.0", fixes: "The first release of the \(model.name) firmware.", severity: .none)
+                provisioner.firmware = try await repository.factoryFirmware(model.id)
+                print("[1/6] Provisioning \(devices) × \(model.name) (serial, key pair, certificate, setup code, label, signed firmware 1.0.0)…")
                 units += try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles).map { bundles.appendingPathComponent($0.serial.rawValue) }
             }
             print("      The labels in the boxes (a consumer reads the serial and setup code from them):")
@@ -61,7 +66,7 @@ struct Demo: AsyncParsableCommand {
             }
             fflush(nil)
             let ready = ServerReady()
-            let script = DemoScript(folder: folder, units: units, host: listen.host, ready: ready)
+            let script = DemoScript(folder: folder, units: units, host: listen.host, ready: ready, maker: maker)
             try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, ready: ready, companions: provisionOnly ? [] : [script]) { base in
                 if provisionOnly { print("Devices provisioned in \(bundles.path), not started (--provision-only).\nPress Ctrl-C to stop.") }
             }
@@ -90,6 +95,7 @@ struct DemoScript: Service {
     let units: [URL]
     let host: String
     let ready: ServerReady
+    let maker: DemoMaker
 
     func run() async throws {
         do {
@@ -107,29 +113,55 @@ struct DemoScript: Service {
     func script() async throws {
         let (httpsPort, mqttPort) = try await ready.wait()
         let base = "https://\(host.contains(":") ? "[\(host)]" : host):\(httpsPort)"
-        say("[2/5] Starting \(units.count) reference devices (each seals its factory key, keeps a persistent offline queue, and connects over mutual TLS to port \(mqttPort))…")
+        say("[2/6] Starting \(units.count) reference devices (each verifies its firmware at boot, seals its factory key, keeps a persistent offline queue, and connects over mutual TLS to port \(mqttPort))…")
         let hardwareKey = try DeviceUniqueKey.simulated(file: folder.url.appendingPathComponent("demo-hardware.key").path)
-        var devices: [ReferenceDevice] = []
-        for (i, unit) in units.enumerated() {
-            devices.append(try ReferenceDevice(bundle: try DeviceBundle.load(unit), uniqueKey: hardwareKey, reportEvery: 5, seed: UInt64(i + 1)) { c in
-                c.host = host
-                c.port = mqttPort
-                c.reconnect = ReconnectPolicy(startupDelay: 1, window: 5)
-            })
-        }
-        let running = devices
+        let units = try self.units.map { try DeviceBundle.load($0) }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for device in running { group.addTask { try await device.run() } }
-            group.addTask { try await walkThrough(base: base, httpsPort: httpsPort, devices: running) }
+            for (i, unit) in units.enumerated() {
+                group.addTask { try await runUnit(unit, seed: UInt64(i + 1), hardwareKey: hardwareKey, mqttPort: mqttPort, base: base) }
+            }
+            group.addTask { try await walkThrough(base: base, httpsPort: httpsPort, devices: units) }
             while try await group.next() != nil {}
         }
     }
 
-    func walkThrough(base: String, httpsPort: Int, devices: [ReferenceDevice]) async throws {
+    /// One unit as its firmware runs it: verified boot, the device with its update controller, and
+    /// on a restart (after an update is installed) the same again — in this process, so the demo is
+    /// one command (`hearth-device` restarts by exec'ing itself).
+    func runUnit(_ bundle: DeviceBundle, seed: UInt64, hardwareKey: DeviceUniqueKey, mqttPort: Int, base: String) async throws {
+        while !Task.isCancelled {
+            let updater = FirmwareUpdater(device: bundle.folder, model: bundle.model, fetcher: try HTTPSUpdateFetcher(base: URL(string: base + "/tuf")!, trustRootsPEM: bundle.trustRootsPEM))
+            let outcome = try await updater.boot()
+            guard let firmware = outcome.firmware else {
+                say("      \(bundle.serial): INTEGRITY FAILURE, no verified firmware; stopped")
+                return
+            }
+            let (restarts, restart) = AsyncStream<Void>.makeStream()
+            let controller = UpdateController(updater: updater, healthDeadline: .seconds(60), log: { say("      \(bundle.serial): \($0)") }) { restart.yield() }
+            let device = try ReferenceDevice(bundle: bundle, uniqueKey: hardwareKey, reportEvery: 5, seed: seed, configure: { c in
+                c.host = host
+                c.port = mqttPort
+                c.reconnect = ReconnectPolicy(startupDelay: 1, window: 5)
+                c.updateCheckInterval = 2
+            }, onEvent: { if case .delivered = $0 { Task { await controller.healthy() } } }, onUpdateOffer: { await controller.offered($0) })
+            await controller.attach(device.agent)
+            await controller.started(outcome)
+            if case .trial = outcome { say("      \(bundle.serial) started firmware \(firmware.version) on trial; it commits once its first reading is delivered") }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await device.run() }
+                group.addTask { for await _ in restarts { return } }
+                try await group.next()
+                group.cancelAll()
+            }
+            if !Task.isCancelled { say("      \(bundle.serial) restarts into its other slot…") }
+        }
+    }
+
+    func walkThrough(base: String, httpsPort: Int, devices: [DeviceBundle]) async throws {
         let api = try HTTPSClient(host: host, port: httpsPort, rootCAPEM: try folder.rootCA.certificate.pem())
         let email = "demo-owner-\(SecureToken.generate().prefix(6).lowercased())@example.com"
         let password = "demo " + SecureToken.generate()
-        say("[3/5] Signing up a demo owner (\(email), fresh random password) and claiming every device with the setup code on its label…")
+        say("[3/6] Signing up a demo owner (\(email), fresh random password) and claiming every device with the setup code on its label…")
         try await expect(api.request(.POST, "/api/v1/accounts", body: ["email": .string(email), "password": .string(password)]), 201, "sign up")
         let session = try await expect(api.request(.POST, "/api/v1/sessions", body: ["email": .string(email), "password": .string(password)]), 201, "sign in")
         guard case .string(let token)? = session["token"] else { throw HearthError(.internal, "sign-in returned no token") }
@@ -139,13 +171,13 @@ struct DemoScript: Service {
             try await expect(api.request(.POST, "/api/v1/devices/claim", body: ["serial": .string(serial), "setupCode": .string(code)], token: token), 201, "claim \(serial)")
             say("      claimed \(serial) (\(label.split(separator: "\n").first ?? ""))")
         }
-        say("[4/5] Waiting for telemetry from each device…")
+        say("[4/6] Waiting for telemetry from each device…")
         for device in devices {
             let latest = try await waitForReading(api, token, device.serial) { _ in true }
-            say("      \(device.serial) \(device.kind.rawValue): \(latest)")
+            say("      \(device.serial) \(device.model): \(latest)")
         }
-        say("[5/5] Command round trip: the owner sets the thermostat to 23.5 °C and unlocks the lock through the API…")
-        if let thermostat = devices.first(where: { $0.kind == .thermostat }) {
+        say("[5/6] Command round trip: the owner sets the thermostat to 23.5 °C and unlocks the lock through the API…")
+        if let thermostat = devices.first(where: { $0.model.rawValue == Thermostat.model }) {
             let reply = try await expect(api.request(.POST, "/api/v1/devices/\(thermostat.serial)/commands", body: ["name": "setTarget", "parameters": ["target": 23.5]], token: token), 200, "setTarget")
             say("      setTarget → \(reply.json?.text ?? "")")
             let after = try await waitForReading(api, token, thermostat.serial) { $0["target"] == .number(23.5) }
@@ -153,11 +185,30 @@ struct DemoScript: Service {
             let refused = try await api.request(.POST, "/api/v1/devices/\(thermostat.serial)/commands", body: ["name": "setTarget", "parameters": ["target": 99]], token: token)
             say("      setTarget 99 °C → HTTP \(refused.status) \(refused["message"].map { if case .string(let m) = $0 { m } else { $0.text } } ?? "") (out of the model's range; nothing is sent)")
         }
-        if let lock = devices.first(where: { $0.kind == .lock }) {
+        if let lock = devices.first(where: { $0.model.rawValue == SmartLock.model }) {
             let reply = try await expect(api.request(.POST, "/api/v1/devices/\(lock.serial)/commands", body: ["name": "unlock", "parameters": [:]], token: token), 200, "unlock")
             say("      unlock → \(reply.json?.text ?? "")")
         }
-        let anyThermostat = devices.first { $0.kind == .thermostat }?.serial.rawValue ?? "SERIAL"
+        let thermostats = devices.filter { $0.model.rawValue == Thermostat.model }
+        say("[6/6] A security update: the maker signs thermostat firmware 1.1.0 offline (TUF), the server imports it and rolls it out; each thermostat downloads it while it keeps regulating, verifies it, installs it in its other slot, restarts, and commits once healthy…")
+        let model = try ProductModelID(Thermostat.model)
+        try await maker.release(model: model, version: "1.1.0", from: "1.0.0", fixes: "Fixes a crash when the heating schedule is empty, and a bug that let a malformed setpoint command stall the control loop.", severity: .high)
+        let rollout = try await maker.updates.startRollout(target: FirmwareTarget.name(model: model, version: try FirmwareVersion("1.1.0")), plan: try RolloutPlan(stages: [50, 100], failureThreshold: 0.2, minimumSample: 3), actor: "demo")
+        say("      rollout \(rollout.rollout.id): 50% of the thermostats first, then all; it pauses by itself if more than 20% fail")
+        for device in thermostats {
+            var view = JSONValue.null
+            for _ in 0..<600 {
+                view = try await api.request(.GET, "/api/v1/devices/\(device.serial)/update", token: token).json ?? .null
+                if case .object(let o) = view, o["firmwareVersion"] == "1.1.0", case .object(let latest)? = o["latest"], latest["phase"] == "succeeded" { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            guard case .object(let o) = view, o["firmwareVersion"] == "1.1.0" else { throw HearthError(.deviceTimeout, "demo: \(device.serial) did not update within a minute: \(view.text)") }
+            if case .object(let release)? = o["release"], case .object(let notes)? = release["notes"], case .object(let rn)? = notes["release_notes"], case .string(let fixes)? = rn["fixes"], case .string(let severity)? = rn["severity_text"] {
+                say("      the owner sees \(device.serial): firmware 1.1.0, updated. Release notes: \(fixes) \(severity)")
+            }
+            if case .string(let support)? = o["supportText"] { say("      \(support)") }
+        }
+        let anyThermostat = thermostats.first?.serial.rawValue ?? "SERIAL"
         // The owner's credentials go to a private file, not the terminal: it is also the body of a
         // sign-in request.
         let credentials = folder.url.appendingPathComponent("demo-owner.json")
@@ -174,7 +225,9 @@ struct DemoScript: Service {
                          \(curl) -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
                            -d '{"name":"setTarget","parameters":{"target":19}}' \(base)/api/v1/devices/\(anyThermostat)/commands
               Operator:  open the one-time set-up link printed above to create the operator account.
-              Devices:   their folders (sealed keys, offline queues) are in \(folder.url.appendingPathComponent("bundles").path);
+              Updates:   \(curl) -H "authorization: Bearer $TOKEN" \(base)/api/v1/devices/\(anyThermostat)/update
+                         the demo maker's signing workspace (keys that stay offline in production): \(maker.workspace.options.url.path)
+              Devices:   their folders (sealed keys, offline queues, firmware slots) are in \(folder.url.appendingPathComponent("bundles").path);
                          run one yourself: swift run hearth-device thermostat --bundle FOLDER --mqtt 127.0.0.1:PORT --hardware-key FILE
             Press Ctrl-C to stop.
             """)
@@ -198,5 +251,38 @@ struct DemoScript: Service {
             try await Task.sleep(for: .milliseconds(100))
         }
         throw HearthError(.deviceTimeout, "demo: no reading from \(serial) within 30 s")
+    }
+}
+
+/// The demo's maker: a release workspace inside the data folder (in production the keys stay on the
+/// maker's offline machine) that signs releases which the server then imports.
+struct DemoMaker: Sendable {
+    let workspace: Workspace
+    let repository: UpdateRepository
+    let updates: Updates
+
+    init(folder: DataFolder, repository: UpdateRepository) throws {
+        workspace = Workspace(try ReleaseCommand.WorkspaceOptions.parse(["--workspace", folder.url.appendingPathComponent("maker").path]))
+        self.repository = repository
+        updates = Updates(repository: repository)
+    }
+
+    /// Signs and imports `version` of `model` (once; a release is never replaced).
+    func release(model: ProductModelID, version: String, from: String, fixes: String, severity: UpdateSeverity) async throws {
+        let v = try FirmwareVersion(version)
+        guard try await repository.store.release(FirmwareTarget.name(model: model, version: v)) == nil else { return }
+        if !FileManager.default.fileExists(atPath: workspace.options.keys.path) {
+            guard case .object(let online) = try await repository.onlinePublicKeys(), let s = online["snapshot"], let t = online["timestamp"] else { throw HearthError(.internal, "no online keys") }
+            try workspace.initialize(online: (try TUFKey(json: s), try TUFKey(json: t)))
+        }
+        guard let supportEnds = try await repository.store.model(model)?.supportEnds else { throw HearthError(.notFound, "no model \(model)") }
+        var image = Array("HEARTH-FW \(model) \(version)\n".utf8)
+        var rng = SplitMix64(state: UInt64(image.count) &* 0x9E37_79B9)
+        while image.count < 256 * 1024 { image.append(UInt8(truncatingIfNeeded: rng.next())) }
+        _ = try workspace.publish(
+            image: Data(image), model: model, version: v, minimumFrom: try FirmwareVersion(from), fixes: fixes, severity: severity,
+            keepsWorking: true, downtime: 5, supportEnds: supportEnds
+        )
+        _ = try await repository.importPublication(from: workspace.options.url.appendingPathComponent("publish"))
     }
 }

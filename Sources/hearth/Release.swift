@@ -60,19 +60,7 @@ struct ReleaseCommand: AsyncParsableCommand {
                 guard (1...9).contains(rootKeys), (1...rootKeys).contains(rootThreshold), (1...9).contains(targetsKeys), (1...targetsKeys).contains(targetsThreshold) else {
                     throw HearthError.invalid("root-keys", "1 to 9 keys per role, a threshold between 1 and the number of keys")
                 }
-                try ws.create()
-                let online = try ws.readOnlineKeys(onlineKeys)
-                let roots = try (1...rootKeys).map { try ws.newKey("root-\($0)") }
-                let targets = try (1...targetsKeys).map { try ws.newKey("targets-\($0)") }
-                let now = Date()
-                var root = SignedMetadata(signed: try RootMetadata.make(
-                    version: 1, expires: now.addingTimeInterval(Workspace.offlineLifetime),
-                    keys: [.root: roots.map { TUFKey($0.publicKey) }, .targets: targets.map { TUFKey($0.publicKey) }, .snapshot: [online.snapshot], .timestamp: [online.timestamp]],
-                    thresholds: [.root: rootThreshold, .targets: targetsThreshold]
-                ))
-                for key in roots { try root.sign(with: key) }
-                try ws.write(root, "1.root.json")
-                try ws.signTargets(RoleMetadata.targets(version: 1, expires: now.addingTimeInterval(Workspace.offlineLifetime), images: [:]), keys: targets)
+                try ws.initialize(online: try ws.readOnlineKeys(onlineKeys), rootKeys: rootKeys, rootThreshold: rootThreshold, targetsKeys: targetsKeys, targetsThreshold: targetsThreshold)
                 print("Made \(rootKeys) root and \(targetsKeys) targets keys in \(ws.options.keys.path) (keep them offline) and signed root.json v1 and targets.json v1.")
                 print("Copy \(ws.options.url.appendingPathComponent("publish").path) to the server and run: hearth updates import --data DATA --from publish")
             }
@@ -98,31 +86,15 @@ struct ReleaseCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let ws = Workspace(options)
-                let modelID = try ProductModelID(model)
-                let v = try FirmwareVersion(version)
                 guard let severity = UpdateSeverity(rawValue: severity) else { throw HearthError.invalid("severity", UpdateSeverity.allCases.map(\.rawValue).joined(separator: ", ")) }
                 guard let ends = CalendarDate(supportEnds) else { throw HearthError.invalid("support-ends", "a date, YYYY-MM-DD") }
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: image))
-                guard !bytes.isEmpty, bytes.count <= UpdateRepository.maximumImageBytes else { throw HearthError(.payloadTooLarge, field: "image", "an image is 1 byte to \(UpdateRepository.maximumImageBytes) bytes") }
-                let name = FirmwareTarget.name(model: modelID, version: v)
-                let target = try FirmwareTarget(
-                    name: name, length: bytes.count, sha256: Data(SHA256.hash(data: bytes)).hex, model: modelID, version: v, minimumFrom: try FirmwareVersion(minFrom),
-                    fixes: fixes, severity: severity, keepsWorking: !stopsWorking, downtimeSeconds: downtime, supportEnds: ends
+                let (target, version) = try ws.publish(
+                    image: bytes, model: try ProductModelID(model), version: try FirmwareVersion(version), minimumFrom: try FirmwareVersion(minFrom),
+                    fixes: fixes, severity: severity, keepsWorking: !stopsWorking, downtime: downtime, supportEnds: ends
                 )
-                var current = try ws.current("targets.json")
-                guard case .object(var signed) = current.signed, case .object(var entries)? = signed["targets"], case .number(let oldVersion)? = signed["version"] else {
-                    throw HearthError(.integrity, "targets.json in the workspace is malformed")
-                }
-                guard entries[name] == nil else { throw HearthError(.conflict, field: "version", "\(name) is already released; a release is never replaced, publish a new version") }
-                entries[name] = ["length": .number(Double(bytes.count)), "hashes": ["sha256": .string(target.sha256)], "custom": .object(target.custom)]
-                signed["targets"] = .object(entries)
-                signed["version"] = .number(oldVersion + 1)
-                signed["expires"] = .string(RootMetadata.timestamp(Date().addingTimeInterval(Workspace.offlineLifetime)))
-                try FileManager.default.createDirectory(at: ws.options.targets, withIntermediateDirectories: true)
-                try bytes.write(to: ws.options.targets.appendingPathComponent(name), options: .atomic)
-                current.signed = .object(signed)
-                try ws.signTargets(current.signed, keys: try ws.keys("targets"))
-                print("Signed \(name) (\(bytes.count) bytes) into targets.json v\(Int(oldVersion) + 1): \(severity.plainEnglish)")
+                let name = target.name
+                print("Signed \(name) (\(bytes.count) bytes) into targets.json v\(version): \(severity.plainEnglish)")
                 print("Copy \(ws.options.url.appendingPathComponent("publish").path) to the server and run: hearth updates import --data DATA --from publish")
             }
         }
@@ -193,6 +165,51 @@ struct Workspace {
         for dir in [options.url, options.keys, options.keys.appendingPathComponent("retired"), options.metadata, options.targets] {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
+    }
+
+    /// Makes the root and targets keys and signs root.json v1 (snapshot and timestamp delegated to
+    /// the server's `online` keys) and an empty targets.json v1.
+    func initialize(online: (snapshot: TUFKey, timestamp: TUFKey), rootKeys: Int = 1, rootThreshold: Int = 1, targetsKeys: Int = 1, targetsThreshold: Int = 1) throws {
+        try create()
+        let roots = try (1...rootKeys).map { try newKey("root-\($0)") }
+        let targets = try (1...targetsKeys).map { try newKey("targets-\($0)") }
+        let now = Date()
+        var root = SignedMetadata(signed: try RootMetadata.make(
+            version: 1, expires: now.addingTimeInterval(Self.offlineLifetime),
+            keys: [.root: roots.map { TUFKey($0.publicKey) }, .targets: targets.map { TUFKey($0.publicKey) }, .snapshot: [online.snapshot], .timestamp: [online.timestamp]],
+            thresholds: [.root: rootThreshold, .targets: targetsThreshold]
+        ))
+        for key in roots { try root.sign(with: key) }
+        try write(root, "1.root.json")
+        try signTargets(RoleMetadata.targets(version: 1, expires: now.addingTimeInterval(Self.offlineLifetime), images: [:]), keys: targets)
+    }
+
+    /// Adds an image to targets.json with its custom metadata and signs the next version; returns
+    /// the target and that version.
+    func publish(
+        image bytes: Data, model: ProductModelID, version v: FirmwareVersion, minimumFrom: FirmwareVersion, fixes: String, severity: UpdateSeverity,
+        keepsWorking: Bool, downtime: Int, supportEnds: CalendarDate
+    ) throws -> (FirmwareTarget, Int) {
+        guard !bytes.isEmpty, bytes.count <= UpdateRepository.maximumImageBytes else { throw HearthError(.payloadTooLarge, field: "image", "an image is 1 byte to \(UpdateRepository.maximumImageBytes) bytes") }
+        let name = FirmwareTarget.name(model: model, version: v)
+        let target = try FirmwareTarget(
+            name: name, length: bytes.count, sha256: Data(SHA256.hash(data: bytes)).hex, model: model, version: v, minimumFrom: minimumFrom,
+            fixes: fixes, severity: severity, keepsWorking: keepsWorking, downtimeSeconds: downtime, supportEnds: supportEnds
+        )
+        var current = try current("targets.json")
+        guard case .object(var signed) = current.signed, case .object(var entries)? = signed["targets"], case .number(let oldVersion)? = signed["version"] else {
+            throw HearthError(.integrity, "targets.json in the workspace is malformed")
+        }
+        guard entries[name] == nil else { throw HearthError(.conflict, field: "version", "\(name) is already released; a release is never replaced, publish a new version") }
+        entries[name] = ["length": .number(Double(bytes.count)), "hashes": ["sha256": .string(target.sha256)], "custom": .object(target.custom)]
+        signed["targets"] = .object(entries)
+        signed["version"] = .number(oldVersion + 1)
+        signed["expires"] = .string(RootMetadata.timestamp(Date().addingTimeInterval(Self.offlineLifetime)))
+        try FileManager.default.createDirectory(at: options.targets, withIntermediateDirectories: true)
+        try bytes.write(to: options.targets.appendingPathComponent(name), options: .atomic)
+        current.signed = .object(signed)
+        try signTargets(current.signed, keys: try keys("targets"))
+        return (target, Int(oldVersion) + 1)
     }
 
     func newKey(_ name: String) throws -> Curve25519.Signing.PrivateKey {

@@ -200,11 +200,14 @@ import X509
         // a command went to the thermostat and its answer and new state came back.
         let out = demo.text
         #expect(out.components(separatedBy: "      claimed ").count - 1 == 4, "\(out)")
-        #expect(out.components(separatedBy: " thermostat: {").count - 1 == 2 && out.components(separatedBy: " lock: {").count - 1 == 2, "\(out)")
+        #expect(out.components(separatedBy: " thermostat-t1: {").count - 1 == 2 && out.components(separatedBy: " lock-l1: {").count - 1 == 2, "\(out)")
         #expect(out.contains(#"setTarget → {"detail":null,"status":"ok"}"#), "\(out)")
         #expect(out.contains(#"the thermostat now reports {"#) && out.contains(#""target":23.5"#), "\(out)")
         #expect(out.contains("setTarget 99 °C → HTTP 400"), "\(out)")
         #expect(out.contains(#"unlock → {"detail":null,"status":"ok"}"#), "\(out)")
+        // A signed update rolled out to both thermostats: installed, restarted, committed, shown to the owner.
+        #expect(out.components(separatedBy: ": update to 1.1.0 committed").count - 1 == 2, "\(out)")
+        #expect(out.components(separatedBy: "firmware 1.1.0, updated. Release notes: Fixes a crash").count - 1 == 2, "\(out)")
         // The owner's password is not printed; it is in a private file.
         let credentials = dir.appendingPathComponent("demo-owner.json").path
         let body = try String(contentsOfFile: credentials, encoding: .utf8)

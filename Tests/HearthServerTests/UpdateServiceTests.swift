@@ -221,6 +221,8 @@ struct UpdateServiceTests {
             let past = try await client.call(.get, "/api/v1/devices/\(unit.serial)/update", token: again)
             #expect(past.text.contains(#""supportEnded":true"#) && past.text.contains("ended on 31 January 2035"), "\(past.text)")
             #expect(try await d.report(unit.serial, .idle).supportEnded)
+            #expect(try await client.call(.get, "/models").text.contains("ended on <strong>") == false)
+            #expect(try await client.call(.get, "/models").text.contains("ended on 31 January 2035"))
             #expect(try await client.call(.get, "/api/v1/devices/\(unit.serial)/update", token: try await client.owner("other@example.com")).status == 404)
         }
     }

@@ -80,6 +80,7 @@ struct FirmwareTests {
         #expect(decide(10, 9, 1) == .advance(to: 1))
         #expect(decide(stage: 1, 50, 50, 0) == .complete)
         #expect(decide(state: .paused, 10, 0, 10) == .none)
-        #expect(decide(0, 0, 0) == .none, "a stage without devices waits for the operator")
+        #expect(decide(0, 0, 0) == .advance(to: 1), "an empty stage (1% of a small fleet) has nothing to wait for")
+        #expect(decide(10, 5, 0) == .none, "members still updating")
     }
 }

@@ -37,8 +37,11 @@ struct Pages {
         }
         router.get("/models") { request, _ in
             let identity = try await Self.cookieIdentity(request, hearth: hearth)
+            let now = hearth.time.now()
             let rows = try await hearth.store.models().map {
-                "<tr><td>\(esc($0.name))</td><td>\(esc($0.maker))</td><td>Security updates until <strong>\(esc($0.supportEnds.plainEnglish))</strong></td></tr>"
+                Updates.ended($0.supportEnds, now: now)
+                    ? "<tr><td>\(esc($0.name))</td><td>\(esc($0.maker))</td><td>Security updates <strong>ended on \(esc($0.supportEnds.plainEnglish))</strong>: no more fixes</td></tr>"
+                    : "<tr><td>\(esc($0.name))</td><td>\(esc($0.maker))</td><td>Security updates until <strong>\(esc($0.supportEnds.plainEnglish))</strong></td></tr>"
             }
             return Self.page("Products", identity: identity, body: """
                 <h1>Products</h1>
