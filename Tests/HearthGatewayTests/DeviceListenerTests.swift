@@ -6,6 +6,8 @@ import HearthGateway
 import HearthSQLite
 import HearthStorage
 import HearthTestSupport
+import HearthUpdate
+import Synchronization
 import Testing
 
 /// The mutual-TLS device listener with clients no one here wrote (mosquitto_pub/sub, paho-mqtt).
@@ -265,6 +267,44 @@ import Testing
             #expect(resumed.output.trimmingCharacters(in: .whitespacesAndNewlines) == "inbox/1|kept for you", "\(resumed.output)")
             let retained = try await ChildProcess.run(sub, base + ["-t", "status/#", "-C", "1", "-W", "10", "-F", "%t|%p|%r"])
             #expect(retained.output.trimmingCharacters(in: .whitespacesAndNewlines) == "status/hub|online|1", "\(retained.output)")
+        }
+    }
+}
+
+/// The update channel's edge for gateway tests: the real report parser, a recorded list.
+final class RecordingUpdates: DeviceUpdateChannel {
+    let received = Mutex<[(DeviceSerial, UpdateReport)]>([])
+    func received(report payload: [UInt8], from serial: DeviceSerial, model: ProductModelID) async throws -> [UInt8] {
+        let report = try UpdateReport(payload: payload)
+        received.withLock { $0.append((serial, report)) }
+        return UpdateOffer(supportEnds: CalendarDate("2031-12-31")!, supportEnded: false, target: nil).payload
+    }
+}
+
+@Suite struct UpdateTopicTests {
+    @Test func malformedUpdateReportsAreRefusedWithAReasonCodeAndNeverReachTheService() async throws {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let fixture = try await DeviceFixture()
+        let device = fixture.thermostats[0]
+        let payloads: [(String, Bool)] = [
+            ("not json", false), ("[]", false), (#"{"phase":"idle"}"#, false), (#"{"phase":"hacked","version":"1.0.0"}"#, false),
+            (#"{"phase":"idle","version":"1.0.0","evil":1}"#, false), (#"{"phase":"failed","version":"1.0.0","reason":"\#(String(repeating: "r", count: 400))"}"#, false),
+            (String(repeating: " ", count: 2000) + #"{"phase":"idle","version":"1.0.0"}"#, false),
+            (#"{"phase":"downloading","version":"1.0.0","target":"thermostat-t1-1.1.0.img"}"#, true),
+        ]
+        let updates = RecordingUpdates()
+        try await fixture.withGateway { gateway, port, _ in
+            gateway.attach(updates: updates)
+            let r = try await ChildProcess.run(python, [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + ["--topic", "devices/\(device.serial)/update", "--qos", "1"] + payloads.flatMap { ["--payload", $0.0] })
+            let codes = jsonLines(r.output).compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } }
+            #expect(codes == payloads.map { $0.1 ? 0 : 0x99 }, "\(r.output)")
+            let got = updates.received.withLock { $0 }
+            #expect(got.count == 1 && got.first?.0 == device.serial && got.first?.1.phase == .downloading)
+            // Another device's report topic is refused (not authorised), and reaches nothing.
+            let other = fixture.thermostats[1]
+            let foreign = try await ChildProcess.run(python, [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + ["--topic", "devices/\(other.serial)/update", "--qos", "1", "--payload", payloads.last!.0])
+            #expect(jsonLines(foreign.output).compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } } == [0x87], "\(foreign.output)")
+            #expect(updates.received.withLock { $0.count } == 1)
         }
     }
 }
