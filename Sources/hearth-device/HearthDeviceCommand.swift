@@ -356,8 +356,6 @@ struct CSR: AsyncParsableCommand {
     }
 }
 
-
-
 /// Verified boot alone (for tests and service): prints what booted, as JSON, and exits.
 struct BootCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -178,8 +178,8 @@ func runServer(
         ready?.https(port)
         fflush(nil)
     }
-    let sweeper = SessionSweeper(store: store, logger: logger)
-    let renewer = RepositoryRenewer(repository: repository, logger: logger)
+    let sweeper = Periodic.sessionSweeper(store: store, logger: logger)
+    let renewer = Periodic.repositoryRenewer(repository: repository, logger: logger)
     let group = ServiceGroup(services: [app, sweeper, gateway, renewer] + companions, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     do {
         try await group.run()

@@ -124,7 +124,7 @@ import Testing
         }()
         let hash = SecureToken.storageHash(token)
         d.time.advance(by: d.hearth.settings.sessionLifetime + 1)
-        let sweeper = SessionSweeper(store: d.store, time: d.time, interval: .milliseconds(20), logger: Logger(label: "test"))
+        let sweeper = Periodic.sessionSweeper(store: d.store, time: d.time, interval: .milliseconds(20), logger: Logger(label: "test"))
         let task = Task { try await sweeper.run() }
         var gone = false
         for _ in 0..<200 where !gone {

@@ -179,30 +179,3 @@ public final class Updates: Sendable, DeviceUpdateChannel {
         )
     }
 }
-
-/// Renews the repository's timestamp and snapshot before they expire.
-public struct RepositoryRenewer: Service {
-    let repository: UpdateRepository
-    let interval: Duration
-    let logger: Logger
-
-    public init(repository: UpdateRepository, interval: Duration = .seconds(600), logger: Logger) {
-        self.repository = repository
-        self.interval = interval
-        self.logger = logger
-    }
-
-    public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    let renewed = try await repository.renewIfDue()
-                    if !renewed.isEmpty { logger.info("renewed update metadata", metadata: ["roles": "\(renewed.map(\.rawValue))"]) }
-                } catch {
-                    logger.error("could not renew update metadata", metadata: ["error": "\(error)"])
-                }
-                try? await Task.sleep(for: interval)
-            }
-        }
-    }
-}
