@@ -5,6 +5,7 @@ import HearthFixtures
 @testable import HearthServer
 import HearthStorage
 import HearthUpdate
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
@@ -118,6 +119,32 @@ struct UpdateServiceTests {
             #expect(try await client.call(.get, "/tuf/metadata/9.targets.json").status == 404)
             #expect(try await client.call(.get, "/tuf/metadata/..%2Fhearth.sqlite").status == 404)
             #expect(try await client.call(.get, "/tuf/targets/../hearth.sqlite").status == 404)
+        }
+    }
+
+    @Test func imagesAreServedWholeOrFromAnOffsetForResume() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        _ = try await d.provisionThermostats(1)
+        let repo = try await makerRepository(for: d)
+        let name = try repo.addImage(model: "thermostat-t1", version: "1.1.0", minFrom: "1.0.0", size: 5000)
+        repo.targetsVersion = 1
+        try await d.importPublication(repo)
+        let bytes = repo.images[name]!.bytes
+        let path = "/tuf/targets/\(Data(SHA256.hash(data: bytes)).hex).\(name)"
+        try await d.application.test(.router) { client in
+            let whole = try await client.execute(uri: path, method: .get)
+            #expect(whole.status == .ok && Array(whole.body.readableBytesView) == bytes && whole.headers[.acceptRanges] == "bytes")
+            var range = HTTPFields()
+            range[.range] = "bytes=4000-"
+            let rest = try await client.execute(uri: path, method: .get, headers: range)
+            #expect(rest.status == .partialContent && Array(rest.body.readableBytesView) == Array(bytes[4000...]) && rest.headers[.contentRange] == "bytes 4000-4999/5000", "\(rest.status) \(rest.headers)")
+            for bad in ["bytes=5000-", "bytes=10-20", "bytes=-5", "items=0-", "bytes=abc-"] {
+                range[.range] = bad
+                #expect(try await client.call(.get, path, headers: range).status == 416, "\(bad)")
+            }
+            #expect(try await client.call(.get, "/tuf/targets/\(String(repeating: "0", count: 64)).\(name)").status == 404, "a name with another hash")
+            #expect(try await client.call(.get, "/tuf/targets/\(name)").status == 404, "without its hash")
         }
     }
 
