@@ -43,8 +43,8 @@ public final class Updates: Sendable, DeviceUpdateChannel {
             plan.includes(serial: serial, rollout: rollout.id, stage: rollout.stage), let release = try await store.release(rollout.target),
             let running = try? FirmwareVersion(report.version), let offered = try? FirmwareVersion(release.version), running < offered
         else { return nil }
-        if report.target == rollout.target, UpdatePhase(rawValue: report.phase.rawValue)?.failure == true { return nil }
-        if report.phase != .idle && report.phase != .succeeded && report.target == rollout.target { return nil }
+        // Not again to a device that failed with it (until it restarts), nor while it is installing it.
+        if report.target == rollout.target, report.phase != .idle, report.phase != .succeeded { return nil }
         return rollout.target
     }
 
