@@ -299,7 +299,7 @@ def cmd_conformance(args):
         late_will.socket().close()
         time.sleep(1.0)
         early = len(watcher2._hearth_messages)
-        got = wait_for(watcher2, 1, timeout=5)
+        got = wait_for(watcher2, 1, timeout=20)  # a loaded CI machine can be slow; early or never still fails
         results["will_delay"] = early == 0 and len(got) == 1 and got[0].payload == b"late"
 
         # Message expiry: a message that expires while its subscriber is away is not delivered.
