@@ -10,6 +10,11 @@ import Testing
 /// The server (`hearth serve`) and the fleet (`hearth-device fleet`, 1,000 agents in one process)
 /// run as child processes, as in production: thousands of sockets inside the test process made
 /// Foundation's `Process.run` crash in concurrently running tests.
+/// The suites that run many processes or connections at once: one at a time, so together they do
+/// not starve the other tests of a two-core machine.
+@Suite(.serialized) enum HeavyProcessTests {}
+
+extension HeavyProcessTests {
 @Suite("Reconnect storm")
 struct StormTests {
     static let count = 1000
@@ -95,4 +100,5 @@ struct StormTests {
         server.signal(SIGTERM)
         _ = try await server.waitForExit()
     }
+}
 }

@@ -102,6 +102,7 @@ final class UpdateDeployment: @unchecked Sendable {
     }
 }
 
+extension HeavyProcessTests {
 @Suite("Updates end to end: repository, power loss, verified boot, rollout")
 struct UpdateProcessTests {
     @Test(.timeLimit(.minutes(5)))
@@ -144,7 +145,7 @@ struct UpdateProcessTests {
     /// or the new one.
     @Test(.timeLimit(.minutes(8)))
     func powerLossAtAnyPointLeavesAVerifiedOldOrNewVersion() async throws {
-        let lanes = 4, runsPerLane = 25
+        let lanes = 2, runsPerLane = 50
         let d = try await UpdateDeployment.make(devices: lanes, imageSize: 4 << 20)
         defer { Task { try? await d.stop() } }
         // How long an update and a commit take here, and when the update's work starts (after the
@@ -275,6 +276,7 @@ struct UpdateProcessTests {
         #expect(shown.contains("completed") && shown.contains("1 succeeded, 0 failed of 1"), "\(shown)")
         #expect(try await d.hearth(["device", "show", "--data", d.data, serial]).contains("firmware\t1.1.0"))
     }
+}
 }
 
 /// A TCP listener that only counts connections (the address given to a device that must not call).

@@ -168,6 +168,7 @@ struct UpdateServiceTests {
         _ = try await d.report(members[0], .succeeded, version: "1.1.0", target: name)
         _ = try await d.report(members[1], .failed, target: name, reason: "arbitrary_software: hash mismatch")
         #expect(try await d.updates.view(rollout.id).rollout.state == "active", "2 finished: under the minimum sample")
+        #expect(try await d.report(members[1], .idle).target == nil, "a device that failed is not offered it again, even after a restart")
         _ = try await d.report(members[2], .rolledBack, target: name, reason: "health check")
         // 2 failures of 3 finished (67% > 20%): paused by itself, and no more offers.
         let paused = try await d.updates.view(rollout.id)

@@ -43,9 +43,13 @@ public final class Updates: Sendable, DeviceUpdateChannel {
             plan.includes(serial: serial, rollout: rollout.id, stage: rollout.stage), let release = try await store.release(rollout.target),
             let running = try? FirmwareVersion(report.version), let offered = try? FirmwareVersion(release.version), running < offered
         else { return nil }
-        // Not again to a device that failed with it (until it restarts), nor while it is installing it.
+        // Not while it is installing it, and never again in this rollout to a device that failed
+        // with it (even after a restart): the operator decides, with a new rollout.
         if report.target == rollout.target, report.phase != .idle, report.phase != .succeeded { return nil }
-        return rollout.target
+        let failedBefore = try await store.updateEvents(serial, limit: 50).contains {
+            $0.target == rollout.target && $0.at >= rollout.createdAt && UpdatePhase(rawValue: $0.phase)?.failure == true
+        }
+        return failedBefore ? nil : rollout.target
     }
 
     /// Applies the rollout policy to the current tally; returns the rollout as it now is.

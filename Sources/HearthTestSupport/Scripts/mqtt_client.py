@@ -53,7 +53,7 @@ def make_client(args, client_id=None, clean=True, expiry=None):
     return c
 
 
-def connect(c, args, wait=10):
+def connect(c, args, wait=30):
     c.connect(args.host, args.port, keepalive=30, **c._hearth_connect_kwargs)
     c.loop_start()
     if not c._hearth_connected.wait(wait):
