@@ -109,7 +109,14 @@ public struct RolloutPlan: Sendable, Equatable {
     /// Finished attempts needed before the threshold is applied (one early failure is not a trend).
     public let minimumSample: Int
 
-    public static let standard = try! RolloutPlan(stages: [1, 10, 50, 100], failureThreshold: 0.2, minimumSample: 3)
+    /// 1 % → 10 % → 50 % → 100 %, pausing when more than 20 % of at least 3 attempts failed.
+    public static let standard = RolloutPlan(valid: [1, 10, 50, 100], failureThreshold: 0.2, minimumSample: 3)
+
+    private init(valid stages: [Int], failureThreshold: Double, minimumSample: Int) {
+        self.stages = stages
+        self.failureThreshold = failureThreshold
+        self.minimumSample = minimumSample
+    }
 
     public init(stages: [Int], failureThreshold: Double, minimumSample: Int) throws {
         guard (1...10).contains(stages.count), stages.last == 100, stages.allSatisfy({ (1...100).contains($0) }), zip(stages, stages.dropFirst()).allSatisfy({ $0 < $1 }) else {
@@ -117,9 +124,7 @@ public struct RolloutPlan: Sendable, Equatable {
         }
         guard failureThreshold > 0, failureThreshold < 1 else { throw HearthError.invalid("failure-threshold", "a fraction between 0 and 1, e.g. 0.2") }
         guard (1...10_000).contains(minimumSample) else { throw HearthError.invalid("minimum-sample", "between 1 and 10000") }
-        self.stages = stages
-        self.failureThreshold = failureThreshold
-        self.minimumSample = minimumSample
+        self.init(valid: stages, failureThreshold: failureThreshold, minimumSample: minimumSample)
     }
 
     /// A device's place in a rollout, 0..<10000, from a hash of the rollout and the serial: stable

@@ -12,10 +12,11 @@ import Testing
 struct UpdateRig {
     let repo = MemoryRepository()
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-upd-\(UUID().uuidString)")
-    let model = try! ProductModelID("thermostat-t1")
+    let model: ProductModelID
     var factory = "", next = ""
 
     init(configure: (MemoryRepository) -> Void = { _ in }) throws {
+        model = try ProductModelID("thermostat-t1")
         configure(repo)
         factory = try repo.addImage(model: "thermostat-t1", version: "1.0.0")
         try repo.publish()

@@ -58,6 +58,7 @@ struct FirmwareTests {
             #expect(throws: HearthError.self, "\(stages) \(threshold)") { try RolloutPlan(stages: stages, failureThreshold: threshold, minimumSample: 1) }
         }
         let plan = RolloutPlan.standard
+        #expect(try RolloutPlan(stages: plan.stages, failureThreshold: plan.failureThreshold, minimumSample: plan.minimumSample) == plan, "the standard plan passes its own checks")
         let serials = try (0..<20_000).map { try DeviceSerial(String(format: "AB%010d", $0).replacingOccurrences(of: "0", with: "C").replacingOccurrences(of: "1", with: "D")) }
         let first = serials.filter { plan.includes(serial: $0, rollout: "RO-1", stage: 0) }.count
         let second = serials.filter { plan.includes(serial: $0, rollout: "RO-1", stage: 1) }.count

@@ -205,8 +205,6 @@ public actor FirmwareUpdater {
         try writeBootState(BootState(active: state.active.other, trial: false, tries: 0))
     }
 
-    public var onTrial: Bool { readBootState().trial }
-
     // MARK: Update
 
     /// The TUF workflow then the A/B install: refresh root → timestamp → snapshot → targets (every

@@ -94,8 +94,8 @@ public final class UpdateRepository: Sendable {
     public func factoryFirmware(_ model: ProductModelID) async throws -> FactoryFirmware? {
         guard let root = try await store.tufDocument("root", version: nil), let targets = try await store.tufDocument("targets", version: nil) else { return nil }
         let releases = try await store.releases(model: model)
-        guard let newest = releases.max(by: { ((try? FirmwareVersion($0.version)) ?? (try! FirmwareVersion("0.0.0"))) < ((try? FirmwareVersion($1.version)) ?? (try! FirmwareVersion("0.0.0"))) }),
-            let path = imagePath("\(newest.sha256).\(newest.target)")
+        let versioned = releases.compactMap { r in (try? FirmwareVersion(r.version)).map { (release: r, version: $0) } }
+        guard let newest = versioned.max(by: { $0.version < $1.version })?.release, let path = imagePath("\(newest.sha256).\(newest.target)")
         else { return nil }
         return FactoryFirmware(model: model, root: root.bytes, targets: targets.bytes, name: newest.target, imagePath: path)
     }
