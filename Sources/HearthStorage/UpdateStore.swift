@@ -108,8 +108,10 @@ public protocol UpdateStore: Sendable {
     func appendUpdateEvent(_ event: UpdateEventRecord) async throws
     /// A device's reports, newest first.
     func updateEvents(_ serial: DeviceSerial, limit: Int) async throws -> [UpdateEventRecord]
-    /// Each device's latest report about `target`, by serial.
-    func latestEvents(target: String) async throws -> [DeviceSerial: UpdateEventRecord]
+    /// Each device's latest report about `target` made at or after `since`, by serial.
+    func latestEvents(target: String, since: Date) async throws -> [DeviceSerial: UpdateEventRecord]
+    /// One device's latest report about `target` made at or after `since`.
+    func latestEvent(_ serial: DeviceSerial, target: String, since: Date) async throws -> UpdateEventRecord?
 
     /// Moves a model's support end later. Throws `.conflict` (and appends `refusedAudit`, nothing
     /// else) if `to` is earlier than the current end; same date is a no-op.

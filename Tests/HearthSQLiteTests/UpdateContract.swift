@@ -72,8 +72,12 @@ public enum UpdateContract {
                 try await store.appendUpdateEvent(UpdateEventRecord(serial: serial, at: t0, phase: phase, version: "1.0.0", target: target, reason: nil))
             }
             try require(try await store.updateEvents(a.serial, limit: 10).map(\.phase) == ["failed", "downloading"], "newest first")
-            let latest = try await store.latestEvents(target: "x.img")
+            let latest = try await store.latestEvents(target: "x.img", since: t0)
             try require(latest[a.serial]?.phase == "failed" && latest[b.serial]?.phase == "succeeded", "latest per device")
+            try require(try await store.latestEvents(target: "x.img", since: t0.addingTimeInterval(1)).isEmpty, "only since the given time")
+            try require(try await store.latestEvent(a.serial, target: "x.img", since: t0)?.phase == "failed", "one device's latest for a target")
+            try require(try await store.latestEvent(b.serial, target: "y.img", since: t0)?.phase == "idle", "per target")
+            try require(try await store.latestEvent(a.serial, target: "y.img", since: t0) == nil, "none")
             try require(Set(try await store.devices(model: model.id)) == [a.serial, b.serial], "devices of the model")
         },
         Case(description: "support periods extend, never shorten; a shortening is audited and changes nothing else") { store in

@@ -195,8 +195,13 @@ struct UpdateServiceTests {
                 let r = try await client.call(.post, "/api/v1/rollouts", body: body, token: op)
                 #expect(r.status == 400 || r.status == 404, "\(body): \(r.text)")
             }
+            d.time.advance(by: 1)
             let fresh = try await client.call(.post, "/api/v1/rollouts", body: #"{"target":"\#(name)","stages":[100]}"#, token: op)
             #expect(fresh.status == 201, "\(fresh.text)")
+            // A new rollout starts from a clean tally, and offers the release again to devices that failed before.
+            let freshID = try #require(fresh.string("id"))
+            #expect(try await d.updates.view(freshID).tally == RolloutTally(members: units.count, succeeded: 0, failed: 0))
+            #expect(try await d.report(members[1], .idle).target == name)
             #expect(try await client.call(.post, "/api/v1/rollouts", body: #"{"target":"\#(name)"}"#, token: op).status == 409, "one live rollout per model")
         }
     }

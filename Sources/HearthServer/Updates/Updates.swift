@@ -46,10 +46,8 @@ public final class Updates: Sendable, DeviceUpdateChannel {
         // Not while it is installing it, and never again in this rollout to a device that failed
         // with it (even after a restart): the operator decides, with a new rollout.
         if report.target == rollout.target, report.phase != .idle, report.phase != .succeeded { return nil }
-        let failedBefore = try await store.updateEvents(serial, limit: 50).contains {
-            $0.target == rollout.target && $0.at >= rollout.createdAt && UpdatePhase(rawValue: $0.phase)?.failure == true
-        }
-        return failedBefore ? nil : rollout.target
+        let last = try await store.latestEvent(serial, target: rollout.target, since: rollout.createdAt)
+        return last.flatMap { UpdatePhase(rawValue: $0.phase) }?.failure == true ? nil : rollout.target
     }
 
     /// Applies the rollout policy to the current tally; returns the rollout as it now is.
@@ -76,7 +74,7 @@ public final class Updates: Sendable, DeviceUpdateChannel {
 
     func tally(_ rollout: RolloutRecord, plan: RolloutPlan) async throws -> RolloutTally {
         let members = try await store.devices(model: rollout.model).filter { plan.includes(serial: $0, rollout: rollout.id, stage: rollout.stage) }
-        let latest = try await store.latestEvents(target: rollout.target)
+        let latest = try await store.latestEvents(target: rollout.target, since: rollout.createdAt)
         var tally = RolloutTally(members: members.count)
         for serial in members {
             guard let phase = latest[serial].flatMap({ UpdatePhase(rawValue: $0.phase) }) else { continue }
