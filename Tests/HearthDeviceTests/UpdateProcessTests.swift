@@ -59,12 +59,13 @@ final class UpdateDeployment: @unchecked Sendable {
         d.server = server
         #expect(try await server.wait(for: "Hearth is serving"), "\(server.text)")
         #expect(try await server.wait(for: "mqtts://"), "\(server.text)")
-        d.httpsPort = Int(Self.port(after: "https://127.0.0.1:", in: server.text) ?? "") ?? 0
-        d.mqttPort = Int(Self.port(after: "mqtts://127.0.0.1:", in: server.text) ?? "") ?? 0
+        d.httpsPort = Int(Self.digits(after: "https://127.0.0.1:", in: server.text) ?? "") ?? 0
+        d.mqttPort = Int(Self.digits(after: "mqtts://127.0.0.1:", in: server.text) ?? "") ?? 0
         return d
     }
 
-    static func port(after prefix: String, in text: String) -> String? {
+    /// The digits right after `prefix` (a port, a time in ms).
+    static func digits(after prefix: String, in text: String) -> String? {
         guard let r = text.range(of: prefix) else { return nil }
         return String(text[r.upperBound...].prefix { $0.isNumber })
     }
@@ -191,7 +192,7 @@ struct UpdateProcessTests {
                         var phase = child.text.split(separator: "\n").last(where: { $0.hasPrefix("phase: ") || $0.hasPrefix("switched") || $0.hasPrefix("boot: ") })
                             .map { String($0.split(separator: " after ").first ?? $0).replacingOccurrences(of: "boot: firmware 1.0.0 (slot a, verified)", with: "refreshing metadata") } ?? "starting"
                         if commit { phase = "commit (\(child.text.contains("{") ? "done" : "killed"))" }
-                        if exit != 0 - SIGKILL && exit != SIGKILL { phase += " [finished]" }
+                        if exit != nil, child.process.terminationReason == .exit { phase += " [finished]" }  // it ended before the kill
                         let (status, after, line) = try await d.boot(serial)
                         #expect(status == 0 && (after == "1.0.0" || after == "1.1.0"), "after a kill at \(phase): \(line)")
                         seen.append(phase)
@@ -263,8 +264,8 @@ struct UpdateProcessTests {
         let started = try await d.hearth(["updates", "rollout", "start", d.next, "--data", d.data, "--stages", "100"])
         let id = try #require(started.split(separator: "\t").first.map(String.init))
         #expect(try await device.wait(for: "update to 1.1.0 committed", timeout: 60), "\(device.text)")
-        let restart = Int64(UpdateDeployment.port(after: "update: restarting at ", in: device.text) ?? "") ?? 0
-        let booted = device.text.components(separatedBy: "\n").filter { $0.contains("on trial until healthy") }.first.flatMap { UpdateDeployment.port(after: ") at ", in: $0) }.flatMap { Int64($0) } ?? 0
+        let restart = Int64(UpdateDeployment.digits(after: "update: restarting at ", in: device.text) ?? "") ?? 0
+        let booted = device.text.components(separatedBy: "\n").filter { $0.contains("on trial until healthy") }.first.flatMap { UpdateDeployment.digits(after: ") at ", in: $0) }.flatMap { Int64($0) } ?? 0
         let downtime = Double(booted - restart) / 1000
         print("switch-over: the thermostat's control loop stopped for \(downtime) s (restart into the new slot)")
         #expect(restart > 0 && booted >= restart && downtime < 10, "bounded switch-over: \(device.text)")

@@ -145,14 +145,14 @@ public actor FirmwareUpdater {
     }
 
     /// The factory root, then each stored newer root that the one before it signed.
-    func trustedRoot() throws -> JSONValue {
+    func trustedRoot() throws -> JSONValue { try trustedChain().root }
+
+    /// A client trusting the factory root and, in order, each stored newer root the one before signed.
+    func trustedChain() throws -> TrustedMetadata {
         var client = try TrustedMetadata(root: try Self.readSigned(factory.appendingPathComponent("root.json")))
         var version = Self.version(client.root) + 1
-        while let next = try? Self.readSigned(rootsFolder.appendingPathComponent("\(version).root.json")) {
-            guard (try? client.updateRoot(next)) != nil else { break }
-            version += 1
-        }
-        return client.root
+        while let next = try? Self.readSigned(rootsFolder.appendingPathComponent("\(version).root.json")), (try? client.updateRoot(next)) != nil { version += 1 }
+        return client
     }
 
     /// First boot: the factory image goes into slot A with the factory's targets as its manifest.
@@ -252,9 +252,8 @@ public actor FirmwareUpdater {
     /// § 5 of the specification, persisting what it trusts after each step.
     func refresh(_ fetcher: any UpdateFetcher) async throws -> TrustedMetadata {
         let now = clock.now()
-        var client = try TrustedMetadata(root: try Self.readSigned(factory.appendingPathComponent("root.json")))
+        var client = try trustedChain()
         var version = Self.version(client.root) + 1
-        while let next = try? Self.readSigned(rootsFolder.appendingPathComponent("\(version).root.json")), (try? client.updateRoot(next)) != nil { version += 1 }
         client.restore(
             timestamp: try? Self.readSigned(trustedFolder.appendingPathComponent("timestamp.json")),
             snapshot: try? Self.readSigned(trustedFolder.appendingPathComponent("snapshot.json")),

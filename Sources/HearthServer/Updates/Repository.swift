@@ -122,9 +122,9 @@ public final class UpdateRepository: Sendable {
         var documents: [TUFDocument] = []
 
         // Roots, in order, each checked against the one before.
-        var trustedRoot: JSONValue?
-        if let stored = try await store.tufDocument("root", version: nil) { trustedRoot = try SignedMetadata(json: try JSONValue.parse(stored.bytes)).signed }
-        var nextRoot = (try await store.tufDocument("root", version: nil)?.version ?? 0) + 1
+        let storedRoot = try await store.tufDocument("root", version: nil)
+        var trustedRoot = try storedRoot.map { try SignedMetadata(json: try JSONValue.parse($0.bytes)).signed }
+        var nextRoot = (storedRoot?.version ?? 0) + 1
         while let bytes = try? Self.read(metadataFolder.appendingPathComponent("\(nextRoot).root.json"), limit: 1 << 20) {
             let md = try Self.parse(bytes, "\(nextRoot).root.json")
             do {
