@@ -34,8 +34,12 @@ public struct HearthError: Error, Sendable, Equatable, CustomStringConvertible {
         case deviceOffline = "device_offline"
         /// The device did not answer in time.
         case deviceTimeout = "device_timeout"
-        /// A part this request needs is not running in this server.
+        /// A part this request needs is not running in this server, or it is overloaded (with
+        /// `retryAfter`).
         case unavailable
+        /// The request names a host this server does not serve (a Host header not among its
+        /// configured names).
+        case misdirected
         /// Stored data failed an integrity check.
         case integrity
         case `internal`

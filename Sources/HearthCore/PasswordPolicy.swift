@@ -9,9 +9,20 @@ public struct PasswordPolicy: Sendable {
     public let blocklist: Set<String>
     /// Words that belong to this service; a password built on them is guessable.
     public var serviceWords: [String] = ["hearth"]
+    /// Ranked English words, names and common passwords for ``PasswordStrength``; nil skips the
+    /// estimate (the blocklist and the other checks still apply).
+    public let dictionary: RankedWords?
+    /// The fewest estimated guesses accepted: 10^10, zxcvbn's "very unguessable" (score 4), far
+    /// beyond what an online attack gets through the sign-in throttles and what a stolen hash
+    /// yields quickly under scrypt.
+    public var minimumGuesses = 1e10
+    /// Passwords published as examples, which every breach corpus now holds (xkcd 936's
+    /// passphrase and its counter-example), compared without spaces.
+    public static let publishedExamples: Set<String> = ["correcthorsebatterystaple", "tr0ub4dor&3", "troub4dor&3"]
 
-    public init(blocklist: Set<String>) {
+    public init(blocklist: Set<String>, dictionary: RankedWords? = nil) {
         self.blocklist = blocklist
+        self.dictionary = dictionary
     }
 
     /// Throws ``HearthError/Code/weakPassword`` with a reason a person can act on.
@@ -32,8 +43,12 @@ public struct PasswordPolicy: Sendable {
         }
         // The list entry itself, or the entry with digits and punctuation added at the ends.
         let core = lower.trimmingCharacters(in: .decimalDigits.union(.punctuationCharacters).union(.whitespaces))
-        if blocklist.contains(lower) || blocklist.contains(core) || isRepetition(of: core) {
+        let squashed = lower.filter { !$0.isWhitespace }
+        if blocklist.contains(lower) || blocklist.contains(core) || blocklist.contains(squashed) || Self.publishedExamples.contains(squashed) || isRepetition(of: core) || isRepetition(of: squashed) {
             throw HearthError(.weakPassword, field: field, "this password is on a list of common or breached passwords")
+        }
+        if let dictionary, PasswordStrength.guesses(password, dictionary: dictionary) < minimumGuesses {
+            throw HearthError(.weakPassword, field: field, "this password is easy to guess: it is made of common words, names, runs (abcd, 1234), keyboard rows (qwerty) or repeats; add a few unrelated words")
         }
         let context = (serviceWords + contextWords).map { $0.lowercased() }.filter { $0.count >= 3 }
         for word in context where lower.contains(word) {

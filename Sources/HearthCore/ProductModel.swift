@@ -30,12 +30,18 @@ public struct DataField: Sendable, Equatable {
         FieldSchema("required", .boolean, required: false),
     ])
 
+    /// Field and command names become JSON keys and MQTT topic levels (`devices/S/commands/NAME`):
+    /// ASCII letters, digits and '_', starting with a letter — never `/`, `+`, `#`, markup or spaces.
+    static func requireIdentifier(_ name: String, field: String) throws {
+        guard name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_") }),
+            name.unicodeScalars.first.map({ $0.isASCII && $0.properties.isAlphabetic }) == true
+        else { throw HearthError.invalid(field, "letters, digits and '_', starting with a letter") }
+    }
+
     init(json: JSONValue, path: String) throws {
         let o = try Self.schema.validate(json, path: path)
         let name = o.string("name")!
-        guard name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_") }),
-            name.unicodeScalars.first.map({ $0.properties.isAlphabetic }) == true
-        else { throw HearthError.invalid("\(path).name", "letters, digits and '_', starting with a letter") }
+        try Self.requireIdentifier(name, field: "\(path).name")
         let min = o.number("min"), max = o.number("max")
         let type: ValueType
         switch o.string("type")! {
@@ -146,6 +152,7 @@ public struct ProductModel: Sendable, Equatable {
             let c = ValidatedObject(members: { if case .object(let m) = command { m } else { [:] } }())
             let parameters = try c.array("parameters").enumerated().map { try DataField(json: $1, path: "commands[\(i)].parameters[\($0)]") }
             try Self.requireDistinct(parameters.map(\.name), field: "commands[\(i)].parameters")
+            try DataField.requireIdentifier(c.string("name")!, field: "commands[\(i)].name")
             return CommandSpec(name: c.string("name")!, parameters: parameters)
         }
         try Self.requireDistinct(commands.map(\.name), field: "commands")

@@ -11,27 +11,47 @@ public struct ThrottlePolicy: Sendable, Equatable {
     /// Failures older than this are forgotten when the key is idle.
     public var forgetAfter: TimeInterval
 
-    public init(freeFailures: Int, baseDelay: TimeInterval, maxDelay: TimeInterval, forgetAfter: TimeInterval) {
+    /// A success forgets the key's failures (the person proved who they are); otherwise only
+    /// time does.
+    public var resetOnSuccess: Bool
+
+    public init(freeFailures: Int, baseDelay: TimeInterval, maxDelay: TimeInterval, forgetAfter: TimeInterval, resetOnSuccess: Bool = false) {
         self.freeFailures = freeFailures
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay
         self.forgetAfter = forgetAfter
+        self.resetOnSuccess = resetOnSuccess
     }
 
-    /// Sign-in, per account: 5 free tries, then 2 s, 4 s … up to 15 minutes.
-    public static let signInPerAccount = ThrottlePolicy(freeFailures: 5, baseDelay: 2, maxDelay: 900, forgetAfter: 86_400)
+    /// Sign-in, per account and source address: 5 free tries, then 2 s, 4 s … up to 15 minutes.
+    /// Keyed by both, so a stranger's wrong guesses never lock the owner out from their own address.
+    public static let signInPerAccountAndSource = ThrottlePolicy(freeFailures: 5, baseDelay: 2, maxDelay: 900, forgetAfter: 86_400, resetOnSuccess: true)
+    /// Sign-in, per account from everywhere: a ceiling far higher than one source's, against
+    /// guessing spread over many addresses. Only time forgets it.
+    public static let signInPerAccount = ThrottlePolicy(freeFailures: 100, baseDelay: 60, maxDelay: 900, forgetAfter: 86_400)
     /// Sign-in and sign-up, per source address: more room for shared addresses (NAT).
     public static let perSource = ThrottlePolicy(freeFailures: 20, baseDelay: 1, maxDelay: 900, forgetAfter: 86_400)
-    /// Device set-up, per device: 5 free tries, then the set-up window closes for 30 s, 60 s …
-    /// up to an hour (Matter closes the commissioning window after 20 failures; this is stricter).
-    public static let claimPerDevice = ThrottlePolicy(freeFailures: 5, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400)
+    /// Device set-up, per device and account: 5 free tries, then 30 s, 60 s … up to an hour
+    /// (Matter closes the commissioning window after 20 failures; this is stricter).
+    public static let claimPerDeviceAndAccount = ThrottlePolicy(freeFailures: 5, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400, resetOnSuccess: true)
+    /// Device set-up, per device from every account: a far higher ceiling against guessing spread
+    /// over many accounts, so that a few wrong codes from a stranger never block the label's holder.
+    public static let claimPerDevice = ThrottlePolicy(freeFailures: 100, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400)
     /// Device set-up, per account: bounds how many serials one account can probe.
     public static let claimPerAccount = ThrottlePolicy(freeFailures: 10, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400)
 }
 
 /// The throttle state of one key (an account, an address, a device) as a value.
+///
+/// An attempt is one atomic step: ``reserve(now:policy:)`` counts it before any work is done,
+/// and ``settle(failed:now:policy:)`` records its outcome. While the free failures last, as many
+/// attempts may run at once as there are free failures left (counting those in flight); after
+/// that, one at a time and only once the wait is over. So N parallel wrong attempts are never
+/// all evaluated: exactly the allowed number are.
 public struct ThrottleState: Sendable, Equatable {
     public private(set) var failures = 0
+    /// Attempts reserved and not yet settled.
+    public private(set) var inFlight = 0
     public private(set) var blockedUntil: Date?
     public private(set) var lastFailure: Date?
 
@@ -50,6 +70,38 @@ public struct ThrottleState: Sendable, Equatable {
         return .allowed
     }
 
+    /// May an attempt be reserved now? Waits for the block in force, or a second when the free
+    /// attempts are all taken by attempts still in flight.
+    public func admits(now: Date, policy: ThrottlePolicy) -> Decision {
+        if case .wait(let seconds) = decide(now: now) { return .wait(seconds: seconds) }
+        let counted = isForgotten(now: now, policy: policy) ? 0 : failures
+        if inFlight > 0, counted + inFlight >= policy.freeFailures { return .wait(seconds: 1) }
+        return .allowed
+    }
+
+    /// Reserves an attempt if ``admits(now:policy:)`` allows it.
+    public mutating func reserve(now: Date, policy: ThrottlePolicy) -> Decision {
+        let decision = admits(now: now, policy: policy)
+        if decision == .allowed { inFlight += 1 }
+        return decision
+    }
+
+    /// Records the outcome of a reserved attempt.
+    public mutating func settle(failed: Bool, now: Date, policy: ThrottlePolicy) {
+        inFlight = max(0, inFlight - 1)
+        if failed {
+            recordFailure(now: now, policy: policy)
+        } else if policy.resetOnSuccess {
+            failures = 0
+            blockedUntil = nil
+            lastFailure = nil
+        }
+    }
+
+    private func isForgotten(now: Date, policy: ThrottlePolicy) -> Bool {
+        lastFailure.map { now.timeIntervalSince($0) > policy.forgetAfter } ?? false
+    }
+
     /// Records a failed attempt; from the `freeFailures`-th on, the key is blocked for a
     /// doubling delay.
     public mutating func recordFailure(now: Date, policy: ThrottlePolicy) {
@@ -65,6 +117,7 @@ public struct ThrottleState: Sendable, Equatable {
 
     /// Can this state be dropped (no block in force, nothing recent)?
     public func isIdle(now: Date, policy: ThrottlePolicy) -> Bool {
+        guard inFlight == 0 else { return false }
         guard let last = lastFailure else { return true }
         return decide(now: now) == .allowed && now.timeIntervalSince(last) > policy.forgetAfter
     }
@@ -85,6 +138,23 @@ public struct ThrottleBook: Sendable {
         states[key]?.decide(now: now) ?? .allowed
     }
 
+    public func admits(_ key: String, now: Date) -> ThrottleState.Decision {
+        states[key]?.admits(now: now, policy: policy) ?? .allowed
+    }
+
+    /// Reserves an attempt for `key` (see ``ThrottleState``).
+    public mutating func reserve(_ key: String, now: Date) -> ThrottleState.Decision {
+        if states[key] == nil, states.count >= capacity { prune(now: now) }
+        return states[key, default: ThrottleState()].reserve(now: now, policy: policy)
+    }
+
+    /// Records the outcome of an attempt reserved for `key`.
+    public mutating func settle(_ key: String, failed: Bool, now: Date) {
+        if states[key] == nil, states.count >= capacity { prune(now: now) }
+        states[key, default: ThrottleState()].settle(failed: failed, now: now, policy: policy)
+        if states[key]?.isIdle(now: now, policy: policy) == true, states[key]?.failures == 0 { states[key] = nil }
+    }
+
     public mutating func recordFailure(_ key: String, now: Date) {
         if states[key] == nil, states.count >= capacity { prune(now: now) }
         states[key, default: ThrottleState()].recordFailure(now: now, policy: policy)
@@ -98,7 +168,7 @@ public struct ThrottleBook: Sendable {
     mutating func prune(now: Date) {
         states = states.filter { !$0.value.isIdle(now: now, policy: policy) }
         if states.count >= capacity {
-            let ordered = states.sorted { ($0.value.lastFailure ?? .distantPast) < ($1.value.lastFailure ?? .distantPast) }
+            let ordered = states.filter { $0.value.inFlight == 0 }.sorted { ($0.value.lastFailure ?? .distantPast) < ($1.value.lastFailure ?? .distantPast) }
             for (key, _) in ordered.prefix(states.count - capacity / 2) { states[key] = nil }
         }
     }

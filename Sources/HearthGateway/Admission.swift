@@ -10,18 +10,43 @@ final class Admission: Sendable {
     struct State {
         var open = 0
         var bucket: TokenBucket
+        /// Connections per source address not (yet) admitted: in the TLS handshake, or refused and
+        /// waiting to be closed.
+        var unadmitted: [String: Int] = [:]
     }
 
     let maximumConnections: Int
+    let maximumUnadmittedPerSource: Int
     private let state: Mutex<State>
 
-    init(maximumConnections: Int, connectsPerSecond: Double, burst: Double) {
+    init(maximumConnections: Int, connectsPerSecond: Double, burst: Double, maximumUnadmittedPerSource: Int) {
         self.maximumConnections = maximumConnections
+        self.maximumUnadmittedPerSource = maximumUnadmittedPerSource
         state = Mutex(State(bucket: TokenBucket(rate: connectsPerSecond, burst: burst, now: Date())))
     }
 
-    /// A connection arrived; every call is balanced by ``leave()``. Returns the refusal to answer
-    /// its CONNECT with, if it is over a cap.
+    /// A socket from `source` arrived and is not yet authenticated. False if that source already
+    /// has its most such sockets open: the caller closes it at once. A true is balanced by
+    /// ``admitted(_:)`` or ``unadmittedLeft(_:)``.
+    func arriveUnadmitted(_ source: String) -> Bool {
+        state.withLock { s in
+            guard s.unadmitted[source, default: 0] < maximumUnadmittedPerSource else { return false }
+            s.unadmitted[source, default: 0] += 1
+            return true
+        }
+    }
+
+    func unadmittedLeft(_ source: String) {
+        state.withLock { s in
+            let n = s.unadmitted[source, default: 1] - 1
+            s.unadmitted[source] = n > 0 ? n : nil
+        }
+    }
+
+    /// An authenticated client (a device whose certificate checked out, or a development
+    /// client) joins: only these count towards the connection cap and spend the connect-rate
+    /// allowance, so sockets that never authenticate cannot use them up. Every call is balanced by
+    /// ``leave()``. Returns the refusal to answer its CONNECT with, if it is over a cap.
     func arrive(now: Date = Date()) -> (reason: ReasonCode, retryAfter: Int)? {
         state.withLock { s in
             s.open += 1
@@ -34,14 +59,19 @@ final class Admission: Sendable {
     func leave() { state.withLock { $0.open -= 1 } }
 
     var openConnections: Int { state.withLock { $0.open } }
+    var unadmittedConnections: Int { state.withLock { $0.unadmitted.values.reduce(0, +) } }
 }
 
 /// Counters for operators and security monitoring; never labelled with secrets.
 public struct GatewayCounters: Sendable, Equatable {
     public var connectionsAccepted = 0
     public var connectionsRefused = 0
+    /// Sockets closed at once because their source already had its most unauthenticated ones open.
+    public var unauthenticatedRefused = 0
     public var devicesRefused = 0
     public var publishesRateLimited = 0
+    /// Update reports refused because one device sent them too fast.
+    public var updateReportsRateLimited = 0
     /// Publishes and subscriptions the access policy refused (a device reaching outside its namespace).
     public var accessRefused = 0
     public var telemetryStored = 0

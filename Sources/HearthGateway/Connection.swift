@@ -44,6 +44,10 @@ actor Connection {
     let parts: GatewayParts
     let device: DeviceContext?
     let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    /// The socket itself: closed whenever the server ends the connection (timeouts, refusals,
+    /// takeover, revocation, protocol errors), so the inbound side ends too and nothing waits
+    /// for bytes a vanished device will never send.
+    let transport: any Channel
     let mailbox: AsyncStream<Mail>.Continuation
     var logger: Logger { parts.logger }
     var parser: MQTTParser
@@ -63,10 +67,11 @@ actor Connection {
     var output = ByteBuffer()
     var flushScheduled = false
 
-    init(parts: GatewayParts, identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, mailbox: AsyncStream<Mail>.Continuation) {
+    init(parts: GatewayParts, identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, transport: any Channel, mailbox: AsyncStream<Mail>.Continuation) {
         self.parts = parts
         self.device = device
         self.outbound = outbound
+        self.transport = transport
         self.mailbox = mailbox
         let limits = parts.limits
         parser = MQTTParser(maximumPacketSize: Int(limits.maximumPacketSize))
@@ -154,8 +159,13 @@ actor Connection {
             case .close(let sendWill):
                 closed = true
                 if !sendWill { will = nil }
+                // A peer that does not read cannot hold the socket open: the close happens after
+                // the final packets are written, or after five seconds, whichever comes first.
+                let transport = self.transport
+                transport.eventLoop.scheduleTask(in: .seconds(5)) { transport.close(mode: .all, promise: nil) }
                 await flushOutput()
                 outbound.finish()
+                transport.close(mode: .all, promise: nil)
             }
         }
     }
@@ -227,6 +237,9 @@ actor Connection {
             let answer = try await channel.received(report: publish.payload, from: device.serial, model: device.model.id)
             _ = await parts.hub.publish(from: nil, Publish(topic: device.updateTopic + "/offer", payload: answer, qos: .atLeastOnce))
             return .success
+        } catch let error as HearthError where error.code == .throttled {
+            parts.counters.add(\.updateReportsRateLimited)
+            return .quotaExceeded
         } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
             logger.notice("update report refused", metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
             return .payloadFormatInvalid
@@ -336,6 +349,7 @@ actor Connection {
             do { try await outbound.write(chunk) } catch {
                 closed = true
                 output.clear()
+                transport.close(mode: .all, promise: nil)
                 return
             }
         }

@@ -27,6 +27,10 @@ public struct GatewayConfiguration: Sendable {
     public var connectBurst: Double = 1000
     /// How long a device has to finish the TLS handshake.
     public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// Sockets one source address may hold open before it authenticates (in the TLS handshake,
+    /// or refused and waiting to be closed); more are closed at once. Room for many devices
+    /// behind one home router; a cap on one host holding the listener's sockets.
+    public var maximumUnauthenticatedPerSource = 256
 
     public init(deviceListener: (host: String, port: Int)? = nil, developmentListener: (host: String, port: Int)? = nil) {
         self.deviceListener = deviceListener
@@ -116,7 +120,10 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) }, updates: UpdateChannelSlot(),
             counters: counters, limits: configuration.limits, logger: logger
         )
-        admission = Admission(maximumConnections: configuration.maximumConnections, connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst)
+        admission = Admission(
+            maximumConnections: configuration.maximumConnections, connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst,
+            maximumUnadmittedPerSource: configuration.maximumUnauthenticatedPerSource
+        )
         self.onBound = onBound
     }
 
@@ -131,6 +138,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     /// Attaches the server's update service: devices' `devices/S/update` reports go to it.
     public func attach(updates: any DeviceUpdateChannel) { parts.updates.set(updates) }
     public var openConnections: Int { admission.openConnections }
+    /// Sockets not authenticated (yet): in the TLS handshake, or refused and about to close.
+    public var unauthenticatedConnections: Int { admission.unadmittedConnections }
 
     public func run() async throws {
         if let brokerState {
@@ -245,21 +254,39 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     }
 
     /// One connection, start to end. Its failure never reaches other connections.
+    ///
+    /// On the device listener a socket counts towards the connection cap and the connect-rate
+    /// allowance only once its certificate checked out; before that (and when it was refused) it
+    /// counts only against its source's unauthenticated sockets. Every way the connection ends,
+    /// whoever decides it, closes the socket.
     func serve(_ accepted: Accepted, device: Bool) async {
-        var refusal = admission.arrive()
-        defer { admission.leave() }
+        let channel = accepted.channel.channel
+        let source = channel.remoteAddress?.ipAddress ?? "unknown"
+        var refusal: (reason: ReasonCode, retryAfter: Int)?
         let identity: PeerIdentity
         var context: DeviceContext?
+        var holdsUnadmitted = false
         if device {
+            guard admission.arriveUnadmitted(source) else {
+                parts.counters.add(\.unauthenticatedRefused)
+                try? await accepted.channel.executeThenClose { _, _ in }
+                return
+            }
+            holdsUnadmitted = true
             guard let certificate = try? await accepted.handshake.get() else {
-                try? await accepted.channel.channel.close()
+                admission.unadmittedLeft(source)
+                try? await accepted.channel.executeThenClose { _, _ in }
                 return
             }
             switch await admit(certificate) {
             case .success(let admitted):
                 context = admitted
                 identity = .device(serial: admitted.serial.rawValue)
+                admission.unadmittedLeft(source)
+                holdsUnadmitted = false
             case .failure(let why):
+                // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why),
+                // and closed at the connect timeout if it never does.
                 parts.counters.add(\.devicesRefused)
                 parts.logger.notice("device refused", metadata: ["reason": "\(why)"])
                 refusal = (.notAuthorized, 3600)
@@ -268,10 +295,15 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         } else {
             identity = .development
         }
+        let admitted = !holdsUnadmitted
+        if admitted { refusal = admission.arrive() }
+        defer {
+            if admitted { admission.leave() } else { admission.unadmittedLeft(source) }
+        }
         parts.counters.add(refusal == nil ? \.connectionsAccepted : \.connectionsRefused)
         try? await accepted.channel.executeThenClose { inbound, outbound in
             let (mail, mailbox) = AsyncStream<Mail>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-            let connection = Connection(parts: parts, identity: identity, device: context, refusal: refusal, outbound: outbound, mailbox: mailbox)
+            let connection = Connection(parts: parts, identity: identity, device: context, refusal: refusal, outbound: outbound, transport: channel, mailbox: mailbox)
             let key = ObjectIdentifier(connection)
             live.withLock { $0[key] = connection }
             defer { live.withLock { $0[key] = nil } }

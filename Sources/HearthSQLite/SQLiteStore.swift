@@ -531,5 +531,10 @@ func openPool(path: String, foreignKeys: Bool = false, secureDelete: Bool = fals
     return pool
 }
 
-func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+/// Milliseconds since 1970, clamped to ±2^53 so that no date (however far off) traps the conversion.
+func millis(_ date: Date) -> Int64 {
+    let ms = (date.timeIntervalSince1970 * 1000).rounded()
+    guard ms.isFinite else { return 0 }
+    return Int64(min(max(ms, -9_007_199_254_740_992), 9_007_199_254_740_992))
+}
 func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }

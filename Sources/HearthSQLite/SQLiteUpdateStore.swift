@@ -110,12 +110,21 @@ extension SQLiteStore: UpdateStore {
         )
     }
 
-    public func appendUpdateEvent(_ e: UpdateEventRecord) async throws {
+    @discardableResult
+    public func appendUpdateEvent(_ e: UpdateEventRecord) async throws -> Bool {
         try await write(audit: []) { db in
+            if let newest = try Row.fetchOne(db, sql: "SELECT * FROM update_events WHERE serial = ? ORDER BY id DESC LIMIT 1", arguments: [e.serial.rawValue]) {
+                let last = try Self.event(newest)
+                if last.phase == e.phase, last.version == e.version, last.target == e.target, last.reason == e.reason {
+                    try db.execute(sql: "UPDATE update_events SET at = ? WHERE id = ?", arguments: [millis(e.at), newest["id"] as Int64])
+                    return false
+                }
+            }
             try db.execute(
                 sql: "INSERT INTO update_events (serial, at, phase, version, target, reason) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [e.serial.rawValue, millis(e.at), e.phase, e.version, e.target, e.reason]
             )
+            return true
         }
     }
 

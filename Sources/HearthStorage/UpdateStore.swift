@@ -105,7 +105,12 @@ public protocol UpdateStore: Sendable {
     /// Replaces a rollout still in `fromState` at `fromStage`; false (nothing changed) if it moved meanwhile.
     func updateRollout(_ rollout: RolloutRecord, fromState: String, fromStage: Int, audit: AuditEntry) async throws -> Bool
 
-    func appendUpdateEvent(_ event: UpdateEventRecord) async throws
+    /// Records a report. Only transitions add a row: when the device's newest report says the
+    /// same (phase, version, target, reason), that row's time moves to `event.at` instead, so a
+    /// device repeating itself cannot grow the table and "latest since" queries still see it.
+    /// Returns true if a row was added.
+    @discardableResult
+    func appendUpdateEvent(_ event: UpdateEventRecord) async throws -> Bool
     /// A device's reports, newest first.
     func updateEvents(_ serial: DeviceSerial, limit: Int) async throws -> [UpdateEventRecord]
     /// Each device's latest report about `target` made at or after `since`, by serial.

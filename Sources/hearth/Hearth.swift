@@ -157,6 +157,9 @@ func runServer(
     let repository = try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)
     let updates = Updates(repository: repository)
     gateway.attach(updates: updates)
+    var settings = settings
+    // Requests must name a host the server certificate covers (`--hostname`); others get 421.
+    settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames
     let hearth = try Hearth(store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway, updates: updates)
     if folder.created { print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.") }
     try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))

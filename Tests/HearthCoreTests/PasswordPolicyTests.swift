@@ -15,7 +15,7 @@ import Testing
     }
 
     @Test func longPassphrasesWithoutCompositionRulesAreAccepted() throws {
-        try policy.check("correct horse battery staple")
+        try policy.check("lantern orbit velvet puzzle")
         try policy.check(String(repeating: "a long passphrase of many words ", count: 2))  // 64 characters
         try policy.check(String(repeating: "x1y2z3", count: 40))  // 240 characters
         try policy.check("ünïcödé pässwörd wörks")
@@ -39,6 +39,21 @@ import Testing
         rejects("hearth hearth 2026", context: [])
         rejects("ann.smith@example.com", context: ["ann.smith", "ann.smith@example.com"])
         rejects("ann.smith1234567", context: ["ann.smith"])
+    }
+
+    /// NIST SP 800-63B: dictionary words, repetitive and sequential values, keyboard walks.
+    @Test func sequencesWalksRepeatsAndDictionaryWordsAreRefused() throws {
+        let words = RankedWords(rankedLines: ["# a comment", "iloveyou", "correct", "horse", "battery", "staple", "the", "long", "passphrase"].map { Substring($0) })
+        #expect(words.count == 8 && words.rank("iloveyou") == 1 && words.rank("# a comment") == nil)
+        let strict = PasswordPolicy(blocklist: ["iloveyou"], dictionary: words)
+        for weak in ["123456789012345", "qwertyuiopasdfgh", "abcdefghijklmnop", "correcthorsebatterystaple", "iloveyou iloveyou", "zyxwvutsrqponmlk", "1qaz2wsx3edc4rfv", "98765432109876543", "correct horse battery staple"] {
+            #expect(throws: HearthError.self, "\(weak)") { try strict.check(weak) }
+        }
+        #expect(PasswordStrength.guesses("qwertyuiopasdfgh", dictionary: words) < 1e6)
+        #expect(PasswordStrength.guesses("correcthorsebattery", dictionary: words) < 1e10)
+        for strong in ["lantern orbit velvet puzzle", "zq8#Lm2@vR9!pX4w", "a long passphrase of many unusual words"] {
+            try strict.check(strong)
+        }
     }
 
     @Test func controlCharactersAreInvalid() {

@@ -80,6 +80,23 @@ public enum UpdateContract {
             try require(try await store.latestEvent(a.serial, target: "y.img", since: t0) == nil, "none")
             try require(Set(try await store.devices(model: model.id)) == [a.serial, b.serial], "devices of the model")
         },
+        Case(description: "update events: a repeated report moves the newest row's time and adds none; a transition adds one") { store in
+            let model = try await model(store)
+            let a = StoreContract.device(model)
+            try await store.addDevices([a], audit: StoreContract.audit(.devicesProvisioned))
+            let added = try await store.appendUpdateEvent(UpdateEventRecord(serial: a.serial, at: t0, phase: "idle", version: "1.0.0", target: nil, reason: nil))
+            try require(added, "the first report adds a row")
+            for i in 1...500 {
+                let repeated = try await store.appendUpdateEvent(UpdateEventRecord(serial: a.serial, at: t0.addingTimeInterval(Double(i)), phase: "idle", version: "1.0.0", target: nil, reason: nil))
+                try require(!repeated, "a repeat adds no row")
+            }
+            try require(try await store.updateEvents(a.serial, limit: 1000).count == 1, "one row for 501 identical reports")
+            try require(try await store.updateEvents(a.serial, limit: 1)[0].at == t0.addingTimeInterval(500), "the row carries the latest time")
+            try require(try await store.appendUpdateEvent(UpdateEventRecord(serial: a.serial, at: t0.addingTimeInterval(501), phase: "downloading", version: "1.0.0", target: "x.img", reason: nil)), "a transition adds a row")
+            try require(try await store.appendUpdateEvent(UpdateEventRecord(serial: a.serial, at: t0.addingTimeInterval(502), phase: "idle", version: "1.0.0", target: nil, reason: nil)), "and so does going back")
+            try require(try await store.latestEvent(a.serial, target: "x.img", since: t0.addingTimeInterval(501))?.phase == "downloading", "latest since still sees it")
+            try require(try await store.updateEvents(a.serial, limit: 1000).count == 3, "three transitions, three rows")
+        },
         Case(description: "support periods extend, never shorten; a shortening is audited and changes nothing else") { store in
             let model = try await model(store)
             let later = CalendarDate("2040-01-01")!

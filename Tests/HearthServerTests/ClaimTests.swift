@@ -42,7 +42,7 @@ import Testing
         }
     }
 
-    @Test func aThousandGuessesAreThrottledAndTheRightCodeWorksWhenTheWindowReopens() async throws {
+    @Test func aThousandGuessesAreThrottledAndTheRightCodeStillWorksFromAnotherAccount() async throws {
         let d = try TestDeployment()
         defer { d.cleanUp() }
         let unit = try await d.provisionThermostats(1)[0]
@@ -64,11 +64,9 @@ import Testing
             #expect((statuses[429] ?? 0) >= 990)
             #expect(try await d.store.device(unit.serial)?.owner == nil)
 
-            // The window is still closed for the real owner too, then reopens.
+            // The stranger's wrong codes do not block the label's holder, who claims it at once.
             let owner = try await client.owner("owner@example.com")
             let right = #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.digits)"}"#
-            #expect(try await client.call(.post, "/api/v1/devices/claim", body: right, token: owner).status == 429)
-            d.time.advance(by: 3601)
             #expect(try await client.call(.post, "/api/v1/devices/claim", body: right, token: owner).status == 201)
         }
     }

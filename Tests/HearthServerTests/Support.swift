@@ -30,7 +30,7 @@ struct TestDeployment {
         settings.hashCost = .testing
         configure(&settings)
         updates = Updates(repository: try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory, time: time), time: time)
-        hearth = try Hearth(store: store, kek: folder.kek, settings: settings, time: time, updates: updates)
+        hearth = try Hearth(store: store, kek: folder.kek, settings: settings, time: time, telemetry: try SQLiteTelemetryStore(path: folder.telemetryPath), updates: updates)
     }
 
     var application: some ApplicationProtocol {

@@ -148,7 +148,7 @@ struct API {
                     let query = request.uri.queryParameters
                     let from = try Self.date(query.get("from"), field: "from") ?? Date(timeIntervalSince1970: 0)
                     let to = try Self.date(query.get("to"), field: "to") ?? hearth.time.now().addingTimeInterval(86_400)
-                    let limit = try Self.integer(query.get("limit"), field: "limit") ?? 100
+                    let limit = try Self.integer(query.get("limit"), field: "limit", maximum: 1000) ?? 100
                     let after = try Self.integer(query.get("after"), field: "after").map(Int64.init)
                     let records = try await hearth.readings(context.parameters.get("serial") ?? "", from: from, to: to, after: after, limit: limit, by: try context.requireIdentity())
                     let next: JSONValue = records.count == limit ? .string(String(records.last!.position)) : .null
@@ -344,9 +344,11 @@ struct API {
         return date
     }
 
-    static func integer(_ text: String?, field: String) throws -> Int? {
+    /// A query parameter that must be a whole number in 0...maximum: plain digits only, checked
+    /// without overflow (no sign, no spaces, no exponent).
+    static func integer(_ text: String?, field: String, maximum: Int = Int.max) throws -> Int? {
         guard let text else { return nil }
-        guard text.count <= 18, let value = Int(text), value >= 0 else { throw HearthError.invalid(field, "expected a whole number") }
+        guard let value = NetworkInput.nonNegativeInteger(text, maximum: maximum) else { throw HearthError.invalid(field, "expected a whole number from 0 to \(maximum)") }
         return value
     }
 

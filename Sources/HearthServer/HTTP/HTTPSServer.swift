@@ -15,6 +15,7 @@ public enum HTTPSServer {
         let router = Router(context: HearthRequestContext.self)
         router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: ErrorMiddleware(logger: logger))
+        router.add(middleware: HostCheckMiddleware(hosts: Set(hearth.settings.hostnames.map { $0.lowercased() })))
         API(hearth: hearth).register(on: router)
         API.registerRepository(on: router, hearth: hearth)
         Pages(hearth: hearth).register(on: router)

@@ -25,6 +25,44 @@ struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
+/// Answers only requests for the server's own names (`--hostname`, the names its certificate
+/// covers): any other Host gets 421, a missing one 400. So no page, link or document is ever built
+/// from a name an attacker chose (security.txt, CSAF metadata, advisories).
+struct HostCheckMiddleware<Context: RequestContext>: RouterMiddleware {
+    let hosts: Set<String>
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let authority = request.head.authority, !authority.isEmpty else {
+            throw HearthError(.invalidInput, field: "Host", "the Host header is required")
+        }
+        guard let host = Self.host(of: authority), hosts.contains(host) else {
+            throw HearthError(.misdirected, field: "Host", "this server does not answer for that host name")
+        }
+        return try await next(request, context)
+    }
+
+    /// The host part of `host[:port]` or `[v6][:port]`, lower-cased; nil if malformed.
+    static func host(of authority: String) -> String? {
+        guard authority.utf8.count <= 260 else { return nil }
+        var host = Substring(authority.lowercased())
+        var port: Substring?
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return nil }
+            let rest = host[host.index(after: close)...]
+            host = host[host.index(after: host.startIndex)..<close]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":") else { return nil }
+                port = rest.dropFirst()
+            }
+        } else if let colon = host.firstIndex(of: ":") {
+            port = host[host.index(after: colon)...]
+            host = host[..<colon]
+        }
+        if let port, NetworkInput.nonNegativeInteger(port, maximum: 65_535) == nil { return nil }
+        return host.isEmpty ? nil : String(host)
+    }
+}
+
 /// Turns every error into the one documented shape: `{"error": code, "message": text, "field"?: name}`
 /// for the API, a plain page for browsers. Unexpected errors are logged and answered with a generic 500.
 struct ErrorMiddleware: RouterMiddleware {
@@ -76,6 +114,7 @@ struct ErrorMiddleware: RouterMiddleware {
         case .deviceOffline: .conflict
         case .deviceTimeout: .gatewayTimeout
         case .unavailable: .serviceUnavailable
+        case .misdirected: .misdirectedRequest
         case .integrity, .internal: .internalServerError
         }
     }
@@ -103,7 +142,7 @@ enum JSON {
 /// Reads request bodies with a hard cap, before parsing anything.
 enum Body {
     static func bytes(_ request: Request, limit: Int) async throws -> [UInt8] {
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+        if let length = request.headers[.contentLength].flatMap({ NetworkInput.nonNegativeInteger($0) }), length > limit {
             throw HearthError(.payloadTooLarge, "the body is \(length) bytes; this endpoint accepts at most \(limit)")
         }
         do {
@@ -116,9 +155,8 @@ enum Body {
 
     /// A JSON body checked against `schema`: media type, size, UTF-8, syntax, unknown fields, types.
     static func json(_ request: Request, schema: ObjectSchema, limit: Int) async throws -> ValidatedObject {
-        let type = request.headers[.contentType]?.lowercased() ?? ""
-        guard type.hasPrefix("application/json") else {
-            throw HearthError(.unsupportedMediaType, "send the body as application/json")
+        guard NetworkInput.isJSONMediaType(request.headers[.contentType]) else {
+            throw HearthError(.unsupportedMediaType, "send the body as application/json (charset, if given, utf-8)")
         }
         let bytes = try await self.bytes(request, limit: limit)
         return try schema.validate(try JSONValue.parse(bytes))
@@ -126,8 +164,7 @@ enum Body {
 
     /// An HTML form body (application/x-www-form-urlencoded), every value a string.
     static func form(_ request: Request, limit: Int) async throws -> [String: String] {
-        let type = request.headers[.contentType]?.lowercased() ?? ""
-        guard type.hasPrefix("application/x-www-form-urlencoded") else {
+        guard NetworkInput.isMediaType(request.headers[.contentType], "application/x-www-form-urlencoded") else {
             throw HearthError(.unsupportedMediaType, "send the form as application/x-www-form-urlencoded")
         }
         let bytes = try await self.bytes(request, limit: limit)

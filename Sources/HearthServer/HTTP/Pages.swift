@@ -251,8 +251,10 @@ struct Pages {
     static func csafPath(_ a: AdvisoryRecord) -> String { Advisory.csafPath(id: a.id, publishedAt: a.publishedAt) }
 
     /// `https://host[:port]` as the client addressed this server (only host characters kept).
+    /// The server's own URL as the client named it: the Host header has already been checked
+    /// against the server's names (``HostCheckMiddleware``), so it is never an attacker's choice.
     static func base(_ request: Request) -> String {
-        let authority = (request.head.authority ?? "localhost").filter { $0.isASCII && ($0.isLetter || $0.isNumber || ".-:[]".contains($0)) }
+        let authority = (request.head.authority ?? "localhost").lowercased().filter { $0.isASCII && ($0.isLetter || $0.isNumber || ".-:[]".contains($0)) }
         return "https://\(authority.isEmpty ? "localhost" : authority)"
     }
 

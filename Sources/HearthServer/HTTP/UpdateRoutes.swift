@@ -138,7 +138,7 @@ extension API {
                 headers[.contentLength] = String(size)
                 return Response(status: .ok, headers: headers, body: size == 0 ? .init() : try await files.loadFile(path: path, context: context))
             }
-            guard let start = Self.rangeStart(header), start < size else {
+            guard let start = NetworkInput.resumeOffset(header, size: size) else {
                 headers[.contentRange] = "bytes */\(size)"
                 return Response(status: .rangeNotSatisfiable, headers: headers)
             }
@@ -146,11 +146,5 @@ extension API {
             headers[.contentLength] = String(size - start)
             return Response(status: .partialContent, headers: headers, body: try await files.loadFile(path: path, range: start...(size - 1), context: context))
         }
-    }
-
-    /// `bytes=N-` (resume from N) is the only range form the devices use; others are refused.
-    static func rangeStart(_ header: String) -> Int? {
-        guard header.hasPrefix("bytes="), header.hasSuffix("-"), header.utf8.count <= 40 else { return nil }
-        return Int(header.dropFirst(6).dropLast())
     }
 }

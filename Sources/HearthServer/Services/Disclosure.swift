@@ -67,31 +67,30 @@ extension Hearth {
     /// Takes a report from anyone: validated fields (sizes, no control characters), sealed at rest,
     /// throttled per source (every submission counts, so a flood slows down).
     public func submitReport(_ fields: ValidatedObject, source: String) async throws -> SubmittedReport {
-        let now = time.now()
-        try await throttles.check(.reportPerSource, source, now: now)
-        await throttles.fail(.reportPerSource, source, now: now)
-        var rng = SystemRandomNumberGenerator()
-        let id = ReportID.random(using: &rng)
-        let token = SecureToken.generate()
-        let sealed = try Envelope.seal(Data(JSONValue.object(fields.members).text.utf8), context: "report:\(id)", kek: kek)
-        let record = ReportRecord(
-            id: id, receivedAt: now, state: .received, statusTokenHash: SecureToken.storageHash(token), sealed: sealed,
-            events: [ReportEvent(at: now, state: .received, actor: nil, noteSealed: nil)]
-        )
-        try await store.createReport(record, audit: AuditEntry(.reportReceived, subject: id.rawValue, detail: "from \(source)", at: now))
-        return SubmittedReport(id: id, statusToken: token)
+        try await throttled([.init(.reportPerSource, source)], failingOn: [], everyAttemptCounts: true) {
+            let now = time.now()
+            var rng = SystemRandomNumberGenerator()
+            let id = ReportID.random(using: &rng)
+            let token = SecureToken.generate()
+            let sealed = try Envelope.seal(Data(JSONValue.object(fields.members).text.utf8), context: "report:\(id)", kek: kek)
+            let record = ReportRecord(
+                id: id, receivedAt: now, state: .received, statusTokenHash: SecureToken.storageHash(token), sealed: sealed,
+                events: [ReportEvent(at: now, state: .received, actor: nil, noteSealed: nil)]
+            )
+            try await store.createReport(record, audit: AuditEntry(.reportReceived, subject: id.rawValue, detail: "from \(source)", at: now))
+            return SubmittedReport(id: id, statusToken: token)
+        }
     }
 
     /// The reporter's view through their status token. A wrong token finds nothing (and is
     /// throttled per source like a wrong password).
     public func reportStatus(token: String, source: String) async throws -> ReportView {
-        let now = time.now()
-        try await throttles.check(.perSource, source, now: now)
-        guard SecureToken.isWellFormed(token), let record = try await store.report(statusTokenHash: SecureToken.storageHash(token)) else {
-            await throttles.fail(.perSource, source, now: now)
-            throw HearthError(.notFound, field: "token", "no report has this status token")
+        try await throttled([.init(.perSource, source)], failingOn: [.notFound]) {
+            guard SecureToken.isWellFormed(token), let record = try await store.report(statusTokenHash: SecureToken.storageHash(token)) else {
+                throw HearthError(.notFound, field: "token", "no report has this status token")
+            }
+            return try view(record)
         }
-        return try view(record)
     }
 
     /// Credits for disclosed reports whose reporters asked to be named.

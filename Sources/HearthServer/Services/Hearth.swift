@@ -3,6 +3,7 @@ import Foundation
 import HearthCore
 import HearthCrypto
 import HearthStorage
+import NIOCore
 import NIOPosix
 
 /// Settings a deployment may change; every default is the secure one.
@@ -13,6 +14,13 @@ public struct HearthSettings: Sendable {
     public var maxBodyBytes = 16 * 1024
     /// scrypt cost for passwords and setup codes.
     public var hashCost: ScryptCost = .standard
+    /// scrypt runs at once (default: one per core) and waiting (default: four per core); more
+    /// are refused with 503 and Retry-After.
+    public var hashConcurrency: Int?
+    public var hashQueue: Int?
+    /// The names clients reach this server by (the server certificate's names, `--hostname`):
+    /// requests for any other Host are refused with 421.
+    public var hostnames = ["localhost", "127.0.0.1", "::1"]
     /// How long a command waits for the device's answer.
     public var commandTimeout: Duration = .seconds(10)
     /// security.txt contacts and languages, and the disclosure deadlines.
@@ -37,13 +45,22 @@ public struct KEKAuditSealer: AuditSealer {
 }
 
 /// The common passwords Hearth refuses: Django's list of 19,640 common and breached passwords
-/// (BSD licence), shipped as a resource.
+/// (BSD licence), and the ranked dictionary for the guess estimate, shipped as resources.
 public enum CommonPasswords {
     public static let list: Set<String> = {
         guard let url = Bundle.module.url(forResource: "common-passwords", withExtension: "txt"),
             let text = try? String(contentsOf: url, encoding: .utf8)
         else { return [] }
         return Set(text.split(separator: "\n").map { $0.lowercased() })
+    }()
+
+    /// zxcvbn's frequency lists (English words, names, TV and film words, passwords; MIT), merged
+    /// in rank order, for the guess estimate (``PasswordStrength``).
+    public static let dictionary: RankedWords? = {
+        guard let url = Bundle.module.url(forResource: "password-dictionary", withExtension: "txt"),
+            let text = try? String(contentsOf: url, encoding: .utf8)
+        else { return nil }
+        return RankedWords(rankedLines: text.split(separator: "\n"))
     }()
 }
 
@@ -58,6 +75,7 @@ public final class Hearth: Sendable {
     let hasher: SecretHasher
     let passwords: PasswordPolicy
     let throttles: Throttles
+    let hashGate: HashGate
     let decoyHash: String
     /// Device readings; nil when this process runs no gateway.
     public let telemetry: (any TelemetryStore)?
@@ -70,8 +88,8 @@ public final class Hearth: Sendable {
         store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings, time: any TimeSource = SystemTimeSource(),
         telemetry: (any TelemetryStore)? = nil, commands: (any DeviceCommandChannel)? = nil, updates: Updates? = nil
     ) throws {
-        let passwords = PasswordPolicy(blocklist: CommonPasswords.list)
-        guard passwords.blocklist.count > 10_000 else {
+        let passwords = PasswordPolicy(blocklist: CommonPasswords.list, dictionary: CommonPasswords.dictionary)
+        guard passwords.blocklist.count > 10_000, (passwords.dictionary?.count ?? 0) > 80_000 else {
             throw HearthError(.internal, "the common-password list is missing from the build")
         }
         self.store = store
@@ -82,6 +100,8 @@ public final class Hearth: Sendable {
         emailIndex = BlindIndex(kek: kek, purpose: "email-index")
         hasher = SecretHasher(cost: settings.hashCost)
         throttles = Throttles()
+        let cores = System.coreCount
+        hashGate = HashGate(running: settings.hashConcurrency ?? cores, queued: settings.hashQueue ?? 4 * cores)
         decoyHash = hasher.decoy()
         self.telemetry = telemetry
         self.commands = commands
@@ -89,9 +109,33 @@ public final class Hearth: Sendable {
     }
 
     /// Runs CPU-heavy work (scrypt) off the event loops and the cooperative pool, on NIO's blocking
-    /// pool, whose size also bounds the memory scrypt takes.
+    /// pool, through ``HashGate`` (bounded concurrency and queue; overload is shed with 503).
     func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive(work)
+        try await hashGate.enter()
+        do {
+            let value = try await NIOThreadPool.singleton.runIfActive(work)
+            await hashGate.leave()
+            return value
+        } catch {
+            await hashGate.leave()
+            throw error
+        }
+    }
+
+    /// Runs `body` as one throttled attempt under `keys` (see ``Throttles``): reserved before the
+    /// work, settled after it as a failure when it threw one of `codes` (or always, when every
+    /// attempt counts, as for sign-ups and reports).
+    func throttled<T: Sendable>(_ keys: [Throttles.Key], failingOn codes: Set<HearthError.Code>, everyAttemptCounts: Bool = false, _ body: () async throws -> T) async throws -> T {
+        try await throttles.reserve(keys, now: time.now())
+        do {
+            let value = try await body()
+            await throttles.settle(keys, failed: everyAttemptCounts, now: time.now())
+            return value
+        } catch {
+            let failed = everyAttemptCounts || (error as? HearthError).map { codes.contains($0.code) } == true
+            await throttles.settle(keys, failed: failed, now: time.now())
+            throw error
+        }
     }
 
     func hash(_ secret: String) async throws -> String {
@@ -120,14 +164,10 @@ public final class Hearth: Sendable {
 
     /// Creates the first operator account from a set-up link token. Works once.
     public func redeemSetupLink(token: String, email rawEmail: String, password: String, source: String) async throws -> AccountRecord {
-        try await throttles.check(.perSource, source, now: time.now())
-        guard SecureToken.isWellFormed(token) else {
-            await throttles.fail(.perSource, source, now: time.now())
-            throw HearthError(.expired, "this set-up link is used, expired or unknown")
-        }
-        let account = try await newAccount(role: .operator, email: rawEmail, password: password)
-        let now = time.now()
-        do {
+        try await throttled([.init(.perSource, source)], failingOn: [.expired]) {
+            guard SecureToken.isWellFormed(token) else { throw HearthError(.expired, "this set-up link is used, expired or unknown") }
+            let account = try await newAccount(role: .operator, email: rawEmail, password: password)
+            let now = time.now()
             try await store.redeemSetupLink(
                 tokenHash: SecureToken.storageHash(token), now: now, creating: account,
                 audit: [
@@ -135,11 +175,8 @@ public final class Hearth: Sendable {
                     AuditEntry(.accountCreated, actor: account.id.description, subject: account.id.description, detail: "role operator", at: now),
                 ]
             )
-        } catch let error as HearthError where error.code == .expired {
-            await throttles.fail(.perSource, source, now: now)
-            throw error
+            return account
         }
-        return account
     }
 
     // MARK: Accounts and sessions
@@ -157,42 +194,40 @@ public final class Hearth: Sendable {
         )
     }
 
-    /// Owner sign-up.
+    /// Owner sign-up. Every sign-up counts against the source, successful or not: this bounds
+    /// account floods.
     public func signUp(email: String, password: String, source: String) async throws -> AccountRecord {
-        try await throttles.check(.signUpPerSource, source, now: time.now())
-        // Every sign-up counts against the source, successful or not: this bounds account floods.
-        await throttles.fail(.signUpPerSource, source, now: time.now())
-        let account = try await newAccount(role: .owner, email: email, password: password)
-        do {
-            try await store.createAccount(account, audit: AuditEntry(.accountCreated, actor: account.id.description, subject: account.id.description, detail: "role owner, from \(source)", at: time.now()))
-        } catch let error as HearthError where error.code == .conflict {
-            throw HearthError(.conflict, field: "email", "an account with this e-mail address exists; sign in instead")
+        try await throttled([.init(.signUpPerSource, source)], failingOn: [], everyAttemptCounts: true) {
+            let account = try await newAccount(role: .owner, email: email, password: password)
+            do {
+                try await store.createAccount(account, audit: AuditEntry(.accountCreated, actor: account.id.description, subject: account.id.description, detail: "role owner, from \(source)", at: time.now()))
+            } catch let error as HearthError where error.code == .conflict {
+                throw HearthError(.conflict, field: "email", "an account with this e-mail address exists; sign in instead")
+            }
+            return account
         }
-        return account
     }
 
-    /// Signs in; returns the session token (shown once, stored only hashed).
+    /// Signs in; returns the session token (shown once, stored only hashed). Throttled per source,
+    /// per account and source (5 free), and per account from everywhere (a far higher ceiling).
     public func signIn(email rawEmail: String, password: String, source: String) async throws -> (token: String, identity: Identity, expiresAt: Date) {
-        let wrong = HearthError(.unauthorized, "the e-mail address or password is wrong")
         let email = try? EmailAddress(rawEmail)
         let index = email.map { emailIndex.index($0.rawValue) } ?? "invalid"
-        try await throttles.check(.perSource, source, now: time.now())
-        try await throttles.check(.signInPerAccount, index, now: time.now())
-        let account = try await store.account(emailIndex: index)
-        // Unknown accounts cost the same scrypt work as known ones.
-        let ok = try await verify(password, account?.passwordHash ?? decoyHash) && account != nil
-        let now = time.now()
-        guard ok, let account, let email else {
-            await throttles.fail(.perSource, source, now: now)
-            await throttles.fail(.signInPerAccount, index, now: now)
-            try await store.appendAudit(AuditEntry(.signInFailed, actor: account?.id.description, detail: "from \(source)", at: now))
-            throw wrong
+        let keys: [Throttles.Key] = [.init(.perSource, source), .init(.signInPerAccountAndSource, index + " " + source), .init(.signInPerAccount, index)]
+        return try await throttled(keys, failingOn: [.unauthorized]) {
+            let account = try await store.account(emailIndex: index)
+            // Unknown accounts cost the same scrypt work as known ones.
+            let ok = try await verify(password, account?.passwordHash ?? decoyHash) && account != nil
+            let now = time.now()
+            guard ok, let account, let email else {
+                try await store.appendAudit(AuditEntry(.signInFailed, actor: account?.id.description, detail: "from \(source)", at: now))
+                throw HearthError(.unauthorized, "the e-mail address or password is wrong")
+            }
+            let token = SecureToken.generate()
+            let session = SessionRecord(tokenHash: SecureToken.storageHash(token), account: account.id, createdAt: now, expiresAt: now.addingTimeInterval(settings.sessionLifetime))
+            try await store.createSession(session, audit: AuditEntry(.signIn, actor: account.id.description, detail: "from \(source)", at: now))
+            return (token, Identity(account: account, email: email, tokenHash: session.tokenHash), session.expiresAt)
         }
-        await throttles.succeed(.signInPerAccount, index)
-        let token = SecureToken.generate()
-        let session = SessionRecord(tokenHash: SecureToken.storageHash(token), account: account.id, createdAt: now, expiresAt: now.addingTimeInterval(settings.sessionLifetime))
-        try await store.createSession(session, audit: AuditEntry(.signIn, actor: account.id.description, detail: "from \(source)", at: now))
-        return (token, Identity(account: account, email: email, tokenHash: session.tokenHash), session.expiresAt)
     }
 
     /// Resolves a session token; nil if unknown, malformed or expired.
@@ -227,33 +262,32 @@ public final class Hearth: Sendable {
 
     /// Claims an unclaimed device with the serial and setup code from its label. A wrong code and an
     /// unknown serial get the same answer after the same work (no enumeration). Failures are
-    /// throttled per device, per account and per source address.
+    /// throttled per device and account, per device from every account (a far higher ceiling, so
+    /// a stranger's wrong codes never block the label's holder), per account and per source.
     public func claim(serial rawSerial: String, setupCode rawCode: String, by identity: Identity, source: String) async throws -> DeviceRecord {
         let serial = try DeviceSerial(rawSerial)
         let code = try SetupCode(rawCode)
         let owner = identity.account.id
-        let now = time.now()
-        try await throttles.check(.claimPerDevice, serial.rawValue, now: now)
-        try await throttles.check(.claimPerAccount, owner.description, now: now)
-        try await throttles.check(.perSource, source, now: now)
-        let device = try await store.device(serial)
-        let matches = try await verify(code.digits, device?.setupCodeHash ?? decoyHash) && device != nil
-        if let device, matches, device.owner == owner { return device }
-        let claimedAt = time.now()
-        if let device, matches, device.owner == nil,
-            try await store.claimDevice(serial, owner: owner, at: claimedAt, audit: AuditEntry(.deviceClaimed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
-        {
-            await throttles.succeed(.claimPerDevice, serial.rawValue)
-            var claimed = device
-            claimed.owner = owner
-            claimed.claimedAt = claimedAt
-            return claimed
+        let keys: [Throttles.Key] = [
+            .init(.claimPerDeviceAndAccount, serial.rawValue + " " + owner.description), .init(.claimPerDevice, serial.rawValue),
+            .init(.claimPerAccount, owner.description), .init(.perSource, source),
+        ]
+        return try await throttled(keys, failingOn: [.claimRejected]) {
+            let device = try await store.device(serial)
+            let matches = try await verify(code.digits, device?.setupCodeHash ?? decoyHash) && device != nil
+            if let device, matches, device.owner == owner { return device }
+            let claimedAt = time.now()
+            if let device, matches, device.owner == nil,
+                try await store.claimDevice(serial, owner: owner, at: claimedAt, audit: AuditEntry(.deviceClaimed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
+            {
+                var claimed = device
+                claimed.owner = owner
+                claimed.claimedAt = claimedAt
+                return claimed
+            }
+            try await store.appendAudit(AuditEntry(.deviceClaimFailed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
+            throw HearthError(.claimRejected, "no unclaimed device matches this serial and setup code; check both on the label")
         }
-        await throttles.fail(.claimPerDevice, serial.rawValue, now: claimedAt)
-        await throttles.fail(.claimPerAccount, owner.description, now: claimedAt)
-        await throttles.fail(.perSource, source, now: claimedAt)
-        try await store.appendAudit(AuditEntry(.deviceClaimFailed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
-        throw HearthError(.claimRejected, "no unclaimed device matches this serial and setup code; check both on the label")
     }
 
     public func devices(of identity: Identity) async throws -> [DeviceRecord] {
@@ -310,15 +344,22 @@ public final class Hearth: Sendable {
 
 /// In-memory throttle books, one per purpose. State is per process: a restart forgets it, which
 /// only an operator can cause.
+///
+/// Every throttled operation is one atomic step (``Hearth/throttled(_:failingOn:everyAttemptCounts:_:)``):
+/// its attempt is reserved in every book it touches, all or none, before any work; its outcome
+/// settles the reservation afterwards. Parallel requests cannot all pass a check that none of
+/// them has yet counted against.
 actor Throttles {
     enum Purpose: CaseIterable {
-        case perSource, signInPerAccount, signUpPerSource, claimPerDevice, claimPerAccount, reportPerSource
+        case perSource, signInPerAccountAndSource, signInPerAccount, signUpPerSource, claimPerDeviceAndAccount, claimPerDevice, claimPerAccount, reportPerSource
 
         var policy: ThrottlePolicy {
             switch self {
             case .perSource: .perSource
+            case .signInPerAccountAndSource: .signInPerAccountAndSource
             case .signInPerAccount: .signInPerAccount
             case .signUpPerSource: ThrottlePolicy(freeFailures: 10, baseDelay: 60, maxDelay: 3_600, forgetAfter: 86_400)
+            case .claimPerDeviceAndAccount: .claimPerDeviceAndAccount
             case .claimPerDevice: .claimPerDevice
             case .claimPerAccount: .claimPerAccount
             // Every report counts: 5 a day from one address freely, then a wait from a minute
@@ -328,19 +369,63 @@ actor Throttles {
         }
     }
 
-    private var books: [Purpose: ThrottleBook] = Dictionary(uniqueKeysWithValues: Purpose.allCases.map { ($0, ThrottleBook(policy: $0.policy)) })
-
-    func check(_ purpose: Purpose, _ key: String, now: Date) throws {
-        if case .wait(let seconds) = books[purpose]!.decide(key, now: now) {
-            throw HearthError(.throttled, "too many attempts; try again in \(seconds) s", retryAfter: seconds)
+    struct Key: Sendable, Hashable {
+        let purpose: Purpose
+        let key: String
+        init(_ purpose: Purpose, _ key: String) {
+            self.purpose = purpose
+            self.key = key
         }
     }
 
-    func fail(_ purpose: Purpose, _ key: String, now: Date) {
-        books[purpose]!.recordFailure(key, now: now)
+    private var books: [Purpose: ThrottleBook] = Dictionary(uniqueKeysWithValues: Purpose.allCases.map { ($0, ThrottleBook(policy: $0.policy)) })
+
+    /// Reserves one attempt under every key, or none: throws ``HearthError/Code/throttled`` with
+    /// the longest wait if any key must wait.
+    func reserve(_ keys: [Key], now: Date) throws {
+        var wait = 0
+        for k in keys {
+            if case .wait(let seconds) = books[k.purpose]!.admits(k.key, now: now) { wait = max(wait, seconds) }
+        }
+        guard wait == 0 else { throw HearthError(.throttled, "too many attempts; try again in \(wait) s", retryAfter: wait) }
+        for k in keys { _ = books[k.purpose]!.reserve(k.key, now: now) }
     }
 
-    func succeed(_ purpose: Purpose, _ key: String) {
-        books[purpose]!.recordSuccess(key)
+    /// Settles attempts reserved by ``reserve(_:now:)``.
+    func settle(_ keys: [Key], failed: Bool, now: Date) {
+        for k in keys { books[k.purpose]!.settle(k.key, failed: failed, now: now) }
     }
+}
+
+/// Bounds the concurrent scrypt work (passwords and setup codes): at most `running` at once on
+/// NIO's blocking pool and `queued` waiting; past that a request is shed at once with 503 and
+/// Retry-After instead of joining a queue that grows until every sign-in takes half a minute.
+actor HashGate {
+    let running: Int
+    let queued: Int
+    private var active = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(running: Int, queued: Int) {
+        self.running = max(1, running)
+        self.queued = max(0, queued)
+    }
+
+    func enter() async throws {
+        if active < running {
+            active += 1
+            return
+        }
+        guard waiting.count < queued else {
+            throw HearthError(.unavailable, "the server is busy checking passwords; try again in a moment", retryAfter: 1)
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    /// Hands the slot to the next waiter, if any.
+    func leave() {
+        if waiting.isEmpty { active -= 1 } else { waiting.removeFirst().resume() }
+    }
+
+    var load: (active: Int, waiting: Int) { (active, waiting.count) }
 }

@@ -5,6 +5,7 @@ import HearthStorage
 import HearthUpdate
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Rollouts, devices' update reports and support periods (Code of Practice guideline 3), over the
 /// TUF repository. Devices report on `devices/S/update`; the gateway hands each report here and
@@ -14,9 +15,30 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     var store: any HearthStore & UpdateStore { repository.store }
     let time: any TimeSource
 
+    /// Reports per device: a burst of 20 (a whole update's phases several times over), then one
+    /// every 30 s. More are refused (PUBACK 0x97) and counted, and change nothing.
+    public static let reportRate = (burst: 20.0, perSecond: 1.0 / 30)
+    private let reportBuckets = Mutex<[DeviceSerial: TokenBucket]>([:])
+    private let refusedReports = Mutex(0)
+    /// Reports refused for coming too fast, since the start.
+    public var reportsRateLimited: Int { refusedReports.withLock { $0 } }
+
     public init(repository: UpdateRepository, time: any TimeSource = SystemTimeSource()) {
         self.repository = repository
         self.time = time
+    }
+
+    /// Takes one report from `serial`'s allowance; false (and counted) when it is spent.
+    func allowReport(from serial: DeviceSerial, now: Date) -> Bool {
+        let allowed = reportBuckets.withLock { buckets in
+            // Bounded: a full table drops the buckets that have refilled (they are as new).
+            if buckets[serial] == nil, buckets.count >= 100_000 {
+                buckets = buckets.filter { var b = $0.value; return !b.take(Self.reportRate.burst, now: now) }
+            }
+            return buckets[serial, default: TokenBucket(rate: Self.reportRate.perSecond, burst: Self.reportRate.burst, now: now)].take(now: now)
+        }
+        if !allowed { refusedReports.withLock { $0 += 1 } }
+        return allowed
     }
 
     // MARK: Devices' reports
@@ -26,6 +48,9 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     public func received(report payload: [UInt8], from serial: DeviceSerial, model: ProductModelID) async throws -> [UInt8] {
         let report = try UpdateReport(payload: payload)
         let now = time.now()
+        guard allowReport(from: serial, now: now) else {
+            throw HearthError(.throttled, "update reports from this device come too fast", retryAfter: Int(1 / Self.reportRate.perSecond))
+        }
         try await store.appendUpdateEvent(UpdateEventRecord(serial: serial, at: now, phase: report.phase.rawValue, version: report.version, target: report.target, reason: report.reason))
         guard let productModel = try await store.model(model) else { throw HearthError(.integrity, "the device's model is missing") }
         var offer: String?

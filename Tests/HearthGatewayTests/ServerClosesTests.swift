@@ -1,0 +1,119 @@
+import Foundation
+import HearthCore
+import HearthFixtures
+import HearthGateway
+import HearthStorage
+import HearthTestSupport
+import Testing
+
+/// Connections the server decides to end are really closed, whatever the client does (raw sockets
+/// that never cooperate), and sockets that never authenticate cannot spend what devices need.
+@Suite struct ServerClosesTests {
+    /// MQTT 3.1.1 CONNECT, client id "abc", keep-alive 1 s, a will on status/x.
+    static let connect311WithWill: [UInt8] = [0x10, 31, 0, 4] + Array("MQTT".utf8) + [4, 0x06, 0, 1, 0, 3] + Array("abc".utf8) + [0, 8] + Array("status/x".utf8) + [0, 4] + Array("gone".utf8)
+    /// MQTT 5.0 CONNECT, client id "abd", keep-alive 1 s.
+    static let connect5: [UInt8] = [0x10, 16, 0, 4] + Array("MQTT".utf8) + [5, 0x02, 0, 1, 0, 0, 3] + Array("abd".utf8)
+
+    func pub() throws -> String? { try requiredTool("mosquitto_pub", package: "mosquitto-clients") }
+
+    @Test func aSilentSocketIsClosedAtTheConnectTimeout() async throws {
+        let fixture = try await DeviceFixture()
+        try await fixture.withGateway({ $0.limits.connectTimeout = 2 }) { gateway, _, devPort in
+            let socket = try #require(RawSocket(port: devPort))
+            let started = Date()
+            let (_, closed) = await socket.readUntilClosed(timeout: 15)
+            #expect(closed, "the server never closed a socket that sent nothing")
+            #expect(Date().timeIntervalSince(started) >= 1.5)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(gateway.openConnections == 0)
+        }
+    }
+
+    @Test func keepAliveExpiryClosesTheSocketAndPublishesTheWill() async throws {
+        guard let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
+        let fixture = try await DeviceFixture()
+        try await fixture.withGateway { _, _, devPort in
+            let watcher = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv311", "-t", "status/#", "-C", "1", "-F", "%t|%p", "-W", "20"])
+            #expect(try await watcher.waitForSubscription(), "\(watcher.text)")
+            let socket = try #require(RawSocket(port: devPort))
+            socket.send(Self.connect311WithWill)
+            let (bytes, closed) = await socket.readUntilClosed(timeout: 15)
+            #expect(bytes.prefix(4) == [0x20, 2, 0, 0], "CONNACK accepted: \(bytes)")
+            #expect(closed, "a 3.1.1 client silent past 1.5 × keep-alive is closed")
+            #expect(try await watcher.waitForExit(timeout: 20) == 0)
+            #expect(watcher.text.contains("status/x|gone"), "the will is published: \(watcher.text)")
+        }
+    }
+
+    @Test func aV5KeepAliveTimeoutSendsDisconnectAndCloses() async throws {
+        let fixture = try await DeviceFixture()
+        try await fixture.withGateway { _, _, devPort in
+            let socket = try #require(RawSocket(port: devPort))
+            socket.send(Self.connect5)
+            let (bytes, closed) = await socket.readUntilClosed(timeout: 15)
+            #expect(bytes.first == 0x20, "CONNACK first")
+            let disconnect = bytes.firstIndex(of: 0xE0).map { Array(bytes[$0...]) } ?? []
+            #expect(disconnect.count >= 3 && disconnect[2] == 0x8D, "DISCONNECT 0x8D keep-alive timeout: \(bytes)")
+            #expect(closed, "and the socket is closed, not left open")
+        }
+    }
+
+    /// Refused devices (a revoked certificate) that stay silent neither fill the connection cap
+    /// nor stay open: they are closed at the connect timeout.
+    @Test func silentRefusedDevicesAreClosedAndDoNotCountAgainstTheCap() async throws {
+        guard let pub = try pub(), let openssl = try requiredTool("openssl", package: "openssl") else { return }
+        let fixture = try await DeviceFixture()
+        let revoked = fixture.thermostats[0]
+        #expect(try await fixture.store.revokeDevice(revoked.serial, at: Date(), audit: AuditEntry(.deviceRevoked, at: Date())))
+        try await fixture.withGateway({ $0.maximumConnections = 2; $0.limits.connectTimeout = 3 }) { gateway, port, _ in
+            let holders = try (0..<6).map { _ in
+                try ChildProcess(openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-cert", revoked.certPath, "-key", revoked.keyPath, "-CAfile", fixture.rootCAPath, "-ign_eof", "-quiet"])
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while gateway.unauthenticatedConnections < 6, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(gateway.unauthenticatedConnections == 6, "six refused sockets held")
+            #expect(gateway.openConnections == 0, "none counts towards the cap")
+            let ok = fixture.thermostats[1]
+            let r = try await ChildProcess.run(pub, fixture.tlsArguments(ok, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(ok.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+            #expect(r.status == 0, "a legitimate device gets in: \(r.output)")
+            for holder in holders {
+                #expect(try await holder.waitForExit(timeout: 15) != nil, "the server closed the refused connection")
+            }
+            #expect(gateway.unauthenticatedConnections == 0)
+        }
+    }
+
+    /// Connect-and-reset without TLS spends nothing a device needs.
+    @Test func tcpConnectsWithoutTLSDoNotSpendTheConnectRate() async throws {
+        guard let pub = try pub() else { return }
+        let fixture = try await DeviceFixture()
+        try await fixture.withGateway({ $0.connectsPerSecond = 5; $0.connectBurst = 5 }) { gateway, port, _ in
+            for _ in 0..<300 { RawSocket(port: port)?.reset() }
+            for device in fixture.thermostats.prefix(3) {
+                let r = try await ChildProcess.run(pub, fixture.tlsArguments(device, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+                #expect(r.status == 0, "\(device.serial): \(r.output)")
+            }
+            #expect(gateway.counters.connectionsRefused == 0)
+        }
+    }
+
+    @Test func oneSourceHoldsAtMostItsShareOfUnauthenticatedSockets() async throws {
+        guard let pub = try pub() else { return }
+        let fixture = try await DeviceFixture()
+        try await fixture.withGateway({ $0.maximumUnauthenticatedPerSource = 4 }) { gateway, port, _ in
+            let held = (0..<4).compactMap { _ in RawSocket(port: port) }
+            let deadline = Date().addingTimeInterval(10)
+            while gateway.unauthenticatedConnections < 4, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            let extra = try #require(RawSocket(port: port))
+            let (_, closed) = await extra.readUntilClosed(timeout: 5)
+            #expect(closed, "the fifth is closed at once")
+            #expect(gateway.counters.unauthenticatedRefused == 1)
+            held.forEach { $0.closeNow() }
+            let after = Date().addingTimeInterval(10)
+            while gateway.unauthenticatedConnections > 0, Date() < after { try await Task.sleep(for: .milliseconds(50)) }
+            let device = fixture.thermostats[0]
+            let r = try await ChildProcess.run(pub, fixture.tlsArguments(device, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+            #expect(r.status == 0, "\(r.output)")
+        }
+    }
+}
