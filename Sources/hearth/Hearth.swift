@@ -32,7 +32,7 @@ struct DataOptions: ParsableArguments {
     @Option(name: .customLong("kek-file"), help: "Read the key-encryption key from this file (32 bytes, mode 0600) instead of DATA/kek.key. Keep it off the data folder's disk so a copy of the folder reveals nothing.")
     var kekFile: String?
 
-    @Option(name: .customLong("hostname"), help: "A DNS name or IP the HTTPS certificate must cover; repeat for several. Default: localhost, 127.0.0.1, ::1.")
+    @Option(name: .customLong("hostname"), help: "A DNS name or IP clients reach the server by; repeat for several. The HTTPS certificate covers them, and requests naming any other Host are refused (421). Default: localhost, 127.0.0.1, ::1.")
     var hostnames: [String] = []
 
     /// Opens the data folder and the embedded SQLite store: the one place that picks the driver.

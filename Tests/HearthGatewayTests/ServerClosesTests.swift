@@ -29,7 +29,7 @@ import Testing
         }
     }
 
-    @Test func keepAliveExpiryClosesTheSocketAndPublishesTheWill() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_sub"))) func keepAliveExpiryClosesTheSocketAndPublishesTheWill() async throws {
         guard let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
         let fixture = try await DeviceFixture()
         try await fixture.withGateway { _, _, devPort in
@@ -60,7 +60,7 @@ import Testing
 
     /// Refused devices (a revoked certificate) that stay silent neither fill the connection cap
     /// nor stay open: they are closed at the connect timeout.
-    @Test func silentRefusedDevicesAreClosedAndDoNotCountAgainstTheCap() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub", "openssl"))) func silentRefusedDevicesAreClosedAndDoNotCountAgainstTheCap() async throws {
         guard let pub = try pub(), let openssl = try requiredTool("openssl", package: "openssl") else { return }
         let fixture = try await DeviceFixture()
         let revoked = fixture.thermostats[0]
@@ -84,7 +84,7 @@ import Testing
     }
 
     /// Connect-and-reset without TLS spends nothing a device needs.
-    @Test func tcpConnectsWithoutTLSDoNotSpendTheConnectRate() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub"))) func tcpConnectsWithoutTLSDoNotSpendTheConnectRate() async throws {
         guard let pub = try pub() else { return }
         let fixture = try await DeviceFixture()
         try await fixture.withGateway({ $0.connectsPerSecond = 5; $0.connectBurst = 5 }) { gateway, port, _ in
@@ -97,7 +97,7 @@ import Testing
         }
     }
 
-    @Test func oneSourceHoldsAtMostItsShareOfUnauthenticatedSockets() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub"))) func oneSourceHoldsAtMostItsShareOfUnauthenticatedSockets() async throws {
         guard let pub = try pub() else { return }
         let fixture = try await DeviceFixture()
         try await fixture.withGateway({ $0.maximumUnauthenticatedPerSource = 4 }) { gateway, port, _ in
