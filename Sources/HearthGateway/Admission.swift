@@ -27,7 +27,7 @@ final class Admission: Sendable {
 
     /// A socket from `source` arrived and is not yet authenticated. False if that source already
     /// has its most such sockets open: the caller closes it at once. A true is balanced by
-    /// ``admitted(_:)`` or ``unadmittedLeft(_:)``.
+    /// ``unadmittedLeft(_:)`` (when it authenticates, or when it closes).
     func arriveUnadmitted(_ source: String) -> Bool {
         state.withLock { s in
             guard s.unadmitted[source, default: 0] < maximumUnadmittedPerSource else { return false }

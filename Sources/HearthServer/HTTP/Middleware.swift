@@ -150,6 +150,10 @@ enum Body {
             return Array(buffer: buffer)
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw HearthError(.payloadTooLarge, "the body is larger than \(limit) bytes")
+        } catch {
+            // The HTTP parser refused the body itself (a broken chunked encoding, a transfer coding
+            // it does not take): the client's fault, not ours.
+            throw HearthError(.malformedBody, "the request body could not be read (check Content-Length and Transfer-Encoding)")
         }
     }
 

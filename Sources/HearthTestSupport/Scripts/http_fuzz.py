@@ -20,6 +20,18 @@ EXTREMES = [
 ]
 
 
+# Requests that once got a 5xx or worse, sent first on every run.
+REGRESSIONS = [
+    # Range with a sign: an arithmetic overflow that killed the process (issue 12).
+    "GET {image} HTTP/1.1\r\nHost: {host}\r\nRange: bytes=-9223372036854775807-\r\nConnection: close\r\n\r\n",
+    # A body that is not the chunked encoding it claims: 500 before the body reader mapped it to 400.
+    "POST /security/status HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip, chunked\r\n"
+    "Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n{{\"email\":\"a@b.c\"}}",
+    "POST /api/v1/sessions HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n"
+    "Connection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n",
+]
+
+
 def ranges(rng):
     n = rng.choice(EXTREMES)
     m = rng.choice(EXTREMES)
@@ -30,7 +42,8 @@ def ranges(rng):
 
 
 def request(rng, host, image):
-    path = rng.choice([
+    # The served image a third of the time: its Range handling once killed the process.
+    path = image if rng.random() < 0.33 else rng.choice([
         image, "/tuf/targets/" + "0" * 64 + ".x.img", "/tuf/metadata/timestamp.json", "/tuf/metadata/1.root.json",
         "/tuf/metadata/" + rng.choice(EXTREMES) + ".root.json", "/.well-known/security.txt", "/.well-known/csaf/provider-metadata.json",
         "/.well-known/csaf/white/index.txt", "/security/report", "/security/status", "/", "/sign-in", "/devices", "/healthz",
@@ -38,10 +51,11 @@ def request(rng, host, image):
         "/api/v1/devices/X/telemetry?from=" + rng.choice(EXTREMES) + "&to=99999-01-01T00:00:00Z", "/%2e%2e/%2e%2e/etc/passwd", "/" + "a" * 5000,
         "/tuf/targets/../../hearth.sqlite", "/api/v1/sessions",
     ])
-    method = rng.choice(["GET", "GET", "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "BREW", "G\x00T"])
-    headers = [("Host", rng.choice([host, host, host, "evil.example", "", host + ":" + rng.choice(EXTREMES), "[::1", host + "\t"]))]
+    method = rng.choice(["GET", "GET", "GET", "GET", "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "BREW", "G\x00T"])
+    bad_hosts = ["evil.example", "", host + ":" + rng.choice(EXTREMES), "[::1", host + "\t", "%s:1:2" % host]
+    headers = [("Host", host if rng.random() < 0.8 else rng.choice(bad_hosts))]
     for _ in range(rng.randint(0, 6)):
-        name = rng.choice(["Range", "Range", "Content-Length", "Content-Type", "Authorization", "Cookie", "Origin", "Transfer-Encoding", "If-Range", "X-Forwarded-For", "Accept-Encoding"])
+        name = rng.choice(["Range", "Range", "Range", "Content-Length", "Content-Type", "Authorization", "Cookie", "Origin", "Transfer-Encoding", "If-Range", "X-Forwarded-For", "Accept-Encoding"])
         value = {
             "Range": ranges(rng),
             "Content-Length": rng.choice(EXTREMES),
@@ -97,8 +111,9 @@ def main():
     health = f"GET /healthz HTTP/1.1\r\nHost: {args.host}\r\nConnection: close\r\n\r\n".encode()
     deadline = time.monotonic() + args.seconds
     sent, statuses, failures = 0, {}, []
+    fixed = [r.format(host=args.host, image=args.image).encode() for r in REGRESSIONS]
     while time.monotonic() < deadline and sent < 100_000:
-        data = request(rng, args.host, args.image)
+        data = fixed[sent] if sent < len(fixed) else request(rng, args.host, args.image)
         try:
             status, answer = send(context, args.host, args.port, data)
         except (ssl.SSLError, OSError) as error:
