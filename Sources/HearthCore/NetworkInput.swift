@@ -17,6 +17,13 @@ public enum NetworkInput {
         return value
     }
 
+    /// A JSON number that is a whole number a Double carries exactly (|n| ≤ 2^53), as an Int; nil
+    /// for fractions, NaN, infinities and anything larger (where `Int(_:)` would trap).
+    public static func wholeNumber(_ value: Double) -> Int? {
+        guard value.isFinite, value.rounded() == value, abs(value) <= 9_007_199_254_740_992 else { return nil }
+        return Int(value)
+    }
+
     /// The offset of a resume request, `Range: bytes=N-` (RFC 9110 §14.1.2), for a resource of
     /// `size` bytes: nil unless N is a plain decimal number inside the resource. Suffix ranges
     /// (`bytes=-N`), closed ranges and several ranges are not served (416).

@@ -41,7 +41,7 @@ public struct ServerHint: Sendable, Equatable {
     /// Reads the `retry-after` user property of a CONNACK or DISCONNECT (whole seconds, ≤ 1 day).
     public init(reason: ReasonCode, properties: Properties) {
         self.reason = reason
-        retryAfter = properties.userProperties.first { $0.0 == "retry-after" }.flatMap { TimeInterval($0.1) }.map { min(max($0, 0), 86_400) }
+        retryAfter = properties.userProperties.first { $0.0 == "retry-after" }.flatMap { TimeInterval($0.1) }.flatMap { $0.isFinite ? min(max($0, 0), 86_400) : nil }
     }
 }
 

@@ -171,11 +171,12 @@ public struct TrustedMetadata: Sendable {
     /// A target's signed entry: its length, SHA-256 and custom fields.
     public func target(_ name: String) throws -> (length: Int, sha256: String, custom: [String: JSONValue]) {
         guard case .object(let t)? = targets, case .object(let all)? = t["targets"], case .object(let entry)? = all[name],
-            case .number(let length)? = entry["length"], length >= 0, case .object(let hashes)? = entry["hashes"], case .string(let sha)? = hashes["sha256"]
+            case .number(let number)? = entry["length"], let length = NetworkInput.wholeNumber(number), length >= 0,
+            case .object(let hashes)? = entry["hashes"], case .string(let sha)? = hashes["sha256"]
         else { throw UpdateRefusal.targetMismatch("no signed entry for \(name)") }
         var custom: [String: JSONValue] = [:]
         if case .object(let c)? = entry["custom"] { custom = c }
-        return (Int(length), sha, custom)
+        return (length, sha, custom)
     }
 
     /// § 5.7.3: downloaded bytes must be exactly the signed length and hash. `limit` is the
@@ -206,8 +207,8 @@ public struct TrustedMetadata: Sendable {
     }
 
     static func version(_ signed: JSONValue) throws -> Int {
-        guard case .object(let s) = signed, case .number(let v)? = s["version"], v >= 1, v.rounded() == v, v < 9e15 else { throw UpdateRefusal.malformed("no version") }
-        return Int(v)
+        guard case .object(let s) = signed, case .number(let v)? = s["version"], let version = NetworkInput.wholeNumber(v), version >= 1 else { throw UpdateRefusal.malformed("no version") }
+        return version
     }
 
     static func requireFresh(_ signed: JSONValue, _ role: TUFRole, now: Date) throws {
@@ -219,12 +220,14 @@ public struct TrustedMetadata: Sendable {
 
     /// A `meta` entry: the version and, if present, the SHA-256 it names.
     static func meta(_ file: String, in signed: JSONValue) throws -> (version: Int, sha256: String?) {
-        guard case .object(let s) = signed, case .object(let meta)? = s["meta"], case .object(let entry)? = meta[file], case .number(let v)? = entry["version"] else {
+        guard case .object(let s) = signed, case .object(let meta)? = s["meta"], case .object(let entry)? = meta[file], case .number(let v)? = entry["version"],
+            let version = NetworkInput.wholeNumber(v), version >= 1
+        else {
             throw UpdateRefusal.malformed("no meta entry for \(file)")
         }
         var sha: String?
         if case .object(let hashes)? = entry["hashes"], case .string(let h)? = hashes["sha256"] { sha = h }
-        return (Int(v), sha)
+        return (version, sha)
     }
 }
 

@@ -99,7 +99,7 @@ public struct FirmwareTarget: Sendable, Equatable {
         let o = ValidatedObject(members: custom)
         guard case .object(let notes)? = custom["release_notes"], let modelText = o.string("model"), let v = o.string("version"), let minText = o.string("min_version"),
             case .string(let fixes)? = notes["fixes"], case .string(let severityText)? = notes["severity"], let severity = UpdateSeverity(rawValue: severityText),
-            case .bool(let keeps)? = notes["keeps_working_while_installing"], case .number(let downtime)? = notes["max_downtime_seconds"],
+            case .bool(let keeps)? = notes["keeps_working_while_installing"], case .number(let downtimeNumber)? = notes["max_downtime_seconds"], let downtime = NetworkInput.wholeNumber(downtimeNumber),
             let endsText = o.string("support_ends"), let ends = CalendarDate(endsText)
         else { throw UpdateRefusal.malformed("target \(name) lacks Hearth's custom metadata (model, version, min_version, release_notes, support_ends)") }
         let model: ProductModelID
@@ -107,7 +107,7 @@ public struct FirmwareTarget: Sendable, Equatable {
         do {
             try self.init(
                 name: name, length: length, sha256: sha256, model: model, version: try FirmwareVersion(v), minimumFrom: try FirmwareVersion(minText),
-                fixes: fixes, severity: severity, keepsWorking: keeps, downtimeSeconds: Int(downtime), supportEnds: ends
+                fixes: fixes, severity: severity, keepsWorking: keeps, downtimeSeconds: downtime, supportEnds: ends
             )
         } catch let error as HearthError {
             throw UpdateRefusal.malformed("target \(name): \(error.message)")

@@ -35,7 +35,7 @@ public enum RootMetadata {
     public static func delegation(_ role: TUFRole, in root: JSONValue) throws -> (keys: [String: TUFKey], threshold: Int) {
         guard case .object(let signed) = root, case .object(let keys)? = signed["keys"], case .object(let roles)? = signed["roles"],
             case .object(let entry)? = roles[role.rawValue], case .array(let ids)? = entry["keyids"], case .number(let threshold)? = entry["threshold"],
-            threshold >= 1, threshold.rounded() == threshold
+            let whole = NetworkInput.wholeNumber(threshold), whole >= 1
         else { throw HearthError.invalid("roles.\(role.rawValue)", "the root document does not delegate \(role.rawValue)") }
         var delegated: [String: TUFKey] = [:]
         for case .string(let id) in ids {
@@ -44,7 +44,7 @@ public enum RootMetadata {
             guard parsed.keyID == id else { throw HearthError.invalid("keys", "key id \(id.prefix(16))… does not match its key") }
             delegated[id] = parsed
         }
-        return (delegated, Int(threshold))
+        return (delegated, whole)
     }
 
     /// RFC 3339 in UTC to the second, as TUF writes `expires`.

@@ -43,3 +43,15 @@ import Testing
         }
     }
 }
+
+extension NetworkInputTests {
+    /// JSON numbers that become counts or versions: exact whole numbers only, never a trap.
+    @Test func jsonWholeNumbersConvertOnlyWhenExact() {
+        #expect(NetworkInput.wholeNumber(0) == 0)
+        #expect(NetworkInput.wholeNumber(-7) == -7)
+        #expect(NetworkInput.wholeNumber(9_007_199_254_740_992) == 9_007_199_254_740_992)
+        for bad in [1.5, 1e300, -1e300, Double.infinity, -Double.infinity, Double.nan, 9_007_199_254_740_994, Double.greatestFiniteMagnitude] {
+            #expect(NetworkInput.wholeNumber(bad) == nil, "\(bad)")
+        }
+    }
+}

@@ -131,3 +131,4 @@ struct ClientTests {
         #expect(throws: UpdateRefusal.rollback(.root, offered: 2, trusted: 2)) { try client.updateRoot(rotated.root(version: 2)) }
     }
 }
+

@@ -180,7 +180,7 @@ public actor FirmwareUpdater {
         guard let data = FileManager.default.contents(atPath: bootFile.path), case .object(let o)? = try? JSONValue.parse(Array(data)),
             case .string(let a)? = o["active"], let active = FirmwareSlot(rawValue: a), case .bool(let trial)? = o["trial"], case .number(let tries)? = o["tries"]
         else { return BootState(active: .a, trial: false, tries: 0) }
-        return BootState(active: active, trial: trial, tries: Int(tries))
+        return BootState(active: active, trial: trial, tries: NetworkInput.wholeNumber(tries).map { min(max($0, 0), 1_000) } ?? 0)
     }
 
     func writeBootState(_ s: BootState) throws {
@@ -269,17 +269,21 @@ public actor FirmwareUpdater {
         }
         guard let timestampBytes = try await fetchCapped(fetcher, "metadata/timestamp.json", limit: 16 * 1024) else { throw DeviceError("the repository has no timestamp.json") }
         try client.updateTimestamp(try Self.parse(timestampBytes), now: now)
-        guard case .object(let ts)? = client.timestamp, case .object(let meta)? = ts["meta"], case .object(let snap)? = meta["snapshot.json"], case .number(let sv)? = snap["version"] else {
+        guard case .object(let ts)? = client.timestamp, case .object(let meta)? = ts["meta"], case .object(let snap)? = meta["snapshot.json"], case .number(let svNumber)? = snap["version"],
+            let sv = NetworkInput.wholeNumber(svNumber), sv >= 1
+        else {
             throw UpdateRefusal.malformed("timestamp without snapshot meta")
         }
         var snapshotLimit = 1 << 20
-        if case .number(let l)? = snap["length"] { snapshotLimit = min(snapshotLimit, Int(l)) }
-        guard let snapshotBytes = try await fetchCapped(fetcher, "metadata/\(Int(sv)).snapshot.json", limit: snapshotLimit) else { throw UpdateRefusal.mismatch(.snapshot, "snapshot version \(Int(sv)) is missing") }
+        if case .number(let l)? = snap["length"], let length = NetworkInput.wholeNumber(l), length >= 0 { snapshotLimit = min(snapshotLimit, length) }
+        guard let snapshotBytes = try await fetchCapped(fetcher, "metadata/\(sv).snapshot.json", limit: snapshotLimit) else { throw UpdateRefusal.mismatch(.snapshot, "snapshot version \(sv) is missing") }
         try client.updateSnapshot(try Self.parse(snapshotBytes), bytes: snapshotBytes, now: now)
-        guard case .object(let sn)? = client.snapshot, case .object(let smeta)? = sn["meta"], case .object(let tmeta)? = smeta["targets.json"], case .number(let tv)? = tmeta["version"] else {
+        guard case .object(let sn)? = client.snapshot, case .object(let smeta)? = sn["meta"], case .object(let tmeta)? = smeta["targets.json"], case .number(let tvNumber)? = tmeta["version"],
+            let tv = NetworkInput.wholeNumber(tvNumber), tv >= 1
+        else {
             throw UpdateRefusal.malformed("snapshot without targets meta")
         }
-        guard let targetsBytes = try await fetchCapped(fetcher, "metadata/\(Int(tv)).targets.json", limit: 8 << 20) else { throw UpdateRefusal.mismatch(.targets, "targets version \(Int(tv)) is missing") }
+        guard let targetsBytes = try await fetchCapped(fetcher, "metadata/\(tv).targets.json", limit: 8 << 20) else { throw UpdateRefusal.mismatch(.targets, "targets version \(tv) is missing") }
         let targets = try Self.parse(targetsBytes)
         try client.updateTargets(targets, now: now)
         // Keep the slots bootable under new keys: each slot whose image the new targets still list
@@ -319,7 +323,7 @@ public actor FirmwareUpdater {
         do { return try SignedMetadata(json: try JSONValue.parse(bytes)) } catch { throw UpdateRefusal.malformed("\(error)") }
     }
 
-    static func version(_ signed: JSONValue) -> Int { if case .object(let o) = signed, case .number(let v)? = o["version"] { Int(v) } else { 1 } }
+    static func version(_ signed: JSONValue) -> Int { if case .object(let o) = signed, case .number(let v)? = o["version"], let n = NetworkInput.wholeNumber(v) { n } else { 1 } }
 
     /// Length and SHA-256 of a file, read in 1 MiB pieces.
     static func digest(_ url: URL) throws -> (Int, String) {

@@ -76,7 +76,7 @@ public final class UpdateRepository: Sendable {
             guard let role = TUFRole(rawValue: String(parts[0])) else { return nil }
             return try await store.tufDocument(role.rawValue, version: nil)?.bytes
         }
-        guard let version = Int(parts[0]), version >= 1, let role = TUFRole(rawValue: String(parts[1])), role != .timestamp else { return nil }
+        guard let version = NetworkInput.nonNegativeInteger(parts[0], maximum: 1 << 53), version >= 1, let role = TUFRole(rawValue: String(parts[1])), role != .timestamp else { return nil }
         return try await store.tufDocument(role.rawValue, version: version)?.bytes
     }
 
@@ -279,5 +279,5 @@ public final class UpdateRepository: Sendable {
         do { return try SignedMetadata(json: try JSONValue.parse(bytes)) } catch { throw HearthError.invalid(name, "not TUF metadata: \(error)") }
     }
 
-    static func version(_ md: SignedMetadata) -> Int { if case .object(let o) = md.signed, case .number(let v)? = o["version"] { Int(v) } else { 0 } }
+    static func version(_ md: SignedMetadata) -> Int { if case .object(let o) = md.signed, case .number(let v)? = o["version"], let n = NetworkInput.wholeNumber(v) { n } else { 0 } }
 }
