@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import HearthCore
+import HearthCrypto
 @testable import HearthServer
 import Hummingbird
 import HummingbirdTesting
@@ -156,6 +157,41 @@ import Testing
         let owner = try await hearth.signUp(email: "owner@example.com", password: "a long and unusual passphrase", source: "10.0.0.8")
         let claimed = try await hearth.claim(serial: units[0].serial.rawValue, setupCode: units[0].setupCode.digits, by: Identity(account: owner, email: try EmailAddress("owner@example.com"), tokenHash: ""), source: "198.51.100.4")
         #expect(claimed.owner == owner.id)
+    }
+
+    /// Guessing spread over many accounts meets the per-device ceiling: 24 accounts × 5 wrong codes
+    /// at once, from 24 addresses, and exactly 100 are evaluated.
+    @Test func parallelGuessesFromManyAccountsMeetThePerDeviceCeiling() async throws {
+        let d = try TestDeployment(Self.unshed)
+        defer { d.cleanUp() }
+        let hearth = d.hearth
+        let unit = try await d.provisionThermostats(1)[0]
+        var identities: [Identity] = []
+        for i in 0..<24 {
+            let account = try await hearth.signUp(email: "m\(i)@example.com", password: "a long and unusual passphrase", source: "10.1.0.\(i)")
+            identities.append(Identity(account: account, email: try EmailAddress("m\(i)@example.com"), tokenHash: ""))
+        }
+        let code = unit.setupCode.digits == "1357924680" ? "2468013579" : "1357924680"
+        let all = identities
+        let codes = await Self.parallel(120) { i in
+            await Self.code { _ = try await hearth.claim(serial: unit.serial.rawValue, setupCode: code, by: all[i % 24], source: "10.2.0.\(i % 24)") }
+        }
+        #expect(codes.filter { $0 == .claimRejected }.count == 100, "\(codes.filter { $0 == .claimRejected }.count) evaluated")
+    }
+
+    /// The per-source book behind set-up links and report status tokens: 30 wrong ones at once
+    /// from one address, 20 evaluated.
+    @Test func parallelWrongSetupLinksAndStatusTokensAreEvaluatedTwentyTimes() async throws {
+        let d = try TestDeployment(Self.unshed)
+        defer { d.cleanUp() }
+        let hearth = d.hearth
+        _ = try await hearth.issueSetupLinkIfNeeded(baseURL: "https://x")
+        let links = await Self.parallel(30) { _ in
+            await Self.code { _ = try await hearth.redeemSetupLink(token: SecureToken.generate(), email: "op@example.com", password: "operator passphrase that is long", source: "10.0.0.1") }
+        }
+        #expect(links.filter { $0 == .expired }.count == 20, "\(links)")
+        let statuses = await Self.parallel(30) { _ in await Self.code { _ = try await hearth.reportStatus(token: SecureToken.generate(), source: "10.0.0.2") } }
+        #expect(statuses.filter { $0 == .notFound }.count == 20, "\(statuses)")
     }
 
     @Test func parallelReportsAndSignUpsCountEveryAttempt() async throws {
