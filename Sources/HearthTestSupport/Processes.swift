@@ -152,6 +152,9 @@ extension ChildProcess {
     }
 }
 
+/// Real Chromium through the public forms (`Scripts/browser_flows.py`, Selenium).
+public var browserFlowsScript: String { Bundle.module.url(forResource: "Scripts/browser_flows", withExtension: "py")!.path }
+
 /// The raw-request HTTPS fuzzer (`Scripts/http_fuzz.py`).
 public var httpFuzzScript: String { Bundle.module.url(forResource: "Scripts/http_fuzz", withExtension: "py")!.path }
 

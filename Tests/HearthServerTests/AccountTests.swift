@@ -25,7 +25,7 @@ import Testing
             #expect(second.status == 410)
             #expect(second.error == "expired")
             // The page form of the same link is dead too.
-            let page = try await client.call(.post, "/setup/\(token)", body: "email=op3%40example.com&password=another+long+passphrase+here", contentType: "application/x-www-form-urlencoded")
+            let page = try await client.postForm("/setup/\(token)", "email=op3%40example.com&password=another+long+passphrase+here", pass: try await client.formPass("/setup/\(token)"))
             #expect(page.status == 410)
         }
         #expect(try await d.hearth.issueSetupLinkIfNeeded(baseURL: "https://x") == nil, "no link once an operator exists")

@@ -94,7 +94,7 @@ import Testing
                 #expect(r.error != nil, "\(name): a clear error")
                 if let field { #expect(r.field == field, "\(name): names \(field): \(r.text)") }
             }
-            let form = try await client.call(.post, "/security/report", body: "title=x&description=%07%07%07%07%07%07%07%07%07%07%07", contentType: "application/x-www-form-urlencoded")
+            let form = try await client.postForm("/security/report", "title=x&description=%07%07%07%07%07%07%07%07%07%07%07", pass: try await client.formPass("/security/report"))
             #expect(form.status == 400 && form.text.contains("must"), "the form says what is wrong: \(form.text.prefix(300))")
             #expect(try d.snapshot() == before, "nothing stored, no audit record")
         }
@@ -123,7 +123,7 @@ import Testing
             let token = try #require(sent.string("statusToken"))
             let id = try #require(sent.string("id"))
             _ = try await d.hearth.moveReport(id, to: .acknowledged, note: "<b>thanks</b><script>x()</script>", actor: "test")
-            let page = try await client.call(.post, "/security/status", body: "token=\(token)", contentType: "application/x-www-form-urlencoded")
+            let page = try await client.postForm("/security/status", "token=\(token)", pass: try await client.formPass("/security/status"))
             #expect(page.status == 200)
             #expect(page.text.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && page.text.contains("&lt;b&gt;thanks&lt;/b&gt;"))
             #expect(!page.text.contains("<script") && !page.text.contains("<b>thanks"), "no markup from a report or a note reaches the page")

@@ -85,7 +85,18 @@ import Testing
         let unit = try await d.provisionThermostats(1)[0]
         try await d.application.test(.router) { client in
             let form = "application/x-www-form-urlencoded"
-            let signup = try await client.call(.post, "/signup", body: "email=ann%40example.com&password=a+long+and+unusual+passphrase", contentType: form)
+            let credentials = "email=ann%40example.com&password=a+long+and+unusual+passphrase"
+            let pass = try await client.formPass("/signup")
+            #expect(pass.cookie.hasPrefix("__Host-hearth_form=") && pass.csrf.count == 64)
+            // Without the form's token, or with another browser's, nothing happens.
+            #expect(try await client.call(.post, "/signup", body: credentials, contentType: form).status == 403)
+            #expect(try await client.postForm("/signup", credentials, pass: (pass.cookie, String(repeating: "0", count: 64))).status == 403)
+            #expect(try await client.postForm("/signup", credentials, pass: (try await client.formPass("/signup").cookie, pass.csrf)).status == 403)
+            // A browser's post from another site, even with a valid pass, is refused.
+            #expect(try await client.postForm("/signup", credentials, pass: pass, headers: [HTTPField.Name("Sec-Fetch-Site")!: "cross-site"]).status == 403)
+            #expect(try await client.postForm("/signup", credentials, pass: pass, headers: [.origin: "null"]).status == 403)
+            #expect(try await d.store.auditRecords().filter { $0.kind == "account.created" }.isEmpty, "none of those created an account")
+            let signup = try await client.postForm("/signup", credentials, pass: pass, headers: [HTTPField.Name("Sec-Fetch-Site")!: "same-origin", .origin: "https://localhost"])
             #expect(signup.status == 303)
             let cookie = signup.headers[.setCookie] ?? ""
             #expect(cookie.hasPrefix("__Host-hearth_session="))
@@ -100,8 +111,10 @@ import Testing
             #expect(claimed.status == 303)
             #expect(try await client.call(.get, "/devices", headers: [.cookie: session]).text.contains(unit.serial.rawValue))
             #expect(try await client.call(.get, "/devices").status == 303, "signed out visitors are sent to sign in")
-            let crossSite = try await client.call(.post, "/signin", body: "email=ann%40example.com&password=a+long+and+unusual+passphrase", contentType: form, headers: [.origin: "https://evil.example"])
+            let crossSite = try await client.postForm("/signin", credentials, pass: try await client.formPass("/signin"), headers: [.origin: "https://evil.example"])
             #expect(crossSite.status == 403)
+            let noFetchMetadata = try await client.call(.post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.digits)&csrf=\(csrf)", contentType: form, headers: [.cookie: session, HTTPField.Name("Sec-Fetch-Site")!: "same-site"])
+            #expect(noFetchMetadata.status == 403, "a signed-in form from a sibling site is refused too")
         }
     }
 }

@@ -83,6 +83,22 @@ extension TestClientProtocol {
         return Reply(status: Int(r.status.code), headers: r.headers, text: String(buffer: r.body))
     }
 
+    /// Opens a public form page as a browser would: the form cookie and the hidden token to send
+    /// back with the post.
+    func formPass(_ path: String) async throws -> (cookie: String, csrf: String) {
+        let page = try await call(.get, path)
+        let cookie = String((page.headers[.setCookie] ?? "").split(separator: ";")[0])
+        let csrf = page.text.components(separatedBy: "name=\"csrf\" value=\"").dropFirst().first.map { String($0.prefix { $0 != "\"" }) } ?? ""
+        return (cookie, csrf)
+    }
+
+    /// Posts a public form with its pass (cookie and token), as a browser would.
+    func postForm(_ path: String, _ body: String, pass: (cookie: String, csrf: String), headers extra: HTTPFields = [:]) async throws -> Reply {
+        var headers = extra
+        headers[.cookie] = pass.cookie
+        return try await call(.post, path, body: body + "&csrf=\(pass.csrf)", contentType: "application/x-www-form-urlencoded", headers: headers)
+    }
+
     /// Signs up an owner and signs in; returns the bearer token.
     func owner(_ email: String, password: String = "a long and unusual passphrase") async throws -> String {
         let credentials = #"{"email":"\#(email)","password":"\#(password)"}"#

@@ -14,7 +14,9 @@ struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
             ("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
             ("X-Content-Type-Options", "nosniff"),
             ("X-Frame-Options", "DENY"),
-            ("Referrer-Policy", "no-referrer"),
+            // same-origin, not no-referrer: with no-referrer a browser's own form posts carry
+            // `Origin: null`, and no form worked (issue 13). Nothing leaves for other origins.
+            ("Referrer-Policy", "same-origin"),
             ("Cross-Origin-Opener-Policy", "same-origin"),
             ("Cross-Origin-Resource-Policy", "same-origin"),
             ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"),

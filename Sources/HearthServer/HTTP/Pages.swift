@@ -54,24 +54,29 @@ struct Pages {
         // Sign-up and sign-in.
         for kind in ["signup", "signin"] {
             let title = kind == "signup" ? "Create an account" : "Sign in"
-            router.get(RouterPath("/\(kind)")) { _, _ in Self.credentialsForm(kind, title: title, message: nil) }
+            router.get(RouterPath("/\(kind)")) { request, _ in
+                let guard_ = FormGuard(request, hearth: hearth)
+                return guard_.attach(Self.credentialsForm(kind, title: title, message: nil, csrf: guard_.token))
+            }
             router.post(RouterPath("/\(kind)")) { request, context in
+                let guard_ = FormGuard(request, hearth: hearth)
                 do {
-                    try Self.requireSameOrigin(request)
-                    let form = try await Self.formFields(request, limit: limit, schema: API.credentials)
+                    let form = try await guard_.fields(request, limit: limit, schema: API.credentials)
                     let email = form.string("email")!, password = form.string("password")!
                     if kind == "signup" { _ = try await hearth.signUp(email: email, password: password, source: context.source) }
                     let session = try await hearth.signIn(email: email, password: password, source: context.source)
                     return Self.redirect("/devices", cookie: "\(Self.cookieName)=\(session.token); Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=\(Int(hearth.settings.sessionLifetime))")
                 } catch let error as HearthError {
-                    return Self.credentialsForm(kind, title: title, message: error)
+                    if error.code == .forbidden || error.code == .throttled || error.code == .unavailable { return Self.errorPage(error) }
+                    return guard_.attach(Self.credentialsForm(kind, title: title, message: error, csrf: guard_.token))
                 }
             }
         }
         router.post("/signout") { request, _ in
             if let identity = try await Self.cookieIdentity(request, hearth: hearth) {
+                try FormGuard.requireSameOrigin(request)
                 let form = try await Body.form(request, limit: limit)
-                guard form["csrf"] == Self.csrfToken(identity) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
+                guard FormGuard.equal(form["csrf"], Self.csrfToken(identity)) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
                 try await hearth.signOut(identity)
             }
             return Self.redirect("/", cookie: "\(Self.cookieName)=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
@@ -94,8 +99,9 @@ struct Pages {
         router.post("/claim") { request, context in
             guard let identity = try await Self.cookieIdentity(request, hearth: hearth) else { return Self.redirect("/signin") }
             do {
+                try FormGuard.requireSameOrigin(request)
                 let form = try await Self.formFields(request, limit: limit, schema: ObjectSchema(API.claim.fields + [FieldSchema("csrf", .string(maxLength: 64))]))
-                guard form.string("csrf") == Self.csrfToken(identity) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
+                guard FormGuard.equal(form.string("csrf"), Self.csrfToken(identity)) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
                 _ = try await hearth.claim(serial: form.string("serial")!, setupCode: form.string("setupCode")!, by: identity, source: context.source)
                 return Self.redirect("/devices")
             } catch let error as HearthError {
@@ -105,17 +111,19 @@ struct Pages {
 
         // The first operator's one-time set-up link.
         router.get("/setup/:token") { request, context in
-            Self.setupForm(token: context.parameters.get("token") ?? "", message: nil)
+            let guard_ = FormGuard(request, hearth: hearth)
+            return guard_.attach(Self.setupForm(token: context.parameters.get("token") ?? "", message: nil, csrf: guard_.token))
         }
         router.post("/setup/:token") { request, context in
             let token = context.parameters.get("token") ?? ""
+            let guard_ = FormGuard(request, hearth: hearth)
             do {
-                try Self.requireSameOrigin(request)
-                let form = try await Self.formFields(request, limit: limit, schema: API.credentials)
+                let form = try await guard_.fields(request, limit: limit, schema: API.credentials)
                 _ = try await hearth.redeemSetupLink(token: token, email: form.string("email")!, password: form.string("password")!, source: context.source)
                 return Self.page("Operator account created", identity: nil, body: "<h1>Operator account created</h1><p>This set-up link no longer works. <a href=\"/signin\">Sign in</a>.</p>")
             } catch let error as HearthError {
-                return Self.setupForm(token: token, message: error)
+                if error.code == .forbidden || error.code == .throttled || error.code == .unavailable { return Self.errorPage(error) }
+                return guard_.attach(Self.setupForm(token: token, message: error, csrf: guard_.token))
             }
         }
     }
@@ -172,11 +180,14 @@ struct Pages {
                 before you make it public.</p>
                 """)
         }
-        router.get("/security/report") { _, _ in Self.reportForm(message: nil) }
+        router.get("/security/report") { request, _ in
+            let guard_ = FormGuard(request, hearth: hearth)
+            return guard_.attach(Self.reportForm(message: nil, csrf: guard_.token))
+        }
         router.post("/security/report") { request, context in
+            let guard_ = FormGuard(request, hearth: hearth)
             do {
-                try Self.requireSameOrigin(request)
-                let form = try await Self.formFields(request, limit: limit, schema: ReportSubmission.schema)
+                let form = try await guard_.fields(request, limit: limit, schema: ReportSubmission.schema)
                 let submitted = try await hearth.submitReport(form, source: context.source)
                 return Self.page("Report received", identity: nil, status: .created, body: """
                     <h1>Thank you: your report is received</h1>
@@ -186,15 +197,18 @@ struct Pages {
                     <p>Follow the report at <a href="/security/status">the status page</a>.</p>
                     """)
             } catch let error as HearthError {
-                if error.code == .throttled { return Self.errorPage(error) }
-                return Self.reportForm(message: error)
+                if error.code == .forbidden || error.code == .throttled { return Self.errorPage(error) }
+                return guard_.attach(Self.reportForm(message: error, csrf: guard_.token))
             }
         }
-        router.get("/security/status") { _, _ in Self.statusForm(message: nil) }
+        router.get("/security/status") { request, _ in
+            let guard_ = FormGuard(request, hearth: hearth)
+            return guard_.attach(Self.statusForm(message: nil, csrf: guard_.token))
+        }
         router.post("/security/status") { request, context in
+            let guard_ = FormGuard(request, hearth: hearth)
             do {
-                try Self.requireSameOrigin(request)
-                let form = try await Self.formFields(request, limit: limit, schema: API.statusToken)
+                let form = try await guard_.fields(request, limit: limit, schema: API.statusToken)
                 let report = try await hearth.reportStatus(token: form.string("token")!, source: context.source)
                 let rows = report.history.map { step in
                     "<tr><td>\(esc(step.at.formatted(.iso8601)))</td><td>\(esc(step.state.plainEnglish))</td><td>\(esc(step.note ?? ""))</td></tr>"
@@ -207,8 +221,8 @@ struct Pages {
                     <table><tr><th>When</th><th>Status</th><th>Note from the security team</th></tr>\(rows.joined())</table>
                     """)
             } catch let error as HearthError {
-                if error.code == .throttled { return Self.errorPage(error) }
-                return Self.statusForm(message: error)
+                if error.code == .forbidden || error.code == .throttled { return Self.errorPage(error) }
+                return guard_.attach(Self.statusForm(message: error, csrf: guard_.token))
             }
         }
         router.get("/security/acknowledgments") { request, _ in
@@ -220,15 +234,16 @@ struct Pages {
         }
     }
 
-    static func reportForm(message: HearthError?) -> Response {
+    static func reportForm(message: HearthError?, csrf: String) -> Response {
         page("Report a vulnerability", identity: nil, status: message == nil ? .ok : ErrorMiddleware.status(for: message!.code), body: """
             <h1>Report a vulnerability</h1>
             <p>No account needed; your contact details are optional. Read the <a href="/security/policy">disclosure policy</a>.</p>
             \(errorBox(message))
             <form method="post" action="/security/report">
+            <input type="hidden" name="csrf" value="\(esc(csrf))">
             <label>Summary (one line) <input name="title" required minlength="3" maxlength="200"></label>
             <label>What is affected, how to reproduce it, and what an attacker gains
-            <textarea name="description" required minlength="10" maxlength="10000" rows="12" style="width:100%"></textarea></label>
+            <textarea name="description" required minlength="10" maxlength="10000" rows="12"></textarea></label>
             <label>Product or component (optional) <input name="product" maxlength="200"></label>
             <label>How to reach you (optional) <input name="contact" maxlength="254"></label>
             <label>Name to credit in the advisory (optional) <input name="credit" maxlength="120"></label>
@@ -237,11 +252,12 @@ struct Pages {
             """)
     }
 
-    static func statusForm(message: HearthError?) -> Response {
+    static func statusForm(message: HearthError?, csrf: String) -> Response {
         page("Report status", identity: nil, status: message == nil ? .ok : ErrorMiddleware.status(for: message!.code), body: """
             <h1>Follow your report</h1>
             \(errorBox(message))
             <form method="post" action="/security/status">
+            <input type="hidden" name="csrf" value="\(esc(csrf))">
             <label>Status token <input name="token" required maxlength="128" autocomplete="off"></label>
             <button>Show status</button>
             </form>
@@ -261,16 +277,14 @@ struct Pages {
     // MARK: Helpers
 
     static func formFields(_ request: Request, limit: Int, schema: ObjectSchema) async throws -> ValidatedObject {
-        let form = try await Body.form(request, limit: limit)
-        return try schema.validate(.object(form.mapValues { .string($0) }))
+        try validate(try await Body.form(request, limit: limit), schema: schema)
     }
 
-    /// Browsers send Origin on form posts; one from anywhere but this server is refused (login CSRF).
-    static func requireSameOrigin(_ request: Request) throws {
-        guard let origin = request.headers[.origin] else { return }
-        guard let authority = request.head.authority, origin == "https://\(authority)" else {
-            throw HearthError(.forbidden, "cross-site form posts are refused")
-        }
+    /// A browser sends every field of a form, optional ones left blank as empty strings: those
+    /// count as not given. A required field left blank is still refused, naming the field.
+    static func validate(_ form: [String: String], schema: ObjectSchema) throws -> ValidatedObject {
+        let optional = Set(schema.fields.filter { !$0.required }.map(\.name))
+        return try schema.validate(.object(form.filter { !($0.value.isEmpty && optional.contains($0.key)) }.mapValues { .string($0) }))
     }
 
     static func cookieIdentity(_ request: Request, hearth: Hearth) async throws -> Identity? {
@@ -288,11 +302,12 @@ struct Pages {
         return Response(status: .seeOther, headers: headers)
     }
 
-    static func credentialsForm(_ kind: String, title: String, message: HearthError?) -> Response {
+    static func credentialsForm(_ kind: String, title: String, message: HearthError?, csrf: String) -> Response {
         page(title, identity: nil, status: message.map { ErrorMiddleware.status(for: $0.code) } ?? .ok, body: """
             <h1>\(esc(title))</h1>
             \(errorBox(message))
             <form method="post" action="/\(kind)">
+            <input type="hidden" name="csrf" value="\(esc(csrf))">
             <label>E-mail <input type="email" name="email" required maxlength="254" autocomplete="email"></label>
             <label>Password <input type="password" name="password" required minlength="15" maxlength="256" autocomplete="\(kind == "signup" ? "new-password" : "current-password")"></label>
             \(kind == "signup" ? "<p class=\"hint\">At least 15 characters. A few unrelated words make a strong passphrase; common passwords are refused.</p>" : "")
@@ -315,12 +330,13 @@ struct Pages {
             """)
     }
 
-    static func setupForm(token: String, message: HearthError?) -> Response {
+    static func setupForm(token: String, message: HearthError?, csrf: String) -> Response {
         page("Create the operator account", identity: nil, status: message.map { ErrorMiddleware.status(for: $0.code) } ?? .ok, body: """
             <h1>Create the operator account</h1>
             <p>This one-time link creates the first operator. It works once and expires an hour after it was printed.</p>
             \(errorBox(message))
             <form method="post" action="/setup/\(esc(token))">
+            <input type="hidden" name="csrf" value="\(esc(csrf))">
             <label>E-mail <input type="email" name="email" required maxlength="254"></label>
             <label>Password <input type="password" name="password" required minlength="15" maxlength="256" autocomplete="new-password"></label>
             <button type="submit">Create operator</button>
@@ -379,4 +395,72 @@ func esc(_ text: String) -> String {
         }
     }
     return out
+}
+
+/// Cross-site request forgery defence for every form, signed in or not (issue 13):
+/// - the browser's own word first: `Sec-Fetch-Site` must be `same-origin` when the browser sends it
+///   (every current browser does); without it, an `Origin` must be this server's (`null` is refused);
+///   a client that sends neither (curl, scripts) is no browser and carries no ambient credentials;
+/// - and a synchronizer token: public forms carry HMAC(key, `__Host-hearth_form` cookie), a random
+///   per-browser value set with the form (Secure, HttpOnly, SameSite=Strict); signed-in forms carry
+///   a token bound to the session. A post without the matching pair is refused (403).
+/// The pages send `Referrer-Policy: same-origin`, so a browser's same-origin form post carries its
+/// real Origin (`no-referrer` made Chromium send `Origin: null`, which broke every form).
+struct FormGuard {
+    static let cookieName = "__Host-hearth_form"
+    /// The hidden field's value for this browser.
+    let token: String
+    /// The cookie to set with the page, when the browser had none (or a malformed one).
+    let setCookie: String?
+    private let expected: String?
+
+    init(_ request: Request, hearth: Hearth) {
+        if let value = request.cookies[Self.cookieName]?.value, SecureToken.isWellFormed(value) {
+            token = hearth.formToken(cookie: value)
+            expected = token
+            setCookie = nil
+        } else {
+            let value = SecureToken.generate()
+            token = hearth.formToken(cookie: value)
+            expected = nil
+            setCookie = "\(Self.cookieName)=\(value); Path=/; Secure; HttpOnly; SameSite=Strict"
+        }
+    }
+
+    func attach(_ response: Response) -> Response {
+        guard let setCookie else { return response }
+        var response = response
+        response.headers[.setCookie] = setCookie
+        return response
+    }
+
+    /// Checks the post's origin and token, then reads the form (the token field removed) against
+    /// `schema`.
+    func fields(_ request: Request, limit: Int, schema: ObjectSchema) async throws -> ValidatedObject {
+        try Self.requireSameOrigin(request)
+        var form = try await Body.form(request, limit: limit)
+        let sent = form.removeValue(forKey: "csrf")
+        guard let expected, Self.equal(sent, expected) else {
+            throw HearthError(.forbidden, "this form has expired or came from another site; reload the page and send it again")
+        }
+        return try Pages.validate(form, schema: schema)
+    }
+
+    static func requireSameOrigin(_ request: Request) throws {
+        let refused = HearthError(.forbidden, "cross-site form posts are refused")
+        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!] {
+            guard site == "same-origin" else { throw refused }
+            return
+        }
+        guard let origin = request.headers[.origin] else { return }
+        guard let authority = request.head.authority, origin.lowercased() == "https://\(authority.lowercased())" else { throw refused }
+    }
+
+    /// Constant-time comparison of two tokens.
+    static func equal(_ a: String?, _ b: String) -> Bool {
+        guard let a else { return false }
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+    }
 }

@@ -76,6 +76,7 @@ public final class Hearth: Sendable {
     let passwords: PasswordPolicy
     let throttles: Throttles
     let hashGate: HashGate
+    let formKey: SymmetricKey
     let decoyHash: String
     /// Device readings; nil when this process runs no gateway.
     public let telemetry: (any TelemetryStore)?
@@ -100,6 +101,7 @@ public final class Hearth: Sendable {
         emailIndex = BlindIndex(kek: kek, purpose: "email-index")
         hasher = SecretHasher(cost: settings.hashCost)
         throttles = Throttles()
+        formKey = kek.derivedKey(purpose: "form-token")
         let cores = System.coreCount
         hashGate = HashGate(running: settings.hashConcurrency ?? cores, queued: settings.hashQueue ?? 4 * cores)
         decoyHash = hasher.decoy()
@@ -120,6 +122,12 @@ public final class Hearth: Sendable {
             await hashGate.leave()
             throw error
         }
+    }
+
+    /// The hidden form token for a browser's `__Host-hearth_form` cookie value (HMAC-SHA-256 with a
+    /// key derived from the KEK), so the token cannot be made without the server's key.
+    func formToken(cookie: String) -> String {
+        Data(HMAC<SHA256>.authenticationCode(for: Data("form|\(cookie)".utf8), using: formKey)).hex
     }
 
     /// Runs `body` as one throttled attempt under `keys` (see ``Throttles``): reserved before the

@@ -1,0 +1,35 @@
+import Foundation
+import HearthCore
+import HearthTestSupport
+import Testing
+
+/// The public forms in real headless Chromium against `hearth serve` (issue 13, first part): the
+/// review found that no browser could sign up, sign in, create the operator or file a report,
+/// while curl with a hand-set Origin could.
+@Suite(.serialized) struct BrowserTests {
+    @Test(.enabled(if: toolsPresentOrRequired("chromium", "chromedriver"))) func thePublicFormsWorkInChromiumAndCrossSitePostsAreRefused() async throws {
+        guard try requiredTool("chromium", package: "chromium") != nil, try requiredTool("chromedriver", package: "chromium-driver") != nil,
+            let python = try requiredPython(module: "selenium", package: "selenium")
+        else { return }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1])
+        let bundles = dir.appendingPathComponent("bundles")
+        let provision = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "lock-l1", "--count", "1", "--out", bundles.path])
+        #expect(provision.status == 0, "\(provision.output)")
+        let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: bundles.path).first)
+        let bundle = try JSONValue.parse(Array(try Data(contentsOf: bundles.appendingPathComponent(serial).appendingPathComponent("bundle.json"))))
+        guard case .object(let b) = bundle, case .string(let code) = b["setupCode"] else { Issue.record("no setup code in the bundle"); return }
+
+        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
+        let base = try #require(server.baseURL)
+        let link = try #require(server.text.components(separatedBy: "\n").first { $0.contains("/setup/") }?.trimmingCharacters(in: .whitespaces))
+        let run = try await ChildProcess.run(python, [browserFlowsScript, base, link, serial, code], timeout: 300)
+        print(run.output.split(separator: "\n").first { $0.hasPrefix("browser steps:") } ?? "browser steps: no summary")
+        for line in run.output.split(separator: "\n") where line.hasPrefix("FAILED") { Issue.record("\(line)") }
+        #expect(run.status == 0, "\(run.output.suffix(3000))")
+        server.signal(SIGTERM)
+        _ = try await server.waitForExit()
+    }
+}
