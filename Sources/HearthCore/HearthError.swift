@@ -22,6 +22,8 @@ public struct HearthError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The credential is valid but lacks the role for this action.
         case forbidden
         case notFound = "not_found"
+        /// The resource exists but does not take this method (the answer lists those it takes).
+        case methodNotAllowed = "method_not_allowed"
         /// The thing already exists (an e-mail address already registered, a model id taken).
         case conflict
         /// Too many attempts: try again after `retryAfter` seconds.

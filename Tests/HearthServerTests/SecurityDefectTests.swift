@@ -307,6 +307,24 @@ import Testing
         }
     }
 
+    /// A method a documented path does not take: 405 with `Allow` (issue 13 found 404).
+    @Test func undeclaredMethodsGet405WithAllow() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        try await d.application.test(.router) { client in
+            let cases: [(HTTPRequest.Method, String, String)] = [
+                (.delete, "/api/v1/models", "GET, HEAD, POST"), (.put, "/healthz", "GET, HEAD"), (.patch, "/api/v1/sessions", "POST"),
+                (.get, "/api/v1/devices/claim", "POST"), (.post, "/api/v1/models/thermostat-t1", "GET, HEAD"),
+            ]
+            for (method, path, allow) in cases {
+                let r = try await client.call(method, path)
+                #expect(r.status == 405 && r.headers[.allow] == allow && r.error == "method_not_allowed", "\(method) \(path): \(r.status) \(r.headers[.allow] ?? "-")")
+            }
+            #expect(try await client.call(.get, "/api/v1/nothing").status == 404, "an unknown path stays 404")
+            #expect(try await client.call(.get, "/api/v1/models").status == 200)
+        }
+    }
+
     // MARK: 7. Update reports without bound
 
     @Test func updateReportsAreRateLimitedPerDeviceAndRepeatsAddNoRows() async throws {

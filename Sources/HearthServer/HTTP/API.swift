@@ -288,11 +288,27 @@ struct API {
         return .object(o)
     }
 
-    /// Registers every endpoint: access check, then body cap and schema, then the handler.
+    /// Registers every endpoint: access check, then body cap and schema, then the handler. A method
+    /// a documented path does not take is answered 405 with `Allow` (RFC 9110 §15.5.6), not 404.
     func register(on router: Router<HearthRequestContext>) {
         let limit = hearth.settings.maxBodyBytes
+        func routerPath(_ path: String) -> RouterPath {
+            RouterPath(path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
+        }
+        var methods: [String: [HTTPRequest.Method]] = [:]
+        for (endpoint, _) in endpoints() { methods[endpoint.path, default: []].append(endpoint.method) }
+        for (path, taken) in methods {
+            let allow = (taken.contains(.get) ? taken + [.head] : taken).map(\.rawValue).sorted().joined(separator: ", ")
+            for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] where !taken.contains(method) {
+                router.on(routerPath(path), method: method) { _, _ in
+                    var response = ErrorMiddleware.response(for: HearthError(.methodNotAllowed, "this resource takes \(allow) only"))
+                    response.headers[.allow] = allow
+                    return response
+                }
+            }
+        }
         for (endpoint, handler) in endpoints() {
-            let path = RouterPath(endpoint.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
+            let path = routerPath(endpoint.path)
             router.on(path, method: endpoint.method) { request, context in
                 var context = context
                 if endpoint.access != .public {

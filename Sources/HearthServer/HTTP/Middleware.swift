@@ -109,6 +109,7 @@ struct ErrorMiddleware: RouterMiddleware {
         case .unauthorized: .unauthorized
         case .forbidden: .forbidden
         case .notFound: .notFound
+        case .methodNotAllowed: .methodNotAllowed
         case .conflict: .conflict
         case .throttled: .tooManyRequests
         case .expired: .gone

@@ -362,7 +362,7 @@ struct Pages {
         let html = """
             <!doctype html>
             <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>\(esc(title)) · Hearth</title><link rel="stylesheet" href="/static/hearth.css"></head>
+            <title>\(title == "Hearth" ? "Hearth" : "\(esc(title)) · Hearth")</title><link rel="stylesheet" href="/static/hearth.css"></head>
             <body><header><a href="/">Hearth</a> \(nav)</header><main>
             \(body)
             </main></body></html>
