@@ -1,5 +1,7 @@
 import Foundation
+import HearthCore
 import HearthTestSupport
+import Testing
 
 /// The built `hearth` executable, next to the test bundle.
 func hearthBinary() -> URL { builtProduct("hearth") }
@@ -42,4 +44,16 @@ func curlPath() throws -> String? { try requiredTool("curl", package: "curl") }
 
 func temporaryFolder() -> URL {
     FileManager.default.temporaryDirectory.appendingPathComponent("hearth-proc-\(UUID().uuidString)")
+}
+
+/// Provisions `count` locks with the real `hearth factory provision` into `dir/bundles` and reads
+/// the first one's label: its serial and setup code.
+func provisionedLock(data: String, in dir: URL, count: Int) async throws -> (serial: String, code: String) {
+    let bundles = dir.appendingPathComponent("bundles")
+    let provision = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "lock-l1", "--count", "\(count)", "--out", bundles.path])
+    #expect(provision.status == 0, "\(provision.output)")
+    let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted().first)
+    let bundle = try JSONValue.parse(Array(try Data(contentsOf: bundles.appendingPathComponent(serial).appendingPathComponent("bundle.json"))))
+    guard case .object(let b) = bundle, case .string(let code) = b["setupCode"] else { throw HearthError(.integrity, "no setup code in the bundle of \(serial)") }
+    return (serial, code)
 }

@@ -71,12 +71,7 @@ import X509
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1])
-        let bundles = dir.appendingPathComponent("bundles")
-        let provision = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "lock-l1", "--count", "2", "--out", bundles.path])
-        #expect(provision.status == 0, "\(provision.output)")
-        let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted().first)
-        let bundle = try JSONValue.parse(Array(try Data(contentsOf: bundles.appendingPathComponent(serial).appendingPathComponent("bundle.json"))))
-        guard case .object(let b) = bundle, case .string(let code) = b["setupCode"] else { Issue.record("no setup code in bundle"); return }
+        let (serial, code) = try await provisionedLock(data: data, in: dir, count: 2)
 
         func start() async throws -> (HearthProcess, (String, [String]) throws -> (status: Int32, output: String)) {
             let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
