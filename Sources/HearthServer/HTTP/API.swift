@@ -298,7 +298,7 @@ struct API {
         var methods: [String: [HTTPRequest.Method]] = [:]
         for (endpoint, _) in endpoints() { methods[endpoint.path, default: []].append(endpoint.method) }
         for (path, taken) in methods {
-            let allow = (taken.contains(.get) ? taken + [.head] : taken).map(\.rawValue).sorted().joined(separator: ", ")
+            let allow = taken.map(\.rawValue).sorted().joined(separator: ", ")
             for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] where !taken.contains(method) {
                 router.on(routerPath(path), method: method) { _, _ in
                     var response = ErrorMiddleware.response(for: HearthError(.methodNotAllowed, "this resource takes \(allow) only"))
