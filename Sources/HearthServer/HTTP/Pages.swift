@@ -55,20 +55,20 @@ struct Pages {
         for kind in ["signup", "signin"] {
             let title = kind == "signup" ? "Create an account" : "Sign in"
             router.get(RouterPath("/\(kind)")) { request, _ in
-                let guard_ = FormGuard(request, hearth: hearth)
-                return guard_.attach(Self.credentialsForm(kind, title: title, message: nil, csrf: guard_.token))
+                let formGuard = FormGuard(request, hearth: hearth)
+                return formGuard.attach(Self.credentialsForm(kind, title: title, message: nil, csrf: formGuard.token))
             }
             router.post(RouterPath("/\(kind)")) { request, context in
-                let guard_ = FormGuard(request, hearth: hearth)
+                let formGuard = FormGuard(request, hearth: hearth)
                 do {
-                    let form = try await guard_.fields(request, limit: limit, schema: API.credentials)
+                    let form = try await formGuard.fields(request, limit: limit, schema: API.credentials)
                     let email = form.string("email")!, password = form.string("password")!
                     if kind == "signup" { _ = try await hearth.signUp(email: email, password: password, source: context.source) }
                     let session = try await hearth.signIn(email: email, password: password, source: context.source)
                     return Self.redirect("/devices", cookie: "\(Self.cookieName)=\(session.token); Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=\(Int(hearth.settings.sessionLifetime))")
                 } catch let error as HearthError {
                     if error.code == .forbidden || error.code == .throttled || error.code == .unavailable { return Self.errorPage(error) }
-                    return guard_.attach(Self.credentialsForm(kind, title: title, message: error, csrf: guard_.token))
+                    return formGuard.attach(Self.credentialsForm(kind, title: title, message: error, csrf: formGuard.token))
                 }
             }
         }
@@ -111,19 +111,19 @@ struct Pages {
 
         // The first operator's one-time set-up link.
         router.get("/setup/:token") { request, context in
-            let guard_ = FormGuard(request, hearth: hearth)
-            return guard_.attach(Self.setupForm(token: context.parameters.get("token") ?? "", message: nil, csrf: guard_.token))
+            let formGuard = FormGuard(request, hearth: hearth)
+            return formGuard.attach(Self.setupForm(token: context.parameters.get("token") ?? "", message: nil, csrf: formGuard.token))
         }
         router.post("/setup/:token") { request, context in
             let token = context.parameters.get("token") ?? ""
-            let guard_ = FormGuard(request, hearth: hearth)
+            let formGuard = FormGuard(request, hearth: hearth)
             do {
-                let form = try await guard_.fields(request, limit: limit, schema: API.credentials)
+                let form = try await formGuard.fields(request, limit: limit, schema: API.credentials)
                 _ = try await hearth.redeemSetupLink(token: token, email: form.string("email")!, password: form.string("password")!, source: context.source)
                 return Self.page("Operator account created", identity: nil, body: "<h1>Operator account created</h1><p>This set-up link no longer works. <a href=\"/signin\">Sign in</a>.</p>")
             } catch let error as HearthError {
                 if error.code == .forbidden || error.code == .throttled || error.code == .unavailable { return Self.errorPage(error) }
-                return guard_.attach(Self.setupForm(token: token, message: error, csrf: guard_.token))
+                return formGuard.attach(Self.setupForm(token: token, message: error, csrf: formGuard.token))
             }
         }
     }
@@ -181,13 +181,13 @@ struct Pages {
                 """)
         }
         router.get("/security/report") { request, _ in
-            let guard_ = FormGuard(request, hearth: hearth)
-            return guard_.attach(Self.reportForm(message: nil, csrf: guard_.token))
+            let formGuard = FormGuard(request, hearth: hearth)
+            return formGuard.attach(Self.reportForm(message: nil, csrf: formGuard.token))
         }
         router.post("/security/report") { request, context in
-            let guard_ = FormGuard(request, hearth: hearth)
+            let formGuard = FormGuard(request, hearth: hearth)
             do {
-                let form = try await guard_.fields(request, limit: limit, schema: ReportSubmission.schema)
+                let form = try await formGuard.fields(request, limit: limit, schema: ReportSubmission.schema)
                 let submitted = try await hearth.submitReport(form, source: context.source)
                 return Self.page("Report received", identity: nil, status: .created, body: """
                     <h1>Thank you: your report is received</h1>
@@ -198,17 +198,17 @@ struct Pages {
                     """)
             } catch let error as HearthError {
                 if error.code == .forbidden || error.code == .throttled { return Self.errorPage(error) }
-                return guard_.attach(Self.reportForm(message: error, csrf: guard_.token))
+                return formGuard.attach(Self.reportForm(message: error, csrf: formGuard.token))
             }
         }
         router.get("/security/status") { request, _ in
-            let guard_ = FormGuard(request, hearth: hearth)
-            return guard_.attach(Self.statusForm(message: nil, csrf: guard_.token))
+            let formGuard = FormGuard(request, hearth: hearth)
+            return formGuard.attach(Self.statusForm(message: nil, csrf: formGuard.token))
         }
         router.post("/security/status") { request, context in
-            let guard_ = FormGuard(request, hearth: hearth)
+            let formGuard = FormGuard(request, hearth: hearth)
             do {
-                let form = try await guard_.fields(request, limit: limit, schema: API.statusToken)
+                let form = try await formGuard.fields(request, limit: limit, schema: API.statusToken)
                 let report = try await hearth.reportStatus(token: form.string("token")!, source: context.source)
                 let rows = report.history.map { step in
                     "<tr><td>\(esc(step.at.formatted(.iso8601)))</td><td>\(esc(step.state.plainEnglish))</td><td>\(esc(step.note ?? ""))</td></tr>"
@@ -222,7 +222,7 @@ struct Pages {
                     """)
             } catch let error as HearthError {
                 if error.code == .forbidden || error.code == .throttled { return Self.errorPage(error) }
-                return guard_.attach(Self.statusForm(message: error, csrf: guard_.token))
+                return formGuard.attach(Self.statusForm(message: error, csrf: formGuard.token))
             }
         }
         router.get("/security/acknowledgments") { request, _ in
