@@ -6,7 +6,12 @@ import Testing
 /// The public forms in real headless Chromium against `hearth serve` (issue 13, first part): the
 /// review found that no browser could sign up, sign in, create the operator or file a report,
 /// while curl with a hand-set Origin could.
-@Suite(.serialized) struct BrowserTests {
+/// The suites that run a real server with a heavy client (Chromium, the fuzzers) in this module: one
+/// at a time, so together they do not starve the timing-sensitive tests of a two-core machine.
+@Suite(.serialized) enum HeavyServerTests {}
+
+extension HeavyServerTests {
+@Suite struct BrowserTests {
     @Test(.enabled(if: toolsPresentOrRequired("chromium", "chromedriver"))) func thePublicFormsWorkInChromiumAndCrossSitePostsAreRefused() async throws {
         guard try requiredTool("chromium", package: "chromium") != nil, try requiredTool("chromedriver", package: "chromium-driver") != nil,
             let python = try requiredPython(module: "selenium", package: "selenium")
@@ -27,4 +32,5 @@ import Testing
         server.signal(SIGTERM)
         _ = try await server.waitForExit()
     }
+}
 }

@@ -8,7 +8,8 @@ import Testing
 /// here wrote: curl with the request that once killed the process, a raw-request fuzzer over TLS
 /// for the headers and the routes outside the API schema, and schemathesis against the OpenAPI
 /// document. No answer is a 5xx and the server answers /healthz afterwards.
-@Suite(.serialized) struct HTTPFuzzTests {
+extension HeavyServerTests {
+@Suite struct HTTPFuzzTests {
     @Test(.enabled(if: toolsPresentOrRequired("curl"))) func theServerSurvivesHostileRequestsAndFuzzing() async throws {
         guard let curl = try curlPath(), let python = try requiredPython(module: "schemathesis", package: "schemathesis") else { return }
         let dir = temporaryFolder()
@@ -79,4 +80,5 @@ import Testing
         server.signal(SIGTERM)
         #expect(try await server.waitForExit() == 0, "\(server.text.suffix(2000))")
     }
+}
 }
