@@ -112,8 +112,11 @@ public enum PasswordStrength {
         return false
     }
 
+    /// Every row and column, forwards and backwards, made once.
+    static let walks: [String] = (keyboardRows + keyboardColumns).flatMap { [$0, String($0.reversed())] }
+
     /// Along a keyboard row or column, forwards or backwards.
     static func isKeyboardWalk(_ token: String) -> Bool {
-        (keyboardRows + keyboardColumns).contains { row in row.contains(token) || String(row.reversed()).contains(token) }
+        walks.contains { $0.contains(token) }
     }
 }

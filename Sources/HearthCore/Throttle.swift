@@ -105,7 +105,7 @@ public struct ThrottleState: Sendable, Equatable {
     /// Records a failed attempt; from the `freeFailures`-th on, the key is blocked for a
     /// doubling delay.
     public mutating func recordFailure(now: Date, policy: ThrottlePolicy) {
-        if let last = lastFailure, now.timeIntervalSince(last) > policy.forgetAfter { failures = 0 }
+        if isForgotten(now: now, policy: policy) { failures = 0 }
         failures += 1
         lastFailure = now
         let over = failures - policy.freeFailures
@@ -134,10 +134,6 @@ public struct ThrottleBook: Sendable {
         self.capacity = capacity
     }
 
-    public func decide(_ key: String, now: Date) -> ThrottleState.Decision {
-        states[key]?.decide(now: now) ?? .allowed
-    }
-
     public func admits(_ key: String, now: Date) -> ThrottleState.Decision {
         states[key]?.admits(now: now, policy: policy) ?? .allowed
     }
@@ -153,15 +149,6 @@ public struct ThrottleBook: Sendable {
         if states[key] == nil, states.count >= capacity { prune(now: now) }
         states[key, default: ThrottleState()].settle(failed: failed, now: now, policy: policy)
         if states[key]?.isIdle(now: now, policy: policy) == true, states[key]?.failures == 0 { states[key] = nil }
-    }
-
-    public mutating func recordFailure(_ key: String, now: Date) {
-        if states[key] == nil, states.count >= capacity { prune(now: now) }
-        states[key, default: ThrottleState()].recordFailure(now: now, policy: policy)
-    }
-
-    public mutating func recordSuccess(_ key: String) {
-        states[key] = nil
     }
 
     /// Drops idle keys; if still full, drops the oldest failures first so memory stays bounded.

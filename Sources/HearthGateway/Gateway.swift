@@ -265,14 +265,14 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         var refusal: (reason: ReasonCode, retryAfter: Int)?
         let identity: PeerIdentity
         var context: DeviceContext?
-        var holdsUnadmitted = false
+        // The development listener has no handshake; a device is authenticated once admitted.
+        var authenticated = !device
         if device {
             guard admission.arriveUnadmitted(source) else {
                 parts.counters.add(\.unauthenticatedRefused)
                 try? await accepted.channel.executeThenClose { _, _ in }
                 return
             }
-            holdsUnadmitted = true
             guard let certificate = try? await accepted.handshake.get() else {
                 admission.unadmittedLeft(source)
                 try? await accepted.channel.executeThenClose { _, _ in }
@@ -283,7 +283,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 context = admitted
                 identity = .device(serial: admitted.serial.rawValue)
                 admission.unadmittedLeft(source)
-                holdsUnadmitted = false
+                authenticated = true
             case .failure(let why):
                 // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why),
                 // and closed at the connect timeout if it never does.
@@ -295,10 +295,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         } else {
             identity = .development
         }
-        let admitted = !holdsUnadmitted
-        if admitted { refusal = admission.arrive() }
+        if authenticated { refusal = admission.arrive() }
         defer {
-            if admitted { admission.leave() } else { admission.unadmittedLeft(source) }
+            if authenticated { admission.leave() } else { admission.unadmittedLeft(source) }
         }
         parts.counters.add(refusal == nil ? \.connectionsAccepted : \.connectionsRefused)
         try? await accepted.channel.executeThenClose { inbound, outbound in

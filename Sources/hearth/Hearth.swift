@@ -37,7 +37,7 @@ struct DataOptions: ParsableArguments {
 
     /// Opens the data folder and the embedded SQLite store: the one place that picks the driver.
     func open() throws -> (DataFolder, SQLiteStore) {
-        let folder = try DataFolder.open(path: data, kekFile: kekFile, hostnames: hostnames.isEmpty ? ["localhost", "127.0.0.1", "::1"] : hostnames)
+        let folder = try DataFolder.open(path: data, kekFile: kekFile, hostnames: hostnames.isEmpty ? DataFolder.defaultHostnames : hostnames)
         let store = try SQLiteStore(path: folder.databasePath, sealer: KEKAuditSealer(kek: folder.kek))
         return (folder, store)
     }

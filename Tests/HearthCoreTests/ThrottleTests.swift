@@ -35,13 +35,19 @@ import Testing
     }
 
     @Test func bookSeparatesKeysResetsOnSuccessAndStaysBounded() {
-        var book = ThrottleBook(policy: policy, capacity: 100)
-        for _ in 0..<3 { book.recordFailure("a", now: t0) }
-        #expect(book.decide("a", now: t0) != .allowed)
-        #expect(book.decide("b", now: t0) == .allowed)
-        book.recordSuccess("a")
-        #expect(book.decide("a", now: t0) == .allowed)
-        for i in 0..<1000 { book.recordFailure("k\(i)", now: t0) }
+        var book = ThrottleBook(policy: ThrottlePolicy(freeFailures: 3, baseDelay: 10, maxDelay: 60, forgetAfter: 3600, resetOnSuccess: true), capacity: 100)
+        for _ in 0..<3 {
+            #expect(book.reserve("a", now: t0) == .allowed)
+            book.settle("a", failed: true, now: t0)
+        }
+        #expect(book.admits("a", now: t0) != .allowed)
+        #expect(book.admits("b", now: t0) == .allowed)
+        let later = t0.addingTimeInterval(10)
+        #expect(book.reserve("a", now: later) == .allowed)
+        book.settle("a", failed: false, now: later)
+        #expect(book.admits("a", now: later) == .allowed)
+        #expect(book.count == 0, "a success forgets the key")
+        for i in 0..<1000 { book.settle("k\(i)", failed: true, now: t0) }
         #expect(book.count <= 100)
     }
 }

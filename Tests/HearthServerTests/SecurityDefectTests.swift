@@ -88,12 +88,8 @@ import Testing
                 // Repeated parameters: one answer, no crash.
                 #expect(try await client.call(.get, "\(base)?\(parameter)=1&\(parameter)=2", token: token).status < 500)
             }
-            for value in ["-1", "18446744073709551616", "99999999999999999999999", "abc", "1, 2"] {
-                var headers = HTTPFields()
-                headers[.contentLength] = value
-                let r = try? await client.call(.post, "/api/v1/sessions", body: Self.wrong, headers: headers)
-                #expect((r?.status ?? 400) < 500, "Content-Length \(value)")
-            }
+            // Content-Length extremes go to the real server from the raw fuzzer's fixed list
+            // (`HTTPFuzzTests`): this in-process client sets Content-Length itself.
             for value in ["Bearer", "Bearer ", "Bearer \(String(repeating: "A", count: 5000))", "Basic YWRtaW46YWRtaW4=", "bearer x"] {
                 var headers = HTTPFields()
                 headers[.authorization] = value

@@ -45,8 +45,12 @@ public struct DataFolder: Sendable {
     ///   - kekFile: the KEK's path, if the operator keeps it outside the data folder (recommended:
     ///     then a copy of the data folder alone reveals nothing). It must exist and be 0600 or stricter.
     ///   - hostnames: names and addresses the server certificate must cover; it is re-issued when
+    /// The names the server certificate covers, and so the Host names answered, unless
+    /// `--hostname` says otherwise.
+    public static let defaultHostnames = ["localhost", "127.0.0.1", "::1"]
+
     ///     they change or it is within 30 days of expiry.
-    public static func open(path: String, kekFile: String? = nil, hostnames: [String] = ["localhost", "127.0.0.1", "::1"], now: Date = Date()) throws -> DataFolder {
+    public static func open(path: String, kekFile: String? = nil, hostnames: [String] = defaultHostnames, now: Date = Date()) throws -> DataFolder {
         // Everything this process creates from here on (database, WAL, bundles) is private.
         umask(0o077)
         let fm = FileManager.default

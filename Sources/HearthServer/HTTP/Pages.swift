@@ -74,9 +74,7 @@ struct Pages {
         }
         router.post("/signout") { request, _ in
             if let identity = try await Self.cookieIdentity(request, hearth: hearth) {
-                try FormGuard.requireSameOrigin(request)
-                let form = try await Body.form(request, limit: limit)
-                guard FormGuard.equal(form["csrf"], Self.csrfToken(identity)) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
+                _ = try await FormGuard(session: identity).fields(request, limit: limit, schema: ObjectSchema([]))
                 try await hearth.signOut(identity)
             }
             return Self.redirect("/", cookie: "\(Self.cookieName)=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
@@ -99,9 +97,7 @@ struct Pages {
         router.post("/claim") { request, context in
             guard let identity = try await Self.cookieIdentity(request, hearth: hearth) else { return Self.redirect("/signin") }
             do {
-                try FormGuard.requireSameOrigin(request)
-                let form = try await Self.formFields(request, limit: limit, schema: ObjectSchema(API.claim.fields + [FieldSchema("csrf", .string(maxLength: 64))]))
-                guard FormGuard.equal(form.string("csrf"), Self.csrfToken(identity)) else { throw HearthError(.forbidden, "the form is stale; reload the page") }
+                let form = try await FormGuard(session: identity).fields(request, limit: limit, schema: API.claim)
                 _ = try await hearth.claim(serial: form.string("serial")!, setupCode: form.string("setupCode")!, by: identity, source: context.source)
                 return Self.redirect("/devices")
             } catch let error as HearthError {
@@ -276,10 +272,6 @@ struct Pages {
 
     // MARK: Helpers
 
-    static func formFields(_ request: Request, limit: Int, schema: ObjectSchema) async throws -> ValidatedObject {
-        try validate(try await Body.form(request, limit: limit), schema: schema)
-    }
-
     /// A browser sends every field of a form, optional ones left blank as empty strings: those
     /// count as not given. A required field left blank is still refused, naming the field.
     static func validate(_ form: [String: String], schema: ObjectSchema) throws -> ValidatedObject {
@@ -404,6 +396,7 @@ func esc(_ text: String) -> String {
 /// - and a synchronizer token: public forms carry HMAC(key, `__Host-hearth_form` cookie), a random
 ///   per-browser value set with the form (Secure, HttpOnly, SameSite=Strict); signed-in forms carry
 ///   a token bound to the session. A post without the matching pair is refused (403).
+/// One check for both kinds: ``fields(_:limit:schema:)``.
 /// The pages send `Referrer-Policy: same-origin`, so a browser's same-origin form post carries its
 /// real Origin (`no-referrer` made Chromium send `Origin: null`, which broke every form).
 struct FormGuard {
@@ -414,6 +407,14 @@ struct FormGuard {
     let setCookie: String?
     private let expected: String?
 
+    /// A signed-in form: the token is bound to the session (``Pages/csrfToken(_:)``).
+    init(session identity: Identity) {
+        token = Pages.csrfToken(identity)
+        expected = token
+        setCookie = nil
+    }
+
+    /// A public form: the token is bound to this browser's form cookie, set now if it had none.
     init(_ request: Request, hearth: Hearth) {
         if let value = request.cookies[Self.cookieName]?.value, SecureToken.isWellFormed(value) {
             token = hearth.formToken(cookie: value)

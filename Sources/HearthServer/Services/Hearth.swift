@@ -20,7 +20,7 @@ public struct HearthSettings: Sendable {
     public var hashQueue: Int?
     /// The names clients reach this server by (the server certificate's names, `--hostname`):
     /// requests for any other Host are refused with 421.
-    public var hostnames = ["localhost", "127.0.0.1", "::1"]
+    public var hostnames = DataFolder.defaultHostnames
     /// How long a command waits for the device's answer.
     public var commandTimeout: Duration = .seconds(10)
     /// security.txt contacts and languages, and the disclosure deadlines.

@@ -29,6 +29,11 @@ REGRESSIONS = [
     "Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n{{\"email\":\"a@b.c\"}}",
     "POST /api/v1/sessions HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n"
     "Connection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n",
+] + [
+    # Content-Length extremes on a JSON route: a 4xx or a close, never a 5xx.
+    "POST /api/v1/sessions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: " + n
+    + "\r\nConnection: close\r\n\r\n{{}}"
+    for n in ["-1", "18446744073709551616", "99999999999999999999999", "9223372036854775807", "abc", "1, 2", "2, 2"]
 ]
 
 
