@@ -196,6 +196,11 @@ public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async
 }
 
+/// Which devices are connected to the gateway now (online on the owner's and operator's pages).
+public protocol DevicePresence: Sendable {
+    func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial>
+}
+
 // MARK: Rate limits
 
 /// A token bucket with an injected clock: `rate` tokens per second, at most `burst` saved up.

@@ -74,7 +74,7 @@ public enum ListenerKind: Sendable {
 
 /// The MQTT gateway as a service: the mutual-TLS device listener and, when asked for, the plaintext
 /// development listener, over one broker. It delivers commands to devices for the HTTPS API.
-public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting {
+public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence {
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
     let store: (any HearthStore)?
@@ -367,6 +367,12 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     /// Ends a device's live connection (after revocation): 0x87 not authorized.
     public func disconnect(_ serial: DeviceSerial, reason: String) async {
         await parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
+    }
+
+    // MARK: DevicePresence
+
+    public func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial> {
+        await parts.hub.attached(serials.map { ("device:\($0.rawValue)", $0) })
     }
 }
 

@@ -152,6 +152,11 @@ actor Hub {
 
     func isAttached(_ sessionKey: String) -> Bool { mailboxes[sessionKey] != nil }
 
+    /// Which of these are attached now, in one hop onto the hub.
+    func attached<T: Hashable & Sendable>(_ keys: [(String, T)]) -> Set<T> {
+        Set(keys.filter { mailboxes[$0.0] != nil }.map(\.1))
+    }
+
     /// Ends a session's live connection with `reason`.
     func disconnect(_ sessionKey: String, _ reason: ReasonCode, _ message: String) {
         mailboxes[sessionKey]?.continuation.yield(.disconnect(reason, message))

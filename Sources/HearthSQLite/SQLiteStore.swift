@@ -165,6 +165,13 @@ public final class SQLiteStore: HearthStore {
                 CREATE INDEX devices_model ON devices(model_id);
                 """)
         }
+        m.registerMigration("2026-12-02 device names, fleet and logbook indexes") { db in
+            try db.execute(sql: """
+                ALTER TABLE devices ADD COLUMN name_sealed BLOB;
+                CREATE INDEX devices_by_model ON devices(model_id, serial);
+                CREATE INDEX audit_by_subject ON audit_log(subject, seq);
+                """)
+        }
         return m
     }
 
@@ -275,6 +282,21 @@ public final class SQLiteStore: HearthStore {
         }
     }
 
+    public func sessions(of account: AccountID) async throws -> [SessionRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM sessions WHERE account_id = ? ORDER BY created_at DESC", arguments: [account.description]).map {
+                SessionRecord(tokenHash: $0["token_hash"], account: try AccountID($0["account_id"] as String), createdAt: date($0["created_at"]), expiresAt: date($0["expires_at"]))
+            }
+        }
+    }
+
+    public func deleteSessions(of account: AccountID, audit: AuditEntry) async throws -> Int {
+        try await write(audit: [audit]) { db in
+            try db.execute(sql: "DELETE FROM sessions WHERE account_id = ?", arguments: [account.description])
+            return db.changesCount
+        }
+    }
+
     public func deleteSession(tokenHash: String, audit: AuditEntry) async throws {
         try await write(audit: [audit]) { db in
             try db.execute(sql: "DELETE FROM sessions WHERE token_hash = ?", arguments: [tokenHash])
@@ -371,6 +393,50 @@ public final class SQLiteStore: HearthStore {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0 }
     }
 
+    public func nameDevice(_ serial: DeviceSerial, owner: AccountID, nameSealed: Data?, audit: AuditEntry) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                try db.execute(sql: "UPDATE devices SET name_sealed = ? WHERE serial = ? AND owner_id = ?", arguments: [nameSealed, serial.rawValue, owner.description])
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
+    public func fleet(after: DeviceSerial?, filter: FleetFilter, limit: Int) async throws -> [DeviceRecord] {
+        let (clause, arguments) = Self.fleetWhere(filter)
+        return try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM devices WHERE \(clause) AND serial > ? ORDER BY serial LIMIT ?",
+                arguments: StatementArguments(arguments + [after?.rawValue ?? ""]) + [max(0, limit)]
+            ).map(Self.device)
+        }
+    }
+
+    public func fleetCount(_ filter: FleetFilter) async throws -> Int {
+        let (clause, arguments) = Self.fleetWhere(filter)
+        return try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE \(clause)", arguments: StatementArguments(arguments)) ?? 0 }
+    }
+
+    /// The filter as SQL with bound values only (no value is spliced into the text).
+    static func fleetWhere(_ filter: FleetFilter) -> (String, [String]) {
+        var clauses = ["1 = 1"]
+        var arguments: [String] = []
+        if let model = filter.model {
+            clauses.append("model_id = ?")
+            arguments.append(model.rawValue)
+        }
+        if let claimed = filter.claimed { clauses.append(claimed ? "owner_id IS NOT NULL" : "owner_id IS NULL") }
+        if let prefix = filter.serialPrefix, !prefix.isEmpty {
+            // Serials are upper-case letters and digits: a prefix range needs no LIKE escaping.
+            clauses.append("serial >= ? AND serial < ?")
+            arguments += [prefix, prefix + "\u{7F}"]
+        }
+        return (clauses.joined(separator: " AND "), arguments)
+    }
+
     public func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool {
         do {
             return try await write(audit: [audit]) { db in
@@ -391,7 +457,7 @@ public final class SQLiteStore: HearthStore {
             serial: try DeviceSerial(row["serial"] as String), model: try ProductModelID(row["model_id"] as String),
             certificatePEM: row["certificate_pem"], setupCodeHash: row["setup_code_hash"], provisionedAt: date(row["provisioned_at"]),
             owner: try (row["owner_id"] as String?).map { try AccountID($0) }, claimedAt: (row["claimed_at"] as Int64?).map(date),
-            revokedAt: (row["revoked_at"] as Int64?).map(date)
+            revokedAt: (row["revoked_at"] as Int64?).map(date), nameSealed: row["name_sealed"]
         )
     }
 
@@ -403,10 +469,18 @@ public final class SQLiteStore: HearthStore {
 
     public func auditRecords() async throws -> [AuditRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY seq").map {
-                AuditRecord(sequence: $0["seq"], atMillis: $0["at"], kind: $0["kind"], actor: $0["actor"], subject: $0["subject"], detail: $0["detail"], previousMAC: $0["prev_mac"], mac: $0["mac"])
-            }
+            try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY seq").map(Self.auditRecord)
         }
+    }
+
+    public func auditRecords(subject: String, limit: Int) async throws -> [AuditRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq DESC LIMIT ?", arguments: [subject, max(0, limit)]).map(Self.auditRecord)
+        }
+    }
+
+    static func auditRecord(_ row: Row) -> AuditRecord {
+        AuditRecord(sequence: row["seq"], atMillis: row["at"], kind: row["kind"], actor: row["actor"], subject: row["subject"], detail: row["detail"], previousMAC: row["prev_mac"], mac: row["mac"])
     }
 
     public func auditHead() async throws -> AuditHead? {

@@ -40,6 +40,9 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         m.registerMigration("2026-11-28 offline drops") { db in
             try db.execute(sql: "ALTER TABLE readings ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0")
         }
+        m.registerMigration("2026-12-02 readings by time") { db in
+            try db.execute(sql: "CREATE INDEX readings_by_time ON readings(serial, received_at)")
+        }
         return m
     }
 
@@ -85,6 +88,29 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                     """,
                 arguments: [serial.rawValue, after ?? 0, millis(from), millis(to), max(0, limit)]
             ).map(Self.record)
+        }
+    }
+
+    public func series(_ serial: DeviceSerial, field: String, from: Date, to: Date, buckets: Int) async throws -> [TelemetryBucket] {
+        let start = millis(from), end = millis(to)
+        guard buckets > 0, end > start else { return [] }
+        // Bucket width in milliseconds, at least 1; the arithmetic is done in SQLite's 64-bit
+        // integers on values bounded by the table's own times.
+        let width = max(1, (end - start) / Int64(buckets) + ((end - start) % Int64(buckets) == 0 ? 0 : 1))
+        return try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT (received_at - ?) / ? AS bucket, COUNT(v) AS n, MIN(v) AS lo, MAX(v) AS hi, AVG(v) AS mean
+                    FROM (SELECT received_at, json_extract(vals, ?) AS v FROM readings
+                          WHERE serial = ? AND received_at >= ? AND received_at < ?)
+                    WHERE typeof(v) IN ('integer', 'real')
+                    GROUP BY bucket ORDER BY bucket
+                    """,
+                arguments: [start, width, "$.\"\(field)\"", serial.rawValue, start, end]
+            ).map { row in
+                TelemetryBucket(start: date(start + (row["bucket"] as Int64) * width), count: row["n"], min: row["lo"], max: row["hi"], mean: row["mean"])
+            }
         }
     }
 

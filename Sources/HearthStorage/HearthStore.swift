@@ -28,6 +28,10 @@ public protocol HearthStore: Sendable {
     func createSession(_ session: SessionRecord, audit: AuditEntry) async throws
     func session(tokenHash: String) async throws -> SessionRecord?
     func deleteSession(tokenHash: String, audit: AuditEntry) async throws
+    /// The account's sessions, newest first.
+    func sessions(of account: AccountID) async throws -> [SessionRecord]
+    /// Ends every session of the account (sign out everywhere); returns how many.
+    @discardableResult func deleteSessions(of account: AccountID, audit: AuditEntry) async throws -> Int
     @discardableResult func deleteExpiredSessions(now: Date) async throws -> Int
 
     // Product models
@@ -45,6 +49,13 @@ public protocol HearthStore: Sendable {
     /// back to *its own* code.
     func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws
     func deviceCount() async throws -> Int
+    /// Sets (or with nil clears) the sealed name of a device `owner` owns; false, changing
+    /// nothing, when they do not own it.
+    func nameDevice(_ serial: DeviceSerial, owner: AccountID, nameSealed: Data?, audit: AuditEntry) async throws -> Bool
+    /// The fleet in serial order: at most `limit` devices after `after` that match `filter`.
+    func fleet(after: DeviceSerial?, filter: FleetFilter, limit: Int) async throws -> [DeviceRecord]
+    /// How many devices match `filter`.
+    func fleetCount(_ filter: FleetFilter) async throws -> Int
     /// Revokes the device's certificate (lost, stolen, cloned key). Returns false if it already was.
     /// Throws `.notFound` for an unknown serial.
     func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool
@@ -52,6 +63,8 @@ public protocol HearthStore: Sendable {
     // Audit log
     func appendAudit(_ entry: AuditEntry) async throws
     func auditRecords() async throws -> [AuditRecord]
+    /// The records about `subject` (a device serial, a report id), newest first, at most `limit`.
+    func auditRecords(subject: String, limit: Int) async throws -> [AuditRecord]
     func auditHead() async throws -> AuditHead?
 
     // Vulnerability reports (coordinated disclosure)

@@ -61,8 +61,14 @@ public struct DeviceRecord: Sendable, Equatable {
     public var claimedAt: Date?
     /// Set once the device's certificate is revoked: the gateway refuses it from then on.
     public var revokedAt: Date?
+    /// The name its owner gave it ("Hall thermostat"), sealed with the KEK like an e-mail address:
+    /// it can say who lives where.
+    public var nameSealed: Data?
 
-    public init(serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date, owner: AccountID? = nil, claimedAt: Date? = nil, revokedAt: Date? = nil) {
+    public init(
+        serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date, owner: AccountID? = nil, claimedAt: Date? = nil,
+        revokedAt: Date? = nil, nameSealed: Data? = nil
+    ) {
         self.serial = serial
         self.model = model
         self.certificatePEM = certificatePEM
@@ -71,6 +77,7 @@ public struct DeviceRecord: Sendable, Equatable {
         self.owner = owner
         self.claimedAt = claimedAt
         self.revokedAt = revokedAt
+        self.nameSealed = nameSealed
     }
 }
 
@@ -132,5 +139,20 @@ public struct AdvisoryRecord: Sendable, Equatable {
         self.fixedVersion = fixedVersion
         self.csaf = csaf
         self.osv = osv
+    }
+}
+
+/// Which devices the operator's fleet page lists.
+public struct FleetFilter: Sendable, Equatable {
+    public var model: ProductModelID?
+    /// true: claimed only; false: unclaimed only; nil: both.
+    public var claimed: Bool?
+    /// Serials that start with this (upper-case letters and digits only).
+    public var serialPrefix: String?
+
+    public init(model: ProductModelID? = nil, claimed: Bool? = nil, serialPrefix: String? = nil) {
+        self.model = model
+        self.claimed = claimed
+        self.serialPrefix = serialPrefix
     }
 }

@@ -13,6 +13,23 @@ public struct TelemetryRecord: Sendable, Equatable {
     }
 }
 
+/// A slice of time in a reading's history: how many numeric values, and their range and mean.
+public struct TelemetryBucket: Sendable, Equatable {
+    public let start: Date
+    public let count: Int
+    public let min: Double
+    public let max: Double
+    public let mean: Double
+
+    public init(start: Date, count: Int, min: Double, max: Double, mean: Double) {
+        self.start = start
+        self.count = count
+        self.min = min
+        self.max = max
+        self.mean = mean
+    }
+}
+
 /// A refused payload, as counted: never the payload itself.
 public struct TelemetryRefusal: Sendable, Equatable {
     public let serial: DeviceSerial
@@ -54,6 +71,9 @@ public protocol TelemetryStore: Sendable {
     func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord?
     /// Readings received in `from ..< to`, oldest first, after the `after` cursor, at most `limit`.
     func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws -> [TelemetryRecord]
+    /// One numeric field's readings received in `from ..< to`, summarised in `buckets` equal
+    /// slices of time (only slices with readings), oldest first: what a history chart draws.
+    func series(_ serial: DeviceSerial, field: String, from: Date, to: Date, buckets: Int) async throws -> [TelemetryBucket]
     func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount]
     /// The readings a device said it dropped from its offline queue, summed over what it sent.
     func droppedTotal(_ serial: DeviceSerial) async throws -> Int

@@ -64,7 +64,7 @@ import Testing
                 #expect(policy.text.localizedCaseInsensitiveContains(phrase), "\(phrase)")
             }
             let form = try await client.call(.get, "/security/report")
-            #expect(form.status == 200 && form.text.contains(#"<form method="post" action="/security/report">"#))
+            #expect(form.status == 200 && form.text.contains(#"<form method="post" action="/security/report""#))
             #expect(!form.text.contains("<script"), "works without JavaScript")
             #expect(try await client.call(.get, "/security/status").status == 200)
             #expect(try await client.call(.get, "/").text.contains("/security/policy"))

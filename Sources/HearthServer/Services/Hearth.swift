@@ -253,6 +253,17 @@ public final class Hearth: Sendable {
         try await store.deleteSession(tokenHash: identity.tokenHash, audit: AuditEntry(.signOut, actor: identity.account.id.description, at: time.now()))
     }
 
+    /// Ends every session of the caller's account, on every browser and API client.
+    @discardableResult
+    public func signOutEverywhere(_ identity: Identity) async throws -> Int {
+        try await store.deleteSessions(of: identity.account.id, audit: AuditEntry(.signOutEverywhere, actor: identity.account.id.description, at: time.now()))
+    }
+
+    /// The caller's sessions, newest first; `current` marks the one making this request.
+    public func sessions(of identity: Identity) async throws -> [(session: SessionRecord, current: Bool)] {
+        try await store.sessions(of: identity.account.id).filter { $0.expiresAt > time.now() }.map { ($0, $0.tokenHash == identity.tokenHash) }
+    }
+
     // MARK: Product models
 
     public func createModel(_ json: JSONValue, by identity: Identity) async throws -> ProductModel {

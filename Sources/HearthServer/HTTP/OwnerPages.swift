@@ -1,0 +1,363 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthStorage
+import HearthUpdate
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// The owner's pages: their devices as cards, a device's page (state, history charts, controls,
+/// software, notices, logbook, name), set-up, and their account. Someone else's device and an
+/// unknown serial get the same 404 (``Hearth/ownedDevice(_:by:)``), never a 403.
+struct OwnerPages {
+    let hearth: Hearth
+    let views: Views
+
+    struct Reading {
+        let name: String
+        let label: String
+        let value: String
+    }
+
+    /// A device as its card and the top of its page show it.
+    struct Card {
+        let serial: String
+        let href: String
+        let displayName: String
+        let product: String
+        let online: Bool
+        let lastSeen: String
+        let readings: [Reading]
+        let firmware: String
+        let updateState: String
+        let hasAlerts: Bool
+        let alertText: String
+    }
+
+    func register(on router: Router<HearthRequestContext>) {
+        let hearth = self.hearth, views = self.views
+        let limit = hearth.settings.maxBodyBytes
+        let streams = LiveStreams()
+
+        router.get("/devices") { request, _ in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            let devices = try await hearth.devices(of: identity)
+            let online = await hearth.online(devices.map(\.serial))
+            let notices = try await hearth.notices(for: identity)
+            var cards: [Card] = []
+            for device in devices {
+                cards.append(try await Self.card(device, hearth: hearth, online: online.contains(device.serial), notices: notices.filter { $0.devices.contains(device.serial) }.count))
+            }
+            return views.render("devices", title: "Your devices", nav: Views.Nav(identity), page: ["cards": cards, "hasDevices": !cards.isEmpty] as [String: Any])
+        }
+
+        // Set-up (claiming), step by step.
+        @Sendable func claimPage(_ identity: Identity) -> Pages.FormPage {
+            Pages.FormPage(
+                heading: "Set up a device",
+                steps: [
+                    "Plug the device in. It connects to Hearth by itself over an encrypted link; there is no password to set.",
+                    "Find the label on the device or in its box: it shows the serial and a setup code.",
+                    "Type both below. Hearth checks the code; a wrong code changes nothing, and too many wrong codes pause set-up for a while.",
+                    "The device then appears under Your devices with its readings and controls. Give it a name there.",
+                ],
+                form: FormModel(action: "/claim", csrf: Pages.csrfToken(identity), button: "Set up", [
+                    FormField("serial", "Serial", maxLength: 32, autocomplete: "off", hint: "Letters and digits, as printed on the label."),
+                    FormField("setupCode", "Setup code", maxLength: 32, autocomplete: "off", inputmode: "numeric"),
+                ])
+            )
+        }
+        router.get("/claim") { request, _ in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            return views.render("form-page", title: "Set up a device", nav: Views.Nav(identity), page: claimPage(identity))
+        }
+        router.post("/claim") { request, context in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            return try await Pages.submit(request, FormGuard(session: identity), limit: limit, schema: API.claim, views: views, title: "Set up a device", nav: Views.Nav(identity), page: claimPage(identity)) { form in
+                let device = try await hearth.claim(serial: form.string("serial")!, setupCode: form.string("setupCode")!, by: identity, source: context.source)
+                return Pages.redirect("/devices/\(device.serial.rawValue)")
+            }
+        }
+
+        router.get("/devices/:serial") { request, context in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
+            let window = Chart.Window(rawValue: request.uri.queryParameters.get("range") ?? "24h") ?? .day
+            return try await Self.devicePage(device, identity: identity, window: window, hearth: hearth, views: views)
+        }
+        router.post("/devices/:serial/commands/:command") { request, context in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
+            let name = context.parameters.get("command") ?? ""
+            let sent = try await FormGuard(session: identity).read(request, limit: limit)
+            var answer: Answer
+            do {
+                guard let model = try await hearth.store.model(device.model), let command = model.commands.first(where: { $0.name == name }) else {
+                    throw HearthError(.notFound, field: "command", "this device has no command \(name)")
+                }
+                let parameters = try Self.parameters(sent, command: command)
+                switch try await hearth.sendCommand(to: device.serial.rawValue, name: name, parameters: parameters, by: identity) {
+                case .answered(let status, let detail):
+                    answer = Answer(text: "The device answered: \(status)\(detail.map { " — \($0)" } ?? "")", ok: status == "ok", command: name, error: nil, sent: sent)
+                case .offline:
+                    answer = Answer(text: "The device is offline: the command was not delivered. Try again when it is online.", ok: false, command: name, error: nil, sent: sent)
+                case .timedOut:
+                    answer = Answer(text: "The device did not answer in time; it may still carry the command out.", ok: false, command: name, error: nil, sent: sent)
+                }
+            } catch let error as HearthError where error.code == .invalidInput || error.code == .unknownField {
+                answer = Answer(text: "Nothing was sent: \(error.message)", ok: false, command: name, error: error, sent: sent)
+            }
+            return try await Self.devicePage(device, identity: identity, window: .day, hearth: hearth, views: views, answer: answer)
+        }
+        router.post("/devices/:serial/name") { request, context in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
+            let sent = try await FormGuard(session: identity).read(request, limit: limit)
+            do {
+                try await hearth.nameDevice(device.serial.rawValue, name: sent["name"] ?? "", by: identity)
+                return Pages.redirect("/devices/\(device.serial.rawValue)")
+            } catch let error as HearthError where error.code == .invalidInput {
+                return try await Self.devicePage(device, identity: identity, window: .day, hearth: hearth, views: views, answer: Answer(text: "The name was not changed: \(error.message)", ok: false, command: "name", error: error, sent: sent), status: .badRequest)
+            }
+        }
+        router.get("/devices/:serial/events") { request, context in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { throw HearthError(.unauthorized, "sign in first") }
+            let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
+            return try await streams.open(device, account: identity.account.id, hearth: hearth)
+        }
+
+        router.get("/account") { request, _ in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            return try await Self.accountPage(identity, hearth: hearth, views: views)
+        }
+        router.post("/account/sign-out-everywhere") { request, _ in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            _ = try await FormGuard(session: identity).read(request, limit: limit)
+            try await hearth.signOutEverywhere(identity)
+            return Pages.redirect("/signin", cookie: Pages.sessionCookie("", maxAge: 0))
+        }
+    }
+
+    /// The outcome of a command or a rename, shown at the top of the device page.
+    struct Answer {
+        let text: String
+        let ok: Bool
+        let command: String
+        let error: HearthError?
+        let sent: [String: String]
+    }
+
+    /// A command's form fields turned into the typed parameters the model declares.
+    static func parameters(_ sent: [String: String], command: CommandSpec) throws -> [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        for field in command.parameters {
+            guard let text = sent[field.name]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else {
+                if field.required { throw HearthError.invalid(field.name, "a value is required") }
+                continue
+            }
+            switch field.type {
+            case .number:
+                guard text.count <= 32, let value = Double(text), value.isFinite else { throw HearthError.invalid(field.name, "expected a number") }
+                out[field.name] = .number(value)
+            case .integer:
+                guard let value = NetworkInput.nonNegativeInteger(text, maximum: 1 << 53) ?? (text.hasPrefix("-") ? NetworkInput.nonNegativeInteger(String(text.dropFirst()), maximum: 1 << 53).map { -$0 } : nil) else {
+                    throw HearthError.invalid(field.name, "expected a whole number")
+                }
+                out[field.name] = .number(Double(value))
+            case .boolean:
+                guard text == "true" || text == "false" else { throw HearthError.invalid(field.name, "expected on or off") }
+                out[field.name] = .bool(text == "true")
+            case .enumeration:
+                out[field.name] = .string(text)
+            }
+        }
+        return out
+    }
+
+    /// A command as a form: one field a parameter, typed and bounded as the model says.
+    static func controlForm(_ command: CommandSpec, serial: String, csrf: String, current: [String: JSONValue]) -> FormModel {
+        let fields = command.parameters.map { p -> FormField in
+            var field = FormField(p.name, Self.label(p.name, unit: p.unit), required: p.required)
+            switch p.type {
+            case .number(let lo, let hi):
+                field.type = "number"
+                (field.min, field.max, field.step) = (Chart.number(lo, step: 1), Chart.number(hi, step: 1), "0.5")
+                field.inputmode = "decimal"
+                field.hint = "From \(Chart.number(lo, step: 1)) to \(Chart.number(hi, step: 1))\(p.unit.map { " \($0)" } ?? "")."
+            case .integer(let lo, let hi):
+                field.type = "number"
+                (field.min, field.max, field.step) = (String(lo), String(hi), "1")
+                field.hint = "A whole number from \(lo) to \(hi)."
+            case .boolean:
+                field.select = true
+                field.options = [FormField.Option(value: "true", text: "On"), FormField.Option(value: "false", text: "Off")]
+            case .enumeration(let values):
+                field.select = true
+                field.options = values.map { FormField.Option(value: $0, text: $0) }
+            }
+            field.describedBy = field.hint.map { _ in "f-\(p.name)-hint" }
+            if case .number(let n)? = current[p.name] { field.value = Chart.number(n, step: 0.1) }
+            return field
+        }
+        return FormModel(action: "/devices/\(serial)/commands/\(command.name)", csrf: csrf, button: Self.words(command.name), fields)
+    }
+
+    /// `setTarget` → "Set target".
+    static func words(_ identifier: String) -> String {
+        var out = ""
+        for c in identifier {
+            if c.isUppercase { out += " " + c.lowercased() } else { out.append(c == "_" ? " " : c) }
+        }
+        return out.prefix(1).uppercased() + out.dropFirst()
+    }
+
+    static func label(_ name: String, unit: String?) -> String { words(name) + (unit.map { " (\($0))" } ?? "") }
+
+    static func format(_ value: JSONValue?, _ field: DataField) -> String {
+        guard let value else { return "—" }
+        let unit = field.unit.map { " \($0)" } ?? ""
+        switch (value, field.type) {
+        case (.number(let n), .integer): return "\(Int(exactly: n.rounded()) ?? 0)\(unit)"
+        case (.number(let n), _): return String(format: "%.1f", n) + unit
+        case (.bool(let b), _): return b ? "On" : "Off"
+        case (.string(let s), _): return s
+        default: return "—"
+        }
+    }
+
+    static func readings(_ latest: TelemetryRecord?, model: ProductModel?) -> [Reading] {
+        (model?.telemetry ?? []).map { Reading(name: $0.name, label: words($0.name), value: format(latest?.reading.values[$0.name], $0)) }
+    }
+
+    static func lastSeen(_ latest: TelemetryRecord?, online: Bool) -> String {
+        if online, latest == nil { return "now" }
+        return latest.map { Pages.when($0.reading.receivedAt) } ?? "never"
+    }
+
+    static func card(_ device: DeviceRecord, hearth: Hearth, online: Bool, notices: Int) async throws -> Card {
+        let model = try await hearth.store.model(device.model)
+        let latest = try await hearth.telemetry?.latest(device.serial)
+        let update = try await hearth.updates?.deviceView(device)
+        let alerts = notices + (update?.alerts.count ?? 0) + (update?.supportEnded == true ? 1 : 0)
+        let product = model?.name ?? device.model.rawValue
+        return Card(
+            serial: device.serial.rawValue, href: "/devices/\(device.serial.rawValue)", displayName: hearth.name(of: device) ?? product, product: product, online: online,
+            lastSeen: lastSeen(latest, online: online), readings: readings(latest, model: model), firmware: update?.running.map { "version \($0)" } ?? "version not reported yet",
+            updateState: update?.latest.flatMap { UpdatePhase(rawValue: $0.phase)?.plainEnglish } ?? "no update reported", hasAlerts: alerts > 0,
+            alertText: alerts == 1 ? "1 alert" : "\(alerts) alerts"
+        )
+    }
+
+    static func devicePage(
+        _ device: DeviceRecord, identity: Identity, window: Chart.Window, hearth: Hearth, views: Views, answer: Answer? = nil, status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
+        let serial = device.serial.rawValue
+        let model = try await hearth.store.model(device.model)
+        let online = await hearth.online([device.serial]).contains(device.serial)
+        let notices = try await hearth.notices(for: identity).filter { $0.devices.contains(device.serial) }.map(\.advisory)
+        let card = try await card(device, hearth: hearth, online: online, notices: notices.count)
+        let latest = try await hearth.telemetry?.latest(device.serial)
+        let now = hearth.time.now()
+        var charts: [Chart] = []
+        if hearth.telemetry != nil {
+            for field in model?.telemetry ?? [] {
+                switch field.type {
+                case .number, .integer:
+                    let buckets = try await hearth.series(device, field: field.name, from: now.addingTimeInterval(-window.seconds), to: now, buckets: window.buckets)
+                    charts.append(Chart(field: field.name, unit: field.unit, buckets: buckets, window: window, now: now))
+                default: continue
+                }
+            }
+        }
+        let csrf = Pages.csrfToken(identity)
+        let controls = (model?.commands ?? []).map { command -> FormModel in
+            let form = controlForm(command, serial: serial, csrf: csrf, current: latest?.reading.values ?? [:])
+            guard let answer, answer.command == command.name, let error = answer.error else { return form }
+            return form.refused(error, sent: answer.sent)
+        }
+        var rename = FormModel(action: "/devices/\(serial)/name", csrf: csrf, button: "Save name", [
+            FormField("name", "Name", required: false, maxLength: Hearth.deviceNameLength, hint: "For example \"Hall thermostat\". Leave empty to show the product name."),
+        ])
+        rename.fields[0].value = hearth.name(of: device) ?? ""
+        if let answer, answer.command == "name", let error = answer.error { rename = rename.refused(error, sent: answer.sent) }
+        let update = try await hearth.updates?.deviceView(device)
+        let phase = update?.latest.flatMap { UpdatePhase(rawValue: $0.phase) }
+        let progress: Int? = switch phase {
+        case .downloading: 1
+        case .verifying: 2
+        case .installing: 3
+        case .rebooting: 4
+        default: nil
+        }
+        let notes = update?.release.flatMap { release -> String? in
+            guard case .object(let custom)? = try? JSONValue.parse(Array(release.custom.utf8)) else { return nil }
+            if case .string(let text)? = custom["notes"] { return text }
+            return nil
+        }
+        let page: [String: Any] = [
+            "serial": serial, "href": "/devices/\(serial)?range=\(window.rawValue)", "displayName": card.displayName, "product": card.product, "online": online,
+            "lastSeen": card.lastSeen, "readings": card.readings, "eventsURL": "/devices/\(serial)/events",
+            "answer": answer?.text as Any, "answerClass": answer?.ok == true ? "ok" : "error",
+            "hasControls": !controls.isEmpty, "controls": controls,
+            "hasCharts": !charts.isEmpty, "charts": charts,
+            "windows": Chart.Window.allCases.map { ["href": "/devices/\(serial)?range=\($0.rawValue)#history", "label": "Last \($0.words.replacingOccurrences(of: "the last ", with: ""))", "current": $0 == window] as [String: Any] },
+            "firmware": card.firmware, "updateState": card.updateState, "progress": progress as Any,
+            "supportText": update.map { $0.supportEnded ? "Security updates for this product ended on \($0.supportEnds.plainEnglish). It gets no more fixes; consider replacing it." : "Security updates until \($0.supportEnds.plainEnglish)." } ?? "",
+            "releaseNotes": notes as Any, "releaseVersion": update?.release?.version ?? "",
+            "notices": notices.map { ["id": $0.id, "severity": $0.severity, "title": $0.title, "fixedVersion": $0.fixedVersion] },
+            "logbook": try await hearth.logbook(device, limit: 50).map { ["at": Pages.when($0.at), "text": $0.text, "alert": $0.alert] as [String: Any] },
+            "rename": rename,
+        ]
+        return views.render("device", title: card.displayName, nav: Views.Nav(identity), page: page, status: status, live: true)
+    }
+
+    static func accountPage(_ identity: Identity, hearth: Hearth, views: Views) async throws -> Response {
+        let sessions = try await hearth.sessions(of: identity).map { ["createdAt": Pages.when($0.session.createdAt), "expiresAt": Pages.when($0.session.expiresAt), "current": $0.current] as [String: Any] }
+        let page: [String: Any] = [
+            "email": identity.email.rawValue, "role": identity.role == .operator ? "Operator" : "Owner", "deviceCount": try await hearth.devices(of: identity).count,
+            "sessions": sessions,
+            "everywhere": FormModel(action: "/account/sign-out-everywhere", csrf: Pages.csrfToken(identity), button: "Sign out everywhere", []),
+        ]
+        return views.render("account", title: "Your account", nav: Views.Nav(identity), page: page)
+    }
+}
+
+/// Live state for open device pages, as server-sent events: the device's presence and readings,
+/// sent when they change (checked every two seconds), for at most a minute a stream (the browser
+/// reconnects by itself), at most four streams an account at once (more get 429).
+final class LiveStreams: Sendable {
+    static let perAccount = 4
+    let open = Mutex<[AccountID: Int]>([:])
+
+    func open(_ device: DeviceRecord, account: AccountID, hearth: Hearth) async throws -> Response {
+        let admitted = open.withLock { counts in
+            guard counts[account, default: 0] < Self.perAccount else { return false }
+            counts[account, default: 0] += 1
+            return true
+        }
+        guard admitted else { throw HearthError(.throttled, "too many live pages open; close some and reload", retryAfter: 5) }
+        let model = try await hearth.store.model(device.model)
+        let body = ResponseBody { [self] writer in
+            defer { self.open.withLock { $0[account, default: 1] -= 1 } }
+            var last = ""
+            var buffer = ByteBuffer(string: "retry: 3000\n\n")
+            try await writer.write(buffer)
+            for _ in 0..<30 {
+                let latest = try await hearth.telemetry?.latest(device.serial)
+                let online = await hearth.online([device.serial]).contains(device.serial)
+                var fields: [String: JSONValue] = [:]
+                for reading in OwnerPages.readings(latest, model: model) { fields[reading.name] = .string(reading.value) }
+                let state: JSONValue = ["online": .bool(online), "lastSeen": .string(OwnerPages.lastSeen(latest, online: online)), "readings": .object(fields)]
+                if state.text != last {
+                    last = state.text
+                    buffer = ByteBuffer(string: "event: state\ndata: \(last)\n\n")
+                    try await writer.write(buffer)
+                }
+                try await Task.sleep(for: .seconds(2))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
+    }
+}
