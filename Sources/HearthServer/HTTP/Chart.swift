@@ -67,7 +67,9 @@ struct Chart: Sendable {
         hasData = !means.isEmpty
         var lo = means.min() ?? 0, hi = means.max() ?? 1
         if hi - lo < 1e-9 { (lo, hi) = (lo - 1, hi + 1) }
-        let step = Self.niceStep((hi - lo) / 4)
+        var step = Self.niceStep((hi - lo) / 4)
+        // Values beyond what a step can span (never from a model's bounded fields): a plain split.
+        if !((hi - lo) / step < 20) { (lo, hi, step) = (-1, 1, 0.5) }
         lo = (lo / step).rounded(.down) * step
         hi = (hi / step).rounded(.up) * step
         let plotWidth = Self.width - Self.left - Self.right, plotHeight = Self.height - Self.top - Self.bottom

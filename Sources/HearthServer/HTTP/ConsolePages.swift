@@ -37,12 +37,12 @@ struct ConsolePages {
     static let pageSize = 50
 
     /// The console page model: the section links, then what the page fills in.
-    static func page(_ heading: String, section: String, _ content: [String: Any]) -> [String: Any] {
+    static func page(_ heading: String, section: String, _ content: [String: Any?]) -> [String: Any] {
         var page: [String: Any] = [
             "heading": heading, "sections": sections.map { ["href": $0.0, "text": $0.1, "current": $0.0 == section] as [String: Any] },
             "facts": [Fact](), "columns": [String](), "rows": [[String: Any]](), "forms": [TitledForm](),
         ]
-        page.merge(content) { $1 }
+        page.merge(Views.model(content)) { $1 }
         return page
     }
 
@@ -139,7 +139,7 @@ struct ConsolePages {
             if let problem { form = form.refused(problem, sent: sent) }
             return render(identity, "Fleet", Self.page("Fleet", section: "/console", [
                 "filter": form, "count": "\(total) device\(total == 1 ? "" : "s") match\(after == nil ? "" : "; this page continues after \(after!.rawValue)").",
-                "columns": ["Serial", "Model", "Software", "State", "Last seen", "Claimed", "Refused", "Alerts"], "rows": rows, "next": next as Any,
+                "columns": ["Serial", "Model", "Software", "State", "Last seen", "Claimed", "Refused", "Alerts"], "rows": rows, "next": next,
             ]), status: problem == nil ? .ok : .badRequest)
         }
 
@@ -282,7 +282,7 @@ struct ConsolePages {
         if device.revokedAt == nil {
             forms.append(TitledForm(formHeading: "Revoke", form: FormModel(action: "/console/devices/\(device.serial.rawValue)/revoke", csrf: Pages.csrfToken(identity), button: "Revoke this device's certificate", [])))
         }
-        return page(device.serial.rawValue, section: "/console", ["facts": facts, "forms": forms, "flash": flash as Any, "flashClass": "ok"])
+        return page(device.serial.rawValue, section: "/console", ["facts": facts, "forms": forms, "flash": flash, "flashClass": "ok"])
     }
 
     static func rolloutsPage(_ identity: Identity, hearth: Hearth, flash: (String, Bool)?) async throws -> [String: Any] {
@@ -316,7 +316,7 @@ struct ConsolePages {
         return page("Rollouts", section: "/console/rollouts", [
             "columns": ["Rollout", "Release", "State", "Stage", "Progress", "Failure rate"], "rows": rows, "forms": forms,
             "count": "\(rollouts.count) rollout\(rollouts.count == 1 ? "" : "s"), newest first. A rollout pauses by itself when too many updates fail.",
-            "flash": flash?.0 as Any, "flashClass": flash?.1 == true ? "ok" : "error",
+            "flash": flash?.0, "flashClass": flash?.1 == true ? "ok" : "error",
         ])
     }
 
@@ -342,7 +342,7 @@ struct ConsolePages {
             forms.append(TitledForm(formHeading: "Move this report", form: form))
         }
         return page("Report \(report.id.rawValue)", section: "/console/reports", [
-            "facts": facts, "forms": forms, "flash": flash?.0 as Any, "flashClass": flash?.1 == true ? "ok" : "error",
+            "facts": facts, "forms": forms, "flash": flash?.0, "flashClass": flash?.1 == true ? "ok" : "error",
             "intro": ["Publishing the advisory for a fixed report: POST /api/v1/security/reports/\(report.id.rawValue)/advisory."],
         ])
     }

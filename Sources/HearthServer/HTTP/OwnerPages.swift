@@ -92,6 +92,7 @@ struct OwnerPages {
             let name = context.parameters.get("command") ?? ""
             let sent = try await FormGuard(session: identity).read(request, limit: limit)
             var answer: Answer
+            var status = HTTPResponse.Status.ok
             do {
                 guard let model = try await hearth.store.model(device.model), let command = model.commands.first(where: { $0.name == name }) else {
                     throw HearthError(.notFound, field: "command", "this device has no command \(name)")
@@ -105,10 +106,14 @@ struct OwnerPages {
                 case .timedOut:
                     answer = Answer(text: "The device did not answer in time; it may still carry the command out.", ok: false, command: name, error: nil, sent: sent)
                 }
-            } catch let error as HearthError where error.code == .invalidInput || error.code == .unknownField {
-                answer = Answer(text: "Nothing was sent: \(error.message)", ok: false, command: name, error: error, sent: sent)
+            } catch let error as HearthError where [.invalidInput, .unknownField, .unavailable].contains(error.code) {
+                // The model's check names `parameters.target`; the form's field is `target`.
+                let field = error.field.map { $0.hasPrefix("parameters.") ? String($0.dropFirst(11)) : $0 }
+                let shown = HearthError(error.code, field: field, error.message)
+                answer = Answer(text: "Nothing was sent: \(error.message)", ok: false, command: name, error: shown, sent: sent)
+                status = ErrorMiddleware.status(for: error.code)
             }
-            return try await Self.devicePage(device, identity: identity, window: .day, hearth: hearth, views: views, answer: answer)
+            return try await Self.devicePage(device, identity: identity, window: .day, hearth: hearth, views: views, answer: answer, status: status)
         }
         router.post("/devices/:serial/name") { request, context in
             guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
@@ -295,20 +300,20 @@ struct OwnerPages {
             if case .string(let text)? = custom["notes"] { return text }
             return nil
         }
-        let page: [String: Any] = [
+        let page = Views.model([
             "serial": serial, "href": "/devices/\(serial)?range=\(window.rawValue)", "displayName": card.displayName, "product": card.product, "online": online,
             "lastSeen": card.lastSeen, "readings": card.readings, "eventsURL": "/devices/\(serial)/events",
-            "answer": answer?.text as Any, "answerClass": answer?.ok == true ? "ok" : "error",
+            "answer": answer?.text, "answerClass": answer?.ok == true ? "ok" : "error",
             "hasControls": !controls.isEmpty, "controls": controls,
             "hasCharts": !charts.isEmpty, "charts": charts,
             "windows": Chart.Window.allCases.map { ["href": "/devices/\(serial)?range=\($0.rawValue)#history", "label": "Last \($0.words.replacingOccurrences(of: "the last ", with: ""))", "current": $0 == window] as [String: Any] },
-            "firmware": card.firmware, "updateState": card.updateState, "progress": progress as Any,
+            "firmware": card.firmware, "updateState": card.updateState, "progress": progress,
             "supportText": update.map { $0.supportEnded ? "Security updates for this product ended on \($0.supportEnds.plainEnglish). It gets no more fixes; consider replacing it." : "Security updates until \($0.supportEnds.plainEnglish)." } ?? "",
-            "releaseNotes": notes as Any, "releaseVersion": update?.release?.version ?? "",
+            "releaseNotes": notes, "releaseVersion": update?.release?.version ?? "",
             "notices": notices.map { ["id": $0.id, "severity": $0.severity, "title": $0.title, "fixedVersion": $0.fixedVersion] },
             "logbook": try await hearth.logbook(device, limit: 50).map { ["at": Pages.when($0.at), "text": $0.text, "alert": $0.alert] as [String: Any] },
             "rename": rename,
-        ]
+        ])
         return views.render("device", title: card.displayName, nav: Views.Nav(identity), page: page, status: status, live: true)
     }
 

@@ -12,9 +12,10 @@ struct Views: Sendable {
     let library: MustacheLibrary
 
     /// The templates shipped with the build; a missing or malformed one stops the server at start.
+    static let folder = Bundle.module.resourceURL?.appendingPathComponent("Templates").path ?? "Templates"
+
     static let shipped: Views = {
         do {
-            guard let folder = Bundle.module.resourceURL?.appendingPathComponent("Templates").path else { throw HearthError(.internal, "no template folder") }
             return Views(library: try MustacheLibrary.load(folder))
         } catch {
             fatalError("the page templates are missing or malformed: \(error)")
@@ -41,6 +42,10 @@ struct Views: Sendable {
             isOperator = identity.role == .operator
         }
     }
+
+    /// A page model as a dictionary without its absent values: an optional left in would render
+    /// as present (a section shown, "nil" printed).
+    static func model(_ values: [String: Any?]) -> [String: Any] { values.compactMapValues { $0 } }
 
     func html(_ template: String, title: String, nav: Nav?, page: Any, live: Bool = false) -> String {
         let full = title == "Hearth" ? title : "\(title) · Hearth"
