@@ -101,13 +101,13 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT (received_at - ?) / ? AS bucket, COUNT(v) AS n, MIN(v) AS lo, MAX(v) AS hi, AVG(v) AS mean
-                    FROM (SELECT received_at, json_extract(vals, ?) AS v FROM readings
-                          WHERE serial = ? AND received_at >= ? AND received_at < ?)
-                    WHERE typeof(v) IN ('integer', 'real')
+                    SELECT (received_at - ?3) / ?5 AS bucket, COUNT(v) AS n, MIN(v) AS lo, MAX(v) AS hi, AVG(v) AS mean
+                    FROM (SELECT received_at, json_extract(vals, ?1) AS v, json_type(vals, ?1) AS t FROM readings
+                          WHERE serial = ?2 AND received_at >= ?3 AND received_at < ?4)
+                    WHERE t IN ('integer', 'real')
                     GROUP BY bucket ORDER BY bucket
                     """,
-                arguments: [start, width, "$.\"\(field)\"", serial.rawValue, start, end]
+                arguments: ["$.\"\(field)\"", serial.rawValue, start, end, width]
             ).map { row in
                 TelemetryBucket(start: date(start + (row["bucket"] as Int64) * width), count: row["n"], min: row["lo"], max: row["hi"], mean: row["mean"])
             }

@@ -123,6 +123,60 @@ public enum StoreContract {
             try await require(released?.owner == nil && released?.setupCodeHash == devices[0].setupCodeHash, "released to its own code")
             try await require(store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed)), "claimable again")
         },
+        Case(description: "an owner names only their own device; the fleet pages in serial order with filters") { store in
+            let models = ProductModel.demoModels()
+            for m in models { try await store.createModel(m, at: t0, audit: audit(.modelCreated)) }
+            let (a, b) = (account(1), account(2))
+            try await store.createAccount(a, audit: audit())
+            try await store.createAccount(b, audit: audit())
+            let thermostats = (0..<7).map { _ in device(models[0]) }, locks = (0..<3).map { _ in device(models[1]) }
+            try await store.addDevices(thermostats + locks, audit: audit(.devicesProvisioned))
+            try await require(store.claimDevice(thermostats[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "claimed")
+            let before = try await store.auditRecords().count
+            try await require(!(store.nameDevice(thermostats[0].serial, owner: b.id, nameSealed: Data([9]), audit: audit(.deviceNamed))), "not B's to name")
+            try await require(!(store.nameDevice(thermostats[1].serial, owner: a.id, nameSealed: Data([9]), audit: audit(.deviceNamed))), "unclaimed: nobody's to name")
+            try await require(store.auditRecords().count == before, "a refused name records nothing")
+            try await require(store.nameDevice(thermostats[0].serial, owner: a.id, nameSealed: Data([7, 7]), audit: audit(.deviceNamed)), "named")
+            try await require(store.device(thermostats[0].serial)?.nameSealed == Data([7, 7]), "stored")
+            try await require(store.nameDevice(thermostats[0].serial, owner: a.id, nameSealed: nil, audit: audit(.deviceNamed)), "cleared")
+            try await require(store.device(thermostats[0].serial)?.nameSealed == nil, "cleared stored")
+            // Paging: three at a time, each device once, in serial order.
+            var seen: [DeviceSerial] = []
+            var after: DeviceSerial?
+            while true {
+                let page = try await store.fleet(after: after, filter: FleetFilter(), limit: 3)
+                seen += page.map(\.serial)
+                guard page.count == 3 else { break }
+                after = page.last?.serial
+            }
+            try await require(seen == (thermostats + locks).map(\.serial).sorted { $0.rawValue < $1.rawValue }, "every device once, in order: \(seen.count)")
+            try await require(store.fleetCount(FleetFilter()) == 10, "count")
+            try await require(store.fleetCount(FleetFilter(model: models[1].id)) == 3, "by model")
+            try await require(store.fleet(after: nil, filter: FleetFilter(model: models[1].id), limit: 10).allSatisfy { $0.model == models[1].id }, "only that model")
+            try await require(store.fleetCount(FleetFilter(claimed: true)) == 1, "claimed")
+            try await require(store.fleetCount(FleetFilter(claimed: false)) == 9, "not claimed")
+            let serial = thermostats[2].serial.rawValue
+            try await require(store.fleet(after: nil, filter: FleetFilter(serialPrefix: serial), limit: 10).map(\.serial) == [thermostats[2].serial], "a whole serial as prefix")
+            try await require(store.fleetCount(FleetFilter(serialPrefix: String(serial.prefix(3)))) >= 1, "a prefix")
+            try await require(store.fleet(after: nil, filter: FleetFilter(), limit: -5).isEmpty, "no negative page")
+            try await require(store.fleet(after: nil, filter: FleetFilter(), limit: 0).isEmpty, "no empty page")
+        },
+        Case(description: "a subject's audit records come newest first; an account's sessions end together") { store in
+            let a = account(1), b = account(2)
+            try await store.createAccount(a, audit: audit())
+            try await store.createAccount(b, audit: audit())
+            for (i, subject) in ["S1", "S2", "S1", "S1"].enumerated() { try await store.appendAudit(AuditEntry(.commandSent, subject: subject, detail: "c\(i)", at: t0)) }
+            try await require(store.auditRecords(subject: "S1", limit: 2).map(\.detail) == ["c3", "c2"], "newest first, limited")
+            try await require(store.auditRecords(subject: "none", limit: 5).isEmpty, "none")
+            try await require(store.auditRecords(subject: "S1", limit: -1).isEmpty, "negative limit")
+            for (hash, who) in [("a1", a), ("a2", a), ("b1", b)] {
+                try await store.createSession(SessionRecord(tokenHash: hash, account: who.id, createdAt: t0, expiresAt: t0 + 600), audit: audit(.signIn))
+            }
+            try await require(Set(store.sessions(of: a.id).map(\.tokenHash)) == ["a1", "a2"], "A's sessions")
+            try await require(store.deleteSessions(of: a.id, audit: audit(.signOutEverywhere)) == 2, "both ended")
+            try await require(store.sessions(of: a.id).isEmpty, "A has none")
+            try await require(store.session(tokenHash: "b1") != nil, "B's untouched")
+        },
         Case(description: "every write appends one chained audit record, and the head follows") { store in
             try await store.appendAudit(AuditEntry(.serverStarted, detail: "one", at: t0))
             try await store.createAccount(account(1), audit: audit())
