@@ -19,6 +19,9 @@ public actor ReferenceDevice {
     var thermostat: Thermostat
     var lock = SmartLock()
     var lastReport: Date?
+    /// The owner's settings (setpoint, bolt), kept on the device's storage so that a restart (a
+    /// firmware switch-over, a power cut) comes back as the owner left it (issue 13).
+    public nonisolated let settingsURL: URL
 
     /// - Parameters:
     ///   - bundle: the device's folder (factory bundle plus its own state).
@@ -47,7 +50,12 @@ public actor ReferenceDevice {
         serial = bundle.serial
         self.clock = clock
         self.reportEvery = reportEvery
-        thermostat = Thermostat(room: RoomSimulation(seed: seed), now: clock.now())
+        settingsURL = bundle.folder.appendingPathComponent("settings.json")
+        let saved = Self.loadSettings(settingsURL)
+        var savedTarget = 21.0
+        if case .number(let t)? = saved["target"], t.isFinite, (5...30).contains(t) { savedTarget = t }
+        thermostat = Thermostat(room: RoomSimulation(seed: seed), target: savedTarget, now: clock.now())
+        if case .string(let s)? = saved["state"], let state = SmartLock.State(rawValue: s), state != .jammed { lock = SmartLock(state: state) }
         target.device.withLock { $0.device = self }
     }
 
@@ -64,6 +72,7 @@ public actor ReferenceDevice {
     @discardableResult
     public func press(_ input: String) async throws -> Bool {
         guard kind == .lock, lock.press(input) else { return false }
+        saveSettings()
         try await report()
         return true
     }
@@ -73,8 +82,24 @@ public actor ReferenceDevice {
 
     func handle(_ command: DeviceCommand) async -> CommandReply {
         let reply = kind == .thermostat ? thermostat.apply(command) : lock.apply(command)
-        if reply.status == .ok { try? await report() }
+        if reply.status == .ok {
+            saveSettings()
+            try? await report()
+        }
         return reply
+    }
+
+    /// What survives a restart: the setpoint or the bolt's state. Written atomically (temporary
+    /// file, fsync, rename), before the command is answered ok.
+    func saveSettings() {
+        let settings: JSONValue = kind == .thermostat ? ["target": .number(thermostat.target)] : ["state": .string(lock.state.rawValue)]
+        try? FirmwareUpdater.writeAtomically(Data(settings.text.utf8), to: settingsURL)
+    }
+
+    /// The saved settings; empty when there are none or the file is unreadable (factory state).
+    static func loadSettings(_ url: URL) -> [String: JSONValue] {
+        guard let data = try? Data(contentsOf: url), data.count < 4096, case .object(let o)? = try? JSONValue.parse(Array(data)) else { return [:] }
+        return o
     }
 
     func report() async throws {

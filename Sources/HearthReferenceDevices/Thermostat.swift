@@ -94,7 +94,10 @@ public struct SmartLock: Sendable {
     /// Battery in per cent; each motor run uses a little.
     public private(set) var battery: Double = 100
 
-    public init() {}
+    /// - Parameter state: the state kept on the device's storage from before a restart.
+    public init(state: State = .locked) {
+        self.state = state
+    }
 
     /// A local event: `lock`, `unlock` or `toggle` (the button). Returns false for anything else.
     public mutating func press(_ input: String) -> Bool {

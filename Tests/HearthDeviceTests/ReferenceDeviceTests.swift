@@ -29,9 +29,9 @@ func eventually(_ what: String, within seconds: Double = 30, _ condition: () asy
 
 func makeDevice(
     _ fixture: DeviceFixture, _ device: DeviceFixture.Device, port: Int, clock: any TimeSource = SystemTimeSource(), reportEvery: TimeInterval = 30,
-    queue: QueuePolicy = QueuePolicy(), onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in }
+    queue: QueuePolicy = QueuePolicy(), folder existing: URL? = nil, onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in }
 ) throws -> ReferenceDevice {
-    let folder = try fixture.bundle(for: device)
+    let folder = try existing ?? fixture.bundle(for: device)
     return try ReferenceDevice(
         bundle: try DeviceBundle.load(folder), uniqueKey: try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path),
         clock: clock, reportEvery: reportEvery, seed: 11,
@@ -155,6 +155,25 @@ struct ReferenceDeviceTests {
             #expect(await gateway.send(command: "unlock", parameters: ["force": true], to: l, timeout: .seconds(5)) == .answered(status: "refused", detail: "'force' is not a parameter of unlock"))
             #expect(await gateway.send(command: "setTarget", parameters: ["target": 20], to: l, timeout: .seconds(5)) != .answered(status: "ok", detail: nil))
             #expect(await lock.lockState.state == .unlocked)
+            running.forEach { $0.cancel() }
+            // A restart (a firmware switch-over, a power cut: a new process on the same storage)
+            // comes back as the owner left it, and reports it at once (issue 13).
+            let thermostatAgain = try makeDevice(fixture, fixture.thermostats[0], port: port, folder: thermostat.settingsURL.deletingLastPathComponent())
+            let lockAgain = try makeDevice(fixture, fixture.locks[0], port: port, folder: lock.settingsURL.deletingLastPathComponent())
+            #expect(await thermostatAgain.thermostatState.target == 25)
+            #expect(await thermostatAgain.thermostatState.reading["target"] == 25)
+            #expect(await lockAgain.lockState.state == .unlocked)
+        }
+    }
+
+    @Test func savedSettingsThatAreGarbageGiveTheFactoryState() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let folder = try fixture.bundle(for: fixture.thermostats[0])
+        for garbage in ["{\"target\": 1e999}", "{\"target\": 99}", "not json", String(repeating: "[", count: 100_000), "{\"target\": \"warm\"}"] {
+            try Data(garbage.utf8).write(to: folder.appendingPathComponent("settings.json"))
+            let device = try makeDevice(fixture, fixture.thermostats[0], port: 1, folder: folder)
+            #expect(device.settingsURL == folder.appendingPathComponent("settings.json"))
+            #expect(await device.thermostatState.target == 21, "\(garbage.prefix(20))")
         }
     }
 

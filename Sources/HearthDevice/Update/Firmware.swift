@@ -339,7 +339,7 @@ public actor FirmwareUpdater {
     }
 
     /// Temporary file, fsync, rename over, fsync the folder: the file is the old one or the new one.
-    static func writeAtomically(_ data: Data, to url: URL) throws {
+    public static func writeAtomically(_ data: Data, to url: URL) throws {
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
         let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw DeviceError("cannot write \(url.path)") }
