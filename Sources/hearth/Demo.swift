@@ -41,6 +41,15 @@ struct Demo: AsyncParsableCommand {
         try await reportingErrors {
             guard (1...50).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 50") }
             let path = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("hearth-demo-\(UUID().uuidString.prefix(8))").path
+            // A demo is a first run: on a folder that already holds one it would add a second owner
+            // and more devices. Refuse, and say how to run what is there.
+            let bundlesPath = URL(fileURLWithPath: path).appendingPathComponent("bundles").path
+            if let existing = try? FileManager.default.contentsOfDirectory(atPath: bundlesPath), !existing.isEmpty {
+                throw HearthError(
+                    .conflict, field: "data",
+                    "\(path) already holds a demo (\(existing.count) devices). Nothing was changed. Run `hearth demo` without --data for a fresh one, or `hearth serve --data \(path)` to serve this one again."
+                )
+            }
             print("Hearth demo: data folder \(path)")
             var options = try DataOptions.parse([])
             options.data = path
@@ -50,13 +59,14 @@ struct Demo: AsyncParsableCommand {
             let repository = try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)
             let maker = try DemoMaker(folder: folder, repository: repository)
             var units: [URL] = []
+            print("[1/6] Provisioning \(devices) of each demo product (serial, key pair, certificate, setup code, label, signed firmware 1.0.0)…")
             for model in ProductModel.demoModels() {
                 if try await store.model(model.id) == nil {
                     try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "demo", subject: model.id.rawValue, at: Date()))
                 }
                 try await maker.release(model: model.id, version: "1.0.0", from: "0.0.0", fixes: "The first release of the \(model.name) firmware.", severity: .none)
                 provisioner.firmware = try await repository.factoryFirmware(model.id)
-                print("[1/6] Provisioning \(devices) × \(model.name) (serial, key pair, certificate, setup code, label, signed firmware 1.0.0)…")
+                print("      \(devices) × \(model.name)")
                 units += try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles).map { bundles.appendingPathComponent($0.serial.rawValue) }
             }
             print("      The labels in the boxes (a consumer reads the serial and setup code from them):")
@@ -197,12 +207,17 @@ struct DemoScript: Service {
         say("      rollout \(rollout.rollout.id): 50% of the thermostats first, then all; it pauses by itself if more than 20% fail")
         for device in thermostats {
             var view = JSONValue.null
-            for _ in 0..<600 {
+            var shown = ""
+            for _ in 0..<1200 {
                 view = try await api.request(.GET, "/api/v1/devices/\(device.serial)/update", token: token).json ?? .null
+                if case .object(let o) = view, case .object(let latest)? = o["latest"], case .string(let text)? = latest["text"], text != shown {
+                    shown = text
+                    say("      \(device.serial): \(text)")
+                }
                 if case .object(let o) = view, o["firmwareVersion"] == "1.1.0", case .object(let latest)? = o["latest"], latest["phase"] == "succeeded" { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            guard case .object(let o) = view, o["firmwareVersion"] == "1.1.0" else { throw HearthError(.deviceTimeout, "demo: \(device.serial) did not update within a minute: \(view.text)") }
+            guard case .object(let o) = view, o["firmwareVersion"] == "1.1.0" else { throw HearthError(.deviceTimeout, "demo: \(device.serial) did not update within two minutes: \(view.text)") }
             if case .object(let release)? = o["release"], case .object(let notes)? = release["notes"], case .object(let rn)? = notes["release_notes"], case .string(let fixes)? = rn["fixes"], case .string(let severity)? = rn["severity_text"] {
                 say("      the owner sees \(device.serial): firmware 1.1.0, updated. Release notes: \(fixes) \(severity)")
             }
@@ -224,7 +239,8 @@ struct DemoScript: Service {
                          \(curl) -H "authorization: Bearer $TOKEN" \(base)/api/v1/devices/\(anyThermostat)/telemetry/latest
                          \(curl) -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
                            -d '{"name":"setTarget","parameters":{"target":19}}' \(base)/api/v1/devices/\(anyThermostat)/commands
-              Operator:  open the one-time set-up link printed above to create the operator account.
+              Operator:  open the one-time set-up link printed above to create the operator account,
+                         then the console at \(base)/console (fleet, rollouts, audit log).
               Updates:   \(curl) -H "authorization: Bearer $TOKEN" \(base)/api/v1/devices/\(anyThermostat)/update
                          the demo maker's signing workspace (keys that stay offline in production): \(maker.workspace.options.url.path)
               Devices:   their folders (sealed keys, offline queues, firmware slots) are in \(folder.url.appendingPathComponent("bundles").path);

@@ -220,6 +220,35 @@ import Testing
         }
     }
 
+    @Test func theSmallThingsAFirstVisitorMeets() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        try await d.application.test(.router) { client in
+            // The CSAF metadata is dated now, not 1970, while there is no advisory.
+            let metadata = try await client.call(.get, "/.well-known/csaf/provider-metadata.json")
+            let updated = try #require(metadata.string("last_updated").flatMap { try? Date.ISO8601FormatStyle().parse($0) })
+            #expect(abs(updated.timeIntervalSince(d.time.now())) < 5, "\(metadata.text)")
+            // A favicon, one title suffix, and a header that knows who is signed in.
+            let icon = try await client.call(.get, "/favicon.ico")
+            #expect(icon.status == 200 && icon.headers[.contentType] == "image/svg+xml" && icon.text.contains("<svg"))
+            let home = try await client.call(.get, "/")
+            #expect(home.text.contains("<title>Hearth</title>") && home.text.contains(">Sign in<"))
+            let signin = try await client.call(.get, "/signin")
+            #expect(signin.text.contains("<title>Sign in · Hearth</title>") && !signin.text.contains("Hearth · Hearth"))
+            let ann = try await Self.browser(client, token: try await client.owner("ann@example.com"))
+            for path in ["/", "/models", "/security/policy", "/security/report", "/security/status", "/security/acknowledgments", "/devices", "/account", "/claim"] {
+                let page = try await client.call(.get, path, headers: ann.headers)
+                #expect(page.status == 200 && page.text.contains("action=\"/signout\"") && !page.text.contains(">Sign in<"), "\(path) shows the signed-in header")
+            }
+            #expect(try await client.call(.get, "/signin", headers: ann.headers).status == 303, "signed in: no second sign-in form")
+            // Only the site's own script file; the pages have no inline script or style.
+            for path in ["/", "/security/report", "/claim"] {
+                let page = try await client.call(.get, path, headers: ann.headers)
+                #expect(!page.text.contains("<script>") && !page.text.contains("style=\""), "\(path)")
+            }
+        }
+    }
+
     @Test func templatesNeverSkipEscaping() throws {
         let folder = URL(fileURLWithPath: Views.folder)
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".mustache") }

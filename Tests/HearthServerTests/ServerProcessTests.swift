@@ -230,6 +230,14 @@ import X509
         #expect(jump.status == 1 && jump.output.contains("can move to"), "\(jump.output)")
         let shown = try await HearthProcess.run(["disclosure", "show", reportID, "--data", dir.path])
         #expect(shown.output.contains("Thanks, looking at it") && shown.output.contains("Found a bug"), "\(shown.output)")
+        // Each step has its own label, and the update's progress is shown while it runs.
+        for step in 1...6 { #expect(out.components(separatedBy: "[\(step)/6]").count - 1 == 1, "step \(step) labelled once") }
+        #expect(out.components(separatedBy: ": Updated\n").count - 1 == 2, "progress while the update runs")
+        // A second demo on the same folder is refused and changes nothing (issue 13).
+        let before = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path).sorted()
+        let again = try await HearthProcess.run(["demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data", dir.path])
+        #expect(again.status != 0 && again.output.contains("already holds a demo") && again.output.contains("hearth serve --data"), "\(again.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path).sorted() == before)
     }
 
     @Test func helpExplainsItself() async throws {

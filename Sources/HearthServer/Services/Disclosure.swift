@@ -245,7 +245,8 @@ extension Hearth {
 
     /// CSAF 2.0 provider metadata (`/.well-known/csaf/provider-metadata.json`).
     public func providerMetadata(base: String) async throws -> JSONValue {
-        let latest = try await store.advisories().first?.publishedAt ?? Date(timeIntervalSince1970: 0)
+        // The newest advisory changed the metadata last; with none, this process made it at start.
+        let latest = try await store.advisories().first?.publishedAt ?? startedAt
         let models = try await store.models()
         return [
             "canonical_url": .string("\(base)/.well-known/csaf/provider-metadata.json"),

@@ -84,6 +84,8 @@ public final class Hearth: Sendable {
     public let commands: (any DeviceCommandChannel)?
     /// The update repository, rollouts and support periods; nil when this process runs none.
     public let updates: Updates?
+    /// When this process started serving (the CSAF metadata's date while no advisory exists).
+    public let startedAt: Date
 
     public init(
         store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings, time: any TimeSource = SystemTimeSource(),
@@ -108,6 +110,7 @@ public final class Hearth: Sendable {
         self.telemetry = telemetry
         self.commands = commands
         self.updates = updates
+        startedAt = time.now()
     }
 
     /// Runs CPU-heavy work (scrypt) off the event loops and the cooperative pool, on NIO's blocking
