@@ -295,10 +295,16 @@ struct OwnerPages {
         case .rebooting: 4
         default: nil
         }
+        // The release's notes as the maker signed them (TUF custom metadata): what it fixes, how
+        // serious, and whether the device keeps working while it installs.
         let notes = update?.release.flatMap { release -> String? in
-            guard case .object(let custom)? = try? JSONValue.parse(Array(release.custom.utf8)) else { return nil }
-            if case .string(let text)? = custom["notes"] { return text }
-            return nil
+            guard case .object(let custom)? = try? JSONValue.parse(Array(release.custom.utf8)), case .object(let notes)? = custom["release_notes"],
+                case .string(let fixes)? = notes["fixes"]
+            else { return nil }
+            var text = fixes
+            if case .string(let severity)? = notes["severity_text"] { text += " " + severity }
+            if notes["keeps_working_while_installing"] == .bool(true) { text += " The device keeps working while it installs." }
+            return text
         }
         let page = Views.model([
             "serial": serial, "href": "/devices/\(serial)?range=\(window.rawValue)", "displayName": card.displayName, "product": card.product, "online": online,

@@ -1,23 +1,38 @@
-"""Drives real headless Chromium (Selenium + chromedriver) through Hearth's public forms, as a new
-user would: sign up, sign out, sign in, set up a device from its label, create the operator from
-the one-time link, file a vulnerability report and read its status. Then a page on another origin
-posts a form to Hearth and the post must be refused.
+"""Drives real headless Chromium (Selenium + chromedriver) through Hearth as its people would, against
+a running `hearth demo` (a thermostat and a lock running as reference devices, updated to 1.1.0):
 
-Usage: browser_flows.py BASE SETUP_LINK SERIAL SETUP_CODE
+- a new owner signs up, signs out, signs in, sets up a device from its label (a wrong code first);
+- the demo owner sees the thermostat's card and page: its reading, a chart, its software update
+  and release notes; sends a setpoint from the form and sees the device's answer, then the new
+  setpoint arrives on the open page by itself (server-sent events);
+- the operator is created from the one-time link, sees the fleet, starts, pauses, resumes and
+  aborts a rollout, and (once on the security team) moves a report through the workflow;
+- a researcher files a report without an account and reads its status and the team's note;
+- a page on another origin posts a form to Hearth and the post is refused.
+
+Every page visited is checked with axe-core (0 serious or critical violations), at 375 px wide
+(no sideways scrolling), and for CSP violations in the browser's console.
+
+Usage: browser_flows.py BASE SETUP_LINK SERIAL SETUP_CODE OWNER_JSON HEARTH_BINARY DATA_FOLDER
 Prints one line per step ("ok STEP" or "FAILED STEP: why") and a count of both.
 """
 import http.server
+import json
+import os
+import subprocess
 import sys
 import threading
+import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-base, setup_link, serial, setup_code = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+base, setup_link, serial, setup_code, owner_json, hearth, data = sys.argv[1:8]
 results = []
+visited = set()
 
 
 def step(name, check):
@@ -27,7 +42,7 @@ def step(name, check):
         print(f"ok {name}", flush=True)
     except Exception as error:  # noqa: BLE001 - every failure is reported, not raised
         results.append(False)
-        print(f"FAILED {name}: {type(error).__name__}: {str(error)[:400]}", flush=True)
+        print(f"FAILED {name}: {type(error).__name__}: {str(error)[:600]}", flush=True)
 
 
 options = Options()
@@ -35,8 +50,25 @@ for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--dis
     options.add_argument(flag)
 # The deployment's own root CA signs the server certificate; the browser is told to accept it.
 options.accept_insecure_certs = True
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 driver.set_page_load_timeout(30)
+
+
+def page_path():
+    url = driver.current_url
+    return url[len(base):].split("#")[0] if url.startswith(base) else None
+
+
+def remember():
+    path = page_path()
+    if path is not None:
+        visited.add(path)
+
+
+def go(path):
+    driver.get(base + path)
+    remember()
 
 
 def submit(selector="main form[method=post] button"):
@@ -51,20 +83,32 @@ def submit(selector="main form[method=post] button"):
         except Exception:  # noqa: BLE001 - stale, or chromedriver's "does not belong to the document"
             return True
 
-    WebDriverWait(driver, 20).until(gone)
+    WebDriverWait(driver, 30).until(gone)
+    remember()
 
 
-def fill_and_submit(path, fields):
-    driver.get(base + path)
+def fill(fields):
     for name, value in fields.items():
         element = driver.find_element(By.NAME, name)
-        element.clear()
-        element.send_keys(value)
-    submit()
+        if element.tag_name == "select":
+            Select(element).select_by_value(value)
+        else:
+            element.clear()
+            element.send_keys(value)
+
+
+def fill_and_submit(path, fields, selector="main form[method=post] button"):
+    go(path)
+    fill(fields)
+    submit(selector)
 
 
 def body():
     return driver.find_element(By.TAG_NAME, "body").text
+
+
+def sign_out():
+    submit("form[action='/signout'] button")
 
 
 email, password = "ann@example.com", "lantern orbit velvet puzzle"
@@ -74,43 +118,119 @@ def sign_up():
     fill_and_submit("/signup", {"email": email, "password": password})
     assert driver.current_url.endswith("/devices"), f"at {driver.current_url}: {body()[:300]}"
     assert "Your devices" in body(), body()[:300]
+    assert "Sign out" in body() and "Sign in\n" not in body(), "the header knows who is signed in"
 
 
-def sign_out():
-    submit("form[action='/signout'] button")
-    driver.get(base + "/devices")
+def sign_out_and_in():
+    sign_out()
+    go("/devices")
     assert driver.current_url.endswith("/signin"), f"still signed in at {driver.current_url}"
-
-
-def sign_in():
     fill_and_submit("/signin", {"email": email, "password": password})
     assert driver.current_url.endswith("/devices"), f"at {driver.current_url}: {body()[:300]}"
 
 
 def claim():
-    fill_and_submit("/claim", {"serial": serial, "setupCode": setup_code})
-    assert driver.current_url.endswith("/devices"), f"at {driver.current_url}: {body()[:300]}"
+    fill_and_submit("/claim", {"serial": serial, "setupCode": "0000000000"})
+    field = driver.find_element(By.NAME, "serial")
+    assert field.get_attribute("value") == serial, "the serial typed is kept after an error"
+    assert driver.find_elements(By.CSS_SELECTOR, "[role=alert]"), "the error is announced"
+    fill({"setupCode": setup_code})
+    submit()
+    assert f"/devices/{serial}" in driver.current_url, f"at {driver.current_url}: {body()[:300]}"
+    assert "Hearth Smart Lock L1" in body(), body()[:300]
+    go("/devices")
     assert serial in body(), body()[:300]
+
+
+def owner_sees_thermostat():
+    creds = json.load(open(owner_json))
+    driver.delete_all_cookies()
+    fill_and_submit("/signin", creds)
+    cards = driver.find_elements(By.CSS_SELECTOR, ".card")
+    assert len(cards) == 2, f"{len(cards)} cards: {body()[:300]}"
+    text = body()
+    assert "°C" in text and "Online" in text and "version 1.1.0" in text, text[:600]
+    link = next(c for c in cards if "Thermostat" in c.text).find_element(By.CSS_SELECTOR, "h2 a")
+    link.click()
+    WebDriverWait(driver, 20).until(lambda d: "/devices/" in d.current_url)
+    remember()
+    text = body()
+    for part in ["Temperature (°C)", "History", "Updated", "Release notes for 1.1.0", "Fixes a crash", "Security updates until"]:
+        assert part in text, f"{part!r} missing: {text[:800]}"
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline.line"), "a chart with a line"
+
+
+def setpoint_and_live_refresh():
+    fill({"target": "22.5"})
+    submit("form[action$='/commands/setTarget'] button")
+    answer = driver.find_element(By.ID, "answer").text
+    assert "The device answered: ok" in answer, answer
+    # The page stays open: the new setpoint arrives by itself (server-sent events).
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-field=target]").text == "22.5 °C")
+    fill({"target": "99"})
+    submit("form[action$='/commands/setTarget'] button")
+    error = driver.find_element(By.ID, "f-target-error").text
+    assert "between" in error, error
+    assert driver.find_element(By.NAME, "target").get_attribute("aria-invalid") == "true"
 
 
 def operator():
     driver.delete_all_cookies()
     driver.get(setup_link)
-    for name, value in {"email": "op@example.com", "password": "operator passphrase that is long"}.items():
-        driver.find_element(By.NAME, name).send_keys(value)
+    remember()
+    fill({"email": "op@example.com", "password": "operator passphrase that is long"})
     submit()
     assert "Operator account created" in body(), body()[:300]
+    fill_and_submit("/signin", {"email": "op@example.com", "password": "operator passphrase that is long"})
+    go("/console")
+    text = body()
+    assert "devices match" in text and "Online" in text, text[:500]
+    assert "ann@example.com" not in text, "no owner's e-mail in the fleet"
+    go("/console/models")
+    go("/console/audit")
+    assert "Intact: all" in body(), body()[:300]
 
 
-def report():
+def rollout():
+    go("/console/rollouts")
+    fill({"target": "lock-l1-1.0.0.img"})
+    submit("form[action='/console/rollouts'] button")
+    assert "Started rollout" in body(), body()[:500]
+    rollout_id = body().split("Started rollout ")[1].split(" ")[0]
+    for action, state in [("pause", "paused"), ("resume", "active"), ("abort", "aborted")]:
+        submit(f"form[action='/console/rollouts/{rollout_id}/{action}'] button")
+        assert f"now {state}" in body(), f"{action}: {body()[:500]}"
+    assert driver.find_elements(By.CSS_SELECTOR, "progress"), "progress bars"
+
+
+report_token = {}
+
+
+def researcher_reports():
     driver.delete_all_cookies()
     fill_and_submit("/security/report", {"title": "Lock opens on a long press", "description": "Hold the button for ten seconds and the lock opens without a code."})
+    assert "your report is received" in body(), body()[:300]
+    report_token["token"] = driver.find_element(By.CSS_SELECTOR, "main code").text
+    report_token["id"] = body().split("Tracking id: ")[1].split("\n")[0].strip()
+
+
+def team_moves_report():
+    team = subprocess.run([hearth, "disclosure", "team", "op@example.com", "--data", data], capture_output=True, text=True, timeout=60)
+    assert team.returncode == 0, team.stdout + team.stderr
+    fill_and_submit("/signin", {"email": "op@example.com", "password": "operator passphrase that is long"})
+    go("/console/reports")
+    assert report_token["id"] in body(), body()[:300]
+    go(f"/console/reports/{report_token['id']}")
+    fill({"state": "acknowledged", "note": "Thank you, we can reproduce it."})
+    submit("form[action$='/transition'] button")
+    assert "Moved to" in body(), body()[:300]
+
+
+def researcher_reads_status():
+    driver.delete_all_cookies()
+    fill_and_submit("/security/status", {"token": report_token["token"]})
     text = body()
-    errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".error")]
-    assert "your report is received" in text, f"{driver.current_url} {errors} {text[:300]}"
-    token = driver.find_element(By.CSS_SELECTOR, "main code").text
-    fill_and_submit("/security/status", {"token": token})
-    assert "Lock opens on a long press" in body() and "Status:" in body(), body()[:300]
+    assert "Lock opens on a long press" in text and "Thank you, we can reproduce it." in text and "cknowledged" in text, text[:500]
 
 
 class Attacker(http.server.BaseHTTPRequestHandler):
@@ -132,12 +252,9 @@ class Attacker(http.server.BaseHTTPRequestHandler):
 def cross_site():
     driver.delete_all_cookies()
     server = http.server.HTTPServer(("127.0.0.1", 0), Attacker)
-    attacker_port = server.server_port
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        driver.get(f"http://localhost:{attacker_port}/")
-        driver.implicitly_wait(0)
-        import time
+        driver.get(f"http://localhost:{server.server_port}/")
         deadline = time.time() + 10
         while time.time() < deadline and driver.current_url.startswith("http://localhost"):
             time.sleep(0.2)
@@ -148,9 +265,69 @@ def cross_site():
         server.shutdown()
 
 
+def axe_script():
+    import axe_selenium_python
+    folder = os.path.dirname(axe_selenium_python.__file__)
+    return open(os.path.join(folder, "node_modules", "axe-core", "axe.min.js")).read()
+
+
+def every_page_is_accessible_and_fits_375px():
+    """Signed in as the operator, the demo owner, then nobody: every page visited above."""
+    source = axe_script()
+    problems = []
+    creds = json.load(open(owner_json))
+    sessions = [
+        ({"email": "op@example.com", "password": "operator passphrase that is long"}, lambda p: p.startswith("/console")),
+        (creds, lambda p: p.startswith("/devices") or p.startswith("/account") or p == "/claim"),
+        (None, lambda p: not (p.startswith("/console") or p.startswith("/devices") or p.startswith("/account") or p == "/claim" or p.startswith("/setup/"))),
+    ]
+    pages = sorted(visited | {"/", "/models", "/security/policy", "/security/acknowledgments", "/account", "/signup", "/signin"})
+    checked = 0
+    for login, wanted in sessions:
+        driver.delete_all_cookies()
+        if login:
+            fill_and_submit("/signin", login)
+        for path in [p for p in pages if wanted(p) and "/setup/" not in p]:
+            for width in (1024, 375):
+                driver.set_window_size(width, 900)
+                driver.get(base + path)
+                if width == 375:
+                    overflow = driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                    if overflow > 1:
+                        problems.append(f"{path}: {overflow}px sideways scroll at 375px")
+                    continue
+                driver.execute_script(source)
+                result = driver.execute_async_script("var done = arguments[0]; axe.run(document, {resultTypes: ['violations']}).then(done, function (e) { done({error: String(e)}); });")
+                if "error" in result:
+                    problems.append(f"{path}: axe failed: {result['error']}")
+                    continue
+                checked += 1
+                for v in result["violations"]:
+                    if v.get("impact") in ("serious", "critical"):
+                        problems.append(f"{path}: {v['impact']} {v['id']}: {v['help']} ({len(v['nodes'])} nodes: {v['nodes'][0]['html'][:120]})")
+    driver.set_window_size(1024, 900)
+    print(f"axe-core checked {checked} pages", flush=True)
+    assert checked >= 15, f"only {checked} pages checked"
+    assert not problems, "\n".join(problems)
+
+
+def no_csp_violations():
+    logs = driver.get_log("browser")
+    bad = [e["message"] for e in logs if "Content Security Policy" in e.get("message", "") or "Refused to" in e.get("message", "")]
+    assert not bad, "\n".join(bad[:10])
+
+
 try:
-    for name, check in [("sign up", sign_up), ("sign out", sign_out), ("sign in", sign_in), ("claim a device", claim),
-                        ("create the operator", operator), ("report and status", report), ("cross-site post refused", cross_site)]:
+    for name, check in [
+        ("sign up", sign_up), ("sign out and in", sign_out_and_in), ("claim a device (a wrong code first)", claim),
+        ("the demo owner sees reading, chart, update and release notes", owner_sees_thermostat),
+        ("a setpoint from the form, the device's answer, live refresh", setpoint_and_live_refresh),
+        ("create the operator; fleet, models, audit", operator), ("start, pause, resume, abort a rollout", rollout),
+        ("a researcher files a report", researcher_reports), ("the security team moves it", team_moves_report),
+        ("the researcher reads the status and the note", researcher_reads_status), ("cross-site post refused", cross_site),
+        ("no CSP violations", no_csp_violations),
+        ("axe-core: 0 serious or critical on every page; 375 px without sideways scroll", every_page_is_accessible_and_fits_375px),
+    ]:
         step(name, check)
 finally:
     driver.quit()
