@@ -18,8 +18,12 @@ public struct DeviceSerial: Hashable, Sendable, Codable, CustomStringConvertible
     public static let length = 12
     public let rawValue: String
 
+    /// What ``init(_:)`` takes, as a pattern: 12 Crockford base-32 characters in either case, with
+    /// dashes or spaces anywhere (as people copy a label).
+    public static let pattern = TextPattern("^[- ]*([0-9A-HJKMNP-TV-Za-hjkmnp-tv-z][- ]*){12}$", "a serial is 12 characters of 0-9 and A-Z (no I, L, O, U)", example: "7K3M9Q2XH4TD")
+
     public init(_ text: String) throws {
-        let normalized = text.uppercased().filter { $0 != "-" && $0 != " " }
+        let normalized = text.unicodeScalars.allSatisfy(\.isASCII) ? text.uppercased().filter { $0 != "-" && $0 != " " } : ""
         guard normalized.count == Self.length, normalized.allSatisfy(Base32.allowed.contains) else {
             throw HearthError.invalid("serial", "a serial is \(Self.length) characters of 0-9 and A-Z (no I, L, O, U)")
         }
@@ -78,18 +82,16 @@ public struct AccountID: Hashable, Sendable, CustomStringConvertible {
 public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: String
 
+    /// What ``init(_:)`` takes: ASCII, a local part of 1 to 64 characters, an '@', and a domain
+    /// of dot-separated labels; no spaces and none of `"(),:;<>@[\]` (so an address is never
+    /// markup or a header injection). At most 254 characters.
+    public static let pattern = TextPattern(
+        #"^[!#-'*+\-./-9=?A-Z^-~]{1,64}@[!#-'*+\-/-9=?A-Z^-~]+(\.[!#-'*+\-/-9=?A-Z^-~]+)+$"#, "not an e-mail address", example: "ann@example.com"
+    )
+
     public init(_ text: String) throws {
-        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
-        let parts = trimmed.split(separator: "@", omittingEmptySubsequences: false)
-        guard trimmed.utf8.count <= 254, parts.count == 2,
-            let local = parts.first, let domain = parts.last,
-            (1...64).contains(local.utf8.count), domain.utf8.count >= 3,
-            domain.contains("."), !domain.hasPrefix("."), !domain.hasSuffix("."), !domain.contains(".."),
-            trimmed.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F && !"<>()[]\\,;:\"".unicodeScalars.contains($0) })
-        else {
-            throw HearthError.invalid("email", "not an e-mail address")
-        }
-        rawValue = trimmed
+        guard text.utf8.count <= 254, Self.pattern.matches(text) else { throw HearthError.invalid("email", "not an e-mail address") }
+        rawValue = text.lowercased()
     }
 
     /// The part before the '@', a context word for the password policy.

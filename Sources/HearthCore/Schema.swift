@@ -2,9 +2,10 @@ import Foundation
 
 /// What one field of a request body may hold.
 public indirect enum FieldKind: Sendable {
-    /// Text of `minLength…maxLength` characters; control characters are refused unless `multiline`
-    /// (which allows newlines and tabs).
-    case string(minLength: Int = 1, maxLength: Int, multiline: Bool = false)
+    /// Text of `minLength…maxLength` Unicode scalars (what JSON Schema counts); the characters
+    /// ``TextRule`` forbids are refused (`multiline` allows newlines and tabs); and, when given,
+    /// the whole text must match `pattern`.
+    case string(minLength: Int = 1, maxLength: Int, multiline: Bool = false, pattern: TextPattern? = nil)
     case integer(min: Int, max: Int)
     case number(min: Double, max: Double)
     case boolean
@@ -70,8 +71,9 @@ public struct ObjectSchema: Sendable {
 
     static func check(_ value: JSONValue, against kind: FieldKind, path: String) throws {
         switch (kind, value) {
-        case (.string(let minLength, let maxLength, let multiline), .string(let s)):
+        case (.string(let minLength, let maxLength, let multiline, let pattern), .string(let s)):
             try checkText(s, minLength: minLength, maxLength: maxLength, multiline: multiline, path: path)
+            if let pattern, !pattern.matches(s) { throw HearthError.invalid(path, pattern.message) }
         case (.integer(let min, let max), .number(let d)):
             guard d.rounded() == d else { throw HearthError.invalid(path, "expected a whole number") }
             guard d >= Double(min), d <= Double(max) else { throw HearthError.invalid(path, "must be between \(min) and \(max)") }
@@ -106,22 +108,77 @@ public struct ObjectSchema: Sendable {
     }
 
     static func checkText(_ s: String, minLength: Int, maxLength: Int, multiline: Bool, path: String) throws {
-        let count = s.count
+        let count = s.unicodeScalars.count
         guard count >= minLength else {
             throw HearthError.invalid(path, minLength == 1 ? "must not be empty" : "must be at least \(minLength) characters")
         }
         guard count <= maxLength else { throw HearthError.invalid(path, "must be at most \(maxLength) characters") }
-        let allowed: Set<Unicode.Scalar> = multiline ? ["\n", "\r", "\t"] : []
-        if s.unicodeScalars.contains(where: { isControl($0) && !allowed.contains($0) }) {
+        if s.unicodeScalars.contains(where: { !TextRule.allows($0, multiline: multiline) }) {
             throw HearthError.invalid(path, "must not contain control characters")
         }
     }
+}
 
-    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.properties.generalCategory {
-        case .control, .format, .surrogate, .privateUse, .unassigned, .lineSeparator, .paragraphSeparator: true
-        default: false
+/// The characters no text field takes: C0 and C1 controls and DEL; invisible format characters
+/// that can hide or reorder text (soft hyphen, Arabic letter mark, zero-width, bidirectional
+/// controls and isolates, word joiner and friends, the byte-order mark); line and paragraph
+/// separators; surrogates and private use; the specials block. A multiline field also takes tab,
+/// line feed and carriage return. One list: the validator checks it, and the OpenAPI document
+/// states it as each text field's pattern, so a request the document allows is never refused for
+/// its characters.
+public enum TextRule {
+    static let forbidden: [ClosedRange<UInt32>] = [
+        0x00...0x1F, 0x7F...0x9F, 0xAD...0xAD, 0x61C...0x61C, 0x180E...0x180E, 0x200B...0x200F, 0x2028...0x202E, 0x2060...0x206F,
+        0xD800...0xF8FF, 0xFEFF...0xFEFF, 0xFFF0...0xFFFF,
+    ]
+    static let multilineAllowed: Set<UInt32> = [0x09, 0x0A, 0x0D]
+
+    public static func allows(_ scalar: Unicode.Scalar, multiline: Bool) -> Bool {
+        if multiline, multilineAllowed.contains(scalar.value) { return true }
+        return !forbidden.contains { $0.contains(scalar.value) }
+    }
+
+    /// The rule as a JSON Schema (ECMA-262) pattern that Python and ICU read the same way.
+    public static func pattern(multiline: Bool) -> String {
+        var ranges: [ClosedRange<UInt32>] = []
+        for range in forbidden {
+            var start = range.lowerBound
+            for cut in multilineAllowed.sorted() where multiline && range.contains(cut) {
+                if start < cut { ranges.append(start...(cut - 1)) }
+                start = cut + 1
+            }
+            if start <= range.upperBound { ranges.append(start...range.upperBound) }
         }
+        func hex(_ v: UInt32) -> String { "\\u" + String(format: "%04X", v) }
+        return "^[^" + ranges.map { $0.count == 1 ? hex($0.lowerBound) : hex($0.lowerBound) + "-" + hex($0.upperBound) }.joined() + "]*$"
+    }
+}
+
+/// A regular expression a whole text field must match, with the message for one that does not.
+/// Written in the subset of syntax that JSON Schema (ECMA-262), Python and ICU read alike: the
+/// OpenAPI document publishes it and the validator applies it, so both say the same.
+public struct TextPattern: Sendable {
+    public let regex: String
+    public let message: String
+    /// A text that matches (the OpenAPI document's example; the tests' valid value).
+    public let example: String
+    nonisolated(unsafe) let compiled: NSRegularExpression?
+
+    public init(_ regex: String, _ message: String, example: String) {
+        self.regex = regex
+        self.message = message
+        self.example = example
+        // The patterns are literals, each checked by the tests; an invalid one matches nothing
+        // rather than trapping.
+        compiled = try? NSRegularExpression(pattern: regex)
+    }
+
+    /// True when the pattern matches the whole text. (ICU's `$` also matches before a final line
+    /// break; the match must cover everything, as in ECMA-262.) NSRegularExpression is immutable,
+    /// so one is shared.
+    public func matches(_ text: String) -> Bool {
+        let whole = NSRange(text.startIndex..., in: text)
+        return compiled?.firstMatch(in: text, range: whole)?.range == whole
     }
 }
 

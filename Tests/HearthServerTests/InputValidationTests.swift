@@ -34,7 +34,7 @@ import Testing
             wrongType[field.name] = .bool(true)
             if case .boolean = field.kind { wrongType[field.name] = .number(1) }
             cases.append(BadInput(description: "\(field.name) of the wrong type", body: Array(JSONValue.object(wrongType).serialized()), status: 400, error: "invalid_input", field: field.name))
-            if case .string(_, let maxLength, _) = field.kind {
+            if case .string(_, let maxLength, _, _) = field.kind {
                 // Over the field's limit, inside the 16 KiB body cap.
                 tooLong[field.name] = .string(maxLength < 5_000 ? String(repeating: "é", count: 5_000) : String(repeating: "x", count: maxLength + 1))
                 cases.append(BadInput(description: "\(field.name) very long", body: Array(JSONValue.object(tooLong).serialized()), status: 400, error: "invalid_input", field: field.name))
@@ -53,7 +53,7 @@ import Testing
     /// A value that passes `kind`, so that a case breaks exactly one field.
     static func validValue(_ kind: FieldKind) -> JSONValue {
         switch kind {
-        case .string(let minLength, _, _): .string(String(repeating: "a", count: max(minLength, 1)))
+        case .string(let minLength, _, _, let pattern): .string(pattern?.example ?? String(repeating: "a", count: max(minLength, 1)))
         case .integer(let min, _): .number(Double(min))
         case .number(let min, _): .number(min)
         case .boolean: .bool(true)

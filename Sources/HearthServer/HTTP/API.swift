@@ -27,13 +27,11 @@ typealias EndpointHandler = @Sendable (Request, HearthRequestContext, ValidatedO
 struct API {
     let hearth: Hearth
 
-    static let credentials = ObjectSchema([
-        FieldSchema("email", .string(maxLength: 254)),
-        FieldSchema("password", .string(maxLength: 256)),
-    ])
+    static let email = FieldSchema("email", .string(maxLength: 254, pattern: EmailAddress.pattern), "an e-mail address (ASCII)")
+    static let credentials = ObjectSchema([email, FieldSchema("password", .string(maxLength: 256))])
     static let setup = ObjectSchema([
         FieldSchema("token", .string(maxLength: 64), "the token from the set-up link"),
-        FieldSchema("email", .string(maxLength: 254)),
+        email,
         FieldSchema("password", .string(maxLength: 256), "at least 15 characters; not a common password"),
     ])
     static let command = ObjectSchema([
@@ -41,8 +39,8 @@ struct API {
         FieldSchema("parameters", .map(values: .scalar(maxLength: 64), maxKeys: 16), required: false, "the command's parameters, checked against the model"),
     ])
     static let claim = ObjectSchema([
-        FieldSchema("serial", .string(maxLength: 32), "from the device label"),
-        FieldSchema("setupCode", .string(maxLength: 32), "from the device label"),
+        FieldSchema("serial", .string(maxLength: 32, pattern: DeviceSerial.pattern), "from the device label"),
+        FieldSchema("setupCode", .string(maxLength: 32, pattern: SetupCode.pattern), "from the device label"),
     ])
 
     /// Every endpoint, with its handler.
@@ -299,7 +297,7 @@ struct API {
         for (endpoint, _) in endpoints() { methods[endpoint.path, default: []].append(endpoint.method) }
         for (path, taken) in methods {
             let allow = taken.map(\.rawValue).sorted().joined(separator: ", ")
-            for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] where !taken.contains(method) {
+            for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .trace, .options] where !taken.contains(method) {
                 router.on(routerPath(path), method: method) { _, _ in
                     var response = ErrorMiddleware.response(for: HearthError(.methodNotAllowed, "this resource takes \(allow) only"))
                     response.headers[.allow] = allow
@@ -430,9 +428,18 @@ struct API {
         return e.method.rawValue.lowercased() + words.map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
     }
 
+    /// A text field as the validator checks it: its lengths in Unicode scalars, and its pattern
+    /// (its own, or ``TextRule``'s characters).
+    static func stringSchema(minLength: Int, maxLength: Int, multiline: Bool, pattern: TextPattern?) -> JSONValue {
+        var o: [String: JSONValue] = ["type": "string", "minLength": .number(Double(minLength)), "maxLength": .number(Double(maxLength))]
+        o["pattern"] = .string(pattern?.regex ?? TextRule.pattern(multiline: multiline))
+        if let pattern { o["example"] = .string(pattern.example) }
+        return .object(o)
+    }
+
     static func schemaJSON(_ kind: FieldKind) -> JSONValue {
         switch kind {
-        case .string(let minLength, let maxLength, _): ["type": "string", "minLength": .number(Double(minLength)), "maxLength": .number(Double(maxLength))]
+        case .string(let minLength, let maxLength, let multiline, let pattern): stringSchema(minLength: minLength, maxLength: maxLength, multiline: multiline, pattern: pattern)
         case .integer(let min, let max): ["type": "integer", "minimum": .number(Double(min)), "maximum": .number(Double(max))]
         case .number(let min, let max): ["type": "number", "minimum": .number(min), "maximum": .number(max)]
         case .boolean: ["type": "boolean"]
@@ -440,7 +447,7 @@ struct API {
         case .date: ["type": "string", "format": "date"]
         case .array(let element, let maxItems): ["type": "array", "items": schemaJSON(element), "maxItems": .number(Double(maxItems))]
         case .map(let values, let maxKeys): ["type": "object", "additionalProperties": schemaJSON(values), "maxProperties": .number(Double(maxKeys))]
-        case .scalar(let maxLength): ["oneOf": [["type": "number"], ["type": "boolean"], ["type": "string", "maxLength": .number(Double(maxLength))]]]
+        case .scalar(let maxLength): ["oneOf": [["type": "number"], ["type": "boolean"], ["type": "string", "maxLength": .number(Double(maxLength)), "pattern": .string(TextRule.pattern(multiline: false))]]]
         case .object(let schema):
             .object([
                 "type": "object", "additionalProperties": false,
