@@ -17,6 +17,10 @@ public struct HearthError: Error, Sendable, Equatable, CustomStringConvertible {
         case unsupportedMediaType = "unsupported_media_type"
         /// A password was rejected by the password policy.
         case weakPassword = "weak_password"
+        /// The body matches the endpoint's schema, but what it asks cannot be done as asked: a
+        /// command the device's model lacks or a value outside the model's range, a rollout plan
+        /// whose stages do not rise to 100, a product model whose bounds contradict each other.
+        case unprocessable
         /// No valid credential was presented.
         case unauthorized
         /// The credential is valid but lacks the role for this action.

@@ -21,7 +21,7 @@ public struct DataField: Sendable, Equatable {
 
     /// The JSON shape a maker writes: `{"name", "type", "unit"?, "min"?, "max"?, "values"?, "required"?}`.
     static let schema = ObjectSchema([
-        FieldSchema("name", .string(maxLength: 32), "identifier: letters, digits and '_'"),
+        FieldSchema("name", .string(maxLength: 32, pattern: DataField.identifier), "identifier: letters, digits and '_', starting with a letter"),
         FieldSchema("type", .oneOf(["number", "integer", "boolean", "enum"])),
         FieldSchema("unit", .string(maxLength: 16), required: false),
         FieldSchema("min", .number(min: -1e9, max: 1e9), required: false),
@@ -33,10 +33,11 @@ public struct DataField: Sendable, Equatable {
     /// Field and command names become JSON keys and MQTT topic levels (`devices/S/commands/NAME`):
     /// ASCII letters, digits and '_', starting with a letter — never `/`, `+`, `#`, markup or spaces.
     static func requireIdentifier(_ name: String, field: String) throws {
-        guard name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_") }),
-            name.unicodeScalars.first.map({ $0.isASCII && $0.properties.isAlphabetic }) == true
-        else { throw HearthError.invalid(field, "letters, digits and '_', starting with a letter") }
+        guard identifier.matches(name) else { throw HearthError.invalid(field, identifier.message) }
     }
+
+    /// The rule for field and command names, published as their pattern.
+    public static let identifier = TextPattern("^[A-Za-z][A-Za-z0-9_]*" + TextPattern.end, "letters, digits and '_', starting with a letter", example: "setTarget")
 
     init(json: JSONValue, path: String) throws {
         let o = try Self.schema.validate(json, path: path)
@@ -137,7 +138,7 @@ public struct ProductModel: Sendable, Equatable {
         FieldSchema(
             "commands",
             .array(of: .object(ObjectSchema([
-                FieldSchema("name", .string(maxLength: 32)),
+                FieldSchema("name", .string(maxLength: 32, pattern: DataField.identifier), "identifier: letters, digits and '_', starting with a letter"),
                 FieldSchema("parameters", fieldList),
             ])), maxItems: 32)
         ),

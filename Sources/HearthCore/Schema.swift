@@ -122,14 +122,16 @@ public struct ObjectSchema: Sendable {
 /// The characters no text field takes: C0 and C1 controls and DEL; invisible format characters
 /// that can hide or reorder text (soft hyphen, Arabic letter mark, zero-width, bidirectional
 /// controls and isolates, word joiner and friends, the byte-order mark); line and paragraph
-/// separators; surrogates and private use; the specials block. A multiline field also takes tab,
+/// separators; private use; the specials block. (Surrogates cannot occur: the body must be valid
+/// UTF-8, and a Swift string holds none; the pattern leaves them out, as a regex engine in Rust
+/// cannot name them.) A multiline field also takes tab,
 /// line feed and carriage return. One list: the validator checks it, and the OpenAPI document
 /// states it as each text field's pattern, so a request the document allows is never refused for
 /// its characters.
 public enum TextRule {
     static let forbidden: [ClosedRange<UInt32>] = [
         0x00...0x1F, 0x7F...0x9F, 0xAD...0xAD, 0x61C...0x61C, 0x180E...0x180E, 0x200B...0x200F, 0x2028...0x202E, 0x2060...0x206F,
-        0xD800...0xF8FF, 0xFEFF...0xFEFF, 0xFFF0...0xFFFF,
+        0xE000...0xF8FF, 0xFEFF...0xFEFF, 0xFFF0...0xFFFF,
     ]
     static let multilineAllowed: Set<UInt32> = [0x09, 0x0A, 0x0D]
 
@@ -150,7 +152,7 @@ public enum TextRule {
             if start <= range.upperBound { ranges.append(start...range.upperBound) }
         }
         func hex(_ v: UInt32) -> String { "\\u" + String(format: "%04X", v) }
-        return "^[^" + ranges.map { $0.count == 1 ? hex($0.lowerBound) : hex($0.lowerBound) + "-" + hex($0.upperBound) }.joined() + "]*$"
+        return "^[^" + ranges.map { $0.count == 1 ? hex($0.lowerBound) : hex($0.lowerBound) + "-" + hex($0.upperBound) }.joined() + "]*" + TextPattern.end
     }
 }
 
@@ -158,6 +160,11 @@ public enum TextRule {
 /// Written in the subset of syntax that JSON Schema (ECMA-262), Python and ICU read alike: the
 /// OpenAPI document publishes it and the validator applies it, so both say the same.
 public struct TextPattern: Sendable {
+    /// "Here the text ends", written so that every reader agrees: `$` also matches before a final
+    /// line break in Python and ICU (so a generator following the published pattern would send
+    /// "abc\n"); a lookahead for "no character follows" means the same everywhere.
+    public static let end = #"(?![\s\S])"#
+
     public let regex: String
     public let message: String
     /// A text that matches (the OpenAPI document's example; the tests' valid value).
@@ -228,9 +235,15 @@ public struct ValidatedObject: Sendable {
 public struct CalendarDate: Sendable, Hashable, Comparable, CustomStringConvertible {
     public let year: Int, month: Int, day: Int
 
+    /// `YYYY-MM-DD` from 2000 to 2200 (the OpenAPI document's pattern, with `format: date` for
+    /// the days each month has).
+    public static let pattern = TextPattern(
+        "^(20[0-9]{2}|21[0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])" + TextPattern.end, "expected a date as YYYY-MM-DD, from 2000 to 2200", example: "2031-12-31"
+    )
+
     public init?(_ text: String) {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard text.count == 10, parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
+        guard Self.pattern.matches(text), text.count == 10, parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
             let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]),
             (2000...2200).contains(y), (1...12).contains(m), (1...31).contains(d)
         else { return nil }

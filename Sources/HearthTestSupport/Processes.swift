@@ -155,6 +155,9 @@ extension ChildProcess {
 /// Real Chromium through the public forms (`Scripts/browser_flows.py`, Selenium).
 public var browserFlowsScript: String { Bundle.module.url(forResource: "Scripts/browser_flows", withExtension: "py")!.path }
 
+/// What the schemathesis conformance run allows beyond the OpenAPI document (`Scripts/schemathesis.toml`).
+public var schemathesisConfig: String { Bundle.module.url(forResource: "Scripts/schemathesis", withExtension: "toml")!.path }
+
 /// The raw-request HTTPS fuzzer (`Scripts/http_fuzz.py`).
 public var httpFuzzScript: String { Bundle.module.url(forResource: "Scripts/http_fuzz", withExtension: "py")!.path }
 

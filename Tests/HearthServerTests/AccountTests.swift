@@ -73,7 +73,7 @@ import Testing
             let dup = try await client.call(.post, "/api/v1/accounts", body: #"{"email":"ANN@example.com","password":"another long passphrase"}"#)
             #expect(dup.status == 409)
             let weak = try await client.call(.post, "/api/v1/accounts", body: #"{"email":"bob@example.com","password":"password123456789"}"#)
-            #expect(weak.status == 400)
+            #expect(weak.status == 422, "well-formed, refused for what it is")
             #expect(weak.error == "weak_password")
             #expect(weak.field == "password")
             #expect(try await client.call(.post, "/api/v1/models", body: "{}", token: token).status == 403, "owners cannot define models")

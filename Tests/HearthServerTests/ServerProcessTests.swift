@@ -198,7 +198,7 @@ import X509
         #expect(out.components(separatedBy: " thermostat-t1: {").count - 1 == 2 && out.components(separatedBy: " lock-l1: {").count - 1 == 2, "\(out)")
         #expect(out.contains(#"setTarget → {"detail":null,"status":"ok"}"#), "\(out)")
         #expect(out.contains(#"the thermostat now reports {"#) && out.contains(#""target":23.5"#), "\(out)")
-        #expect(out.contains("setTarget 99 °C → HTTP 400"), "\(out)")
+        #expect(out.contains("setTarget 99 °C → HTTP 422"), "\(out)")
         #expect(out.contains(#"unlock → {"detail":null,"status":"ok"}"#), "\(out)")
         // A signed update rolled out to both thermostats: installed, restarted, committed, shown to the owner.
         #expect(out.components(separatedBy: ": update to 1.1.0 committed").count - 1 == 2, "\(out)")

@@ -46,7 +46,7 @@ struct API {
     /// Every endpoint, with its handler.
     func endpoints() -> [(Endpoint, EndpointHandler)] {
         let hearth = self.hearth
-        let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType]
+        let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType, .unprocessableContent]
         let core: [(Endpoint, EndpointHandler)] = [
             (
                 Endpoint(method: .get, path: "/healthz", summary: "Liveness: the server and its database answer", access: .public, body: nil, success: .ok, errors: []),
@@ -119,7 +119,7 @@ struct API {
                 }
             ),
             (
-                Endpoint(method: .post, path: "/api/v1/devices/claim", summary: "Set up (claim) a device with the serial and setup code from its label", access: .signedIn, body: Self.claim, success: .created, errors: bad + [.unauthorized, .unprocessableContent, .tooManyRequests]),
+                Endpoint(method: .post, path: "/api/v1/devices/claim", summary: "Set up (claim) a device with the serial and setup code from its label", access: .signedIn, body: Self.claim, success: .created, errors: bad + [.unauthorized, .tooManyRequests]),
                 { _, context, body in
                     let device = try await hearth.claim(serial: body.string("serial")!, setupCode: body.string("setupCode")!, by: try context.requireIdentity(), source: context.source)
                     return JSON.response(Self.deviceJSON(device), status: .created)
@@ -297,7 +297,7 @@ struct API {
         for (endpoint, _) in endpoints() { methods[endpoint.path, default: []].append(endpoint.method) }
         for (path, taken) in methods {
             let allow = taken.map(\.rawValue).sorted().joined(separator: ", ")
-            for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .trace, .options] where !taken.contains(method) {
+            for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .trace, .options, HTTPRequest.Method("QUERY")!] where !taken.contains(method) {
                 router.on(routerPath(path), method: method) { _, _ in
                     var response = ErrorMiddleware.response(for: HearthError(.methodNotAllowed, "this resource takes \(allow) only"))
                     response.headers[.allow] = allow
@@ -317,8 +317,17 @@ struct API {
                     }
                 }
                 var body = ValidatedObject(members: [:])
-                if let schema = endpoint.body { body = try await Body.json(request, schema: schema, limit: limit) }
-                return try await handler(request, context, body)
+                guard let schema = endpoint.body else { return try await handler(request, context, body) }
+                body = try await Body.json(request, schema: schema, limit: limit)
+                do {
+                    return try await handler(request, context, body)
+                } catch let error as HearthError where error.code == .invalidInput || error.code == .unknownField {
+                    // The body passed its schema: a later refusal of one of its fields is about
+                    // meaning, not form (422, not 400), so the OpenAPI document never allows what
+                    // the server calls malformed.
+                    guard let field = error.field, schema.fields.contains(where: { field == $0.name || field.hasPrefix($0.name + ".") || field.hasPrefix($0.name + "[") }) else { throw error }
+                    throw HearthError(.unprocessable, field: field, error.message)
+                }
             }
         }
     }
@@ -382,11 +391,11 @@ struct API {
                 "summary": .string(e.summary),
                 "operationId": .string(operationID(e)),
                 "responses": .object(
-                    Dictionary(uniqueKeysWithValues: ([e.success] + e.errors).map { status in
+                    Dictionary(([e.success] + e.errors).map { status in
                         (String(status.code), status == e.success
                             ? ["description": .string(status.reasonPhrase)]
                             : ["description": .string(status.reasonPhrase), "content": ["application/json": ["schema": ["$ref": "#/components/schemas/Error"]]]])
-                    })
+                    }, uniquingKeysWith: { first, _ in first })
                 ),
             ]
             if e.access != .public { op["security"] = [["bearer": []]] }
@@ -444,9 +453,13 @@ struct API {
         case .number(let min, let max): ["type": "number", "minimum": .number(min), "maximum": .number(max)]
         case .boolean: ["type": "boolean"]
         case .oneOf(let values): ["type": "string", "enum": .array(values.map { .string($0) })]
-        case .date: ["type": "string", "format": "date"]
+        case .date: ["type": "string", "format": "date", "pattern": .string(CalendarDate.pattern.regex), "example": .string(CalendarDate.pattern.example)]
         case .array(let element, let maxItems): ["type": "array", "items": schemaJSON(element), "maxItems": .number(Double(maxItems))]
-        case .map(let values, let maxKeys): ["type": "object", "additionalProperties": schemaJSON(values), "maxProperties": .number(Double(maxKeys))]
+        case .map(let values, let maxKeys):
+            [
+                "type": "object", "additionalProperties": schemaJSON(values), "maxProperties": .number(Double(maxKeys)),
+                "propertyNames": stringSchema(minLength: 1, maxLength: 64, multiline: false, pattern: nil),
+            ]
         case .scalar(let maxLength): ["oneOf": [["type": "number"], ["type": "boolean"], ["type": "string", "maxLength": .number(Double(maxLength)), "pattern": .string(TextRule.pattern(multiline: false))]]]
         case .object(let schema):
             .object([
@@ -455,6 +468,8 @@ struct API {
                 "properties": .object(Dictionary(uniqueKeysWithValues: schema.fields.map { field in
                     var s = schemaJSON(field.kind)
                     if case .object(var o) = s, !field.summary.isEmpty { o["description"] = .string(field.summary); s = .object(o) }
+                    // An optional field may also be sent as null, which means "not given".
+                    if !field.required { s = ["anyOf": [s, ["type": "null"]]] }
                     return (field.name, s)
                 })),
             ])

@@ -103,7 +103,8 @@ struct ErrorMiddleware: RouterMiddleware {
     /// The single place that maps Hearth error codes to HTTP statuses.
     static func status(for code: HearthError.Code) -> HTTPResponse.Status {
         switch code {
-        case .invalidInput, .malformedBody, .unknownField, .weakPassword: .badRequest
+        case .invalidInput, .malformedBody, .unknownField: .badRequest
+        case .weakPassword, .unprocessable: .unprocessableContent
         case .payloadTooLarge: .contentTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
         case .unauthorized: .unauthorized

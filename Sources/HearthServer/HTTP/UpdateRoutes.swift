@@ -18,7 +18,7 @@ extension API {
 
     func updateEndpoints() -> [(Endpoint, EndpointHandler)] {
         let hearth = self.hearth
-        let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType]
+        let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType, .unprocessableContent]
         @Sendable func updates() throws -> Updates {
             guard let updates = hearth.updates else { throw HearthError(.unavailable, "this server runs no update repository") }
             return updates
