@@ -4,6 +4,7 @@ import HearthCore
 import HearthCrypto
 import HearthMQTT
 import HearthServer
+import HearthSQLite
 import HearthStorage
 import NIOCore
 import NIOPosix
@@ -19,8 +20,91 @@ struct Bench: AsyncParsableCommand {
             use_identity_as_username, a per-device ACL), so both servers face the same clients. Then \
             `hearth bench run` against either endpoint. bench/gateway.sh runs the whole comparison.
             """,
-        subcommands: [Prepare.self, Run.self]
+        subcommands: [Prepare.self, Run.self, Pages.self]
     )
+
+    /// `hearth bench pages`: a data folder shaped like a large deployment, for the page benchmarks
+    /// (bench/pages.sh): one real thermostat with a week of readings at one per 10 s, many more
+    /// devices with readings of their own, and the chart query timed on its own.
+    struct Pages: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fill a data folder for the page benchmarks: N devices, M readings, one claimable thermostat with 7 days of readings.",
+            discussion: """
+                For benchmarks only. One thermostat is provisioned for real (its bundle in OUT, its setup code \
+                printed); the other devices are written straight to the store with placeholder certificates \
+                that no gateway would accept. The real thermostat gets a reading every 10 s for 7 days; the \
+                rest of the readings are spread over 1,000 other devices. Then the 7-day chart query is timed.
+                """
+        )
+        @Option(help: "The data folder to create.") var data: String
+        @Option(help: "Where the real thermostat's bundle goes.") var out: String
+        @Option(help: "Devices in the fleet.") var devices: Int = 100_000
+        @Option(help: "Readings in the store.") var readings: Int = 1_000_000
+
+        func run() async throws {
+            try await reportingErrors {
+                guard (1_000...1_000_000).contains(devices), (60_480...10_000_000).contains(readings) else {
+                    throw HearthError.invalid("devices", "1,000 to 1,000,000 devices and 60,480 to 10,000,000 readings")
+                }
+                var options = try DataOptions.parse([])
+                options.data = data
+                let (folder, store) = try options.open()
+                let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+                let model = ProductModel.demoModels()[0]
+                if try await store.model(model.id) == nil {
+                    try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: Date()))
+                }
+                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing, publicURL: "https://127.0.0.1:8443")
+                let unit = try await provisioner.provision(modelID: model.id, count: 1, outDirectory: URL(fileURLWithPath: out))[0]
+                print("Real thermostat: serial \(unit.serial) setup code \(unit.setupCode.digits)")
+                var rng = SystemRandomNumberGenerator()
+                let now = Date()
+                let progress = Progress(total: devices - 1, noun: "placeholder devices")
+                var others: [DeviceSerial] = []
+                for start in stride(from: 0, to: devices - 1, by: 10_000) {
+                    let batch = (start..<min(devices - 1, start + 10_000)).map { _ in
+                        DeviceRecord(serial: DeviceSerial.random(using: &rng), model: model.id, certificatePEM: "bench placeholder", setupCodeHash: "bench placeholder", provisionedAt: now)
+                    }
+                    try await store.addDevices(batch, audit: AuditEntry(.devicesProvisioned, actor: "bench", detail: "\(batch.count) placeholders", at: now))
+                    if others.count < 1_000 { others += batch.prefix(1_000 - others.count).map(\.serial) }
+                    progress.update(start + batch.count)
+                }
+                progress.finish()
+                let week = 7 * 86_400 / 10
+                let spread = readings - week
+                let written = Progress(total: readings, noun: "readings")
+                var count = 0
+                func values(_ i: Int) -> [String: JSONValue] {
+                    ["temperature": .number(19 + 3 * sin(Double(i) / 500)), "humidity": .number(45), "heating": .bool(i % 7 == 0), "target": .number(21)]
+                }
+                for start in stride(from: 0, to: week, by: 10_000) {
+                    let batch = (start..<min(week, start + 10_000)).map { i in
+                        TelemetryReading(serial: unit.serial, sequence: Int64(i + 1), deviceTime: nil, receivedAt: now.addingTimeInterval(Double(i - week) * 10), values: values(i))
+                    }
+                    count += try await telemetry.append(batch, refusals: [])
+                    written.update(count)
+                }
+                for start in stride(from: 0, to: spread, by: 10_000) {
+                    let batch = (start..<min(spread, start + 10_000)).map { i in
+                        TelemetryReading(serial: others[i % others.count], sequence: Int64(i / others.count + 1), deviceTime: nil, receivedAt: now.addingTimeInterval(-Double(spread - i)), values: values(i))
+                    }
+                    count += try await telemetry.append(batch, refusals: [])
+                    written.update(count)
+                }
+                written.finish()
+                // The chart's query on its own: 7 days of one field in 168 slices, 3 fields a page.
+                var times: [Double] = []
+                for _ in 0..<50 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    _ = try await telemetry.series(unit.serial, field: "temperature", from: now.addingTimeInterval(-7 * 86_400), to: now, buckets: 168)
+                    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+                }
+                times.sort()
+                print(String(format: "chart query, 7 days at one reading per 10 s (%d readings) in 168 slices: p50 %.1f ms, p99 %.1f ms (50 runs)", week, times[25], times[49]))
+                print("Bench data ready: \(try await store.deviceCount()) devices, \(try await telemetry.readingCount()) readings in \(folder.url.path)")
+            }
+        }
+    }
 
     struct Prepare: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -96,7 +96,7 @@ struct Pages {
                 )
             }
             router.get(RouterPath("/\(kind)")) { request, _ in
-                if try await Self.cookieIdentity(request, hearth: hearth) != nil { return Self.redirect("/devices") }
+                if let identity = try await Self.cookieIdentity(request, hearth: hearth) { return Self.redirect(identity.role == .operator ? "/console" : "/devices") }
                 let formGuard = FormGuard(request, hearth: hearth)
                 return formGuard.attach(views.render("form-page", title: title, nav: nil, page: page(formGuard.token)))
             }
@@ -106,7 +106,8 @@ struct Pages {
                     let email = form.string("email")!, password = form.string("password")!
                     if kind == "signup" { _ = try await hearth.signUp(email: email, password: password, source: context.source) }
                     let session = try await hearth.signIn(email: email, password: password, source: context.source)
-                    return Self.redirect("/devices", cookie: Self.sessionCookie(session.token, maxAge: Int(hearth.settings.sessionLifetime)))
+                    // Operators land on their console; owners on their devices.
+                    return Self.redirect(session.identity.role == .operator ? "/console" : "/devices", cookie: Self.sessionCookie(session.token, maxAge: Int(hearth.settings.sessionLifetime)))
                 }
             }
         }
