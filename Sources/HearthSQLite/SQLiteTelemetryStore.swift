@@ -43,6 +43,22 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         m.registerMigration("2026-12-02 readings by time") { db in
             try db.execute(sql: "CREATE INDEX readings_by_time ON readings(serial, received_at)")
         }
+        m.registerMigration("2026-12-02 history slices") { db in
+            // Settled slices of a device's history, computed once (readings are stamped when
+            // received, so a slice that has ended gets no more), and the span each cache covers.
+            try db.execute(sql: """
+                CREATE TABLE series_cache (
+                    serial TEXT NOT NULL, width INTEGER NOT NULL, slice INTEGER NOT NULL, field TEXT NOT NULL,
+                    n INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, total REAL NOT NULL,
+                    PRIMARY KEY (serial, width, slice, field)
+                ) WITHOUT ROWID;
+                CREATE TABLE series_marks (
+                    serial TEXT NOT NULL, width INTEGER NOT NULL, fields TEXT NOT NULL,
+                    covered_from INTEGER NOT NULL, covered_to INTEGER NOT NULL,
+                    PRIMARY KEY (serial, width)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 
@@ -91,27 +107,109 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         }
     }
 
-    public func series(_ serial: DeviceSerial, field: String, from: Date, to: Date, buckets: Int) async throws -> [TelemetryBucket] {
-        let start = millis(from), end = millis(to)
-        guard buckets > 0, end > start else { return [] }
-        // Bucket width in milliseconds, at least 1; the arithmetic is done in SQLite's 64-bit
-        // integers on values bounded by the table's own times.
-        let width = max(1, (end - start) / Int64(buckets) + ((end - start) % Int64(buckets) == 0 ? 0 : 1))
-        return try await pool.read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT (received_at - ?3) / ?5 AS bucket, COUNT(v) AS n, MIN(v) AS lo, MAX(v) AS hi, AVG(v) AS mean
-                    FROM (SELECT received_at, json_extract(vals, ?1) AS v, json_type(vals, ?1) AS t FROM readings
-                          WHERE serial = ?2 AND received_at >= ?3 AND received_at < ?4)
-                    WHERE t IN ('integer', 'real')
-                    GROUP BY bucket ORDER BY bucket
-                    """,
-                arguments: ["$.\"\(field)\"", serial.rawValue, start, end, width]
-            ).map { row in
-                TelemetryBucket(start: date(start + (row["bucket"] as Int64) * width), count: row["n"], min: row["lo"], max: row["hi"], mean: row["mean"])
+    public func series(_ serial: DeviceSerial, fields: [String], from: Date, to: Date, slice: TimeInterval, settledBefore: Date) async throws -> [String: [TelemetryBucket]] {
+        let fields = Array(Set(fields)).sorted()
+        guard !fields.isEmpty, fields.count <= 16, slice.isFinite, slice >= 1 else { return [:] }
+        let width = millis(Date(timeIntervalSince1970: slice))
+        // Slices are multiples of the width since 1970, so a slice is the same in every request.
+        let first = Self.floorDiv(millis(from), width) * width, end = millis(to)
+        guard end > first else { return [:] }
+        // Settled slices end at or before this; the open ones after it are computed each time.
+        let settled = min(Self.floorDiv(min(millis(settledBefore), end), width) * width, end)
+        let key = fields.joined(separator: ",")
+        return try await pool.write { db in
+            var out: [String: [TelemetryBucket]] = [:]
+            func add(_ rows: [Slice]) {
+                for r in rows where r.count > 0 {
+                    out[r.field, default: []].append(TelemetryBucket(start: date(r.start), count: r.count, min: r.min, max: r.max, mean: r.total / Double(r.count)))
+                }
+            }
+            if settled > first {
+                // The settled part comes from the cache, which covers [from, to) of this device,
+                // width and field set; what it does not cover yet is computed once and kept.
+                let mark = try Row.fetchOne(db, sql: "SELECT fields, covered_from, covered_to FROM series_marks WHERE serial = ? AND width = ?", arguments: [serial.rawValue, width])
+                var covered: (from: Int64, to: Int64)?
+                if let mark, (mark["fields"] as String) == key { covered = (mark["covered_from"], mark["covered_to"]) }
+                if covered == nil { try db.execute(sql: "DELETE FROM series_cache WHERE serial = ? AND width = ?", arguments: [serial.rawValue, width]) }
+                var missing: [(Int64, Int64)] = []
+                if let c = covered, c.to >= first, c.from <= settled {
+                    if first < c.from { missing.append((first, c.from)) }
+                    if c.to < settled { missing.append((c.to, settled)) }
+                } else {
+                    // Nothing kept, or a window that does not touch what is: start afresh.
+                    if covered != nil { try db.execute(sql: "DELETE FROM series_cache WHERE serial = ? AND width = ?", arguments: [serial.rawValue, width]) }
+                    covered = nil
+                    missing.append((first, settled))
+                }
+                for (lo, hi) in missing {
+                    for r in try Self.aggregate(db, serial, fields, from: lo, to: hi, width: width) {
+                        try db.execute(
+                            sql: "INSERT OR REPLACE INTO series_cache (serial, width, slice, field, n, lo, hi, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            arguments: [serial.rawValue, width, r.start, r.field, r.count, r.min, r.max, r.total]
+                        )
+                    }
+                }
+                let newFrom = min(covered?.from ?? first, first), newTo = max(covered?.to ?? settled, settled)
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO series_marks (serial, width, fields, covered_from, covered_to) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [serial.rawValue, width, key, newFrom, newTo]
+                )
+                add(
+                    try Row.fetchAll(
+                        db, sql: "SELECT slice, field, n, lo, hi, total FROM series_cache WHERE serial = ? AND width = ? AND slice >= ? AND slice < ? ORDER BY slice",
+                        arguments: [serial.rawValue, width, first, settled]
+                    ).map { Slice(start: $0["slice"], field: $0["field"], count: $0["n"], min: $0["lo"], max: $0["hi"], total: $0["total"]) }
+                )
+            }
+            add(try Self.aggregate(db, serial, fields, from: max(first, settled), to: end, width: width))
+            return out.mapValues { $0.sorted { $0.start < $1.start } }
+        }
+    }
+
+    /// One slice of one field, as summed in SQL.
+    struct Slice {
+        let start: Int64
+        let field: String
+        let count: Int
+        let min: Double
+        let max: Double
+        let total: Double
+    }
+
+    /// Every field's numbers (JSON booleans and text are not counted) in the width's slices of
+    /// [from, to), in one pass over the device's readings.
+    static func aggregate(_ db: Database, _ serial: DeviceSerial, _ fields: [String], from: Int64, to: Int64, width: Int64) throws -> [Slice] {
+        guard to > from else { return [] }
+        let values = fields.indices.map { "CASE WHEN json_type(vals, ?) IN ('integer', 'real') THEN json_extract(vals, ?) END AS v\($0)" }.joined(separator: ", ")
+        let sums = fields.indices.map { "COUNT(v\($0)), MIN(v\($0)), MAX(v\($0)), TOTAL(v\($0))" }.joined(separator: ", ")
+        // In the order the placeholders appear: the slice arithmetic, each field's path twice, the range.
+        var arguments: StatementArguments = [from, width, width, from]
+        for field in fields { arguments += ["$.\"\(field)\"", "$.\"\(field)\""] }
+        arguments += [serial.rawValue, from, to]
+        let rows = try Row.fetchAll(
+            db,
+            sql: """
+                SELECT slice, \(sums) FROM (
+                    SELECT (received_at - ?) / ? * ? + ? AS slice, \(values) FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ?
+                ) GROUP BY slice ORDER BY slice
+                """,
+            arguments: arguments
+        )
+        var out: [Slice] = []
+        for row in rows {
+            for (i, field) in fields.enumerated() {
+                let n: Int = row[1 + 4 * i]
+                guard n > 0 else { continue }
+                out.append(Slice(start: row[0], field: field, count: n, min: row[2 + 4 * i], max: row[3 + 4 * i], total: row[4 + 4 * i]))
             }
         }
+        return out
+    }
+
+    /// Division rounding towards minus infinity (slices before 1970 line up too).
+    static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
+        let q = a / b
+        return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
     }
 
     public func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount] {

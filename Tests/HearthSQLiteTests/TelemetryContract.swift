@@ -49,20 +49,36 @@ public enum TelemetryContract {
             let window = try await store.readings(a, from: t0.addingTimeInterval(5), to: t0.addingTimeInterval(8), after: nil, limit: 10)
             try require(window.map(\.reading.sequence) == [5, 6, 7], "from inclusive, to exclusive: \(window.map(\.reading.sequence))")
         }),
-        ("a field's history comes back in equal time slices with count, range and mean", { store in
+        ("a field's history comes back in slices with count, range and mean; settled slices are kept", { store in
             let values: [(Int64, JSONValue)] = [(1, 10), (2, 20), (3, "text"), (4, 40), (5, 50), (6, .bool(true))]
-            try await store.append(values.map { TelemetryReading(serial: a, sequence: $0.0, deviceTime: nil, receivedAt: t0.addingTimeInterval(Double($0.0) * 10), values: ["temperature": $0.1]) }, refusals: [])
+            try await store.append(values.map { TelemetryReading(serial: a, sequence: $0.0, deviceTime: nil, receivedAt: t0.addingTimeInterval(Double($0.0) * 10), values: ["temperature": $0.1, "humidity": 5]) }, refusals: [])
             try await store.append([TelemetryReading(serial: b, sequence: 1, deviceTime: nil, receivedAt: t0.addingTimeInterval(10), values: ["temperature": 99])], refusals: [])
-            // [t0, t0+60) in 3 slices of 20 s: {10}, {20 (30 s is text)}, {40, 50}; text and booleans are skipped.
-            let slices = try await store.series(a, field: "temperature", from: t0, to: t0.addingTimeInterval(60), buckets: 3)
+            // t0 is a multiple of 20 s: slices [t0, +20) {10}, [+20, +40) {20; 30 s is text}, [+40, +60) {40, 50}; the boolean at +60 is not a number.
+            func series(_ fields: [String], settled: TimeInterval = 0) async throws -> [String: [TelemetryBucket]] {
+                try await store.series(a, fields: fields, from: t0, to: t0.addingTimeInterval(80), slice: 20, settledBefore: t0.addingTimeInterval(settled))
+            }
+            let live = try await series(["temperature", "humidity"])
+            let slices = live["temperature"] ?? []
             try require(slices.map(\.count) == [1, 1, 2], "counts \(slices)")
             try require(slices[2].min == 40 && slices[2].max == 50 && slices[2].mean == 45 && slices[2].start == t0.addingTimeInterval(40), "slice three \(slices[2])")
-            try require(try await store.series(a, field: "humidity", from: t0, to: t0.addingTimeInterval(60), buckets: 3).isEmpty, "no such field")
-            try require(try await store.series(a, field: "temperature", from: t0, to: t0, buckets: 3).isEmpty, "an empty window")
-            try require(try await store.series(a, field: "temperature", from: t0, to: t0.addingTimeInterval(60), buckets: 0).isEmpty, "no slices")
-            try require(try await store.series(a, field: "x\"') OR 1=1 --", from: .distantPast, to: .distantFuture, buckets: 5).isEmpty, "a hostile field name is only a name")
-            let wide = try await store.series(a, field: "temperature", from: .distantPast, to: .distantFuture, buckets: Int.max)
-            try require(wide.reduce(0) { $0 + $1.count } == 4, "extreme windows and slice counts: \(wide.count)")
+            try require(live["humidity"]?.map(\.count) == [1, 2, 2, 1], "every field in one call: \(live["humidity"] ?? [])")
+            // Settled: the same answer, computed once and kept.
+            let settled = try await series(["temperature", "humidity"], settled: 80)
+            try require(settled["temperature"] == slices && settled["humidity"] == live["humidity"], "the kept slices are the computed ones")
+            try require(try await series(["temperature", "humidity"], settled: 80)["temperature"] == slices, "and again")
+            // A reading stored later into a settled slice breaks the caller's promise: it shows
+            // only in slices still open, which is how one can tell the settled ones are kept.
+            try await store.append([TelemetryReading(serial: a, sequence: 9, deviceTime: nil, receivedAt: t0.addingTimeInterval(15), values: ["temperature": 1000])], refusals: [])
+            try require(try await series(["temperature", "humidity"], settled: 80)["temperature"] == slices, "settled slices are kept")
+            try require(try await series(["temperature", "humidity"], settled: 0)["temperature"]?.first?.max == 1000, "open slices are read afresh")
+            try require(try await store.series(a, fields: ["nothing"], from: t0, to: t0.addingTimeInterval(60), slice: 20, settledBefore: t0).isEmpty, "no such field")
+            try require(try await store.series(a, fields: ["temperature"], from: t0, to: t0, slice: 20, settledBefore: t0).isEmpty, "an empty window")
+            for bad in [0, -5, .nan, .infinity] as [TimeInterval] {
+                try require(try await store.series(a, fields: ["temperature"], from: t0, to: t0.addingTimeInterval(60), slice: bad, settledBefore: t0).isEmpty, "no slices of \(bad) s")
+            }
+            try require(try await store.series(a, fields: ["x\"') OR 1=1 --"], from: .distantPast, to: .distantFuture, slice: 60, settledBefore: .distantPast).isEmpty, "a hostile field name is only a name")
+            let wide = try await store.series(a, fields: ["temperature"], from: .distantPast, to: .distantFuture, slice: 1, settledBefore: t0.addingTimeInterval(30))
+            try require(wide["temperature"]?.reduce(0) { $0 + $1.count } == 5, "extreme windows and 1 s slices: \(wide)")
         }),
         ("refusals are counted per device and kind", { store in
             try await store.append([], refusals: [.init(serial: a, kind: .outOfRange, at: t0), .init(serial: a, kind: .outOfRange, at: t0.addingTimeInterval(5)), .init(serial: a, kind: .malformed, at: t0), .init(serial: b, kind: .oversize, at: t0)])

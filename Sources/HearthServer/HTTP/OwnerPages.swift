@@ -265,15 +265,15 @@ struct OwnerPages {
         let latest = try await hearth.telemetry?.latest(device.serial)
         let now = hearth.time.now()
         var charts: [Chart] = []
-        if hearth.telemetry != nil {
-            for field in model?.telemetry ?? [] {
-                switch field.type {
-                case .number, .integer:
-                    let buckets = try await hearth.series(device, field: field.name, from: now.addingTimeInterval(-window.seconds), to: now, buckets: window.buckets)
-                    charts.append(Chart(field: field.name, unit: field.unit, buckets: buckets, window: window, now: now))
-                default: continue
-                }
+        let numeric = (model?.telemetry ?? []).filter {
+            switch $0.type {
+            case .number, .integer: true
+            default: false
             }
+        }
+        if hearth.telemetry != nil, !numeric.isEmpty {
+            let series = try await hearth.series(device, fields: numeric.map(\.name), seconds: window.seconds, slice: window.seconds / Double(window.buckets))
+            charts = numeric.map { Chart(field: $0.name, unit: $0.unit, buckets: series[$0.name] ?? [], window: window, now: now) }
         }
         let csrf = Pages.csrfToken(identity)
         let controls = (model?.commands ?? []).map { command -> FormModel in
@@ -336,25 +336,32 @@ struct OwnerPages {
 
 /// Live state for open device pages, as server-sent events: the device's presence and readings,
 /// sent when they change (checked every two seconds), for at most a minute a stream (the browser
-/// reconnects by itself), at most four streams an account at once (more get 429).
+/// reconnects by itself), at most four streams an account at once (more get 429). A slot is
+/// given back when its stream ends, and in any case after 70 s, so a stream whose body never ran
+/// (the client left first) cannot hold it.
 final class LiveStreams: Sendable {
     static let perAccount = 4
-    let open = Mutex<[AccountID: Int]>([:])
+    static let streamSeconds = 60
+    let open = Mutex<[AccountID: [UUID: Date]]>([:])
 
     func open(_ device: DeviceRecord, account: AccountID, hearth: Hearth) async throws -> Response {
-        let admitted = open.withLock { counts in
-            guard counts[account, default: 0] < Self.perAccount else { return false }
-            counts[account, default: 0] += 1
+        let slot = UUID()
+        let now = hearth.time.now()
+        let admitted = open.withLock { streams in
+            var mine = streams[account, default: [:]].filter { now.timeIntervalSince($0.value) < Double(Self.streamSeconds + 10) }
+            guard mine.count < Self.perAccount else { return false }
+            mine[slot] = now
+            streams[account] = mine
             return true
         }
         guard admitted else { throw HearthError(.throttled, "too many live pages open; close some and reload", retryAfter: 5) }
         let model = try await hearth.store.model(device.model)
         let body = ResponseBody { [self] writer in
-            defer { self.open.withLock { $0[account, default: 1] -= 1 } }
+            defer { self.open.withLock { $0[account]?[slot] = nil } }
             var last = ""
             var buffer = ByteBuffer(string: "retry: 3000\n\n")
             try await writer.write(buffer)
-            for _ in 0..<30 {
+            for _ in 0..<(Self.streamSeconds / 2) {
                 let latest = try await hearth.telemetry?.latest(device.serial)
                 let online = await hearth.online([device.serial]).contains(device.serial)
                 var fields: [String: JSONValue] = [:]

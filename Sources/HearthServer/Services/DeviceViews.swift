@@ -38,9 +38,12 @@ extension Hearth {
         return await presence.connected(serials)
     }
 
-    /// A numeric reading's history for a chart: `buckets` slices of `from ..< to`.
-    public func series(_ device: DeviceRecord, field: String, from: Date, to: Date, buckets: Int) async throws -> [TelemetryBucket] {
-        try await requireTelemetry().series(device.serial, field: field, from: from, to: to, buckets: buckets)
+    /// Numeric readings' history for charts: slices of `slice` seconds over the `seconds` before now.
+    /// Slices that ended more than a minute ago are settled (a reading is stamped when the gateway
+    /// receives it, and committed within that minute), so the store may keep them.
+    public func series(_ device: DeviceRecord, fields: [String], seconds: TimeInterval, slice: TimeInterval) async throws -> [String: [TelemetryBucket]] {
+        let now = time.now()
+        return try await requireTelemetry().series(device.serial, fields: fields, from: now.addingTimeInterval(-seconds), to: now, slice: slice, settledBefore: now.addingTimeInterval(-60))
     }
 
     /// The device's logbook, newest first: what was done to it (claims, names, commands,
