@@ -250,6 +250,41 @@ import Testing
         }
     }
 
+    @Test func theSecurityTeamMovesAReportAndPublishesItsAdvisoryFromTheConsole() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        _ = try await d.provisionThermostats(1)
+        try await d.application.test(.router) { client in
+            let sent = try await client.call(.post, "/api/v1/reports", body: DisclosureTests.report)
+            let id = try #require(sent.string("id"))
+            let op = try await Self.browser(client, token: try await makeOperator(d, client))
+            #expect(try await client.call(.get, "/console/reports/\(id)", headers: op.headers).status == 403, "the queue needs the grant")
+            try await d.hearth.setSecurityTeam(email: "op@example.com", member: true)
+            let page = "/console/reports/\(id)"
+            for state in ["acknowledged", "valid", "fix_in_progress", "fixed"] {
+                let moved = try await Self.post(client, page + "/transition", "state=\(state)&note=Step+\(state)", as: op)
+                #expect(moved.status == 200 && moved.text.contains("Moved to"), "\(state): \(moved.status)")
+            }
+            let queue = try await client.call(.get, "/console/reports", headers: op.headers)
+            #expect(queue.text.contains(id) && queue.text.contains("Acknowledge by") && queue.text.contains("Overdue"))
+            let form = try await client.call(.get, page, headers: op.headers)
+            #expect(form.text.contains("action=\"\(page)/advisory\""), "a fixed report offers the advisory form")
+            let good = "title=Setup+codes+could+be+guessed&summary=Claim+attempts+were+not+throttled.+Install+the+update.&severity=important&models=thermostat-t1&affectedBelow=1.3.0&fixedVersion=1.3.0&cve=CVE-2026-12345"
+            for (bad, field) in [
+                (good.replacingOccurrences(of: "CVE-2026-12345", with: "CVE-26-1"), "cve"), (good.replacingOccurrences(of: "models=thermostat-t1", with: "models=nope-x1"), "models"),
+                (good.replacingOccurrences(of: "title=Setup+codes+could+be+guessed", with: "title="), "title"), (good.replacingOccurrences(of: "severity=important", with: "severity=meh"), "severity"),
+            ] {
+                let before = try d.snapshot()
+                let r = try await Self.post(client, page + "/advisory", bad, as: op)
+                #expect(r.status == 400 && r.text.contains("id=\"f-\(field)-error\"") && r.text.contains("Not published"), "\(field): \(r.status)")
+                #expect(try d.snapshot() == before, "\(field): nothing changed")
+            }
+            let published = try await Self.post(client, page + "/advisory", good, as: op)
+            #expect(published.status == 200 && published.text.contains("Published advisory"), "\(published.text.prefix(400))")
+            #expect(try await client.call(.get, "/api/v1/advisories").text.contains("Setup codes could be guessed"))
+        }
+    }
+
     @Test func liveStreamsAreCappedPerAccountAndSlotsComeBackByThemselves() async throws {
         let d = try TestDeployment()
         defer { d.cleanUp() }

@@ -243,7 +243,22 @@ struct ConsolePages {
                 let moved = try await hearth.moveReport(report.id.rawValue, to: state, note: form.string("note"), by: identity)
                 return render(identity, report.id.rawValue, Self.reportPage(moved, identity: identity, flash: ("Moved to \(moved.state.plainEnglish). The reporter sees this on their status page.", true)))
             } catch let error as HearthError where [.invalidInput, .conflict, .unknownField].contains(error.code) {
-                return render(identity, report.id.rawValue, Self.reportPage(report, identity: identity, flash: ("Not moved: \(error.message)", false), refused: (error, sent)), status: ErrorMiddleware.status(for: error.code))
+                return render(identity, report.id.rawValue, Self.reportPage(report, identity: identity, flash: ("Not moved: \(error.message)", false), refused: ("transition", error, sent)), status: ErrorMiddleware.status(for: error.code))
+            }
+        }
+        router.post("/console/reports/:id/advisory") { request, context in
+            guard let identity = try await requireOperator(request) else { return Pages.redirect("/signin") }
+            let report = try await hearth.report(context.parameters.get("id") ?? "", by: identity)
+            let sent = try await FormGuard(session: identity).read(request, limit: limit)
+            do {
+                let advisory = try await hearth.publishAdvisory(report.id.rawValue, try Self.advisoryBody(sent), base: Pages.base(request), by: identity)
+                let moved = try await hearth.report(report.id.rawValue, by: identity)
+                return render(identity, report.id.rawValue, Self.reportPage(moved, identity: identity, flash: ("Published advisory \(advisory.id); owners of affected devices see the notice, and the report is disclosed.", true)))
+            } catch let error as HearthError where [.invalidInput, .conflict, .unknownField, .notFound].contains(error.code) {
+                // A model list field error names an element (models[0]): show it on the list.
+                let field = error.field.map { $0.hasPrefix("models") ? "models" : $0 }
+                let shown = HearthError(error.code, field: field, error.message)
+                return render(identity, report.id.rawValue, Self.reportPage(report, identity: identity, flash: ("Not published: \(error.message)", false), refused: ("advisory", shown, sent)), status: ErrorMiddleware.status(for: error.code == .notFound ? .invalidInput : error.code))
             }
         }
 
@@ -320,7 +335,32 @@ struct ConsolePages {
         ])
     }
 
-    static func reportPage(_ report: ReportView, identity: Identity, flash: (String, Bool)?, refused: (HearthError, [String: String])? = nil) -> [String: Any] {
+    /// The advisory form: `models` is typed as a comma-separated list.
+    static func advisoryForm(_ report: ReportView, csrf: String) -> FormModel {
+        var severity = FormField("severity", "Severity")
+        severity.select = true
+        severity.options = ["low", "moderate", "important", "critical"].map { FormField.Option(value: $0, text: $0) }
+        return FormModel(action: "/console/reports/\(report.id.rawValue)/advisory", csrf: csrf, button: "Publish the advisory", wide: true, [
+            FormField("title", "Title", minLength: 3, maxLength: 200),
+            FormField("summary", "What it is and what owners should do, in plain language", minLength: 10, maxLength: 5_000, multiline: true),
+            severity,
+            FormField("models", "Affected product models", maxLength: 1_400, hint: "Model ids, separated by commas, e.g. thermostat-t1, lock-l1."),
+            FormField("affectedBelow", "Affected below version", maxLength: 32, hint: "Firmware versions below this one are affected, e.g. 1.3.0."),
+            FormField("fixedVersion", "Fixed in version", maxLength: 32),
+            FormField("cve", "CVE id", maxLength: 32, hint: "For example CVE-2026-12345."),
+        ])
+    }
+
+    /// The advisory form's fields as the API's body: the model list split at commas.
+    static func advisoryBody(_ sent: [String: String]) throws -> ValidatedObject {
+        var members: [String: JSONValue] = [:]
+        for (name, value) in sent where name != "models" { members[name] = .string(value) }
+        let models = (sent["models"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        members["models"] = .array(models.map { .string($0) })
+        return try Advisory.schema.validate(.object(members))
+    }
+
+    static func reportPage(_ report: ReportView, identity: Identity, flash: (String, Bool)?, refused: (form: String, error: HearthError, sent: [String: String])? = nil) -> [String: Any] {
         var facts = [
             Fact(term: "State", detail: report.state.plainEnglish), Fact(term: "Received", detail: Pages.when(report.receivedAt)),
             Fact(term: "Acknowledge by", detail: Pages.when(report.acknowledgeBy), alert: report.overdue.contains(.acknowledgement)),
@@ -338,12 +378,16 @@ struct ConsolePages {
             var form = FormModel(action: "/console/reports/\(report.id.rawValue)/transition", csrf: Pages.csrfToken(identity), button: "Move", wide: true, [
                 state, FormField("note", "Note to the reporter", required: false, maxLength: 2000, hint: "The reporter sees this on their status page.", multiline: true),
             ])
-            if let (error, sent) = refused { form = form.refused(error, sent: sent) }
+            if let refused, refused.form == "transition" { form = form.refused(refused.error, sent: refused.sent) }
             forms.append(TitledForm(formHeading: "Move this report", form: form))
+        }
+        if report.state == .fixed {
+            var form = advisoryForm(report, csrf: Pages.csrfToken(identity))
+            if let refused, refused.form == "advisory" { form = form.refused(refused.error, sent: refused.sent) }
+            forms.append(TitledForm(formHeading: "Publish the advisory (CSAF 2.0 and OSV); the report becomes disclosed", form: form))
         }
         return page("Report \(report.id.rawValue)", section: "/console/reports", [
             "facts": facts, "forms": forms, "flash": flash?.0, "flashClass": flash?.1 == true ? "ok" : "error",
-            "intro": ["Publishing the advisory for a fixed report: POST /api/v1/security/reports/\(report.id.rawValue)/advisory."],
         ])
     }
 }
