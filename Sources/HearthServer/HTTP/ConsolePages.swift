@@ -99,13 +99,15 @@ struct ConsolePages {
             var rows: [[String: Any]] = []
             for device in devices {
                 let latest = try await hearth.telemetry?.latest(device.serial)
-                let update = try await hearth.updates?.deviceView(device)
+                // The row needs the version and the alert count only: the device's update events,
+                // not the owner's whole view (model, release notes).
+                let events = try await hearth.updates?.store.updateEvents(device.serial, limit: 50) ?? []
                 let refused = try await hearth.telemetry?.refusals(device.serial).reduce(0) { $0 + $1.count } ?? 0
-                let alerts = update?.alerts.count ?? 0
+                let alerts = events.filter { UpdatePhase(rawValue: $0.phase)?.alert == true }.count
                 rows.append(Self.row([
                     Cell(column: "Serial", text: device.serial.rawValue, href: "/console/devices/\(device.serial.rawValue)"),
                     Cell(column: "Model", text: device.model.rawValue),
-                    Cell(column: "Software", text: update?.running ?? "—"),
+                    Cell(column: "Software", text: events.first?.version ?? "—"),
                     Cell(column: "State", text: device.revokedAt != nil ? "Revoked" : online.contains(device.serial) ? "Online" : "Offline", alert: device.revokedAt != nil),
                     Cell(column: "Last seen", text: OwnerPages.lastSeen(latest, online: online.contains(device.serial))),
                     Cell(column: "Claimed", text: device.owner == nil ? "No" : "Yes"),
