@@ -52,6 +52,13 @@ public struct HearthError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public let code: Code
+
+    /// Whether the error is about the field `name` or something inside it (`models[0]`,
+    /// `parameters.target` are about `models`, `parameters`).
+    public func concerns(_ name: String) -> Bool {
+        guard let field else { return false }
+        return field == name || field.hasPrefix(name + ".") || field.hasPrefix(name + "[")
+    }
     public let field: String?
     public let message: String
     /// Seconds to wait, for ``Code/throttled``.

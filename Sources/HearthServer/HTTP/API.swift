@@ -325,8 +325,8 @@ struct API {
                     // The body passed its schema: a later refusal of one of its fields is about
                     // meaning, not form (422, not 400), so the OpenAPI document never allows what
                     // the server calls malformed.
-                    guard let field = error.field, schema.fields.contains(where: { field == $0.name || field.hasPrefix($0.name + ".") || field.hasPrefix($0.name + "[") }) else { throw error }
-                    throw HearthError(.unprocessable, field: field, error.message)
+                    guard schema.fields.contains(where: { error.concerns($0.name) }) else { throw error }
+                    throw HearthError(.unprocessable, field: error.field, error.message)
                 }
             }
         }

@@ -257,10 +257,7 @@ struct ConsolePages {
                 let moved = try await hearth.report(report.id.rawValue, by: identity)
                 return render(identity, report.id.rawValue, Self.reportPage(moved, identity: identity, flash: ("Published advisory \(advisory.id); owners of affected devices see the notice, and the report is disclosed.", true)))
             } catch let error as HearthError where [.invalidInput, .conflict, .unknownField, .notFound].contains(error.code) {
-                // A model list field error names an element (models[0]): show it on the list.
-                let field = error.field.map { $0.hasPrefix("models") ? "models" : $0 }
-                let shown = HearthError(error.code, field: field, error.message)
-                return render(identity, report.id.rawValue, Self.reportPage(report, identity: identity, flash: ("Not published: \(error.message)", false), refused: ("advisory", shown, sent)), status: ErrorMiddleware.status(for: error.code == .notFound ? .invalidInput : error.code))
+                return render(identity, report.id.rawValue, Self.reportPage(report, identity: identity, flash: ("Not published: \(error.message)", false), refused: ("advisory", error, sent)), status: ErrorMiddleware.status(for: error.code == .notFound ? .invalidInput : error.code))
             }
         }
 
@@ -309,7 +306,7 @@ struct ConsolePages {
         let rows = rollouts.map { v -> [String: Any] in
             let r = v.rollout
             let finished = v.tally.succeeded + v.tally.failed
-            let percent = r.stages[min(max(r.stage, 0), r.stages.count - 1)]
+            let percent = r.stages.isEmpty ? 0 : r.stages[min(max(r.stage, 0), r.stages.count - 1)]
             let done = v.tally.members == 0 ? 0 : min(100, 100 * finished / v.tally.members)
             return row([
                 Cell(column: "Rollout", text: r.id), Cell(column: "Release", text: r.target), Cell(column: "State", text: r.state + (r.note.map { " — \($0)" } ?? ""), alert: r.state == "paused"),

@@ -47,7 +47,8 @@ struct OwnerPages {
             let notices = try await hearth.notices(for: identity)
             var cards: [Card] = []
             for device in devices {
-                cards.append(try await Self.card(device, hearth: hearth, online: online.contains(device.serial), notices: notices.filter { $0.devices.contains(device.serial) }.count))
+                let known = try await Known.load(device, hearth: hearth, online: online.contains(device.serial))
+                cards.append(Self.card(device, known, notices: notices.filter { $0.devices.contains(device.serial) }.count, hearth: hearth))
             }
             return views.render("devices", title: "Your devices", nav: Views.Nav(identity), page: ["cards": cards, "hasDevices": !cards.isEmpty] as [String: Any])
         }
@@ -240,10 +241,20 @@ struct OwnerPages {
         return latest.map { Pages.when($0.reading.receivedAt) } ?? "never"
     }
 
-    static func card(_ device: DeviceRecord, hearth: Hearth, online: Bool, notices: Int) async throws -> Card {
-        let model = try await hearth.store.model(device.model)
-        let latest = try await hearth.telemetry?.latest(device.serial)
-        let update = try await hearth.updates?.deviceView(device)
+    /// What the store and the gateway know of a device now: read once for its card and its page.
+    struct Known {
+        let model: ProductModel?
+        let latest: TelemetryRecord?
+        let update: Updates.DeviceUpdateView?
+        let online: Bool
+
+        static func load(_ device: DeviceRecord, hearth: Hearth, online: Bool) async throws -> Known {
+            Known(model: try await hearth.store.model(device.model), latest: try await hearth.telemetry?.latest(device.serial), update: try await hearth.updates?.deviceView(device), online: online)
+        }
+    }
+
+    static func card(_ device: DeviceRecord, _ known: Known, notices: Int, hearth: Hearth) -> Card {
+        let (model, latest, update, online) = (known.model, known.latest, known.update, known.online)
         let alerts = notices + (update?.alerts.count ?? 0) + (update?.supportEnded == true ? 1 : 0)
         let product = model?.name ?? device.model.rawValue
         return Card(
@@ -258,11 +269,10 @@ struct OwnerPages {
         _ device: DeviceRecord, identity: Identity, window: Chart.Window, hearth: Hearth, views: Views, answer: Answer? = nil, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let serial = device.serial.rawValue
-        let model = try await hearth.store.model(device.model)
-        let online = await hearth.online([device.serial]).contains(device.serial)
+        let known = try await Known.load(device, hearth: hearth, online: await hearth.online([device.serial]).contains(device.serial))
+        let (model, latest, update, online) = (known.model, known.latest, known.update, known.online)
         let notices = try await hearth.notices(for: identity).filter { $0.devices.contains(device.serial) }.map(\.advisory)
-        let card = try await card(device, hearth: hearth, online: online, notices: notices.count)
-        let latest = try await hearth.telemetry?.latest(device.serial)
+        let card = card(device, known, notices: notices.count, hearth: hearth)
         let now = hearth.time.now()
         var charts: [Chart] = []
         let numeric = (model?.telemetry ?? []).filter {
@@ -286,7 +296,6 @@ struct OwnerPages {
         ])
         rename.fields[0].value = hearth.name(of: device) ?? ""
         if let answer, answer.command == "name", let error = answer.error { rename = rename.refused(error, sent: answer.sent) }
-        let update = try await hearth.updates?.deviceView(device)
         let phase = update?.latest.flatMap { UpdatePhase(rawValue: $0.phase) }
         let progress: Int? = switch phase {
         case .downloading: 1

@@ -142,10 +142,11 @@ struct FormModel: Sendable {
     }
 
     /// The form after `error`: every value sent is kept except passwords, and the message goes
-    /// next to the field it names (or above the form when it names none of them).
+    /// next to the field it concerns (`models[0]` is about `models`), or above the form when it
+    /// concerns none of them.
     func refused(_ error: HearthError, sent: [String: String]) -> FormModel {
         var form = self
-        let named = fields.contains { $0.name == error.field }
+        let named = fields.contains { error.concerns($0.name) }
         form.formError = named ? "Please correct the field marked below." : error.message
         form.fields = fields.map { field in
             var field = field
@@ -153,7 +154,7 @@ struct FormModel: Sendable {
                 field.value = value
                 field.options = field.options.map { FormField.Option(value: $0.value, text: $0.text, selected: $0.value == value) }
             }
-            if field.name == error.field {
+            if error.concerns(field.name) {
                 field.error = error.message
                 field.describedBy = [field.hint.map { _ in "f-\(field.name)-hint" }, "f-\(field.name)-error"].compactMap { $0 }.joined(separator: " ")
             }
