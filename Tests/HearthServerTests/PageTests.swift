@@ -301,6 +301,13 @@ import Testing
         for _ in 0..<4 { _ = try await streams.open(device, account: ann, hearth: d.hearth) }
         await #expect(throws: HearthError.self) { _ = try await streams.open(device, account: ann, hearth: d.hearth) }
         _ = try await streams.open(device, account: bob, hearth: d.hearth)
+        // Ten at once from one account: exactly four get a stream.
+        let carol = AccountID()
+        let admitted = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<10 { group.addTask { (try? await streams.open(device, account: carol, hearth: d.hearth)) != nil } }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == LiveStreams.perAccount, "\(admitted) admitted")
         // A stream lasts a minute: after 70 s its slot is free even if its body never ended it.
         d.time.advance(by: 71)
         for _ in 0..<4 { _ = try await streams.open(device, account: ann, hearth: d.hearth) }
