@@ -50,7 +50,7 @@ let package = Package(
         // MQTT 3.1.1 and 5.0 packets: a pure parser and serialiser on NIOCore only.
         .target(name: "HearthMQTT", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         // The broker's logic without I/O: subscription matching and who may publish or subscribe where.
-        .target(name: "HearthBroker", dependencies: ["HearthMQTT"], swiftSettings: swiftSettings),
+        .target(name: "HearthBroker", dependencies: ["HearthCore", "HearthMQTT"], swiftSettings: swiftSettings),
         // The MQTT gateway's network side: listeners and connections over the broker logic.
         .target(
             name: "HearthGateway",

@@ -1,17 +1,10 @@
+import HearthCore
 import HearthMQTT
 
 /// Who may publish and subscribe where. Devices live in their own namespace and nothing lets one
 /// device see or affect another (Code of Practice guideline 6; EN 303 645 5.6-x).
 ///
-/// Topic layout (`S` is the device serial, taken from its certificate, never from the client id):
-/// ```
-/// devices/S/telemetry           device → server   readings, checked against the model's schema
-/// devices/S/events              device → server   events (e.g. a lock's keypad use)
-/// devices/S/commands/NAME       server → device   a command; the device subscribes to devices/S/commands/#
-/// devices/S/commands/NAME/result device → server  the command's result (request/response)
-/// devices/S/update              device → server   update progress and integrity alerts
-/// devices/S/update/offer        server → device   the answer: support period, target to install
-/// ```
+/// The topic layout is ``DeviceTopics`` (HearthCore).
 public enum AccessPolicy: Sendable, Equatable {
     /// A device authenticated by its certificate: only its own namespace.
     case device(serial: String)
@@ -19,7 +12,7 @@ public enum AccessPolicy: Sendable, Equatable {
     /// and never `$SYS`-style topics.
     case development
 
-    public static let namespace = "devices"
+    public static let namespace = DeviceTopics.namespace
 
     public func canPublish(_ topic: String) -> Bool {
         switch self {

@@ -1,3 +1,4 @@
+import Foundation
 import HearthMQTT
 
 /// Routing without I/O: who is subscribed to what, the retained messages, and the access policy of
@@ -37,6 +38,8 @@ public struct Broker: Sendable {
     var filtersBySession: [String: [String: Subscription]] = [:]
     var policies: [String: AccessPolicy] = [:]
     public private(set) var retained: [String: Publish] = [:]
+    /// When each retained message was stored, for its Message Expiry Interval.
+    public private(set) var retainedAt: [String: Date] = [:]
     var nextInGroup: [String: Int] = [:]
     /// Refused publishes and subscriptions per session: input for security monitoring.
     public private(set) var refusals: [String: Int] = [:]
@@ -69,8 +72,9 @@ public struct Broker: Sendable {
     }
 
     /// Puts back a persisted retained message.
-    public mutating func restoreRetained(_ message: Publish) {
+    public mutating func restoreRetained(_ message: Publish, at: Date = Date()) {
         retained[message.topic] = message
+        retainedAt[message.topic] = at
     }
 
     /// Subscribes; returns a reason code per request and the retained messages to send now.
@@ -114,7 +118,7 @@ public struct Broker: Sendable {
     }
 
     /// Routes a PUBLISH from `sessionKey` (nil: from the server itself, e.g. a command).
-    public mutating func publish(from sessionKey: String?, _ message: Publish) -> PublishResult {
+    public mutating func publish(from sessionKey: String?, _ message: Publish, now: Date = Date()) -> PublishResult {
         if let sessionKey {
             let policy = policies[sessionKey] ?? .development
             guard policy.canPublish(message.topic) else {
@@ -124,14 +128,27 @@ public struct Broker: Sendable {
         }
         if message.retain {
             // An empty retained payload deletes the retained message (§3.3.1.3).
-            if message.payload.isEmpty { retained[message.topic] = nil } else { retained[message.topic] = message }
+            if message.payload.isEmpty {
+                retained[message.topic] = nil
+                retainedAt[message.topic] = nil
+            } else {
+                retained[message.topic] = message
+                retainedAt[message.topic] = now
+            }
         }
         let matches = tree.match(message.topic)
         var deliveries: [Delivery] = []
-        for (subscriber, subscription) in matches.subscribers.sorted(by: { $0.key < $1.key }) {
-            if subscription.noLocal, subscriber == sessionKey { continue }
-            guard policies[subscriber]?.canReceive(message.topic) ?? false else { continue }
-            deliveries.append(Delivery(sessionKey: subscriber, publish: Self.copy(message, for: subscription, retain: subscription.retainAsPublished && message.retain)))
+        for (subscriber, subscriptions) in matches.subscribers.sorted(by: { $0.key < $1.key }) {
+            // Overlapping subscriptions of one client: one copy at the highest QoS of those that
+            // apply, carrying every subscription identifier (MQTT 5.0 §3.3.4).
+            let applying = subscriptions.filter { !($0.noLocal && subscriber == sessionKey) }
+            guard let first = applying.first, policies[subscriber]?.canReceive(message.topic) ?? false else { continue }
+            var publish = Self.copy(message, for: first, retain: applying.contains { $0.retainAsPublished } && message.retain)
+            publish.qos = min(message.qos, applying.map(\.qos).max() ?? first.qos)
+            let identifiers = applying.compactMap(\.identifier)
+            publish.properties.all.removeAll { if case .subscriptionIdentifier = $0 { true } else { false } }
+            publish.properties.all += identifiers.map { .subscriptionIdentifier($0) }
+            deliveries.append(Delivery(sessionKey: subscriber, publish: publish))
         }
         for (group, members) in matches.groups.sorted(by: { $0.key < $1.key }) {
             let eligible = members.keys.sorted().filter { policies[$0]?.canReceive(message.topic) ?? false }

@@ -49,6 +49,8 @@ public struct ConnectionStateMachine: Sendable {
         case deliver(Publish)
         /// Hand any other packet of a connected client to the broker (SUBSCRIBE, acks, …).
         case forward(MQTTPacket)
+        /// The client's DISCONNECT changed how long its session outlives the connection (5.0).
+        case setSessionExpiry(UInt32)
         /// Close the connection; `sendWill` says whether the will message is published.
         case close(sendWill: Bool)
     }
@@ -63,6 +65,7 @@ public struct ConnectionStateMachine: Sendable {
         var version: MQTTVersion
         var keepAlive: UInt16
         var lastHeard: Date
+        var sessionExpiry: UInt32
         var aliases: [UInt16: String] = [:]
     }
 
@@ -82,6 +85,17 @@ public struct ConnectionStateMachine: Sendable {
     }
 
     public var isConnected: Bool { if case .connected = state { true } else { false } }
+
+    /// When ``tick(now:)`` next has something to do (the connect timeout, or 1.5 × the keep-alive
+    /// after the last packet); nil when nothing is due. A timer set for it may fire early: the
+    /// deadline only ever moves later.
+    public var deadline: Date? {
+        switch state {
+        case .awaitingConnect(let since): since.addingTimeInterval(limits.connectTimeout)
+        case .connected(let c) where c.keepAlive > 0: c.lastHeard.addingTimeInterval(1.5 * Double(c.keepAlive))
+        default: nil
+        }
+    }
 
     /// A decoded packet arrived.
     public mutating func received(_ packet: MQTTPacket, now: Date) -> [Action] {
@@ -103,9 +117,17 @@ public struct ConnectionStateMachine: Sendable {
             case .pingreq:
                 return [.send(.pingresp)]
             case .disconnect(let d):
+                var actions: [Action] = []
+                if let expiry = d.properties.sessionExpiryInterval {
+                    // §3.14.2.2.2: a session that was to end with the connection cannot be kept now.
+                    guard c.sessionExpiry > 0 || expiry == 0 else {
+                        return fail(.protocolError, "session expiry set on DISCONNECT after 0 on CONNECT", version: c.version)
+                    }
+                    actions.append(.setSessionExpiry(min(expiry, limits.maximumSessionExpiry)))
+                }
                 state = .closed
                 // 5.0: "Disconnect with Will Message" (0x04) asks for the will; otherwise none.
-                return [.close(sendWill: c.version == .v5 && d.reason == .disconnectWithWill)]
+                return actions + [.close(sendWill: c.version == .v5 && d.reason == .disconnectWithWill)]
             case .publish(var publish):
                 if let alias = publish.properties.topicAlias {
                     guard alias <= limits.topicAliasMaximum else {
@@ -186,8 +208,10 @@ public struct ConnectionStateMachine: Sendable {
             clientID = "auto-" + UUID().uuidString.lowercased()
             if v5 { properties.all.append(.assignedClientIdentifier(clientID)) }
         }
+        // Any UTF-8 id up to the limit, spaces included (as other brokers accept); control
+        // characters are refused so that an id can never forge a log line.
         guard clientID.utf8.count <= limits.maximumClientIDLength,
-            clientID.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F })
+            clientID.unicodeScalars.allSatisfy({ $0.value >= 0x20 && !(0x7F...0x9F).contains($0.value) })
         else { return refuse(.clientIdentifierNotValid) }
         // A device may not log in with credentials: its certificate is its identity.
         if case .device = identity, connect.username != nil || connect.password != nil {
@@ -208,7 +232,7 @@ public struct ConnectionStateMachine: Sendable {
         case .device(let serial): sessionKey = "device:\(serial)"
         case .development: sessionKey = "dev:\(clientID)"
         }
-        state = .connected(Connected(version: connect.version, keepAlive: keepAlive, lastHeard: now))
+        state = .connected(Connected(version: connect.version, keepAlive: keepAlive, lastHeard: now, sessionExpiry: sessionExpiry(for: connect)))
         return [.accept(sessionKey: sessionKey, connect: connect, connack: ConnAck(sessionPresent: false, reason: .success, properties: v5 ? properties : []))]
     }
 

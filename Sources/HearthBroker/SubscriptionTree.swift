@@ -17,8 +17,9 @@ public struct SubscriptionTree<Subscriber: Hashable & Sendable, Options: Sendabl
     }
 
     public struct Matches: Sendable {
-        /// Ordinary subscribers, each once, with the options of one of its matching filters.
-        public var subscribers: [Subscriber: Options] = [:]
+        /// Ordinary subscribers, each once, with the options of every filter of theirs that
+        /// matches (overlapping subscriptions, MQTT 5.0 §3.3.4).
+        public var subscribers: [Subscriber: [Options]] = [:]
         /// Shared groups by `NAME/FILTER`, each with all its members.
         public var groups: [String: [Subscriber: Options]] = [:]
     }
@@ -104,7 +105,7 @@ public struct SubscriptionTree<Subscriber: Hashable & Sendable, Options: Sendabl
     }
 
     static func add(_ node: Node, path: String, into matches: inout Matches) {
-        for (s, o) in node.subscribers { matches.subscribers[s] = o }
+        for (s, o) in node.subscribers { matches.subscribers[s, default: []].append(o) }
         let filter = path.hasSuffix("/") ? String(path.dropLast()) : path
         for (name, members) in node.shared { matches.groups["\(name)/\(filter)", default: [:]].merge(members) { a, _ in a } }
     }

@@ -158,7 +158,7 @@ public actor DeviceAgent: Service {
 
     func sendUpdateReport(_ conn: MQTTClientConnection) {
         guard let updateReport else { return }
-        conn.send(.publish(Publish(topic: "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update", payload: updateReport.payload, qos: .atLeastOnce, packetID: allocatePacketID())))
+        conn.send(.publish(Publish(topic: DeviceTopics(configuration.serial).update, payload: updateReport.payload, qos: .atLeastOnce, packetID: allocatePacketID())))
     }
 
     /// Integrity-failure mode (Code of Practice guideline 7): one connection to the gateway that
@@ -174,7 +174,7 @@ public actor DeviceAgent: Service {
         conn.send(.connect(Connect(version: .v5, clientID: configuration.serial.rawValue, cleanStart: true, keepAlive: 30, properties: [])))
         var packets = conn.packets.makeAsyncIterator()
         guard case .connack(let ack)? = try await packets.next(), ack.reason == .success else { throw DeviceError("the gateway refused the alert connection") }
-        conn.send(.publish(Publish(topic: "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update", payload: report.payload, qos: .atLeastOnce, packetID: 1)))
+        conn.send(.publish(Publish(topic: DeviceTopics(configuration.serial).update, payload: report.payload, qos: .atLeastOnce, packetID: 1)))
         while let packet = try await packets.next() {
             if case .puback(let a) = packet, a.packetID == 1 {
                 conn.send(.disconnect(ReasonPacket()))
@@ -333,8 +333,8 @@ public actor DeviceAgent: Service {
         let waiting = Set(queue.readings.map(\.sequence))
         carried = carried.filter { waiting.contains($0.key) }
         inflight = inflight.filter { waiting.contains($0.value) }
-        let commands = "\(AccessPolicyTopics.devicePrefix(configuration.serial))/commands/+"
-        let offers = "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update/offer"
+        let commands = DeviceTopics(configuration.serial).commands
+        let offers = DeviceTopics(configuration.serial).updateOffer
         conn.send(.subscribe(Subscribe(packetID: allocatePacketID(), requests: [Subscribe.Request(filter: commands, qos: .atLeastOnce), Subscribe.Request(filter: offers, qos: .atLeastOnce)])))
         sendUpdateReport(conn)
         onEvent(.connected(version: conn.version, sessionPresent: ack.sessionPresent))
@@ -387,7 +387,7 @@ public actor DeviceAgent: Service {
 
     func telemetry(_ reading: QueuedReading, id: UInt16, dup: Bool) -> Publish {
         Publish(
-            topic: "\(AccessPolicyTopics.devicePrefix(configuration.serial))/telemetry", payload: reading.envelope(dropped: carried[reading.sequence] ?? 0),
+            topic: DeviceTopics(configuration.serial).telemetry, payload: reading.envelope(dropped: carried[reading.sequence] ?? 0),
             qos: .atLeastOnce, dup: dup, packetID: id
         )
     }
@@ -437,7 +437,7 @@ public actor DeviceAgent: Service {
                 pausedUntil = clock.now().addingTimeInterval(1)
             }
             wake?.yield()
-        case .publish(let publish) where publish.topic == "\(AccessPolicyTopics.devicePrefix(configuration.serial))/update/offer":
+        case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).updateOffer:
             if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
             if let offer = try? UpdateOffer(payload: publish.payload) { await onUpdateOffer(offer) }
         case .publish(let publish):
@@ -458,7 +458,7 @@ public actor DeviceAgent: Service {
     /// A command: checked against the model, answered on its result topic, then acknowledged.
     func command(_ publish: Publish, _ conn: MQTTClientConnection) async {
         defer { if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) } }
-        let prefix = "\(AccessPolicyTopics.devicePrefix(configuration.serial))/commands/"
+        let prefix = DeviceTopics(configuration.serial).commandPrefix
         guard publish.topic.hasPrefix(prefix) else { return }
         let name = String(publish.topic.dropFirst(prefix.count))
         guard case .object(let body)? = try? JSONValue.parse(publish.payload), case .string(let id)? = body["id"], !id.isEmpty, id.utf8.count <= 64 else {
@@ -504,9 +504,4 @@ public actor DeviceAgent: Service {
         } while inflight[nextPacketID] != nil
         return nextPacketID
     }
-}
-
-/// The device's topics (the gateway's access policy allows exactly these).
-enum AccessPolicyTopics {
-    static func devicePrefix(_ serial: DeviceSerial) -> String { "devices/\(serial.rawValue)" }
 }

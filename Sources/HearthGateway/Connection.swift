@@ -5,24 +5,22 @@ import HearthMQTT
 import HearthStorage
 import Logging
 import NIOCore
+import NIOSSL
+import NIOTLS
+import Synchronization
 
 /// What the gateway knows about an authenticated device for the life of its connection.
 struct DeviceContext: Sendable {
     let serial: DeviceSerial
     let model: ProductModel
     let validator: TelemetryValidator
-    var telemetryTopic: String { "\(AccessPolicy.namespace)/\(serial.rawValue)/telemetry" }
-    var updateTopic: String { "\(AccessPolicy.namespace)/\(serial.rawValue)/update" }
+    let topics: DeviceTopics
 
     init(serial: DeviceSerial, model: ProductModel) {
         self.serial = serial
         self.model = model
         validator = TelemetryValidator(model: model)
-    }
-
-    /// True for `devices/S/commands/NAME/result` (the access policy has already checked the rest).
-    func isCommandResult(_ topic: String) -> Bool {
-        topic.hasPrefix("\(AccessPolicy.namespace)/\(serial.rawValue)/commands/") && topic.hasSuffix("/result")
+        topics = DeviceTopics(serial)
     }
 }
 
@@ -34,48 +32,129 @@ struct GatewayParts: Sendable {
     let updates: UpdateChannelSlot
     let counters: Counters
     let limits: ConnectionLimits
+    let admission: Admission
+    let authenticator: Authenticator
+    let live: LiveConnections
+    let offload: Offload
+    let handshakeTimeout: TimeAmount
     let logger: Logger
 }
 
-/// One client connection: decodes its bytes, runs its protocol state machine and message flows,
-/// and talks to the hub. An actor, so inbound packets, deliveries from other clients, commits and
-/// timer ticks are handled one at a time.
-actor Connection {
+/// A `Sendable` handle on one connection. What other parts of the gateway tell it (a delivery, a
+/// commit, a takeover) runs on the connection's own event loop, in the order it was told.
+final class ConnectionRef: Sendable, Hashable {
+    let eventLoop: any EventLoop
+    private let handler: NIOLoopBound<ConnectionHandler>
+
+    /// The handler's identity: one connection, however many refs are made for it.
+    let id: ObjectIdentifier
+
+    init(_ handler: ConnectionHandler, eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+        self.handler = NIOLoopBound(handler, eventLoop: eventLoop)
+        id = ObjectIdentifier(handler)
+    }
+
+    private func run(_ body: @escaping @Sendable (ConnectionHandler) -> Void) {
+        if eventLoop.inEventLoop {
+            body(handler.value)
+        } else {
+            eventLoop.execute { body(self.handler.value) }
+        }
+    }
+
+    func deliver(_ publish: Publish) { run { $0.deliver(publish) } }
+    func disconnect(_ reason: ReasonCode, _ message: String) { run { $0.disconnect(reason, message) } }
+    func committed(_ ids: [UInt16], stored: Bool) { run { $0.committed(ids, stored: stored) } }
+    func settle(_ id: UInt16, _ reason: ReasonCode) { run { $0.settleAndFlush(id, reason) } }
+    func admitted(_ result: Result<DeviceContext, Authenticator.Refused>) { run { $0.admitted(result) } }
+
+    static func == (a: ConnectionRef, b: ConnectionRef) -> Bool { a.id == b.id }
+    func hash(into hasher: inout Hasher) { hasher.combine(id) }
+}
+
+/// Every open connection, for shutdown.
+final class LiveConnections: Sendable {
+    private let connections = Mutex<[ObjectIdentifier: ConnectionRef]>([:])
+    func add(_ c: ConnectionRef) { connections.withLock { $0[c.id] = c } }
+    func remove(_ c: ConnectionRef) { _ = connections.withLock { $0.removeValue(forKey: c.id) } }
+    var all: [ConnectionRef] { connections.withLock { Array($0.values) } }
+    var count: Int { connections.withLock { $0.count } }
+}
+
+/// Async work a connection needs done off its event loop (a store lookup, an update report),
+/// run as child tasks of the gateway's service, never as free-standing tasks.
+final class Offload: Sendable {
+    typealias Job = @Sendable () async -> Void
+    private let jobs: AsyncStream<Job>
+    private let continuation: AsyncStream<Job>.Continuation
+
+    init() { (jobs, continuation) = AsyncStream<Job>.makeStream() }
+
+    func run(_ job: @escaping Job) { continuation.yield(job) }
+
+    /// Runs jobs until ``finish()``; returns when the last has ended.
+    func serve() async {
+        await withDiscardingTaskGroup { group in
+            for await job in jobs { group.addTask { await job() } }
+        }
+    }
+
+    func finish() { continuation.finish() }
+}
+
+/// One client connection, owned by one channel handler on its event loop: it decodes the bytes
+/// as they are read, runs the protocol state machine and message flows, times its own deadlines
+/// (connect timeout, keep-alive) and performs every action itself. Nothing else awaits its I/O,
+/// and whenever the connection ends, whoever decides it, the socket is closed.
+final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
     let parts: GatewayParts
-    let device: DeviceContext?
-    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    /// The socket itself: closed whenever the server ends the connection (timeouts, refusals,
-    /// takeover, revocation, protocol errors), so the inbound side ends too and nothing waits
-    /// for bytes a vanished device will never send.
-    let transport: any Channel
-    let mailbox: AsyncStream<Mail>.Continuation
+    /// True on the mutual-TLS device listener: the peer is admitted once its certificate checks out.
+    let deviceListener: Bool
     var logger: Logger { parts.logger }
-    var parser: MQTTParser
-    var machine: ConnectionStateMachine
-    var outboundFlow = OutboundFlow()
-    var inboundFlow: InboundFlow
-    var pending = ByteBuffer()
-    var sessionKey: String?
-    var will: Connect.Will?
-    var sessionExpiry: UInt32 = 0
+    private var context: ChannelHandlerContext?
+    private var ref: ConnectionRef?
+    private var source = "unknown"
+    /// Counted against its source's unauthenticated sockets (``Admission/arriveUnadmitted(_:)``).
+    private var unadmitted = false
+    /// Counted towards the connection cap (``Admission/arrive(now:)``).
+    private var authenticated = false
+
+    private var device: DeviceContext?
+    /// Set once the peer may speak MQTT (at once on the development listener; after the TLS
+    /// handshake and the certificate check on the device listener).
+    private var machine: ConnectionStateMachine?
+    private var parser: MQTTParser
+    /// Bytes of an incomplete packet, kept until the rest arrives.
+    private var pending: ByteBuffer?
+    private var outboundFlow = OutboundFlow()
+    private var inboundFlow: InboundFlow
+    private var sessionKey: String?
+    private var will: Connect.Will?
+    private var sessionExpiry: UInt32 = 0
+    /// The client's Maximum Packet Size: larger messages are not sent to it (MQTT 5.0 §3.1.2.25).
+    private var clientMaximumPacketSize = Int.max
     /// Acknowledgements owed, in the order the PUBLISHes arrived (MQTT §4.6); `nil` while a
     /// reading waits for its commit.
-    var acks: [(id: UInt16, qos: QoS, reason: ReasonCode?)] = []
-    var publishBucket: TokenBucket
-    var byteBucket: TokenBucket
-    private(set) var closed = false
-    var output = ByteBuffer()
-    var flushScheduled = false
+    private var acks: [(id: UInt16, qos: QoS, reason: ReasonCode?)] = []
+    private var publishBucket: TokenBucket
+    private var byteBucket: TokenBucket
+    private var closed = false
+    private var output = ByteBuffer()
+    private var flushScheduled = false
+    private var reading = false
+    /// Messages routed here while the socket would not take more; bounded, oldest dropped.
+    private var held: [Publish] = []
+    private var timer: Scheduled<Void>?
 
-    init(parts: GatewayParts, identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, transport: any Channel, mailbox: AsyncStream<Mail>.Continuation) {
+    init(parts: GatewayParts, deviceListener: Bool) {
         self.parts = parts
-        self.device = device
-        self.outbound = outbound
-        self.transport = transport
-        self.mailbox = mailbox
+        self.deviceListener = deviceListener
         let limits = parts.limits
         parser = MQTTParser(maximumPacketSize: Int(limits.maximumPacketSize))
-        machine = ConnectionStateMachine(identity: identity, limits: limits, now: Date(), refusal: refusal)
         inboundFlow = InboundFlow(receiveMaximum: Int(limits.receiveMaximum))
         publishBucket = TokenBucket(rate: limits.publishesPerSecond, burst: limits.publishesPerSecond, now: Date())
         byteBucket = TokenBucket(rate: limits.bytesPerSecond, burst: limits.bytesPerSecond, now: Date())
@@ -83,57 +162,207 @@ actor Connection {
 
     var version: MQTTVersion { parser.version ?? .v5 }
 
-    /// Bytes from the client. Returns false once the connection is to be closed.
-    func received(_ bytes: ByteBuffer) async -> Bool {
-        var bytes = bytes
-        pending.writeBuffer(&bytes)
+    // MARK: Channel events
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        let ref = ConnectionRef(self, eventLoop: context.eventLoop)
+        self.ref = ref
+        parts.live.add(ref)
+        source = context.channel.remoteAddress?.ipAddress ?? "unknown"
+        if deviceListener {
+            guard parts.admission.arriveUnadmitted(source) else {
+                parts.counters.add(\.unauthenticatedRefused)
+                close()
+                return
+            }
+            unadmitted = true
+            // The handshake and the certificate check must finish in time.
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: parts.handshakeTimeout) { [self] in
+                if machine == nil { close() }
+            }
+        } else {
+            start(identity: .development, device: nil, refusal: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let ref {
+            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
+            let authenticator = parts.authenticator
+            parts.offload.run { ref.admitted(await authenticator.admit(certificate)) }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The certificate check finished.
+    func admitted(_ result: Result<DeviceContext, Authenticator.Refused>) {
+        guard !closed else { return }
+        timer?.cancel()
+        switch result {
+        case .success(let admitted):
+            parts.admission.unadmittedLeft(source)
+            unadmitted = false
+            start(identity: .device(serial: admitted.serial.rawValue), device: admitted, refusal: nil)
+        case .failure(let why):
+            // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why), and
+            // closed at the connect timeout if it never does; it stays counted as unauthenticated.
+            parts.counters.add(\.devicesRefused)
+            logger.notice("device refused", metadata: ["reason": "\(why)"])
+            start(identity: .development, device: nil, refusal: (.notAuthorized, 3600))
+        }
+    }
+
+    private func start(identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?) {
+        self.device = device
+        var refusal = refusal
+        if refusal == nil {
+            authenticated = true
+            refusal = parts.admission.arrive()
+        }
+        parts.counters.add(refusal == nil ? \.connectionsAccepted : \.connectionsRefused)
+        machine = ConnectionStateMachine(identity: identity, limits: parts.limits, now: Date(), refusal: refusal)
+        armTimer()
+        // Bytes that arrived during the certificate check.
+        if var bytes = pending {
+            pending = nil
+            process(&bytes)
+            flush()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        guard !closed else { return }
+        reading = true
+        if var kept = pending {
+            kept.writeBuffer(&bytes)
+            pending = nil
+            process(&kept)
+        } else {
+            // Parsed in place from the read buffer; only an incomplete tail is kept.
+            process(&bytes)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        flush()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, !held.isEmpty {
+            let messages = held
+            held = []
+            for message in messages { deliver(message) }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        close()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        timer?.cancel()
+        finish()
+        if authenticated { parts.admission.leave() }
+        if unadmitted { parts.admission.unadmittedLeft(source) }
+        authenticated = false
+        unadmitted = false
+        if let ref { parts.live.remove(ref) }
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    /// Decodes and handles every complete packet in `bytes`; keeps an incomplete tail.
+    private func process(_ bytes: inout ByteBuffer) {
+        guard machine != nil else {
+            // Still in the certificate check: keep the bytes (at most one packet's worth).
+            guard bytes.readableBytes <= Int(parts.limits.maximumPacketSize) else { return close() }
+            pending = bytes
+            return
+        }
+        let now = Date()
         while !closed {
             do {
-                guard let packet = try parser.next(&pending) else { break }
-                await perform(machine.received(packet, now: Date()))
+                guard let packet = try parser.next(&bytes) else { break }
+                perform(machine!.received(packet, now: now))
             } catch {
-                await perform(machine.decodeFailed(error))
+                perform(machine!.decodeFailed(error))
             }
         }
-        if pending.readerIndex > 4096 { pending.discardReadBytes() }
-        await flushOutput()
-        return !closed
-    }
-
-    func tick() async {
-        await perform(machine.tick(now: Date()))
-        await flushOutput()
-    }
-
-    func deliver(_ mail: Mail) async {
-        switch mail {
-        case .publish(let p):
-            await run(outboundFlow.enqueue(p))
-        case .disconnect(let reason, let message):
-            await perform(machine.disconnect(reason, message))
+        if !closed, bytes.readableBytes > 0 {
+            if bytes.readerIndex > 4096 { bytes.discardReadBytes() }
+            pending = bytes
         }
+    }
+
+    // MARK: Deadlines
+
+    /// Sets the one timer for the state machine's next deadline.
+    private func armTimer() {
+        timer?.cancel()
+        timer = nil
+        guard !closed, let context, let deadline = machine?.deadline else { return }
+        let delay = max(0, deadline.timeIntervalSinceNow)
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay * 1000) + 1)) { [self] in
+            guard !closed, machine != nil else { return }
+            perform(machine!.tick(now: Date()))
+            flush()
+            if !closed { armTimer() }
+        }
+    }
+
+    // MARK: From the rest of the gateway
+
+    func deliver(_ publish: Publish) {
+        guard !closed, sessionKey != nil else { return }
+        if let context, !context.channel.isWritable {
+            // A peer that does not read: its queue is bounded and the drops are counted, and
+            // nothing else waits for it.
+            held.append(publish)
+            if held.count > outboundFlow.queueLimit {
+                held.removeFirst()
+                parts.counters.add(\.deliveriesDropped)
+            }
+            return
+        }
+        run(outboundFlow.enqueue(publish))
         scheduleFlush()
     }
 
-    /// The transport is gone (or we closed it): publish (or schedule) the will if owed, and leave
-    /// the hub, which keeps the session if it has an expiry.
-    func finish(sendWill: Bool = true) async {
-        if !closed { closed = true }
-        mailbox.finish()
-        if let key = sessionKey {
-            if sendWill, let will {
-                let message = Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
-                    if case .willDelayInterval = $0 { false } else { true }
-                }))
-                await parts.hub.scheduleWill(key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry))
-            }
-            await parts.hub.detach(key, id: ObjectIdentifier(self), flow: outboundFlow)
-        }
-        sessionKey = nil
-        will = nil
+    func disconnect(_ reason: ReasonCode, _ message: String) {
+        guard !closed else { return }
+        guard machine?.isConnected == true else { return close() }
+        perform(machine!.disconnect(reason, message))
+        flush()
     }
 
-    private func perform(_ actions: [ConnectionStateMachine.Action]) async {
+    /// What messages `ids` waited for (a commit, a flush) is done.
+    func committed(_ ids: [UInt16], stored: Bool) {
+        guard !closed else { return }
+        if !stored, version == .v3_1_1 {
+            // 3.1.1 has no failure PUBACK: close without acknowledging, so the client sends it again.
+            return disconnect(.unspecifiedError, "storage unavailable")
+        }
+        for id in ids { settle(id, stored ? .success : .unspecifiedError) }
+        scheduleFlush()
+    }
+
+    func settleAndFlush(_ id: UInt16, _ reason: ReasonCode) {
+        guard !closed else { return }
+        settle(id, reason)
+        scheduleFlush()
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [ConnectionStateMachine.Action]) {
         for action in actions {
             switch action {
             case .send(let packet):
@@ -141,40 +370,62 @@ actor Connection {
             case .accept(let key, let connect, var connack):
                 sessionKey = key
                 will = connect.will
-                sessionExpiry = machine.sessionExpiry(for: connect)
+                sessionExpiry = machine!.sessionExpiry(for: connect)
                 if let max = connect.properties.receiveMaximum { outboundFlow = OutboundFlow(receiveMaximum: Int(max)) }
-                let resumed = await parts.hub.attach(key, cleanStart: connect.cleanStart, expiry: sessionExpiry, policy: Self.policy(for: machine.identity), id: ObjectIdentifier(self), mailbox: mailbox)
+                if connect.version == .v5, let max = connect.properties.maximumPacketSize { clientMaximumPacketSize = Int(max) }
+                let resumed = parts.hub.attach(key, cleanStart: connect.cleanStart, expiry: sessionExpiry, policy: Self.policy(for: machine!.identity), connection: ref!)
                 connack.sessionPresent = resumed.present
                 write(.connack(connack))
                 // A resumed session: unacknowledged messages again (same ids, DUP), then what queued.
                 if let flow = resumed.flow {
                     outboundFlow = flow
-                    await run(outboundFlow.resend())
+                    run(outboundFlow.resend())
                 }
-                for message in resumed.queued { await run(outboundFlow.enqueue(message)) }
+                for message in resumed.queued { run(outboundFlow.enqueue(message)) }
+                armTimer()
             case .deliver(let publish):
-                await handlePublish(publish)
+                handlePublish(publish)
             case .forward(let packet):
-                await handle(packet)
+                handle(packet)
+            case .setSessionExpiry(let expiry):
+                sessionExpiry = expiry
             case .close(let sendWill):
-                closed = true
                 if !sendWill { will = nil }
-                // A peer that does not read cannot hold the socket open: the close happens after
-                // the final packets are written, or after five seconds, whichever comes first.
-                let transport = self.transport
-                transport.eventLoop.scheduleTask(in: .seconds(5)) { transport.close(mode: .all, promise: nil) }
-                await flushOutput()
-                outbound.finish()
-                transport.close(mode: .all, promise: nil)
+                flush()
+                close()
             }
         }
     }
 
-    private func handlePublish(_ publish: Publish) async {
+    /// Closes the socket (the final packets already written go first); ``channelInactive(context:)``
+    /// then settles the will and the session.
+    private func close() {
+        guard let context else { return }
+        closed = true
+        timer?.cancel()
+        context.close(mode: .all, promise: nil)
+    }
+
+    /// The transport is gone: publish (or schedule) the will if owed, and leave the hub, which
+    /// keeps the session if it has an expiry.
+    private func finish() {
+        guard let key = sessionKey, let ref else { return }
+        if let will {
+            let message = Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
+                if case .willDelayInterval = $0 { false } else { true }
+            }))
+            parts.hub.scheduleWill(key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry))
+        }
+        parts.hub.detach(key, connection: ref, flow: outboundFlow, expiry: sessionExpiry)
+        sessionKey = nil
+        will = nil
+    }
+
+    private func handlePublish(_ publish: Publish) {
         guard let key = sessionKey else { return }
         let decision: InboundFlow.Decision
         do { decision = try inboundFlow.received(publish) } catch {
-            await perform(machine.disconnect(error.reason, error.message))
+            perform(machine!.disconnect(error.reason, error.message))
             return
         }
         // The acknowledgement's place in line is taken now, before anything is awaited.
@@ -185,90 +436,67 @@ actor Connection {
             if !publishBucket.take(now: now) || !byteBucket.take(Double(publish.payload.count), now: now) {
                 parts.counters.add(\.publishesRateLimited)
                 reason = .quotaExceeded
-            } else if let device, publish.topic == device.telemetryTopic {
-                reason = await ingest(publish, device: device, now: now)
-            } else if let device, publish.topic == device.updateTopic {
-                reason = await update(publish, device: device)
+            } else if let device, publish.topic == device.topics.telemetry {
+                reason = ingest(publish, device: device, now: now)
+            } else if let device, publish.topic == device.topics.update {
+                update(publish, device: device)
+                reason = nil
             } else {
-                let (result, ticket) = await parts.hub.publish(from: key, publish)
+                let (result, ticket) = parts.hub.publish(from: key, publish)
                 if case .refused(let refusal) = result {
                     reason = refusal
                     parts.counters.add(\.accessRefused)
                     logger.notice("publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
                 } else {
-                    if let device, device.isCommandResult(publish.topic) { await answer(publish, device: device) }
+                    if let device, device.topics.isCommandResult(publish.topic) { answer(publish, device: device) }
                     // A retained or queued message is acknowledged once it is on disk.
-                    if let ticket, let id = publish.packetID,
-                        await parts.hub.whenFlushed(ticket, { [weak self] stored in await self?.committed([id], stored: stored) })
+                    if let ticket, let id = publish.packetID, let ref,
+                        parts.hub.whenFlushed(ticket, { stored in ref.committed([id], stored: stored) })
                     {
                         reason = nil
                     }
                 }
             }
         }
-        if let id = publish.packetID, let reason { await settle(id, reason) }
+        if let id = publish.packetID, let reason { settle(id, reason) }
     }
 
     /// Validates a reading and hands it to the group commit. Returns the PUBACK reason now, or nil
     /// when the acknowledgement waits for the commit.
-    private func ingest(_ publish: Publish, device: DeviceContext, now: Date) async -> ReasonCode? {
+    private func ingest(_ publish: Publish, device: DeviceContext, now: Date) -> ReasonCode? {
         guard let ingest = parts.ingest else { return .implementationSpecificError }
         do {
             let reading = try device.validator.validate(publish.payload, serial: device.serial, receivedAt: now)
-            guard let id = publish.packetID else {
-                await ingest.submit(reading, waiter: nil)
+            guard let id = publish.packetID, let ref else {
+                ingest.submit(reading, waiter: nil)
                 return .success
             }
-            await ingest.submit(reading, waiter: (self, id))
+            ingest.submit(reading, waiter: (ref, id))
             return nil
         } catch {
             parts.counters.add(\.telemetryRefused)
-            await ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
+            ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
             logger.notice("telemetry refused", metadata: ["serial": "\(device.serial)", "kind": "\(error.kind.rawValue)", "field": "\(error.field ?? "-")"])
             return .payloadFormatInvalid
         }
     }
 
     /// An update report: stored by the update service (before the PUBACK), and its answer sent to
-    /// the device's offer topic.
-    private func update(_ publish: Publish, device: DeviceContext) async -> ReasonCode {
-        guard let channel = parts.updates.channel else { return .implementationSpecificError }
-        do {
-            let answer = try await channel.received(report: publish.payload, from: device.serial, model: device.model.id)
-            _ = await parts.hub.publish(from: nil, Publish(topic: device.updateTopic + "/offer", payload: answer, qos: .atLeastOnce))
-            return .success
-        } catch let error as HearthError where error.code == .throttled {
-            parts.counters.add(\.updateReportsRateLimited)
-            return .quotaExceeded
-        } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
-            logger.notice("update report refused", metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
-            return .payloadFormatInvalid
-        } catch {
-            logger.error("update report not stored", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
-            return .unspecifiedError
+    /// the device's offer topic. Off the event loop; the acknowledgement follows when it is done.
+    private func update(_ publish: Publish, device: DeviceContext) {
+        guard let ref else { return }
+        let parts = self.parts
+        let id = publish.packetID
+        parts.offload.run {
+            let reason = await parts.updateReport(publish.payload, device: device)
+            if let id { ref.settle(id, reason) }
         }
     }
 
-    /// What messages `ids` waited for (a commit, a flush) is done.
-    func committed(_ ids: [UInt16], stored: Bool) async {
-        if !stored, version == .v3_1_1 {
-            // 3.1.1 has no failure PUBACK: close without acknowledging, so the client sends it again.
-            await perform(machine.disconnect(.unspecifiedError, "storage unavailable"))
-            return
-        }
-        for id in ids { await settle(id, stored ? .success : .unspecifiedError) }
-        scheduleFlush()
-    }
-
-    /// Sets the reason of the oldest unsettled acknowledgement for `id`, then sends what is ready.
-    private func settle(_ id: UInt16, _ reason: ReasonCode) async {
+    /// Sets the reason of the oldest unsettled acknowledgement for `id`, then writes what is ready.
+    private func settle(_ id: UInt16, _ reason: ReasonCode) {
         guard let index = acks.firstIndex(where: { $0.id == id && $0.reason == nil }) else { return }
         acks[index].reason = reason
-        await flushAcks()
-    }
-
-    /// Sends every acknowledgement at the head of the queue that is ready.
-    private func flushAcks() async {
         while let first = acks.first, let reason = first.reason {
             acks.removeFirst()
             // 3.1.1 acknowledges without a reason: a refused message is dropped (and counted).
@@ -287,43 +515,45 @@ actor Connection {
     }
 
     /// A device's answer to a command: `{"id", "status", "detail"?}`.
-    private func answer(_ publish: Publish, device: DeviceContext) async {
-        guard let json = try? JSONValue.parse(publish.payload), let result = try? CommandMessage.resultSchema.validate(json) else {
+    private func answer(_ publish: Publish, device: DeviceContext) {
+        guard let json = try? JSONValue.parse(publish.payload), let result = try? CommandMessage.resultSchema.validate(json),
+            let id = result.string("id"), let status = result.string("status")
+        else {
             logger.notice("malformed command result", metadata: ["serial": "\(device.serial)"])
             return
         }
-        await parts.hub.resolve(result.string("id")!, serial: device.serial.rawValue, .answered(status: result.string("status")!, detail: result.string("detail")))
+        parts.hub.resolve(id, serial: device.serial.rawValue, .answered(status: status, detail: result.string("detail")))
     }
 
-    private func handle(_ packet: MQTTPacket) async {
+    private func handle(_ packet: MQTTPacket) {
         guard let key = sessionKey else { return }
         switch packet {
         case .subscribe(let s):
-            let (reasons, retained) = await parts.hub.subscribe(key, s)
+            let (reasons, retained) = parts.hub.subscribe(key, s)
             parts.counters.add(\.accessRefused, reasons.filter { $0 == .notAuthorized }.count)
             write(.suback(SubAck(packetID: s.packetID, reasons: reasons)))
-            for message in retained { await run(outboundFlow.enqueue(message)) }
+            for message in retained { run(outboundFlow.enqueue(message)) }
         case .unsubscribe(let u):
-            let reasons = await parts.hub.unsubscribe(key, u.filters)
+            let reasons = parts.hub.unsubscribe(key, u.filters)
             write(.unsuback(SubAck(packetID: u.packetID, reasons: reasons)))
         case .pubrel(let a):
             write(.pubcomp(Ack(packetID: a.packetID, reason: version == .v5 ? inboundFlow.released(a.packetID) : .success)))
         case .puback, .pubrec, .pubcomp:
             do {
-                await run(try outboundFlow.receive(packet))
+                run(try outboundFlow.receive(packet))
             } catch where error.reason == .packetIdentifierNotFound {
                 if case .pubrec(let a) = packet { write(.pubrel(Ack(packetID: a.packetID, reason: .packetIdentifierNotFound))) }
             } catch {
-                await perform(machine.disconnect(error.reason, error.message))
+                perform(machine!.disconnect(error.reason, error.message))
             }
         case .auth:
-            await perform(machine.disconnect(.badAuthenticationMethod, "extended authentication is not supported"))
+            perform(machine!.disconnect(.badAuthenticationMethod, "extended authentication is not supported"))
         default:
             break
         }
     }
 
-    private func run(_ actions: [OutboundFlow.Action]) async {
+    private func run(_ actions: [OutboundFlow.Action]) {
         for action in actions {
             switch action {
             case .send(let p): write(.publish(p))
@@ -335,36 +565,37 @@ actor Connection {
         }
     }
 
-    /// Encodes a packet into the output buffer; ``flushOutput()`` sends what gathered in one write
-    /// (one TLS record and one syscall for all the PUBACKs of a read, say).
+    // MARK: Output
+
+    /// Encodes a packet into the output buffer; ``flush()`` sends what gathered in one write (one
+    /// TLS record and one syscall for all the PUBACKs of a read, say). A message larger than the
+    /// client's Maximum Packet Size is dropped instead (MQTT 5.0 §3.1.2.25).
     private func write(_ packet: MQTTPacket) {
         guard !closed || isFinalPacket(packet) else { return }
+        let mark = output.writerIndex
         packet.write(version: version, to: &output)
-    }
-
-    private func flushOutput() async {
-        while output.readableBytes > 0 {
-            let chunk = output
-            output.clear()
-            do { try await outbound.write(chunk) } catch {
-                closed = true
-                output.clear()
-                transport.close(mode: .all, promise: nil)
-                return
-            }
+        if output.writerIndex - mark > clientMaximumPacketSize {
+            output.moveWriterIndex(to: mark)
+            parts.counters.add(\.deliveriesDropped)
         }
     }
 
-    /// For output produced outside a read (commits): one flush for all that arrives meanwhile.
-    private func scheduleFlush() {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        Task { await self.runScheduledFlush() }
+    private func flush() {
+        guard output.readableBytes > 0, let context else { return }
+        let chunk = output
+        output = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(chunk), promise: nil)
     }
 
-    private func runScheduledFlush() async {
-        flushScheduled = false
-        await flushOutput()
+    /// For output produced outside a read (deliveries, commits): one flush for all that arrives
+    /// meanwhile on this event loop.
+    private func scheduleFlush() {
+        guard !flushScheduled, !reading, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            flush()
+        }
     }
 
     private func isFinalPacket(_ packet: MQTTPacket) -> Bool {

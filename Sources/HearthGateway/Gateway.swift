@@ -74,18 +74,17 @@ public enum ListenerKind: Sendable {
 
 /// The MQTT gateway as a service: the mutual-TLS device listener and, when asked for, the plaintext
 /// development listener, over one broker. It delivers commands to devices for the HTTPS API.
+///
+/// Each connection is one channel handler on its event loop (``ConnectionHandler``); the service's
+/// own tasks are the listeners' lifetime, the group commits (telemetry, broker state) and the
+/// off-loop work connections hand over, all children of ``run()``.
 public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence {
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
-    let store: (any HearthStore)?
     let brokerState: (any BrokerStateStore)?
     let flushes: AsyncStream<Void>
     let parts: GatewayParts
-    let admission: Admission
     let onBound: @Sendable (ListenerKind, SocketAddress?) async -> Void
-    private let models = Mutex<[ProductModelID: ProductModel]>([:])
-    /// Every open connection, for the shared clock.
-    private let live = Mutex<[ObjectIdentifier: Connection]>([:])
 
     /// - Parameters:
     ///   - credentials: required with a device listener.
@@ -107,7 +106,6 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         }
         self.configuration = configuration
         self.credentials = credentials
-        self.store = store
         self.brokerState = brokerState
         let counters = Counters()
         let (flushes, flushSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -118,11 +116,13 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 counters: counters, persistent: brokerState != nil, flushSignal: flushSignal
             ),
             ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) }, updates: UpdateChannelSlot(),
-            counters: counters, limits: configuration.limits, logger: logger
-        )
-        admission = Admission(
-            maximumConnections: configuration.maximumConnections, connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst,
-            maximumUnadmittedPerSource: configuration.maximumUnauthenticatedPerSource
+            counters: counters, limits: configuration.limits,
+            admission: Admission(
+                maximumConnections: configuration.maximumConnections, connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst,
+                maximumUnadmittedPerSource: configuration.maximumUnauthenticatedPerSource
+            ),
+            authenticator: Authenticator(store: store), live: LiveConnections(), offload: Offload(),
+            handshakeTimeout: configuration.handshakeTimeout, logger: logger
         )
         self.onBound = onBound
     }
@@ -137,198 +137,155 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     /// Attaches the server's update service: devices' `devices/S/update` reports go to it.
     public func attach(updates: any DeviceUpdateChannel) { parts.updates.set(updates) }
-    public var openConnections: Int { admission.openConnections }
+    public var openConnections: Int { parts.admission.openConnections }
     /// Sockets not authenticated (yet): in the TLS handshake, or refused and about to close.
-    public var unauthenticatedConnections: Int { admission.unadmittedConnections }
+    public var unauthenticatedConnections: Int { parts.admission.unadmittedConnections }
 
     public func run() async throws {
         if let brokerState {
             let (sessions, retained) = try await brokerState.load()
-            await parts.hub.restore(sessions: sessions, retained: retained)
+            parts.hub.restore(sessions: sessions, retained: retained)
             if !sessions.isEmpty || !retained.isEmpty {
                 parts.logger.info("restored MQTT state", metadata: ["sessions": "\(sessions.count)", "retained": "\(retained.count)"])
             }
         }
-        try await withThrowingDiscardingTaskGroup { group in
-            if let brokerState {
-                group.addTask { await self.flush(to: brokerState) }
-            }
-            group.addTask {
-                // One clock for every connection (connect timeouts, keep-alive) instead of a timer
-                // task each; every fifth second it also ends expired sessions.
-                await cancelWhenGracefulShutdown {
-                    var second = 0
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(1))
-                        for connection in self.live.withLock({ Array($0.values) }) { await connection.tick() }
-                        second += 1
-                        if second % 5 == 0 { await self.parts.hub.expireSessions() }
-                    }
-                }
-            }
+        var servers: [any Channel] = []
+        do {
             if let listener = configuration.deviceListener, let credentials {
                 let context = try NIOSSLContext(configuration: try credentials.configuration())
-                let server = try await bind(listener.host, listener.port) { channel in
-                    let handshake = channel.eventLoop.makePromise(of: NIOSSLCertificate?.self)
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: handshake))
-                    let timeout = channel.eventLoop.scheduleTask(in: self.configuration.handshakeTimeout) {
-                        handshake.fail(GatewayError("TLS handshake timed out"))
-                    }
-                    handshake.futureResult.whenComplete { _ in timeout.cancel() }
-                    return handshake.futureResult
-                }
-                parts.logger.info("MQTT device listener (mutual TLS)", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? listener.host)"])
-                await onBound(.devices, server.channel.localAddress)
-                group.addTask { await self.accept(server, device: true) }
+                let server = try await bind(listener.host, listener.port, tls: context)
+                servers.append(server)
+                parts.logger.info("MQTT device listener (mutual TLS)", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
+                await onBound(.devices, server.localAddress)
             }
             if let listener = configuration.developmentListener {
-                let server = try await bind(listener.host, listener.port) { channel in channel.eventLoop.makeSucceededFuture(nil) }
-                parts.logger.warning("MQTT development listener is plaintext and anonymous; use it only for local testing", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? listener.host)"])
-                await onBound(.development, server.channel.localAddress)
-                group.addTask { await self.accept(server, device: false) }
+                let server = try await bind(listener.host, listener.port, tls: nil)
+                servers.append(server)
+                parts.logger.warning("MQTT development listener is plaintext and anonymous; use it only for local testing", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
+                await onBound(.development, server.localAddress)
             }
+        } catch {
+            for server in servers { try? await server.close() }
+            throw error
+        }
+        let listening = servers
+        let expiry = MultiThreadedEventLoopGroup.singleton.any().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { [hub = parts.hub] _ in
+            hub.expireSessions()
+        }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.parts.offload.serve() }
+            if let ingest = parts.ingest { group.addTask { await ingest.run() } }
+            if let brokerState { group.addTask { await self.flush(to: brokerState) } }
+            // Serve until shutdown or cancellation; then stop accepting, end every connection
+            // (5.0 clients hear 0x8B), and let the group commits finish what they hold.
+            await withTaskCancellationOrGracefulShutdownHandler {
+                for server in listening { try? await server.closeFuture.get() }
+            } onCancelOrGracefulShutdown: {
+                for server in listening { server.close(promise: nil) }
+            }
+            for connection in parts.live.all { connection.disconnect(.serverShuttingDown, "the server is shutting down") }
+            let deadline = ContinuousClock.now + .seconds(6)
+            while parts.live.count > 0, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+            expiry.cancel()
+            parts.offload.finish()
+            parts.ingest?.finish()
+            parts.hub.finishSignals()
         }
     }
 
     /// Writes the hub's persistent changes whenever there are some: one transaction for all that
-    /// changed while the previous one was on its way to disk. On shutdown, a last flush.
+    /// changed while the previous one was on its way to disk; a last flush when the gateway stops.
     private func flush(to store: any BrokerStateStore) async {
-        await cancelWhenGracefulShutdown {
-            for await _ in self.flushes { await self.flushOnce(to: store) }
-        }
+        for await _ in flushes { await flushOnce(to: store) }
         await flushOnce(to: store)
     }
 
     private func flushOnce(to store: any BrokerStateStore) async {
-        guard let (change, generation) = await parts.hub.takeChanges() else { return }
+        guard let (change, generation) = parts.hub.takeChanges() else { return }
         var stored = true
         do { try await store.apply(change) } catch {
             stored = false
             parts.logger.error("could not persist MQTT sessions/retained messages", metadata: ["error": "\(error)"])
         }
-        for done in await parts.hub.flushed(generation) { await done(stored) }
+        for done in parts.hub.flushed(generation) { done(stored) }
     }
 
-    typealias Accepted = (channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, handshake: EventLoopFuture<NIOSSLCertificate?>)
-
-    private func bind(_ host: String, _ port: Int, setUp: @escaping @Sendable (any Channel) throws -> EventLoopFuture<NIOSSLCertificate?>) async throws -> NIOAsyncChannel<Accepted, Never> {
-        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    private func bind(_ host: String, _ port: Int, tls: NIOSSLContext?) async throws -> any Channel {
+        let parts = self.parts
+        return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: host, port: port) { channel in
+            .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handshake = try setUp(channel)
-                    return (try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel), handshake)
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(parts: parts, deviceListener: tls != nil))
                 }
             }
+            .bind(host: host, port: port).get()
     }
 
-    /// Serves every accepted connection until the gateway stops. Stopping closes the listening
-    /// socket and drains what it had already accepted (closing those at once) instead of cancelling
-    /// the accept loop: a connection accepted in the same instant is never dropped unclosed, which
-    /// NIO forbids (a thousand devices reconnecting while the server restarts found that).
-    private func accept(_ server: NIOAsyncChannel<Accepted, Never>, device: Bool) async {
-        let stopping = Mutex(false)
-        let loop = Task {
-            await withDiscardingTaskGroup { group in
-                try? await server.executeThenClose { inbound in
-                    for try await accepted in inbound {
-                        if stopping.withLock({ $0 }) {
-                            group.addTask { try? await accepted.channel.executeThenClose { _, _ in } }
-                        } else {
-                            group.addTask { await self.serve(accepted, device: device) }
-                        }
-                    }
-                }
-                group.cancelAll()
-            }
-        }
-        await withTaskCancellationOrGracefulShutdownHandler {
-            await loop.value
-        } onCancelOrGracefulShutdown: {
-            stopping.withLock { $0 = true }
-            server.channel.close(promise: nil)
-        }
+    // MARK: DeviceCommandChannel
+
+    public func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration) async -> CommandOutcome {
+        let id = SecureToken.generate()
+        let topic = DeviceTopics(serial).command(command)
+        let payload = Array(JSONValue.object(["id": .string(id), "parameters": .object(parameters)]).text.utf8)
+        let seconds = UInt32(clamping: max(1, timeout.components.seconds))
+        let publish = Publish(topic: topic, payload: payload, qos: .atLeastOnce, properties: [
+            .responseTopic(DeviceTopics(serial).commandResult(command)), .correlationData(Array(id.utf8)), .messageExpiryInterval(seconds),
+            .contentType("application/json"),
+        ])
+        return await parts.hub.command(id, serial: serial.rawValue, publish, timeout: timeout)
     }
 
-    /// One connection, start to end. Its failure never reaches other connections.
-    ///
-    /// On the device listener a socket counts towards the connection cap and the connect-rate
-    /// allowance only once its certificate checked out; before that (and when it was refused) it
-    /// counts only against its source's unauthenticated sockets. Every way the connection ends,
-    /// whoever decides it, closes the socket.
-    func serve(_ accepted: Accepted, device: Bool) async {
-        let channel = accepted.channel.channel
-        let source = channel.remoteAddress?.ipAddress ?? "unknown"
-        var refusal: (reason: ReasonCode, retryAfter: Int)?
-        let identity: PeerIdentity
-        var context: DeviceContext?
-        // The development listener has no handshake; a device is authenticated once admitted.
-        var authenticated = !device
-        if device {
-            guard admission.arriveUnadmitted(source) else {
-                parts.counters.add(\.unauthenticatedRefused)
-                try? await accepted.channel.executeThenClose { _, _ in }
-                return
-            }
-            guard let certificate = try? await accepted.handshake.get() else {
-                admission.unadmittedLeft(source)
-                try? await accepted.channel.executeThenClose { _, _ in }
-                return
-            }
-            switch await admit(certificate) {
-            case .success(let admitted):
-                context = admitted
-                identity = .device(serial: admitted.serial.rawValue)
-                admission.unadmittedLeft(source)
-                authenticated = true
-            case .failure(let why):
-                // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why),
-                // and closed at the connect timeout if it never does.
-                parts.counters.add(\.devicesRefused)
-                parts.logger.notice("device refused", metadata: ["reason": "\(why)"])
-                refusal = (.notAuthorized, 3600)
-                identity = .development
-            }
-        } else {
-            identity = .development
-        }
-        if authenticated { refusal = admission.arrive() }
-        defer {
-            if authenticated { admission.leave() } else { admission.unadmittedLeft(source) }
-        }
-        parts.counters.add(refusal == nil ? \.connectionsAccepted : \.connectionsRefused)
-        try? await accepted.channel.executeThenClose { inbound, outbound in
-            let (mail, mailbox) = AsyncStream<Mail>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-            let connection = Connection(parts: parts, identity: identity, device: context, refusal: refusal, outbound: outbound, transport: channel, mailbox: mailbox)
-            let key = ObjectIdentifier(connection)
-            live.withLock { $0[key] = connection }
-            defer { live.withLock { $0[key] = nil } }
-            await withDiscardingTaskGroup { group in
-                group.addTask {
-                    for await message in mail { await connection.deliver(message) }
-                }
-                do {
-                    for try await bytes in inbound {
-                        guard await connection.received(bytes) else { break }
-                    }
-                } catch {
-                    parts.logger.debug("connection ended", metadata: ["error": "\(error)"])
-                }
-                await connection.finish()
-                group.cancelAll()
-            }
-        }
+    /// Ends a device's live connection (after revocation): 0x87 not authorized.
+    public func disconnect(_ serial: DeviceSerial, reason: String) async {
+        parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
     }
 
+    // MARK: DevicePresence
+
+    public func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial> {
+        parts.hub.attached(serials.map { ("device:\($0.rawValue)", $0) })
+    }
+}
+
+extension GatewayParts {
+    /// An update report: stored by the update service, its answer published to the device's offer
+    /// topic; the PUBACK reason.
+    func updateReport(_ payload: [UInt8], device: DeviceContext) async -> ReasonCode {
+        guard let channel = updates.channel else { return .implementationSpecificError }
+        do {
+            let answer = try await channel.received(report: payload, from: device.serial, model: device.model.id)
+            hub.publish(from: nil, Publish(topic: device.topics.updateOffer, payload: answer, qos: .atLeastOnce))
+            return .success
+        } catch let error as HearthError where error.code == .throttled {
+            counters.add(\.updateReportsRateLimited)
+            return .quotaExceeded
+        } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
+            logger.notice("update report refused", metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
+            return .payloadFormatInvalid
+        } catch {
+            logger.error("update report not stored", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
+            return .unspecifiedError
+        }
+    }
+}
+
+/// Checks a device certificate that chained to the device CA against the deployment's records.
+final class Authenticator: Sendable {
     struct Refused: Error, CustomStringConvertible {
         let description: String
     }
 
-    /// The device behind a certificate that chained to the device CA: its CN must be a serial the
-    /// deployment provisioned, with exactly this certificate, not revoked.
+    let store: (any HearthStore)?
+    private let models = Mutex<[ProductModelID: ProductModel]>([:])
+
+    init(store: (any HearthStore)?) { self.store = store }
+
+    /// The device behind `certificate`: its CN must be a serial the deployment provisioned, with
+    /// exactly this certificate, not revoked.
     func admit(_ certificate: NIOSSLCertificate?) async -> Result<DeviceContext, Refused> {
         guard let certificate, let store, let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der),
             let cn = parsed.commonName, let serial = try? DeviceSerial(cn)
@@ -349,31 +306,6 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             return .failure(Refused(description: "device store unavailable"))
         }
     }
-
-    // MARK: DeviceCommandChannel
-
-    public func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration) async -> CommandOutcome {
-        let id = SecureToken.generate()
-        let topic = "\(AccessPolicy.namespace)/\(serial.rawValue)/commands/\(command)"
-        let payload = Array(JSONValue.object(["id": .string(id), "parameters": .object(parameters)]).text.utf8)
-        let seconds = UInt32(max(1, timeout.components.seconds))
-        let publish = Publish(topic: topic, payload: payload, qos: .atLeastOnce, properties: [
-            .responseTopic(topic + "/result"), .correlationData(Array(id.utf8)), .messageExpiryInterval(seconds),
-            .contentType("application/json"),
-        ])
-        return await parts.hub.command(id, serial: serial.rawValue, publish, timeout: timeout)
-    }
-
-    /// Ends a device's live connection (after revocation): 0x87 not authorized.
-    public func disconnect(_ serial: DeviceSerial, reason: String) async {
-        await parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
-    }
-
-    // MARK: DevicePresence
-
-    public func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial> {
-        await parts.hub.attached(serials.map { ("device:\($0.rawValue)", $0) })
-    }
 }
 
 /// Holds the update service, attached after the gateway is built (the service needs the store the
@@ -382,34 +314,6 @@ final class UpdateChannelSlot: Sendable {
     private let slot = Mutex<(any DeviceUpdateChannel)?>(nil)
     var channel: (any DeviceUpdateChannel)? { slot.withLock { $0 } }
     func set(_ channel: any DeviceUpdateChannel) { slot.withLock { $0 = channel } }
-}
-
-/// Fulfils `promise` with the peer's certificate once the TLS handshake completes, or fails it if
-/// the connection ends first.
-final class HandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    let promise: EventLoopPromise<NIOSSLCertificate?>
-
-    init(promise: EventLoopPromise<NIOSSLCertificate?>) { self.promise = promise }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
-            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
-            promise.succeed(certificate)
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(GatewayError("the connection closed during the TLS handshake"))
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(error)
-        context.close(promise: nil)
-    }
 }
 
 public struct GatewayError: Error, CustomStringConvertible {

@@ -4,14 +4,8 @@ import HearthCore
 import HearthMQTT
 import HearthStorage
 import NIOCore
-
-/// What a connection's mailbox receives from the rest of the broker.
-enum Mail: Sendable {
-    case publish(Publish)
-    /// The server ends this connection (another connection took its session over: 0x8E; the
-    /// device was revoked: 0x87; shutdown: 0x8B).
-    case disconnect(ReasonCode, String)
-}
+import NIOPosix
+import Synchronization
 
 /// A session while it lives: during its connection and for its expiry interval after.
 struct Session: Sendable {
@@ -32,272 +26,324 @@ struct Resumed: Sendable {
     var queued: [Publish]
 }
 
-/// The broker shared by every connection: routing state, sessions with each live one's mailbox,
-/// delayed wills, and the commands waiting for a device's answer.
-actor Hub {
-    var broker: Broker
+/// The broker shared by every connection: routing state, sessions with each live one's
+/// connection, delayed wills, and the commands waiting for a device's answer.
+///
+/// Not an actor: every call is a short critical section under one lock and never waits for I/O.
+/// What it decides for a connection (a delivery, a takeover) goes onto that connection's event
+/// loop through its ``ConnectionRef`` after the lock is released, so no connection waits on
+/// another and nothing hops through a shared mailbox.
+final class Hub: Sendable {
+    typealias Done = @Sendable (_ stored: Bool) -> Void
+
+    struct State: Sendable {
+        var broker: Broker
+        var connections: [String: ConnectionRef] = [:]
+        var sessions: [String: Session] = [:]
+        var wills: [String: Scheduled<Void>] = [:]
+        var waiting: [String: (serial: String, continuation: CheckedContinuation<CommandOutcome, Never>)] = [:]
+        // Persistence (write-behind, group-committed): what changed since the last flush, and who
+        // waits for it to be on disk.
+        var dirtySessions = Set<String>()
+        var dirtyRetained = Set<String>()
+        /// Sessions that have a row in the store: only these need a delete when they end, so
+        /// clients without a persistent session (most devices) cost no write at all.
+        var persistedSessions = Set<String>()
+        var openGeneration = 1
+        var flushedGeneration = 0
+        var afterFlush: [(ticket: Int, done: Done)] = []
+    }
+
     let counters: Counters
     let maximumQueued: Int
-    private var mailboxes: [String: (id: ObjectIdentifier, continuation: AsyncStream<Mail>.Continuation)] = [:]
-    private(set) var sessions: [String: Session] = [:]
-    private var wills: [String: Task<Void, Never>] = [:]
-    private var waiting: [String: (serial: String, continuation: CheckedContinuation<CommandOutcome, Never>)] = [:]
-
-    // Persistence (write-behind, group-committed): what changed since the last flush, and who
-    // waits for it to be on disk.
-    typealias Done = @Sendable (_ stored: Bool) async -> Void
     let persistent: Bool
     let flushSignal: AsyncStream<Void>.Continuation
-    private var dirtySessions = Set<String>()
-    private var dirtyRetained = Set<String>()
-    private var openGeneration = 1
-    private var flushedGeneration = 0
-    private var afterFlush: [(ticket: Int, done: Done)] = []
+    /// Where delayed wills and command timeouts are timed.
+    let timers: any EventLoop
+    private let state: Mutex<State>
 
-    init(maximumSubscriptionsPerSession: Int, maximumQueued: Int, counters: Counters, persistent: Bool = false, flushSignal: AsyncStream<Void>.Continuation? = nil) {
-        broker = Broker(maximumSubscriptionsPerSession: maximumSubscriptionsPerSession)
+    init(
+        maximumSubscriptionsPerSession: Int, maximumQueued: Int, counters: Counters, persistent: Bool = false,
+        flushSignal: AsyncStream<Void>.Continuation? = nil, timers: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
+    ) {
+        state = Mutex(State(broker: Broker(maximumSubscriptionsPerSession: maximumSubscriptionsPerSession)))
         self.maximumQueued = maximumQueued
         self.counters = counters
         self.persistent = persistent
         self.flushSignal = flushSignal ?? AsyncStream<Void>.makeStream().continuation
+        self.timers = timers
     }
 
     /// Attaches a connection to `sessionKey`. An earlier connection of the same session is told it
     /// was taken over; a pending delayed will is cancelled. With `cleanStart` (or no live session)
     /// the session starts empty; otherwise its subscriptions, unfinished and queued messages return.
-    func attach(_ sessionKey: String, cleanStart: Bool, expiry: UInt32, policy: AccessPolicy, id: ObjectIdentifier, mailbox: AsyncStream<Mail>.Continuation, now: Date = Date()) -> Resumed {
-        if let previous = mailboxes[sessionKey], previous.id != id {
-            previous.continuation.yield(.disconnect(.sessionTakenOver, "another connection took over this session"))
-            previous.continuation.finish()
+    func attach(_ sessionKey: String, cleanStart: Bool, expiry: UInt32, policy: AccessPolicy, connection: ConnectionRef, now: Date = Date()) -> Resumed {
+        let (resumed, previous) = state.withLock { s -> (Resumed, ConnectionRef?) in
+            let previous = s.connections[sessionKey].flatMap { $0 == connection ? nil : $0 }
+            s.wills.removeValue(forKey: sessionKey)?.cancel()
+            expire(&s, now: now)
+            var resumed = Resumed(present: false, flow: nil, queued: [])
+            if cleanStart || s.sessions[sessionKey] == nil {
+                s.broker.remove(sessionKey)
+                s.sessions[sessionKey] = Session(expiry: expiry)
+            } else if var session = s.sessions[sessionKey] {
+                resumed = Resumed(present: true, flow: session.flow, queued: session.offline.compactMap { Self.aged($0.publish, since: $0.at, now: now) })
+                session.flow = nil
+                session.offline = []
+                session.detachedAt = nil
+                session.expiry = expiry
+                s.sessions[sessionKey] = session
+            }
+            s.broker.register(sessionKey, policy: policy)
+            s.connections[sessionKey] = connection
+            markSession(&s, sessionKey)
+            return (resumed, previous)
         }
-        wills.removeValue(forKey: sessionKey)?.cancel()
-        expireSessions(now: now)
-        var resumed = Resumed(present: false, flow: nil, queued: [])
-        if cleanStart || sessions[sessionKey] == nil {
-            broker.remove(sessionKey)
-            sessions[sessionKey] = Session(expiry: expiry)
-        } else if var session = sessions[sessionKey] {
-            resumed = Resumed(present: true, flow: session.flow, queued: session.offline.compactMap { Self.aged($0.publish, since: $0.at, now: now) })
-            session.flow = nil
-            session.offline = []
-            session.detachedAt = nil
-            session.expiry = expiry
-            sessions[sessionKey] = session
-        }
-        broker.register(sessionKey, policy: policy)
-        mailboxes[sessionKey] = (id, mailbox)
-        markSession(sessionKey)
+        previous?.disconnect(.sessionTakenOver, "another connection took over this session")
         return resumed
     }
 
     /// Detaches a closed connection, unless another connection already took its session over.
     /// A session with an expiry keeps its subscriptions and `flow`; one without ends here.
-    func detach(_ sessionKey: String, id: ObjectIdentifier, flow: OutboundFlow?, now: Date = Date()) {
-        guard mailboxes[sessionKey]?.id == id else { return }
-        mailboxes[sessionKey] = nil
-        guard var session = sessions[sessionKey], session.expiry > 0 else {
-            end(sessionKey)
-            return
+    func detach(_ sessionKey: String, connection: ConnectionRef, flow: OutboundFlow?, expiry: UInt32, now: Date = Date()) {
+        state.withLock { s in
+            guard s.connections[sessionKey] == connection else { return }
+            s.connections[sessionKey] = nil
+            guard var session = s.sessions[sessionKey], expiry > 0 else {
+                end(&s, sessionKey)
+                return
+            }
+            session.detachedAt = now
+            session.flow = flow
+            session.expiry = expiry
+            s.sessions[sessionKey] = session
+            markSession(&s, sessionKey)
         }
-        session.detachedAt = now
-        session.flow = flow
-        sessions[sessionKey] = session
-        markSession(sessionKey)
     }
 
-    private func end(_ sessionKey: String) {
-        sessions[sessionKey] = nil
-        broker.remove(sessionKey)
-        markSession(sessionKey)
+    private func end(_ s: inout State, _ sessionKey: String) {
+        s.sessions[sessionKey] = nil
+        s.broker.remove(sessionKey)
+        markSession(&s, sessionKey)
     }
 
-    /// Ends the disconnected sessions whose expiry has passed (and publishes their delayed wills).
+    /// Ends the disconnected sessions whose expiry has passed.
     func expireSessions(now: Date = Date()) {
-        for (key, session) in sessions {
+        state.withLock { expire(&$0, now: now) }
+    }
+
+    private func expire(_ s: inout State, now: Date) {
+        for (key, session) in s.sessions {
             guard let detachedAt = session.detachedAt, now.timeIntervalSince(detachedAt) >= Double(session.expiry) else { continue }
-            end(key)
+            end(&s, key)
         }
     }
 
     /// Publishes `will` for `sessionKey` after `delay` seconds unless the session is resumed first
-    /// (MQTT 5.0 §3.1.3.2.2). A will for a session already taken over with no delay goes at once.
+    /// (MQTT 5.0 §3.1.3.2.2). A will without a delay goes at once.
     func scheduleWill(_ sessionKey: String, _ will: Publish, delay: UInt32) {
         guard delay > 0 else {
-            _ = publish(from: sessionKey, will)
+            publish(from: sessionKey, will)
             return
         }
-        wills[sessionKey]?.cancel()
-        wills[sessionKey] = Task {
-            try? await Task.sleep(for: .seconds(Int(delay)))
-            guard !Task.isCancelled else { return }
-            self.fireWill(sessionKey, will)
+        let timer = timers.scheduleTask(in: .seconds(Int64(delay))) { self.fireWill(sessionKey, will) }
+        state.withLock { s in
+            s.wills.removeValue(forKey: sessionKey)?.cancel()
+            s.wills[sessionKey] = timer
         }
     }
 
     private func fireWill(_ sessionKey: String, _ will: Publish) {
-        guard wills.removeValue(forKey: sessionKey) != nil else { return }
-        _ = publish(from: nil, will)
+        guard state.withLock({ $0.wills.removeValue(forKey: sessionKey) }) != nil else { return }
+        publish(from: nil, will)
     }
 
     /// A queued message as it is delivered later: dropped once its Message Expiry Interval has
     /// passed, otherwise sent with the time left (MQTT 5.0 §3.3.2.3.3).
     static func aged(_ publish: Publish, since: Date, now: Date) -> Publish? {
         guard let interval = publish.properties.messageExpiryInterval else { return publish }
-        let elapsed = UInt32(max(0, now.timeIntervalSince(since)))
+        let elapsed = UInt32(clamping: Int(max(0, now.timeIntervalSince(since))))
         guard elapsed < interval else { return nil }
         var p = publish
         p.properties.all = p.properties.all.map { if case .messageExpiryInterval = $0 { .messageExpiryInterval(interval - elapsed) } else { $0 } }
         return p
     }
 
-    func isAttached(_ sessionKey: String) -> Bool { mailboxes[sessionKey] != nil }
+    func isAttached(_ sessionKey: String) -> Bool { state.withLock { $0.connections[sessionKey] != nil } }
 
-    /// Which of these are attached now, in one hop onto the hub.
+    /// Which of these are attached now, under one lock.
     func attached<T: Hashable & Sendable>(_ keys: [(String, T)]) -> Set<T> {
-        Set(keys.filter { mailboxes[$0.0] != nil }.map(\.1))
+        state.withLock { s in Set(keys.filter { s.connections[$0.0] != nil }.map(\.1)) }
     }
 
     /// Ends a session's live connection with `reason`.
     func disconnect(_ sessionKey: String, _ reason: ReasonCode, _ message: String) {
-        mailboxes[sessionKey]?.continuation.yield(.disconnect(reason, message))
+        state.withLock { $0.connections[sessionKey] }?.disconnect(reason, message)
     }
 
-    func subscribe(_ sessionKey: String, _ request: Subscribe) -> (reasons: [ReasonCode], retained: [Publish]) {
-        defer { if (sessions[sessionKey]?.expiry ?? 0) > 0 { markSession(sessionKey) } }
-        return broker.subscribe(sessionKey, request)
+    func subscribe(_ sessionKey: String, _ request: Subscribe, now: Date = Date()) -> (reasons: [ReasonCode], retained: [Publish]) {
+        state.withLock { s in
+            defer { if (s.sessions[sessionKey]?.expiry ?? 0) > 0 { markSession(&s, sessionKey) } }
+            var (reasons, retained) = s.broker.subscribe(sessionKey, request)
+            // A retained message past its Message Expiry Interval is no longer sent (§3.3.2.3.3).
+            retained = retained.compactMap { message in
+                guard let at = s.broker.retainedAt[message.topic] else { return message }
+                return Self.aged(message, since: at, now: now)
+            }
+            return (reasons, retained)
+        }
     }
 
     func unsubscribe(_ sessionKey: String, _ filters: [String]) -> [ReasonCode] {
-        defer { if (sessions[sessionKey]?.expiry ?? 0) > 0 { markSession(sessionKey) } }
-        return broker.unsubscribe(sessionKey, filters)
+        state.withLock { s in
+            defer { if (s.sessions[sessionKey]?.expiry ?? 0) > 0 { markSession(&s, sessionKey) } }
+            return s.broker.unsubscribe(sessionKey, filters)
+        }
     }
 
-    /// Routes a message: into each live receiver's mailbox, or the queue of a disconnected session.
-    /// `ticket` is set when the message changed persistent state (a retained message, a queued
-    /// message): acknowledge it only once ``whenFlushed(_:_:)`` says that state is on disk.
+    /// Routes a message: to each live receiver's connection, or the queue of a disconnected
+    /// session. `ticket` is set when the message changed persistent state (a retained message, a
+    /// queued message): acknowledge it only once ``whenFlushed(_:_:)`` says that state is on disk.
     @discardableResult
-    func publish(from sessionKey: String?, _ message: Publish) -> (result: Broker.PublishResult, ticket: Int?) {
-        let result = broker.publish(from: sessionKey, message)
-        var ticket: Int?
-        if case .routed = result, message.retain, persistent {
-            dirtyRetained.insert(message.topic)
-            ticket = signal()
+    func publish(from sessionKey: String?, _ message: Publish, now: Date = Date()) -> (result: Broker.PublishResult, ticket: Int?) {
+        let (result, ticket, live) = state.withLock { s -> (Broker.PublishResult, Int?, [(ConnectionRef, Publish)]) in
+            let result = s.broker.publish(from: sessionKey, message, now: now)
+            var ticket: Int?
+            if case .routed = result, message.retain, persistent {
+                s.dirtyRetained.insert(message.topic)
+                ticket = signal(s)
+            }
+            var live: [(ConnectionRef, Publish)] = []
+            for d in result.deliveries {
+                if let connection = s.connections[d.sessionKey] {
+                    live.append((connection, d.publish))
+                } else if queue(&s, d, now: now) {
+                    ticket = s.openGeneration
+                }
+            }
+            return (result, ticket, live)
         }
-        for d in result.deliveries where deliver(d) { ticket = openGeneration }
+        for (connection, publish) in live { connection.deliver(publish) }
         return (result, ticket)
     }
 
-    /// Returns true when the delivery was queued for a disconnected session (persistent state).
-    private func deliver(_ d: Broker.Delivery, now: Date = Date()) -> Bool {
-        if let mailbox = mailboxes[d.sessionKey] {
-            if case .dropped = mailbox.continuation.yield(.publish(d.publish)) { counters.add(\.deliveriesDropped) }
-            return false
-        }
+    /// Queues a delivery for a disconnected session; true if that changed persistent state.
+    private func queue(_ s: inout State, _ d: Broker.Delivery, now: Date) -> Bool {
         // QoS 0 is not kept for a disconnected session (as Mosquitto's default).
-        guard sessions[d.sessionKey] != nil, d.publish.qos != .atMostOnce else { return false }
-        sessions[d.sessionKey]!.offline.append((d.publish, now))
-        if sessions[d.sessionKey]!.offline.count > maximumQueued {
-            sessions[d.sessionKey]!.offline.removeFirst()
+        guard s.sessions[d.sessionKey] != nil, d.publish.qos != .atMostOnce else { return false }
+        s.sessions[d.sessionKey]!.offline.append((d.publish, now))
+        if s.sessions[d.sessionKey]!.offline.count > maximumQueued {
+            s.sessions[d.sessionKey]!.offline.removeFirst()
             counters.add(\.deliveriesDropped)
         }
-        markSession(d.sessionKey)
+        markSession(&s, d.sessionKey)
         return persistent
     }
 
     // MARK: Persistence
 
-    /// Sessions that have a row in the store: only these need a delete when they end, so clients
-    /// without a persistent session (most devices) cost no write at all.
-    private var persistedSessions = Set<String>()
-
-    private func markSession(_ key: String) {
-        guard persistent, (sessions[key]?.expiry ?? 0) > 0 || persistedSessions.contains(key) else { return }
-        dirtySessions.insert(key)
-        signal()
+    private func markSession(_ s: inout State, _ key: String) {
+        guard persistent, (s.sessions[key]?.expiry ?? 0) > 0 || s.persistedSessions.contains(key) else { return }
+        s.dirtySessions.insert(key)
+        signal(s)
     }
 
     @discardableResult
-    private func signal() -> Int {
+    private func signal(_ s: State) -> Int {
         flushSignal.yield(())
-        return openGeneration
+        return s.openGeneration
     }
 
     /// Runs `done` once everything changed up to `ticket` is on disk; returns false (without
     /// keeping `done`) if it already is.
     func whenFlushed(_ ticket: Int, _ done: @escaping Done) -> Bool {
-        guard ticket > flushedGeneration else { return false }
-        afterFlush.append((ticket, done))
-        return true
+        state.withLock { s in
+            guard ticket > s.flushedGeneration else { return false }
+            s.afterFlush.append((ticket, done))
+            return true
+        }
     }
 
     /// The changes since the last flush, as the store takes them, and the generation they close.
     func takeChanges() -> (change: BrokerStateChange, generation: Int)? {
-        guard !dirtySessions.isEmpty || !dirtyRetained.isEmpty else { return nil }
-        var change = BrokerStateChange()
-        for key in dirtySessions {
-            guard let session = sessions[key], session.expiry > 0 else {
-                change.sessions[key] = .some(nil)
-                persistedSessions.remove(key)
-                continue
+        state.withLock { s in
+            guard !s.dirtySessions.isEmpty || !s.dirtyRetained.isEmpty else { return nil }
+            var change = BrokerStateChange()
+            for key in s.dirtySessions {
+                guard let session = s.sessions[key], session.expiry > 0 else {
+                    change.sessions[key] = .some(nil)
+                    s.persistedSessions.remove(key)
+                    continue
+                }
+                change.sessions[key] = .some(SessionSnapshot(session, subscriptions: s.broker.subscriptions(of: key)).json)
+                s.persistedSessions.insert(key)
             }
-            change.sessions[key] = .some(SessionSnapshot(session, subscriptions: broker.subscriptions(of: key)).json)
-            persistedSessions.insert(key)
+            for topic in s.dirtyRetained {
+                change.retained[topic] = .some(s.broker.retained[topic].map(SessionSnapshot.encode))
+            }
+            s.dirtySessions = []
+            s.dirtyRetained = []
+            let generation = s.openGeneration
+            s.openGeneration += 1
+            return (change, generation)
         }
-        for topic in dirtyRetained {
-            change.retained[topic] = .some(broker.retained[topic].map(SessionSnapshot.encode))
-        }
-        dirtySessions = []
-        dirtyRetained = []
-        let generation = openGeneration
-        openGeneration += 1
-        return (change, generation)
     }
 
     /// `generation` is on disk (or failed to get there): the waiters to tell.
     func flushed(_ generation: Int) -> [Done] {
-        flushedGeneration = max(flushedGeneration, generation)
-        let ready = afterFlush.filter { $0.ticket <= generation }
-        afterFlush.removeAll { $0.ticket <= generation }
-        return ready.map(\.done)
+        state.withLock { s in
+            s.flushedGeneration = max(s.flushedGeneration, generation)
+            let ready = s.afterFlush.filter { $0.ticket <= generation }
+            s.afterFlush.removeAll { $0.ticket <= generation }
+            return ready.map(\.done)
+        }
     }
 
     /// Puts back the persisted state after a restart: every session as disconnected now.
     func restore(sessions stored: [String: String], retained: [String: [UInt8]], now: Date = Date()) {
-        for packet in retained.values {
-            if let message = SessionSnapshot.decode(packet) { broker.restoreRetained(message) }
-        }
-        for (key, json) in stored {
-            guard let snapshot = SessionSnapshot(json: json) else { continue }
-            let policy: AccessPolicy = key.hasPrefix("device:") ? .device(serial: String(key.dropFirst(7))) : .development
-            broker.register(key, policy: policy)
-            for (filter, subscription) in snapshot.subscriptions { broker.restore(key, filter: filter, subscription) }
-            var session = Session(expiry: snapshot.expiry, detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
-            session.offline = snapshot.messages.compactMap { m in SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) } }
-            sessions[key] = session
-            persistedSessions.insert(key)
+        state.withLock { s in
+            for packet in retained.values {
+                if let message = SessionSnapshot.decode(packet) { s.broker.restoreRetained(message, at: now) }
+            }
+            for (key, json) in stored {
+                guard let snapshot = SessionSnapshot(json: json) else { continue }
+                let policy: AccessPolicy = key.hasPrefix("device:") ? .device(serial: String(key.dropFirst(7))) : .development
+                s.broker.register(key, policy: policy)
+                for (filter, subscription) in snapshot.subscriptions { s.broker.restore(key, filter: filter, subscription) }
+                var session = Session(expiry: snapshot.expiry, detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
+                session.offline = snapshot.messages.compactMap { m in SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) } }
+                s.sessions[key] = session
+                s.persistedSessions.insert(key)
+            }
         }
     }
+
+    /// Closes the signal the persistence loop waits on (after the last connection left).
+    func finishSignals() { flushSignal.finish() }
 
     // MARK: Commands (request/response)
 
     /// Publishes `command` to the device and waits for its answer, at most `timeout`.
     func command(_ id: String, serial: String, _ command: Publish, timeout: Duration) async -> CommandOutcome {
-        guard mailboxes["device:\(serial)"] != nil else { return .offline }
+        guard isAttached("device:\(serial)") else { return .offline }
+        let (seconds, attoseconds) = timeout.components
+        let nanoseconds = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let wait = TimeAmount.nanoseconds(nanoseconds.overflow ? .max : nanoseconds.partialValue &+ attoseconds / 1_000_000_000)
         return await withCheckedContinuation { continuation in
-            waiting[id] = (serial, continuation)
+            state.withLock { $0.waiting[id] = (serial, continuation) }
             publish(from: nil, command)
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.resolve(id, serial: serial, .timedOut)
-            }
+            timers.scheduleTask(in: wait) { self.resolve(id, serial: serial, .timedOut) }
         }
     }
 
     /// A device answered command `id`; only the device the command went to can answer it.
     func resolve(_ id: String, serial: String, _ outcome: CommandOutcome) {
-        guard let entry = waiting[id], entry.serial == serial else { return }
-        waiting[id] = nil
-        entry.continuation.resume(returning: outcome)
+        let entry = state.withLock { s -> CheckedContinuation<CommandOutcome, Never>? in
+            guard let entry = s.waiting[id], entry.serial == serial else { return nil }
+            s.waiting[id] = nil
+            return entry.continuation
+        }
+        entry?.resume(returning: outcome)
     }
 }
 

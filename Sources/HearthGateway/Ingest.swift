@@ -2,71 +2,83 @@ import Foundation
 import HearthCore
 import HearthStorage
 import Logging
+import Synchronization
 
 /// Group commit for telemetry. Readings that arrive while a transaction is on its way to disk wait
 /// and go together in the next one; once the transaction has committed, each connection is told
 /// (once per batch, with its packet ids in arrival order) and only then sends the PUBACKs. One
 /// fsync thus serves every device that published meanwhile: durability without a per-message cost.
-actor TelemetryIngest {
+///
+/// Connections hand readings over under a lock (no await on their event loop); ``run()`` writes.
+final class TelemetryIngest: Sendable {
     /// Who waits for a reading: the connection and the packet id to acknowledge.
-    typealias Waiter = (connection: Connection, packetID: UInt16)
+    typealias Waiter = (connection: ConnectionRef, packetID: UInt16)
+
+    struct Pending: Sendable {
+        var readings: [(reading: TelemetryReading, waiter: Waiter?)] = []
+        var refusals: [TelemetryRefusal] = []
+    }
 
     let store: any TelemetryStore
     let counters: Counters
     let logger: Logger
     let maximumBatch = 8192
-    private var pending: [(reading: TelemetryReading, waiter: Waiter?)] = []
-    private var refusals: [TelemetryRefusal] = []
-    private var writing = false
+    private let pending = Mutex(Pending())
+    private let signals: AsyncStream<Void>
+    private let signal: AsyncStream<Void>.Continuation
 
     init(store: any TelemetryStore, counters: Counters, logger: Logger) {
         self.store = store
         self.counters = counters
         self.logger = logger
+        (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Queues a valid reading; `waiter` is told whether it was committed.
     func submit(_ reading: TelemetryReading, waiter: Waiter?) {
-        pending.append((reading, waiter))
-        startIfIdle()
+        pending.withLock { $0.readings.append((reading, waiter)) }
+        signal.yield()
     }
 
     /// Counts a refused payload against its device (committed with the next batch).
     func refuse(_ refusal: TelemetryRefusal) {
-        refusals.append(refusal)
-        startIfIdle()
+        pending.withLock { $0.refusals.append(refusal) }
+        signal.yield()
     }
 
-    private func startIfIdle() {
-        guard !writing else { return }
-        writing = true
-        Task { await self.drain() }
+    /// Writes batches until ``finish()``, then what is left.
+    func run() async {
+        for await _ in signals { await drain() }
+        await drain()
     }
+
+    func finish() { signal.finish() }
 
     private func drain() async {
-        while !pending.isEmpty || !refusals.isEmpty {
-            let batch = Array(pending.prefix(maximumBatch))
-            pending.removeFirst(batch.count)
-            let counted = refusals
-            refusals = []
+        while true {
+            let (batch, refusals) = pending.withLock { p in
+                let batch = Array(p.readings.prefix(maximumBatch))
+                p.readings.removeFirst(batch.count)
+                defer { p.refusals = [] }
+                return (batch, p.refusals)
+            }
+            guard !batch.isEmpty || !refusals.isEmpty else { return }
             var stored = true
             do {
-                try await store.append(batch.map(\.reading), refusals: counted)
+                try await store.append(batch.map(\.reading), refusals: refusals)
                 counters.add(\.telemetryStored, batch.count)
             } catch {
                 stored = false
                 logger.error("telemetry commit failed; the readings are not acknowledged", metadata: ["readings": "\(batch.count)", "error": "\(error)"])
             }
             // One call per connection, its ids in the order they arrived.
-            var order: [ObjectIdentifier] = []
-            var ids: [ObjectIdentifier: (Connection, [UInt16])] = [:]
+            var order: [ConnectionRef] = []
+            var ids: [ConnectionRef: [UInt16]] = [:]
             for case let (_, waiter?) in batch {
-                let key = ObjectIdentifier(waiter.connection)
-                if ids[key] == nil { order.append(key); ids[key] = (waiter.connection, []) }
-                ids[key]!.1.append(waiter.packetID)
+                if ids[waiter.connection] == nil { order.append(waiter.connection) }
+                ids[waiter.connection, default: []].append(waiter.packetID)
             }
-            for key in order { await ids[key]!.0.committed(ids[key]!.1, stored: stored) }
+            for connection in order { connection.committed(ids[connection]!, stored: stored) }
         }
-        writing = false
     }
 }

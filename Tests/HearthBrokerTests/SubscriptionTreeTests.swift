@@ -56,7 +56,7 @@ func specMatches(filter: String, topic: String) -> Bool {
             !tree.insert("a/b", subscriber: "s", options: 2),
         ]
         #expect(results == [true, true])
-        #expect(tree.match("a/b").subscribers["s"] == 2)
+        #expect(tree.match("a/b").subscribers["s"] == [2])
         #expect(tree.count == 1)
         let removals = [tree.remove("a/c", subscriber: "s"), tree.remove("a/b", subscriber: "s"), tree.remove("a/b", subscriber: "s")]
         #expect(removals == [false, true, false])

@@ -1,0 +1,45 @@
+/// The MQTT topic layout of one device: the one place that names it, used by the gateway's access
+/// policy and routing, the device SDK, the bench client and the tests.
+///
+/// (`S` is the device serial, taken from its certificate, never from the client id):
+/// ```
+/// devices/S/telemetry            device → server   readings, checked against the model's schema
+/// devices/S/events               device → server   events (e.g. a lock's keypad use)
+/// devices/S/commands/NAME        server → device   a command; the device subscribes to devices/S/commands/+
+/// devices/S/commands/NAME/result device → server   the command's result (request/response)
+/// devices/S/update               device → server   update progress and integrity alerts
+/// devices/S/update/offer         server → device   the answer: support period, target to install
+/// ```
+public struct DeviceTopics: Sendable, Equatable {
+    /// The first level of every device topic.
+    public static let namespace = "devices"
+    /// Third levels a device publishes to (as the whole topic).
+    public static let published: Set<String> = ["telemetry", "events", "update"]
+
+    /// `devices/S`
+    public let prefix: String
+
+    public init(_ serial: DeviceSerial) { self.init(serial: serial.rawValue) }
+
+    /// For a serial already checked (the access policy's, from a certificate).
+    public init(serial: String) { prefix = "\(Self.namespace)/\(serial)" }
+
+    public var telemetry: String { prefix + "/telemetry" }
+    public var events: String { prefix + "/events" }
+    public var update: String { prefix + "/update" }
+    public var updateOffer: String { prefix + "/update/offer" }
+    /// What a device subscribes to for its commands.
+    public var commands: String { prefix + "/commands/+" }
+    /// The prefix of every command topic, `devices/S/commands/`.
+    public var commandPrefix: String { prefix + "/commands/" }
+
+    public func command(_ name: String) -> String { commandPrefix + name }
+    public func commandResult(_ name: String) -> String { command(name) + "/result" }
+
+    /// True for `devices/S/commands/NAME/result` with one NAME level.
+    public func isCommandResult(_ topic: String) -> Bool {
+        guard topic.hasPrefix(commandPrefix), topic.hasSuffix("/result") else { return false }
+        let name = topic.dropFirst(commandPrefix.count).dropLast("/result".count)
+        return !name.isEmpty && !name.contains("/")
+    }
+}
