@@ -45,6 +45,8 @@ public struct Broker: Sendable {
     public private(set) var refusals: [String: Int] = [:]
     /// Filters one session may hold; more are refused with 0x97 (quota exceeded).
     public var maximumSubscriptionsPerSession: Int
+    /// Topic filters development clients may not publish to, subscribe to or receive from.
+    public var developmentDenied: [String] = []
 
     public init(maximumSubscriptionsPerSession: Int = 50) {
         self.maximumSubscriptionsPerSession = maximumSubscriptionsPerSession
@@ -84,7 +86,7 @@ public struct Broker: Sendable {
         var reasons: [ReasonCode] = []
         var toSend: [Publish] = []
         for request in subscribe.requests {
-            guard policy.canSubscribe(request.filter) else {
+            guard policy.canSubscribe(request.filter), !denied(policy, request.filter) else {
                 refusals[sessionKey, default: 0] += 1
                 reasons.append(.notAuthorized)
                 continue
@@ -101,7 +103,7 @@ public struct Broker: Sendable {
             let shared = Topic.sharedParts(request.filter) != nil
             if !shared, request.retainHandling == 0 || (request.retainHandling == 1 && isNew) {
                 for (topic, message) in retained.sorted(by: { $0.key < $1.key })
-                where Topic.matches(filter: request.filter, topic: topic) && policy.canReceive(topic) {
+                where Topic.matches(filter: request.filter, topic: topic) && policy.canReceive(topic) && !denied(policy, topic) {
                     toSend.append(Self.copy(message, for: subscription, retain: true))
                 }
             }
@@ -121,7 +123,7 @@ public struct Broker: Sendable {
     public mutating func publish(from sessionKey: String?, _ message: Publish, now: Date = Date()) -> PublishResult {
         if let sessionKey {
             let policy = policies[sessionKey] ?? .development
-            guard policy.canPublish(message.topic) else {
+            guard policy.canPublish(message.topic), !denied(policy, message.topic) else {
                 refusals[sessionKey, default: 0] += 1
                 return .refused(.notAuthorized)
             }
@@ -142,7 +144,7 @@ public struct Broker: Sendable {
             // Overlapping subscriptions of one client: one copy at the highest QoS of those that
             // apply, carrying every subscription identifier (MQTT 5.0 §3.3.4).
             let applying = subscriptions.filter { !($0.noLocal && subscriber == sessionKey) }
-            guard let first = applying.first, policies[subscriber]?.canReceive(message.topic) ?? false else { continue }
+            guard let first = applying.first, receives(subscriber, message.topic) else { continue }
             var publish = Self.copy(message, for: first, retain: applying.contains { $0.retainAsPublished } && message.retain)
             publish.qos = min(message.qos, applying.map(\.qos).max() ?? first.qos)
             let identifiers = applying.compactMap(\.identifier)
@@ -151,7 +153,7 @@ public struct Broker: Sendable {
             deliveries.append(Delivery(sessionKey: subscriber, publish: publish))
         }
         for (group, members) in matches.groups.sorted(by: { $0.key < $1.key }) {
-            let eligible = members.keys.sorted().filter { policies[$0]?.canReceive(message.topic) ?? false }
+            let eligible = members.keys.sorted().filter { receives($0, message.topic) }
             guard !eligible.isEmpty else { continue }
             let turn = nextInGroup[group, default: 0] % eligible.count
             nextInGroup[group] = turn + 1
@@ -159,6 +161,17 @@ public struct Broker: Sendable {
             deliveries.append(Delivery(sessionKey: member, publish: Self.copy(message, for: members[member]!, retain: false)))
         }
         return .routed(deliveries)
+    }
+
+    /// True if `policy` is a development client's and a denied filter covers `topic` (a topic name,
+    /// or a requested filter taken literally).
+    func denied(_ policy: AccessPolicy, _ topic: String) -> Bool {
+        policy == .development && developmentDenied.contains { Topic.matches(filter: $0, topic: topic) }
+    }
+
+    func receives(_ subscriber: String, _ topic: String) -> Bool {
+        guard let policy = policies[subscriber] else { return false }
+        return policy.canReceive(topic) && !denied(policy, topic)
     }
 
     /// The message as one subscriber gets it: QoS lowered to the subscription's, no packet id yet,

@@ -137,6 +137,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var sessionExpiry: UInt32 = 0
     /// The client's Maximum Packet Size: larger messages are not sent to it (MQTT 5.0 §3.1.2.25).
     private var clientMaximumPacketSize = Int.max
+    /// Topic aliases this server assigned towards the client, up to its Topic Alias Maximum
+    /// (MQTT 5.0 §3.3.2.3.4): a topic's later messages go with the alias and an empty name.
+    private var clientTopicAliasMaximum = 0
+    private var outboundAliases: [String: UInt16] = [:]
     /// Acknowledgements owed, in the order the PUBLISHes arrived (MQTT §4.6); `nil` while a
     /// reading waits for its commit.
     private var acks: [(id: UInt16, qos: QoS, reason: ReasonCode?)] = []
@@ -373,6 +377,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 sessionExpiry = machine!.sessionExpiry(for: connect)
                 if let max = connect.properties.receiveMaximum { outboundFlow = OutboundFlow(receiveMaximum: Int(max)) }
                 if connect.version == .v5, let max = connect.properties.maximumPacketSize { clientMaximumPacketSize = Int(max) }
+                if connect.version == .v5, let max = connect.properties.topicAliasMaximum { clientTopicAliasMaximum = Int(max) }
                 let resumed = parts.hub.attach(key, cleanStart: connect.cleanStart, expiry: sessionExpiry, policy: Self.policy(for: machine!.identity), connection: ref!)
                 connack.sessionPresent = resumed.present
                 write(.connack(connack))
@@ -414,7 +419,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let message = Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
                 if case .willDelayInterval = $0 { false } else { true }
             }))
-            parts.hub.scheduleWill(key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry))
+            parts.hub.scheduleWill(key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry), connection: ref)
         }
         parts.hub.detach(key, connection: ref, flow: outboundFlow, expiry: sessionExpiry)
         sessionKey = nil
@@ -572,11 +577,26 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// client's Maximum Packet Size is dropped instead (MQTT 5.0 §3.1.2.25).
     private func write(_ packet: MQTTPacket) {
         guard !closed || isFinalPacket(packet) else { return }
+        var packet = packet
+        var assigned: String?
+        if case .publish(var p) = packet, clientTopicAliasMaximum > 0, !p.topic.isEmpty {
+            if let alias = outboundAliases[p.topic] {
+                p.topic = ""
+                p.properties.all.append(.topicAlias(alias))
+            } else if outboundAliases.count < clientTopicAliasMaximum {
+                assigned = p.topic
+                p.properties.all.append(.topicAlias(UInt16(outboundAliases.count + 1)))
+            }
+            packet = .publish(p)
+        }
         let mark = output.writerIndex
         packet.write(version: version, to: &output)
         if output.writerIndex - mark > clientMaximumPacketSize {
             output.moveWriterIndex(to: mark)
             parts.counters.add(\.deliveriesDropped)
+        } else if let assigned {
+            // Only once the client has been told the alias with the name.
+            outboundAliases[assigned] = UInt16(outboundAliases.count + 1)
         }
     }
 

@@ -31,6 +31,9 @@ public struct GatewayConfiguration: Sendable {
     /// or refused and waiting to be closed); more are closed at once. Room for many devices
     /// behind one home router; a cap on one host holding the listener's sockets.
     public var maximumUnauthenticatedPerSource = 256
+    /// Topic filters the development listener's clients may not publish to, subscribe to or
+    /// receive from (an ACL for local testing, e.g. of refused subscriptions).
+    public var developmentDenied: [String] = []
 
     public init(deviceListener: (host: String, port: Int)? = nil, developmentListener: (host: String, port: Int)? = nil) {
         self.deviceListener = deviceListener
@@ -113,7 +116,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         parts = GatewayParts(
             hub: Hub(
                 maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions, maximumQueued: configuration.limits.maximumQueuedPerSession,
-                counters: counters, persistent: brokerState != nil, flushSignal: flushSignal
+                counters: counters, persistent: brokerState != nil, flushSignal: flushSignal, developmentDenied: configuration.developmentDenied
             ),
             ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) }, updates: UpdateChannelSlot(),
             counters: counters, limits: configuration.limits,

@@ -41,6 +41,9 @@ final class Hub: Sendable {
         var connections: [String: ConnectionRef] = [:]
         var sessions: [String: Session] = [:]
         var wills: [String: Scheduled<Void>] = [:]
+        /// Connections whose session another took over, not yet gone: whether the new one started
+        /// clean (the old session ended: its will goes now) or resumed it (no will).
+        var takenOver: [ObjectIdentifier: Bool] = [:]
         var waiting: [String: (serial: String, continuation: CheckedContinuation<CommandOutcome, Never>)] = [:]
         // Persistence (write-behind, group-committed): what changed since the last flush, and who
         // waits for it to be on disk.
@@ -64,9 +67,12 @@ final class Hub: Sendable {
 
     init(
         maximumSubscriptionsPerSession: Int, maximumQueued: Int, counters: Counters, persistent: Bool = false,
-        flushSignal: AsyncStream<Void>.Continuation? = nil, timers: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        flushSignal: AsyncStream<Void>.Continuation? = nil, developmentDenied: [String] = [],
+        timers: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
     ) {
-        state = Mutex(State(broker: Broker(maximumSubscriptionsPerSession: maximumSubscriptionsPerSession)))
+        var broker = Broker(maximumSubscriptionsPerSession: maximumSubscriptionsPerSession)
+        broker.developmentDenied = developmentDenied
+        state = Mutex(State(broker: broker))
         self.maximumQueued = maximumQueued
         self.counters = counters
         self.persistent = persistent
@@ -80,6 +86,7 @@ final class Hub: Sendable {
     func attach(_ sessionKey: String, cleanStart: Bool, expiry: UInt32, policy: AccessPolicy, connection: ConnectionRef, now: Date = Date()) -> Resumed {
         let (resumed, previous) = state.withLock { s -> (Resumed, ConnectionRef?) in
             let previous = s.connections[sessionKey].flatMap { $0 == connection ? nil : $0 }
+            if let previous { s.takenOver[previous.id] = cleanStart || s.sessions[sessionKey] == nil }
             s.wills.removeValue(forKey: sessionKey)?.cancel()
             expire(&s, now: now)
             var resumed = Resumed(present: false, flow: nil, queued: [])
@@ -107,6 +114,7 @@ final class Hub: Sendable {
     /// A session with an expiry keeps its subscriptions and `flow`; one without ends here.
     func detach(_ sessionKey: String, connection: ConnectionRef, flow: OutboundFlow?, expiry: UInt32, now: Date = Date()) {
         state.withLock { s in
+            s.takenOver[connection.id] = nil
             guard s.connections[sessionKey] == connection else { return }
             s.connections[sessionKey] = nil
             guard var session = s.sessions[sessionKey], expiry > 0 else {
@@ -139,18 +147,22 @@ final class Hub: Sendable {
         }
     }
 
-    /// Publishes `will` for `sessionKey` after `delay` seconds unless the session is resumed first
-    /// (MQTT 5.0 §3.1.3.2.2). A will without a delay goes at once.
-    func scheduleWill(_ sessionKey: String, _ will: Publish, delay: UInt32) {
-        guard delay > 0 else {
-            publish(from: sessionKey, will)
-            return
-        }
-        let timer = timers.scheduleTask(in: .seconds(Int64(delay))) { self.fireWill(sessionKey, will) }
-        state.withLock { s in
+    /// Publishes `will` of `connection` for `sessionKey` after `delay` seconds unless the session
+    /// is resumed first (MQTT 5.0 §3.1.3.2.2). A will without a delay goes at once; so does the
+    /// will of a connection whose session a clean start replaced, while a connection whose session
+    /// was already resumed by another leaves none.
+    func scheduleWill(_ sessionKey: String, _ will: Publish, delay: UInt32, connection: ConnectionRef) {
+        // Decided and stored under one lock, so that a resume on another event loop either sees
+        // the timer (and cancels it) or has already been seen here.
+        let now = state.withLock { s -> Bool in
+            let takenOver = s.takenOver.removeValue(forKey: connection.id)
+            if takenOver == false, delay > 0 { return false }
+            guard delay > 0, takenOver == nil else { return true }
             s.wills.removeValue(forKey: sessionKey)?.cancel()
-            s.wills[sessionKey] = timer
+            s.wills[sessionKey] = timers.scheduleTask(in: .seconds(Int64(delay))) { self.fireWill(sessionKey, will) }
+            return false
         }
+        if now { publish(from: sessionKey, will) }
     }
 
     private func fireWill(_ sessionKey: String, _ will: Publish) {

@@ -5,10 +5,14 @@ import Foundation
 public final class RawSocket: @unchecked Sendable {
     public let fd: Int32
 
-    /// Connects to 127.0.0.1:`port`; nil if the connection is refused.
-    public init?(port: Int) {
+    /// Connects to 127.0.0.1:`port`; nil if the connection is refused. `receiveBuffer` shrinks
+    /// the socket's receive buffer (a peer that reads slowly, or never, fills up sooner).
+    public init?(port: Int, receiveBuffer: Int32? = nil) {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -45,6 +49,65 @@ public final class RawSocket: @unchecked Sendable {
                     bytes += buffer[0..<n]
                 }
             }.start()
+        }
+    }
+
+    /// Bytes still unread from the last ``readPacket(timeout:)``.
+    private var unread: [UInt8] = []
+
+    /// The next whole MQTT packet (fixed header included), or nil if none arrives within `timeout`
+    /// or the server closes first. Blocks the calling thread (with `poll`), at most `timeout`.
+    public func readPacket(timeout: TimeInterval = 10) -> [UInt8]? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let length = Self.packetLength(unread), unread.count >= length {
+                defer { unread.removeFirst(length) }
+                return Array(unread.prefix(length))
+            }
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return nil }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, Int32(min(left * 1000, 1000)))
+            if ready < 0, errno != EINTR { return nil }
+            guard ready > 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { return nil }
+            unread += buffer[0..<n]
+        }
+    }
+
+    /// Every packet that arrives within `window` (until it passes quietly, or the server closes).
+    public func readPackets(window: TimeInterval) -> [[UInt8]] {
+        var packets: [[UInt8]] = []
+        while let packet = readPacket(timeout: window) { packets.append(packet) }
+        return packets
+    }
+
+    /// The whole length of the packet at the start of `bytes`, once its fixed header is there.
+    static func packetLength(_ bytes: [UInt8]) -> Int? {
+        var remaining = 0
+        for i in 0..<4 {
+            guard bytes.count > 1 + i else { return nil }
+            remaining |= Int(bytes[1 + i] & 0x7F) << (7 * i)
+            if bytes[1 + i] & 0x80 == 0 { return 2 + i + remaining }
+        }
+        return nil
+    }
+
+    /// True once the server has closed the connection (end of stream or reset) within `timeout`,
+    /// discarding anything else it sends meanwhile.
+    public func closedByServer(within timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return false }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, Int32(min(left * 1000, 1000)))
+            if ready < 0, errno != EINTR { return true }
+            guard ready > 0 else { continue }
+            if recv(fd, &buffer, buffer.count, 0) <= 0 { return true }
         }
     }
 

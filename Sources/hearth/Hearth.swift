@@ -3,6 +3,7 @@ import Foundation
 import HearthCore
 import HearthCrypto
 import HearthGateway
+import HearthMQTT
 import HearthSQLite
 import HearthServer
 import HearthStorage
@@ -98,6 +99,9 @@ struct GatewayOptions: ParsableArguments {
     @Option(name: .customLong("dev-listener"), help: "Also run the plaintext MQTT development listener at HOST:PORT, for anonymous local clients on topics outside devices/. Off by default; loopback addresses only.")
     var devListener: ListenAddress?
 
+    @Option(name: .customLong("dev-deny"), help: "A topic filter development clients may neither publish to, subscribe to nor receive from (repeatable), e.g. --dev-deny test/nosubscribe. Subscribing gets 0x87 (0x80 in 3.1.1).")
+    var devDeny: [String] = []
+
     @Option(name: .customLong("max-connections"), help: "MQTT connections open at once; more get CONNACK 0x89 (server busy).")
     var maxConnections = 50_000
 
@@ -116,6 +120,10 @@ struct GatewayOptions: ParsableArguments {
         }
         var c = GatewayConfiguration(deviceListener: (mqttListen.host, mqttListen.port), developmentListener: devListener.map { ($0.host, $0.port) })
         c.maximumConnections = maxConnections
+        for filter in devDeny where !Topic.isValidFilter(filter) {
+            throw HearthError.invalid("dev-deny", "'\(filter)' is not an MQTT topic filter")
+        }
+        c.developmentDenied = devDeny
         c.connectsPerSecond = maxConnectsPerSecond
         c.connectBurst = maxConnectsPerSecond * 2
         c.limits.publishesPerSecond = maxPublishesPerSecond
