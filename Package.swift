@@ -2,7 +2,7 @@
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
-    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("ExistentialAny")
 ]
 
 let package = Package(
@@ -28,7 +28,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(
+            url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
@@ -48,7 +49,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // MQTT 3.1.1 and 5.0 packets: a pure parser and serialiser on NIOCore only.
-        .target(name: "HearthMQTT", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .target(
+            name: "HearthMQTT", dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
         // The broker's logic without I/O: subscription matching and who may publish or subscribe where.
         .target(name: "HearthBroker", dependencies: ["HearthCore", "HearthMQTT"], swiftSettings: swiftSettings),
         // The MQTT gateway's network side: listeners and connections over the broker logic.
@@ -88,12 +91,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // The reference thermostat and lock, on the SDK's public API only.
-        .target(name: "HearthReferenceDevices", dependencies: ["HearthDevice", "HearthCore", "HearthUpdate"], swiftSettings: swiftSettings),
+        .target(
+            name: "HearthReferenceDevices", dependencies: ["HearthDevice", "HearthCore", "HearthUpdate"],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "hearth-device",
             dependencies: [
-                "HearthReferenceDevices", "HearthDevice", "HearthCore", "HearthUpdate", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log"),
+                "HearthReferenceDevices", "HearthDevice", "HearthCore", "HearthUpdate",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -101,14 +108,18 @@ let package = Package(
         .target(
             name: "HearthFixtures",
             dependencies: [
-                "HearthGateway", "HearthCore", "HearthDevice", "HearthUpdate", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthTestSupport",
+                "HearthGateway", "HearthCore", "HearthDevice", "HearthUpdate", "HearthCrypto", "HearthStorage",
+                "HearthSQLite", "HearthTestSupport",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: swiftSettings
         ),
         // Helpers for tests that run real programs (hearth, curl, mosquitto's clients).
-        .target(name: "HearthTestSupport", path: "Sources/HearthTestSupport", resources: [.copy("Scripts")], swiftSettings: swiftSettings),
+        .target(
+            name: "HearthTestSupport", path: "Sources/HearthTestSupport", resources: [.copy("Scripts")],
+            swiftSettings: swiftSettings),
         // Storage protocols: what the server needs from a database. No I/O.
         .target(name: "HearthStorage", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         // The embedded SQLite driver (GRDB, WAL, string-named migrations).
@@ -134,14 +145,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            resources: [.copy("Resources/common-passwords.txt"), .copy("Resources/password-dictionary.txt"), .copy("Resources/Templates"), .copy("Resources/Static")],
+            resources: [
+                .copy("Resources/common-passwords.txt"), .copy("Resources/password-dictionary.txt"),
+                .copy("Resources/Templates"), .copy("Resources/Static"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The one executable; the only place that picks concrete storage.
         .executableTarget(
             name: "hearth",
             dependencies: [
-                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway", "HearthMQTT",
+                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway",
+                "HearthMQTT",
                 "HearthDevice", "HearthReferenceDevices", "HearthUpdate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -156,46 +171,62 @@ let package = Package(
         .testTarget(name: "HearthCoreTests", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthMQTTTests",
-            dependencies: ["HearthMQTT", "HearthTestSupport", "HearthCore", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "HearthMQTT", "HearthTestSupport", "HearthCore", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "HearthBrokerTests", dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HearthBrokerTests",
+            dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthGatewayTests",
             dependencies: [
-                "HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthFixtures", "HearthUpdate",
+                "HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", "HearthCore", "HearthCrypto",
+                "HearthStorage", "HearthSQLite", "HearthFixtures", "HearthUpdate",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "HearthDeviceTests",
             dependencies: [
-                "HearthDevice", "HearthReferenceDevices", "HearthGateway", "HearthMQTT", "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite",
+                "HearthDevice", "HearthReferenceDevices", "HearthGateway", "HearthMQTT", "HearthCore", "HearthCrypto",
+                "HearthStorage", "HearthSQLite",
                 "HearthTestSupport", "HearthFixtures", "hearth-device", "HearthUpdate",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "HearthUpdateTests",
-            dependencies: ["HearthUpdate", "HearthCore", "HearthTestSupport", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "HearthUpdate", "HearthCore", "HearthTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthSQLiteTests",
-            dependencies: ["HearthSQLite", "HearthStorage", "HearthCore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "HearthSQLite", "HearthStorage", "HearthCore", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "HearthServerTests",
             dependencies: [
-                "HearthServer", "HearthSQLite", "HearthStorage", "HearthCrypto", "HearthCore", "HearthTestSupport", "hearth", "HearthUpdate", "HearthFixtures",
+                "HearthServer", "HearthSQLite", "HearthStorage", "HearthCrypto", "HearthCore", "HearthTestSupport",
+                "hearth", "HearthUpdate", "HearthFixtures",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),

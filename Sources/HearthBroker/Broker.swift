@@ -58,7 +58,9 @@ public struct Broker: Sendable {
 
     /// Forgets a session and all its subscriptions (clean start, or session expiry).
     public mutating func remove(_ sessionKey: String) {
-        for filter in (filtersBySession.removeValue(forKey: sessionKey) ?? [:]).keys { tree.remove(filter, subscriber: sessionKey) }
+        for filter in (filtersBySession.removeValue(forKey: sessionKey) ?? [:]).keys {
+            tree.remove(filter, subscriber: sessionKey)
+        }
         policies[sessionKey] = nil
     }
 
@@ -80,7 +82,9 @@ public struct Broker: Sendable {
     }
 
     /// Subscribes; returns a reason code per request and the retained messages to send now.
-    public mutating func subscribe(_ sessionKey: String, _ subscribe: Subscribe) -> (reasons: [ReasonCode], retained: [Publish]) {
+    public mutating func subscribe(_ sessionKey: String, _ subscribe: Subscribe) -> (
+        reasons: [ReasonCode], retained: [Publish]
+    ) {
         let policy = policies[sessionKey] ?? .development
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var reasons: [ReasonCode] = []
@@ -96,14 +100,18 @@ public struct Broker: Sendable {
                 reasons.append(.quotaExceeded)
                 continue
             }
-            let subscription = Subscription(qos: request.qos, noLocal: request.noLocal, retainAsPublished: request.retainAsPublished, identifier: identifier)
+            let subscription = Subscription(
+                qos: request.qos, noLocal: request.noLocal, retainAsPublished: request.retainAsPublished,
+                identifier: identifier)
             let isNew = tree.insert(request.filter, subscriber: sessionKey, options: subscription)
             filtersBySession[sessionKey, default: [:]][request.filter] = subscription
             reasons.append(ReasonCode(rawValue: request.qos.rawValue))
             let shared = Topic.sharedParts(request.filter) != nil
             if !shared, request.retainHandling == 0 || (request.retainHandling == 1 && isNew) {
                 for (topic, message) in retained.sorted(by: { $0.key < $1.key })
-                where Topic.matches(filter: request.filter, topic: topic) && policy.canReceive(topic) && !denied(policy, topic) {
+                where Topic.matches(filter: request.filter, topic: topic) && policy.canReceive(topic)
+                    && !denied(policy, topic)
+                {
                     toSend.append(Self.copy(message, for: subscription, retain: true))
                 }
             }
@@ -145,7 +153,8 @@ public struct Broker: Sendable {
             // apply, carrying every subscription identifier (MQTT 5.0 §3.3.4).
             let applying = subscriptions.filter { !($0.noLocal && subscriber == sessionKey) }
             guard let first = applying.first, receives(subscriber, message.topic) else { continue }
-            var publish = Self.copy(message, for: first, retain: applying.contains { $0.retainAsPublished } && message.retain)
+            var publish = Self.copy(
+                message, for: first, retain: applying.contains { $0.retainAsPublished } && message.retain)
             publish.qos = min(message.qos, applying.map(\.qos).max() ?? first.qos)
             let identifiers = applying.compactMap(\.identifier)
             publish.properties.all.removeAll { if case .subscriptionIdentifier = $0 { true } else { false } }
@@ -158,7 +167,8 @@ public struct Broker: Sendable {
             let turn = nextInGroup[group, default: 0] % eligible.count
             nextInGroup[group] = turn + 1
             let member = eligible[turn]
-            deliveries.append(Delivery(sessionKey: member, publish: Self.copy(message, for: members[member]!, retain: false)))
+            deliveries.append(
+                Delivery(sessionKey: member, publish: Self.copy(message, for: members[member]!, retain: false)))
         }
         return .routed(deliveries)
     }

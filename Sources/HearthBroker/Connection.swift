@@ -77,7 +77,10 @@ public struct ConnectionStateMachine: Sendable {
     /// connection rate exceeded): its CONNECT is answered with that reason.
     let refusal: (reason: ReasonCode, retryAfter: Int)?
 
-    public init(identity: PeerIdentity, limits: ConnectionLimits = ConnectionLimits(), now: Date, refusal: (reason: ReasonCode, retryAfter: Int)? = nil) {
+    public init(
+        identity: PeerIdentity, limits: ConnectionLimits = ConnectionLimits(), now: Date,
+        refusal: (reason: ReasonCode, retryAfter: Int)? = nil
+    ) {
         self.identity = identity
         self.limits = limits
         self.refusal = refusal
@@ -121,7 +124,8 @@ public struct ConnectionStateMachine: Sendable {
                 if let expiry = d.properties.sessionExpiryInterval {
                     // §3.14.2.2.2: a session that was to end with the connection cannot be kept now.
                     guard c.sessionExpiry > 0 || expiry == 0 else {
-                        return fail(.protocolError, "session expiry set on DISCONNECT after 0 on CONNECT", version: c.version)
+                        return fail(
+                            .protocolError, "session expiry set on DISCONNECT after 0 on CONNECT", version: c.version)
                     }
                     actions.append(.setSessionExpiry(min(expiry, limits.maximumSessionExpiry)))
                 }
@@ -131,7 +135,9 @@ public struct ConnectionStateMachine: Sendable {
             case .publish(var publish):
                 if let alias = publish.properties.topicAlias {
                     guard alias <= limits.topicAliasMaximum else {
-                        return fail(.topicAliasInvalid, "topic alias \(alias) is above the maximum \(limits.topicAliasMaximum)", version: c.version)
+                        return fail(
+                            .topicAliasInvalid, "topic alias \(alias) is above the maximum \(limits.topicAliasMaximum)",
+                            version: c.version)
                     }
                     if publish.topic.isEmpty {
                         guard let topic = c.aliases[alias] else {
@@ -191,7 +197,9 @@ public struct ConnectionStateMachine: Sendable {
         // 5.0 reason codes throughout; the serialiser writes 3.1.1 return codes for 3.1.1 peers.
         func refuse(_ reason: ReasonCode, properties: Properties = []) -> [Action] {
             state = .closed
-            return [.send(.connack(ConnAck(reason: reason, properties: v5 ? properties : []))), .close(sendWill: false)]
+            return [
+                .send(.connack(ConnAck(reason: reason, properties: v5 ? properties : []))), .close(sendWill: false),
+            ]
         }
         if let refusal {
             // A hint for the client's backoff (the device SDK honours it).
@@ -232,22 +240,36 @@ public struct ConnectionStateMachine: Sendable {
         case .device(let serial): sessionKey = "device:\(serial)"
         case .development: sessionKey = "dev:\(clientID)"
         }
-        state = .connected(Connected(version: connect.version, keepAlive: keepAlive, lastHeard: now, sessionExpiry: sessionExpiry(for: connect)))
-        return [.accept(sessionKey: sessionKey, connect: connect, connack: ConnAck(sessionPresent: false, reason: .success, properties: v5 ? properties : []))]
+        state = .connected(
+            Connected(
+                version: connect.version, keepAlive: keepAlive, lastHeard: now,
+                sessionExpiry: sessionExpiry(for: connect)))
+        return [
+            .accept(
+                sessionKey: sessionKey, connect: connect,
+                connack: ConnAck(sessionPresent: false, reason: .success, properties: v5 ? properties : []))
+        ]
     }
 
     /// How long the session of `connect` outlives its connection (MQTT 5.0 §3.1.2.11.2): 5.0 asks
     /// with Session Expiry Interval; a 3.1.1 clean session ends with the connection and a
     /// persistent one lasts the maximum.
     public func sessionExpiry(for connect: Connect) -> UInt32 {
-        let requested = connect.version == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) : (connect.cleanStart ? 0 : limits.maximumSessionExpiry)
+        let requested =
+            connect.version == .v5
+            ? (connect.properties.sessionExpiryInterval ?? 0) : (connect.cleanStart ? 0 : limits.maximumSessionExpiry)
         return min(requested, limits.maximumSessionExpiry)
     }
 
-    private mutating func fail(_ reason: ReasonCode, _ message: String, version: MQTTVersion, sendWill: Bool = true) -> [Action] {
+    private mutating func fail(_ reason: ReasonCode, _ message: String, version: MQTTVersion, sendWill: Bool = true)
+        -> [Action]
+    {
         state = .closed
         if version == .v5 {
-            return [.send(.disconnect(ReasonPacket(reason: reason, properties: [.reasonString(message)]))), .close(sendWill: sendWill)]
+            return [
+                .send(.disconnect(ReasonPacket(reason: reason, properties: [.reasonString(message)]))),
+                .close(sendWill: sendWill),
+            ]
         }
         return [.close(sendWill: sendWill)]
     }

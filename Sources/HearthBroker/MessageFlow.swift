@@ -13,9 +13,9 @@ public struct OutboundFlow: Sendable {
     }
 
     enum Stage: Equatable, Sendable {
-        case awaitingAck      // QoS 1, waiting for PUBACK
-        case awaitingReceived // QoS 2, waiting for PUBREC
-        case awaitingComplete // QoS 2, PUBREL sent, waiting for PUBCOMP
+        case awaitingAck  // QoS 1, waiting for PUBACK
+        case awaitingReceived  // QoS 2, waiting for PUBREC
+        case awaitingComplete  // QoS 2, PUBREL sent, waiting for PUBCOMP
     }
 
     /// The client's Receive Maximum: at most this many QoS 1/2 messages unacknowledged.
@@ -177,7 +177,8 @@ public struct InboundFlow: Sendable {
         if publish.qos == .exactlyOnce, awaitingRelease.contains(id) { return .duplicate }
         if publish.qos == .atLeastOnce, unacknowledgedQoS1.contains(id) { return .duplicate }
         guard inflightCount < receiveMaximum else {
-            throw MQTTProtocolError(.receiveMaximumExceeded, "more than \(receiveMaximum) unacknowledged QoS 1/2 messages")
+            throw MQTTProtocolError(
+                .receiveMaximumExceeded, "more than \(receiveMaximum) unacknowledged QoS 1/2 messages")
         }
         if publish.qos == .exactlyOnce { awaitingRelease.insert(id) } else { unacknowledgedQoS1.insert(id) }
         return .deliver

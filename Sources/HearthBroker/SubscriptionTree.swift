@@ -34,7 +34,9 @@ public struct SubscriptionTree<Subscriber: Hashable & Sendable, Options: Sendabl
     @discardableResult
     public mutating func insert(_ filter: String, subscriber: Subscriber, options: Options) -> Bool {
         let (group, inner) = Self.split(filter)
-        let added = Self.insert(into: &root, levels: inner.split(separator: "/", omittingEmptySubsequences: false)[...], group: group, subscriber: subscriber, options: options)
+        let added = Self.insert(
+            into: &root, levels: inner.split(separator: "/", omittingEmptySubsequences: false)[...], group: group,
+            subscriber: subscriber, options: options)
         if added { count += 1 }
         return added
     }
@@ -43,7 +45,9 @@ public struct SubscriptionTree<Subscriber: Hashable & Sendable, Options: Sendabl
     @discardableResult
     public mutating func remove(_ filter: String, subscriber: Subscriber) -> Bool {
         let (group, inner) = Self.split(filter)
-        let removed = Self.remove(from: &root, levels: inner.split(separator: "/", omittingEmptySubsequences: false)[...], group: group, subscriber: subscriber)
+        let removed = Self.remove(
+            from: &root, levels: inner.split(separator: "/", omittingEmptySubsequences: false)[...], group: group,
+            subscriber: subscriber)
         if removed { count -= 1 }
         return removed
     }
@@ -61,17 +65,23 @@ public struct SubscriptionTree<Subscriber: Hashable & Sendable, Options: Sendabl
         return (nil, filter)
     }
 
-    static func insert(into node: inout Node, levels: ArraySlice<Substring>, group: String?, subscriber: Subscriber, options: Options) -> Bool {
+    static func insert(
+        into node: inout Node, levels: ArraySlice<Substring>, group: String?, subscriber: Subscriber, options: Options
+    ) -> Bool {
         guard let level = levels.first else {
             if let group {
                 return node.shared[group, default: [:]].updateValue(options, forKey: subscriber) == nil
             }
             return node.subscribers.updateValue(options, forKey: subscriber) == nil
         }
-        return insert(into: &node.children[level, default: Node()], levels: levels.dropFirst(), group: group, subscriber: subscriber, options: options)
+        return insert(
+            into: &node.children[level, default: Node()], levels: levels.dropFirst(), group: group,
+            subscriber: subscriber, options: options)
     }
 
-    static func remove(from node: inout Node, levels: ArraySlice<Substring>, group: String?, subscriber: Subscriber) -> Bool {
+    static func remove(from node: inout Node, levels: ArraySlice<Substring>, group: String?, subscriber: Subscriber)
+        -> Bool
+    {
         guard let level = levels.first else {
             if let group {
                 let removed = node.shared[group]?.removeValue(forKey: subscriber) != nil
@@ -86,7 +96,10 @@ public struct SubscriptionTree<Subscriber: Hashable & Sendable, Options: Sendabl
         return removed
     }
 
-    static func collect(_ node: Node, levels: ArraySlice<Substring>, isFirst: Bool, dollar: Bool, path: String, into matches: inout Matches) {
+    static func collect(
+        _ node: Node, levels: ArraySlice<Substring>, isFirst: Bool, dollar: Bool, path: String,
+        into matches: inout Matches
+    ) {
         // `#` matches this level and all below, including none ("a/#" matches "a").
         if let hash = node.children["#"], !(isFirst && dollar) {
             add(hash, path: path + "#", into: &matches)
@@ -107,6 +120,8 @@ public struct SubscriptionTree<Subscriber: Hashable & Sendable, Options: Sendabl
     static func add(_ node: Node, path: String, into matches: inout Matches) {
         for (s, o) in node.subscribers { matches.subscribers[s, default: []].append(o) }
         let filter = path.hasSuffix("/") ? String(path.dropLast()) : path
-        for (name, members) in node.shared { matches.groups["\(name)/\(filter)", default: [:]].merge(members) { a, _ in a } }
+        for (name, members) in node.shared {
+            matches.groups["\(name)/\(filter)", default: [:]].merge(members) { a, _ in a }
+        }
     }
 }

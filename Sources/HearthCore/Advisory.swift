@@ -6,7 +6,9 @@ public struct Advisory: Sendable, Equatable {
     /// What the security team writes when it publishes.
     public static let schema = ObjectSchema([
         FieldSchema("title", .string(minLength: 3, maxLength: 200), "The advisory's title"),
-        FieldSchema("summary", .string(minLength: 10, maxLength: 5_000, multiline: true), "What the vulnerability is and what to do, in plain language"),
+        FieldSchema(
+            "summary", .string(minLength: 10, maxLength: 5_000, multiline: true),
+            "What the vulnerability is and what to do, in plain language"),
         FieldSchema("severity", .oneOf(["low", "moderate", "important", "critical"]), "How serious it is"),
         FieldSchema("models", .array(of: .string(maxLength: 64), maxItems: 20), "Affected product model ids"),
         FieldSchema("affectedBelow", .string(maxLength: 32), "Firmware versions below this one are affected"),
@@ -28,7 +30,8 @@ public struct Advisory: Sendable, Equatable {
 
     /// Checks the versions and the CVE id; throws a clear error naming the field.
     public init(
-        reportID: ReportID, title: String, summary: String, severity: String, models: [ProductModel], affectedBelow: String, fixedVersion: String,
+        reportID: ReportID, title: String, summary: String, severity: String, models: [ProductModel],
+        affectedBelow: String, fixedVersion: String,
         cve: String, credit: String?, publishedAt: Date
     ) throws {
         guard !models.isEmpty else { throw HearthError.invalid("models", "name at least one affected product model") }
@@ -38,7 +41,8 @@ public struct Advisory: Sendable, Equatable {
             }
         }
         guard cve.range(of: #"^CVE-[0-9]{4}-[0-9]{4,7}$"#, options: .regularExpression) != nil else {
-            throw HearthError.invalid("cve", "a CVE id like CVE-2026-12345 (request one from a CNA; OSV records are keyed by it)")
+            throw HearthError.invalid(
+                "cve", "a CVE id like CVE-2026-12345 (request one from a CNA; OSV records are keyed by it)")
         }
         id = "HEARTH-SA-\(reportID.rawValue.dropFirst(3))"
         self.reportID = reportID
@@ -60,7 +64,9 @@ public struct Advisory: Sendable, Equatable {
     }
 
     /// Where the CSAF document lives under `base`.
-    public func csafURL(base: String) -> String { "\(base)/.well-known/csaf/white/\(Self.csafPath(id: id, publishedAt: publishedAt))" }
+    public func csafURL(base: String) -> String {
+        "\(base)/.well-known/csaf/white/\(Self.csafPath(id: id, publishedAt: publishedAt))"
+    }
     public func osvURL(base: String) -> String { "\(base)/api/v1/advisories/\(id)/osv" }
 
     /// RFC 3339 in UTC to the second, e.g. `2026-11-26T20:00:00Z`, as CSAF, OSV and TUF documents
@@ -73,9 +79,11 @@ public struct Advisory: Sendable, Equatable {
     public func csaf(base: String, publisher: String) -> JSONValue {
         let now = Self.timestamp(publishedAt)
         var products: [JSONValue] = []
-        var affected: [JSONValue] = [], fixed: [JSONValue] = []
+        var affected: [JSONValue] = []
+        var fixed: [JSONValue] = []
         for model in models {
-            let a = "\(model.id.rawValue)-below-\(affectedBelow)", f = "\(model.id.rawValue)-\(fixedVersion)"
+            let a = "\(model.id.rawValue)-below-\(affectedBelow)"
+            let f = "\(model.id.rawValue)-\(fixedVersion)"
             products.append(["name": .string("\(model.name) firmware < \(affectedBelow)"), "product_id": .string(a)])
             products.append(["name": .string("\(model.name) firmware \(fixedVersion)"), "product_id": .string(f)])
             affected.append(.string(a))
@@ -98,16 +106,27 @@ public struct Advisory: Sendable, Equatable {
                 "generator": ["engine": ["name": "Hearth"], "date": .string(now)],
             ],
         ]
-        if let credit, !credit.isEmpty { document["acknowledgments"] = [["names": [.string(credit)], "summary": "Reported the vulnerability"]] }
+        if let credit, !credit.isEmpty {
+            document["acknowledgments"] = [["names": [.string(credit)], "summary": "Reported the vulnerability"]]
+        }
         let vulnerability: JSONValue = [
             "cve": .string(cve),
             "title": .string(title),
             "ids": [["system_name": "Hearth vulnerability report", "text": .string(reportID.rawValue)]],
             "notes": [["category": "description", "text": .string(summary)]],
             "product_status": ["known_affected": .array(affected), "fixed": .array(fixed)],
-            "remediations": [["category": "vendor_fix", "details": .string("Install firmware \(fixedVersion) (delivered as a signed update).") , "product_ids": .array(affected)]],
+            "remediations": [
+                [
+                    "category": "vendor_fix",
+                    "details": .string("Install firmware \(fixedVersion) (delivered as a signed update)."),
+                    "product_ids": .array(affected),
+                ]
+            ],
         ]
-        return ["document": .object(document), "product_tree": ["full_product_names": .array(products)], "vulnerabilities": [vulnerability]]
+        return [
+            "document": .object(document), "product_tree": ["full_product_names": .array(products)],
+            "vulnerabilities": [vulnerability],
+        ]
     }
 
     /// The OSV record. Device firmware has no OSV ecosystem, so the affected models and versions
@@ -127,7 +146,7 @@ public struct Advisory: Sendable, Equatable {
                     "advisory": .string(id), "severity": .string(severity),
                     "models": .array(models.map { .string($0.id.rawValue) }),
                     "affected_below": .string(affectedBelow), "fixed_version": .string(fixedVersion),
-                ],
+                ]
             ],
         ]
         if let credit, !credit.isEmpty { record["credits"] = [["name": .string(credit), "type": "FINDER"]] }

@@ -80,7 +80,10 @@ public struct DisclosurePolicy: Sendable, Equatable {
     public func check(from: ReportState, to: ReportState) throws {
         guard from.next.contains(to) else {
             let allowed = from.next.map(\.rawValue).joined(separator: ", ")
-            throw HearthError(.conflict, field: "state", "a report that is \(from.rawValue) can move to \(allowed.isEmpty ? "nothing (it is closed)" : allowed), not \(to.rawValue)")
+            throw HearthError(
+                .conflict, field: "state",
+                "a report that is \(from.rawValue) can move to \(allowed.isEmpty ? "nothing (it is closed)" : allowed), not \(to.rawValue)"
+            )
         }
     }
 }
@@ -110,9 +113,13 @@ public struct ReportID: Sendable, Hashable, CustomStringConvertible {
 public enum ReportSubmission {
     public static let schema = ObjectSchema([
         FieldSchema("title", .string(minLength: 3, maxLength: 200), "A one-line summary"),
-        FieldSchema("description", .string(minLength: 10, maxLength: 10_000, multiline: true), "What is affected, how to reproduce it, what an attacker gains"),
+        FieldSchema(
+            "description", .string(minLength: 10, maxLength: 10_000, multiline: true),
+            "What is affected, how to reproduce it, what an attacker gains"),
         FieldSchema("product", .string(maxLength: 200), required: false, "Product model or component, if known"),
-        FieldSchema("contact", .string(maxLength: 254), required: false, "How to reach you (optional: an e-mail address or handle)"),
+        FieldSchema(
+            "contact", .string(maxLength: 254), required: false,
+            "How to reach you (optional: an e-mail address or handle)"),
         FieldSchema("credit", .string(maxLength: 120), required: false, "Name to credit in the advisory (optional)"),
     ])
 }

@@ -20,10 +20,13 @@ public struct DeviceSerial: Hashable, Sendable, Codable, CustomStringConvertible
 
     /// What ``init(_:)`` takes, as a pattern: 12 Crockford base-32 characters in either case, with
     /// dashes or spaces anywhere (as people copy a label).
-    public static let pattern = TextPattern("^[- ]*([0-9A-HJKMNP-TV-Za-hjkmnp-tv-z][- ]*){12}(?![\\s\\S])", "a serial is 12 characters of 0-9 and A-Z (no I, L, O, U)", example: "7K3M9Q2XH4TD")
+    public static let pattern = TextPattern(
+        "^[- ]*([0-9A-HJKMNP-TV-Za-hjkmnp-tv-z][- ]*){12}(?![\\s\\S])",
+        "a serial is 12 characters of 0-9 and A-Z (no I, L, O, U)", example: "7K3M9Q2XH4TD")
 
     public init(_ text: String) throws {
-        let normalized = text.unicodeScalars.allSatisfy(\.isASCII) ? text.uppercased().filter { $0 != "-" && $0 != " " } : ""
+        let normalized =
+            text.unicodeScalars.allSatisfy(\.isASCII) ? text.uppercased().filter { $0 != "-" && $0 != " " } : ""
         guard normalized.count == Self.length, normalized.allSatisfy(Base32.allowed.contains) else {
             throw HearthError.invalid("serial", "a serial is \(Self.length) characters of 0-9 and A-Z (no I, L, O, U)")
         }
@@ -86,11 +89,14 @@ public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
     /// of dot-separated labels; no spaces and none of `"(),:;<>@[\]` (so an address is never
     /// markup or a header injection). At most 254 characters.
     public static let pattern = TextPattern(
-        #"^[!#-'*+\-./-9=?A-Z^-~]{1,64}@[!#-'*+\-/-9=?A-Z^-~]+(\.[!#-'*+\-/-9=?A-Z^-~]+)+(?![\s\S])"#, "not an e-mail address", example: "ann@example.com"
+        #"^[!#-'*+\-./-9=?A-Z^-~]{1,64}@[!#-'*+\-/-9=?A-Z^-~]+(\.[!#-'*+\-/-9=?A-Z^-~]+)+(?![\s\S])"#,
+        "not an e-mail address", example: "ann@example.com"
     )
 
     public init(_ text: String) throws {
-        guard text.utf8.count <= 254, Self.pattern.matches(text) else { throw HearthError.invalid("email", "not an e-mail address") }
+        guard text.utf8.count <= 254, Self.pattern.matches(text) else {
+            throw HearthError.invalid("email", "not an e-mail address")
+        }
         rawValue = text.lowercased()
     }
 

@@ -12,12 +12,19 @@ public enum JSONValue: Sendable, Equatable, Codable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let d = try? c.decode(Double.self) { self = .number(d) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let d = try? c.decode(Double.self) {
+            self = .number(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -39,16 +46,18 @@ public enum JSONValue: Sendable, Equatable, Codable {
         guard String(validating: bytes, as: UTF8.self) != nil else {
             throw HearthError(.malformedBody, "the body is not valid UTF-8")
         }
-        let parsed: JSONValue? = bytes.withContiguousStorageIfAvailable { buffer in
-            var parser = JSONParser(bytes: buffer)
-            return parser.document()
-        } ?? {
-            let array = Array(bytes)
-            return array.withUnsafeBufferPointer { buffer in
+        let parsed: JSONValue? =
+            bytes.withContiguousStorageIfAvailable { buffer in
                 var parser = JSONParser(bytes: buffer)
                 return parser.document()
             }
-        }()
+            ?? {
+                let array = Array(bytes)
+                return array.withUnsafeBufferPointer { buffer in
+                    var parser = JSONParser(bytes: buffer)
+                    return parser.document()
+                }
+            }()
         guard let parsed else { throw HearthError(.malformedBody, "the body is not well-formed JSON") }
         return parsed
     }
@@ -69,7 +78,13 @@ public enum JSONValue: Sendable, Equatable, Codable {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .number(let d):
-            if d.rounded() == d, abs(d) < 9_007_199_254_740_992 { out += String(Int64(d)) } else if d.isFinite { out += "\(d)" } else { out += "null" }
+            if d.rounded() == d, abs(d) < 9_007_199_254_740_992 {
+                out += String(Int64(d))
+            } else if d.isFinite {
+                out += "\(d)"
+            } else {
+                out += "null"
+            }
         case .string(let s): Self.writeString(s, to: &out)
         case .array(let items):
             out += "["
@@ -100,7 +115,9 @@ public enum JSONValue: Sendable, Equatable, Codable {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             case _ where scalar.value < 0x20 || scalar.value == 0x2028 || scalar.value == 0x2029:
-                out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+                out +=
+                    "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
+                    + String(scalar.value, radix: 16)
             default: out.unicodeScalars.append(scalar)
             }
         }
@@ -180,7 +197,10 @@ struct JSONParser {
         index += 1
         var members: [String: JSONValue] = [:]
         skipSpace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+            index += 1
+            return .object(members)
+        }
         while true {
             skipSpace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let key = string() else { return nil }
@@ -190,7 +210,10 @@ struct JSONParser {
             guard let member = value(), members.updateValue(member, forKey: key) == nil else { return nil }
             skipSpace()
             guard index < bytes.count else { return nil }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+            if bytes[index] == UInt8(ascii: ",") {
+                index += 1
+                continue
+            }
             guard bytes[index] == UInt8(ascii: "}") else { return nil }
             index += 1
             return .object(members)
@@ -204,13 +227,19 @@ struct JSONParser {
         index += 1
         var items: [JSONValue] = []
         skipSpace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return .array(items) }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+            index += 1
+            return .array(items)
+        }
         while true {
             guard let item = value() else { return nil }
             items.append(item)
             skipSpace()
             guard index < bytes.count else { return nil }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+            if bytes[index] == UInt8(ascii: ",") {
+                index += 1
+                continue
+            }
             guard bytes[index] == UInt8(ascii: "]") else { return nil }
             index += 1
             return .array(items)
@@ -234,7 +263,9 @@ struct JSONParser {
             index += 1
         }
         var scalars = String.UnicodeScalarView()
-        scalars.append(contentsOf: String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self).unicodeScalars)
+        scalars.append(
+            contentsOf: String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+                .unicodeScalars)
         var pendingHigh: UInt32?
         while index < bytes.count {
             let b = bytes[index]
@@ -248,7 +279,10 @@ struct JSONParser {
                 guard pendingHigh == nil else { return nil }
                 // Copy one whole UTF-8 sequence (the input is valid UTF-8).
                 let length = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
-                scalars.append(contentsOf: String(decoding: UnsafeBufferPointer(rebasing: bytes[index..<index + length]), as: UTF8.self).unicodeScalars)
+                scalars.append(
+                    contentsOf: String(
+                        decoding: UnsafeBufferPointer(rebasing: bytes[index..<index + length]), as: UTF8.self
+                    ).unicodeScalars)
                 index += length
                 continue
             }
@@ -272,7 +306,8 @@ struct JSONParser {
                 continue
             }
             guard index + 4 <= bytes.count,
-                let code = UInt32(String(decoding: UnsafeBufferPointer(rebasing: bytes[index..<index + 4]), as: UTF8.self), radix: 16)
+                let code = UInt32(
+                    String(decoding: UnsafeBufferPointer(rebasing: bytes[index..<index + 4]), as: UTF8.self), radix: 16)
             else { return nil }
             index += 4
             if let high = pendingHigh {
@@ -307,10 +342,14 @@ struct JSONParser {
         }
         if index < bytes.count, bytes[index] | 0x20 == UInt8(ascii: "e") {
             index += 1
-            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                index += 1
+            }
             guard digits() > 0 else { return nil }
         }
-        guard let d = Double(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)), d.isFinite else { return nil }
+        guard let d = Double(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)),
+            d.isFinite
+        else { return nil }
         return .number(d)
     }
 }

@@ -44,11 +44,17 @@ public enum NetworkInput {
     /// True for exactly `type` (case-insensitive), optionally with `charset=utf-8`.
     public static func isMediaType(_ header: String?, _ type: String) -> Bool {
         guard let header, header.utf8.count <= 200 else { return false }
-        let parts = header.lowercased().split(separator: ";", omittingEmptySubsequences: false).map { $0.trimmingASCIISpaces() }
+        let parts = header.lowercased().split(separator: ";", omittingEmptySubsequences: false).map {
+            $0.trimmingASCIISpaces()
+        }
         guard parts.first == Substring(type) else { return false }
         for parameter in parts.dropFirst() {
-            let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map { $0.trimmingASCIISpaces() }
-            guard pair.count == 2, pair[0] == "charset", pair[1] == "utf-8" || pair[1] == "\"utf-8\"" else { return false }
+            let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
+                $0.trimmingASCIISpaces()
+            }
+            guard pair.count == 2, pair[0] == "charset", pair[1] == "utf-8" || pair[1] == "\"utf-8\"" else {
+                return false
+            }
         }
         return parts.count <= 2
     }

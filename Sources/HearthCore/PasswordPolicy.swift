@@ -1,3 +1,5 @@
+import Foundation
+
 /// Human passwords per NIST SP 800-63B (rev. 4): length, a blocklist and context words, and
 /// nothing else — no composition rules, no forced change (Code of Practice guideline 1).
 public struct PasswordPolicy: Sendable {
@@ -29,7 +31,9 @@ public struct PasswordPolicy: Sendable {
     public func check(_ password: String, field: String = "password", contextWords: [String] = []) throws {
         let length = password.count
         guard length >= minimumLength else {
-            throw HearthError(.weakPassword, field: field, "use at least \(minimumLength) characters; a few unrelated words make a good passphrase")
+            throw HearthError(
+                .weakPassword, field: field,
+                "use at least \(minimumLength) characters; a few unrelated words make a good passphrase")
         }
         guard length <= maximumLength else {
             throw HearthError(.weakPassword, field: field, "use at most \(maximumLength) characters")
@@ -39,22 +43,30 @@ public struct PasswordPolicy: Sendable {
         }
         let lower = password.lowercased()
         if Set(lower).count <= 3 {
-            throw HearthError(.weakPassword, field: field, "this password repeats too few characters to be hard to guess")
+            throw HearthError(
+                .weakPassword, field: field, "this password repeats too few characters to be hard to guess")
         }
         // The list entry itself, or the entry with digits and punctuation added at the ends.
         let core = lower.trimmingCharacters(in: .decimalDigits.union(.punctuationCharacters).union(.whitespaces))
         let squashed = lower.filter { !$0.isWhitespace }
-        if blocklist.contains(lower) || blocklist.contains(core) || blocklist.contains(squashed) || Self.publishedExamples.contains(squashed) || isRepetition(of: core) || isRepetition(of: squashed) {
+        if blocklist.contains(lower) || blocklist.contains(core) || blocklist.contains(squashed)
+            || Self.publishedExamples.contains(squashed) || isRepetition(of: core) || isRepetition(of: squashed)
+        {
             throw HearthError(.weakPassword, field: field, "this password is on a list of common or breached passwords")
         }
         if let dictionary, PasswordStrength.guesses(password, dictionary: dictionary) < minimumGuesses {
-            throw HearthError(.weakPassword, field: field, "this password is easy to guess: it is made of common words, names, runs (abcd, 1234), keyboard rows (qwerty) or repeats; add a few unrelated words")
+            throw HearthError(
+                .weakPassword, field: field,
+                "this password is easy to guess: it is made of common words, names, runs (abcd, 1234), keyboard rows (qwerty) or repeats; add a few unrelated words"
+            )
         }
         let context = (serviceWords + contextWords).map { $0.lowercased() }.filter { $0.count >= 3 }
         for word in context where lower.contains(word) {
             let rest = lower.replacingOccurrences(of: word, with: "")
             if rest.count < 8 {
-                throw HearthError(.weakPassword, field: field, "this password is too close to your e-mail address or the service's name")
+                throw HearthError(
+                    .weakPassword, field: field,
+                    "this password is too close to your e-mail address or the service's name")
             }
         }
     }
@@ -72,5 +84,3 @@ public struct PasswordPolicy: Sendable {
         return false
     }
 }
-
-import Foundation

@@ -15,7 +15,8 @@ public struct RankedWords: Sendable {
             pairs.append((line.lowercased(), rank))
         }
         pairs.sort { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
-        var words: [String] = [], ranks: [Int32] = []
+        var words: [String] = []
+        var ranks: [Int32] = []
         for (word, rank) in pairs where words.last != word {
             words.append(word)
             ranks.append(rank)
@@ -29,7 +30,8 @@ public struct RankedWords: Sendable {
 
     /// The rank of `word` (lower-case), or nil.
     public func rank(_ word: String) -> Int? {
-        var low = 0, high = words.count
+        var low = 0
+        var high = words.count
         while low < high {
             let mid = (low + high) / 2
             if words[mid] < word { low = mid + 1 } else { high = mid }
@@ -47,11 +49,16 @@ public struct RankedWords: Sendable {
 /// repetitive and sequential values: they all come out as few guesses here.
 public enum PasswordStrength {
     /// Rows of a US keyboard, unshifted and shifted: a walk is a run along one of them.
-    static let keyboardRows = ["1234567890-=", "qwertyuiop[]\\", "asdfghjkl;'", "zxcvbnm,./", "!@#$%^&*()_+", "qwertyuiop{}|", "asdfghjkl:\"", "zxcvbnm<>?"]
+    static let keyboardRows = [
+        "1234567890-=", "qwertyuiop[]\\", "asdfghjkl;'", "zxcvbnm,./", "!@#$%^&*()_+", "qwertyuiop{}|", "asdfghjkl:\"",
+        "zxcvbnm<>?",
+    ]
     static let keyboardColumns: [String] = {
         // Columns slanting down-right (q-a-z, w-s-x…), for walks such as `1qaz2wsx`.
         let rows = ["1234567890", "qwertyuiop", "asdfghjkl", "zxcvbnm"]
-        return (0..<10).map { c in String(rows.enumerated().compactMap { r, row in c < row.count ? Array(row)[c] : nil }) }
+        return (0..<10).map { c in
+            String(rows.enumerated().compactMap { r, row in c < row.count ? Array(row)[c] : nil })
+        }
     }()
 
     /// Estimated guesses, capped at 10^30 (enough for any policy).
@@ -80,11 +87,18 @@ public enum PasswordStrength {
         if length == 1 { return bruteForce(chars[start]) }
         let token = String(chars[start..<end])
         var options: [Double] = []
-        if length >= 3, let dictionary, length <= dictionary.longest, let rank = dictionary.rank(token) { options.append(Double(max(rank, 2))) }
-        if length >= 3, isSequence(chars[start..<end]) { options.append(Double(length) * (chars[start] == "a" || chars[start] == "1" || chars[start] == "0" ? 4 : 26)) }
+        if length >= 3, let dictionary, length <= dictionary.longest, let rank = dictionary.rank(token) {
+            options.append(Double(max(rank, 2)))
+        }
+        if length >= 3, isSequence(chars[start..<end]) {
+            options.append(
+                Double(length) * (chars[start] == "a" || chars[start] == "1" || chars[start] == "0" ? 4 : 26))
+        }
         if length >= 4, isKeyboardWalk(token) { options.append(Double(length) * 20) }
         // The same as the part just before it (`iloveyouiloveyou`, `abcabc`): nearly free.
-        if start >= length, Array(chars[(start - length)..<start]) == Array(chars[start..<end]) { options.append(Double(length)) }
+        if start >= length, Array(chars[(start - length)..<start]) == Array(chars[start..<end]) {
+            options.append(Double(length))
+        }
         if length >= 3, Set(chars[start..<end]).count == 1 { options.append(Double(length) * 10) }
         return options.min()
     }
@@ -104,8 +118,14 @@ public enum PasswordStrength {
             var ok = true
             for i in 1..<values.count {
                 var d = values[i] - values[i - 1]
-                if digits { d = ((d % 10) + 10) % 10; if d > 5 { d -= 10 } }
-                if d != step { ok = false; break }
+                if digits {
+                    d = ((d % 10) + 10) % 10
+                    if d > 5 { d -= 10 }
+                }
+                if d != step {
+                    ok = false
+                    break
+                }
             }
             if ok { return true }
         }

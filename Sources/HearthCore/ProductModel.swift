@@ -21,7 +21,9 @@ public struct DataField: Sendable, Equatable {
 
     /// The JSON shape a maker writes: `{"name", "type", "unit"?, "min"?, "max"?, "values"?, "required"?}`.
     static let schema = ObjectSchema([
-        FieldSchema("name", .string(maxLength: 32, pattern: DataField.identifier), "identifier: letters, digits and '_', starting with a letter"),
+        FieldSchema(
+            "name", .string(maxLength: 32, pattern: DataField.identifier),
+            "identifier: letters, digits and '_', starting with a letter"),
         FieldSchema("type", .oneOf(["number", "integer", "boolean", "enum"])),
         FieldSchema("unit", .string(maxLength: 16), required: false),
         FieldSchema("min", .number(min: -1e9, max: 1e9), required: false),
@@ -37,20 +39,25 @@ public struct DataField: Sendable, Equatable {
     }
 
     /// The rule for field and command names, published as their pattern.
-    public static let identifier = TextPattern("^[A-Za-z][A-Za-z0-9_]*" + TextPattern.end, "letters, digits and '_', starting with a letter", example: "setTarget")
+    public static let identifier = TextPattern(
+        "^[A-Za-z][A-Za-z0-9_]*" + TextPattern.end, "letters, digits and '_', starting with a letter",
+        example: "setTarget")
 
     init(json: JSONValue, path: String) throws {
         let o = try Self.schema.validate(json, path: path)
         let name = o.string("name")!
         try Self.requireIdentifier(name, field: "\(path).name")
-        let min = o.number("min"), max = o.number("max")
+        let min = o.number("min")
+        let max = o.number("max")
         let type: ValueType
         switch o.string("type")! {
         case "number", "integer":
             guard let min, let max else { throw HearthError.invalid("\(path).min", "numbers need both min and max") }
             guard min < max else { throw HearthError.invalid("\(path).max", "max must be greater than min") }
             if o.string("type") == "integer" {
-                guard min.rounded() == min, max.rounded() == max else { throw HearthError.invalid("\(path).min", "integer bounds must be whole") }
+                guard min.rounded() == min, max.rounded() == max else {
+                    throw HearthError.invalid("\(path).min", "integer bounds must be whole")
+                }
                 type = .integer(min: Int(min), max: Int(max))
             } else {
                 type = .number(min: min, max: max)
@@ -71,10 +78,18 @@ public struct DataField: Sendable, Equatable {
         var o: [String: JSONValue] = ["name": .string(name), "required": .bool(required)]
         if let unit { o["unit"] = .string(unit) }
         switch type {
-        case .number(let min, let max): o["type"] = "number"; o["min"] = .number(min); o["max"] = .number(max)
-        case .integer(let min, let max): o["type"] = "integer"; o["min"] = .number(Double(min)); o["max"] = .number(Double(max))
+        case .number(let min, let max):
+            o["type"] = "number"
+            o["min"] = .number(min)
+            o["max"] = .number(max)
+        case .integer(let min, let max):
+            o["type"] = "integer"
+            o["min"] = .number(Double(min))
+            o["max"] = .number(Double(max))
         case .boolean: o["type"] = "boolean"
-        case .enumeration(let values): o["type"] = "enum"; o["values"] = .array(values.map { .string($0) })
+        case .enumeration(let values):
+            o["type"] = "enum"
+            o["values"] = .array(values.map { .string($0) })
         }
         return .object(o)
     }
@@ -117,7 +132,10 @@ public struct ProductModel: Sendable, Equatable {
     /// The last day on which security updates are promised.
     public let supportEnds: CalendarDate
 
-    public init(id: ProductModelID, name: String, maker: String, telemetry: [DataField], commands: [CommandSpec], supportEnds: CalendarDate) {
+    public init(
+        id: ProductModelID, name: String, maker: String, telemetry: [DataField], commands: [CommandSpec],
+        supportEnds: CalendarDate
+    ) {
         self.id = id
         self.name = name
         self.maker = maker
@@ -137,10 +155,14 @@ public struct ProductModel: Sendable, Equatable {
         FieldSchema("telemetry", fieldList),
         FieldSchema(
             "commands",
-            .array(of: .object(ObjectSchema([
-                FieldSchema("name", .string(maxLength: 32, pattern: DataField.identifier), "identifier: letters, digits and '_', starting with a letter"),
-                FieldSchema("parameters", fieldList),
-            ])), maxItems: 32)
+            .array(
+                of: .object(
+                    ObjectSchema([
+                        FieldSchema(
+                            "name", .string(maxLength: 32, pattern: DataField.identifier),
+                            "identifier: letters, digits and '_', starting with a letter"),
+                        FieldSchema("parameters", fieldList),
+                    ])), maxItems: 32)
         ),
     ])
 
@@ -151,14 +173,20 @@ public struct ProductModel: Sendable, Equatable {
         try Self.requireDistinct(telemetry.map(\.name), field: "telemetry")
         let commands = try o.array("commands").enumerated().map { i, command -> CommandSpec in
             let c = ValidatedObject(members: { if case .object(let m) = command { m } else { [:] } }())
-            let parameters = try c.array("parameters").enumerated().map { try DataField(json: $1, path: "commands[\(i)].parameters[\($0)]") }
+            let parameters = try c.array("parameters").enumerated().map {
+                try DataField(json: $1, path: "commands[\(i)].parameters[\($0)]")
+            }
             try Self.requireDistinct(parameters.map(\.name), field: "commands[\(i)].parameters")
             try DataField.requireIdentifier(c.string("name")!, field: "commands[\(i)].name")
             return CommandSpec(name: c.string("name")!, parameters: parameters)
         }
         try Self.requireDistinct(commands.map(\.name), field: "commands")
-        guard let ends = CalendarDate(o.string("supportEnds")!) else { throw HearthError.invalid("supportEnds", "expected YYYY-MM-DD") }
-        self.init(id: id, name: o.string("name")!, maker: o.string("maker")!, telemetry: telemetry, commands: commands, supportEnds: ends)
+        guard let ends = CalendarDate(o.string("supportEnds")!) else {
+            throw HearthError.invalid("supportEnds", "expected YYYY-MM-DD")
+        }
+        self.init(
+            id: id, name: o.string("name")!, maker: o.string("maker")!, telemetry: telemetry, commands: commands,
+            supportEnds: ends)
     }
 
     static func requireDistinct(_ names: [String], field: String) throws {
@@ -170,7 +198,8 @@ public struct ProductModel: Sendable, Equatable {
             "id": .string(id.rawValue), "name": .string(name), "maker": .string(maker),
             "supportEnds": .string(supportEnds.description),
             "telemetry": .array(telemetry.map(\.json)),
-            "commands": .array(commands.map { ["name": .string($0.name), "parameters": .array($0.parameters.map(\.json))] }),
+            "commands": .array(
+                commands.map { ["name": .string($0.name), "parameters": .array($0.parameters.map(\.json))] }),
         ]
     }
 
@@ -185,7 +214,12 @@ public struct ProductModel: Sendable, Equatable {
                 ["name": "heating", "type": "boolean"],
                 ["name": "target", "type": "number", "unit": "°C", "min": 5, "max": 30],
             ],
-            "commands": [["name": "setTarget", "parameters": [["name": "target", "type": "number", "unit": "°C", "min": 5, "max": 30]]]],
+            "commands": [
+                [
+                    "name": "setTarget",
+                    "parameters": [["name": "target", "type": "number", "unit": "°C", "min": 5, "max": 30]],
+                ]
+            ],
         ]
         let lock: JSONValue = [
             "id": "lock-l1", "name": "Hearth Smart Lock L1", "maker": "Hearth Demo Devices Ltd",

@@ -54,7 +54,8 @@ public struct ObjectSchema: Sendable {
         }
         let known = Set(fields.map(\.name))
         if let unknown = members.keys.sorted().first(where: { !known.contains($0) }) {
-            throw HearthError(.unknownField, field: Self.join(path, unknown), "'\(unknown)' is not a field of this request")
+            throw HearthError(
+                .unknownField, field: Self.join(path, unknown), "'\(unknown)' is not a field of this request")
         }
         for field in fields {
             let fieldPath = Self.join(path, field.name)
@@ -76,13 +77,19 @@ public struct ObjectSchema: Sendable {
             if let pattern, !pattern.matches(s) { throw HearthError.invalid(path, pattern.message) }
         case (.integer(let min, let max), .number(let d)):
             guard d.rounded() == d else { throw HearthError.invalid(path, "expected a whole number") }
-            guard d >= Double(min), d <= Double(max) else { throw HearthError.invalid(path, "must be between \(min) and \(max)") }
+            guard d >= Double(min), d <= Double(max) else {
+                throw HearthError.invalid(path, "must be between \(min) and \(max)")
+            }
         case (.number(let min, let max), .number(let d)):
-            guard d.isFinite, d >= min, d <= max else { throw HearthError.invalid(path, "must be between \(min) and \(max)") }
+            guard d.isFinite, d >= min, d <= max else {
+                throw HearthError.invalid(path, "must be between \(min) and \(max)")
+            }
         case (.boolean, .bool):
             return
         case (.oneOf(let options), .string(let s)):
-            guard options.contains(s) else { throw HearthError.invalid(path, "must be one of: \(options.joined(separator: ", "))") }
+            guard options.contains(s) else {
+                throw HearthError.invalid(path, "must be one of: \(options.joined(separator: ", "))")
+            }
         case (.date, .string(let s)):
             guard CalendarDate(s) != nil else { throw HearthError.invalid(path, "expected a date as YYYY-MM-DD") }
         case (.object(let schema), .object):
@@ -110,7 +117,8 @@ public struct ObjectSchema: Sendable {
     static func checkText(_ s: String, minLength: Int, maxLength: Int, multiline: Bool, path: String) throws {
         let count = s.unicodeScalars.count
         guard count >= minLength else {
-            throw HearthError.invalid(path, minLength == 1 ? "must not be empty" : "must be at least \(minLength) characters")
+            throw HearthError.invalid(
+                path, minLength == 1 ? "must not be empty" : "must be at least \(minLength) characters")
         }
         guard count <= maxLength else { throw HearthError.invalid(path, "must be at most \(maxLength) characters") }
         if s.unicodeScalars.contains(where: { !TextRule.allows($0, multiline: multiline) }) {
@@ -130,7 +138,8 @@ public struct ObjectSchema: Sendable {
 /// its characters.
 public enum TextRule {
     static let forbidden: [ClosedRange<UInt32>] = [
-        0x00...0x1F, 0x7F...0x9F, 0xAD...0xAD, 0x61C...0x61C, 0x180E...0x180E, 0x200B...0x200F, 0x2028...0x202E, 0x2060...0x206F,
+        0x00...0x1F, 0x7F...0x9F, 0xAD...0xAD, 0x61C...0x61C, 0x180E...0x180E, 0x200B...0x200F, 0x2028...0x202E,
+        0x2060...0x206F,
         0xE000...0xF8FF, 0xFEFF...0xFEFF, 0xFFF0...0xFFFF,
     ]
     static let multilineAllowed: Set<UInt32> = [0x09, 0x0A, 0x0D]
@@ -152,7 +161,9 @@ public enum TextRule {
             if start <= range.upperBound { ranges.append(start...range.upperBound) }
         }
         func hex(_ v: UInt32) -> String { "\\u" + String(format: "%04X", v) }
-        return "^[^" + ranges.map { $0.count == 1 ? hex($0.lowerBound) : hex($0.lowerBound) + "-" + hex($0.upperBound) }.joined() + "]*" + TextPattern.end
+        return "^[^"
+            + ranges.map { $0.count == 1 ? hex($0.lowerBound) : hex($0.lowerBound) + "-" + hex($0.upperBound) }.joined()
+            + "]*" + TextPattern.end
     }
 }
 
@@ -238,12 +249,14 @@ public struct CalendarDate: Sendable, Hashable, Comparable, CustomStringConverti
     /// `YYYY-MM-DD` from 2000 to 2200 (the OpenAPI document's pattern, with `format: date` for
     /// the days each month has).
     public static let pattern = TextPattern(
-        "^(20[0-9]{2}|21[0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])" + TextPattern.end, "expected a date as YYYY-MM-DD, from 2000 to 2200", example: "2031-12-31"
+        "^(20[0-9]{2}|21[0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])" + TextPattern.end,
+        "expected a date as YYYY-MM-DD, from 2000 to 2200", example: "2031-12-31"
     )
 
     public init?(_ text: String) {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard Self.pattern.matches(text), text.count == 10, parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
+        guard Self.pattern.matches(text), text.count == 10, parts.count == 3, parts[0].count == 4, parts[1].count == 2,
+            parts[2].count == 2,
             let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]),
             (2000...2200).contains(y), (1...12).contains(m), (1...31).contains(d)
         else { return nil }
@@ -252,7 +265,9 @@ public struct CalendarDate: Sendable, Hashable, Comparable, CustomStringConverti
         guard let date = calendar.date(from: DateComponents(year: y, month: m, day: d)),
             calendar.component(.day, from: date) == d
         else { return nil }
-        year = y; month = m; day = d
+        year = y
+        month = m
+        day = d
     }
 
     public var description: String { String(format: "%04d-%02d-%02d", year, month, day) }
@@ -260,7 +275,10 @@ public struct CalendarDate: Sendable, Hashable, Comparable, CustomStringConverti
 
     /// "31 December 2030": the support period as a person reads it (PSTI Schedule 1 ¶3).
     public var plainEnglish: String {
-        let months = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+        let months = [
+            "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+            "November", "December",
+        ]
         return "\(day) \(months[month - 1]) \(year)"
     }
 }

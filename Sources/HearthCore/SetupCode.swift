@@ -10,7 +10,9 @@ public struct SetupCode: Hashable, Sendable, CustomStringConvertible {
     public let digits: String
 
     /// What ``init(_:)`` takes, as a pattern: ten digits, with spaces or dashes anywhere.
-    public static let pattern = TextPattern("^[- ]*([0-9][- ]*){10}(?![\\s\\S])", "a setup code is 10 digits, as printed on the label", example: "4827-1937-56")
+    public static let pattern = TextPattern(
+        "^[- ]*([0-9][- ]*){10}(?![\\s\\S])", "a setup code is 10 digits, as printed on the label",
+        example: "4827-1937-56")
 
     /// Parses what a person typed: digits, with optional spaces or dashes between them.
     public init(_ text: String) throws {

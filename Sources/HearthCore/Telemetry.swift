@@ -18,7 +18,10 @@ public struct TelemetryReading: Sendable, Equatable {
     /// Readings the device dropped from its offline queue since its previous report.
     public let droppedBefore: Int
 
-    public init(serial: DeviceSerial, sequence: Int64, deviceTime: Date?, receivedAt: Date, values: [String: JSONValue], droppedBefore: Int = 0) {
+    public init(
+        serial: DeviceSerial, sequence: Int64, deviceTime: Date?, receivedAt: Date, values: [String: JSONValue],
+        droppedBefore: Int = 0
+    ) {
         self.serial = serial
         self.sequence = sequence
         self.deviceTime = deviceTime
@@ -67,12 +70,15 @@ public struct TelemetryValidator: Sendable {
         self.maximumPayloadBytes = maximumPayloadBytes
     }
 
-    public func validate(_ payload: some Collection<UInt8>, serial: DeviceSerial, receivedAt: Date) throws(TelemetryProblem) -> TelemetryReading {
+    public func validate(_ payload: some Collection<UInt8>, serial: DeviceSerial, receivedAt: Date)
+        throws(TelemetryProblem) -> TelemetryReading
+    {
         guard payload.count <= maximumPayloadBytes else {
             throw TelemetryProblem(.oversize, "the payload is \(payload.count) bytes; at most \(maximumPayloadBytes)")
         }
         guard let json = try? JSONValue.parse(payload), case .object(let envelope) = json else {
-            throw TelemetryProblem(.malformed, "expected a UTF-8 JSON object {\"seq\", \"at\"?, \"dropped\"?, \"values\"}")
+            throw TelemetryProblem(
+                .malformed, "expected a UTF-8 JSON object {\"seq\", \"at\"?, \"dropped\"?, \"values\"}")
         }
         if let unknown = envelope.keys.sorted().first(where: { !["seq", "at", "dropped", "values"].contains($0) }) {
             throw TelemetryProblem(.unknownField, field: unknown, "'\(unknown)' is not part of a reading")
@@ -80,11 +86,20 @@ public struct TelemetryValidator: Sendable {
         let sequence = try Self.whole(envelope["seq"], field: "seq", required: true)!
         let at = try Self.whole(envelope["at"], field: "at", required: false)
         let dropped = try Self.whole(envelope["dropped"], field: "dropped", required: false) ?? 0
-        guard dropped <= Self.maximumDropped else { throw TelemetryProblem(.outOfRange, field: "dropped", "'dropped' must be between 0 and \(Int(Self.maximumDropped))") }
-        guard let valuesJSON = envelope["values"] else { throw TelemetryProblem(.missingField, field: "values", "'values' is required") }
-        guard case .object(let values) = valuesJSON else { throw TelemetryProblem(.wrongType, field: "values", "'values' must be an object") }
+        guard dropped <= Self.maximumDropped else {
+            throw TelemetryProblem(
+                .outOfRange, field: "dropped", "'dropped' must be between 0 and \(Int(Self.maximumDropped))")
+        }
+        guard let valuesJSON = envelope["values"] else {
+            throw TelemetryProblem(.missingField, field: "values", "'values' is required")
+        }
+        guard case .object(let values) = valuesJSON else {
+            throw TelemetryProblem(.wrongType, field: "values", "'values' must be an object")
+        }
         try check(values)
-        return TelemetryReading(serial: serial, sequence: Int64(sequence), deviceTime: at.map { Date(timeIntervalSince1970: $0 / 1000) }, receivedAt: receivedAt, values: values, droppedBefore: Int(dropped))
+        return TelemetryReading(
+            serial: serial, sequence: Int64(sequence), deviceTime: at.map { Date(timeIntervalSince1970: $0 / 1000) },
+            receivedAt: receivedAt, values: values, droppedBefore: Int(dropped))
     }
 
     /// Checks a `values` object: every declared field of the right type and range, required ones
@@ -92,7 +107,8 @@ public struct TelemetryValidator: Sendable {
     public func check(_ values: [String: JSONValue]) throws(TelemetryProblem) {
         let known = Set(fields.map(\.name))
         if let unknown = values.keys.sorted().first(where: { !known.contains($0) }) {
-            throw TelemetryProblem(.unknownField, field: "values.\(unknown)", "'\(unknown)' is not a telemetry field of this model")
+            throw TelemetryProblem(
+                .unknownField, field: "values.\(unknown)", "'\(unknown)' is not a telemetry field of this model")
         }
         for field in fields {
             let path = "values.\(field.name)"
@@ -108,14 +124,20 @@ public struct TelemetryValidator: Sendable {
     public static func check(_ value: JSONValue, against field: DataField, path: String) throws(TelemetryProblem) {
         switch (field.type, value) {
         case (.number(let min, let max), .number(let d)):
-            guard d.isFinite, d >= min, d <= max else { throw TelemetryProblem(.outOfRange, field: path, "must be between \(min) and \(max)") }
+            guard d.isFinite, d >= min, d <= max else {
+                throw TelemetryProblem(.outOfRange, field: path, "must be between \(min) and \(max)")
+            }
         case (.integer(let min, let max), .number(let d)):
             guard d.rounded() == d else { throw TelemetryProblem(.wrongType, field: path, "expected a whole number") }
-            guard d >= Double(min), d <= Double(max) else { throw TelemetryProblem(.outOfRange, field: path, "must be between \(min) and \(max)") }
+            guard d >= Double(min), d <= Double(max) else {
+                throw TelemetryProblem(.outOfRange, field: path, "must be between \(min) and \(max)")
+            }
         case (.boolean, .bool):
             return
         case (.enumeration(let options), .string(let s)):
-            guard options.contains(s) else { throw TelemetryProblem(.outOfRange, field: path, "must be one of: \(options.joined(separator: ", "))") }
+            guard options.contains(s) else {
+                throw TelemetryProblem(.outOfRange, field: path, "must be one of: \(options.joined(separator: ", "))")
+            }
         default:
             throw TelemetryProblem(.wrongType, field: path, "expected \(field.kind.typeName), got \(value.typeName)")
         }
@@ -129,7 +151,9 @@ public struct TelemetryValidator: Sendable {
         guard case .number(let d) = value, d.rounded() == d else {
             throw TelemetryProblem(.wrongType, field: field, "'\(field)' must be a whole number")
         }
-        guard d >= 0, d <= maximumSequence else { throw TelemetryProblem(.outOfRange, field: field, "'\(field)' must be between 0 and 2^53-1") }
+        guard d >= 0, d <= maximumSequence else {
+            throw TelemetryProblem(.outOfRange, field: field, "'\(field)' must be between 0 and 2^53-1")
+        }
         return d
     }
 }
@@ -149,13 +173,18 @@ public enum CommandMessage {
 
     /// Checks an owner's (or the device's own copy of a) command against the model: a known name,
     /// declared parameters of the right type and range, required ones present, nothing else.
-    public static func validate(_ name: String, parameters: [String: JSONValue], model: ProductModel) throws(TelemetryProblem) -> CommandSpec {
+    public static func validate(_ name: String, parameters: [String: JSONValue], model: ProductModel)
+        throws(TelemetryProblem) -> CommandSpec
+    {
         guard let spec = model.commands.first(where: { $0.name == name }) else {
-            throw TelemetryProblem(.unknownField, field: "name", "\(model.id.rawValue) has no command '\(name.prefix(64))'")
+            throw TelemetryProblem(
+                .unknownField, field: "name", "\(model.id.rawValue) has no command '\(name.prefix(64))'")
         }
         let known = Set(spec.parameters.map(\.name))
         if let unknown = parameters.keys.sorted().first(where: { !known.contains($0) }) {
-            throw TelemetryProblem(.unknownField, field: "parameters.\(unknown.prefix(64))", "'\(unknown.prefix(64))' is not a parameter of \(name)")
+            throw TelemetryProblem(
+                .unknownField, field: "parameters.\(unknown.prefix(64))",
+                "'\(unknown.prefix(64))' is not a parameter of \(name)")
         }
         for field in spec.parameters {
             let path = "parameters.\(field.name)"
@@ -182,7 +211,8 @@ public enum CommandOutcome: Sendable, Equatable {
 /// Delivers commands to devices and waits for their answer. The gateway implements it; the HTTPS
 /// API uses it. Parameters are already validated against the model.
 public protocol DeviceCommandChannel: Sendable {
-    func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration) async -> CommandOutcome
+    func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration) async
+        -> CommandOutcome
 }
 
 /// Takes a device's update report (`devices/S/update`) and answers it (`devices/S/update/offer`).

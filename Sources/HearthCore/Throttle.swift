@@ -15,7 +15,10 @@ public struct ThrottlePolicy: Sendable, Equatable {
     /// time does.
     public var resetOnSuccess: Bool
 
-    public init(freeFailures: Int, baseDelay: TimeInterval, maxDelay: TimeInterval, forgetAfter: TimeInterval, resetOnSuccess: Bool = false) {
+    public init(
+        freeFailures: Int, baseDelay: TimeInterval, maxDelay: TimeInterval, forgetAfter: TimeInterval,
+        resetOnSuccess: Bool = false
+    ) {
         self.freeFailures = freeFailures
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay
@@ -25,20 +28,25 @@ public struct ThrottlePolicy: Sendable, Equatable {
 
     /// Sign-in, per account and source address: 5 free tries, then 2 s, 4 s … up to 15 minutes.
     /// Keyed by both, so a stranger's wrong guesses never lock the owner out from their own address.
-    public static let signInPerAccountAndSource = ThrottlePolicy(freeFailures: 5, baseDelay: 2, maxDelay: 900, forgetAfter: 86_400, resetOnSuccess: true)
+    public static let signInPerAccountAndSource = ThrottlePolicy(
+        freeFailures: 5, baseDelay: 2, maxDelay: 900, forgetAfter: 86_400, resetOnSuccess: true)
     /// Sign-in, per account from everywhere: a ceiling far higher than one source's, against
     /// guessing spread over many addresses. Only time forgets it.
-    public static let signInPerAccount = ThrottlePolicy(freeFailures: 100, baseDelay: 60, maxDelay: 900, forgetAfter: 86_400)
+    public static let signInPerAccount = ThrottlePolicy(
+        freeFailures: 100, baseDelay: 60, maxDelay: 900, forgetAfter: 86_400)
     /// Sign-in and sign-up, per source address: more room for shared addresses (NAT).
     public static let perSource = ThrottlePolicy(freeFailures: 20, baseDelay: 1, maxDelay: 900, forgetAfter: 86_400)
     /// Device set-up, per device and account: 5 free tries, then 30 s, 60 s … up to an hour
     /// (Matter closes the commissioning window after 20 failures; this is stricter).
-    public static let claimPerDeviceAndAccount = ThrottlePolicy(freeFailures: 5, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400, resetOnSuccess: true)
+    public static let claimPerDeviceAndAccount = ThrottlePolicy(
+        freeFailures: 5, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400, resetOnSuccess: true)
     /// Device set-up, per device from every account: a far higher ceiling against guessing spread
     /// over many accounts, so that a few wrong codes from a stranger never block the label's holder.
-    public static let claimPerDevice = ThrottlePolicy(freeFailures: 100, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400)
+    public static let claimPerDevice = ThrottlePolicy(
+        freeFailures: 100, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400)
     /// Device set-up, per account: bounds how many serials one account can probe.
-    public static let claimPerAccount = ThrottlePolicy(freeFailures: 10, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400)
+    public static let claimPerAccount = ThrottlePolicy(
+        freeFailures: 10, baseDelay: 30, maxDelay: 3_600, forgetAfter: 86_400)
 }
 
 /// The throttle state of one key (an account, an address, a device) as a value.
@@ -155,7 +163,9 @@ public struct ThrottleBook: Sendable {
     mutating func prune(now: Date) {
         states = states.filter { !$0.value.isIdle(now: now, policy: policy) }
         if states.count >= capacity {
-            let ordered = states.filter { $0.value.inFlight == 0 }.sorted { ($0.value.lastFailure ?? .distantPast) < ($1.value.lastFailure ?? .distantPast) }
+            let ordered = states.filter { $0.value.inFlight == 0 }.sorted {
+                ($0.value.lastFailure ?? .distantPast) < ($1.value.lastFailure ?? .distantPast)
+            }
             for (key, _) in ordered.prefix(states.count - capacity / 2) { states[key] = nil }
         }
     }

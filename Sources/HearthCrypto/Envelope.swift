@@ -18,7 +18,8 @@ public struct KeyEncryptionKey: Sendable {
 
     private init(checked key: SymmetricKey) {
         self.key = key
-        fingerprint = Data(SHA256.hash(data: Data("hearth-kek-id".utf8) + key.withUnsafeBytes { Data($0) }).prefix(4)).hex
+        fingerprint =
+            Data(SHA256.hash(data: Data("hearth-kek-id".utf8) + key.withUnsafeBytes { Data($0) }).prefix(4)).hex
     }
 
     public static func generate() -> (kek: KeyEncryptionKey, rawBytes: Data) {
@@ -45,7 +46,8 @@ public enum Envelope {
     public static func seal(_ plaintext: some DataProtocol, context: String, kek: KeyEncryptionKey) throws -> Data {
         let dataKey = SymmetricKey(size: .bits256)
         let aad = Data(context.utf8)
-        let wrapped = try AES.GCM.seal(dataKey.withUnsafeBytes { Data($0) }, using: kek.key, authenticating: aad).combined!
+        let wrapped = try AES.GCM.seal(dataKey.withUnsafeBytes { Data($0) }, using: kek.key, authenticating: aad)
+            .combined!
         let sealed = try AES.GCM.seal(plaintext, using: dataKey, authenticating: aad).combined!
         return magic + Data(kek.fingerprint.utf8) + wrapped + sealed
     }
@@ -58,7 +60,8 @@ public enum Envelope {
         }
         let fingerprint = String(decoding: bytes.dropFirst(magic.count).prefix(8), as: UTF8.self)
         guard fingerprint == kek.fingerprint else {
-            throw HearthError(.integrity, "sealed with another key-encryption key (\(fingerprint), this one is \(kek.fingerprint))")
+            throw HearthError(
+                .integrity, "sealed with another key-encryption key (\(fingerprint), this one is \(kek.fingerprint))")
         }
         let aad = Data(context.utf8)
         do {

@@ -22,7 +22,9 @@ public struct CertificateAuthority: Sendable {
     }
 
     /// A new self-signed CA, valid for `years`.
-    public static func create(commonName: String, organization: String = "Hearth", years: Int = 20, now: Date = Date()) throws -> CertificateAuthority {
+    public static func create(commonName: String, organization: String = "Hearth", years: Int = 20, now: Date = Date())
+        throws -> CertificateAuthority
+    {
         let key = P256.Signing.PrivateKey()
         let name = try DistinguishedName {
             OrganizationName(organization)
@@ -48,11 +50,16 @@ public struct CertificateAuthority: Sendable {
     }
 
     /// The HTTPS (and later MQTT) server certificate for `hostnames` (DNS names or IP literals).
-    public func issueServerCertificate(publicKey: P256.Signing.PublicKey, hostnames: [String], days: Int = 397, now: Date = Date()) throws -> Certificate {
+    public func issueServerCertificate(
+        publicKey: P256.Signing.PublicKey, hostnames: [String], days: Int = 397, now: Date = Date()
+    ) throws -> Certificate {
         var names: [GeneralName] = []
         for host in hostnames {
-            if let ip = IPAddressBytes(host) { names.append(.ipAddress(ASN1OctetString(contentBytes: ip.bytes[...]))) }
-            else { names.append(.dnsName(host)) }
+            if let ip = IPAddressBytes(host) {
+                names.append(.ipAddress(ASN1OctetString(contentBytes: ip.bytes[...])))
+            } else {
+                names.append(.dnsName(host))
+            }
         }
         return try issue(
             subject: try DistinguishedName { CommonName(hostnames.first ?? "hearth") },
@@ -68,7 +75,9 @@ public struct CertificateAuthority: Sendable {
 
     /// A device identity certificate: subject CN is the serial, O the maker, OU the model id.
     /// Client authentication only.
-    public func issueDeviceCertificate(publicKey: Certificate.PublicKey, serial: DeviceSerial, model: ProductModel, years: Int = 20, now: Date = Date()) throws -> Certificate {
+    public func issueDeviceCertificate(
+        publicKey: Certificate.PublicKey, serial: DeviceSerial, model: ProductModel, years: Int = 20, now: Date = Date()
+    ) throws -> Certificate {
         try issue(
             subject: try DistinguishedName {
                 OrganizationName(model.maker)
@@ -86,7 +95,9 @@ public struct CertificateAuthority: Sendable {
 
     /// Checks a device's CSR (PEM) — its self-signature proves it holds the key — and issues a
     /// device certificate for its public key. The private key never leaves the device.
-    public func signDeviceCSR(pem: String, serial: DeviceSerial, model: ProductModel, now: Date = Date()) throws -> Certificate {
+    public func signDeviceCSR(pem: String, serial: DeviceSerial, model: ProductModel, now: Date = Date()) throws
+        -> Certificate
+    {
         let csr: CertificateSigningRequest
         do { csr = try CertificateSigningRequest(pemEncoded: pem) } catch {
             throw HearthError.invalid("csr", "not a PEM certificate signing request")
@@ -100,9 +111,14 @@ public struct CertificateAuthority: Sendable {
         return try issueDeviceCertificate(publicKey: csr.publicKey, serial: serial, model: model, now: now)
     }
 
-    private func issue(subject: DistinguishedName, publicKey: Certificate.PublicKey, days: Int, now: Date, extensions: Certificate.Extensions) throws -> Certificate {
+    private func issue(
+        subject: DistinguishedName, publicKey: Certificate.PublicKey, days: Int, now: Date,
+        extensions: Certificate.Extensions
+    ) throws -> Certificate {
         var extensions = extensions
-        try extensions.append(AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: .init(privateKey.publicKey)).keyIdentifier).makeCertificateExtension())
+        try extensions.append(
+            AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: .init(privateKey.publicKey)).keyIdentifier)
+                .makeCertificateExtension())
         return try Certificate(
             version: .v3,
             serialNumber: Certificate.SerialNumber(),

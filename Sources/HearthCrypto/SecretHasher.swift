@@ -38,7 +38,8 @@ public struct SecretHasher: Sendable {
         var rng = SystemRandomNumberGenerator()
         for i in salt.indices { salt[i] = rng.next() }
         let derived = try Self.derive(secret, salt: salt, cost: cost)
-        return "scrypt$\(cost.logN)$\(cost.r)$\(cost.p)$\(Data(salt).base64EncodedString())$\(derived.base64EncodedString())"
+        return
+            "scrypt$\(cost.logN)$\(cost.r)$\(cost.p)$\(Data(salt).base64EncodedString())$\(derived.base64EncodedString())"
     }
 
     /// Checks `secret` against a stored hash in constant time with respect to the hash value.
@@ -89,7 +90,12 @@ public enum SecureToken {
 
     /// A plausible token shape: 43 base64url characters. Anything else is refused before lookup.
     public static func isWellFormed(_ token: String) -> Bool {
-        token.utf8.count == 43 && token.utf8.allSatisfy { ("A"..."Z").contains(Character(UnicodeScalar($0))) || ("a"..."z").contains(Character(UnicodeScalar($0))) || ("0"..."9").contains(Character(UnicodeScalar($0))) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
+        token.utf8.count == 43
+            && token.utf8.allSatisfy {
+                ("A"..."Z").contains(Character(UnicodeScalar($0))) || ("a"..."z").contains(Character(UnicodeScalar($0)))
+                    || ("0"..."9").contains(Character(UnicodeScalar($0))) || $0 == UInt8(ascii: "-")
+                    || $0 == UInt8(ascii: "_")
+            }
     }
 }
 
@@ -104,6 +110,7 @@ public struct BlindIndex: Sendable {
 
 extension Data {
     public var base64URLEncoded: String {
-        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 }

@@ -21,18 +21,23 @@ public struct DeviceBundle: Sendable {
     public static func load(_ folder: URL) throws -> DeviceBundle {
         let file = folder.appendingPathComponent("bundle.json")
         guard let data = FileManager.default.contents(atPath: file.path), data.count <= 16 * 1024 else {
-            throw DeviceError("no device bundle at \(folder.path) (expected bundle.json from `hearth factory provision`)")
+            throw DeviceError(
+                "no device bundle at \(folder.path) (expected bundle.json from `hearth factory provision`)")
         }
         try FileKeyStore.requirePrivate(file.path)
         guard case .object(let json)? = try? JSONValue.parse(Array(data)),
             case .string(let serial)? = json["serial"], case .string(let model)? = json["model"],
-            case .string(let server)? = json["server"], let url = URL(string: server), url.scheme == "https", url.host != nil
+            case .string(let server)? = json["server"], let url = URL(string: server), url.scheme == "https",
+            url.host != nil
         else { throw DeviceError("\(file.path) is not a device bundle") }
-        guard let root = try? String(contentsOf: folder.appendingPathComponent("server-root-ca.pem"), encoding: .utf8) else {
+        guard let root = try? String(contentsOf: folder.appendingPathComponent("server-root-ca.pem"), encoding: .utf8)
+        else {
             throw DeviceError("no server-root-ca.pem in \(folder.path)")
         }
         do {
-            return DeviceBundle(folder: folder, serial: try DeviceSerial(serial), model: try ProductModelID(model), server: url, trustRootsPEM: root)
+            return DeviceBundle(
+                folder: folder, serial: try DeviceSerial(serial), model: try ProductModelID(model), server: url,
+                trustRootsPEM: root)
         } catch {
             throw DeviceError("\(file.path) has an invalid serial or model id")
         }

@@ -13,7 +13,9 @@ struct MQTTClientConnection: Sendable {
 
     /// Connects and completes the TLS handshake (the server's certificate is verified against the
     /// trust roots in `tls`, by host name or IP address).
-    static func open(host: String, port: Int, tls: NIOSSLContext, serverHostname: String?, version: MQTTVersion, timeout: TimeAmount) async throws -> MQTTClientConnection {
+    static func open(
+        host: String, port: Int, tls: NIOSSLContext, serverHostname: String?, version: MQTTVersion, timeout: TimeAmount
+    ) async throws -> MQTTClientConnection {
         let (stream, continuation) = AsyncThrowingStream<MQTTPacket, any Error>.makeStream()
         let handler = MQTTClientHandler(version: version, continuation: continuation)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -21,7 +23,8 @@ struct MQTTClientConnection: Sendable {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -60,7 +63,10 @@ final class MQTTClientHandler: ChannelInboundHandler, @unchecked Sendable {
         var bytes = unwrapInboundIn(data)
         buffer.writeBuffer(&bytes)
         // A 3.1.1-only server answers a 5.0 CONNECT with a 3.1.1 CONNACK: 0x20 0x02 flags 0x01.
-        if first, parser.version == .v5, buffer.readableBytes >= 4, buffer.getBytes(at: buffer.readerIndex, length: 4).map({ $0[0] == 0x20 && $0[1] == 2 && $0[3] == 1 }) == true {
+        if first, parser.version == .v5, buffer.readableBytes >= 4,
+            buffer.getBytes(at: buffer.readerIndex, length: 4).map({ $0[0] == 0x20 && $0[1] == 2 && $0[3] == 1 })
+                == true
+        {
             continuation.finish(throwing: UnsupportedVersion())
             context.close(promise: nil)
             return

@@ -1,7 +1,7 @@
 import Foundation
-import HearthUpdate
 import HearthCore
 import HearthMQTT
+import HearthUpdate
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
@@ -158,23 +158,40 @@ public actor DeviceAgent: Service {
 
     func sendUpdateReport(_ conn: MQTTClientConnection) {
         guard let updateReport else { return }
-        conn.send(.publish(Publish(topic: DeviceTopics(configuration.serial).update, payload: updateReport.payload, qos: .atLeastOnce, packetID: allocatePacketID())))
+        conn.send(
+            .publish(
+                Publish(
+                    topic: DeviceTopics(configuration.serial).update, payload: updateReport.payload, qos: .atLeastOnce,
+                    packetID: allocatePacketID())))
     }
 
     /// Integrity-failure mode (Code of Practice guideline 7): one connection to the gateway that
     /// only publishes `report` (an alert for the owner), waits for its acknowledgement and
     /// disconnects. Nothing else is contacted.
-    public static func raiseAlert(_ report: UpdateReport, configuration: DeviceConfiguration, keyStore: any SecureKeyStore, trustRootsPEM: String) async throws {
+    public static func raiseAlert(
+        _ report: UpdateReport, configuration: DeviceConfiguration, keyStore: any SecureKeyStore, trustRootsPEM: String
+    ) async throws {
         let tls = try tlsContext(keyStore: keyStore, trustRootsPEM: trustRootsPEM)
         let conn = try await MQTTClientConnection.open(
-            host: configuration.host, port: configuration.port, tls: tls, serverHostname: configuration.serverHostname, version: .v5,
+            host: configuration.host, port: configuration.port, tls: tls, serverHostname: configuration.serverHostname,
+            version: .v5,
             timeout: .milliseconds(Int64(configuration.connectTimeout * 1000))
         )
         defer { conn.close() }
-        conn.send(.connect(Connect(version: .v5, clientID: configuration.serial.rawValue, cleanStart: true, keepAlive: 30, properties: [])))
+        conn.send(
+            .connect(
+                Connect(
+                    version: .v5, clientID: configuration.serial.rawValue, cleanStart: true, keepAlive: 30,
+                    properties: [])))
         var packets = conn.packets.makeAsyncIterator()
-        guard case .connack(let ack)? = try await packets.next(), ack.reason == .success else { throw DeviceError("the gateway refused the alert connection") }
-        conn.send(.publish(Publish(topic: DeviceTopics(configuration.serial).update, payload: report.payload, qos: .atLeastOnce, packetID: 1)))
+        guard case .connack(let ack)? = try await packets.next(), ack.reason == .success else {
+            throw DeviceError("the gateway refused the alert connection")
+        }
+        conn.send(
+            .publish(
+                Publish(
+                    topic: DeviceTopics(configuration.serial).update, payload: report.payload, qos: .atLeastOnce,
+                    packetID: 1)))
         while let packet = try await packets.next() {
             if case .puback(let a) = packet, a.packetID == 1 {
                 conn.send(.disconnect(ReasonPacket()))
@@ -189,7 +206,9 @@ public actor DeviceAgent: Service {
     /// validates what it sends, too). Returns at once; delivery happens when connected.
     @discardableResult
     public func report(_ values: [String: JSONValue]) throws -> QueuedReading {
-        do { try validator.check(values) } catch { throw DeviceError("reading refused on the device: \(error.message)") }
+        do { try validator.check(values) } catch {
+            throw DeviceError("reading refused on the device: \(error.message)")
+        }
         let reading = try queue.append(values: values, at: clock.now())
         wake?.yield()
         return reading
@@ -247,7 +266,8 @@ public actor DeviceAgent: Service {
         let conn: MQTTClientConnection
         do {
             conn = try await MQTTClientConnection.open(
-                host: configuration.host, port: configuration.port, tls: tls, serverHostname: configuration.serverHostname,
+                host: configuration.host, port: configuration.port, tls: tls,
+                serverHostname: configuration.serverHostname,
                 version: version, timeout: .milliseconds(Int64(configuration.connectTimeout * 1000))
             )
         } catch {
@@ -255,11 +275,15 @@ public actor DeviceAgent: Service {
             return .failed(ServerHint())
         }
         let v5 = version == .v5
-        conn.send(.connect(Connect(
-            version: version, clientID: configuration.serial.rawValue, cleanStart: false, keepAlive: configuration.keepAlive,
-            properties: v5 ? [.sessionExpiryInterval(configuration.sessionExpiry), .receiveMaximum(32)] : []
-        )))
-        let timeout = conn.channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.connectTimeout * 1000))) { conn.close() }
+        conn.send(
+            .connect(
+                Connect(
+                    version: version, clientID: configuration.serial.rawValue, cleanStart: false,
+                    keepAlive: configuration.keepAlive,
+                    properties: v5 ? [.sessionExpiryInterval(configuration.sessionExpiry), .receiveMaximum(32)] : []
+                )))
+        let timeout = conn.channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.connectTimeout * 1000)))
+        { conn.close() }
         var packets = conn.packets.makeAsyncIterator()
         let first: MQTTPacket?
         do {
@@ -306,7 +330,9 @@ public actor DeviceAgent: Service {
                 while let packet = try await packets.next(isolation: self) {
                     if let ended = await handle(packet, conn) { hint = ended }
                 }
-                onEvent(.disconnected(hint.reason.map { "the server ended the connection: \($0)" } ?? "the connection closed"))
+                onEvent(
+                    .disconnected(
+                        hint.reason.map { "the server ended the connection: \($0)" } ?? "the connection closed"))
             } catch {
                 onEvent(.disconnected("\(error)"))
             }
@@ -335,13 +361,22 @@ public actor DeviceAgent: Service {
         inflight = inflight.filter { waiting.contains($0.value) }
         let commands = DeviceTopics(configuration.serial).commands
         let offers = DeviceTopics(configuration.serial).updateOffer
-        conn.send(.subscribe(Subscribe(packetID: allocatePacketID(), requests: [Subscribe.Request(filter: commands, qos: .atLeastOnce), Subscribe.Request(filter: offers, qos: .atLeastOnce)])))
+        conn.send(
+            .subscribe(
+                Subscribe(
+                    packetID: allocatePacketID(),
+                    requests: [
+                        Subscribe.Request(filter: commands, qos: .atLeastOnce),
+                        Subscribe.Request(filter: offers, qos: .atLeastOnce),
+                    ])))
         sendUpdateReport(conn)
         onEvent(.connected(version: conn.version, sessionPresent: ack.sessionPresent))
         if ack.sessionPresent {
             // MQTT 4.4: a resumed session resends unacknowledged PUBLISHes with their packet ids.
             for (id, sequence) in inflight.sorted(by: { $0.value < $1.value }) {
-                if let reading = queue.readings.first(where: { $0.sequence == sequence }) { conn.send(.publish(telemetry(reading, id: id, dup: true))) }
+                if let reading = queue.readings.first(where: { $0.sequence == sequence }) {
+                    conn.send(.publish(telemetry(reading, id: id, dup: true)))
+                }
             }
             lastSent = inflight.values.max() ?? 0
         } else {
@@ -373,7 +408,9 @@ public actor DeviceAgent: Service {
             pausedUntil = nil
         }
         let readings = queue.readings
-        guard inflight.count < window, let next = readings.firstIndex(where: { $0.sequence > lastSent }) else { return -1 }
+        guard inflight.count < window, let next = readings.firstIndex(where: { $0.sequence > lastSent }) else {
+            return -1
+        }
         let reading = readings[next]
         if carried[reading.sequence] == nil, carried.isEmpty, queue.unreportedDrops > 0 {
             carried[reading.sequence] = min(queue.unreportedDrops, Int(TelemetryValidator.maximumDropped))
@@ -387,7 +424,8 @@ public actor DeviceAgent: Service {
 
     func telemetry(_ reading: QueuedReading, id: UInt16, dup: Bool) -> Publish {
         Publish(
-            topic: DeviceTopics(configuration.serial).telemetry, payload: reading.envelope(dropped: carried[reading.sequence] ?? 0),
+            topic: DeviceTopics(configuration.serial).telemetry,
+            payload: reading.envelope(dropped: carried[reading.sequence] ?? 0),
             qos: .atLeastOnce, dup: dup, packetID: id
         )
     }
@@ -430,7 +468,11 @@ public actor DeviceAgent: Service {
                 } catch {
                     onEvent(.disconnected("\(error)"))
                 }
-                onEvent(ack.reason.isError ? .refusedByServer(sequence: sequence, reason: "\(ack.reason) \(ack.properties.reasonString ?? "")") : .delivered(sequence: sequence))
+                onEvent(
+                    ack.reason.isError
+                        ? .refusedByServer(
+                            sequence: sequence, reason: "\(ack.reason) \(ack.properties.reasonString ?? "")")
+                        : .delivered(sequence: sequence))
             } else {
                 // Quota or a passing failure: send it again after a pause, in order.
                 lastSent = min(lastSent, sequence - 1)
@@ -461,7 +503,9 @@ public actor DeviceAgent: Service {
         let prefix = DeviceTopics(configuration.serial).commandPrefix
         guard publish.topic.hasPrefix(prefix) else { return }
         let name = String(publish.topic.dropFirst(prefix.count))
-        guard case .object(let body)? = try? JSONValue.parse(publish.payload), case .string(let id)? = body["id"], !id.isEmpty, id.utf8.count <= 64 else {
+        guard case .object(let body)? = try? JSONValue.parse(publish.payload), case .string(let id)? = body["id"],
+            !id.isEmpty, id.utf8.count <= 64
+        else {
             onEvent(.command(name: String(name.prefix(64)), status: .refused, detail: "not a command envelope"))
             return
         }
@@ -494,7 +538,11 @@ public actor DeviceAgent: Service {
         let topic = publish.topic + "/result"
         var properties: Properties = []
         if let correlation = publish.properties.correlationData { properties.all.append(.correlationData(correlation)) }
-        conn.send(.publish(Publish(topic: topic, payload: Array(JSONValue.object(result).text.utf8), qos: .atLeastOnce, packetID: allocatePacketID(), properties: version == .v5 ? properties : [])))
+        conn.send(
+            .publish(
+                Publish(
+                    topic: topic, payload: Array(JSONValue.object(result).text.utf8), qos: .atLeastOnce,
+                    packetID: allocatePacketID(), properties: version == .v5 ? properties : [])))
         onEvent(.command(name: name, status: reply.status, detail: reply.detail))
     }
 

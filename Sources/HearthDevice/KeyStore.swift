@@ -47,10 +47,15 @@ public struct DeviceUniqueKey: Sendable {
     /// Derived from systemd's machine id (`/etc/machine-id`): the sealed key opens only on this
     /// machine. A stand-in for a hardware-unique key on Linux boards without one.
     public static func machineID(path: String = "/etc/machine-id") throws -> DeviceUniqueKey {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8), text.trimmingCharacters(in: .whitespacesAndNewlines).count >= 32 else {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+            text.trimmingCharacters(in: .whitespacesAndNewlines).count >= 32
+        else {
             throw DeviceError("no machine id at \(path); give the device a hardware key file instead (--hardware-key)")
         }
-        return try DeviceUniqueKey(secret: Array(SHA256.hash(data: Data(("hearth machine key " + text.trimmingCharacters(in: .whitespacesAndNewlines)).utf8))))
+        return try DeviceUniqueKey(
+            secret: Array(
+                SHA256.hash(
+                    data: Data(("hearth machine key " + text.trimmingCharacters(in: .whitespacesAndNewlines)).utf8))))
     }
 
     /// A simulated hardware-unique key: 32 random bytes in `path` (created 0600 on first use; a file
@@ -63,13 +68,17 @@ public struct DeviceUniqueKey: Sendable {
             try OfflineQueue.writeFile(path, bytes, flags: O_WRONLY | O_CREAT | O_EXCL)
         }
         try FileKeyStore.requirePrivate(path)
-        guard let data = FileManager.default.contents(atPath: path) else { throw DeviceError("cannot read the hardware key \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw DeviceError("cannot read the hardware key \(path)")
+        }
         return try DeviceUniqueKey(secret: [UInt8](data))
     }
 
     /// The key that seals the device's key file.
     var sealingKey: SymmetricKey {
-        HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: Data("hearth device key file".utf8), info: Data("v1".utf8), outputByteCount: 32)
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: key, salt: Data("hearth device key file".utf8), info: Data("v1".utf8), outputByteCount: 32
+        )
     }
 }
 
@@ -101,11 +110,15 @@ public struct FileKeyStore: SecureKeyStore {
     public func sealFactoryKey() throws -> Bool {
         guard FileManager.default.fileExists(atPath: factoryKeyPath) else { return false }
         try Self.requirePrivate(factoryKeyPath)
-        guard let pem = FileManager.default.contents(atPath: factoryKeyPath), let text = String(data: pem, encoding: .utf8) else {
+        guard let pem = FileManager.default.contents(atPath: factoryKeyPath),
+            let text = String(data: pem, encoding: .utf8)
+        else {
             throw DeviceError("cannot read the factory key")
         }
         let key: P256.Signing.PrivateKey
-        do { key = try P256.Signing.PrivateKey(pemRepresentation: text) } catch { throw DeviceError("the factory key is not a P-256 private key") }
+        do { key = try P256.Signing.PrivateKey(pemRepresentation: text) } catch {
+            throw DeviceError("the factory key is not a P-256 private key")
+        }
         try seal(key)
         try OfflineQueue.writeFile(factoryKeyPath, [UInt8](repeating: 0, count: pem.count), flags: O_WRONLY)
         try FileManager.default.removeItem(atPath: factoryKeyPath)
@@ -116,12 +129,15 @@ public struct FileKeyStore: SecureKeyStore {
     /// certificate signing request for `hearth factory sign-csr` (the private key never leaves; the
     /// factory assigns the serial and returns the certificate in a bundle).
     public func generateKey() throws -> String {
-        guard !FileManager.default.fileExists(atPath: sealedKeyPath) else { throw DeviceError("the device already has a key; refusing to replace it") }
+        guard !FileManager.default.fileExists(atPath: sealedKeyPath) else {
+            throw DeviceError("the device already has a key; refusing to replace it")
+        }
         let key = P256.Signing.PrivateKey()
         try seal(key)
         let csr = try CertificateSigningRequest(
             version: .v1, subject: try DistinguishedName { CommonName("Hearth device awaiting a serial") },
-            privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(), signatureAlgorithm: .ecdsaWithSHA256
+            privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
+            signatureAlgorithm: .ecdsaWithSHA256
         )
         return try csr.serializeAsPEM().pemString
     }
@@ -131,25 +147,34 @@ public struct FileKeyStore: SecureKeyStore {
         guard let chain = try? NIOSSLCertificate.fromPEMFile(certificatePath), !chain.isEmpty else {
             throw DeviceError("no device certificate at \(certificatePath)")
         }
-        return TLSIdentity(certificateChain: chain, privateKey: try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem))
+        return TLSIdentity(
+            certificateChain: chain,
+            privateKey: try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem))
     }
 
     /// Opens the sealed key, after checking the file's owner and mode.
     func privateKey() throws -> P256.Signing.PrivateKey {
-        guard FileManager.default.fileExists(atPath: sealedKeyPath) else { throw DeviceError("no sealed device key at \(sealedKeyPath)") }
+        guard FileManager.default.fileExists(atPath: sealedKeyPath) else {
+            throw DeviceError("no sealed device key at \(sealedKeyPath)")
+        }
         try Self.requirePrivate(sealedKeyPath)
-        guard let sealed = FileManager.default.contents(atPath: sealedKeyPath) else { throw DeviceError("cannot read \(sealedKeyPath)") }
+        guard let sealed = FileManager.default.contents(atPath: sealedKeyPath) else {
+            throw DeviceError("cannot read \(sealedKeyPath)")
+        }
         do {
             let box = try AES.GCM.SealedBox(combined: sealed)
             let raw = try AES.GCM.open(box, using: uniqueKey.sealingKey, authenticating: Self.associatedData)
             return try P256.Signing.PrivateKey(rawRepresentation: raw)
         } catch {
-            throw DeviceError("the sealed device key does not open with this device's unique key (copied from another device, or damaged)")
+            throw DeviceError(
+                "the sealed device key does not open with this device's unique key (copied from another device, or damaged)"
+            )
         }
     }
 
     func seal(_ key: P256.Signing.PrivateKey) throws {
-        let box = try AES.GCM.seal(key.rawRepresentation, using: uniqueKey.sealingKey, authenticating: Self.associatedData)
+        let box = try AES.GCM.seal(
+            key.rawRepresentation, using: uniqueKey.sealingKey, authenticating: Self.associatedData)
         guard let combined = box.combined else { throw DeviceError("sealing failed") }
         let temporary = sealedKeyPath + ".tmp"
         try OfflineQueue.writeFile(temporary, [UInt8](combined), flags: O_WRONLY | O_CREAT | O_TRUNC)
@@ -162,7 +187,9 @@ public struct FileKeyStore: SecureKeyStore {
         guard stat(path, &info) == 0 else { throw DeviceError("cannot read \(path)") }
         guard info.st_uid == geteuid() else { throw DeviceError("\(path) belongs to another user; refusing to use it") }
         guard info.st_mode & 0o077 == 0 else {
-            throw DeviceError("\(path) is readable or writable by others (mode \(String(info.st_mode & 0o777, radix: 8))); refusing to start. Run: chmod 600 \(path)")
+            throw DeviceError(
+                "\(path) is readable or writable by others (mode \(String(info.st_mode & 0o777, radix: 8))); refusing to start. Run: chmod 600 \(path)"
+            )
         }
     }
 }

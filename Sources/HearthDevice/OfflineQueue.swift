@@ -40,7 +40,9 @@ public struct QueuedReading: Sendable, Equatable {
     /// The telemetry envelope the gateway expects; `dropped` is added by the reading that reports
     /// earlier drops.
     public func envelope(dropped: Int = 0) -> [UInt8] {
-        var object: [String: JSONValue] = ["seq": .number(Double(sequence)), "at": .number(Double(at)), "values": .object(values)]
+        var object: [String: JSONValue] = [
+            "seq": .number(Double(sequence)), "at": .number(Double(at)), "values": .object(values),
+        ]
         if dropped > 0 { object["dropped"] = .number(Double(dropped)) }
         return Array(JSONValue.object(object).text.utf8)
     }
@@ -75,7 +77,11 @@ public final class OfflineQueue {
     public var readings: ArraySlice<QueuedReading> { pending[head...] }
 
     enum Kind: UInt8 {
-        case enqueued = 1, acknowledged = 2, dropped = 3, reported = 4, watermark = 5
+        case enqueued = 1
+        case acknowledged = 2
+        case dropped = 3
+        case reported = 4
+        case watermark = 5
     }
 
     /// Opens (or creates, 0600) the log at `path` and replays it.
@@ -99,9 +105,11 @@ public final class OfflineQueue {
             droppedTotal += 1
             Self.record(.dropped, victim.sequence, into: &out)
         }
-        let reading = QueuedReading(sequence: nextSequence, at: Int64((at.timeIntervalSince1970 * 1000).rounded()), values: values)
+        let reading = QueuedReading(
+            sequence: nextSequence, at: Int64((at.timeIntervalSince1970 * 1000).rounded()), values: values)
         nextSequence += 1
-        Self.record(.enqueued, reading.sequence, reading.at, payload: Array(JSONValue.object(values).text.utf8), into: &out)
+        Self.record(
+            .enqueued, reading.sequence, reading.at, payload: Array(JSONValue.object(values).text.utf8), into: &out)
         try write(out, sync: true)
         pending.append(reading)
         records += 1
@@ -169,7 +177,9 @@ public final class OfflineQueue {
         head = 0
         var out: [UInt8] = []
         Self.record(.watermark, nextSequence, droppedTotal, droppedReported, into: &out)
-        for r in pending { Self.record(.enqueued, r.sequence, r.at, payload: Array(JSONValue.object(r.values).text.utf8), into: &out) }
+        for r in pending {
+            Self.record(.enqueued, r.sequence, r.at, payload: Array(JSONValue.object(r.values).text.utf8), into: &out)
+        }
         let temporary = path + ".tmp"
         try Self.writeFile(temporary, out, flags: O_WRONLY | O_CREAT | O_TRUNC)
         guard rename(temporary, path) == 0 else { throw Self.failure("rename", temporary) }

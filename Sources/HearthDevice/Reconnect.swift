@@ -19,7 +19,10 @@ public struct ReconnectPolicy: Sendable, Equatable {
     /// A connection counts as stable after this long; only then does the backoff start over.
     public var stableAfter: TimeInterval
 
-    public init(startupDelay: TimeInterval = 10, window: TimeInterval = 30, cap: TimeInterval = 600, stableAfter: TimeInterval = 60) {
+    public init(
+        startupDelay: TimeInterval = 10, window: TimeInterval = 30, cap: TimeInterval = 600,
+        stableAfter: TimeInterval = 60
+    ) {
         self.startupDelay = max(0, startupDelay)
         self.window = max(0.001, window)
         self.cap = max(self.window, cap)
@@ -41,7 +44,9 @@ public struct ServerHint: Sendable, Equatable {
     /// Reads the `retry-after` user property of a CONNACK or DISCONNECT (whole seconds, ≤ 1 day).
     public init(reason: ReasonCode, properties: Properties) {
         self.reason = reason
-        retryAfter = properties.userProperties.first { $0.0 == "retry-after" }.flatMap { TimeInterval($0.1) }.flatMap { $0.isFinite ? min(max($0, 0), 86_400) : nil }
+        retryAfter = properties.userProperties.first { $0.0 == "retry-after" }.flatMap { TimeInterval($0.1) }.flatMap {
+            $0.isFinite ? min(max($0, 0), 86_400) : nil
+        }
     }
 }
 

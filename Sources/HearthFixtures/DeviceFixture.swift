@@ -38,8 +38,11 @@ public final class DeviceFixture: Sendable {
         let root = try CertificateAuthority.create(commonName: "Test Root")
         deviceCA = try CertificateAuthority.create(commonName: "Test Device CA")
         let serverKey = P256.Signing.PrivateKey()
-        let serverCert = try root.issueServerCertificate(publicKey: serverKey.publicKey, hostnames: ["localhost", "127.0.0.1"])
-        credentials = DeviceTLSCredentials(serverCertificatePEM: try serverCert.pem(), serverKeyPEM: serverKey.pemRepresentation, deviceCAPEM: try deviceCA.certificate.pem())
+        let serverCert = try root.issueServerCertificate(
+            publicKey: serverKey.publicKey, hostnames: ["localhost", "127.0.0.1"])
+        credentials = DeviceTLSCredentials(
+            serverCertificatePEM: try serverCert.pem(), serverKeyPEM: serverKey.pemRepresentation,
+            deviceCAPEM: try deviceCA.certificate.pem())
         rootCAPath = folder.appendingPathComponent("root-ca.pem").path
         try Data(try root.certificate.pem().utf8).write(to: URL(fileURLWithPath: rootCAPath))
         var made: [ProductModelID: [Device]] = [:]
@@ -58,7 +61,9 @@ public final class DeviceFixture: Sendable {
     }
 
     /// A key and certificate for `serial` from `ca`, written as PEM files (not registered).
-    public static func makeDevice(model: ProductModel, ca: CertificateAuthority, in folder: URL, serial: DeviceSerial? = nil) throws -> (Device, DeviceRecord) {
+    public static func makeDevice(
+        model: ProductModel, ca: CertificateAuthority, in folder: URL, serial: DeviceSerial? = nil
+    ) throws -> (Device, DeviceRecord) {
         var rng = SystemRandomNumberGenerator()
         let serial = serial ?? DeviceSerial.random(using: &rng)
         let key = P256.Signing.PrivateKey()
@@ -67,7 +72,9 @@ public final class DeviceFixture: Sendable {
         let keyPath = certPath.replacingOccurrences(of: ".pem", with: ".key")
         try Data(try cert.pem().utf8).write(to: URL(fileURLWithPath: certPath))
         try Data(key.pemRepresentation.utf8).write(to: URL(fileURLWithPath: keyPath))
-        let record = DeviceRecord(serial: serial, model: model.id, certificatePEM: try cert.pem(), setupCodeHash: "unused", provisionedAt: Date())
+        let record = DeviceRecord(
+            serial: serial, model: model.id, certificatePEM: try cert.pem(), setupCodeHash: "unused",
+            provisionedAt: Date())
         return (Device(serial: serial, model: model, certPath: certPath, keyPath: keyPath), record)
     }
 
@@ -77,18 +84,23 @@ public final class DeviceFixture: Sendable {
         _ configure: (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (_ gateway: MQTTGateway, _ devicePort: Int, _ devPort: Int) async throws -> Void
     ) async throws {
-        var configuration = GatewayConfiguration(deviceListener: ("127.0.0.1", 0), developmentListener: ("127.0.0.1", 0))
+        var configuration = GatewayConfiguration(
+            deviceListener: ("127.0.0.1", 0), developmentListener: ("127.0.0.1", 0))
         configure(&configuration)
         let (ports, continuation) = AsyncStream<(ListenerKind, Int)>.makeStream()
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let gateway = try MQTTGateway(configuration: configuration, credentials: credentials, store: store, telemetry: telemetry, brokerState: brokerState, logger: logger) { kind, address in
+        let gateway = try MQTTGateway(
+            configuration: configuration, credentials: credentials, store: store, telemetry: telemetry,
+            brokerState: brokerState, logger: logger
+        ) { kind, address in
             continuation.yield((kind, address?.port ?? 0))
         }
         let task = Task { try await gateway.run() }
         defer { task.cancel() }
         defer { continuation.finish() }
-        var devicePort = 0, devPort = 0
+        var devicePort = 0
+        var devPort = 0
         for await (kind, port) in ports {
             if kind == .devices { devicePort = port } else { devPort = port }
             if devicePort != 0, devPort != 0 { break }
@@ -98,12 +110,18 @@ public final class DeviceFixture: Sendable {
 
     /// mosquitto_pub/sub arguments that authenticate as `device` over mutual TLS.
     public func tlsArguments(_ device: Device, port: Int) -> [String] {
-        ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key", device.keyPath]
+        [
+            "-h", "127.0.0.1", "-p", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key",
+            device.keyPath,
+        ]
     }
 
     /// paho arguments for the same.
     public func pahoArguments(_ device: Device, port: Int) -> [String] {
-        ["--host", "127.0.0.1", "--port", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key", device.keyPath]
+        [
+            "--host", "127.0.0.1", "--port", "\(port)", "--cafile", rootCAPath, "--cert", device.certPath, "--key",
+            device.keyPath,
+        ]
     }
 
     public static var script: String { pahoScript }
@@ -112,17 +130,30 @@ public final class DeviceFixture: Sendable {
     /// device CA, the plaintext factory key, the server's root CA), in a fresh 0700 folder.
     public func bundle(for device: Device) throws -> URL {
         let dir = folder.appendingPathComponent("bundle-\(device.serial)-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let json: JSONValue = ["serial": .string(device.serial.rawValue), "model": .string(device.model.id.rawValue), "setupCode": "0000000000", "server": "https://127.0.0.1:8443"]
+        try FileManager.default.createDirectory(
+            at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let json: JSONValue = [
+            "serial": .string(device.serial.rawValue), "model": .string(device.model.id.rawValue),
+            "setupCode": "0000000000", "server": "https://127.0.0.1:8443",
+        ]
         try Self.writePrivate(Array(json.text.utf8), dir.appendingPathComponent("bundle.json"))
-        try Self.writePrivate(Array((try String(contentsOfFile: device.certPath, encoding: .utf8) + "\n" + deviceCA.certificate.pem()).utf8), dir.appendingPathComponent("device.pem"))
-        try Self.writePrivate(Array(try String(contentsOfFile: device.keyPath, encoding: .utf8).utf8), dir.appendingPathComponent("device.key.pem"))
-        try FileManager.default.copyItem(atPath: rootCAPath, toPath: dir.appendingPathComponent("server-root-ca.pem").path)
+        try Self.writePrivate(
+            Array(
+                (try String(contentsOfFile: device.certPath, encoding: .utf8) + "\n" + deviceCA.certificate.pem()).utf8),
+            dir.appendingPathComponent("device.pem"))
+        try Self.writePrivate(
+            Array(try String(contentsOfFile: device.keyPath, encoding: .utf8).utf8),
+            dir.appendingPathComponent("device.key.pem"))
+        try FileManager.default.copyItem(
+            atPath: rootCAPath, toPath: dir.appendingPathComponent("server-root-ca.pem").path)
         return dir
     }
 
     static func writePrivate(_ bytes: [UInt8], _ url: URL) throws {
-        guard FileManager.default.createFile(atPath: url.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
+        guard
+            FileManager.default.createFile(
+                atPath: url.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
+        else {
             throw HearthError(.internal, "cannot write \(url.path)")
         }
     }
@@ -134,7 +165,9 @@ public final class DeviceFixture: Sendable {
 public struct TestSealer: AuditSealer {
     let key = SymmetricKey(size: .bits256)
     public init() {}
-    public func mac(_ data: Data) -> String { Data(HMAC<SHA256>.authenticationCode(for: data, using: key)).map { String(format: "%02x", $0) }.joined() }
+    public func mac(_ data: Data) -> String {
+        Data(HMAC<SHA256>.authenticationCode(for: data, using: key)).map { String(format: "%02x", $0) }.joined()
+    }
 }
 
 /// A telemetry payload as a device sends it.

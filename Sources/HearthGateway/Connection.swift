@@ -193,7 +193,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let ref {
-            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
+            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+                .peerCertificate
             let authenticator = parts.authenticator
             parts.offload.run { ref.admitted(await authenticator.admit(certificate)) }
         }
@@ -218,7 +219,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func start(identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?) {
+    private func start(identity: PeerIdentity, device: DeviceContext?, refusal: (reason: ReasonCode, retryAfter: Int)?)
+    {
         self.device = device
         var refusal = refusal
         if refusal == nil {
@@ -376,9 +378,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 will = connect.will
                 sessionExpiry = machine!.sessionExpiry(for: connect)
                 if let max = connect.properties.receiveMaximum { outboundFlow = OutboundFlow(receiveMaximum: Int(max)) }
-                if connect.version == .v5, let max = connect.properties.maximumPacketSize { clientMaximumPacketSize = Int(max) }
-                if connect.version == .v5, let max = connect.properties.topicAliasMaximum { clientTopicAliasMaximum = Int(max) }
-                let resumed = parts.hub.attach(key, cleanStart: connect.cleanStart, expiry: sessionExpiry, policy: Self.policy(for: machine!.identity), connection: ref!)
+                if connect.version == .v5, let max = connect.properties.maximumPacketSize {
+                    clientMaximumPacketSize = Int(max)
+                }
+                if connect.version == .v5, let max = connect.properties.topicAliasMaximum {
+                    clientTopicAliasMaximum = Int(max)
+                }
+                let resumed = parts.hub.attach(
+                    key, cleanStart: connect.cleanStart, expiry: sessionExpiry,
+                    policy: Self.policy(for: machine!.identity), connection: ref!)
                 connack.sessionPresent = resumed.present
                 write(.connack(connack))
                 // A resumed session: unacknowledged messages again (same ids, DUP), then what queued.
@@ -416,10 +424,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func finish() {
         guard let key = sessionKey, let ref else { return }
         if let will {
-            let message = Publish(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: Properties(will.properties.all.filter {
-                if case .willDelayInterval = $0 { false } else { true }
-            }))
-            parts.hub.scheduleWill(key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry), connection: ref)
+            let message = Publish(
+                topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain,
+                properties: Properties(
+                    will.properties.all.filter {
+                        if case .willDelayInterval = $0 { false } else { true }
+                    }))
+            parts.hub.scheduleWill(
+                key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry), connection: ref)
         }
         parts.hub.detach(key, connection: ref, flow: outboundFlow, expiry: sessionExpiry)
         sessionKey = nil
@@ -451,7 +463,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 if case .refused(let refusal) = result {
                     reason = refusal
                     parts.counters.add(\.accessRefused)
-                    logger.notice("publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
+                    logger.notice(
+                        "publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
                 } else {
                     if let device, device.topics.isCommandResult(publish.topic) { answer(publish, device: device) }
                     // A retained or queued message is acknowledged once it is on disk.
@@ -481,7 +494,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         } catch {
             parts.counters.add(\.telemetryRefused)
             ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
-            logger.notice("telemetry refused", metadata: ["serial": "\(device.serial)", "kind": "\(error.kind.rawValue)", "field": "\(error.field ?? "-")"])
+            logger.notice(
+                "telemetry refused",
+                metadata: [
+                    "serial": "\(device.serial)", "kind": "\(error.kind.rawValue)", "field": "\(error.field ?? "-")",
+                ])
             return .payloadFormatInvalid
         }
     }
@@ -521,13 +538,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// A device's answer to a command: `{"id", "status", "detail"?}`.
     private func answer(_ publish: Publish, device: DeviceContext) {
-        guard let json = try? JSONValue.parse(publish.payload), let result = try? CommandMessage.resultSchema.validate(json),
+        guard let json = try? JSONValue.parse(publish.payload),
+            let result = try? CommandMessage.resultSchema.validate(json),
             let id = result.string("id"), let status = result.string("status")
         else {
             logger.notice("malformed command result", metadata: ["serial": "\(device.serial)"])
             return
         }
-        parts.hub.resolve(id, serial: device.serial.rawValue, .answered(status: status, detail: result.string("detail")))
+        parts.hub.resolve(
+            id, serial: device.serial.rawValue, .answered(status: status, detail: result.string("detail")))
     }
 
     private func handle(_ packet: MQTTPacket) {
@@ -542,12 +561,16 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let reasons = parts.hub.unsubscribe(key, u.filters)
             write(.unsuback(SubAck(packetID: u.packetID, reasons: reasons)))
         case .pubrel(let a):
-            write(.pubcomp(Ack(packetID: a.packetID, reason: version == .v5 ? inboundFlow.released(a.packetID) : .success)))
+            write(
+                .pubcomp(
+                    Ack(packetID: a.packetID, reason: version == .v5 ? inboundFlow.released(a.packetID) : .success)))
         case .puback, .pubrec, .pubcomp:
             do {
                 run(try outboundFlow.receive(packet))
-            } catch where error.reason == .packetIdentifierNotFound {
-                if case .pubrec(let a) = packet { write(.pubrel(Ack(packetID: a.packetID, reason: .packetIdentifierNotFound))) }
+            } catch  where error.reason == .packetIdentifierNotFound {
+                if case .pubrec(let a) = packet {
+                    write(.pubrel(Ack(packetID: a.packetID, reason: .packetIdentifierNotFound)))
+                }
             } catch {
                 perform(machine!.disconnect(error.reason, error.message))
             }
@@ -565,7 +588,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .sendRelease(let id): write(.pubrel(Ack(packetID: id)))
             case .dropped:
                 parts.counters.add(\.deliveriesDropped)
-                logger.notice("outbound queue full; oldest message dropped", metadata: ["session": "\(sessionKey ?? "-")"])
+                logger.notice(
+                    "outbound queue full; oldest message dropped", metadata: ["session": "\(sessionKey ?? "-")"])
             }
         }
     }

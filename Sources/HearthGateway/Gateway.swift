@@ -35,7 +35,8 @@ public struct GatewayConfiguration: Sendable {
     /// receive from (an ACL for local testing, e.g. of refused subscriptions).
     public var developmentDenied: [String] = []
 
-    public init(deviceListener: (host: String, port: Int)? = nil, developmentListener: (host: String, port: Int)? = nil) {
+    public init(deviceListener: (host: String, port: Int)? = nil, developmentListener: (host: String, port: Int)? = nil)
+    {
         self.deviceListener = deviceListener
         self.developmentListener = developmentListener
     }
@@ -58,11 +59,15 @@ public struct DeviceTLSCredentials: Sendable {
     /// from the device CA required (Code of Practice guideline 5; EN 303 645 5.5-1).
     public func configuration() throws -> TLSConfiguration {
         var tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificatePEM.utf8)).map { .certificate($0) },
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificatePEM.utf8)).map {
+                .certificate($0)
+            },
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverKeyPEM.utf8), format: .pem))
         )
         tls.minimumTLSVersion = .tlsv12
-        tls.cipherSuites = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"].joined(separator: ":")
+        tls.cipherSuites = [
+            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ].joined(separator: ":")
         tls.certificateVerification = .noHostnameVerification
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(deviceCAPEM.utf8)))
         tls.sendCANameList = true
@@ -102,7 +107,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         onBound: @escaping @Sendable (ListenerKind, SocketAddress?) async -> Void = { _, _ in }
     ) throws {
         if let dev = configuration.developmentListener, !Self.isLoopback(dev.host) {
-            throw GatewayError("the development listener is plaintext and binds to loopback only (127.0.0.0/8, ::1, localhost), not \(dev.host)")
+            throw GatewayError(
+                "the development listener is plaintext and binds to loopback only (127.0.0.0/8, ::1, localhost), not \(dev.host)"
+            )
         }
         if configuration.deviceListener != nil, credentials == nil || store == nil {
             throw GatewayError("the device listener needs the deployment's TLS credentials and device store")
@@ -115,13 +122,17 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         self.flushes = flushes
         parts = GatewayParts(
             hub: Hub(
-                maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions, maximumQueued: configuration.limits.maximumQueuedPerSession,
-                counters: counters, persistent: brokerState != nil, flushSignal: flushSignal, developmentDenied: configuration.developmentDenied
+                maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions,
+                maximumQueued: configuration.limits.maximumQueuedPerSession,
+                counters: counters, persistent: brokerState != nil, flushSignal: flushSignal,
+                developmentDenied: configuration.developmentDenied
             ),
-            ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) }, updates: UpdateChannelSlot(),
+            ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) },
+            updates: UpdateChannelSlot(),
             counters: counters, limits: configuration.limits,
             admission: Admission(
-                maximumConnections: configuration.maximumConnections, connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst,
+                maximumConnections: configuration.maximumConnections,
+                connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst,
                 maximumUnadmittedPerSource: configuration.maximumUnauthenticatedPerSource
             ),
             authenticator: Authenticator(store: store), live: LiveConnections(), offload: Offload(),
@@ -149,7 +160,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             let (sessions, retained) = try await brokerState.load()
             parts.hub.restore(sessions: sessions, retained: retained)
             if !sessions.isEmpty || !retained.isEmpty {
-                parts.logger.info("restored MQTT state", metadata: ["sessions": "\(sessions.count)", "retained": "\(retained.count)"])
+                parts.logger.info(
+                    "restored MQTT state", metadata: ["sessions": "\(sessions.count)", "retained": "\(retained.count)"])
             }
         }
         var servers: [any Channel] = []
@@ -158,13 +170,17 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 let context = try NIOSSLContext(configuration: try credentials.configuration())
                 let server = try await bind(listener.host, listener.port, tls: context)
                 servers.append(server)
-                parts.logger.info("MQTT device listener (mutual TLS)", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
+                parts.logger.info(
+                    "MQTT device listener (mutual TLS)",
+                    metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
                 await onBound(.devices, server.localAddress)
             }
             if let listener = configuration.developmentListener {
                 let server = try await bind(listener.host, listener.port, tls: nil)
                 servers.append(server)
-                parts.logger.warning("MQTT development listener is plaintext and anonymous; use it only for local testing", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
+                parts.logger.warning(
+                    "MQTT development listener is plaintext and anonymous; use it only for local testing",
+                    metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
                 await onBound(.development, server.localAddress)
             }
         } catch {
@@ -172,7 +188,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             throw error
         }
         let listening = servers
-        let expiry = MultiThreadedEventLoopGroup.singleton.any().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { [hub = parts.hub] _ in
+        let expiry = MultiThreadedEventLoopGroup.singleton.any().scheduleRepeatedTask(
+            initialDelay: .seconds(5), delay: .seconds(5)
+        ) { [hub = parts.hub] _ in
             hub.expireSessions()
         }
         await withDiscardingTaskGroup { group in
@@ -186,7 +204,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             } onCancelOrGracefulShutdown: {
                 for server in listening { server.close(promise: nil) }
             }
-            for connection in parts.live.all { connection.disconnect(.serverShuttingDown, "the server is shutting down") }
+            for connection in parts.live.all {
+                connection.disconnect(.serverShuttingDown, "the server is shutting down")
+            }
             let deadline = ContinuousClock.now + .seconds(6)
             while parts.live.count > 0, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
             expiry.cancel()
@@ -222,7 +242,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(parts: parts, deviceListener: tls != nil))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(parts: parts, deviceListener: tls != nil))
                 }
             }
             .bind(host: host, port: port).get()
@@ -230,15 +251,20 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     // MARK: DeviceCommandChannel
 
-    public func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration) async -> CommandOutcome {
+    public func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration) async
+        -> CommandOutcome
+    {
         let id = SecureToken.generate()
         let topic = DeviceTopics(serial).command(command)
         let payload = Array(JSONValue.object(["id": .string(id), "parameters": .object(parameters)]).text.utf8)
         let seconds = UInt32(clamping: max(1, timeout.components.seconds))
-        let publish = Publish(topic: topic, payload: payload, qos: .atLeastOnce, properties: [
-            .responseTopic(DeviceTopics(serial).commandResult(command)), .correlationData(Array(id.utf8)), .messageExpiryInterval(seconds),
-            .contentType("application/json"),
-        ])
+        let publish = Publish(
+            topic: topic, payload: payload, qos: .atLeastOnce,
+            properties: [
+                .responseTopic(DeviceTopics(serial).commandResult(command)), .correlationData(Array(id.utf8)),
+                .messageExpiryInterval(seconds),
+                .contentType("application/json"),
+            ])
         return await parts.hub.command(id, serial: serial.rawValue, publish, timeout: timeout)
     }
 
@@ -267,7 +293,9 @@ extension GatewayParts {
             counters.add(\.updateReportsRateLimited)
             return .quotaExceeded
         } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
-            logger.notice("update report refused", metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
+            logger.notice(
+                "update report refused",
+                metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
             return .payloadFormatInvalid
         } catch {
             logger.error("update report not stored", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
@@ -290,7 +318,8 @@ final class Authenticator: Sendable {
     /// The device behind `certificate`: its CN must be a serial the deployment provisioned, with
     /// exactly this certificate, not revoked.
     func admit(_ certificate: NIOSSLCertificate?) async -> Result<DeviceContext, Refused> {
-        guard let certificate, let store, let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der),
+        guard let certificate, let store, let der = try? certificate.toDERBytes(),
+            let parsed = try? Certificate(derEncoded: der),
             let cn = parsed.commonName, let serial = try? DeviceSerial(cn)
         else { return .failure(Refused(description: "no device serial in the certificate")) }
         do {

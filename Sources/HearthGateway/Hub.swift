@@ -83,7 +83,10 @@ final class Hub: Sendable {
     /// Attaches a connection to `sessionKey`. An earlier connection of the same session is told it
     /// was taken over; a pending delayed will is cancelled. With `cleanStart` (or no live session)
     /// the session starts empty; otherwise its subscriptions, unfinished and queued messages return.
-    func attach(_ sessionKey: String, cleanStart: Bool, expiry: UInt32, policy: AccessPolicy, connection: ConnectionRef, now: Date = Date()) -> Resumed {
+    func attach(
+        _ sessionKey: String, cleanStart: Bool, expiry: UInt32, policy: AccessPolicy, connection: ConnectionRef,
+        now: Date = Date()
+    ) -> Resumed {
         let (resumed, previous) = state.withLock { s -> (Resumed, ConnectionRef?) in
             let previous = s.connections[sessionKey].flatMap { $0 == connection ? nil : $0 }
             if let previous { s.takenOver[previous.id] = cleanStart || s.sessions[sessionKey] == nil }
@@ -94,7 +97,9 @@ final class Hub: Sendable {
                 s.broker.remove(sessionKey)
                 s.sessions[sessionKey] = Session(expiry: expiry)
             } else if var session = s.sessions[sessionKey] {
-                resumed = Resumed(present: true, flow: session.flow, queued: session.offline.compactMap { Self.aged($0.publish, since: $0.at, now: now) })
+                resumed = Resumed(
+                    present: true, flow: session.flow,
+                    queued: session.offline.compactMap { Self.aged($0.publish, since: $0.at, now: now) })
                 session.flow = nil
                 session.offline = []
                 session.detachedAt = nil
@@ -112,7 +117,9 @@ final class Hub: Sendable {
 
     /// Detaches a closed connection, unless another connection already took its session over.
     /// A session with an expiry keeps its subscriptions and `flow`; one without ends here.
-    func detach(_ sessionKey: String, connection: ConnectionRef, flow: OutboundFlow?, expiry: UInt32, now: Date = Date()) {
+    func detach(
+        _ sessionKey: String, connection: ConnectionRef, flow: OutboundFlow?, expiry: UInt32, now: Date = Date()
+    ) {
         state.withLock { s in
             s.takenOver[connection.id] = nil
             guard s.connections[sessionKey] == connection else { return }
@@ -142,7 +149,8 @@ final class Hub: Sendable {
 
     private func expire(_ s: inout State, now: Date) {
         for (key, session) in s.sessions {
-            guard let detachedAt = session.detachedAt, now.timeIntervalSince(detachedAt) >= Double(session.expiry) else { continue }
+            guard let detachedAt = session.detachedAt, now.timeIntervalSince(detachedAt) >= Double(session.expiry)
+            else { continue }
             end(&s, key)
         }
     }
@@ -177,7 +185,9 @@ final class Hub: Sendable {
         let elapsed = UInt32(clamping: Int(max(0, now.timeIntervalSince(since))))
         guard elapsed < interval else { return nil }
         var p = publish
-        p.properties.all = p.properties.all.map { if case .messageExpiryInterval = $0 { .messageExpiryInterval(interval - elapsed) } else { $0 } }
+        p.properties.all = p.properties.all.map {
+            if case .messageExpiryInterval = $0 { .messageExpiryInterval(interval - elapsed) } else { $0 }
+        }
         return p
     }
 
@@ -193,7 +203,9 @@ final class Hub: Sendable {
         state.withLock { $0.connections[sessionKey] }?.disconnect(reason, message)
     }
 
-    func subscribe(_ sessionKey: String, _ request: Subscribe, now: Date = Date()) -> (reasons: [ReasonCode], retained: [Publish]) {
+    func subscribe(_ sessionKey: String, _ request: Subscribe, now: Date = Date()) -> (
+        reasons: [ReasonCode], retained: [Publish]
+    ) {
         state.withLock { s in
             defer { if (s.sessions[sessionKey]?.expiry ?? 0) > 0 { markSession(&s, sessionKey) } }
             var (reasons, retained) = s.broker.subscribe(sessionKey, request)
@@ -217,7 +229,9 @@ final class Hub: Sendable {
     /// session. `ticket` is set when the message changed persistent state (a retained message, a
     /// queued message): acknowledge it only once ``whenFlushed(_:_:)`` says that state is on disk.
     @discardableResult
-    func publish(from sessionKey: String?, _ message: Publish, now: Date = Date()) -> (result: Broker.PublishResult, ticket: Int?) {
+    func publish(from sessionKey: String?, _ message: Publish, now: Date = Date()) -> (
+        result: Broker.PublishResult, ticket: Int?
+    ) {
         let (result, ticket, live) = state.withLock { s -> (Broker.PublishResult, Int?, [(ConnectionRef, Publish)]) in
             let result = s.broker.publish(from: sessionKey, message, now: now)
             var ticket: Int?
@@ -287,7 +301,8 @@ final class Hub: Sendable {
                     s.persistedSessions.remove(key)
                     continue
                 }
-                change.sessions[key] = .some(SessionSnapshot(session, subscriptions: s.broker.subscriptions(of: key)).json)
+                change.sessions[key] = .some(
+                    SessionSnapshot(session, subscriptions: s.broker.subscriptions(of: key)).json)
                 s.persistedSessions.insert(key)
             }
             for topic in s.dirtyRetained {
@@ -319,11 +334,18 @@ final class Hub: Sendable {
             }
             for (key, json) in stored {
                 guard let snapshot = SessionSnapshot(json: json) else { continue }
-                let policy: AccessPolicy = key.hasPrefix("device:") ? .device(serial: String(key.dropFirst(7))) : .development
+                let policy: AccessPolicy =
+                    key.hasPrefix("device:") ? .device(serial: String(key.dropFirst(7))) : .development
                 s.broker.register(key, policy: policy)
-                for (filter, subscription) in snapshot.subscriptions { s.broker.restore(key, filter: filter, subscription) }
-                var session = Session(expiry: snapshot.expiry, detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
-                session.offline = snapshot.messages.compactMap { m in SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) } }
+                for (filter, subscription) in snapshot.subscriptions {
+                    s.broker.restore(key, filter: filter, subscription)
+                }
+                var session = Session(
+                    expiry: snapshot.expiry,
+                    detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
+                session.offline = snapshot.messages.compactMap { m in
+                    SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) }
+                }
                 s.sessions[key] = session
                 s.persistedSessions.insert(key)
             }
@@ -340,7 +362,8 @@ final class Hub: Sendable {
         guard isAttached("device:\(serial)") else { return .offline }
         let (seconds, attoseconds) = timeout.components
         let nanoseconds = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        let wait = TimeAmount.nanoseconds(nanoseconds.overflow ? .max : nanoseconds.partialValue &+ attoseconds / 1_000_000_000)
+        let wait = TimeAmount.nanoseconds(
+            nanoseconds.overflow ? .max : nanoseconds.partialValue &+ attoseconds / 1_000_000_000)
         return await withCheckedContinuation { continuation in
             state.withLock { $0.waiting[id] = (serial, continuation) }
             publish(from: nil, command)
@@ -377,7 +400,8 @@ struct SessionSnapshot: Codable {
         detachedAt = session.detachedAt?.timeIntervalSince1970
         self.subscriptions = subscriptions
         let now = Date().timeIntervalSince1970
-        messages = (session.flow?.unfinished ?? []).map { Message(packet: Self.encode($0), at: now) }
+        messages =
+            (session.flow?.unfinished ?? []).map { Message(packet: Self.encode($0), at: now) }
             + session.offline.map { Message(packet: Self.encode($0.publish), at: $0.at.timeIntervalSince1970) }
     }
 

@@ -69,12 +69,14 @@ final class TelemetryIngest: Sendable {
                 counters.add(\.telemetryStored, batch.count)
             } catch {
                 stored = false
-                logger.error("telemetry commit failed; the readings are not acknowledged", metadata: ["readings": "\(batch.count)", "error": "\(error)"])
+                logger.error(
+                    "telemetry commit failed; the readings are not acknowledged",
+                    metadata: ["readings": "\(batch.count)", "error": "\(error)"])
             }
             // One call per connection, its ids in the order they arrived.
             var order: [ConnectionRef] = []
             var ids: [ConnectionRef: [UInt16]] = [:]
-            for case let (_, waiter?) in batch {
+            for case (_, let waiter?) in batch {
                 if ids[waiter.connection] == nil { order.append(waiter.connection) }
                 ids[waiter.connection, default: []].append(waiter.packetID)
             }

@@ -2,6 +2,8 @@ import NIOCore
 
 /// The protocol level a connection speaks.
 public enum MQTTVersion: UInt8, Sendable, Equatable {
+    // swift-format-ignore: AlwaysUseLowerCamelCase
+    // The protocol's own name for the level.
     case v3_1_1 = 4
     case v5 = 5
 }
@@ -76,7 +78,9 @@ public struct MQTTProtocolError: Error, Equatable, Sendable, CustomStringConvert
 }
 
 public enum QoS: UInt8, Sendable, Comparable, Codable {
-    case atMostOnce = 0, atLeastOnce = 1, exactlyOnce = 2
+    case atMostOnce = 0
+    case atLeastOnce = 1
+    case exactlyOnce = 2
     public static func < (a: QoS, b: QoS) -> Bool { a.rawValue < b.rawValue }
 }
 
@@ -94,12 +98,16 @@ struct PacketReader {
     }
 
     mutating func uint16(_ what: String) throws(MQTTProtocolError) -> UInt16 {
-        guard let v = buffer.readInteger(endianness: .big, as: UInt16.self) else { throw .malformed("truncated \(what)") }
+        guard let v = buffer.readInteger(endianness: .big, as: UInt16.self) else {
+            throw .malformed("truncated \(what)")
+        }
         return v
     }
 
     mutating func uint32(_ what: String) throws(MQTTProtocolError) -> UInt32 {
-        guard let v = buffer.readInteger(endianness: .big, as: UInt32.self) else { throw .malformed("truncated \(what)") }
+        guard let v = buffer.readInteger(endianness: .big, as: UInt32.self) else {
+            throw .malformed("truncated \(what)")
+        }
         return v
     }
 
@@ -116,7 +124,9 @@ struct PacketReader {
 
     mutating func binary(_ what: String) throws(MQTTProtocolError) -> [UInt8] {
         let length = Int(try uint16("\(what) length"))
-        guard let bytes = buffer.readBytes(length: length) else { throw .malformed("\(what) is longer than the packet") }
+        guard let bytes = buffer.readBytes(length: length) else {
+            throw .malformed("\(what) is longer than the packet")
+        }
         return bytes
     }
 

@@ -89,7 +89,9 @@ extension ReasonCode {
         case .success: 0
         case .unsupportedProtocolVersion: 1
         case .clientIdentifierNotValid: 2
-        case .serverUnavailable, .serverBusy, .serverShuttingDown, .useAnotherServer, .serverMoved, .connectionRateExceeded, .quotaExceeded: 3
+        case .serverUnavailable, .serverBusy, .serverShuttingDown, .useAnotherServer, .serverMoved,
+            .connectionRateExceeded, .quotaExceeded:
+            3
         case .badUserNameOrPassword: 4
         case .notAuthorized, .banned: 5
         default: rawValue <= 5 ? rawValue : 3

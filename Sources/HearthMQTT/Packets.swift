@@ -9,7 +9,9 @@ public struct Connect: Equatable, Sendable {
         public var retain: Bool
         public var properties: Properties
 
-        public init(topic: String, payload: [UInt8], qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) {
+        public init(
+            topic: String, payload: [UInt8], qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []
+        ) {
             self.topic = topic
             self.payload = payload
             self.qos = qos
@@ -28,7 +30,10 @@ public struct Connect: Equatable, Sendable {
     public var password: [UInt8]?
     public var properties: Properties
 
-    public init(version: MQTTVersion, clientID: String, cleanStart: Bool = true, keepAlive: UInt16 = 60, will: Will? = nil, username: String? = nil, password: [UInt8]? = nil, properties: Properties = []) {
+    public init(
+        version: MQTTVersion, clientID: String, cleanStart: Bool = true, keepAlive: UInt16 = 60, will: Will? = nil,
+        username: String? = nil, password: [UInt8]? = nil, properties: Properties = []
+    ) {
         self.version = version
         self.clientID = clientID
         self.cleanStart = cleanStart
@@ -63,7 +68,10 @@ public struct Publish: Equatable, Sendable {
     public var packetID: UInt16?
     public var properties: Properties
 
-    public init(topic: String, payload: [UInt8], qos: QoS = .atMostOnce, retain: Bool = false, dup: Bool = false, packetID: UInt16? = nil, properties: Properties = []) {
+    public init(
+        topic: String, payload: [UInt8], qos: QoS = .atMostOnce, retain: Bool = false, dup: Bool = false,
+        packetID: UInt16? = nil, properties: Properties = []
+    ) {
         self.topic = topic
         self.payload = payload
         self.qos = qos
@@ -96,7 +104,9 @@ public struct Subscribe: Equatable, Sendable {
         /// 0 send retained on subscribe, 1 only if new, 2 never.
         public var retainHandling: UInt8
 
-        public init(filter: String, qos: QoS, noLocal: Bool = false, retainAsPublished: Bool = false, retainHandling: UInt8 = 0) {
+        public init(
+            filter: String, qos: QoS, noLocal: Bool = false, retainAsPublished: Bool = false, retainHandling: UInt8 = 0
+        ) {
             self.filter = filter
             self.qos = qos
             self.noLocal = noLocal

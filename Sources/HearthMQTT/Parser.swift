@@ -27,14 +27,17 @@ public struct MQTTParser: Sendable {
         var lengthBytes = 0
         while true {
             guard lengthBytes < 4 else { throw .malformed("the remaining length is longer than 4 bytes") }
-            guard let b = buffer.getInteger(at: buffer.readerIndex + 1 + lengthBytes, as: UInt8.self) else { return nil }
+            guard let b = buffer.getInteger(at: buffer.readerIndex + 1 + lengthBytes, as: UInt8.self) else {
+                return nil
+            }
             remaining |= Int(b & 0x7F) << (7 * lengthBytes)
             lengthBytes += 1
             if b & 0x80 == 0 { break }
         }
         let total = 1 + lengthBytes + remaining
         guard total <= maximumPacketSize else {
-            throw MQTTProtocolError(.packetTooLarge, "a \(total)-byte packet exceeds the maximum of \(maximumPacketSize)")
+            throw MQTTProtocolError(
+                .packetTooLarge, "a \(total)-byte packet exceeds the maximum of \(maximumPacketSize)")
         }
         guard buffer.readableBytes >= total else { return nil }
         buffer.moveReaderIndex(forwardBy: 1 + lengthBytes)
@@ -60,7 +63,10 @@ public struct MQTTParser: Sendable {
             let ackFlags = try r.byte("CONNACK flags")
             guard ackFlags & 0xFE == 0 else { throw .malformed("reserved CONNACK flags are set") }
             let reason = ReasonCode(rawValue: try r.byte("CONNACK reason code"))
-            packet = .connack(ConnAck(sessionPresent: ackFlags & 1 == 1, reason: reason, properties: v5 ? try Properties.read(from: &r, context: .connack) : []))
+            packet = .connack(
+                ConnAck(
+                    sessionPresent: ackFlags & 1 == 1, reason: reason,
+                    properties: v5 ? try Properties.read(from: &r, context: .connack) : []))
         case 3:
             packet = .publish(try Self.publish(&r, flags: flags, v5: v5))
         case 4, 5, 6, 7:
@@ -77,7 +83,10 @@ public struct MQTTParser: Sendable {
             let properties = v5 ? try Properties.read(from: &r, context: type == 9 ? .suback : .unsuback) : []
             let reasons = r.rest().map(ReasonCode.init(rawValue:))
             if type == 9 || v5 { guard !reasons.isEmpty else { throw .protocolError("no reason codes") } }
-            packet = type == 9 ? .suback(SubAck(packetID: id, reasons: reasons, properties: properties)) : .unsuback(SubAck(packetID: id, reasons: reasons, properties: properties))
+            packet =
+                type == 9
+                ? .suback(SubAck(packetID: id, reasons: reasons, properties: properties))
+                : .unsuback(SubAck(packetID: id, reasons: reasons, properties: properties))
         case 10:
             try Self.requireFlags(flags, 2, "UNSUBSCRIBE")
             let id = try Self.packetID(&r)
@@ -85,7 +94,9 @@ public struct MQTTParser: Sendable {
             var filters: [String] = []
             while !r.isEmpty {
                 let filter = try r.string("topic filter")
-                guard Topic.isValidFilter(filter) else { throw .malformed("'\(filter.prefix(64))' is not a valid topic filter") }
+                guard Topic.isValidFilter(filter) else {
+                    throw .malformed("'\(filter.prefix(64))' is not a valid topic filter")
+                }
                 filters.append(filter)
             }
             guard !filters.isEmpty else { throw .protocolError("UNSUBSCRIBE with no topic filter") }
@@ -99,7 +110,9 @@ public struct MQTTParser: Sendable {
             var p = ReasonPacket()
             if v5, !r.isEmpty {
                 p.reason = ReasonCode(rawValue: try r.byte("reason code"))
-                if !r.isEmpty { p.properties = try Properties.read(from: &r, context: type == 14 ? .disconnect : .auth) }
+                if !r.isEmpty {
+                    p.properties = try Properties.read(from: &r, context: type == 14 ? .disconnect : .auth)
+                }
             }
             packet = type == 14 ? .disconnect(p) : .auth(p)
         default:
@@ -123,7 +136,8 @@ public struct MQTTParser: Sendable {
         let name = try r.string("protocol name")
         let level = try r.byte("protocol level")
         guard name == "MQTT", let version = MQTTVersion(rawValue: level) else {
-            throw MQTTProtocolError(.unsupportedProtocolVersion, "protocol \(name.prefix(16)) level \(level) is not MQTT 3.1.1 or 5.0")
+            throw MQTTProtocolError(
+                .unsupportedProtocolVersion, "protocol \(name.prefix(16)) level \(level) is not MQTT 3.1.1 or 5.0")
         }
         let flags = try r.byte("connect flags")
         guard flags & 0x01 == 0 else { throw .malformed("the reserved connect flag is set") }
@@ -133,8 +147,12 @@ public struct MQTTParser: Sendable {
         let hasPassword = flags & 0x40 != 0
         let hasUsername = flags & 0x80 != 0
         guard let willQoS = QoS(rawValue: willQoSBits) else { throw .malformed("will QoS 3") }
-        if !hasWill { guard willQoSBits == 0, !willRetain else { throw .malformed("will QoS or retain without a will") } }
-        if version == .v3_1_1 { guard hasUsername || !hasPassword else { throw .malformed("a password without a user name") } }
+        if !hasWill {
+            guard willQoSBits == 0, !willRetain else { throw .malformed("will QoS or retain without a will") }
+        }
+        if version == .v3_1_1 {
+            guard hasUsername || !hasPassword else { throw .malformed("a password without a user name") }
+        }
         let keepAlive = try r.uint16("keep alive")
         let properties = version == .v5 ? try Properties.read(from: &r, context: .connect) : []
         let clientID = try r.string("client identifier")
@@ -143,11 +161,15 @@ public struct MQTTParser: Sendable {
             let willProperties = version == .v5 ? try Properties.read(from: &r, context: .will) : []
             let topic = try r.string("will topic")
             guard Topic.isValidName(topic) else { throw .malformed("the will topic is not a valid topic name") }
-            will = Connect.Will(topic: topic, payload: try r.binary("will payload"), qos: willQoS, retain: willRetain, properties: willProperties)
+            will = Connect.Will(
+                topic: topic, payload: try r.binary("will payload"), qos: willQoS, retain: willRetain,
+                properties: willProperties)
         }
         let username = hasUsername ? try r.string("user name") : nil
         let password = hasPassword ? try r.binary("password") : nil
-        return Connect(version: version, clientID: clientID, cleanStart: flags & 0x02 != 0, keepAlive: keepAlive, will: will, username: username, password: password, properties: properties)
+        return Connect(
+            version: version, clientID: clientID, cleanStart: flags & 0x02 != 0, keepAlive: keepAlive, will: will,
+            username: username, password: password, properties: properties)
     }
 
     static func publish(_ r: inout PacketReader, flags: UInt8, v5: Bool) throws(MQTTProtocolError) -> Publish {
@@ -158,11 +180,15 @@ public struct MQTTParser: Sendable {
         let id = qos == .atMostOnce ? nil : try packetID(&r)
         let properties = v5 ? try Properties.read(from: &r, context: .publish) : []
         if topic.isEmpty {
-            guard v5, properties.topicAlias != nil else { throw .protocolError("an empty topic name without a topic alias") }
+            guard v5, properties.topicAlias != nil else {
+                throw .protocolError("an empty topic name without a topic alias")
+            }
         } else if !Topic.isValidName(topic) {
             throw MQTTProtocolError(v5 ? .topicNameInvalid : .malformedPacket, "a topic name cannot contain wildcards")
         }
-        return Publish(topic: topic, payload: r.rest(), qos: qos, retain: flags & 0x01 != 0, dup: dup, packetID: id, properties: properties)
+        return Publish(
+            topic: topic, payload: r.rest(), qos: qos, retain: flags & 0x01 != 0, dup: dup, packetID: id,
+            properties: properties)
     }
 
     static func ack(_ r: inout PacketReader, v5: Bool, context: PropertyContext) throws(MQTTProtocolError) -> Ack {
@@ -180,15 +206,22 @@ public struct MQTTParser: Sendable {
         var requests: [Subscribe.Request] = []
         while !r.isEmpty {
             let filter = try r.string("topic filter")
-            guard Topic.isValidFilter(filter) else { throw .malformed("'\(filter.prefix(64))' is not a valid topic filter") }
+            guard Topic.isValidFilter(filter) else {
+                throw .malformed("'\(filter.prefix(64))' is not a valid topic filter")
+            }
             let options = try r.byte("subscription options")
-            guard options & (v5 ? 0xC0 : 0xFC) == 0 else { throw .malformed("reserved subscription option bits are set") }
+            guard options & (v5 ? 0xC0 : 0xFC) == 0 else {
+                throw .malformed("reserved subscription option bits are set")
+            }
             guard let qos = QoS(rawValue: options & 0x03) else { throw .malformed("subscription QoS 3") }
             let retainHandling = (options >> 4) & 0x03
             guard retainHandling != 3 else { throw .malformed("retain handling 3") }
             let noLocal = options & 0x04 != 0
             if noLocal, filter.hasPrefix("$share/") { throw .protocolError("No Local on a shared subscription") }
-            requests.append(.init(filter: filter, qos: qos, noLocal: noLocal, retainAsPublished: options & 0x08 != 0, retainHandling: retainHandling))
+            requests.append(
+                .init(
+                    filter: filter, qos: qos, noLocal: noLocal, retainAsPublished: options & 0x08 != 0,
+                    retainHandling: retainHandling))
         }
         guard !requests.isEmpty else { throw .protocolError("SUBSCRIBE with no topic filter") }
         return Subscribe(packetID: id, requests: requests, properties: properties)

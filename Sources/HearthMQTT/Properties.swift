@@ -65,13 +65,17 @@ public enum Property: Equatable, Sendable {
 
 /// Where a property may appear; a property elsewhere is a protocol error.
 public enum PropertyContext: Sendable {
-    case connect, connack, publish, will, puback, pubrec, pubrel, pubcomp, subscribe, suback, unsubscribe, unsuback, disconnect, auth
+    case connect, connack, publish, will, puback, pubrec, pubrel, pubcomp, subscribe, suback, unsubscribe, unsuback,
+        disconnect, auth
 
     var allowed: Set<UInt8> {
         let acks: Set<UInt8> = [0x1F, 0x26]
         switch self {
         case .connect: return [0x11, 0x15, 0x16, 0x17, 0x19, 0x21, 0x22, 0x26, 0x27]
-        case .connack: return [0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A]
+        case .connack:
+            return [
+                0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A,
+            ]
         case .publish: return [0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26]
         case .will: return [0x01, 0x02, 0x03, 0x08, 0x09, 0x18, 0x26]
         case .puback, .pubrec, .pubrel, .pubcomp, .suback, .unsuback: return acks
@@ -95,19 +99,27 @@ public struct Properties: Equatable, Sendable, ExpressibleByArrayLiteral {
     public var userProperties: [(String, String)] {
         all.compactMap { if case .userProperty(let k, let v) = $0 { (k, v) } else { nil } }
     }
-    public var sessionExpiryInterval: UInt32? { first { if case .sessionExpiryInterval(let v) = $0 { v } else { nil } } }
+    public var sessionExpiryInterval: UInt32? {
+        first { if case .sessionExpiryInterval(let v) = $0 { v } else { nil } }
+    }
     public var serverKeepAlive: UInt16? { first { if case .serverKeepAlive(let v) = $0 { v } else { nil } } }
     public var receiveMaximum: UInt16? { first { if case .receiveMaximum(let v) = $0 { v } else { nil } } }
     public var maximumPacketSize: UInt32? { first { if case .maximumPacketSize(let v) = $0 { v } else { nil } } }
     public var topicAliasMaximum: UInt16? { first { if case .topicAliasMaximum(let v) = $0 { v } else { nil } } }
     public var topicAlias: UInt16? { first { if case .topicAlias(let v) = $0 { v } else { nil } } }
-    public var messageExpiryInterval: UInt32? { first { if case .messageExpiryInterval(let v) = $0 { v } else { nil } } }
-    public var payloadFormatIndicator: UInt8? { first { if case .payloadFormatIndicator(let v) = $0 { v } else { nil } } }
+    public var messageExpiryInterval: UInt32? {
+        first { if case .messageExpiryInterval(let v) = $0 { v } else { nil } }
+    }
+    public var payloadFormatIndicator: UInt8? {
+        first { if case .payloadFormatIndicator(let v) = $0 { v } else { nil } }
+    }
     public var responseTopic: String? { first { if case .responseTopic(let v) = $0 { v } else { nil } } }
     public var correlationData: [UInt8]? { first { if case .correlationData(let v) = $0 { v } else { nil } } }
     public var willDelayInterval: UInt32? { first { if case .willDelayInterval(let v) = $0 { v } else { nil } } }
     public var reasonString: String? { first { if case .reasonString(let v) = $0 { v } else { nil } } }
-    public var subscriptionIdentifiers: [Int] { all.compactMap { if case .subscriptionIdentifier(let v) = $0 { v } else { nil } } }
+    public var subscriptionIdentifiers: [Int] {
+        all.compactMap { if case .subscriptionIdentifier(let v) = $0 { v } else { nil } }
+    }
 
     private func first<T>(_ pick: (Property) -> T?) -> T? {
         for p in all { if let v = pick(p) { return v } }
@@ -115,7 +127,8 @@ public struct Properties: Equatable, Sendable, ExpressibleByArrayLiteral {
     }
 
     /// Reads a property length and list, checking ids, types, values, duplicates and placement.
-    static func read(from reader: inout PacketReader, context: PropertyContext) throws(MQTTProtocolError) -> Properties {
+    static func read(from reader: inout PacketReader, context: PropertyContext) throws(MQTTProtocolError) -> Properties
+    {
         let length = try reader.varint("property length")
         var r = try reader.slice(length, "property list")
         var list: [Property] = []
@@ -129,7 +142,9 @@ public struct Properties: Equatable, Sendable, ExpressibleByArrayLiteral {
             case 0x03: property = .contentType(try r.string("content type"))
             case 0x08:
                 let topic = try r.string("response topic")
-                guard !topic.isEmpty, !topic.contains(where: { $0 == "+" || $0 == "#" }) else { throw .protocolError("the response topic is not a valid topic name") }
+                guard !topic.isEmpty, !topic.contains(where: { $0 == "+" || $0 == "#" }) else {
+                    throw .protocolError("the response topic is not a valid topic name")
+                }
                 property = .responseTopic(topic)
             case 0x09: property = .correlationData(try r.binary("correlation data"))
             case 0x0B:
@@ -168,9 +183,13 @@ public struct Properties: Equatable, Sendable, ExpressibleByArrayLiteral {
             case 0x2A: property = .sharedSubscriptionAvailable(try r.flag("shared subscription available"))
             default: throw .malformed("unknown property identifier 0x\(String(id, radix: 16))")
             }
-            guard context.allowed.contains(id) else { throw .protocolError("property 0x\(String(id, radix: 16)) is not allowed in \(context)") }
+            guard context.allowed.contains(id) else {
+                throw .protocolError("property 0x\(String(id, radix: 16)) is not allowed in \(context)")
+            }
             let repeatable = id == 0x26 || (id == 0x0B && context == .publish)
-            guard repeatable || seen.insert(id).inserted else { throw .protocolError("property 0x\(String(id, radix: 16)) appears twice") }
+            guard repeatable || seen.insert(id).inserted else {
+                throw .protocolError("property 0x\(String(id, radix: 16)) appears twice")
+            }
             list.append(property)
         }
         return Properties(list)
@@ -185,11 +204,13 @@ public struct Properties: Equatable, Sendable, ExpressibleByArrayLiteral {
                 .maximumQoS(let v), .retainAvailable(let v), .wildcardSubscriptionAvailable(let v),
                 .subscriptionIdentifierAvailable(let v), .sharedSubscriptionAvailable(let v):
                 body.writeInteger(v)
-            case .messageExpiryInterval(let v), .sessionExpiryInterval(let v), .willDelayInterval(let v), .maximumPacketSize(let v):
+            case .messageExpiryInterval(let v), .sessionExpiryInterval(let v), .willDelayInterval(let v),
+                .maximumPacketSize(let v):
                 body.writeInteger(v, endianness: .big)
             case .serverKeepAlive(let v), .receiveMaximum(let v), .topicAliasMaximum(let v), .topicAlias(let v):
                 body.writeInteger(v, endianness: .big)
-            case .contentType(let s), .responseTopic(let s), .assignedClientIdentifier(let s), .authenticationMethod(let s),
+            case .contentType(let s), .responseTopic(let s), .assignedClientIdentifier(let s),
+                .authenticationMethod(let s),
                 .responseInformation(let s), .serverReference(let s), .reasonString(let s):
                 body.writeMQTTString(s)
             case .correlationData(let b), .authenticationData(let b):

@@ -24,7 +24,9 @@ public enum Topic {
         guard let slash = rest.firstIndex(of: "/") else { return .some(nil) }
         let name = String(rest[..<slash])
         let inner = String(rest[rest.index(after: slash)...])
-        guard !name.isEmpty, !name.contains("+"), !name.contains("#"), !inner.isEmpty, levelsAreValid(inner) else { return .some(nil) }
+        guard !name.isEmpty, !name.contains("+"), !name.contains("#"), !inner.isEmpty, levelsAreValid(inner) else {
+            return .some(nil)
+        }
         return .some((name, inner))
     }
 

@@ -29,19 +29,23 @@ public actor ReferenceDevice {
     ///   - configure: adjusts the agent's configuration (server address, reconnect policy…).
     ///   - reportEvery: seconds between periodic readings.
     public init(
-        bundle: DeviceBundle, uniqueKey: DeviceUniqueKey, clock: any TimeSource = SystemTimeSource(), reportEvery: TimeInterval = 10, seed: UInt64 = 1,
-        configure: (inout DeviceConfiguration) -> Void = { _ in }, onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in },
+        bundle: DeviceBundle, uniqueKey: DeviceUniqueKey, clock: any TimeSource = SystemTimeSource(),
+        reportEvery: TimeInterval = 10, seed: UInt64 = 1,
+        configure: (inout DeviceConfiguration) -> Void = { _ in },
+        onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in },
         onUpdateOffer: @escaping @Sendable (UpdateOffer) async -> Void = { _ in }
     ) throws {
         guard let kind = [Thermostat.model: Kind.thermostat, SmartLock.model: .lock][bundle.model.rawValue],
             let model = ProductModel.demoModels().first(where: { $0.id == bundle.model })
         else { throw DeviceError("this firmware runs \(Thermostat.model) or \(SmartLock.model), not \(bundle.model)") }
-        var configuration = DeviceConfiguration(serial: bundle.serial, model: model, host: bundle.server.host ?? "127.0.0.1", port: 8883)
+        var configuration = DeviceConfiguration(
+            serial: bundle.serial, model: model, host: bundle.server.host ?? "127.0.0.1", port: 8883)
         configuration.seed = seed
         configure(&configuration)
         let target = CommandTarget()
         agent = try DeviceAgent(
-            configuration: configuration, keyStore: try bundle.keyStore(uniqueKey: uniqueKey), trustRootsPEM: bundle.trustRootsPEM,
+            configuration: configuration, keyStore: try bundle.keyStore(uniqueKey: uniqueKey),
+            trustRootsPEM: bundle.trustRootsPEM,
             queuePath: bundle.queuePath, clock: clock, onEvent: onEvent, onUpdateOffer: onUpdateOffer
         ) { command in
             await target.device.withLock { $0.device }?.handle(command) ?? .failed("starting up")
@@ -55,7 +59,9 @@ public actor ReferenceDevice {
         var savedTarget = 21.0
         if case .number(let t)? = saved["target"], t.isFinite, (5...30).contains(t) { savedTarget = t }
         thermostat = Thermostat(room: RoomSimulation(seed: seed), target: savedTarget, now: clock.now())
-        if case .string(let s)? = saved["state"], let state = SmartLock.State(rawValue: s), state != .jammed { lock = SmartLock(state: state) }
+        if case .string(let s)? = saved["state"], let state = SmartLock.State(rawValue: s), state != .jammed {
+            lock = SmartLock(state: state)
+        }
         target.device.withLock { $0.device = self }
     }
 
@@ -92,13 +98,16 @@ public actor ReferenceDevice {
     /// What survives a restart: the setpoint or the bolt's state. Written atomically (temporary
     /// file, fsync, rename), before the command is answered ok.
     func saveSettings() {
-        let settings: JSONValue = kind == .thermostat ? ["target": .number(thermostat.target)] : ["state": .string(lock.state.rawValue)]
+        let settings: JSONValue =
+            kind == .thermostat ? ["target": .number(thermostat.target)] : ["state": .string(lock.state.rawValue)]
         try? FirmwareUpdater.writeAtomically(Data(settings.text.utf8), to: settingsURL)
     }
 
     /// The saved settings; empty when there are none or the file is unreadable (factory state).
     static func loadSettings(_ url: URL) -> [String: JSONValue] {
-        guard let data = try? Data(contentsOf: url), data.count < 4096, case .object(let o)? = try? JSONValue.parse(Array(data)) else { return [:] }
+        guard let data = try? Data(contentsOf: url), data.count < 4096,
+            case .object(let o)? = try? JSONValue.parse(Array(data))
+        else { return [:] }
         return o
     }
 

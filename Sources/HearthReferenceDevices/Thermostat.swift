@@ -67,7 +67,8 @@ public struct Thermostat: Sendable {
     /// The model's telemetry fields.
     public var reading: [String: JSONValue] {
         [
-            "temperature": .number((room.temperature * 100).rounded() / 100), "humidity": .number((room.humidity * 10).rounded() / 10),
+            "temperature": .number((room.temperature * 100).rounded() / 100),
+            "humidity": .number((room.humidity * 10).rounded() / 10),
             "heating": .bool(heating), "target": .number(target),
         ]
     }
@@ -75,7 +76,9 @@ public struct Thermostat: Sendable {
     /// `setTarget {target}`; the agent has already checked it against the model, and the device
     /// checks its own limits again.
     public mutating func apply(_ command: DeviceCommand) -> CommandReply {
-        guard command.name == "setTarget", case .number(let value)? = command.parameters["target"] else { return .refused("unknown command") }
+        guard command.name == "setTarget", case .number(let value)? = command.parameters["target"] else {
+            return .refused("unknown command")
+        }
         guard value.isFinite, (5...30).contains(value) else { return .refused("target must be between 5 and 30 °C") }
         target = value
         return .ok

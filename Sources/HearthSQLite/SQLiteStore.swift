@@ -20,157 +20,161 @@ public final class SQLiteStore: HearthStore {
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
         m.registerMigration("2026-11-26 accounts, sessions, models, devices, audit") { db in
-            try db.execute(sql: """
-                CREATE TABLE accounts (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    role TEXT NOT NULL CHECK (role IN ('operator', 'owner')),
-                    email_index TEXT NOT NULL UNIQUE,
-                    email_sealed BLOB NOT NULL,
-                    password_hash TEXT NOT NULL,
-                    created_at INTEGER NOT NULL
-                );
-                CREATE TABLE sessions (
-                    token_hash TEXT PRIMARY KEY NOT NULL,
-                    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-                    created_at INTEGER NOT NULL,
-                    expires_at INTEGER NOT NULL
-                );
-                CREATE INDEX sessions_expiry ON sessions(expires_at);
-                CREATE TABLE setup_links (
-                    token_hash TEXT PRIMARY KEY NOT NULL,
-                    created_at INTEGER NOT NULL,
-                    expires_at INTEGER NOT NULL
-                );
-                CREATE TABLE product_models (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    definition TEXT NOT NULL,
-                    created_at INTEGER NOT NULL
-                );
-                CREATE TABLE devices (
-                    serial TEXT PRIMARY KEY NOT NULL,
-                    model_id TEXT NOT NULL REFERENCES product_models(id),
-                    certificate_pem TEXT NOT NULL,
-                    setup_code_hash TEXT NOT NULL,
-                    provisioned_at INTEGER NOT NULL,
-                    owner_id TEXT REFERENCES accounts(id),
-                    claimed_at INTEGER
-                );
-                CREATE INDEX devices_owner ON devices(owner_id);
-                CREATE TABLE audit_log (
-                    seq INTEGER PRIMARY KEY NOT NULL,
-                    at INTEGER NOT NULL,
-                    kind TEXT NOT NULL,
-                    actor TEXT,
-                    subject TEXT,
-                    detail TEXT NOT NULL,
-                    prev_mac TEXT NOT NULL,
-                    mac TEXT NOT NULL
-                );
-                CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                CREATE TABLE audit_head (
-                    id INTEGER PRIMARY KEY CHECK (id = 1),
-                    seq INTEGER NOT NULL,
-                    mac TEXT NOT NULL,
-                    head_mac TEXT NOT NULL
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE accounts (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        role TEXT NOT NULL CHECK (role IN ('operator', 'owner')),
+                        email_index TEXT NOT NULL UNIQUE,
+                        email_sealed BLOB NOT NULL,
+                        password_hash TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE sessions (
+                        token_hash TEXT PRIMARY KEY NOT NULL,
+                        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                        created_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX sessions_expiry ON sessions(expires_at);
+                    CREATE TABLE setup_links (
+                        token_hash TEXT PRIMARY KEY NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE product_models (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        definition TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE devices (
+                        serial TEXT PRIMARY KEY NOT NULL,
+                        model_id TEXT NOT NULL REFERENCES product_models(id),
+                        certificate_pem TEXT NOT NULL,
+                        setup_code_hash TEXT NOT NULL,
+                        provisioned_at INTEGER NOT NULL,
+                        owner_id TEXT REFERENCES accounts(id),
+                        claimed_at INTEGER
+                    );
+                    CREATE INDEX devices_owner ON devices(owner_id);
+                    CREATE TABLE audit_log (
+                        seq INTEGER PRIMARY KEY NOT NULL,
+                        at INTEGER NOT NULL,
+                        kind TEXT NOT NULL,
+                        actor TEXT,
+                        subject TEXT,
+                        detail TEXT NOT NULL,
+                        prev_mac TEXT NOT NULL,
+                        mac TEXT NOT NULL
+                    );
+                    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+                        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+                        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    CREATE TABLE audit_head (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        seq INTEGER NOT NULL,
+                        mac TEXT NOT NULL,
+                        head_mac TEXT NOT NULL
+                    );
+                    """)
         }
         m.registerMigration("2026-11-27 device revocation") { db in
             try db.execute(sql: "ALTER TABLE devices ADD COLUMN revoked_at INTEGER")
         }
         m.registerMigration("2026-11-28 vulnerability reports") { db in
-            try db.execute(sql: """
-                CREATE TABLE reports (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    received_at INTEGER NOT NULL,
-                    state TEXT NOT NULL,
-                    status_token_hash TEXT NOT NULL UNIQUE,
-                    sealed BLOB NOT NULL
-                );
-                CREATE TABLE report_events (
-                    report_id TEXT NOT NULL REFERENCES reports(id),
-                    seq INTEGER NOT NULL,
-                    at INTEGER NOT NULL,
-                    state TEXT NOT NULL,
-                    actor TEXT,
-                    note_sealed BLOB,
-                    PRIMARY KEY (report_id, seq)
-                );
-                CREATE TABLE security_team (
-                    account_id TEXT PRIMARY KEY NOT NULL REFERENCES accounts(id) ON DELETE CASCADE
-                );
-                CREATE TABLE advisories (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    report_id TEXT NOT NULL UNIQUE REFERENCES reports(id),
-                    published_at INTEGER NOT NULL,
-                    title TEXT NOT NULL,
-                    severity TEXT NOT NULL,
-                    models TEXT NOT NULL,
-                    fixed_version TEXT NOT NULL,
-                    csaf TEXT NOT NULL,
-                    osv TEXT NOT NULL
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE reports (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        received_at INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        status_token_hash TEXT NOT NULL UNIQUE,
+                        sealed BLOB NOT NULL
+                    );
+                    CREATE TABLE report_events (
+                        report_id TEXT NOT NULL REFERENCES reports(id),
+                        seq INTEGER NOT NULL,
+                        at INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        actor TEXT,
+                        note_sealed BLOB,
+                        PRIMARY KEY (report_id, seq)
+                    );
+                    CREATE TABLE security_team (
+                        account_id TEXT PRIMARY KEY NOT NULL REFERENCES accounts(id) ON DELETE CASCADE
+                    );
+                    CREATE TABLE advisories (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        report_id TEXT NOT NULL UNIQUE REFERENCES reports(id),
+                        published_at INTEGER NOT NULL,
+                        title TEXT NOT NULL,
+                        severity TEXT NOT NULL,
+                        models TEXT NOT NULL,
+                        fixed_version TEXT NOT NULL,
+                        csaf TEXT NOT NULL,
+                        osv TEXT NOT NULL
+                    );
+                    """)
         }
         m.registerMigration("2026-11-29 software updates") { db in
-            try db.execute(sql: """
-                CREATE TABLE tuf_documents (
-                    role TEXT NOT NULL,
-                    version INTEGER NOT NULL,
-                    bytes BLOB NOT NULL,
-                    PRIMARY KEY (role, version)
-                );
-                CREATE TABLE tuf_online_keys (
-                    role TEXT PRIMARY KEY NOT NULL,
-                    sealed BLOB NOT NULL
-                );
-                CREATE TABLE releases (
-                    target TEXT PRIMARY KEY NOT NULL,
-                    model_id TEXT NOT NULL,
-                    version TEXT NOT NULL,
-                    length INTEGER NOT NULL,
-                    sha256 TEXT NOT NULL,
-                    custom TEXT NOT NULL,
-                    published_at INTEGER NOT NULL
-                );
-                CREATE INDEX releases_model ON releases(model_id);
-                CREATE TABLE rollouts (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    target TEXT NOT NULL REFERENCES releases(target),
-                    model_id TEXT NOT NULL,
-                    stages TEXT NOT NULL,
-                    failure_threshold REAL NOT NULL,
-                    minimum_sample INTEGER NOT NULL,
-                    state TEXT NOT NULL,
-                    stage INTEGER NOT NULL,
-                    note TEXT,
-                    created_at INTEGER NOT NULL,
-                    updated_at INTEGER NOT NULL
-                );
-                CREATE UNIQUE INDEX rollouts_one_live_per_model ON rollouts(model_id) WHERE state IN ('active', 'paused');
-                CREATE TABLE update_events (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    serial TEXT NOT NULL,
-                    at INTEGER NOT NULL,
-                    phase TEXT NOT NULL,
-                    version TEXT NOT NULL,
-                    target TEXT,
-                    reason TEXT
-                );
-                CREATE INDEX update_events_serial ON update_events(serial, id);
-                CREATE INDEX update_events_target ON update_events(target, serial, id);
-                CREATE INDEX devices_model ON devices(model_id);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE tuf_documents (
+                        role TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        bytes BLOB NOT NULL,
+                        PRIMARY KEY (role, version)
+                    );
+                    CREATE TABLE tuf_online_keys (
+                        role TEXT PRIMARY KEY NOT NULL,
+                        sealed BLOB NOT NULL
+                    );
+                    CREATE TABLE releases (
+                        target TEXT PRIMARY KEY NOT NULL,
+                        model_id TEXT NOT NULL,
+                        version TEXT NOT NULL,
+                        length INTEGER NOT NULL,
+                        sha256 TEXT NOT NULL,
+                        custom TEXT NOT NULL,
+                        published_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX releases_model ON releases(model_id);
+                    CREATE TABLE rollouts (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        target TEXT NOT NULL REFERENCES releases(target),
+                        model_id TEXT NOT NULL,
+                        stages TEXT NOT NULL,
+                        failure_threshold REAL NOT NULL,
+                        minimum_sample INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        stage INTEGER NOT NULL,
+                        note TEXT,
+                        created_at INTEGER NOT NULL,
+                        updated_at INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX rollouts_one_live_per_model ON rollouts(model_id) WHERE state IN ('active', 'paused');
+                    CREATE TABLE update_events (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        serial TEXT NOT NULL,
+                        at INTEGER NOT NULL,
+                        phase TEXT NOT NULL,
+                        version TEXT NOT NULL,
+                        target TEXT,
+                        reason TEXT
+                    );
+                    CREATE INDEX update_events_serial ON update_events(serial, id);
+                    CREATE INDEX update_events_target ON update_events(target, serial, id);
+                    CREATE INDEX devices_model ON devices(model_id);
+                    """)
         }
         m.registerMigration("2026-12-02 device names, fleet and logbook indexes") { db in
-            try db.execute(sql: """
-                ALTER TABLE devices ADD COLUMN name_sealed BLOB;
-                CREATE INDEX devices_by_model ON devices(model_id, serial);
-                CREATE INDEX audit_by_subject ON audit_log(subject, seq);
-                """)
+            try db.execute(
+                sql: """
+                    ALTER TABLE devices ADD COLUMN name_sealed BLOB;
+                    CREATE INDEX devices_by_model ON devices(model_id, serial);
+                    CREATE INDEX audit_by_subject ON audit_log(subject, seq);
+                    """)
         }
         return m
     }
@@ -184,7 +188,10 @@ public final class SQLiteStore: HearthStore {
                 for entry in audit { try Self.append(entry, db: db, sealer: sealer) }
                 return result
             }
-        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE || error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
+        } catch let error as DatabaseError
+            where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE
+            || error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY
+        {
             throw HearthError(.conflict, "already exists")
         }
     }
@@ -192,11 +199,16 @@ public final class SQLiteStore: HearthStore {
     static func append(_ entry: AuditEntry, db: Database, sealer: any AuditSealer) throws {
         let (record, head) = sealer.seal(entry, after: try readHead(db))
         try db.execute(
-            sql: "INSERT INTO audit_log (seq, at, kind, actor, subject, detail, prev_mac, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            arguments: [record.sequence, record.atMillis, record.kind, record.actor, record.subject, record.detail, record.previousMAC, record.mac]
+            sql:
+                "INSERT INTO audit_log (seq, at, kind, actor, subject, detail, prev_mac, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            arguments: [
+                record.sequence, record.atMillis, record.kind, record.actor, record.subject, record.detail,
+                record.previousMAC, record.mac,
+            ]
         )
         try db.execute(
-            sql: "INSERT INTO audit_head (id, seq, mac, head_mac) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, head_mac = excluded.head_mac",
+            sql:
+                "INSERT INTO audit_head (id, seq, mac, head_mac) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, head_mac = excluded.head_mac",
             arguments: [head.sequence, head.mac, head.headMAC]
         )
     }
@@ -215,21 +227,32 @@ public final class SQLiteStore: HearthStore {
 
     static func insert(_ a: AccountRecord, db: Database) throws {
         try db.execute(
-            sql: "INSERT INTO accounts (id, role, email_index, email_sealed, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [a.id.description, a.role.rawValue, a.emailIndex, a.emailSealed, a.passwordHash, millis(a.createdAt)]
+            sql:
+                "INSERT INTO accounts (id, role, email_index, email_sealed, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [
+                a.id.description, a.role.rawValue, a.emailIndex, a.emailSealed, a.passwordHash, millis(a.createdAt),
+            ]
         )
     }
 
     public func account(emailIndex: String) async throws -> AccountRecord? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE email_index = ?", arguments: [emailIndex]).map(Self.account) }
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE email_index = ?", arguments: [emailIndex]).map(
+                Self.account)
+        }
     }
 
     public func account(id: AccountID) async throws -> AccountRecord? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE id = ?", arguments: [id.description]).map(Self.account) }
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE id = ?", arguments: [id.description]).map(
+                Self.account)
+        }
     }
 
     public func hasOperator() async throws -> Bool {
-        try await pool.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE role = 'operator')") ?? false }
+        try await pool.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE role = 'operator')") ?? false
+        }
     }
 
     static func account(_ row: Row) throws -> AccountRecord {
@@ -252,9 +275,12 @@ public final class SQLiteStore: HearthStore {
         }
     }
 
-    public func redeemSetupLink(tokenHash: String, now: Date, creating account: AccountRecord, audit: [AuditEntry]) async throws {
+    public func redeemSetupLink(tokenHash: String, now: Date, creating account: AccountRecord, audit: [AuditEntry])
+        async throws
+    {
         try await write(audit: audit) { db in
-            let expires = try Int64.fetchOne(db, sql: "SELECT expires_at FROM setup_links WHERE token_hash = ?", arguments: [tokenHash])
+            let expires = try Int64.fetchOne(
+                db, sql: "SELECT expires_at FROM setup_links WHERE token_hash = ?", arguments: [tokenHash])
             guard let expires, expires > millis(now) else {
                 throw HearthError(.expired, "this set-up link is used, expired or unknown")
             }
@@ -277,15 +303,22 @@ public final class SQLiteStore: HearthStore {
     public func session(tokenHash: String) async throws -> SessionRecord? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE token_hash = ?", arguments: [tokenHash]).map {
-                SessionRecord(tokenHash: $0["token_hash"], account: try AccountID($0["account_id"] as String), createdAt: date($0["created_at"]), expiresAt: date($0["expires_at"]))
+                SessionRecord(
+                    tokenHash: $0["token_hash"], account: try AccountID($0["account_id"] as String),
+                    createdAt: date($0["created_at"]), expiresAt: date($0["expires_at"]))
             }
         }
     }
 
     public func sessions(of account: AccountID) async throws -> [SessionRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM sessions WHERE account_id = ? ORDER BY created_at DESC", arguments: [account.description]).map {
-                SessionRecord(tokenHash: $0["token_hash"], account: try AccountID($0["account_id"] as String), createdAt: date($0["created_at"]), expiresAt: date($0["expires_at"]))
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM sessions WHERE account_id = ? ORDER BY created_at DESC",
+                arguments: [account.description]
+            ).map {
+                SessionRecord(
+                    tokenHash: $0["token_hash"], account: try AccountID($0["account_id"] as String),
+                    createdAt: date($0["created_at"]), expiresAt: date($0["expires_at"]))
             }
         }
     }
@@ -324,12 +357,15 @@ public final class SQLiteStore: HearthStore {
 
     public func model(_ id: ProductModelID) async throws -> ProductModel? {
         try await pool.read { db in
-            try String.fetchOne(db, sql: "SELECT definition FROM product_models WHERE id = ?", arguments: [id.rawValue]).map(Self.model)
+            try String.fetchOne(db, sql: "SELECT definition FROM product_models WHERE id = ?", arguments: [id.rawValue])
+                .map(Self.model)
         }
     }
 
     public func models() async throws -> [ProductModel] {
-        try await pool.read { db in try String.fetchAll(db, sql: "SELECT definition FROM product_models ORDER BY id").map(Self.model) }
+        try await pool.read { db in
+            try String.fetchAll(db, sql: "SELECT definition FROM product_models ORDER BY id").map(Self.model)
+        }
     }
 
     static func model(_ definition: String) throws -> ProductModel {
@@ -340,10 +376,11 @@ public final class SQLiteStore: HearthStore {
 
     public func addDevices(_ devices: [DeviceRecord], audit: AuditEntry) async throws {
         try await write(audit: [audit]) { db in
-            let statement = try db.makeStatement(sql: """
-                INSERT INTO devices (serial, model_id, certificate_pem, setup_code_hash, provisioned_at, owner_id, claimed_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """)
+            let statement = try db.makeStatement(
+                sql: """
+                    INSERT INTO devices (serial, model_id, certificate_pem, setup_code_hash, provisioned_at, owner_id, claimed_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """)
             for d in devices {
                 try statement.execute(arguments: [
                     d.serial.rawValue, d.model.rawValue, d.certificatePEM, d.setupCodeHash, millis(d.provisionedAt),
@@ -354,16 +391,23 @@ public final class SQLiteStore: HearthStore {
     }
 
     public func device(_ serial: DeviceSerial) async throws -> DeviceRecord? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE serial = ?", arguments: [serial.rawValue]).map(Self.device) }
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE serial = ?", arguments: [serial.rawValue]).map(
+                Self.device)
+        }
     }
 
     public func devices(ownedBy owner: AccountID) async throws -> [DeviceRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM devices WHERE owner_id = ? ORDER BY claimed_at, serial", arguments: [owner.description]).map(Self.device)
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM devices WHERE owner_id = ? ORDER BY claimed_at, serial",
+                arguments: [owner.description]
+            ).map(Self.device)
         }
     }
 
-    public func claimDevice(_ serial: DeviceSerial, owner: AccountID, at: Date, audit: AuditEntry) async throws -> Bool {
+    public func claimDevice(_ serial: DeviceSerial, owner: AccountID, at: Date, audit: AuditEntry) async throws -> Bool
+    {
         do {
             return try await write(audit: [audit]) { db in
                 try db.execute(
@@ -384,7 +428,9 @@ public final class SQLiteStore: HearthStore {
 
     public func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws {
         try await write(audit: [audit]) { db in
-            try db.execute(sql: "UPDATE devices SET owner_id = NULL, claimed_at = NULL WHERE serial = ?", arguments: [serial.rawValue])
+            try db.execute(
+                sql: "UPDATE devices SET owner_id = NULL, claimed_at = NULL WHERE serial = ?",
+                arguments: [serial.rawValue])
             guard db.changesCount == 1 else { throw HearthError(.notFound, "no such device") }
         }
     }
@@ -393,10 +439,14 @@ public final class SQLiteStore: HearthStore {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0 }
     }
 
-    public func nameDevice(_ serial: DeviceSerial, owner: AccountID, nameSealed: Data?, audit: AuditEntry) async throws -> Bool {
+    public func nameDevice(_ serial: DeviceSerial, owner: AccountID, nameSealed: Data?, audit: AuditEntry) async throws
+        -> Bool
+    {
         do {
             return try await write(audit: [audit]) { db in
-                try db.execute(sql: "UPDATE devices SET name_sealed = ? WHERE serial = ? AND owner_id = ?", arguments: [nameSealed, serial.rawValue, owner.description])
+                try db.execute(
+                    sql: "UPDATE devices SET name_sealed = ? WHERE serial = ? AND owner_id = ?",
+                    arguments: [nameSealed, serial.rawValue, owner.description])
                 guard db.changesCount == 1 else { throw NothingChanged() }
                 return true
             }
@@ -417,7 +467,10 @@ public final class SQLiteStore: HearthStore {
 
     public func fleetCount(_ filter: FleetFilter) async throws -> Int {
         let (clause, arguments) = Self.fleetWhere(filter)
-        return try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE \(clause)", arguments: StatementArguments(arguments)) ?? 0 }
+        return try await pool.read { db in
+            try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM devices WHERE \(clause)", arguments: StatementArguments(arguments)) ?? 0
+        }
     }
 
     /// The filter as SQL with bound values only (no value is spliced into the text).
@@ -440,10 +493,15 @@ public final class SQLiteStore: HearthStore {
     public func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool {
         do {
             return try await write(audit: [audit]) { db in
-                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM devices WHERE serial = ?", arguments: [serial.rawValue]) != nil else {
+                guard
+                    try Bool.fetchOne(db, sql: "SELECT 1 FROM devices WHERE serial = ?", arguments: [serial.rawValue])
+                        != nil
+                else {
                     throw HearthError(.notFound, field: "serial", "no such device")
                 }
-                try db.execute(sql: "UPDATE devices SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL", arguments: [millis(at), serial.rawValue])
+                try db.execute(
+                    sql: "UPDATE devices SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL",
+                    arguments: [millis(at), serial.rawValue])
                 guard db.changesCount == 1 else { throw NothingChanged() }
                 return true
             }
@@ -455,8 +513,10 @@ public final class SQLiteStore: HearthStore {
     static func device(_ row: Row) throws -> DeviceRecord {
         DeviceRecord(
             serial: try DeviceSerial(row["serial"] as String), model: try ProductModelID(row["model_id"] as String),
-            certificatePEM: row["certificate_pem"], setupCodeHash: row["setup_code_hash"], provisionedAt: date(row["provisioned_at"]),
-            owner: try (row["owner_id"] as String?).map { try AccountID($0) }, claimedAt: (row["claimed_at"] as Int64?).map(date),
+            certificatePEM: row["certificate_pem"], setupCodeHash: row["setup_code_hash"],
+            provisionedAt: date(row["provisioned_at"]),
+            owner: try (row["owner_id"] as String?).map { try AccountID($0) },
+            claimedAt: (row["claimed_at"] as Int64?).map(date),
             revokedAt: (row["revoked_at"] as Int64?).map(date), nameSealed: row["name_sealed"]
         )
     }
@@ -475,12 +535,17 @@ public final class SQLiteStore: HearthStore {
 
     public func auditRecords(subject: String, limit: Int) async throws -> [AuditRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq DESC LIMIT ?", arguments: [subject, max(0, limit)]).map(Self.auditRecord)
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq DESC LIMIT ?",
+                arguments: [subject, max(0, limit)]
+            ).map(Self.auditRecord)
         }
     }
 
     static func auditRecord(_ row: Row) -> AuditRecord {
-        AuditRecord(sequence: row["seq"], atMillis: row["at"], kind: row["kind"], actor: row["actor"], subject: row["subject"], detail: row["detail"], previousMAC: row["prev_mac"], mac: row["mac"])
+        AuditRecord(
+            sequence: row["seq"], atMillis: row["at"], kind: row["kind"], actor: row["actor"], subject: row["subject"],
+            detail: row["detail"], previousMAC: row["prev_mac"], mac: row["mac"])
     }
 
     public func auditHead() async throws -> AuditHead? {
@@ -507,18 +572,31 @@ public final class SQLiteStore: HearthStore {
     }
 
     public func report(_ id: ReportID) async throws -> ReportRecord? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM reports WHERE id = ?", arguments: [id.rawValue]).map { try Self.report($0, db) } }
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM reports WHERE id = ?", arguments: [id.rawValue]).map {
+                try Self.report($0, db)
+            }
+        }
     }
 
     public func report(statusTokenHash: String) async throws -> ReportRecord? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM reports WHERE status_token_hash = ?", arguments: [statusTokenHash]).map { try Self.report($0, db) } }
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM reports WHERE status_token_hash = ?", arguments: [statusTokenHash])
+                .map { try Self.report($0, db) }
+        }
     }
 
     public func reports() async throws -> [ReportRecord] {
-        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM reports ORDER BY received_at DESC, id").map { try Self.report($0, db) } }
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM reports ORDER BY received_at DESC, id").map {
+                try Self.report($0, db)
+            }
+        }
     }
 
-    public func moveReport(_ id: ReportID, from: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool {
+    public func moveReport(_ id: ReportID, from: ReportState, event: ReportEvent, audit: AuditEntry) async throws
+        -> Bool
+    {
         do {
             return try await write(audit: [audit]) { db in
                 try Self.advance(id, from: from, event: event, db: db)
@@ -532,29 +610,47 @@ public final class SQLiteStore: HearthStore {
     /// Moves a report still in `from` to the event's state and appends the event; throws
     /// `NothingChanged` (rolling the transaction back) if it was moved meanwhile.
     static func advance(_ id: ReportID, from: ReportState, event: ReportEvent, db: Database) throws {
-        try db.execute(sql: "UPDATE reports SET state = ? WHERE id = ? AND state = ?", arguments: [event.state.rawValue, id.rawValue, from.rawValue])
+        try db.execute(
+            sql: "UPDATE reports SET state = ? WHERE id = ? AND state = ?",
+            arguments: [event.state.rawValue, id.rawValue, from.rawValue])
         guard db.changesCount == 1 else { throw NothingChanged() }
-        let seq = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM report_events WHERE report_id = ?", arguments: [id.rawValue]) ?? 0
+        let seq =
+            try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM report_events WHERE report_id = ?", arguments: [id.rawValue]) ?? 0
         try insert(event, report: id, seq: seq, db: db)
     }
 
     static func report(_ row: Row, _ db: Database) throws -> ReportRecord {
         let id = try ReportID(row["id"] as String)
-        let events = try Row.fetchAll(db, sql: "SELECT * FROM report_events WHERE report_id = ? ORDER BY seq", arguments: [id.rawValue]).map { e in
-            guard let state = ReportState(rawValue: e["state"]) else { throw HearthError(.integrity, "unknown report state") }
+        let events = try Row.fetchAll(
+            db, sql: "SELECT * FROM report_events WHERE report_id = ? ORDER BY seq", arguments: [id.rawValue]
+        ).map { e in
+            guard let state = ReportState(rawValue: e["state"]) else {
+                throw HearthError(.integrity, "unknown report state")
+            }
             return ReportEvent(at: date(e["at"]), state: state, actor: e["actor"], noteSealed: e["note_sealed"])
         }
-        guard let state = ReportState(rawValue: row["state"]) else { throw HearthError(.integrity, "unknown report state") }
-        return ReportRecord(id: id, receivedAt: date(row["received_at"]), state: state, statusTokenHash: row["status_token_hash"], sealed: row["sealed"], events: events)
+        guard let state = ReportState(rawValue: row["state"]) else {
+            throw HearthError(.integrity, "unknown report state")
+        }
+        return ReportRecord(
+            id: id, receivedAt: date(row["received_at"]), state: state, statusTokenHash: row["status_token_hash"],
+            sealed: row["sealed"], events: events)
     }
 
-    public func publishAdvisory(_ a: AdvisoryRecord, reportFrom: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool {
+    public func publishAdvisory(_ a: AdvisoryRecord, reportFrom: ReportState, event: ReportEvent, audit: AuditEntry)
+        async throws -> Bool
+    {
         do {
             return try await write(audit: [audit]) { db in
                 try Self.advance(a.reportID, from: reportFrom, event: event, db: db)
                 try db.execute(
-                    sql: "INSERT INTO advisories (id, report_id, published_at, title, severity, models, fixed_version, csaf, osv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    arguments: [a.id, a.reportID.rawValue, millis(a.publishedAt), a.title, a.severity, a.models.map(\.rawValue).joined(separator: ","), a.fixedVersion, a.csaf, a.osv]
+                    sql:
+                        "INSERT INTO advisories (id, report_id, published_at, title, severity, models, fixed_version, csaf, osv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [
+                        a.id, a.reportID.rawValue, millis(a.publishedAt), a.title, a.severity,
+                        a.models.map(\.rawValue).joined(separator: ","), a.fixedVersion, a.csaf, a.osv,
+                    ]
                 )
                 return true
             }
@@ -567,8 +663,10 @@ public final class SQLiteStore: HearthStore {
         try await pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM advisories ORDER BY published_at DESC, id").map { row in
                 AdvisoryRecord(
-                    id: row["id"], reportID: try ReportID(row["report_id"] as String), publishedAt: date(row["published_at"]), title: row["title"], severity: row["severity"],
-                    models: try (row["models"] as String).split(separator: ",").map { try ProductModelID(String($0)) }, fixedVersion: row["fixed_version"], csaf: row["csaf"], osv: row["osv"]
+                    id: row["id"], reportID: try ReportID(row["report_id"] as String),
+                    publishedAt: date(row["published_at"]), title: row["title"], severity: row["severity"],
+                    models: try (row["models"] as String).split(separator: ",").map { try ProductModelID(String($0)) },
+                    fixedVersion: row["fixed_version"], csaf: row["csaf"], osv: row["osv"]
                 )
             }
         }
@@ -577,7 +675,9 @@ public final class SQLiteStore: HearthStore {
     public func setSecurityTeam(_ account: AccountID, member: Bool, audit: AuditEntry) async throws {
         try await write(audit: [audit]) { db in
             if member {
-                try db.execute(sql: "INSERT OR IGNORE INTO security_team (account_id) VALUES (?)", arguments: [account.description])
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO security_team (account_id) VALUES (?)", arguments: [account.description]
+                )
             } else {
                 try db.execute(sql: "DELETE FROM security_team WHERE account_id = ?", arguments: [account.description])
             }
@@ -585,7 +685,11 @@ public final class SQLiteStore: HearthStore {
     }
 
     public func isSecurityTeam(_ account: AccountID) async throws -> Bool {
-        try await pool.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM security_team WHERE account_id = ?)", arguments: [account.description]) ?? false }
+        try await pool.read { db in
+            try Bool.fetchOne(
+                db, sql: "SELECT EXISTS (SELECT 1 FROM security_team WHERE account_id = ?)",
+                arguments: [account.description]) ?? false
+        }
     }
 }
 

@@ -17,25 +17,26 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
         m.registerMigration("2026-11-27 telemetry") { db in
-            try db.execute(sql: """
-                CREATE TABLE readings (
-                    position INTEGER PRIMARY KEY NOT NULL,
-                    serial TEXT NOT NULL,
-                    seq INTEGER NOT NULL,
-                    received_at INTEGER NOT NULL,
-                    device_at INTEGER,
-                    vals TEXT NOT NULL,
-                    UNIQUE (serial, seq)
-                );
-                CREATE INDEX readings_by_device ON readings(serial, position);
-                CREATE TABLE refusals (
-                    serial TEXT NOT NULL,
-                    kind TEXT NOT NULL,
-                    count INTEGER NOT NULL,
-                    last_at INTEGER NOT NULL,
-                    PRIMARY KEY (serial, kind)
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE readings (
+                        position INTEGER PRIMARY KEY NOT NULL,
+                        serial TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        received_at INTEGER NOT NULL,
+                        device_at INTEGER,
+                        vals TEXT NOT NULL,
+                        UNIQUE (serial, seq)
+                    );
+                    CREATE INDEX readings_by_device ON readings(serial, position);
+                    CREATE TABLE refusals (
+                        serial TEXT NOT NULL,
+                        kind TEXT NOT NULL,
+                        count INTEGER NOT NULL,
+                        last_at INTEGER NOT NULL,
+                        PRIMARY KEY (serial, kind)
+                    ) WITHOUT ROWID;
+                    """)
         }
         m.registerMigration("2026-11-28 offline drops") { db in
             try db.execute(sql: "ALTER TABLE readings ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0")
@@ -46,18 +47,19 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         m.registerMigration("2026-12-02 history slices") { db in
             // Settled slices of a device's history, computed once (readings are stamped when
             // received, so a slice that has ended gets no more), and the span each cache covers.
-            try db.execute(sql: """
-                CREATE TABLE series_cache (
-                    serial TEXT NOT NULL, width INTEGER NOT NULL, slice INTEGER NOT NULL, field TEXT NOT NULL,
-                    n INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, total REAL NOT NULL,
-                    PRIMARY KEY (serial, width, slice, field)
-                ) WITHOUT ROWID;
-                CREATE TABLE series_marks (
-                    serial TEXT NOT NULL, width INTEGER NOT NULL, fields TEXT NOT NULL,
-                    covered_from INTEGER NOT NULL, covered_to INTEGER NOT NULL,
-                    PRIMARY KEY (serial, width)
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE series_cache (
+                        serial TEXT NOT NULL, width INTEGER NOT NULL, slice INTEGER NOT NULL, field TEXT NOT NULL,
+                        n INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, total REAL NOT NULL,
+                        PRIMARY KEY (serial, width, slice, field)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE series_marks (
+                        serial TEXT NOT NULL, width INTEGER NOT NULL, fields TEXT NOT NULL,
+                        covered_from INTEGER NOT NULL, covered_to INTEGER NOT NULL,
+                        PRIMARY KEY (serial, width)
+                    ) WITHOUT ROWID;
+                    """)
         }
         return m
     }
@@ -65,23 +67,30 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
         let rows = readings.map { r in
-            (r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), JSONValue.object(r.values).text, r.droppedBefore)
+            (
+                r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis),
+                JSONValue.object(r.values).text, r.droppedBefore
+            )
         }
         let counted = refusals.map { ($0.serial.rawValue, $0.kind.rawValue, millis($0.at)) }
         return try await pool.write { db in
             var added = 0
             if !rows.isEmpty {
-                let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO readings (serial, seq, received_at, device_at, vals, dropped) VALUES (?, ?, ?, ?, ?, ?)")
+                let insert = try db.cachedStatement(
+                    sql:
+                        "INSERT OR IGNORE INTO readings (serial, seq, received_at, device_at, vals, dropped) VALUES (?, ?, ?, ?, ?, ?)"
+                )
                 for row in rows {
                     try insert.execute(arguments: [row.0, row.1, row.2, row.3, row.4, row.5])
                     added += db.changesCount
                 }
             }
             if !counted.isEmpty {
-                let count = try db.cachedStatement(sql: """
-                    INSERT INTO refusals (serial, kind, count, last_at) VALUES (?, ?, 1, ?)
-                    ON CONFLICT (serial, kind) DO UPDATE SET count = count + 1, last_at = max(last_at, excluded.last_at)
-                    """)
+                let count = try db.cachedStatement(
+                    sql: """
+                        INSERT INTO refusals (serial, kind, count, last_at) VALUES (?, ?, 1, ?)
+                        ON CONFLICT (serial, kind) DO UPDATE SET count = count + 1, last_at = max(last_at, excluded.last_at)
+                        """)
                 for row in counted { try count.execute(arguments: [row.0, row.1, row.2]) }
             }
             return added
@@ -90,11 +99,16 @@ public final class SQLiteTelemetryStore: TelemetryStore {
 
     public func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM readings WHERE serial = ? ORDER BY position DESC LIMIT 1", arguments: [serial.rawValue]).map(Self.record)
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM readings WHERE serial = ? ORDER BY position DESC LIMIT 1",
+                arguments: [serial.rawValue]
+            ).map(Self.record)
         }
     }
 
-    public func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws -> [TelemetryRecord] {
+    public func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws
+        -> [TelemetryRecord]
+    {
         try await pool.read { db in
             try Row.fetchAll(
                 db,
@@ -107,12 +121,15 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         }
     }
 
-    public func series(_ serial: DeviceSerial, fields: [String], from: Date, to: Date, slice: TimeInterval, settledBefore: Date) async throws -> [String: [TelemetryBucket]] {
+    public func series(
+        _ serial: DeviceSerial, fields: [String], from: Date, to: Date, slice: TimeInterval, settledBefore: Date
+    ) async throws -> [String: [TelemetryBucket]] {
         let fields = Array(Set(fields)).sorted()
         guard !fields.isEmpty, fields.count <= 16, slice.isFinite, slice >= 1 else { return [:] }
         let width = millis(Date(timeIntervalSince1970: slice))
         // Slices are multiples of the width since 1970, so a slice is the same in every request.
-        let first = Self.floorDiv(millis(from), width) * width, end = millis(to)
+        let first = Self.floorDiv(millis(from), width) * width
+        let end = millis(to)
         guard end > first else { return [:] }
         // Settled slices end at or before this; the open ones after it are computed each time.
         let settled = min(Self.floorDiv(min(millis(settledBefore), end), width) * width, end)
@@ -121,44 +138,66 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             var out: [String: [TelemetryBucket]] = [:]
             func add(_ rows: [Slice]) {
                 for r in rows where r.count > 0 {
-                    out[r.field, default: []].append(TelemetryBucket(start: date(r.start), count: r.count, min: r.min, max: r.max, mean: r.total / Double(r.count)))
+                    out[r.field, default: []].append(
+                        TelemetryBucket(
+                            start: date(r.start), count: r.count, min: r.min, max: r.max,
+                            mean: r.total / Double(r.count)))
                 }
             }
             if settled > first {
                 // The settled part comes from the cache, which covers [from, to) of this device,
                 // width and field set; what it does not cover yet is computed once and kept.
-                let mark = try Row.fetchOne(db, sql: "SELECT fields, covered_from, covered_to FROM series_marks WHERE serial = ? AND width = ?", arguments: [serial.rawValue, width])
+                let mark = try Row.fetchOne(
+                    db, sql: "SELECT fields, covered_from, covered_to FROM series_marks WHERE serial = ? AND width = ?",
+                    arguments: [serial.rawValue, width])
                 var covered: (from: Int64, to: Int64)?
                 if let mark, (mark["fields"] as String) == key { covered = (mark["covered_from"], mark["covered_to"]) }
-                if covered == nil { try db.execute(sql: "DELETE FROM series_cache WHERE serial = ? AND width = ?", arguments: [serial.rawValue, width]) }
+                if covered == nil {
+                    try db.execute(
+                        sql: "DELETE FROM series_cache WHERE serial = ? AND width = ?",
+                        arguments: [serial.rawValue, width])
+                }
                 var missing: [(Int64, Int64)] = []
                 if let c = covered, c.to >= first, c.from <= settled {
                     if first < c.from { missing.append((first, c.from)) }
                     if c.to < settled { missing.append((c.to, settled)) }
                 } else {
                     // Nothing kept, or a window that does not touch what is: start afresh.
-                    if covered != nil { try db.execute(sql: "DELETE FROM series_cache WHERE serial = ? AND width = ?", arguments: [serial.rawValue, width]) }
+                    if covered != nil {
+                        try db.execute(
+                            sql: "DELETE FROM series_cache WHERE serial = ? AND width = ?",
+                            arguments: [serial.rawValue, width])
+                    }
                     covered = nil
                     missing.append((first, settled))
                 }
                 for (lo, hi) in missing {
                     for r in try Self.aggregate(db, serial, fields, from: lo, to: hi, width: width) {
                         try db.execute(
-                            sql: "INSERT OR REPLACE INTO series_cache (serial, width, slice, field, n, lo, hi, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            sql:
+                                "INSERT OR REPLACE INTO series_cache (serial, width, slice, field, n, lo, hi, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             arguments: [serial.rawValue, width, r.start, r.field, r.count, r.min, r.max, r.total]
                         )
                     }
                 }
-                let newFrom = min(covered?.from ?? first, first), newTo = max(covered?.to ?? settled, settled)
+                let newFrom = min(covered?.from ?? first, first)
+                let newTo = max(covered?.to ?? settled, settled)
                 try db.execute(
-                    sql: "INSERT OR REPLACE INTO series_marks (serial, width, fields, covered_from, covered_to) VALUES (?, ?, ?, ?, ?)",
+                    sql:
+                        "INSERT OR REPLACE INTO series_marks (serial, width, fields, covered_from, covered_to) VALUES (?, ?, ?, ?, ?)",
                     arguments: [serial.rawValue, width, key, newFrom, newTo]
                 )
                 add(
                     try Row.fetchAll(
-                        db, sql: "SELECT slice, field, n, lo, hi, total FROM series_cache WHERE serial = ? AND width = ? AND slice >= ? AND slice < ? ORDER BY slice",
+                        db,
+                        sql:
+                            "SELECT slice, field, n, lo, hi, total FROM series_cache WHERE serial = ? AND width = ? AND slice >= ? AND slice < ? ORDER BY slice",
                         arguments: [serial.rawValue, width, first, settled]
-                    ).map { Slice(start: $0["slice"], field: $0["field"], count: $0["n"], min: $0["lo"], max: $0["hi"], total: $0["total"]) }
+                    ).map {
+                        Slice(
+                            start: $0["slice"], field: $0["field"], count: $0["n"], min: $0["lo"], max: $0["hi"],
+                            total: $0["total"])
+                    }
                 )
             }
             add(try Self.aggregate(db, serial, fields, from: max(first, settled), to: end, width: width))
@@ -178,10 +217,15 @@ public final class SQLiteTelemetryStore: TelemetryStore {
 
     /// Every field's numbers (JSON booleans and text are not counted) in the width's slices of
     /// [from, to), in one pass over the device's readings.
-    static func aggregate(_ db: Database, _ serial: DeviceSerial, _ fields: [String], from: Int64, to: Int64, width: Int64) throws -> [Slice] {
+    static func aggregate(
+        _ db: Database, _ serial: DeviceSerial, _ fields: [String], from: Int64, to: Int64, width: Int64
+    ) throws -> [Slice] {
         guard to > from else { return [] }
-        let values = fields.indices.map { "CASE WHEN json_type(vals, ?) IN ('integer', 'real') THEN json_extract(vals, ?) END AS v\($0)" }.joined(separator: ", ")
-        let sums = fields.indices.map { "COUNT(v\($0)), MIN(v\($0)), MAX(v\($0)), TOTAL(v\($0))" }.joined(separator: ", ")
+        let values = fields.indices.map {
+            "CASE WHEN json_type(vals, ?) IN ('integer', 'real') THEN json_extract(vals, ?) END AS v\($0)"
+        }.joined(separator: ", ")
+        let sums = fields.indices.map { "COUNT(v\($0)), MIN(v\($0)), MAX(v\($0)), TOTAL(v\($0))" }.joined(
+            separator: ", ")
         // In the order the placeholders appear: the slice arithmetic, each field's path twice, the range.
         var arguments: StatementArguments = [from, width, width, from]
         for field in fields { arguments += ["$.\"\(field)\"", "$.\"\(field)\""] }
@@ -200,7 +244,10 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             for (i, field) in fields.enumerated() {
                 let n: Int = row[1 + 4 * i]
                 guard n > 0 else { continue }
-                out.append(Slice(start: row[0], field: field, count: n, min: row[2 + 4 * i], max: row[3 + 4 * i], total: row[4 + 4 * i]))
+                out.append(
+                    Slice(
+                        start: row[0], field: field, count: n, min: row[2 + 4 * i], max: row[3 + 4 * i],
+                        total: row[4 + 4 * i]))
             }
         }
         return out
@@ -214,15 +261,23 @@ public final class SQLiteTelemetryStore: TelemetryStore {
 
     public func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM refusals WHERE serial = ? ORDER BY kind", arguments: [serial.rawValue]).map { row in
-                guard let kind = TelemetryRejection(rawValue: row["kind"]) else { throw HearthError(.integrity, "unknown refusal kind") }
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM refusals WHERE serial = ? ORDER BY kind", arguments: [serial.rawValue]
+            ).map { row in
+                guard let kind = TelemetryRejection(rawValue: row["kind"]) else {
+                    throw HearthError(.integrity, "unknown refusal kind")
+                }
                 return RefusalCount(kind: kind, count: row["count"], lastAt: date(row["last_at"]))
             }
         }
     }
 
     public func droppedTotal(_ serial: DeviceSerial) async throws -> Int {
-        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(dropped), 0) FROM readings WHERE serial = ?", arguments: [serial.rawValue]) ?? 0 }
+        try await pool.read { db in
+            try Int.fetchOne(
+                db, sql: "SELECT COALESCE(SUM(dropped), 0) FROM readings WHERE serial = ?", arguments: [serial.rawValue]
+            ) ?? 0
+        }
     }
 
     public func readingCount() async throws -> Int {
@@ -237,7 +292,8 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             position: row["position"],
             reading: TelemetryReading(
                 serial: try DeviceSerial(row["serial"] as String), sequence: row["seq"],
-                deviceTime: (row["device_at"] as Int64?).map(date), receivedAt: date(row["received_at"]), values: values,
+                deviceTime: (row["device_at"] as Int64?).map(date), receivedAt: date(row["received_at"]),
+                values: values,
                 droppedBefore: row["dropped"]
             )
         )

@@ -6,42 +6,67 @@ import HearthStorage
 extension SQLiteStore: UpdateStore {
     public func tufDocument(_ role: String, version: Int?) async throws -> TUFDocument? {
         try await pool.read { db in
-            let row = if let version {
-                try Row.fetchOne(db, sql: "SELECT * FROM tuf_documents WHERE role = ? AND version = ?", arguments: [role, version])
-            } else {
-                try Row.fetchOne(db, sql: "SELECT * FROM tuf_documents WHERE role = ? ORDER BY version DESC LIMIT 1", arguments: [role])
+            let row =
+                if let version {
+                    try Row.fetchOne(
+                        db, sql: "SELECT * FROM tuf_documents WHERE role = ? AND version = ?",
+                        arguments: [role, version])
+                } else {
+                    try Row.fetchOne(
+                        db, sql: "SELECT * FROM tuf_documents WHERE role = ? ORDER BY version DESC LIMIT 1",
+                        arguments: [role])
+                }
+            return row.map {
+                TUFDocument(role: $0["role"], version: $0["version"], bytes: [UInt8]($0["bytes"] as Data))
             }
-            return row.map { TUFDocument(role: $0["role"], version: $0["version"], bytes: [UInt8]($0["bytes"] as Data)) }
         }
     }
 
     public func publish(_ documents: [TUFDocument], releases: [ReleaseRecord], audit: [AuditEntry]) async throws {
         try await write(audit: audit) { db in
             for d in documents {
-                let newest = try Int.fetchOne(db, sql: "SELECT MAX(version) FROM tuf_documents WHERE role = ?", arguments: [d.role]) ?? 0
+                let newest =
+                    try Int.fetchOne(
+                        db, sql: "SELECT MAX(version) FROM tuf_documents WHERE role = ?", arguments: [d.role]) ?? 0
                 if d.role == "root" {
-                    guard d.version == newest + 1 else { throw HearthError(.conflict, "\(d.role) version \(d.version) does not follow the stored \(newest)") }
+                    guard d.version == newest + 1 else {
+                        throw HearthError(
+                            .conflict, "\(d.role) version \(d.version) does not follow the stored \(newest)")
+                    }
                 } else {
-                    guard d.version > newest else { throw HearthError(.conflict, "\(d.role) version \(d.version) is not above the stored \(newest)") }
+                    guard d.version > newest else {
+                        throw HearthError(.conflict, "\(d.role) version \(d.version) is not above the stored \(newest)")
+                    }
                 }
-                try db.execute(sql: "INSERT INTO tuf_documents (role, version, bytes) VALUES (?, ?, ?)", arguments: [d.role, d.version, Data(d.bytes)])
+                try db.execute(
+                    sql: "INSERT INTO tuf_documents (role, version, bytes) VALUES (?, ?, ?)",
+                    arguments: [d.role, d.version, Data(d.bytes)])
             }
             for r in releases {
                 try db.execute(
-                    sql: "INSERT INTO releases (target, model_id, version, length, sha256, custom, published_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    arguments: [r.target, r.model.rawValue, r.version, r.length, r.sha256, r.custom, millis(r.publishedAt)]
+                    sql:
+                        "INSERT INTO releases (target, model_id, version, length, sha256, custom, published_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [
+                        r.target, r.model.rawValue, r.version, r.length, r.sha256, r.custom, millis(r.publishedAt),
+                    ]
                 )
             }
         }
     }
 
     public func onlineKey(_ role: String) async throws -> Data? {
-        try await pool.read { db in try Data.fetchOne(db, sql: "SELECT sealed FROM tuf_online_keys WHERE role = ?", arguments: [role]) }
+        try await pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT sealed FROM tuf_online_keys WHERE role = ?", arguments: [role])
+        }
     }
 
     public func storeOnlineKey(_ role: String, sealed: Data, audit: AuditEntry) async throws -> Data {
         try await write(audit: []) { [sealer] db in
-            if let existing = try Data.fetchOne(db, sql: "SELECT sealed FROM tuf_online_keys WHERE role = ?", arguments: [role]) { return existing }
+            if let existing = try Data.fetchOne(
+                db, sql: "SELECT sealed FROM tuf_online_keys WHERE role = ?", arguments: [role])
+            {
+                return existing
+            }
             try db.execute(sql: "INSERT INTO tuf_online_keys (role, sealed) VALUES (?, ?)", arguments: [role, sealed])
             try Self.append(audit, db: db, sealer: sealer)
             return sealed
@@ -49,16 +74,24 @@ extension SQLiteStore: UpdateStore {
     }
 
     public func release(_ target: String) async throws -> ReleaseRecord? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM releases WHERE target = ?", arguments: [target]).map(Self.release) }
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM releases WHERE target = ?", arguments: [target]).map(Self.release)
+        }
     }
 
     public func releases(model: ProductModelID) async throws -> [ReleaseRecord] {
-        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM releases WHERE model_id = ? ORDER BY published_at DESC, target", arguments: [model.rawValue]).map(Self.release) }
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM releases WHERE model_id = ? ORDER BY published_at DESC, target",
+                arguments: [model.rawValue]
+            ).map(Self.release)
+        }
     }
 
     static func release(_ row: Row) throws -> ReleaseRecord {
         ReleaseRecord(
-            target: row["target"], model: try ProductModelID(row["model_id"] as String), version: row["version"], length: row["length"], sha256: row["sha256"],
+            target: row["target"], model: try ProductModelID(row["model_id"] as String), version: row["version"],
+            length: row["length"], sha256: row["sha256"],
             custom: row["custom"], publishedAt: date(row["published_at"])
         )
     }
@@ -67,8 +100,13 @@ extension SQLiteStore: UpdateStore {
         do {
             try await write(audit: [audit]) { db in
                 try db.execute(
-                    sql: "INSERT INTO rollouts (id, target, model_id, stages, failure_threshold, minimum_sample, state, stage, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    arguments: [r.id, r.target, r.model.rawValue, r.stages.map(String.init).joined(separator: ","), r.failureThreshold, r.minimumSample, r.state, r.stage, r.note, millis(r.createdAt), millis(r.updatedAt)]
+                    sql:
+                        "INSERT INTO rollouts (id, target, model_id, stages, failure_threshold, minimum_sample, state, stage, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [
+                        r.id, r.target, r.model.rawValue, r.stages.map(String.init).joined(separator: ","),
+                        r.failureThreshold, r.minimumSample, r.state, r.stage, r.note, millis(r.createdAt),
+                        millis(r.updatedAt),
+                    ]
                 )
             }
         } catch let error as HearthError where error.code == .conflict {
@@ -77,22 +115,30 @@ extension SQLiteStore: UpdateStore {
     }
 
     public func rollout(_ id: String) async throws -> RolloutRecord? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM rollouts WHERE id = ?", arguments: [id]).map(Self.rollout) }
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM rollouts WHERE id = ?", arguments: [id]).map(Self.rollout)
+        }
     }
 
     public func rollouts(model: ProductModelID?) async throws -> [RolloutRecord] {
         try await pool.read { db in
             if let model {
-                return try Row.fetchAll(db, sql: "SELECT * FROM rollouts WHERE model_id = ? ORDER BY created_at DESC", arguments: [model.rawValue]).map(Self.rollout)
+                return try Row.fetchAll(
+                    db, sql: "SELECT * FROM rollouts WHERE model_id = ? ORDER BY created_at DESC",
+                    arguments: [model.rawValue]
+                ).map(Self.rollout)
             }
             return try Row.fetchAll(db, sql: "SELECT * FROM rollouts ORDER BY created_at DESC").map(Self.rollout)
         }
     }
 
-    public func updateRollout(_ r: RolloutRecord, fromState: String, fromStage: Int, audit: AuditEntry) async throws -> Bool {
+    public func updateRollout(_ r: RolloutRecord, fromState: String, fromStage: Int, audit: AuditEntry) async throws
+        -> Bool
+    {
         try await write(audit: []) { [sealer] db in
             try db.execute(
-                sql: "UPDATE rollouts SET state = ?, stage = ?, note = ?, updated_at = ? WHERE id = ? AND state = ? AND stage = ?",
+                sql:
+                    "UPDATE rollouts SET state = ?, stage = ?, note = ?, updated_at = ? WHERE id = ? AND state = ? AND stage = ?",
                 arguments: [r.state, r.stage, r.note, millis(r.updatedAt), r.id, fromState, fromStage]
             )
             guard db.changesCount == 1 else { return false }
@@ -104,7 +150,8 @@ extension SQLiteStore: UpdateStore {
     static func rollout(_ row: Row) throws -> RolloutRecord {
         RolloutRecord(
             id: row["id"], target: row["target"], model: try ProductModelID(row["model_id"] as String),
-            stages: (row["stages"] as String).split(separator: ",").compactMap { Int($0) }, failureThreshold: row["failure_threshold"],
+            stages: (row["stages"] as String).split(separator: ",").compactMap { Int($0) },
+            failureThreshold: row["failure_threshold"],
             minimumSample: row["minimum_sample"], state: row["state"], stage: row["stage"], note: row["note"],
             createdAt: date(row["created_at"]), updatedAt: date(row["updated_at"])
         )
@@ -113,10 +160,15 @@ extension SQLiteStore: UpdateStore {
     @discardableResult
     public func appendUpdateEvent(_ e: UpdateEventRecord) async throws -> Bool {
         try await write(audit: []) { db in
-            if let newest = try Row.fetchOne(db, sql: "SELECT * FROM update_events WHERE serial = ? ORDER BY id DESC LIMIT 1", arguments: [e.serial.rawValue]) {
+            if let newest = try Row.fetchOne(
+                db, sql: "SELECT * FROM update_events WHERE serial = ? ORDER BY id DESC LIMIT 1",
+                arguments: [e.serial.rawValue])
+            {
                 let last = try Self.event(newest)
                 if last.phase == e.phase, last.version == e.version, last.target == e.target, last.reason == e.reason {
-                    try db.execute(sql: "UPDATE update_events SET at = ? WHERE id = ?", arguments: [millis(e.at), newest["id"] as Int64])
+                    try db.execute(
+                        sql: "UPDATE update_events SET at = ? WHERE id = ?",
+                        arguments: [millis(e.at), newest["id"] as Int64])
                     return false
                 }
             }
@@ -130,18 +182,26 @@ extension SQLiteStore: UpdateStore {
 
     public func updateEvents(_ serial: DeviceSerial, limit: Int) async throws -> [UpdateEventRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM update_events WHERE serial = ? ORDER BY id DESC LIMIT ?", arguments: [serial.rawValue, limit]).map(Self.event)
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM update_events WHERE serial = ? ORDER BY id DESC LIMIT ?",
+                arguments: [serial.rawValue, limit]
+            ).map(Self.event)
         }
     }
 
     public func latestEvents(target: String, since: Date) async throws -> [DeviceSerial: UpdateEventRecord] {
         try await pool.read { db in
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT e.* FROM update_events e
-                JOIN (SELECT serial, MAX(id) AS id FROM update_events WHERE target = ? AND at >= ? GROUP BY serial) latest ON e.id = latest.id
-                """, arguments: [target, millis(since)])
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT e.* FROM update_events e
+                    JOIN (SELECT serial, MAX(id) AS id FROM update_events WHERE target = ? AND at >= ? GROUP BY serial) latest ON e.id = latest.id
+                    """, arguments: [target, millis(since)])
             var out: [DeviceSerial: UpdateEventRecord] = [:]
-            for row in rows { let e = try Self.event(row); out[e.serial] = e }
+            for row in rows {
+                let e = try Self.event(row)
+                out[e.serial] = e
+            }
             return out
         }
     }
@@ -149,19 +209,27 @@ extension SQLiteStore: UpdateStore {
     public func latestEvent(_ serial: DeviceSerial, target: String, since: Date) async throws -> UpdateEventRecord? {
         try await pool.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT * FROM update_events WHERE serial = ? AND target = ? AND at >= ? ORDER BY id DESC LIMIT 1",
+                db,
+                sql: "SELECT * FROM update_events WHERE serial = ? AND target = ? AND at >= ? ORDER BY id DESC LIMIT 1",
                 arguments: [serial.rawValue, target, millis(since)]
             ).map(Self.event)
         }
     }
 
     static func event(_ row: Row) throws -> UpdateEventRecord {
-        UpdateEventRecord(serial: try DeviceSerial(row["serial"] as String), at: date(row["at"]), phase: row["phase"], version: row["version"], target: row["target"], reason: row["reason"])
+        UpdateEventRecord(
+            serial: try DeviceSerial(row["serial"] as String), at: date(row["at"]), phase: row["phase"],
+            version: row["version"], target: row["target"], reason: row["reason"])
     }
 
-    public func extendSupport(_ model: ProductModelID, to: CalendarDate, audit: AuditEntry, refusedAudit: AuditEntry) async throws {
+    public func extendSupport(_ model: ProductModelID, to: CalendarDate, audit: AuditEntry, refusedAudit: AuditEntry)
+        async throws
+    {
         let shortened = try await write(audit: []) { [sealer] db -> CalendarDate? in
-            guard let text = try String.fetchOne(db, sql: "SELECT definition FROM product_models WHERE id = ?", arguments: [model.rawValue]) else {
+            guard
+                let text = try String.fetchOne(
+                    db, sql: "SELECT definition FROM product_models WHERE id = ?", arguments: [model.rawValue])
+            else {
                 throw HearthError(.notFound, field: "model", "no product model \(model)")
             }
             let current = try Self.model(text)
@@ -170,17 +238,28 @@ extension SQLiteStore: UpdateStore {
                 return current.supportEnds
             }
             guard to > current.supportEnds else { return nil }
-            let extended = ProductModel(id: current.id, name: current.name, maker: current.maker, telemetry: current.telemetry, commands: current.commands, supportEnds: to)
-            try db.execute(sql: "UPDATE product_models SET definition = ? WHERE id = ?", arguments: [String(decoding: extended.json.serialized(), as: UTF8.self), model.rawValue])
+            let extended = ProductModel(
+                id: current.id, name: current.name, maker: current.maker, telemetry: current.telemetry,
+                commands: current.commands, supportEnds: to)
+            try db.execute(
+                sql: "UPDATE product_models SET definition = ? WHERE id = ?",
+                arguments: [String(decoding: extended.json.serialized(), as: UTF8.self), model.rawValue])
             try Self.append(audit, db: db, sealer: sealer)
             return nil
         }
         if let shortened {
-            throw HearthError(.conflict, field: "supportEnds", "a support period can be extended, never shortened: \(model) is promised security updates until \(shortened.plainEnglish)")
+            throw HearthError(
+                .conflict, field: "supportEnds",
+                "a support period can be extended, never shortened: \(model) is promised security updates until \(shortened.plainEnglish)"
+            )
         }
     }
 
     public func devices(model: ProductModelID) async throws -> [DeviceSerial] {
-        try await pool.read { db in try String.fetchAll(db, sql: "SELECT serial FROM devices WHERE model_id = ? ORDER BY serial", arguments: [model.rawValue]).map { try DeviceSerial($0) } }
+        try await pool.read { db in
+            try String.fetchAll(
+                db, sql: "SELECT serial FROM devices WHERE model_id = ? ORDER BY serial", arguments: [model.rawValue]
+            ).map { try DeviceSerial($0) }
+        }
     }
 }

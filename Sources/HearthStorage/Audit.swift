@@ -62,7 +62,10 @@ public struct AuditRecord: Sendable, Equatable {
     public let previousMAC: String
     public let mac: String
 
-    public init(sequence: Int64, atMillis: Int64, kind: String, actor: String?, subject: String?, detail: String, previousMAC: String, mac: String) {
+    public init(
+        sequence: Int64, atMillis: Int64, kind: String, actor: String?, subject: String?, detail: String,
+        previousMAC: String, mac: String
+    ) {
         self.sequence = sequence
         self.atMillis = atMillis
         self.kind = kind
@@ -87,7 +90,9 @@ public struct AuditRecord: Sendable, Equatable {
 
     /// This record with its MAC set to `mac` (empty: the form the MAC is computed over).
     func withMAC(_ mac: String) -> AuditRecord {
-        AuditRecord(sequence: sequence, atMillis: atMillis, kind: kind, actor: actor, subject: subject, detail: detail, previousMAC: previousMAC, mac: mac)
+        AuditRecord(
+            sequence: sequence, atMillis: atMillis, kind: kind, actor: actor, subject: subject, detail: detail,
+            previousMAC: previousMAC, mac: mac)
     }
 }
 

@@ -22,7 +22,8 @@ public protocol HearthStore: Sendable {
     func replaceSetupLink(_ link: SetupLinkRecord, audit: AuditEntry) async throws
     /// Atomically: checks the link exists and is unexpired at `now`, deletes it, and creates
     /// `account`. Throws `.expired` for an expired or unknown link (one answer for both).
-    func redeemSetupLink(tokenHash: String, now: Date, creating account: AccountRecord, audit: [AuditEntry]) async throws
+    func redeemSetupLink(tokenHash: String, now: Date, creating account: AccountRecord, audit: [AuditEntry])
+        async throws
 
     // Sessions
     func createSession(_ session: SessionRecord, audit: AuditEntry) async throws
@@ -82,7 +83,8 @@ public protocol HearthStore: Sendable {
     // Advisories
     /// Publishes an advisory and moves its report (still in `from`) to disclosed, in one
     /// transaction; false if the report was moved meanwhile.
-    func publishAdvisory(_ advisory: AdvisoryRecord, reportFrom: ReportState, event: ReportEvent, audit: AuditEntry) async throws -> Bool
+    func publishAdvisory(_ advisory: AdvisoryRecord, reportFrom: ReportState, event: ReportEvent, audit: AuditEntry)
+        async throws -> Bool
     /// Every advisory, newest first.
     func advisories() async throws -> [AdvisoryRecord]
 }

@@ -11,7 +11,8 @@ public struct AccountRecord: Sendable, Equatable {
     public let passwordHash: String
     public let createdAt: Date
 
-    public init(id: AccountID, role: Role, emailIndex: String, emailSealed: Data, passwordHash: String, createdAt: Date) {
+    public init(id: AccountID, role: Role, emailIndex: String, emailSealed: Data, passwordHash: String, createdAt: Date)
+    {
         self.id = id
         self.role = role
         self.emailIndex = emailIndex
@@ -66,7 +67,8 @@ public struct DeviceRecord: Sendable, Equatable {
     public var nameSealed: Data?
 
     public init(
-        serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date, owner: AccountID? = nil, claimedAt: Date? = nil,
+        serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date,
+        owner: AccountID? = nil, claimedAt: Date? = nil,
         revokedAt: Date? = nil, nameSealed: Data? = nil
     ) {
         self.serial = serial
@@ -92,7 +94,9 @@ public struct ReportRecord: Sendable, Equatable {
     /// Every state change, oldest first; the first is `received`.
     public let events: [ReportEvent]
 
-    public init(id: ReportID, receivedAt: Date, state: ReportState, statusTokenHash: String, sealed: Data, events: [ReportEvent]) {
+    public init(
+        id: ReportID, receivedAt: Date, state: ReportState, statusTokenHash: String, sealed: Data, events: [ReportEvent]
+    ) {
         self.id = id
         self.receivedAt = receivedAt
         self.state = state
@@ -129,7 +133,10 @@ public struct AdvisoryRecord: Sendable, Equatable {
     public let csaf: String
     public let osv: String
 
-    public init(id: String, reportID: ReportID, publishedAt: Date, title: String, severity: String, models: [ProductModelID], fixedVersion: String, csaf: String, osv: String) {
+    public init(
+        id: String, reportID: ReportID, publishedAt: Date, title: String, severity: String, models: [ProductModelID],
+        fixedVersion: String, csaf: String, osv: String
+    ) {
         self.id = id
         self.reportID = reportID
         self.publishedAt = publishedAt

@@ -70,14 +70,17 @@ public protocol TelemetryStore: Sendable {
     func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int
     func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord?
     /// Readings received in `from ..< to`, oldest first, after the `after` cursor, at most `limit`.
-    func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws -> [TelemetryRecord]
+    func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws
+        -> [TelemetryRecord]
     /// Numeric fields' readings received in `from ..< to`, summarised in slices of `slice` seconds
     /// that are multiples of it since 1970 (so a slice is the same in every request; the first may
     /// begin before `from`), only slices with readings, oldest first, by field: what history
     /// charts draw. JSON booleans and text are not numbers. Slices that end by `settledBefore` are
     /// final — the caller promises no reading will be received for them any more (readings are
     /// stamped when received) — so a driver may keep them once computed.
-    func series(_ serial: DeviceSerial, fields: [String], from: Date, to: Date, slice: TimeInterval, settledBefore: Date) async throws -> [String: [TelemetryBucket]]
+    func series(
+        _ serial: DeviceSerial, fields: [String], from: Date, to: Date, slice: TimeInterval, settledBefore: Date
+    ) async throws -> [String: [TelemetryBucket]]
     func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount]
     /// The readings a device said it dropped from its offline queue, summed over what it sent.
     func droppedTotal(_ serial: DeviceSerial) async throws -> Int

@@ -23,7 +23,10 @@ public struct ReleaseRecord: Sendable, Equatable {
     /// The entry's `custom` object as JSON text (release notes and the rest).
     public let custom: String
     public let publishedAt: Date
-    public init(target: String, model: ProductModelID, version: String, length: Int, sha256: String, custom: String, publishedAt: Date) {
+    public init(
+        target: String, model: ProductModelID, version: String, length: Int, sha256: String, custom: String,
+        publishedAt: Date
+    ) {
         self.target = target
         self.model = model
         self.version = version
@@ -47,7 +50,10 @@ public struct RolloutRecord: Sendable, Equatable {
     public var note: String?
     public let createdAt: Date
     public var updatedAt: Date
-    public init(id: String, target: String, model: ProductModelID, stages: [Int], failureThreshold: Double, minimumSample: Int, state: String, stage: Int, note: String?, createdAt: Date, updatedAt: Date) {
+    public init(
+        id: String, target: String, model: ProductModelID, stages: [Int], failureThreshold: Double, minimumSample: Int,
+        state: String, stage: Int, note: String?, createdAt: Date, updatedAt: Date
+    ) {
         self.id = id
         self.target = target
         self.model = model
@@ -103,7 +109,8 @@ public protocol UpdateStore: Sendable {
     func rollout(_ id: String) async throws -> RolloutRecord?
     func rollouts(model: ProductModelID?) async throws -> [RolloutRecord]
     /// Replaces a rollout still in `fromState` at `fromStage`; false (nothing changed) if it moved meanwhile.
-    func updateRollout(_ rollout: RolloutRecord, fromState: String, fromStage: Int, audit: AuditEntry) async throws -> Bool
+    func updateRollout(_ rollout: RolloutRecord, fromState: String, fromStage: Int, audit: AuditEntry) async throws
+        -> Bool
 
     /// Records a report. Only transitions add a row: when the device's newest report says the
     /// same (phase, version, target, reason), that row's time moves to `event.at` instead, so a
@@ -120,7 +127,8 @@ public protocol UpdateStore: Sendable {
 
     /// Moves a model's support end later. Throws `.conflict` (and appends `refusedAudit`, nothing
     /// else) if `to` is earlier than the current end; same date is a no-op.
-    func extendSupport(_ model: ProductModelID, to: CalendarDate, audit: AuditEntry, refusedAudit: AuditEntry) async throws
+    func extendSupport(_ model: ProductModelID, to: CalendarDate, audit: AuditEntry, refusedAudit: AuditEntry)
+        async throws
     /// Every device of a model (for rollout stages).
     func devices(model: ProductModelID) async throws -> [DeviceSerial]
 }

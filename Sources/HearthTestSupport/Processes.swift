@@ -60,7 +60,9 @@ public final class ChildProcess: @unchecked Sendable {
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
 
     /// Runs a program to completion: its exit status and output.
-    public static func run(_ path: String, _ arguments: [String], timeout: TimeInterval = 300) async throws -> (status: Int32, output: String) {
+    public static func run(_ path: String, _ arguments: [String], timeout: TimeInterval = 300) async throws -> (
+        status: Int32, output: String
+    ) {
         let child = try ChildProcess(path, arguments)
         let status = try await child.waitForExit(timeout: timeout) ?? -1
         return (status, child.text)
@@ -70,7 +72,8 @@ public final class ChildProcess: @unchecked Sendable {
 /// The path of a system tool the tests need, or nil to skip. `.ci/run` sets HEARTH_REQUIRE_TOOLS=1,
 /// which turns a missing tool into a failure instead.
 public func requiredTool(_ name: String, package: String) throws -> String? {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"]
+    where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
         return "\(dir)/\(name)"
     }
     if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
@@ -84,7 +87,11 @@ public func requiredTool(_ name: String, package: String) throws -> String? {
 /// and ``requiredTool(_:package:)`` fails it.
 public func toolsPresentOrRequired(_ names: String...) -> Bool {
     if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" { return true }
-    return names.allSatisfy { name in ["/usr/bin", "/usr/local/bin", "/bin"].contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") } }
+    return names.allSatisfy { name in
+        ["/usr/bin", "/usr/local/bin", "/bin"].contains {
+            FileManager.default.isExecutableFile(atPath: "\($0)/\(name)")
+        }
+    }
 }
 
 public struct MissingTool: Error, CustomStringConvertible {
@@ -140,7 +147,9 @@ extension ChildProcess {
 
     /// The lines `mosquitto_sub -d` printed that are messages, not its debug log.
     public var messageLines: [String] {
-        text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("Client ") && !$0.hasPrefix("Subscribed (") }
+        text.split(separator: "\n").map(String.init).filter {
+            !$0.hasPrefix("Client ") && !$0.hasPrefix("Subscribed (")
+        }
     }
 }
 
@@ -153,10 +162,14 @@ extension ChildProcess {
 }
 
 /// Real Chromium through the public forms (`Scripts/browser_flows.py`, Selenium).
-public var browserFlowsScript: String { Bundle.module.url(forResource: "Scripts/browser_flows", withExtension: "py")!.path }
+public var browserFlowsScript: String {
+    Bundle.module.url(forResource: "Scripts/browser_flows", withExtension: "py")!.path
+}
 
 /// What the schemathesis conformance run allows beyond the OpenAPI document (`Scripts/schemathesis.toml`).
-public var schemathesisConfig: String { Bundle.module.url(forResource: "Scripts/schemathesis", withExtension: "toml")!.path }
+public var schemathesisConfig: String {
+    Bundle.module.url(forResource: "Scripts/schemathesis", withExtension: "toml")!.path
+}
 
 /// The raw-request HTTPS fuzzer (`Scripts/http_fuzz.py`).
 public var httpFuzzScript: String { Bundle.module.url(forResource: "Scripts/http_fuzz", withExtension: "py")!.path }

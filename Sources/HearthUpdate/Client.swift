@@ -51,9 +51,12 @@ public enum UpdateRefusal: Error, Sendable, Equatable, CustomStringConvertible {
         case .targetMismatch(let why): "target: \(why) (arbitrary software)"
         case .tooLong(let what, let limit): "\(what) is longer than \(limit) bytes (endless data)"
         case .malformed(let why): "malformed metadata: \(why)"
-        case .wrongModel(let name, let model, let device): "target: \(name) is for \(model), this device is \(device) (wrong model)"
-        case .downgrade(let offered, let running): "target: version \(offered) is not newer than the running \(running) (rollback)"
-        case .unsupportedPath(let from, let minimum): "target: cannot update from \(from); it needs \(minimum) or later first"
+        case .wrongModel(let name, let model, let device):
+            "target: \(name) is for \(model), this device is \(device) (wrong model)"
+        case .downgrade(let offered, let running):
+            "target: version \(offered) is not newer than the running \(running) (rollback)"
+        case .unsupportedPath(let from, let minimum):
+            "target: cannot update from \(from); it needs \(minimum) or later first"
         }
     }
 }
@@ -88,7 +91,9 @@ public struct TrustedMetadata: Sendable {
 
     /// Verified boot: does `image` match its entry in `targets`, signed by the targets role of the
     /// trusted `root`? No clock: a device that was offline for a year must still boot.
-    public static func verifyInstalled(root: JSONValue, targets: SignedMetadata, name: String, image: [UInt8]) throws -> FirmwareTarget {
+    public static func verifyInstalled(root: JSONValue, targets: SignedMetadata, name: String, image: [UInt8]) throws
+        -> FirmwareTarget
+    {
         _ = try require(targets, .targets, keysFrom: root)
         var check = try TrustedMetadata(trusting: root)
         check.targets = targets.signed
@@ -104,7 +109,9 @@ public struct TrustedMetadata: Sendable {
     @discardableResult
     public mutating func checkTargets(_ new: SignedMetadata, newerThan trustedVersion: Int, now: Date) throws -> Int {
         let offered = try Self.require(new, .targets, keysFrom: root)
-        guard offered > trustedVersion else { throw UpdateRefusal.rollback(.targets, offered: offered, trusted: trustedVersion) }
+        guard offered > trustedVersion else {
+            throw UpdateRefusal.rollback(.targets, offered: offered, trusted: trustedVersion)
+        }
         try Self.requireFresh(new.signed, .targets, now: now)
         targets = new.signed
         return offered
@@ -115,9 +122,12 @@ public struct TrustedMetadata: Sendable {
     public mutating func updateRoot(_ new: SignedMetadata) throws {
         _ = try Self.require(new, .root, keysFrom: root)
         _ = try Self.require(new, .root, keysFrom: new.signed)
-        let trusted = try Self.version(root), offered = try Self.version(new.signed)
+        let trusted = try Self.version(root)
+        let offered = try Self.version(new.signed)
         guard offered == trusted + 1 else {
-            throw offered <= trusted ? UpdateRefusal.rollback(.root, offered: offered, trusted: trusted) : .mismatch(.root, "version \(offered) skips \(trusted + 1)")
+            throw offered <= trusted
+                ? UpdateRefusal.rollback(.root, offered: offered, trusted: trusted)
+                : .mismatch(.root, "version \(offered) skips \(trusted + 1)")
         }
         root = new.signed
         // A rotated timestamp or snapshot key: forget what the old keys vouched for (§ 5.3.11).
@@ -132,10 +142,14 @@ public struct TrustedMetadata: Sendable {
         let offered = try Self.require(new, .timestamp, keysFrom: root)
         if let timestamp {
             let trusted = try Self.version(timestamp)
-            guard offered >= trusted else { throw UpdateRefusal.rollback(.timestamp, offered: offered, trusted: trusted) }
+            guard offered >= trusted else {
+                throw UpdateRefusal.rollback(.timestamp, offered: offered, trusted: trusted)
+            }
             let (trustedSnapshot, _) = try Self.meta("snapshot.json", in: timestamp)
             let (offeredSnapshot, _) = try Self.meta("snapshot.json", in: new.signed)
-            guard offeredSnapshot >= trustedSnapshot else { throw UpdateRefusal.rollback(.snapshot, offered: offeredSnapshot, trusted: trustedSnapshot) }
+            guard offeredSnapshot >= trustedSnapshot else {
+                throw UpdateRefusal.rollback(.snapshot, offered: offeredSnapshot, trusted: trustedSnapshot)
+            }
         }
         try Self.requireFresh(new.signed, .timestamp, now: now)
         timestamp = new.signed
@@ -146,13 +160,21 @@ public struct TrustedMetadata: Sendable {
     public mutating func updateSnapshot(_ new: SignedMetadata, bytes: [UInt8], now: Date) throws {
         guard let timestamp else { throw UpdateRefusal.malformed("a snapshot before its timestamp") }
         let (expectedVersion, hashes) = try Self.meta("snapshot.json", in: timestamp)
-        if let sha = hashes { guard Data(SHA256.hash(data: bytes)).hex == sha else { throw UpdateRefusal.mismatch(.snapshot, "its hash is not the one the timestamp names") } }
+        if let sha = hashes {
+            guard Data(SHA256.hash(data: bytes)).hex == sha else {
+                throw UpdateRefusal.mismatch(.snapshot, "its hash is not the one the timestamp names")
+            }
+        }
         let offered = try Self.require(new, .snapshot, keysFrom: root)
-        guard offered == expectedVersion else { throw UpdateRefusal.mismatch(.snapshot, "version \(offered), the timestamp names \(expectedVersion)") }
+        guard offered == expectedVersion else {
+            throw UpdateRefusal.mismatch(.snapshot, "version \(offered), the timestamp names \(expectedVersion)")
+        }
         if let snapshot {
             let (trustedTargets, _) = try Self.meta("targets.json", in: snapshot)
             let (offeredTargets, _) = try Self.meta("targets.json", in: new.signed)
-            guard offeredTargets >= trustedTargets else { throw UpdateRefusal.rollback(.targets, offered: offeredTargets, trusted: trustedTargets) }
+            guard offeredTargets >= trustedTargets else {
+                throw UpdateRefusal.rollback(.targets, offered: offeredTargets, trusted: trustedTargets)
+            }
         }
         try Self.requireFresh(new.signed, .snapshot, now: now)
         snapshot = new.signed
@@ -163,14 +185,17 @@ public struct TrustedMetadata: Sendable {
         guard let snapshot else { throw UpdateRefusal.malformed("targets before the snapshot") }
         let (expectedVersion, _) = try Self.meta("targets.json", in: snapshot)
         let offered = try Self.require(new, .targets, keysFrom: root)
-        guard offered == expectedVersion else { throw UpdateRefusal.mismatch(.targets, "version \(offered), the snapshot names \(expectedVersion)") }
+        guard offered == expectedVersion else {
+            throw UpdateRefusal.mismatch(.targets, "version \(offered), the snapshot names \(expectedVersion)")
+        }
         try Self.requireFresh(new.signed, .targets, now: now)
         targets = new.signed
     }
 
     /// A target's signed entry: its length, SHA-256 and custom fields.
     public func target(_ name: String) throws -> (length: Int, sha256: String, custom: [String: JSONValue]) {
-        guard case .object(let t)? = targets, case .object(let all)? = t["targets"], case .object(let entry)? = all[name],
+        guard case .object(let t)? = targets, case .object(let all)? = t["targets"],
+            case .object(let entry)? = all[name],
             case .number(let number)? = entry["length"], let length = NetworkInput.wholeNumber(number), length >= 0,
             case .object(let hashes)? = entry["hashes"], case .string(let sha)? = hashes["sha256"]
         else { throw UpdateRefusal.targetMismatch("no signed entry for \(name)") }
@@ -183,7 +208,9 @@ public struct TrustedMetadata: Sendable {
     /// device's own cap (its inactive slot), checked first so endless data stops early.
     public func verifyTarget(_ name: String, _ bytes: [UInt8], limit: Int) throws {
         let entry = try target(name)
-        guard bytes.count <= min(limit, entry.length) else { throw UpdateRefusal.tooLong(name, limit: min(limit, entry.length)) }
+        guard bytes.count <= min(limit, entry.length) else {
+            throw UpdateRefusal.tooLong(name, limit: min(limit, entry.length))
+        }
         guard bytes.count == entry.length, Data(SHA256.hash(data: bytes)).hex == entry.sha256 else {
             throw UpdateRefusal.targetMismatch("\(name) does not match its signed length and hash")
         }
@@ -198,21 +225,31 @@ public struct TrustedMetadata: Sendable {
     /// The role's threshold of valid signatures from the keys `rootSigned` delegates to it, and the
     /// right `_type`; returns the version.
     static func require(_ md: SignedMetadata, _ role: TUFRole, keysFrom rootSigned: JSONValue) throws -> Int {
-        guard case .object(let s) = md.signed, s["_type"] == .string(role.rawValue) else { throw UpdateRefusal.malformed("not \(role.rawValue) metadata") }
+        guard case .object(let s) = md.signed, s["_type"] == .string(role.rawValue) else {
+            throw UpdateRefusal.malformed("not \(role.rawValue) metadata")
+        }
         let delegation: (keys: [String: TUFKey], threshold: Int)
-        do { delegation = try RootMetadata.delegation(role, in: rootSigned) } catch { throw UpdateRefusal.malformed("\(error)") }
+        do { delegation = try RootMetadata.delegation(role, in: rootSigned) } catch {
+            throw UpdateRefusal.malformed("\(error)")
+        }
         let valid = md.validSignatures(by: delegation.keys)
-        guard valid >= delegation.threshold else { throw UpdateRefusal.tooFewSignatures(role, valid: valid, threshold: delegation.threshold) }
+        guard valid >= delegation.threshold else {
+            throw UpdateRefusal.tooFewSignatures(role, valid: valid, threshold: delegation.threshold)
+        }
         return try version(md.signed)
     }
 
     static func version(_ signed: JSONValue) throws -> Int {
-        guard case .object(let s) = signed, case .number(let v)? = s["version"], let version = NetworkInput.wholeNumber(v), version >= 1 else { throw UpdateRefusal.malformed("no version") }
+        guard case .object(let s) = signed, case .number(let v)? = s["version"],
+            let version = NetworkInput.wholeNumber(v), version >= 1
+        else { throw UpdateRefusal.malformed("no version") }
         return version
     }
 
     static func requireFresh(_ signed: JSONValue, _ role: TUFRole, now: Date) throws {
-        guard case .object(let s) = signed, case .string(let text)? = s["expires"], let expires = try? Date(text, strategy: Date.ISO8601FormatStyle()) else {
+        guard case .object(let s) = signed, case .string(let text)? = s["expires"],
+            let expires = try? Date(text, strategy: Date.ISO8601FormatStyle())
+        else {
             throw UpdateRefusal.malformed("\(role.rawValue) has no expiry")
         }
         guard now < expires else { throw UpdateRefusal.expired(role, at: expires) }
@@ -220,7 +257,8 @@ public struct TrustedMetadata: Sendable {
 
     /// A `meta` entry: the version and, if present, the SHA-256 it names.
     static func meta(_ file: String, in signed: JSONValue) throws -> (version: Int, sha256: String?) {
-        guard case .object(let s) = signed, case .object(let meta)? = s["meta"], case .object(let entry)? = meta[file], case .number(let v)? = entry["version"],
+        guard case .object(let s) = signed, case .object(let meta)? = s["meta"], case .object(let entry)? = meta[file],
+            case .number(let v)? = entry["version"],
             let version = NetworkInput.wholeNumber(v), version >= 1
         else {
             throw UpdateRefusal.malformed("no meta entry for \(file)")
@@ -233,34 +271,43 @@ public struct TrustedMetadata: Sendable {
 
 /// Builds the `signed` parts of the other three roles (the server and `hearth release` use them).
 public enum RoleMetadata {
-    public static func timestamp(version: Int, expires: Date, snapshotVersion: Int, snapshotBytes: [UInt8]) -> JSONValue {
+    public static func timestamp(version: Int, expires: Date, snapshotVersion: Int, snapshotBytes: [UInt8]) -> JSONValue
+    {
         [
-            "_type": "timestamp", "spec_version": .string(RootMetadata.specVersion), "version": .number(Double(version)), "expires": .string(RootMetadata.timestamp(expires)),
-            "meta": ["snapshot.json": [
-                "version": .number(Double(snapshotVersion)), "length": .number(Double(snapshotBytes.count)),
-                "hashes": ["sha256": .string(Data(SHA256.hash(data: snapshotBytes)).hex)],
-            ]],
+            "_type": "timestamp", "spec_version": .string(RootMetadata.specVersion),
+            "version": .number(Double(version)), "expires": .string(RootMetadata.timestamp(expires)),
+            "meta": [
+                "snapshot.json": [
+                    "version": .number(Double(snapshotVersion)), "length": .number(Double(snapshotBytes.count)),
+                    "hashes": ["sha256": .string(Data(SHA256.hash(data: snapshotBytes)).hex)],
+                ]
+            ],
         ]
     }
 
     public static func snapshot(version: Int, expires: Date, targetsVersion: Int) -> JSONValue {
         [
-            "_type": "snapshot", "spec_version": .string(RootMetadata.specVersion), "version": .number(Double(version)), "expires": .string(RootMetadata.timestamp(expires)),
+            "_type": "snapshot", "spec_version": .string(RootMetadata.specVersion), "version": .number(Double(version)),
+            "expires": .string(RootMetadata.timestamp(expires)),
             "meta": ["targets.json": ["version": .number(Double(targetsVersion))]],
         ]
     }
 
     /// Targets by name: the image bytes and custom fields (model, version, release notes…).
-    public static func targets(version: Int, expires: Date, images: [String: (bytes: [UInt8], custom: [String: JSONValue])]) -> JSONValue {
+    public static func targets(
+        version: Int, expires: Date, images: [String: (bytes: [UInt8], custom: [String: JSONValue])]
+    ) -> JSONValue {
         var entries: [String: JSONValue] = [:]
         for (name, image) in images {
             entries[name] = [
-                "length": .number(Double(image.bytes.count)), "hashes": ["sha256": .string(Data(SHA256.hash(data: image.bytes)).hex)],
+                "length": .number(Double(image.bytes.count)),
+                "hashes": ["sha256": .string(Data(SHA256.hash(data: image.bytes)).hex)],
                 "custom": .object(image.custom),
             ]
         }
         return [
-            "_type": "targets", "spec_version": .string(RootMetadata.specVersion), "version": .number(Double(version)), "expires": .string(RootMetadata.timestamp(expires)),
+            "_type": "targets", "spec_version": .string(RootMetadata.specVersion), "version": .number(Double(version)),
+            "expires": .string(RootMetadata.timestamp(expires)),
             "targets": .object(entries),
         ]
     }

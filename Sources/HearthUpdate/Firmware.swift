@@ -8,7 +8,10 @@ public struct FirmwareVersion: Sendable, Hashable, Comparable, CustomStringConve
     public init(_ text: String) throws {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard text.utf8.count <= 20, parts.count == 3,
-            parts.allSatisfy({ !$0.isEmpty && $0.count <= 6 && $0.utf8.allSatisfy { (48...57).contains($0) } && !($0.count > 1 && $0.first == "0") })
+            parts.allSatisfy({
+                !$0.isEmpty && $0.count <= 6 && $0.utf8.allSatisfy { (48...57).contains($0) }
+                    && !($0.count > 1 && $0.first == "0")
+            })
         else { throw HearthError.invalid("version", "a firmware version is MAJOR.MINOR.PATCH, e.g. 1.4.0") }
         self.parts = parts.map { Int($0)! }
     }
@@ -23,7 +26,8 @@ public enum UpdateSeverity: String, Sendable, CaseIterable {
 
     public var plainEnglish: String {
         switch self {
-        case .critical: "Critical: fixes a security problem that is being exploited or is easy to exploit. Install it now."
+        case .critical:
+            "Critical: fixes a security problem that is being exploited or is easy to exploit. Install it now."
         case .high: "Important: fixes a serious security problem."
         case .medium: "Recommended: fixes a security problem that is harder to exploit."
         case .low: "Minor security improvement."
@@ -53,12 +57,17 @@ public struct FirmwareTarget: Sendable, Equatable {
     public let supportEnds: CalendarDate
 
     public init(
-        name: String, length: Int, sha256: String, model: ProductModelID, version: FirmwareVersion, minimumFrom: FirmwareVersion,
+        name: String, length: Int, sha256: String, model: ProductModelID, version: FirmwareVersion,
+        minimumFrom: FirmwareVersion,
         fixes: String, severity: UpdateSeverity, keepsWorking: Bool, downtimeSeconds: Int, supportEnds: CalendarDate
     ) throws {
-        guard minimumFrom < version else { throw HearthError.invalid("min-from", "the oldest version it updates from must be older than \(version)") }
+        guard minimumFrom < version else {
+            throw HearthError.invalid("min-from", "the oldest version it updates from must be older than \(version)")
+        }
         try Self.validateNotes(fixes)
-        guard (0...3600).contains(downtimeSeconds) else { throw HearthError.invalid("downtime", "between 0 and 3600 seconds") }
+        guard (0...3600).contains(downtimeSeconds) else {
+            throw HearthError.invalid("downtime", "between 0 and 3600 seconds")
+        }
         self.name = name
         self.length = length
         self.sha256 = sha256
@@ -73,40 +82,59 @@ public struct FirmwareTarget: Sendable, Equatable {
     }
 
     static func validateNotes(_ fixes: String) throws {
-        guard (10...2000).contains(fixes.count), !fixes.unicodeScalars.contains(where: { $0.properties.generalCategory == .control && $0 != "\n" }) else {
+        guard (10...2000).contains(fixes.count),
+            !fixes.unicodeScalars.contains(where: { $0.properties.generalCategory == .control && $0 != "\n" })
+        else {
             throw HearthError.invalid("fixes", "release notes are 10 to 2000 characters of plain text")
         }
     }
 
     /// The target name for a model's version: `MODEL-VERSION.img` (flat, so consistent-snapshot
     /// names are `SHA256.MODEL-VERSION.img`).
-    public static func name(model: ProductModelID, version: FirmwareVersion) -> String { "\(model.rawValue)-\(version).img" }
+    public static func name(model: ProductModelID, version: FirmwareVersion) -> String {
+        "\(model.rawValue)-\(version).img"
+    }
 
     /// The `custom` object a targets entry carries.
     public var custom: [String: JSONValue] {
         [
-            "model": .string(model.rawValue), "version": .string(version.description), "min_version": .string(minimumFrom.description),
+            "model": .string(model.rawValue), "version": .string(version.description),
+            "min_version": .string(minimumFrom.description),
             "release_notes": [
-                "fixes": .string(fixes), "severity": .string(severity.rawValue), "severity_text": .string(severity.plainEnglish),
-                "keeps_working_while_installing": .bool(keepsWorking), "max_downtime_seconds": .number(Double(downtimeSeconds)),
+                "fixes": .string(fixes), "severity": .string(severity.rawValue),
+                "severity_text": .string(severity.plainEnglish),
+                "keeps_working_while_installing": .bool(keepsWorking),
+                "max_downtime_seconds": .number(Double(downtimeSeconds)),
             ],
-            "support_ends": .string(supportEnds.description), "support_ends_text": .string("Security updates until \(supportEnds.plainEnglish)"),
+            "support_ends": .string(supportEnds.description),
+            "support_ends_text": .string("Security updates until \(supportEnds.plainEnglish)"),
         ]
     }
 
     /// Reads a signed targets entry back (as the device and the server do).
     public init(name: String, length: Int, sha256: String, custom: [String: JSONValue]) throws {
         let o = ValidatedObject(members: custom)
-        guard case .object(let notes)? = custom["release_notes"], let modelText = o.string("model"), let v = o.string("version"), let minText = o.string("min_version"),
-            case .string(let fixes)? = notes["fixes"], case .string(let severityText)? = notes["severity"], let severity = UpdateSeverity(rawValue: severityText),
-            case .bool(let keeps)? = notes["keeps_working_while_installing"], case .number(let downtimeNumber)? = notes["max_downtime_seconds"], let downtime = NetworkInput.wholeNumber(downtimeNumber),
+        guard case .object(let notes)? = custom["release_notes"], let modelText = o.string("model"),
+            let v = o.string("version"), let minText = o.string("min_version"),
+            case .string(let fixes)? = notes["fixes"], case .string(let severityText)? = notes["severity"],
+            let severity = UpdateSeverity(rawValue: severityText),
+            case .bool(let keeps)? = notes["keeps_working_while_installing"],
+            case .number(let downtimeNumber)? = notes["max_downtime_seconds"],
+            let downtime = NetworkInput.wholeNumber(downtimeNumber),
             let endsText = o.string("support_ends"), let ends = CalendarDate(endsText)
-        else { throw UpdateRefusal.malformed("target \(name) lacks Hearth's custom metadata (model, version, min_version, release_notes, support_ends)") }
+        else {
+            throw UpdateRefusal.malformed(
+                "target \(name) lacks Hearth's custom metadata (model, version, min_version, release_notes, support_ends)"
+            )
+        }
         let model: ProductModelID
-        do { model = try ProductModelID(modelText) } catch { throw UpdateRefusal.malformed("target \(name) names an invalid model") }
+        do { model = try ProductModelID(modelText) } catch {
+            throw UpdateRefusal.malformed("target \(name) names an invalid model")
+        }
         do {
             try self.init(
-                name: name, length: length, sha256: sha256, model: model, version: try FirmwareVersion(v), minimumFrom: try FirmwareVersion(minText),
+                name: name, length: length, sha256: sha256, model: model, version: try FirmwareVersion(v),
+                minimumFrom: try FirmwareVersion(minText),
                 fixes: fixes, severity: severity, keepsWorking: keeps, downtimeSeconds: downtime, supportEnds: ends
             )
         } catch let error as HearthError {
@@ -117,9 +145,15 @@ public struct FirmwareTarget: Sendable, Equatable {
     /// Whether a device of `model` running `current` may install this image. Each refusal is one
     /// the device reports.
     public func check(for model: ProductModelID, running current: FirmwareVersion) throws {
-        guard self.model == model else { throw UpdateRefusal.wrongModel(name, for: self.model.rawValue, device: model.rawValue) }
-        guard current < version else { throw UpdateRefusal.downgrade(offered: version.description, running: current.description) }
-        guard minimumFrom <= current else { throw UpdateRefusal.unsupportedPath(from: current.description, minimum: minimumFrom.description) }
+        guard self.model == model else {
+            throw UpdateRefusal.wrongModel(name, for: self.model.rawValue, device: model.rawValue)
+        }
+        guard current < version else {
+            throw UpdateRefusal.downgrade(offered: version.description, running: current.description)
+        }
+        guard minimumFrom <= current else {
+            throw UpdateRefusal.unsupportedPath(from: current.description, minimum: minimumFrom.description)
+        }
     }
 }
 

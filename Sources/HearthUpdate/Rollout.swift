@@ -4,7 +4,8 @@ import HearthCore
 
 /// What a device says about an update, in the order it happens. The last four end an attempt.
 public enum UpdatePhase: String, Sendable, CaseIterable {
-    case idle, downloading, verifying, installing, rebooting, succeeded, failed, rolledBack = "rolled_back"
+    case idle, downloading, verifying, installing, rebooting, succeeded, failed
+    case rolledBack = "rolled_back"
     /// The device found its active slot tampered with and booted the other one.
     case fellBack = "fell_back"
     /// No slot verified: the device stopped and only raised this alert.
@@ -24,8 +25,10 @@ public enum UpdatePhase: String, Sendable, CaseIterable {
         case .succeeded: "Updated"
         case .failed: "The update failed; the device still runs its previous version"
         case .rolledBack: "The new version did not start properly; the device went back to its previous version"
-        case .fellBack: "Security alert: the device's software was changed without authorisation; it started its other, verified copy"
-        case .integrityFailure: "Security alert: no verified software is left on the device; it has stopped and needs service"
+        case .fellBack:
+            "Security alert: the device's software was changed without authorisation; it started its other, verified copy"
+        case .integrityFailure:
+            "Security alert: no verified software is left on the device; it has stopped and needs service"
         }
     }
 }
@@ -55,7 +58,9 @@ public struct UpdateReport: Sendable, Equatable {
         guard payload.count <= 1024 else { throw HearthError(.payloadTooLarge, "an update report is at most 1 KiB") }
         let o = try Self.schema.validate(try JSONValue.parse(payload))
         _ = try FirmwareVersion(o.string("version")!)
-        self.init(phase: UpdatePhase(rawValue: o.string("phase")!)!, version: o.string("version")!, target: o.string("target"), reason: o.string("reason"))
+        self.init(
+            phase: UpdatePhase(rawValue: o.string("phase")!)!, version: o.string("version")!,
+            target: o.string("target"), reason: o.string("reason"))
     }
 
     public var payload: [UInt8] {
@@ -83,18 +88,25 @@ public struct UpdateOffer: Sendable, Equatable {
     public var payload: [UInt8] {
         var o: [String: JSONValue] = [
             "support_ends": .string(supportEnds.description), "support_ended": .bool(supportEnded),
-            "support_text": .string(supportEnded ? "Security updates for this product ended on \(supportEnds.plainEnglish)." : "Security updates until \(supportEnds.plainEnglish)."),
+            "support_text": .string(
+                supportEnded
+                    ? "Security updates for this product ended on \(supportEnds.plainEnglish)."
+                    : "Security updates until \(supportEnds.plainEnglish)."),
         ]
         if let target { o["target"] = .string(target) }
         return Array(JSONValue.object(o).text.utf8)
     }
 
     public init(payload: [UInt8]) throws {
-        guard payload.count <= 1024, case .object(let o)? = try? JSONValue.parse(payload), case .string(let ends)? = o["support_ends"], let date = CalendarDate(ends),
+        guard payload.count <= 1024, case .object(let o)? = try? JSONValue.parse(payload),
+            case .string(let ends)? = o["support_ends"], let date = CalendarDate(ends),
             case .bool(let ended)? = o["support_ended"]
         else { throw HearthError.invalid("offer", "not an update offer") }
         var target: String?
-        if case .string(let t)? = o["target"] { guard t.utf8.count <= 128 else { throw HearthError.invalid("target", "too long") }; target = t }
+        if case .string(let t)? = o["target"] {
+            guard t.utf8.count <= 128 else { throw HearthError.invalid("target", "too long") }
+            target = t
+        }
         self.init(supportEnds: date, supportEnded: ended, target: target)
     }
 }
@@ -119,11 +131,18 @@ public struct RolloutPlan: Sendable, Equatable {
     }
 
     public init(stages: [Int], failureThreshold: Double, minimumSample: Int) throws {
-        guard (1...10).contains(stages.count), stages.last == 100, stages.allSatisfy({ (1...100).contains($0) }), zip(stages, stages.dropFirst()).allSatisfy({ $0 < $1 }) else {
-            throw HearthError.invalid("stages", "1 to 10 rising percentages between 1 and 100, ending at 100 (e.g. 1,10,50,100)")
+        guard (1...10).contains(stages.count), stages.last == 100, stages.allSatisfy({ (1...100).contains($0) }),
+            zip(stages, stages.dropFirst()).allSatisfy({ $0 < $1 })
+        else {
+            throw HearthError.invalid(
+                "stages", "1 to 10 rising percentages between 1 and 100, ending at 100 (e.g. 1,10,50,100)")
         }
-        guard failureThreshold > 0, failureThreshold < 1 else { throw HearthError.invalid("failure-threshold", "a fraction between 0 and 1, e.g. 0.2") }
-        guard (1...10_000).contains(minimumSample) else { throw HearthError.invalid("minimum-sample", "between 1 and 10000") }
+        guard failureThreshold > 0, failureThreshold < 1 else {
+            throw HearthError.invalid("failure-threshold", "a fraction between 0 and 1, e.g. 0.2")
+        }
+        guard (1...10_000).contains(minimumSample) else {
+            throw HearthError.invalid("minimum-sample", "between 1 and 10000")
+        }
         self.init(valid: stages, failureThreshold: failureThreshold, minimumSample: minimumSample)
     }
 
@@ -162,11 +181,15 @@ public enum RolloutDecision: Sendable, Equatable {
     case advance(to: Int)
     case complete
 
-    public static func decide(plan: RolloutPlan, state: RolloutState, stage: Int, tally: RolloutTally) -> RolloutDecision {
+    public static func decide(plan: RolloutPlan, state: RolloutState, stage: Int, tally: RolloutTally)
+        -> RolloutDecision
+    {
         guard state == .active else { return .none }
         let finished = tally.succeeded + tally.failed
         if finished >= plan.minimumSample, Double(tally.failed) / Double(finished) > plan.failureThreshold {
-            return .pause("\(tally.failed) of \(finished) devices failed to update (over \(Int(plan.failureThreshold * 100))%); paused automatically")
+            return .pause(
+                "\(tally.failed) of \(finished) devices failed to update (over \(Int(plan.failureThreshold * 100))%); paused automatically"
+            )
         }
         // Every member finished (an empty stage, e.g. 1% of a small fleet, has nothing to wait for).
         guard finished >= tally.members else { return .none }

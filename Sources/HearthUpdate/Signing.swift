@@ -10,10 +10,15 @@ public struct TUFKey: Sendable, Equatable {
 
     public init(_ publicKey: Curve25519.Signing.PublicKey) { self.publicKey = publicKey }
 
-    public static func == (a: TUFKey, b: TUFKey) -> Bool { a.publicKey.rawRepresentation == b.publicKey.rawRepresentation }
+    public static func == (a: TUFKey, b: TUFKey) -> Bool {
+        a.publicKey.rawRepresentation == b.publicKey.rawRepresentation
+    }
 
     public var json: JSONValue {
-        ["keytype": "ed25519", "scheme": "ed25519", "keyval": ["public": .string(Data(publicKey.rawRepresentation).hex)]]
+        [
+            "keytype": "ed25519", "scheme": "ed25519",
+            "keyval": ["public": .string(Data(publicKey.rawRepresentation).hex)],
+        ]
     }
 
     public var keyID: String {
@@ -23,9 +28,14 @@ public struct TUFKey: Sendable, Equatable {
 
     /// Reads a key from metadata; only Ed25519 is accepted.
     public init(json: JSONValue) throws {
-        guard case .object(let o) = json, o["keytype"] == "ed25519", o["scheme"] == "ed25519", case .object(let keyval)? = o["keyval"],
-            case .string(let hex)? = keyval["public"], let raw = Data(hexString: hex), let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw)
-        else { throw HearthError.invalid("keys", "only Ed25519 keys ({keytype, scheme: ed25519, keyval.public: hex}) are accepted") }
+        guard case .object(let o) = json, o["keytype"] == "ed25519", o["scheme"] == "ed25519",
+            case .object(let keyval)? = o["keyval"],
+            case .string(let hex)? = keyval["public"], let raw = Data(hexString: hex),
+            let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw)
+        else {
+            throw HearthError.invalid(
+                "keys", "only Ed25519 keys ({keytype, scheme: ed25519, keyval.public: hex}) are accepted")
+        }
         publicKey = key
     }
 }
@@ -58,11 +68,17 @@ public struct SignedMetadata: Sendable, Equatable {
     }
 
     public var json: JSONValue {
-        ["signed": signed, "signatures": .array(signatures.keys.sorted().map { ["keyid": .string($0), "sig": .string(signatures[$0]!)] })]
+        [
+            "signed": signed,
+            "signatures": .array(
+                signatures.keys.sorted().map { ["keyid": .string($0), "sig": .string(signatures[$0]!)] }),
+        ]
     }
 
     public init(json: JSONValue) throws {
-        guard case .object(let o) = json, let signed = o["signed"], case .object = signed, case .array(let sigs)? = o["signatures"] else {
+        guard case .object(let o) = json, let signed = o["signed"], case .object = signed,
+            case .array(let sigs)? = o["signatures"]
+        else {
             throw HearthError.invalid("metadata", "expected {\"signed\": {...}, \"signatures\": [...]}")
         }
         var signatures: [String: String] = [:]
@@ -70,7 +86,9 @@ public struct SignedMetadata: Sendable, Equatable {
             guard case .object(let e) = s, case .string(let id)? = e["keyid"], case .string(let sig)? = e["sig"] else {
                 throw HearthError.invalid("signatures", "each signature is {\"keyid\", \"sig\"}")
             }
-            guard signatures.updateValue(sig, forKey: id) == nil else { throw HearthError.invalid("signatures", "a key id signs once") }
+            guard signatures.updateValue(sig, forKey: id) == nil else {
+                throw HearthError.invalid("signatures", "a key id signs once")
+            }
         }
         self.signed = signed
         self.signatures = signatures
@@ -80,7 +98,8 @@ public struct SignedMetadata: Sendable, Equatable {
 extension Data {
     /// Lower-case hex, as TUF writes key values and signatures.
     public init?(hexString: String) {
-        guard hexString.count % 2 == 0, hexString.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
+        guard hexString.count % 2 == 0, hexString.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+        else { return nil }
         var bytes: [UInt8] = []
         var index = hexString.startIndex
         while index < hexString.endIndex {

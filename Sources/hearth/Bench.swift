@@ -3,8 +3,8 @@ import Foundation
 import HearthCore
 import HearthCrypto
 import HearthMQTT
-import HearthServer
 import HearthSQLite
+import HearthServer
 import HearthStorage
 import NIOCore
 import NIOPosix
@@ -28,7 +28,8 @@ struct Bench: AsyncParsableCommand {
     /// devices with readings of their own, and the chart query timed on its own.
     struct Pages: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Fill a data folder for the page benchmarks: N devices, M readings, one claimable thermostat with 7 days of readings.",
+            abstract:
+                "Fill a data folder for the page benchmarks: N devices, M readings, one claimable thermostat with 7 days of readings.",
             discussion: """
                 For benchmarks only. One thermostat is provisioned for real (its bundle in OUT, its setup code \
                 printed); the other devices are written straight to the store with placeholder certificates \
@@ -52,10 +53,15 @@ struct Bench: AsyncParsableCommand {
                 let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
                 let model = ProductModel.demoModels()[0]
                 if try await store.model(model.id) == nil {
-                    try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: Date()))
+                    try await store.createModel(
+                        model, at: Date(),
+                        audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: Date()))
                 }
-                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing, publicURL: "https://127.0.0.1:8443")
-                let unit = try await provisioner.provision(modelID: model.id, count: 1, outDirectory: URL(fileURLWithPath: out))[0]
+                let provisioner = Provisioner(
+                    store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing,
+                    publicURL: "https://127.0.0.1:8443")
+                let unit = try await provisioner.provision(
+                    modelID: model.id, count: 1, outDirectory: URL(fileURLWithPath: out))[0]
                 print("Real thermostat: serial \(unit.serial) setup code \(unit.setupCode.digits)")
                 var rng = SystemRandomNumberGenerator()
                 let now = Date()
@@ -63,9 +69,14 @@ struct Bench: AsyncParsableCommand {
                 var others: [DeviceSerial] = []
                 for start in stride(from: 0, to: devices - 1, by: 10_000) {
                     let batch = (start..<min(devices - 1, start + 10_000)).map { _ in
-                        DeviceRecord(serial: DeviceSerial.random(using: &rng), model: model.id, certificatePEM: "bench placeholder", setupCodeHash: "bench placeholder", provisionedAt: now)
+                        DeviceRecord(
+                            serial: DeviceSerial.random(using: &rng), model: model.id,
+                            certificatePEM: "bench placeholder", setupCodeHash: "bench placeholder", provisionedAt: now)
                     }
-                    try await store.addDevices(batch, audit: AuditEntry(.devicesProvisioned, actor: "bench", detail: "\(batch.count) placeholders", at: now))
+                    try await store.addDevices(
+                        batch,
+                        audit: AuditEntry(
+                            .devicesProvisioned, actor: "bench", detail: "\(batch.count) placeholders", at: now))
                     if others.count < 1_000 { others += batch.prefix(1_000 - others.count).map(\.serial) }
                     progress.update(start + batch.count)
                 }
@@ -75,18 +86,25 @@ struct Bench: AsyncParsableCommand {
                 let written = Progress(total: readings, noun: "readings")
                 var count = 0
                 func values(_ i: Int) -> [String: JSONValue] {
-                    ["temperature": .number(19 + 3 * sin(Double(i) / 500)), "humidity": .number(45), "heating": .bool(i % 7 == 0), "target": .number(21)]
+                    [
+                        "temperature": .number(19 + 3 * sin(Double(i) / 500)), "humidity": .number(45),
+                        "heating": .bool(i % 7 == 0), "target": .number(21),
+                    ]
                 }
                 for start in stride(from: 0, to: week, by: 10_000) {
                     let batch = (start..<min(week, start + 10_000)).map { i in
-                        TelemetryReading(serial: unit.serial, sequence: Int64(i + 1), deviceTime: nil, receivedAt: now.addingTimeInterval(Double(i - week) * 10), values: values(i))
+                        TelemetryReading(
+                            serial: unit.serial, sequence: Int64(i + 1), deviceTime: nil,
+                            receivedAt: now.addingTimeInterval(Double(i - week) * 10), values: values(i))
                     }
                     count += try await telemetry.append(batch, refusals: [])
                     written.update(count)
                 }
                 for start in stride(from: 0, to: spread, by: 10_000) {
                     let batch = (start..<min(spread, start + 10_000)).map { i in
-                        TelemetryReading(serial: others[i % others.count], sequence: Int64(i / others.count + 1), deviceTime: nil, receivedAt: now.addingTimeInterval(-Double(spread - i)), values: values(i))
+                        TelemetryReading(
+                            serial: others[i % others.count], sequence: Int64(i / others.count + 1), deviceTime: nil,
+                            receivedAt: now.addingTimeInterval(-Double(spread - i)), values: values(i))
                     }
                     count += try await telemetry.append(batch, refusals: [])
                     written.update(count)
@@ -97,15 +115,23 @@ struct Bench: AsyncParsableCommand {
                 let fields = ["temperature", "humidity", "target"]
                 func query() async throws -> Double {
                     let t0 = DispatchTime.now().uptimeNanoseconds
-                    _ = try await telemetry.series(unit.serial, fields: fields, from: now.addingTimeInterval(-7 * 86_400), to: now, slice: 3600, settledBefore: now.addingTimeInterval(-60))
+                    _ = try await telemetry.series(
+                        unit.serial, fields: fields, from: now.addingTimeInterval(-7 * 86_400), to: now, slice: 3600,
+                        settledBefore: now.addingTimeInterval(-60))
                     return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
                 }
                 let cold = try await query()
                 var times: [Double] = []
                 for _ in 0..<50 { times.append(try await query()) }
                 times.sort()
-                print(String(format: "chart query, 3 fields over 7 days at one reading per 10 s (%d readings) in hour slices: first %.1f ms (every reading read); then p50 %.1f ms, p99 %.1f ms (50 runs, settled slices kept)", week, cold, times[25], times[49]))
-                print("Bench data ready: \(try await store.deviceCount()) devices, \(try await telemetry.readingCount()) readings in \(folder.url.path)")
+                print(
+                    String(
+                        format:
+                            "chart query, 3 fields over 7 days at one reading per 10 s (%d readings) in hour slices: first %.1f ms (every reading read); then p50 %.1f ms, p99 %.1f ms (50 runs, settled slices kept)",
+                        week, cold, times[25], times[49]))
+                print(
+                    "Bench data ready: \(try await store.deviceCount()) devices, \(try await telemetry.readingCount()) readings in \(folder.url.path)"
+                )
             }
         }
     }
@@ -113,34 +139,47 @@ struct Bench: AsyncParsableCommand {
     struct Prepare: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a benchmark deployment: data folder, N device bundles and a Mosquitto config.",
-            discussion: "For benchmarks only: the server key is also written unsealed (0600) to OUT/mosquitto/ for Mosquitto, and setup codes are hashed at test cost."
+            discussion:
+                "For benchmarks only: the server key is also written unsealed (0600) to OUT/mosquitto/ for Mosquitto, and setup codes are hashed at test cost."
         )
         @Option(help: "The data folder to create.") var data: String
         @Option(help: "Where bundles and the Mosquitto config go.") var out: String
         @Option(help: "Devices to provision.") var devices: Int = 100
-        @Option(name: .customLong("mosquitto-port"), help: "The port Mosquitto's config listens on.") var mosquittoPort: Int = 18883
+        @Option(name: .customLong("mosquitto-port"), help: "The port Mosquitto's config listens on.") var mosquittoPort:
+            Int = 18883
 
         func run() async throws {
             try await reportingErrors {
-                guard (1...50_000).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 50000") }
+                guard (1...50_000).contains(devices) else {
+                    throw HearthError.invalid("devices", "between 1 and 50000")
+                }
                 var options = try DataOptions.parse([])
                 options.data = data
                 let (folder, store) = try options.open()
                 let model = ProductModel.demoModels()[0]
                 if try await store.model(model.id) == nil {
-                    try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: Date()))
+                    try await store.createModel(
+                        model, at: Date(),
+                        audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: Date()))
                 }
                 let outURL = URL(fileURLWithPath: out)
                 let bundles = outURL.appendingPathComponent("bundles")
                 let progress = Progress(total: devices, noun: "devices")
-                let provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing, publicURL: "https://127.0.0.1:8443")
-                _ = try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles) { progress.update($0) }
+                let provisioner = Provisioner(
+                    store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing,
+                    publicURL: "https://127.0.0.1:8443")
+                _ = try await provisioner.provision(modelID: model.id, count: devices, outDirectory: bundles) {
+                    progress.update($0)
+                }
                 progress.finish()
                 let mq = outURL.appendingPathComponent("mosquitto")
-                try FileManager.default.createDirectory(at: mq, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                try FileManager.default.createDirectory(
+                    at: mq, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 try Data(try folder.serverCertificate.pem().utf8).write(to: mq.appendingPathComponent("server.pem"))
-                try DataFolder.writePrivate(Data(folder.serverKey.pemRepresentation.utf8), to: mq.appendingPathComponent("server.key"))
-                try Data(try folder.deviceCA.certificate.pem().utf8).write(to: mq.appendingPathComponent("device-ca.pem"))
+                try DataFolder.writePrivate(
+                    Data(folder.serverKey.pemRepresentation.utf8), to: mq.appendingPathComponent("server.key"))
+                try Data(try folder.deviceCA.certificate.pem().utf8).write(
+                    to: mq.appendingPathComponent("device-ca.pem"))
                 try Data("pattern readwrite devices/%u/#\n".utf8).write(to: mq.appendingPathComponent("acl"))
                 let conf = """
                     # Mosquitto configured like Hearth's device listener, for side-by-side benchmarks.
@@ -164,7 +203,9 @@ struct Bench: AsyncParsableCommand {
 
                     """
                 try Data(conf.utf8).write(to: mq.appendingPathComponent("mosquitto.conf"))
-                print("Bench deployment ready: data \(folder.url.path), \(devices) bundles in \(bundles.path), Mosquitto config \(mq.path)/mosquitto.conf")
+                print(
+                    "Bench deployment ready: data \(folder.url.path), \(devices) bundles in \(bundles.path), Mosquitto config \(mq.path)/mosquitto.conf"
+                )
             }
         }
     }
@@ -184,20 +225,28 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "fanin, connect or idle.") var mode: Mode = .fanin
         @Option(help: "Endpoint host.") var host = "127.0.0.1"
         @Option(help: "Endpoint port.") var port: Int
-        @Option(help: "Folder of device bundles (from `hearth bench prepare` or `hearth factory provision`).") var bundles: String
+        @Option(help: "Folder of device bundles (from `hearth bench prepare` or `hearth factory provision`).")
+        var bundles: String
         @Option(help: "Devices to simulate (at most the bundles there are).") var devices: Int = 100
         @Option(help: "Messages per device (fanin).") var messages: Int = 1000
         @Option(help: "QoS 1 messages in flight per device (fanin).") var window: Int = 10
-        @Option(help: "Topic under devices/SERIAL/: telemetry (validated and stored by Hearth) or events (routed only).") var topic = "telemetry"
+        @Option(
+            help: "Topic under devices/SERIAL/: telemetry (validated and stored by Hearth) or events (routed only).")
+        var topic = "telemetry"
         @Option(help: "Connections opened at a time.") var concurrency: Int = 50
-        @Option(name: .customLong("server-pid"), help: "The server's process id, to read its RSS.") var serverPID: Int32?
+        @Option(name: .customLong("server-pid"), help: "The server's process id, to read its RSS.") var serverPID:
+            Int32?
         @Option(help: "Label for the JSON line (e.g. hearth, mosquitto).") var label = "endpoint"
 
         func run() async throws {
             try await reportingErrors {
                 let all = try BenchDevice.load(URL(fileURLWithPath: bundles))
-                guard devices >= 1, devices <= all.count else { throw HearthError.invalid("devices", "between 1 and the \(all.count) bundles in \(bundles)") }
-                guard ["telemetry", "events"].contains(topic) else { throw HearthError.invalid("topic", "telemetry or events") }
+                guard devices >= 1, devices <= all.count else {
+                    throw HearthError.invalid("devices", "between 1 and the \(all.count) bundles in \(bundles)")
+                }
+                guard ["telemetry", "events"].contains(topic) else {
+                    throw HearthError.invalid("topic", "telemetry or events")
+                }
                 let chosen = Array(all.prefix(devices))
                 let tls = try BenchDevice.tlsContexts(chosen)
                 let load = Load(host: host, port: port, topic: topic, group: MultiThreadedEventLoopGroup.singleton)
@@ -226,9 +275,12 @@ struct Bench: AsyncParsableCommand {
             let refused = results.reduce(0) { $0 + $1.refused }
             let sent = chosen.count * messages
             report([
-                "mode": "fanin", "topic": .string(topic), "devices": .number(Double(chosen.count)), "messages": .number(Double(sent)),
-                "acknowledged": .number(Double(acked)), "refused": .number(Double(refused)), "lost": .number(Double(sent - acked - refused)),
-                "seconds": .number(seconds.rounded(toPlaces: 2)), "messagesPerSecond": .number((Double(acked) / seconds).rounded()),
+                "mode": "fanin", "topic": .string(topic), "devices": .number(Double(chosen.count)),
+                "messages": .number(Double(sent)),
+                "acknowledged": .number(Double(acked)), "refused": .number(Double(refused)),
+                "lost": .number(Double(sent - acked - refused)),
+                "seconds": .number(seconds.rounded(toPlaces: 2)),
+                "messagesPerSecond": .number((Double(acked) / seconds).rounded()),
                 "p50ms": .number(percentile(latencies, 0.5)), "p99ms": .number(percentile(latencies, 0.99)),
                 "serverRSSMB": serverPID.flatMap(rss).map { .number($0.rounded(toPlaces: 1)) } ?? .null,
                 "serverRSSBeforeMB": rssBefore.map { .number($0.rounded(toPlaces: 1)) } ?? .null,
@@ -261,19 +313,25 @@ struct Bench: AsyncParsableCommand {
             let seconds = Date().timeIntervalSince(start)
             report([
                 "mode": "connect", "connects": .number(Double(ok)), "failed": .number(Double(chosen.count - ok)),
-                "seconds": .number(seconds.rounded(toPlaces: 2)), "connectsPerSecond": .number((Double(ok) / seconds).rounded()),
+                "seconds": .number(seconds.rounded(toPlaces: 2)),
+                "connectsPerSecond": .number((Double(ok) / seconds).rounded()),
             ])
         }
 
         func idle(_ load: Load, _ chosen: [BenchDevice], _ tls: [NIOSSLContext]) async throws {
-            guard let serverPID, let before = rss(serverPID) else { throw HearthError.invalid("server-pid", "idle mode needs the server's pid (its /proc/PID/status)") }
+            guard let serverPID, let before = rss(serverPID) else {
+                throw HearthError.invalid("server-pid", "idle mode needs the server's pid (its /proc/PID/status)")
+            }
             let open = await spread(chosen) { i in await load.connectAndHold(chosen[i], tls[i]) }
             try await Task.sleep(for: .seconds(5))
             let after = rss(serverPID) ?? before
             report([
-                "mode": "idle", "connections": .number(Double(open.count)), "failed": .number(Double(chosen.count - open.count)),
-                "serverRSSBeforeMB": .number(before.rounded(toPlaces: 1)), "serverRSSAfterMB": .number(after.rounded(toPlaces: 1)),
-                "kBPerConnection": .number(open.isEmpty ? 0 : ((after - before) * 1024 / Double(open.count)).rounded(toPlaces: 1)),
+                "mode": "idle", "connections": .number(Double(open.count)),
+                "failed": .number(Double(chosen.count - open.count)),
+                "serverRSSBeforeMB": .number(before.rounded(toPlaces: 1)),
+                "serverRSSAfterMB": .number(after.rounded(toPlaces: 1)),
+                "kBPerConnection": .number(
+                    open.isEmpty ? 0 : ((after - before) * 1024 / Double(open.count)).rounded(toPlaces: 1)),
             ])
             for channel in open { channel.close(promise: nil) }
         }
@@ -312,7 +370,9 @@ struct BenchDevice: Sendable {
         try devices.map { d in
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(d.rootPEM.utf8)))
-            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(d.certificatePEM.utf8)).map { .certificate($0) }
+            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(d.certificatePEM.utf8)).map {
+                .certificate($0)
+            }
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(d.keyPEM.utf8), format: .pem))
             tls.minimumTLSVersion = .tlsv12
             return try NIOSSLContext(configuration: tls)
@@ -334,21 +394,25 @@ struct Load: Sendable {
     }
 
     /// Connects `device` and runs `BenchHandler` on it until it is done.
-    func run(_ device: BenchDevice, _ tls: NIOSSLContext, messages: Int, window: Int, hold: Bool = false) async throws -> (any Channel, Load.PublishResult) {
+    func run(_ device: BenchDevice, _ tls: NIOSSLContext, messages: Int, window: Int, hold: Bool = false) async throws
+        -> (any Channel, Load.PublishResult)
+    {
         let loop = group.next()
-        let handler = BenchHandler(device: device, topic: topic, messages: messages, window: window, hold: hold, done: loop.makePromise())
+        let handler = BenchHandler(
+            device: device, topic: topic, messages: messages, window: window, hold: hold, done: loop.makePromise())
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(30))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
-                    try channel.pipeline.syncOperations.addHandler(handler)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connectTimeout(.seconds(30))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls, serverHostname: nil))
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
                 }
-            }
-            .connect(host: host, port: port).get()
+                .connect(host: host, port: port).get()
         } catch {
             handler.done.fail(error)
             throw error
@@ -361,7 +425,8 @@ struct Load: Sendable {
         }
     }
 
-    func publish(_ device: BenchDevice, _ tls: NIOSSLContext, messages: Int, window: Int) async throws -> PublishResult {
+    func publish(_ device: BenchDevice, _ tls: NIOSSLContext, messages: Int, window: Int) async throws -> PublishResult
+    {
         let (channel, result) = try await run(device, tls, messages: messages, window: window)
         try? await channel.close()
         return result
@@ -398,7 +463,10 @@ final class BenchHandler: ChannelInboundHandler, @unchecked Sendable {
     var nextID: UInt16 = 1
     var finished = false
 
-    init(device: BenchDevice, topic: String, messages: Int, window: Int, hold: Bool, done: EventLoopPromise<Load.PublishResult>) {
+    init(
+        device: BenchDevice, topic: String, messages: Int, window: Int, hold: Bool,
+        done: EventLoopPromise<Load.PublishResult>
+    ) {
         self.done = done
         self.device = device
         self.topic = "devices/\(device.serial)/\(topic)"
@@ -457,7 +525,8 @@ final class BenchHandler: ChannelInboundHandler, @unchecked Sendable {
         let payload = #"{"seq":\#(sent),"values":{"temperature":21.5,"humidity":40,"heating":false,"target":21}}"#
         sentAt[id] = DispatchTime.now().uptimeNanoseconds
         var packet = ByteBuffer()
-        MQTTPacket.publish(Publish(topic: topic, payload: Array(payload.utf8), qos: .atLeastOnce, packetID: id)).write(version: .v5, to: &packet)
+        MQTTPacket.publish(Publish(topic: topic, payload: Array(payload.utf8), qos: .atLeastOnce, packetID: id)).write(
+            version: .v5, to: &packet)
         context.write(wrapOutboundOut(packet), promise: nil)
     }
 

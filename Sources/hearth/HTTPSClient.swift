@@ -30,14 +30,17 @@ struct HTTPSClient: Sendable {
         }
     }
 
-    func request(_ method: HTTPMethod, _ path: String, body: JSONValue? = nil, token: String? = nil) async throws -> Reply {
+    func request(_ method: HTTPMethod, _ path: String, body: JSONValue? = nil, token: String? = nil) async throws
+        -> Reply
+    {
         let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Reply.self)
         let tls = self.tls
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: tls, serverHostname: nil))
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(ReplyCollector(promise: promise))
                 }
@@ -51,7 +54,9 @@ struct HTTPSClient: Sendable {
         head.headers.add(name: "content-length", value: "\(bytes.count)")
         if let token { head.headers.add(name: "authorization", value: "Bearer \(token)") }
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        if !bytes.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: bytes))), promise: nil) }
+        if !bytes.isEmpty {
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: bytes))), promise: nil)
+        }
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         let timeout = channel.eventLoop.scheduleTask(in: .seconds(30)) { channel.close(promise: nil) }
         defer { timeout.cancel() }

@@ -21,7 +21,10 @@ struct HearthCommand: AsyncParsableCommand {
             devices. Run a real deployment with `hearth serve --data DIR`; on its first start it prints a \
             one-time link that creates the first operator account (there is no default password).
             """,
-        subcommands: [Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, DisclosureCommand.self, ReleaseCommand.self, UpdatesCommand.self, Audit.self, Bench.self]
+        subcommands: [
+            Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, DisclosureCommand.self,
+            ReleaseCommand.self, UpdatesCommand.self, Audit.self, Bench.self,
+        ]
     )
 }
 
@@ -30,15 +33,24 @@ struct DataOptions: ParsableArguments {
     @Option(name: .long, help: "The data folder (created with mode 0700 on first use).")
     var data: String = "hearth-data"
 
-    @Option(name: .customLong("kek-file"), help: "Read the key-encryption key from this file (32 bytes, mode 0600) instead of DATA/kek.key. Keep it off the data folder's disk so a copy of the folder reveals nothing.")
+    @Option(
+        name: .customLong("kek-file"),
+        help:
+            "Read the key-encryption key from this file (32 bytes, mode 0600) instead of DATA/kek.key. Keep it off the data folder's disk so a copy of the folder reveals nothing."
+    )
     var kekFile: String?
 
-    @Option(name: .customLong("hostname"), help: "A DNS name or IP clients reach the server by; repeat for several. The HTTPS certificate covers them, and requests naming any other Host are refused (421). Default: localhost, 127.0.0.1, ::1.")
+    @Option(
+        name: .customLong("hostname"),
+        help:
+            "A DNS name or IP clients reach the server by; repeat for several. The HTTPS certificate covers them, and requests naming any other Host are refused (421). Default: localhost, 127.0.0.1, ::1."
+    )
     var hostnames: [String] = []
 
     /// Opens the data folder and the embedded SQLite store: the one place that picks the driver.
     func open() throws -> (DataFolder, SQLiteStore) {
-        let folder = try DataFolder.open(path: data, kekFile: kekFile, hostnames: hostnames.isEmpty ? DataFolder.defaultHostnames : hostnames)
+        let folder = try DataFolder.open(
+            path: data, kekFile: kekFile, hostnames: hostnames.isEmpty ? DataFolder.defaultHostnames : hostnames)
         let store = try SQLiteStore(path: folder.databasePath, sealer: KEKAuditSealer(kek: folder.kek))
         return (folder, store)
     }
@@ -86,39 +98,63 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let (folder, store) = try options.open()
-            try await runServer(folder: folder, store: store, listen: listen, gateway: gateway, settings: try disclosure.settings(), banner: { _ in })
+            try await runServer(
+                folder: folder, store: store, listen: listen, gateway: gateway, settings: try disclosure.settings(),
+                banner: { _ in })
         }
     }
 }
 
 /// The MQTT gateway's listeners and limits.
 struct GatewayOptions: ParsableArguments {
-    @Option(name: .customLong("mqtt-listen"), help: "Address of the MQTT device listener (mutual TLS; devices present a certificate from the deployment's device CA), HOST:PORT. Use 0.0.0.0:8883 to serve devices on the network.")
+    @Option(
+        name: .customLong("mqtt-listen"),
+        help:
+            "Address of the MQTT device listener (mutual TLS; devices present a certificate from the deployment's device CA), HOST:PORT. Use 0.0.0.0:8883 to serve devices on the network."
+    )
     var mqttListen: ListenAddress = ListenAddress(argument: "127.0.0.1:8883")!
 
-    @Option(name: .customLong("dev-listener"), help: "Also run the plaintext MQTT development listener at HOST:PORT, for anonymous local clients on topics outside devices/. Off by default; loopback addresses only.")
+    @Option(
+        name: .customLong("dev-listener"),
+        help:
+            "Also run the plaintext MQTT development listener at HOST:PORT, for anonymous local clients on topics outside devices/. Off by default; loopback addresses only."
+    )
     var devListener: ListenAddress?
 
-    @Option(name: .customLong("dev-deny"), help: "A topic filter development clients may neither publish to, subscribe to nor receive from (repeatable), e.g. --dev-deny test/nosubscribe. Subscribing gets 0x87 (0x80 in 3.1.1).")
+    @Option(
+        name: .customLong("dev-deny"),
+        help:
+            "A topic filter development clients may neither publish to, subscribe to nor receive from (repeatable), e.g. --dev-deny test/nosubscribe. Subscribing gets 0x87 (0x80 in 3.1.1)."
+    )
     var devDeny: [String] = []
 
-    @Option(name: .customLong("max-connections"), help: "MQTT connections open at once; more get CONNACK 0x89 (server busy).")
+    @Option(
+        name: .customLong("max-connections"),
+        help: "MQTT connections open at once; more get CONNACK 0x89 (server busy).")
     var maxConnections = 50_000
 
-    @Option(name: .customLong("max-connects-per-second"), help: "New MQTT connections per second (burst: twice this); more get CONNACK 0x9F (connection rate exceeded).")
+    @Option(
+        name: .customLong("max-connects-per-second"),
+        help: "New MQTT connections per second (burst: twice this); more get CONNACK 0x9F (connection rate exceeded).")
     var maxConnectsPerSecond = 500.0
 
-    @Option(name: .customLong("max-publishes-per-second"), help: "Publishes per second per connection; more get PUBACK 0x97 (quota exceeded).")
+    @Option(
+        name: .customLong("max-publishes-per-second"),
+        help: "Publishes per second per connection; more get PUBACK 0x97 (quota exceeded).")
     var maxPublishesPerSecond = 100.0
 
-    @Option(name: .customLong("max-bytes-per-second"), help: "Payload bytes per second per connection; more get PUBACK 0x97.")
+    @Option(
+        name: .customLong("max-bytes-per-second"),
+        help: "Payload bytes per second per connection; more get PUBACK 0x97.")
     var maxBytesPerSecond = 512.0 * 1024
 
     func configuration() throws -> GatewayConfiguration {
         guard maxConnections > 0, maxConnectsPerSecond > 0, maxPublishesPerSecond > 0, maxBytesPerSecond > 0 else {
             throw HearthError.invalid("max-…", "limits must be positive")
         }
-        var c = GatewayConfiguration(deviceListener: (mqttListen.host, mqttListen.port), developmentListener: devListener.map { ($0.host, $0.port) })
+        var c = GatewayConfiguration(
+            deviceListener: (mqttListen.host, mqttListen.port),
+            developmentListener: devListener.map { ($0.host, $0.port) })
         c.maximumConnections = maxConnections
         for filter in devDeny where !Topic.isValidFilter(filter) {
             throw HearthError.invalid("dev-deny", "'\(filter)' is not an MQTT topic filter")
@@ -135,7 +171,8 @@ struct GatewayOptions: ParsableArguments {
 /// Starts the HTTPS server and the MQTT gateway on `folder` and runs until SIGINT/SIGTERM.
 /// `ready` learns the bound addresses; `companions` run beside the server and stop first.
 func runServer(
-    folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions, settings: HearthSettings = HearthSettings(),
+    folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions,
+    settings: HearthSettings = HearthSettings(),
     ready: ServerReady? = nil, companions: [any Service] = [],
     banner: @escaping @Sendable (String) async -> Void
 ) async throws {
@@ -149,13 +186,20 @@ func runServer(
             serverCertificatePEM: try folder.serverCertificate.pem(), serverKeyPEM: folder.serverKey.pemRepresentation,
             deviceCAPEM: try folder.deviceCA.certificate.pem()
         )
-        gateway = try MQTTGateway(configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry, brokerState: brokerState, logger: logger) { kind, address in
+        gateway = try MQTTGateway(
+            configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry,
+            brokerState: brokerState, logger: logger
+        ) { kind, address in
             switch kind {
             case .devices:
                 ready?.mqtt(address?.port ?? options.mqttListen.port)
-                print("MQTT device listener (mutual TLS, device CA \(folder.deviceCAPath)): mqtts://\(options.mqttListen.host):\(address?.port ?? options.mqttListen.port)")
+                print(
+                    "MQTT device listener (mutual TLS, device CA \(folder.deviceCAPath)): mqtts://\(options.mqttListen.host):\(address?.port ?? options.mqttListen.port)"
+                )
             case .development:
-                print("MQTT development listener (plaintext, anonymous, loopback only): mqtt://\(options.devListener?.host ?? "127.0.0.1"):\(address?.port ?? 0)")
+                print(
+                    "MQTT development listener (plaintext, anonymous, loopback only): mqtt://\(options.devListener?.host ?? "127.0.0.1"):\(address?.port ?? 0)"
+                )
             }
             fflush(nil)
         }
@@ -168,10 +212,16 @@ func runServer(
     var settings = settings
     // Requests must name a host the server certificate covers (`--hostname`); others get 421.
     settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames
-    let hearth = try Hearth(store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway, updates: updates)
-    if folder.created { print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.") }
-    try await store.appendAudit(AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))
-    let app = try HTTPSServer.application(hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger) { address in
+    let hearth = try Hearth(
+        store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway, updates: updates)
+    if folder.created {
+        print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.")
+    }
+    try await store.appendAudit(
+        AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))
+    let app = try HTTPSServer.application(
+        hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger
+    ) { address in
         let port = address?.port ?? listen.port
         let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
         let base = "https://\(host):\(port)"
@@ -191,21 +241,33 @@ func runServer(
     }
     let sweeper = Periodic.sessionSweeper(store: store, logger: logger)
     let renewer = Periodic.repositoryRenewer(repository: repository, logger: logger)
-    let group = ServiceGroup(services: [app, sweeper, gateway, renewer] + companions, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    let group = ServiceGroup(
+        services: [app, sweeper, gateway, renewer] + companions, gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger)
     do {
         try await group.run()
-    } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL {
-        throw HearthError(.invalidInput, field: "listen", "cannot listen on \(listen) or \(options.mqttListen): \(String(cString: strerror(error.errnoCode)))")
+    } catch let error as IOError
+        where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL
+    {
+        throw HearthError(
+            .invalidInput, field: "listen",
+            "cannot listen on \(listen) or \(options.mqttListen): \(String(cString: strerror(error.errnoCode)))")
     }
     print("Hearth stopped.")
 }
 
 /// security.txt's contacts and languages.
 struct DisclosureOptions: ParsableArguments {
-    @Option(name: .customLong("security-contact"), help: "A Contact for /.well-known/security.txt (mailto:, https:// or tel: URI); repeat for several, most preferred first. The server's own report form is always listed.")
+    @Option(
+        name: .customLong("security-contact"),
+        help:
+            "A Contact for /.well-known/security.txt (mailto:, https:// or tel: URI); repeat for several, most preferred first. The server's own report form is always listed."
+    )
     var contacts: [String] = []
 
-    @Option(name: .customLong("security-language"), help: "A language the security team reads (en, de, pt-BR…); repeat for several. Default: en.")
+    @Option(
+        name: .customLong("security-language"),
+        help: "A language the security team reads (en, de, pt-BR…); repeat for several. Default: en.")
     var languages: [String] = []
 
     func settings() throws -> HearthSettings {
@@ -238,7 +300,9 @@ struct DisclosureCommand: AsyncParsableCommand {
             try await reportingErrors {
                 for r in try await DisclosureCommand.hearth(options).allReports() {
                     let flags = r.overdue.map(\.rawValue).joined(separator: ",")
-                    print("\(r.id)\t\(r.state.rawValue)\t\(ISO8601DateFormatter().string(from: r.receivedAt))\t\(flags.isEmpty ? "-" : "OVERDUE:" + flags)\t\(r.text("title") ?? "")")
+                    print(
+                        "\(r.id)\t\(r.state.rawValue)\t\(ISO8601DateFormatter().string(from: r.receivedAt))\t\(flags.isEmpty ? "-" : "OVERDUE:" + flags)\t\(r.text("title") ?? "")"
+                    )
                 }
             }
         }
@@ -251,23 +315,36 @@ struct DisclosureCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let r = try await DisclosureCommand.hearth(options).report(id)
-                print("id\t\(r.id)\nstate\t\(r.state.rawValue)\nacknowledge by\t\(r.acknowledgeBy)\ndisclose by\t\(r.discloseBy)\noverdue\t\(r.overdue.map(\.rawValue).joined(separator: ", "))")
-                for key in ["title", "product", "contact", "credit", "description"] { if let v = r.text(key) { print("\(key)\t\(v)") } }
+                print(
+                    "id\t\(r.id)\nstate\t\(r.state.rawValue)\nacknowledge by\t\(r.acknowledgeBy)\ndisclose by\t\(r.discloseBy)\noverdue\t\(r.overdue.map(\.rawValue).joined(separator: ", "))"
+                )
+                for key in ["title", "product", "contact", "credit", "description"] {
+                    if let v = r.text(key) { print("\(key)\t\(v)") }
+                }
                 for step in r.history { print("history\t\(step.at)\t\(step.state.rawValue)\t\(step.note ?? "")") }
             }
         }
     }
 
     struct Move: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Move a report to its next state, with a note the reporter sees.")
+        static let configuration = CommandConfiguration(
+            abstract: "Move a report to its next state, with a note the reporter sees.")
         @OptionGroup var options: DataOptions
         @Argument(help: "The report id (VR-…).") var id: String
-        @Argument(help: "The new state: \(ReportState.allCases.map(\.rawValue).joined(separator: ", ")).") var state: String
+        @Argument(help: "The new state: \(ReportState.allCases.map(\.rawValue).joined(separator: ", ")).") var state:
+            String
         @Option(help: "A note for the reporter (shown on their status page).") var note: String?
         func run() async throws {
             try await reportingErrors {
-                guard let to = ReportState(rawValue: state) else { throw HearthError.invalid("state", "one of \(ReportState.allCases.map(\.rawValue).joined(separator: ", "))") }
-                if let note { _ = try ObjectSchema([FieldSchema("note", .string(maxLength: 2_000, multiline: true))]).validate(["note": .string(note)]) }
+                guard let to = ReportState(rawValue: state) else {
+                    throw HearthError.invalid(
+                        "state", "one of \(ReportState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                if let note {
+                    _ = try ObjectSchema([FieldSchema("note", .string(maxLength: 2_000, multiline: true))]).validate([
+                        "note": .string(note)
+                    ])
+                }
                 let r = try await DisclosureCommand.hearth(options).moveReport(id, to: to, note: note, actor: "cli")
                 print("\(r.id) is now \(r.state.rawValue): \(r.state.plainEnglish)")
             }
@@ -275,7 +352,8 @@ struct DisclosureCommand: AsyncParsableCommand {
     }
 
     struct Team: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add an operator to the security team (who may read reports through the API), or remove them.")
+        static let configuration = CommandConfiguration(
+            abstract: "Add an operator to the security team (who may read reports through the API), or remove them.")
         @OptionGroup var options: DataOptions
         @Argument(help: "The operator's e-mail address.") var email: String
         @Flag(help: "Remove instead of add.") var remove = false
@@ -289,12 +367,14 @@ struct DisclosureCommand: AsyncParsableCommand {
 }
 
 struct ModelCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "model", abstract: "Manage product models.", subcommands: [Add.self, List.self, Support.self])
+    static let configuration = CommandConfiguration(
+        commandName: "model", abstract: "Manage product models.", subcommands: [Add.self, List.self, Support.self])
 
     struct Support: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Extend a model's support period (the last day of security updates).",
-            discussion: "A support period can be extended, never shortened: an earlier date is refused and the attempt is audited."
+            discussion:
+                "A support period can be extended, never shortened: an earlier date is refused and the attempt is audited."
         )
         @OptionGroup var options: DataOptions
         @Argument(help: "The product model id.") var model: String
@@ -308,7 +388,8 @@ struct ModelCommand: AsyncParsableCommand {
     }
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Define a product model from a JSON file (see docs in ARCHITECTURE.md).")
+        static let configuration = CommandConfiguration(
+            abstract: "Define a product model from a JSON file (see docs in ARCHITECTURE.md).")
         @OptionGroup var options: DataOptions
         @Option(help: "The model's JSON file.") var file: String
 
@@ -316,10 +397,16 @@ struct ModelCommand: AsyncParsableCommand {
             try await reportingErrors {
                 let (_, store) = try options.open()
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
-                guard bytes.count <= 64 * 1024 else { throw HearthError(.payloadTooLarge, "a model file is at most 64 KiB") }
+                guard bytes.count <= 64 * 1024 else {
+                    throw HearthError(.payloadTooLarge, "a model file is at most 64 KiB")
+                }
                 let model = try ProductModel(json: try JSONValue.parse(Array(bytes)))
-                try await store.createModel(model, at: Date(), audit: AuditEntry(.modelCreated, actor: "cli", subject: model.id.rawValue, at: Date()))
-                print("Created product model \(model.id) (\(model.name)); security updates until \(model.supportEnds.plainEnglish).")
+                try await store.createModel(
+                    model, at: Date(),
+                    audit: AuditEntry(.modelCreated, actor: "cli", subject: model.id.rawValue, at: Date()))
+                print(
+                    "Created product model \(model.id) (\(model.name)); security updates until \(model.supportEnds.plainEnglish)."
+                )
             }
         }
     }
@@ -330,28 +417,35 @@ struct ModelCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let (_, store) = try options.open()
-                for model in try await store.models() { print("\(model.id)\t\(model.name)\tsupport until \(model.supportEnds)") }
+                for model in try await store.models() {
+                    print("\(model.id)\t\(model.name)\tsupport until \(model.supportEnds)")
+                }
             }
         }
     }
 }
 
 struct Factory: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Factory provisioning of device identities.", subcommands: [Provision.self, SignCSR.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Factory provisioning of device identities.", subcommands: [Provision.self, SignCSR.self])
 
     /// What both factory commands take.
     struct FactoryOptions: ParsableArguments {
         @OptionGroup var data: DataOptions
         @Option(help: "Product model id.") var model: String
         @Option(help: "Output folder for the bundles (mode 0700; device keys 0600).") var out: String
-        @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on labels.") var publicURL = "https://localhost:8443"
+        @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on labels.") var publicURL =
+            "https://localhost:8443"
 
         /// The provisioner, with the model's newest firmware and the update trust anchor if released.
         func provisioner() async throws -> (Provisioner, ProductModelID, URL) {
             let (folder, store) = try data.open()
             let model = try ProductModelID(model)
-            var provisioner = Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
-            provisioner.firmware = try await UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory).factoryFirmware(model)
+            var provisioner = Provisioner(
+                store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
+            provisioner.firmware = try await UpdateRepository(
+                store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory
+            ).factoryFirmware(model)
             return (provisioner, model, URL(fileURLWithPath: out))
         }
     }
@@ -359,7 +453,8 @@ struct Factory: AsyncParsableCommand {
     struct Provision: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Provision N units: serial, key pair, device certificate, setup code and label for each.",
-            discussion: "Writes one bundle folder per unit under --out and registers the units with the server's database."
+            discussion:
+                "Writes one bundle folder per unit under --out and registers the units with the server's database."
         )
         @OptionGroup var options: FactoryOptions
         @Option(help: "How many units.") var count: Int
@@ -369,10 +464,14 @@ struct Factory: AsyncParsableCommand {
                 let (provisioner, model, out) = try await options.provisioner()
                 let start = Date()
                 let progress = Progress(total: count, noun: "units")
-                _ = try await provisioner.provision(modelID: model, count: count, outDirectory: out) { progress.update($0) }
+                _ = try await provisioner.provision(modelID: model, count: count, outDirectory: out) {
+                    progress.update($0)
+                }
                 progress.finish()
                 let seconds = Date().timeIntervalSince(start)
-                print("Provisioned \(count) units of \(model) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.1f", Double(count) / seconds)) units/s). Bundles: \(out.path)")
+                print(
+                    "Provisioned \(count) units of \(model) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.1f", Double(count) / seconds)) units/s). Bundles: \(out.path)"
+                )
             }
         }
     }
@@ -388,7 +487,9 @@ struct Factory: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let pem = try String(contentsOfFile: csr, encoding: .utf8)
-                guard pem.utf8.count <= 16 * 1024 else { throw HearthError(.payloadTooLarge, "a CSR is at most 16 KiB") }
+                guard pem.utf8.count <= 16 * 1024 else {
+                    throw HearthError(.payloadTooLarge, "a CSR is at most 16 KiB")
+                }
                 let (provisioner, model, out) = try await options.provisioner()
                 let unit = try await provisioner.signCSR(pem: pem, modelID: model, outDirectory: out)
                 print("Issued a certificate for serial \(unit.serial); bundle in \(out.path)/\(unit.serial)")
@@ -398,12 +499,14 @@ struct Factory: AsyncParsableCommand {
 }
 
 struct DeviceCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "device", abstract: "Manage provisioned devices.", subcommands: [Revoke.self, Show.self])
+    static let configuration = CommandConfiguration(
+        commandName: "device", abstract: "Manage provisioned devices.", subcommands: [Revoke.self, Show.self])
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Revoke a device's certificate (lost, stolen, cloned): the gateway refuses it from then on.",
-            discussion: "A running server checks revocation at every connect; use the API's POST /api/v1/devices/{serial}/revoke to also end a live connection at once."
+            discussion:
+                "A running server checks revocation at every connect; use the API's POST /api/v1/devices/{serial}/revoke to also end a live connection at once."
         )
         @OptionGroup var options: DataOptions
         @Argument(help: "The device serial.") var serial: String
@@ -412,14 +515,19 @@ struct DeviceCommand: AsyncParsableCommand {
             try await reportingErrors {
                 let (_, store) = try options.open()
                 let serial = try DeviceSerial(serial)
-                let changed = try await store.revokeDevice(serial, at: Date(), audit: AuditEntry(.deviceRevoked, actor: "cli", subject: serial.rawValue, at: Date()))
+                let changed = try await store.revokeDevice(
+                    serial, at: Date(),
+                    audit: AuditEntry(.deviceRevoked, actor: "cli", subject: serial.rawValue, at: Date()))
                 print(changed ? "Revoked \(serial)." : "\(serial) was already revoked.")
             }
         }
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a device: model, owner, revocation, the invalid telemetry it sent (counted per kind), its firmware, update progress and security alerts.")
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Show a device: model, owner, revocation, the invalid telemetry it sent (counted per kind), its firmware, update progress and security alerts."
+        )
         @OptionGroup var options: DataOptions
         @Argument(help: "The device serial.") var serial: String
 
@@ -427,15 +535,30 @@ struct DeviceCommand: AsyncParsableCommand {
             try await reportingErrors {
                 let (folder, store) = try options.open()
                 let serial = try DeviceSerial(serial)
-                guard let device = try await store.device(serial) else { throw HearthError(.notFound, "no device \(serial)") }
-                print("serial\t\(device.serial)\nmodel\t\(device.model)\nclaimed\t\(device.claimedAt.map { "\($0)" } ?? "no")\nrevoked\t\(device.revokedAt.map { "\($0)" } ?? "no")")
+                guard let device = try await store.device(serial) else {
+                    throw HearthError(.notFound, "no device \(serial)")
+                }
+                print(
+                    "serial\t\(device.serial)\nmodel\t\(device.model)\nclaimed\t\(device.claimedAt.map { "\($0)" } ?? "no")\nrevoked\t\(device.revokedAt.map { "\($0)" } ?? "no")"
+                )
                 let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
-                if let latest = try await telemetry.latest(serial) { print("latest\t\(JSONValue.object(latest.reading.values).text) at \(latest.reading.receivedAt)") }
-                for refusal in try await telemetry.refusals(serial) { print("refused\t\(refusal.kind.rawValue)\t\(refusal.count)\tlast \(refusal.lastAt)") }
-                print("dropped\t\(try await telemetry.droppedTotal(serial)) readings dropped by the device while offline (its queue was full)")
-                let update = try await Updates(repository: try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)).deviceView(device)
+                if let latest = try await telemetry.latest(serial) {
+                    print("latest\t\(JSONValue.object(latest.reading.values).text) at \(latest.reading.receivedAt)")
+                }
+                for refusal in try await telemetry.refusals(serial) {
+                    print("refused\t\(refusal.kind.rawValue)\t\(refusal.count)\tlast \(refusal.lastAt)")
+                }
+                print(
+                    "dropped\t\(try await telemetry.droppedTotal(serial)) readings dropped by the device while offline (its queue was full)"
+                )
+                let update = try await Updates(
+                    repository: try UpdateRepository(
+                        store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)
+                ).deviceView(device)
                 print("firmware\t\(update.running ?? "not reported")")
-                if let latest = update.latest { print("update\t\(latest.phase)\t\(latest.target ?? "-")\t\(latest.reason ?? "")") }
+                if let latest = update.latest {
+                    print("update\t\(latest.phase)\t\(latest.target ?? "-")\t\(latest.reason ?? "")")
+                }
                 for alert in update.alerts { print("alert\t\(alert.phase)\t\(alert.at)\t\(alert.reason ?? "")") }
                 print("support\t\(update.supportEnded ? "ended" : "until") \(update.supportEnds.plainEnglish)")
             }
@@ -444,10 +567,12 @@ struct DeviceCommand: AsyncParsableCommand {
 }
 
 struct Audit: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The hash-chained audit log.", subcommands: [Verify.self, Show.self])
+    static let configuration = CommandConfiguration(
+        abstract: "The hash-chained audit log.", subcommands: [Verify.self, Show.self])
 
     struct Verify: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check that no audit record was edited, removed or reordered. Exits 1 if one was.")
+        static let configuration = CommandConfiguration(
+            abstract: "Check that no audit record was edited, removed or reordered. Exits 1 if one was.")
         @OptionGroup var options: DataOptions
         func run() async throws {
             try await reportingErrors {
@@ -470,7 +595,9 @@ struct Audit: AsyncParsableCommand {
                 let (_, store) = try options.open()
                 let formatter = ISO8601DateFormatter()
                 for r in try await store.auditRecords() {
-                    print("\(r.sequence)\t\(formatter.string(from: r.date))\t\(r.kind)\t\(r.actor ?? "-")\t\(r.subject ?? "-")\t\(r.detail)")
+                    print(
+                        "\(r.sequence)\t\(formatter.string(from: r.date))\t\(r.kind)\t\(r.actor ?? "-")\t\(r.subject ?? "-")\t\(r.detail)"
+                    )
                 }
             }
         }
@@ -497,8 +624,12 @@ final class Progress: @unchecked Sendable {
         let rate = Double(done) / max(0.001, Date().timeIntervalSince(start))
         let line = "\(done)/\(total) \(noun) (\(Int(rate))/s)"
         if tty {
-            let width = 30, filled = total > 0 ? width * done / total : width
-            FileHandle.standardError.write(Data("\r[\(String(repeating: "#", count: filled))\(String(repeating: " ", count: width - filled))] \(line)".utf8))
+            let width = 30
+            let filled = total > 0 ? width * done / total : width
+            FileHandle.standardError.write(
+                Data(
+                    "\r[\(String(repeating: "#", count: filled))\(String(repeating: " ", count: width - filled))] \(line)"
+                        .utf8))
         } else if total > 0, done * 10 / total > lastDecile {
             lastDecile = done * 10 / total
             printErr(line)

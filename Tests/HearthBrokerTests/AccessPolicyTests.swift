@@ -19,7 +19,10 @@ import Testing
     @Test func updateOffersAreTheDevicesOwnAndOnlyTheServerMakesThem() {
         #expect(!a.canPublish("devices/AAAAAAAAAAAA/update/offer"), "a device cannot offer itself an update")
         #expect(!a.canPublish("devices/BBBBBBBBBBBB/update"))
-        for filter in ["devices/BBBBBBBBBBBB/update/offer", "devices/AAAAAAAAAAAA/update/#", "devices/AAAAAAAAAAAA/update/+", "devices/AAAAAAAAAAAA/update", "devices/+/update/offer"] {
+        for filter in [
+            "devices/BBBBBBBBBBBB/update/offer", "devices/AAAAAAAAAAAA/update/#", "devices/AAAAAAAAAAAA/update/+",
+            "devices/AAAAAAAAAAAA/update", "devices/+/update/offer",
+        ] {
             #expect(!a.canSubscribe(filter), "\(filter)")
         }
         #expect(!a.canReceive("devices/BBBBBBBBBBBB/update/offer"))

@@ -17,8 +17,13 @@ import Testing
     @Test func messagesReachMatchingSubscribersAtTheLowerQoS() {
         var b = broker(["s1": .development, "s2": .development, "p": .development])
         _ = b.subscribe("s1", Subscribe(packetID: 1, requests: [.init(filter: "home/+/temp", qos: .atMostOnce)]))
-        _ = b.subscribe("s2", Subscribe(packetID: 1, requests: [.init(filter: "home/#", qos: .exactlyOnce)], properties: [.subscriptionIdentifier(7)]))
-        let d = deliveries(b.publish(from: "p", Publish(topic: "home/kitchen/temp", payload: [1], qos: .atLeastOnce, packetID: 9)))
+        _ = b.subscribe(
+            "s2",
+            Subscribe(
+                packetID: 1, requests: [.init(filter: "home/#", qos: .exactlyOnce)],
+                properties: [.subscriptionIdentifier(7)]))
+        let d = deliveries(
+            b.publish(from: "p", Publish(topic: "home/kitchen/temp", payload: [1], qos: .atLeastOnce, packetID: 9)))
         #expect(d.map(\.sessionKey) == ["s1", "s2"])
         #expect(d[0].publish.qos == .atMostOnce)
         #expect(d[1].publish.qos == .atLeastOnce)
@@ -30,12 +35,20 @@ import Testing
     @Test func subscriptionsBeyondTheQuotaAreRefusedWithQuotaExceeded() {
         var b = Broker(maximumSubscriptionsPerSession: 3)
         b.register("s", policy: .development)
-        let first = b.subscribe("s", Subscribe(packetID: 1, requests: (1...5).map { .init(filter: "t/\($0)", qos: .atLeastOnce) })).reasons
+        let first = b.subscribe(
+            "s", Subscribe(packetID: 1, requests: (1...5).map { .init(filter: "t/\($0)", qos: .atLeastOnce) })
+        ).reasons
         #expect(first == [.grantedQoS1, .grantedQoS1, .grantedQoS1, .quotaExceeded, .quotaExceeded])
         // Re-subscribing to a held filter is not a new subscription; after an unsubscribe there is room.
-        #expect(b.subscribe("s", Subscribe(packetID: 2, requests: [.init(filter: "t/1", qos: .exactlyOnce)])).reasons == [.grantedQoS2])
+        #expect(
+            b.subscribe("s", Subscribe(packetID: 2, requests: [.init(filter: "t/1", qos: .exactlyOnce)])).reasons == [
+                .grantedQoS2
+            ])
         _ = b.unsubscribe("s", ["t/2"])
-        #expect(b.subscribe("s", Subscribe(packetID: 3, requests: [.init(filter: "t/9", qos: .atMostOnce)])).reasons == [.success])
+        #expect(
+            b.subscribe("s", Subscribe(packetID: 3, requests: [.init(filter: "t/9", qos: .atMostOnce)])).reasons == [
+                .success
+            ])
         #expect(Set(b.subscriptions(of: "s").keys) == ["t/1", "t/3", "t/9"])
     }
 
@@ -44,7 +57,8 @@ import Testing
         _ = b.subscribe("a", Subscribe(packetID: 1, requests: [.init(filter: "t", qos: .atLeastOnce, noLocal: true)]))
         #expect(deliveries(b.publish(from: "a", Publish(topic: "t", payload: [1]))).isEmpty)
         var c = broker(["a": .development, "b": .development])
-        _ = c.subscribe("a", Subscribe(packetID: 1, requests: [.init(filter: "t", qos: .atLeastOnce, retainAsPublished: true)]))
+        _ = c.subscribe(
+            "a", Subscribe(packetID: 1, requests: [.init(filter: "t", qos: .atLeastOnce, retainAsPublished: true)]))
         _ = c.subscribe("b", Subscribe(packetID: 1, requests: [.init(filter: "t", qos: .atLeastOnce)]))
         let d = deliveries(c.publish(from: nil, Publish(topic: "t", payload: [1], retain: true)))
         #expect(d.first { $0.sessionKey == "a" }?.publish.retain == true)
@@ -55,52 +69,81 @@ import Testing
         var b = broker(["s": .development])
         _ = b.publish(from: nil, Publish(topic: "r/1", payload: Array("one".utf8), qos: .atLeastOnce, retain: true))
         _ = b.publish(from: nil, Publish(topic: "r/2", payload: Array("two".utf8), retain: true))
-        let first = b.subscribe("s", Subscribe(packetID: 1, requests: [.init(filter: "r/#", qos: .atMostOnce, retainHandling: 1)]))
+        let first = b.subscribe(
+            "s", Subscribe(packetID: 1, requests: [.init(filter: "r/#", qos: .atMostOnce, retainHandling: 1)]))
         #expect(first.retained.map(\.topic) == ["r/1", "r/2"])
         #expect(first.retained.allSatisfy { $0.retain && $0.qos == .atMostOnce })
-        let again = b.subscribe("s", Subscribe(packetID: 2, requests: [.init(filter: "r/#", qos: .atMostOnce, retainHandling: 1)]))
+        let again = b.subscribe(
+            "s", Subscribe(packetID: 2, requests: [.init(filter: "r/#", qos: .atMostOnce, retainHandling: 1)]))
         #expect(again.retained.isEmpty, "handling 1: only for a new subscription")
-        let never = b.subscribe("s", Subscribe(packetID: 3, requests: [.init(filter: "r/+", qos: .atMostOnce, retainHandling: 2)]))
+        let never = b.subscribe(
+            "s", Subscribe(packetID: 3, requests: [.init(filter: "r/+", qos: .atMostOnce, retainHandling: 2)]))
         #expect(never.retained.isEmpty)
         _ = b.publish(from: nil, Publish(topic: "r/1", payload: [], retain: true))
         #expect(b.retained.keys.sorted() == ["r/2"])
-        let shared = b.subscribe("s", Subscribe(packetID: 4, requests: [.init(filter: "$share/g/r/#", qos: .atMostOnce)]))
+        let shared = b.subscribe(
+            "s", Subscribe(packetID: 4, requests: [.init(filter: "$share/g/r/#", qos: .atMostOnce)]))
         #expect(shared.retained.isEmpty, "no retained messages on shared subscriptions")
     }
 
     @Test func sharedGroupsTakeTurns() {
         var b = broker(["w1": .development, "w2": .development])
-        for w in ["w1", "w2"] { _ = b.subscribe(w, Subscribe(packetID: 1, requests: [.init(filter: "$share/workers/jobs/#", qos: .atLeastOnce)])) }
-        let receivers = (0..<4).flatMap { i in deliveries(b.publish(from: nil, Publish(topic: "jobs/\(i)", payload: [1]))).map(\.sessionKey) }
+        for w in ["w1", "w2"] {
+            _ = b.subscribe(
+                w, Subscribe(packetID: 1, requests: [.init(filter: "$share/workers/jobs/#", qos: .atLeastOnce)]))
+        }
+        let receivers = (0..<4).flatMap { i in
+            deliveries(b.publish(from: nil, Publish(topic: "jobs/\(i)", payload: [1]))).map(\.sessionKey)
+        }
         #expect(receivers == ["w1", "w2", "w1", "w2"])
     }
 
     @Test func devicesAreIsolatedAndRefusalsCounted() {
         var b = broker([
-            "device:A": .device(serial: "AAAAAAAAAAAA"), "device:B": .device(serial: "BBBBBBBBBBBB"), "dev:x": .development,
+            "device:A": .device(serial: "AAAAAAAAAAAA"), "device:B": .device(serial: "BBBBBBBBBBBB"),
+            "dev:x": .development,
         ])
-        let subA = b.subscribe("device:A", Subscribe(packetID: 1, requests: [
-            .init(filter: "devices/AAAAAAAAAAAA/commands/#", qos: .atLeastOnce), .init(filter: "#", qos: .atLeastOnce),
-            .init(filter: "devices/+/commands/#", qos: .atLeastOnce), .init(filter: "$share/g/devices/BBBBBBBBBBBB/commands/#", qos: .atLeastOnce),
-        ]))
+        let subA = b.subscribe(
+            "device:A",
+            Subscribe(
+                packetID: 1,
+                requests: [
+                    .init(filter: "devices/AAAAAAAAAAAA/commands/#", qos: .atLeastOnce),
+                    .init(filter: "#", qos: .atLeastOnce),
+                    .init(filter: "devices/+/commands/#", qos: .atLeastOnce),
+                    .init(filter: "$share/g/devices/BBBBBBBBBBBB/commands/#", qos: .atLeastOnce),
+                ]))
         #expect(subA.reasons == [.grantedQoS1, .notAuthorized, .notAuthorized, .notAuthorized])
         _ = b.subscribe("dev:x", Subscribe(packetID: 1, requests: [.init(filter: "#", qos: .atLeastOnce)]))
         // A command for B reaches nobody else; one for A reaches A only, never the dev client's '#'.
-        #expect(deliveries(b.publish(from: nil, Publish(topic: "devices/BBBBBBBBBBBB/commands/lock", payload: [1]))).isEmpty)
-        #expect(deliveries(b.publish(from: nil, Publish(topic: "devices/AAAAAAAAAAAA/commands/lock", payload: [1]))).map(\.sessionKey) == ["device:A"])
+        #expect(
+            deliveries(b.publish(from: nil, Publish(topic: "devices/BBBBBBBBBBBB/commands/lock", payload: [1]))).isEmpty
+        )
+        #expect(
+            deliveries(b.publish(from: nil, Publish(topic: "devices/AAAAAAAAAAAA/commands/lock", payload: [1]))).map(
+                \.sessionKey) == ["device:A"])
         // B cannot publish into A's namespace, nor a command to itself.
-        #expect(b.publish(from: "device:B", Publish(topic: "devices/AAAAAAAAAAAA/telemetry", payload: [1])) == .refused(.notAuthorized))
-        #expect(b.publish(from: "device:B", Publish(topic: "devices/BBBBBBBBBBBB/commands/unlock", payload: [1])) == .refused(.notAuthorized))
+        #expect(
+            b.publish(from: "device:B", Publish(topic: "devices/AAAAAAAAAAAA/telemetry", payload: [1]))
+                == .refused(.notAuthorized))
+        #expect(
+            b.publish(from: "device:B", Publish(topic: "devices/BBBBBBBBBBBB/commands/unlock", payload: [1]))
+                == .refused(.notAuthorized))
         #expect(b.refusals["device:A"] == 3)
         #expect(b.refusals["device:B"] == 2)
         // A retained message in a device namespace is not leaked to a dev client's '#'.
         _ = b.publish(from: nil, Publish(topic: "devices/AAAAAAAAAAAA/commands/x", payload: [1], retain: true))
-        #expect(b.subscribe("dev:x", Subscribe(packetID: 2, requests: [.init(filter: "#", qos: .atMostOnce)])).retained.isEmpty)
+        #expect(
+            b.subscribe("dev:x", Subscribe(packetID: 2, requests: [.init(filter: "#", qos: .atMostOnce)])).retained
+                .isEmpty)
     }
 
     @Test func unsubscribeAndRemove() {
         var b = broker(["s": .development])
-        _ = b.subscribe("s", Subscribe(packetID: 1, requests: [.init(filter: "a", qos: .atMostOnce), .init(filter: "b", qos: .atMostOnce)]))
+        _ = b.subscribe(
+            "s",
+            Subscribe(
+                packetID: 1, requests: [.init(filter: "a", qos: .atMostOnce), .init(filter: "b", qos: .atMostOnce)]))
         #expect(b.unsubscribe("s", ["a", "zzz"]) == [.success, .noSubscriptionExisted])
         #expect(deliveries(b.publish(from: nil, Publish(topic: "a", payload: [1]))).isEmpty)
         b.remove("s")

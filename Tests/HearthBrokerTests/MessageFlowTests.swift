@@ -52,7 +52,9 @@ extension OutboundFlow.Action {
     @Test func unknownOrMismatchedAcknowledgementsAreErrors() throws {
         var flow = OutboundFlow()
         let id = try #require(flow.enqueue(message(1)).first?.packetID)
-        #expect(throws: MQTTProtocolError(.packetIdentifierNotFound, "acknowledgement for unknown packet 999")) { try flow.receive(.puback(Ack(packetID: 999))) }
+        #expect(throws: MQTTProtocolError(.packetIdentifierNotFound, "acknowledgement for unknown packet 999")) {
+            try flow.receive(.puback(Ack(packetID: 999)))
+        }
         #expect(throws: MQTTProtocolError.self) { try flow.receive(.pubcomp(Ack(packetID: id))) }
         #expect(throws: MQTTProtocolError.self) { try flow.receive(.pubrec(Ack(packetID: id))) }
         #expect(flow.inflightCount == 1, "errors change nothing")
@@ -65,7 +67,11 @@ extension OutboundFlow.Action {
         _ = try flow.receive(.pubrec(Ack(packetID: b)))
         let again = flow.resend()
         #expect(again.count == 2)
-        if case .send(let p) = again[0] { #expect(p.dup && p.packetID == a) } else { Issue.record("expected a PUBLISH first") }
+        if case .send(let p) = again[0] {
+            #expect(p.dup && p.packetID == a)
+        } else {
+            Issue.record("expected a PUBLISH first")
+        }
         #expect(again[1] == .sendRelease(b))
     }
 

@@ -18,7 +18,10 @@ func specMatches(filter: String, topic: String) -> Bool {
 @Suite struct SubscriptionTreeTests {
     @Test func wildcardsFollowTheSpecification() {
         var tree = SubscriptionTree<String, Int>()
-        let filters = ["sport/tennis/player1/#", "sport/#", "#", "+/tennis/#", "sport/+", "+", "/+", "+/+", "$SYS/#", "$SYS/+", "sport/tennis/+"]
+        let filters = [
+            "sport/tennis/player1/#", "sport/#", "#", "+/tennis/#", "sport/+", "+", "/+", "+/+", "$SYS/#", "$SYS/+",
+            "sport/tennis/+",
+        ]
         for f in filters { tree.insert(f, subscriber: f, options: 0) }
         let cases: [(String, Set<String>)] = [
             ("sport/tennis/player1", ["sport/tennis/player1/#", "sport/#", "#", "+/tennis/#", "sport/tennis/+"]),
@@ -58,7 +61,10 @@ func specMatches(filter: String, topic: String) -> Bool {
         #expect(results == [true, true])
         #expect(tree.match("a/b").subscribers["s"] == [2])
         #expect(tree.count == 1)
-        let removals = [tree.remove("a/c", subscriber: "s"), tree.remove("a/b", subscriber: "s"), tree.remove("a/b", subscriber: "s")]
+        let removals = [
+            tree.remove("a/c", subscriber: "s"), tree.remove("a/b", subscriber: "s"),
+            tree.remove("a/b", subscriber: "s"),
+        ]
         #expect(removals == [false, true, false])
         #expect(tree.count == 0)
         #expect(tree.match("a/b").subscribers.isEmpty)

@@ -43,10 +43,16 @@ import Testing
 
     /// NIST SP 800-63B: dictionary words, repetitive and sequential values, keyboard walks.
     @Test func sequencesWalksRepeatsAndDictionaryWordsAreRefused() throws {
-        let words = RankedWords(rankedLines: ["# a comment", "iloveyou", "correct", "horse", "battery", "staple", "the", "long", "passphrase"].map { Substring($0) })
+        let words = RankedWords(
+            rankedLines: [
+                "# a comment", "iloveyou", "correct", "horse", "battery", "staple", "the", "long", "passphrase",
+            ].map { Substring($0) })
         #expect(words.count == 8 && words.rank("iloveyou") == 1 && words.rank("# a comment") == nil)
         let strict = PasswordPolicy(blocklist: ["iloveyou"], dictionary: words)
-        for weak in ["123456789012345", "qwertyuiopasdfgh", "abcdefghijklmnop", "correcthorsebatterystaple", "iloveyou iloveyou", "zyxwvutsrqponmlk", "1qaz2wsx3edc4rfv", "98765432109876543", "correct horse battery staple"] {
+        for weak in [
+            "123456789012345", "qwertyuiopasdfgh", "abcdefghijklmnop", "correcthorsebatterystaple", "iloveyou iloveyou",
+            "zyxwvutsrqponmlk", "1qaz2wsx3edc4rfv", "98765432109876543", "correct horse battery staple",
+        ] {
             #expect(throws: HearthError.self, "\(weak)") { try strict.check(weak) }
         }
         #expect(PasswordStrength.guesses("qwertyuiopasdfgh", dictionary: words) < 1e6)

@@ -10,7 +10,10 @@ import Testing
     ])
 
     func error(_ value: JSONValue) -> HearthError? {
-        do { try schema.validate(value); return nil } catch let e as HearthError { return e } catch { return nil }
+        do {
+            try schema.validate(value)
+            return nil
+        } catch let e as HearthError { return e } catch { return nil }
     }
 
     @Test func acceptsAValidObject() throws {
@@ -45,7 +48,10 @@ import Testing
 
     @Test func parsesOnlyUTF8JSON() throws {
         #expect(try JSONValue.parse(Array(#"{"a":[1,true,null,"x"]}"#.utf8)) == ["a": [1, true, .null, "x"]])
-        for bad in [[UInt8(0xFF), 0xFE], Array("{\"a\":".utf8), Array("{'a':1}".utf8), [0x7B, 0x22, 0xC3, 0x28, 0x22, 0x3A, 0x31, 0x7D]] {
+        for bad in [
+            [UInt8(0xFF), 0xFE], Array("{\"a\":".utf8), Array("{'a':1}".utf8),
+            [0x7B, 0x22, 0xC3, 0x28, 0x22, 0x3A, 0x31, 0x7D],
+        ] {
             #expect(throws: HearthError.self) { try JSONValue.parse(bad) }
         }
     }

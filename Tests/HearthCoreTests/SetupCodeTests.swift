@@ -1,3 +1,4 @@
+import Foundation
 import HearthCore
 import Testing
 
@@ -46,5 +47,3 @@ import Testing
         #expect(!"\(code)".contains("3141592653"))
     }
 }
-
-import Foundation

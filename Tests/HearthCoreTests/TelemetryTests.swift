@@ -12,19 +12,24 @@ import Testing
 
     func problem(_ payload: String, model: ProductModel? = nil) -> TelemetryProblem? {
         do {
-            _ = try TelemetryValidator(model: model ?? thermostat).validate(Array(payload.utf8), serial: serial, receivedAt: now)
+            _ = try TelemetryValidator(model: model ?? thermostat).validate(
+                Array(payload.utf8), serial: serial, receivedAt: now)
             return nil
         } catch { return error }
     }
 
     @Test func aValidReadingBecomesATypedRecord() throws {
-        let payload = #"{"seq": 7, "at": 1800000000500, "values": {"temperature": -12.5, "humidity": 100, "heating": true, "target": 5}}"#
+        let payload =
+            #"{"seq": 7, "at": 1800000000500, "values": {"temperature": -12.5, "humidity": 100, "heating": true, "target": 5}}"#
         let r = try TelemetryValidator(model: thermostat).validate(Array(payload.utf8), serial: serial, receivedAt: now)
         #expect(r.sequence == 7 && r.deviceTime == Date(timeIntervalSince1970: 1_800_000_000.5) && r.receivedAt == now)
         #expect(r.values == ["temperature": -12.5, "humidity": 100, "heating": true, "target": 5])
-        let lockReading = try TelemetryValidator(model: lock).validate(Array(#"{"seq":0,"values":{"state":"jammed","battery":0}}"#.utf8), serial: serial, receivedAt: now)
+        let lockReading = try TelemetryValidator(model: lock).validate(
+            Array(#"{"seq":0,"values":{"state":"jammed","battery":0}}"#.utf8), serial: serial, receivedAt: now)
         #expect(lockReading.deviceTime == nil && lockReading.droppedBefore == 0)
-        let afterDrops = try TelemetryValidator(model: lock).validate(Array(#"{"seq":9,"dropped":1000000000,"values":{"state":"locked","battery":3}}"#.utf8), serial: serial, receivedAt: now)
+        let afterDrops = try TelemetryValidator(model: lock).validate(
+            Array(#"{"seq":9,"dropped":1000000000,"values":{"state":"locked","battery":3}}"#.utf8), serial: serial,
+            receivedAt: now)
         #expect(afterDrops.droppedBefore == 1_000_000_000)
     }
 
@@ -43,12 +48,30 @@ import Testing
             (#"{"seq": 1, "values": [1]}"#, .wrongType, "values"),
             (#"{"seq": 1, "values": {\#(good)}, "x": 1}"#, .unknownField, "x"),
             (#"{"seq": 1, "values": {\#(good), "x": 1}}"#, .unknownField, "values.x"),
-            (#"{"seq": 1, "values": {"temperature": 20, "heating": false, "target": 20}}"#, .missingField, "values.humidity"),
-            (#"{"seq": 1, "values": {"temperature": 85.01, "humidity": 50, "heating": false, "target": 20}}"#, .outOfRange, "values.temperature"),
-            (#"{"seq": 1, "values": {"temperature": -40.5, "humidity": 50, "heating": false, "target": 20}}"#, .outOfRange, "values.temperature"),
-            (#"{"seq": 1, "values": {"temperature": true, "humidity": 50, "heating": false, "target": 20}}"#, .wrongType, "values.temperature"),
-            (#"{"seq": 1, "values": {"temperature": 20, "humidity": 50, "heating": "no", "target": 20}}"#, .wrongType, "values.heating"),
-            (#"{"seq": 1, "values": {"temperature": 1e999, "humidity": 50, "heating": false, "target": 20}}"#, .malformed, nil),
+            (
+                #"{"seq": 1, "values": {"temperature": 20, "heating": false, "target": 20}}"#, .missingField,
+                "values.humidity"
+            ),
+            (
+                #"{"seq": 1, "values": {"temperature": 85.01, "humidity": 50, "heating": false, "target": 20}}"#,
+                .outOfRange, "values.temperature"
+            ),
+            (
+                #"{"seq": 1, "values": {"temperature": -40.5, "humidity": 50, "heating": false, "target": 20}}"#,
+                .outOfRange, "values.temperature"
+            ),
+            (
+                #"{"seq": 1, "values": {"temperature": true, "humidity": 50, "heating": false, "target": 20}}"#,
+                .wrongType, "values.temperature"
+            ),
+            (
+                #"{"seq": 1, "values": {"temperature": 20, "humidity": 50, "heating": "no", "target": 20}}"#,
+                .wrongType, "values.heating"
+            ),
+            (
+                #"{"seq": 1, "values": {"temperature": 1e999, "humidity": 50, "heating": false, "target": 20}}"#,
+                .malformed, nil
+            ),
             (String(repeating: " ", count: 4097), .oversize, nil),
             (#"{"seq": 1, "dropped": -1, "values": {\#(good)}}"#, .outOfRange, "dropped"),
             (#"{"seq": 1, "dropped": 1000000001, "values": {\#(good)}}"#, .outOfRange, "dropped"),
@@ -60,12 +83,16 @@ import Testing
             #expect(p?.kind == kind && p?.field == field, "\(payload.prefix(80)) → \(String(describing: p))")
         }
         #expect(problem(#"{"seq": 1, "values": {"state": "open", "battery": 50}}"#, model: lock)?.kind == .outOfRange)
-        #expect(problem(#"{"seq": 1, "values": {"state": "locked", "battery": 50.5}}"#, model: lock)?.kind == .wrongType)
-        #expect(problem(#"{"seq": 1, "values": {"state": "locked", "battery": 101}}"#, model: lock)?.kind == .outOfRange)
+        #expect(
+            problem(#"{"seq": 1, "values": {"state": "locked", "battery": 50.5}}"#, model: lock)?.kind == .wrongType)
+        #expect(
+            problem(#"{"seq": 1, "values": {"state": "locked", "battery": 101}}"#, model: lock)?.kind == .outOfRange)
     }
 
     @Test func commandsAreCheckedAgainstTheModel() throws {
-        #expect(try CommandMessage.validate("setTarget", parameters: ["target": 21.5], model: thermostat).name == "setTarget")
+        #expect(
+            try CommandMessage.validate("setTarget", parameters: ["target": 21.5], model: thermostat).name
+                == "setTarget")
         let cases: [(String, [String: JSONValue], TelemetryRejection)] = [
             ("selfDestruct", [:], .unknownField),
             ("setTarget", [:], .missingField),
@@ -74,10 +101,16 @@ import Testing
             ("setTarget", ["target": 21, "mode": "eco"], .unknownField),
         ]
         for (name, parameters, kind) in cases {
-            #expect(throws: TelemetryProblem.self) { try CommandMessage.validate(name, parameters: parameters, model: thermostat) }
-            do { _ = try CommandMessage.validate(name, parameters: parameters, model: thermostat) } catch { #expect(error.kind == kind, "\(name) \(parameters)") }
+            #expect(throws: TelemetryProblem.self) {
+                try CommandMessage.validate(name, parameters: parameters, model: thermostat)
+            }
+            do { _ = try CommandMessage.validate(name, parameters: parameters, model: thermostat) } catch {
+                #expect(error.kind == kind, "\(name) \(parameters)")
+            }
         }
-        #expect(throws: TelemetryProblem.self) { try CommandMessage.validate("lock", parameters: ["force": true], model: lock) }
+        #expect(throws: TelemetryProblem.self) {
+            try CommandMessage.validate("lock", parameters: ["force": true], model: lock)
+        }
     }
 
     @Test func tokenBucketsRefillWithTime() {
@@ -102,8 +135,9 @@ import Testing
     func parse(_ text: String) -> JSONValue? { try? JSONValue.parse(Array(text.utf8)) }
 
     @Test func parsesWhatRFC8259Allows() {
-        #expect(parse(#" { "a" : [1, -2.5e3, true, false, null, "x\"\\\/\b\f\n\r\tA\u00e9\ud83d\ude00"] } "#)
-            == ["a": [1, -2500, true, false, .null, "x\"\\/\u{8}\u{C}\n\r\tAé😀"]])
+        #expect(
+            parse(#" { "a" : [1, -2.5e3, true, false, null, "x\"\\\/\b\f\n\r\tA\u00e9\ud83d\ude00"] } "#)
+                == ["a": [1, -2500, true, false, .null, "x\"\\/\u{8}\u{C}\n\r\tAé😀"]])
         #expect(parse("0") == 0 && parse("-0.5") == -0.5 && parse("[]") == [] && parse("{}") == [:])
         #expect(parse(#""é""#) == "é")
     }
@@ -111,7 +145,8 @@ import Testing
     @Test func refusesEverythingElse() {
         let bad = [
             "", " ", "{", "[1,]", "{\"a\":1,}", "01", "1.", ".5", "+1", "1e", "--1", "NaN", "Infinity", "tru", "nul",
-            "'a'", "{a:1}", "{\"a\" 1}", "[1 2]", "\"unterminated", "\"bad \\x escape\"", "\"\\u12\"", "\"\\ud83d\"", "\"\\ude00\"",
+            "'a'", "{a:1}", "{\"a\" 1}", "[1 2]", "\"unterminated", "\"bad \\x escape\"", "\"\\u12\"", "\"\\ud83d\"",
+            "\"\\ude00\"",
             "\"tab\there\"", "{\"a\":1,\"a\":2}", "1 2", "[1]x", "1e999",
             String(repeating: "[", count: 33) + String(repeating: "]", count: 33),
         ]
@@ -132,7 +167,8 @@ import Testing
         let policy = DisclosurePolicy()
         let allowed: Set<String> = [
             "received>acknowledged", "acknowledged>valid", "acknowledged>duplicate", "acknowledged>not_a_vulnerability",
-            "duplicate>valid", "not_a_vulnerability>valid", "valid>fix_in_progress", "fix_in_progress>fixed", "fixed>disclosed",
+            "duplicate>valid", "not_a_vulnerability>valid", "valid>fix_in_progress", "fix_in_progress>fixed",
+            "fixed>disclosed",
         ]
         for from in ReportState.allCases {
             for to in ReportState.allCases {

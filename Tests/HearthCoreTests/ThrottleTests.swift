@@ -35,7 +35,9 @@ import Testing
     }
 
     @Test func bookSeparatesKeysResetsOnSuccessAndStaysBounded() {
-        var book = ThrottleBook(policy: ThrottlePolicy(freeFailures: 3, baseDelay: 10, maxDelay: 60, forgetAfter: 3600, resetOnSuccess: true), capacity: 100)
+        var book = ThrottleBook(
+            policy: ThrottlePolicy(
+                freeFailures: 3, baseDelay: 10, maxDelay: 60, forgetAfter: 3600, resetOnSuccess: true), capacity: 100)
         for _ in 0..<3 {
             #expect(book.reserve("a", now: t0) == .allowed)
             book.settle("a", failed: true, now: t0)
@@ -81,7 +83,8 @@ import Testing
         #expect(book.reserve("k", now: t0) == .allowed)
         book.settle("k", failed: false, now: t0)
         #expect(book.count == 0, "a success under a reset-on-success policy forgets the key")
-        var keep = ThrottleBook(policy: ThrottlePolicy(freeFailures: 2, baseDelay: 2, maxDelay: 900, forgetAfter: 86_400))
+        var keep = ThrottleBook(
+            policy: ThrottlePolicy(freeFailures: 2, baseDelay: 2, maxDelay: 900, forgetAfter: 86_400))
         #expect(keep.reserve("k", now: t0) == .allowed)
         keep.settle("k", failed: true, now: t0)
         #expect(keep.reserve("k", now: t0) == .allowed)

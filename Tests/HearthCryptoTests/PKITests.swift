@@ -23,7 +23,8 @@ import X509
         #expect(try cert.extensions.extendedKeyUsage?.contains(.serverAuth) == false)
 
         let serverKey = P256.Signing.PrivateKey()
-        let server = try root.issueServerCertificate(publicKey: serverKey.publicKey, hostnames: ["localhost", "127.0.0.1", "::1"])
+        let server = try root.issueServerCertificate(
+            publicKey: serverKey.publicKey, hostnames: ["localhost", "127.0.0.1", "::1"])
         #expect(await verifyChain(leaf: server, root: root.certificate))
         #expect(!(await verifyChain(leaf: server, root: deviceCA.certificate)))
         #expect(Set(server.subjectAlternativeHostnames) == ["localhost", "127.0.0.1", "::1"])

@@ -29,7 +29,8 @@ final class OldBroker: ChannelInboundHandler, @unchecked Sendable {
         guard bytes.first == 0x10, bytes.count > 8 else { return }
         let level = bytes[bytes.startIndex + 8]
         seen.levels.withLock { $0.append(level) }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: [0x20, 0x02, 0x00, level == 4 ? 0x00 : 0x01])), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(ByteBuffer(bytes: [0x20, 0x02, 0x00, level == 4 ? 0x00 : 0x01])), promise: nil)
         if level != 4 { context.close(promise: nil) }
     }
 }
@@ -51,9 +52,11 @@ struct FallbackTests {
         defer { server.close(promise: nil) }
         let connected = OldBroker.Seen()
         let port = try #require(server.localAddress?.port)
-        let device = try makeDevice(fixture, fixture.thermostats[0], port: port, onEvent: { event in
-            if case .connected(let version, _) = event { connected.levels.withLock { $0.append(version.rawValue) } }
-        })
+        let device = try makeDevice(
+            fixture, fixture.thermostats[0], port: port,
+            onEvent: { event in
+                if case .connected(let version, _) = event { connected.levels.withLock { $0.append(version.rawValue) } }
+            })
         let running = Task { try await device.agent.run() }
         defer { running.cancel() }
         try await eventually("connected") { await device.agent.isConnected }

@@ -14,7 +14,8 @@ struct KeyStoreTests {
         let device = fixture.thermostats[0]
         let folder = try fixture.bundle(for: device)
         let plain = try String(contentsOf: folder.appendingPathComponent("device.key.pem"), encoding: .utf8)
-        let key = try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("../hw-\(device.serial).key").standardized.path)
+        let key = try DeviceUniqueKey.simulated(
+            file: folder.appendingPathComponent("../hw-\(device.serial).key").standardized.path)
         let store = try DeviceBundle.load(folder).keyStore(uniqueKey: key)
         #expect(!FileManager.default.fileExists(atPath: store.factoryKeyPath), "the plaintext factory key is gone")
         let sealed = try Data(contentsOf: URL(fileURLWithPath: store.sealedKeyPath))
@@ -46,7 +47,9 @@ struct KeyStoreTests {
         #expect(throws: DeviceError.self) { try DeviceBundle.load(other).keyStore(uniqueKey: key) }
         // So is a world-readable hardware key.
         chmod(folder.appendingPathComponent("hw.key").path, 0o644)
-        #expect(throws: DeviceError.self) { try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path) }
+        #expect(throws: DeviceError.self) {
+            try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path)
+        }
     }
 
     @Test func aSealedKeyDoesNotOpenWithAnotherDevicesUniqueKey() async throws {
@@ -54,7 +57,8 @@ struct KeyStoreTests {
         let folder = try fixture.bundle(for: fixture.thermostats[0])
         let bundle = try DeviceBundle.load(folder)
         _ = try bundle.keyStore(uniqueKey: try DeviceUniqueKey(secret: Array(repeating: 1, count: 32)))
-        let copied = FileKeyStore(folder: folder, uniqueKey: try DeviceUniqueKey(secret: Array(repeating: 2, count: 32)))
+        let copied = FileKeyStore(
+            folder: folder, uniqueKey: try DeviceUniqueKey(secret: Array(repeating: 2, count: 32)))
         #expect(throws: DeviceError.self) { try copied.identity() }
         #expect(throws: DeviceError.self) { try DeviceUniqueKey(secret: [1, 2, 3]) }
     }
@@ -72,7 +76,8 @@ struct KeyStoreTests {
         // The factory signs it; the device then has a working identity whose key never left it.
         let model = try #require(ProductModel.demoModels().first)
         let certificate = try fixture.deviceCA.signDeviceCSR(pem: pem, serial: serial, model: model)
-        try Data((try certificate.pem() + "\n" + fixture.deviceCA.certificate.pem()).utf8).write(to: folder.appendingPathComponent("device.pem"))
+        try Data((try certificate.pem() + "\n" + fixture.deviceCA.certificate.pem()).utf8).write(
+            to: folder.appendingPathComponent("device.pem"))
         #expect(try store.identity().certificateChain.count == 2)
     }
 }

@@ -6,7 +6,8 @@ import Testing
 /// A fresh folder per test.
 func temporaryFolder(_ name: String = "hearth-device") throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    try FileManager.default.createDirectory(
+        at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     return url
 }
 
@@ -69,12 +70,21 @@ struct OfflineQueueTests {
         }
         let whole = try Data(contentsOf: URL(fileURLWithPath: path))
         // Cut in the middle of the last record, and separately flip a byte in it.
-        for damaged in [whole.dropLast(5), { var d = whole; d[d.count - 3] ^= 0xFF; return d }()] {
+        for damaged in [
+            whole.dropLast(5),
+            {
+                var d = whole
+                d[d.count - 3] ^= 0xFF
+                return d
+            }(),
+        ] {
             try Data(damaged).write(to: URL(fileURLWithPath: path))
             let q = try OfflineQueue(path: path)
             #expect(q.readings.map(\.sequence) == [1, 2])
             #expect(try q.append(values: values(9), at: t0).sequence == 3)
-            #expect(try OfflineQueue(path: path).readings.map(\.sequence) == [1, 2, 3], "the log is usable after the repair")
+            #expect(
+                try OfflineQueue(path: path).readings.map(\.sequence) == [1, 2, 3], "the log is usable after the repair"
+            )
             try Data(whole).write(to: URL(fileURLWithPath: path))
         }
     }
@@ -90,13 +100,21 @@ struct OfflineQueueTests {
     }
 
     @Test func envelopeIsWhatTheGatewayValidates() throws {
-        let reading = QueuedReading(sequence: 12, at: 1_800_000_000_000, values: ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21])
+        let reading = QueuedReading(
+            sequence: 12, at: 1_800_000_000_000,
+            values: ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21])
         let model = try #require(ProductModel.demoModels().first)
         var rng = SystemRandomNumberGenerator()
         let serial = DeviceSerial.random(using: &rng)
-        let parsed = try TelemetryValidator(model: model).validate(reading.envelope(dropped: 4), serial: serial, receivedAt: Date())
+        let parsed = try TelemetryValidator(model: model).validate(
+            reading.envelope(dropped: 4), serial: serial, receivedAt: Date())
         #expect(parsed.sequence == 12 && parsed.droppedBefore == 4)
         #expect(parsed.deviceTime == Date(timeIntervalSince1970: 1_800_000_000))
-        #expect(throws: TelemetryProblem.self) { try TelemetryValidator(model: model).validate(Array(#"{"seq":1,"dropped":-1,"values":{"temperature":1,"humidity":1,"heating":true,"target":20}}"#.utf8), serial: serial, receivedAt: Date()) }
+        #expect(throws: TelemetryProblem.self) {
+            try TelemetryValidator(model: model).validate(
+                Array(
+                    #"{"seq":1,"dropped":-1,"values":{"temperature":1,"humidity":1,"heating":true,"target":20}}"#.utf8),
+                serial: serial, receivedAt: Date())
+        }
     }
 }

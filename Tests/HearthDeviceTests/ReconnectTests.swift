@@ -10,7 +10,10 @@ struct ReconnectTests {
     let policy = ReconnectPolicy(startupDelay: 10, window: 30, cap: 600, stableAfter: 60)
 
     func delay(_ action: ReconnectMachine.Action, from now: Date) -> TimeInterval {
-        guard case .wait(let until) = action else { Issue.record("expected a wait, got \(action)"); return -1 }
+        guard case .wait(let until) = action else {
+            Issue.record("expected a wait, got \(action)")
+            return -1
+        }
         return until.timeIntervalSince(now)
     }
 
@@ -76,7 +79,9 @@ struct ReconnectTests {
         let d = delay(m.failed(now: t0, hint: ServerHint(reason: .notAuthorized)), from: t0)
         #expect(d >= 300 && d <= 600)
         // A hostile or broken retry-after is clamped to a day.
-        #expect(ServerHint(reason: .serverBusy, properties: [.userProperty("retry-after", "99999999")]).retryAfter == 86_400)
+        #expect(
+            ServerHint(reason: .serverBusy, properties: [.userProperty("retry-after", "99999999")]).retryAfter == 86_400
+        )
         #expect(ServerHint(reason: .serverBusy, properties: [.userProperty("retry-after", "soon")]).retryAfter == nil)
     }
 

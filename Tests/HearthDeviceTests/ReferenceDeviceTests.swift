@@ -28,12 +28,15 @@ func eventually(_ what: String, within seconds: Double = 30, _ condition: () asy
 }
 
 func makeDevice(
-    _ fixture: DeviceFixture, _ device: DeviceFixture.Device, port: Int, clock: any TimeSource = SystemTimeSource(), reportEvery: TimeInterval = 30,
-    queue: QueuePolicy = QueuePolicy(), folder existing: URL? = nil, onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in }
+    _ fixture: DeviceFixture, _ device: DeviceFixture.Device, port: Int, clock: any TimeSource = SystemTimeSource(),
+    reportEvery: TimeInterval = 30,
+    queue: QueuePolicy = QueuePolicy(), folder existing: URL? = nil,
+    onEvent: @escaping @Sendable (DeviceEvent) -> Void = { _ in }
 ) throws -> ReferenceDevice {
     let folder = try existing ?? fixture.bundle(for: device)
     return try ReferenceDevice(
-        bundle: try DeviceBundle.load(folder), uniqueKey: try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path),
+        bundle: try DeviceBundle.load(folder),
+        uniqueKey: try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path),
         clock: clock, reportEvery: reportEvery, seed: 11,
         configure: { c in
             c.host = "127.0.0.1"
@@ -64,7 +67,9 @@ struct ReferenceDeviceTests {
             temperatures.append(await thermostat.thermostatState.room.temperature)
         }
         let settled = temperatures.dropFirst(600)
-        #expect(settled.min()! >= 20.5 && settled.max()! <= 21.5, "held 21 ± 0.5 °C on the last setpoint: \(settled.min()!)…\(settled.max()!)")
+        #expect(
+            settled.min()! >= 20.5 && settled.max()! <= 21.5,
+            "held 21 ± 0.5 °C on the last setpoint: \(settled.min()!)…\(settled.max()!)")
         #expect(Set(settled.map { $0 < 21 }).count == 2, "the heater cycles: the room is regulated, not pinned")
         let queued = await thermostat.agent.queued
         #expect(queued.count == 121, "a reading every 30 s for an hour, all kept")
@@ -74,9 +79,12 @@ struct ReferenceDeviceTests {
         try await fixture.withGateway({ $0.deviceListener = ("127.0.0.1", port) }) { _, _, _ in
             try await eventually("the queue drains") { await thermostat.agent.queued.isEmpty }
         }
-        let stored = try await fixture.telemetry.readings(fixture.thermostats[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 1000)
+        let stored = try await fixture.telemetry.readings(
+            fixture.thermostats[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 1000)
         #expect(stored.map(\.reading.sequence) == queued.map(\.sequence), "every queued reading, in order, once")
-        #expect(stored.map(\.reading.deviceTime) == queued.map { Date(timeIntervalSince1970: Double($0.at) / 1000) }, "with the device's time of each")
+        #expect(
+            stored.map(\.reading.deviceTime) == queued.map { Date(timeIntervalSince1970: Double($0.at) / 1000) },
+            "with the device's time of each")
     }
 
     @Test func lockServesLocalEventsOfflineAndReportsThemOnceBack() async throws {
@@ -97,9 +105,12 @@ struct ReferenceDeviceTests {
             defer { agent.cancel() }
             try await eventually("the queue drains") { await lock.agent.queued.isEmpty }
         }
-        let stored = try await fixture.telemetry.readings(fixture.locks[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
+        let stored = try await fixture.telemetry.readings(
+            fixture.locks[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
         #expect(stored.map { $0.reading.values["state"] } == expected.map { .string($0) })
-        #expect(stored.compactMap(\.reading.deviceTime) == (1...6).filter { $0 != 4 }.map { t0.addingTimeInterval(Double($0) * 60) })
+        #expect(
+            stored.compactMap(\.reading.deviceTime)
+                == (1...6).filter { $0 != 4 }.map { t0.addingTimeInterval(Double($0) * 60) })
     }
 
     @Test func dropsAtTheBoundAreCountedAndReportedOnceBack() async throws {
@@ -114,7 +125,8 @@ struct ReferenceDeviceTests {
             try await eventually("the queue drains") { await lock.agent.queued.isEmpty }
         }
         let serial = fixture.locks[0].serial
-        let stored = try await fixture.telemetry.readings(serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
+        let stored = try await fixture.telemetry.readings(
+            serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
         #expect(stored.map(\.reading.sequence) == Array(8...12), "the newest five were kept")
         #expect(stored.first?.reading.droppedBefore == 7, "the first one back says seven were dropped")
         #expect(try await fixture.telemetry.droppedTotal(serial) == 7)
@@ -127,18 +139,23 @@ struct ReferenceDeviceTests {
             let thermostat = try makeDevice(fixture, fixture.thermostats[0], port: port)
             let lock = try makeDevice(fixture, fixture.locks[0], port: port)
             let running = [Task { try await thermostat.agent.run() }, Task { try await lock.agent.run() }]
-            defer { running.forEach { $0.cancel() } }
+            defer { for task in running { task.cancel() } }
             try await eventually("both subscribed") {
                 let a = await thermostat.agent.acceptsCommands
                 let b = await lock.agent.acceptsCommands
                 return a && b
             }
-            let t = fixture.thermostats[0].serial, l = fixture.locks[0].serial
-            #expect(await gateway.send(command: "setTarget", parameters: ["target": 25], to: t, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
+            let t = fixture.thermostats[0].serial
+            let l = fixture.locks[0].serial
+            #expect(
+                await gateway.send(command: "setTarget", parameters: ["target": 25], to: t, timeout: .seconds(5))
+                    == .answered(status: "ok", detail: nil))
             #expect(await thermostat.thermostatState.target == 25)
             let invalid: [(String, [String: JSONValue])] = [
-                ("setTarget", ["target": "warm"]), ("setTarget", ["target": 99]), ("setTarget", ["target": 4.9]), ("setTarget", [:]),
-                ("setTarget", ["target": 20, "boost": true]), ("selfDestruct", [:]), ("setTarget", ["target": .null]), ("setTarget", ["target": [20]]),
+                ("setTarget", ["target": "warm"]), ("setTarget", ["target": 99]), ("setTarget", ["target": 4.9]),
+                ("setTarget", [:]),
+                ("setTarget", ["target": 20, "boost": true]), ("selfDestruct", [:]), ("setTarget", ["target": .null]),
+                ("setTarget", ["target": [20]]),
             ]
             for (name, parameters) in invalid {
                 let answer = await gateway.send(command: name, parameters: parameters, to: t, timeout: .seconds(5))
@@ -150,16 +167,24 @@ struct ReferenceDeviceTests {
                 #expect(detail?.isEmpty == false, "a reason is given")
             }
             #expect(await thermostat.thermostatState.target == 25, "nothing changed")
-            #expect(await gateway.send(command: "unlock", parameters: [:], to: l, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
+            #expect(
+                await gateway.send(command: "unlock", parameters: [:], to: l, timeout: .seconds(5))
+                    == .answered(status: "ok", detail: nil))
             #expect(await lock.lockState.state == .unlocked)
-            #expect(await gateway.send(command: "unlock", parameters: ["force": true], to: l, timeout: .seconds(5)) == .answered(status: "refused", detail: "'force' is not a parameter of unlock"))
-            #expect(await gateway.send(command: "setTarget", parameters: ["target": 20], to: l, timeout: .seconds(5)) != .answered(status: "ok", detail: nil))
+            #expect(
+                await gateway.send(command: "unlock", parameters: ["force": true], to: l, timeout: .seconds(5))
+                    == .answered(status: "refused", detail: "'force' is not a parameter of unlock"))
+            #expect(
+                await gateway.send(command: "setTarget", parameters: ["target": 20], to: l, timeout: .seconds(5))
+                    != .answered(status: "ok", detail: nil))
             #expect(await lock.lockState.state == .unlocked)
-            running.forEach { $0.cancel() }
+            for task in running { task.cancel() }
             // A restart (a firmware switch-over, a power cut: a new process on the same storage)
             // comes back as the owner left it, and reports it at once (issue 13).
-            let thermostatAgain = try makeDevice(fixture, fixture.thermostats[0], port: port, folder: thermostat.settingsURL.deletingLastPathComponent())
-            let lockAgain = try makeDevice(fixture, fixture.locks[0], port: port, folder: lock.settingsURL.deletingLastPathComponent())
+            let thermostatAgain = try makeDevice(
+                fixture, fixture.thermostats[0], port: port, folder: thermostat.settingsURL.deletingLastPathComponent())
+            let lockAgain = try makeDevice(
+                fixture, fixture.locks[0], port: port, folder: lock.settingsURL.deletingLastPathComponent())
             #expect(await thermostatAgain.thermostatState.target == 25)
             #expect(await thermostatAgain.thermostatState.reading["target"] == 25)
             #expect(await lockAgain.lockState.state == .unlocked)
@@ -169,7 +194,10 @@ struct ReferenceDeviceTests {
     @Test func savedSettingsThatAreGarbageGiveTheFactoryState() async throws {
         let fixture = try await DeviceFixture(devices: 1)
         let folder = try fixture.bundle(for: fixture.thermostats[0])
-        for garbage in ["{\"target\": 1e999}", "{\"target\": 99}", "not json", String(repeating: "[", count: 100_000), "{\"target\": \"warm\"}"] {
+        for garbage in [
+            "{\"target\": 1e999}", "{\"target\": 99}", "not json", String(repeating: "[", count: 100_000),
+            "{\"target\": \"warm\"}",
+        ] {
             try Data(garbage.utf8).write(to: folder.appendingPathComponent("settings.json"))
             let device = try makeDevice(fixture, fixture.thermostats[0], port: 1, folder: folder)
             #expect(device.settingsURL == folder.appendingPathComponent("settings.json"))
@@ -183,20 +211,31 @@ struct ReferenceDeviceTests {
             let folder = try fixture.bundle(for: fixture.thermostats[0])
             let connected = Mutex<[String]>([])
             let device = try ReferenceDevice(
-                bundle: try DeviceBundle.load(folder), uniqueKey: try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path), reportEvery: 3600,
+                bundle: try DeviceBundle.load(folder),
+                uniqueKey: try DeviceUniqueKey.simulated(file: folder.appendingPathComponent("hw.key").path),
+                reportEvery: 3600,
                 configure: { c in
                     c.host = "127.0.0.1"
                     c.port = port
                     c.version = .v3_1_1
                     c.reconnect = ReconnectPolicy(startupDelay: 0, window: 0.2)
-                }, onEvent: { event in if case .connected(let v, _) = event { connected.withLock { $0.append("\(v)") } } }
+                },
+                onEvent: { event in if case .connected(let v, _) = event { connected.withLock { $0.append("\(v)") } } }
             )
             let running = Task { try await device.run() }
             defer { running.cancel() }
-            try await eventually("a reading stored") { try await fixture.telemetry.latest(fixture.thermostats[0].serial) != nil }
+            try await eventually("a reading stored") {
+                try await fixture.telemetry.latest(fixture.thermostats[0].serial) != nil
+            }
             try await eventually("subscribed") { await device.agent.acceptsCommands }
-            guard case .connected = await device.agent.connectionState else { Issue.record("the reconnect machine knows it is connected"); return }
-            #expect(await gateway.send(command: "setTarget", parameters: ["target": 18], to: fixture.thermostats[0].serial, timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
+            guard case .connected = await device.agent.connectionState else {
+                Issue.record("the reconnect machine knows it is connected")
+                return
+            }
+            #expect(
+                await gateway.send(
+                    command: "setTarget", parameters: ["target": 18], to: fixture.thermostats[0].serial,
+                    timeout: .seconds(5)) == .answered(status: "ok", detail: nil))
             #expect(connected.withLock { $0 } == ["v3_1_1"])
         }
     }
@@ -211,7 +250,8 @@ struct DeviceProcessTests {
         let folder = try fixture.bundle(for: device)
         let queuePath = folder.appendingPathComponent("queue.log").path
         let arguments = [
-            "thermostat", "--bundle", folder.path, "--mqtt", "127.0.0.1:\(port)", "--hardware-key", folder.appendingPathComponent("hw.key").path,
+            "thermostat", "--bundle", folder.path, "--mqtt", "127.0.0.1:\(port)", "--hardware-key",
+            folder.appendingPathComponent("hw.key").path,
             "--report-every", "0.05", "--startup-delay", "0", "--reconnect-window", "0.5", "--verbose",
         ]
         // No server: readings pile up in the queue on disk. Then the power goes.
@@ -229,14 +269,17 @@ struct DeviceProcessTests {
         try await fixture.withGateway({ $0.deviceListener = ("127.0.0.1", port) }) { _, _, _ in
             let second = try ChildProcess(builtProduct("hearth-device"), arguments)
             try await eventually("the queued readings arrive", within: 60) {
-                let stored = try await fixture.telemetry.readings(device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10_000)
+                let stored = try await fixture.telemetry.readings(
+                    device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10_000)
                 return stored.count >= pending.count
             }
             second.signal(SIGTERM)
             #expect(try await second.waitForExit() == 0, "a clean stop on SIGTERM: \(second.text)")
             #expect(second.text.contains("connected (MQTT 5.0"))
         }
-        let stored = try await fixture.telemetry.readings(device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10_000).map(\.reading.sequence)
+        let stored = try await fixture.telemetry.readings(
+            device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10_000
+        ).map(\.reading.sequence)
         #expect(Array(stored.prefix(pending.count)) == pending, "the queued readings first, in order")
         #expect(Set(stored).count == stored.count, "none twice")
     }
@@ -245,14 +288,23 @@ struct DeviceProcessTests {
         let fixture = try await DeviceFixture(devices: 1)
         let folder = try fixture.bundle(for: fixture.locks[0])
         chmod(folder.appendingPathComponent("device.key.pem").path, 0o644)
-        let run = try await ChildProcess.run(builtProduct("hearth-device").path, ["lock", "--bundle", folder.path, "--hardware-key", folder.appendingPathComponent("hw.key").path])
+        let run = try await ChildProcess.run(
+            builtProduct("hearth-device").path,
+            ["lock", "--bundle", folder.path, "--hardware-key", folder.appendingPathComponent("hw.key").path])
         #expect(run.status == 1)
         #expect(run.output.contains("readable or writable by others"), "\(run.output)")
         // The thermostat firmware does not run a lock's bundle.
         let lockBundle = try fixture.bundle(for: fixture.locks[0])
-        let wrong = try await ChildProcess.run(builtProduct("hearth-device").path, ["thermostat", "--bundle", lockBundle.path, "--hardware-key", lockBundle.appendingPathComponent("hw.key").path])
+        let wrong = try await ChildProcess.run(
+            builtProduct("hearth-device").path,
+            [
+                "thermostat", "--bundle", lockBundle.path, "--hardware-key",
+                lockBundle.appendingPathComponent("hw.key").path,
+            ])
         #expect(wrong.status == 1 && wrong.output.contains("is a lock"), "\(wrong.output)")
         let help = try await ChildProcess.run(builtProduct("hearth-device").path, ["--help"])
-        for word in ["thermostat", "lock", "fleet", "csr", "offline queue"] { #expect(help.output.contains(word), "\(help.output)") }
+        for word in ["thermostat", "lock", "fleet", "csr", "offline queue"] {
+            #expect(help.output.contains(word), "\(help.output)")
+        }
     }
 }

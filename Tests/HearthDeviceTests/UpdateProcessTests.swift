@@ -19,7 +19,9 @@ final class UpdateDeployment: @unchecked Sendable {
     @discardableResult
     func hearth(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) async throws -> String {
         let r = try await ChildProcess.run(builtProduct("hearth").path, arguments)
-        #expect(r.status == 0, "hearth \(arguments.prefix(3).joined(separator: " ")): \(r.output)", sourceLocation: sourceLocation)
+        #expect(
+            r.status == 0, "hearth \(arguments.prefix(3).joined(separator: " ")): \(r.output)",
+            sourceLocation: sourceLocation)
         return r.output
     }
 
@@ -34,8 +36,10 @@ final class UpdateDeployment: @unchecked Sendable {
 
     func publish(_ version: String, from: String, size: Int) async throws {
         try await hearth([
-            "release", "publish", "--workspace", workspace, "--image", try image(version, size: size), "--model", "thermostat-t1", "--version", version,
-            "--min-from", from, "--fixes", "Release \(version): fixes a crash when the schedule is empty.", "--severity", "high", "--support-ends", "2031-12-31",
+            "release", "publish", "--workspace", workspace, "--image", try image(version, size: size), "--model",
+            "thermostat-t1", "--version", version,
+            "--min-from", from, "--fixes", "Release \(version): fixes a crash when the schedule is empty.",
+            "--severity", "high", "--support-ends", "2031-12-31",
         ])
         try await hearth(["updates", "import", "--data", data, "--from", dir.appendingPathComponent("ws/publish").path])
     }
@@ -53,9 +57,14 @@ final class UpdateDeployment: @unchecked Sendable {
         try Data(try await d.hearth(["updates", "online-keys", "--data", d.data]).utf8).write(to: keys)
         try await d.hearth(["release", "init", "--workspace", d.workspace, "--online-keys", keys.path])
         try await d.publish("1.0.0", from: "0.0.0", size: imageSize)
-        try await d.hearth(["factory", "provision", "--data", d.data, "--model", "thermostat-t1", "--count", "\(devices)", "--out", d.bundles.path, "--public-url", "https://127.0.0.1:1"])
+        try await d.hearth([
+            "factory", "provision", "--data", d.data, "--model", "thermostat-t1", "--count", "\(devices)", "--out",
+            d.bundles.path, "--public-url", "https://127.0.0.1:1",
+        ])
         try await d.publish("1.1.0", from: "1.0.0", size: imageSize)
-        let server = try ChildProcess(builtProduct("hearth"), ["serve", "--data", d.data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        let server = try ChildProcess(
+            builtProduct("hearth"),
+            ["serve", "--data", d.data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
         d.server = server
         #expect(try await server.wait(for: "Hearth is serving"), "\(server.text)")
         #expect(try await server.wait(for: "mqtts://"), "\(server.text)")
@@ -75,17 +84,23 @@ final class UpdateDeployment: @unchecked Sendable {
     func bundle(_ serial: String) -> String { bundles.appendingPathComponent(serial).path }
 
     func device(_ serial: String, _ extra: [String] = []) throws -> ChildProcess {
-        try ChildProcess(builtProduct("hearth-device"), [
-            "thermostat", "--bundle", bundle(serial), "--mqtt", "127.0.0.1:\(mqttPort)", "--repository", repository, "--hardware-key", dir.appendingPathComponent("hw.key").path,
-            "--startup-delay", "0", "--report-every", "0.2", "--reconnect-window", "1", "--update-check", "0.5",
-        ] + extra)
+        try ChildProcess(
+            builtProduct("hearth-device"),
+            [
+                "thermostat", "--bundle", bundle(serial), "--mqtt", "127.0.0.1:\(mqttPort)", "--repository", repository,
+                "--hardware-key", dir.appendingPathComponent("hw.key").path,
+                "--startup-delay", "0", "--report-every", "0.2", "--reconnect-window", "1", "--update-check", "0.5",
+            ] + extra)
     }
 
     /// `hearth-device boot` on a unit: (exit status, version or nil, the JSON line).
     func boot(_ serial: String, commit: Bool = false) async throws -> (Int32, String?, String) {
-        let r = try await ChildProcess.run(builtProduct("hearth-device").path, ["boot", "--bundle", bundle(serial)] + (commit ? ["--commit"] : []))
+        let r = try await ChildProcess.run(
+            builtProduct("hearth-device").path, ["boot", "--bundle", bundle(serial)] + (commit ? ["--commit"] : []))
         let json = r.output.split(separator: "\n").last.map(String.init) ?? ""
-        guard case .object(let o)? = try? JSONValue.parse(Array(json.utf8)), case .string(let v)? = o["version"] else { return (r.status, nil, r.output) }
+        guard case .object(let o)? = try? JSONValue.parse(Array(json.utf8)), case .string(let v)? = o["version"] else {
+            return (r.status, nil, r.output)
+        }
         return (r.status, v, json)
     }
 
@@ -104,180 +119,242 @@ final class UpdateDeployment: @unchecked Sendable {
 }
 
 extension HeavyProcessTests {
-@Suite("Updates end to end: repository, power loss, verified boot, rollout")
-struct UpdateProcessTests {
-    @Test(.timeLimit(.minutes(5)))
-    func pythonTUFsUpdaterVerifiesTheRepositoryBeforeAndAfterARootRotation() async throws {
-        guard let python = try requiredPython(module: "tuf", package: "tuf") else { return }
-        let d = try await UpdateDeployment.make(devices: 1)
-        defer { Task { try? await d.stop() } }
-        let root1 = d.dir.appendingPathComponent("ws/publish/metadata/1.root.json").path
-        func updater(_ work: String) async throws -> (Int32, String) {
-            let r = try await ChildProcess.run("/usr/bin/env", [
-                "SSL_CERT_FILE=\(d.data)/root-ca.pem", python, tufUpdaterScript, "https://127.0.0.1:\(d.httpsPort)", root1, d.dir.appendingPathComponent(work).path, d.next,
-            ])
-            return (r.status, r.output)
-        }
-        let (status, output) = try await updater("client-1")
-        #expect(status == 0, "\(output)")
-        #expect(output.contains(#""root": 1"#) && output.contains(#""targets": 3"#) && output.contains(#""downloaded": 262144"#), "\(output)")
-        #expect(output.contains(#""min_version": "1.0.0""#) && output.contains("fixes a crash"), "custom metadata: \(output)")
-
-        // The maker rotates the root and targets keys; a client that trusts root v1 follows.
-        try await d.hearth(["release", "rotate-root", "--workspace", d.workspace, "--targets"])
-        try await d.hearth(["updates", "import", "--data", d.data, "--from", d.dir.appendingPathComponent("ws/publish").path])
-        let (rotated, after) = try await updater("client-2")
-        #expect(rotated == 0 && after.contains(#""root": 2"#) && after.contains(#""targets": 4"#), "\(after)")
-
-        // Targets signed with the retired key are refused at import, and nothing changes.
-        let retired = d.dir.appendingPathComponent("ws/keys/retired")
-        let keys = d.dir.appendingPathComponent("ws/keys")
-        for f in try FileManager.default.contentsOfDirectory(atPath: keys.path) where f.hasPrefix("targets-") { try FileManager.default.removeItem(at: keys.appendingPathComponent(f)) }
-        for f in try FileManager.default.contentsOfDirectory(atPath: retired.path) where f.hasPrefix("targets-") { try FileManager.default.copyItem(at: retired.appendingPathComponent(f), to: keys.appendingPathComponent(f)) }
-        try await d.hearth(["release", "publish", "--workspace", d.workspace, "--image", try d.image("1.2.0", size: 1000), "--model", "thermostat-t1", "--version", "1.2.0", "--min-from", "1.0.0", "--fixes", "Signed with a key that was rotated out.", "--severity", "low", "--support-ends", "2031-12-31"])
-        let refused = try await ChildProcess.run(builtProduct("hearth").path, ["updates", "import", "--data", d.data, "--from", d.dir.appendingPathComponent("ws/publish").path])
-        #expect(refused.status == 1 && refused.output.contains("too_few_signatures") == false && refused.output.contains("valid signatures"), "\(refused.output)")
-        let (still, unchanged) = try await updater("client-3")
-        #expect(still == 0 && unchanged.contains(#""targets": 4"#), "\(unchanged)")
-    }
-
-    /// 100 runs: the device is killed (SIGKILL) at a random moment of downloading, verifying,
-    /// installing, switching or committing; every restart boots a verified image, the old version
-    /// or the new one.
-    @Test(.timeLimit(.minutes(8)))
-    func powerLossAtAnyPointLeavesAVerifiedOldOrNewVersion() async throws {
-        let lanes = 2, runsPerLane = 50
-        let d = try await UpdateDeployment.make(devices: lanes, imageSize: 4 << 20)
-        defer { Task { try? await d.stop() } }
-        // How long an update and a commit take here, and when the update's work starts (after the
-        // process has started), to spread the kills over the work.
-        let probe = d.serials[0]
-        let start = Date()
-        let whole = try ChildProcess(builtProduct("hearth-device"), ["update", "--bundle", d.bundle(probe), "--target", d.next, "--repository", d.repository])
-        #expect(try await whole.wait(for: "boot: "))
-        let workStarts = Date().timeIntervalSince(start)
-        #expect(try await whole.waitForExit() == 0 && whole.text.contains("switched: 1.1.0"), "\(whole.text)")
-        let updateSpan = Date().timeIntervalSince(start)
-        let commitStart = Date()
-        #expect(try await d.boot(probe, commit: true).1 == "1.1.0")
-        let commitSpan = Date().timeIntervalSince(commitStart)
-        try FileManager.default.removeItem(at: d.bundles.appendingPathComponent(probe).appendingPathComponent("update"))
-
-        let results = try await withThrowingTaskGroup(of: [String].self) { group in
-            for lane in 0..<lanes {
-                let serial = d.serials[lane]
-                group.addTask {
-                    var seen: [String] = []
-                    for run in 0..<runsPerLane {
-                        // Factory state: 1.0.0 in slot A (a reset after a run that ended on 1.1.0).
-                        try? FileManager.default.removeItem(at: d.bundles.appendingPathComponent(serial).appendingPathComponent("update"))
-                        #expect(try await d.boot(serial).1 == "1.0.0")
-                        let commit = run % 4 == 3
-                        let arguments: [String]
-                        let window: ClosedRange<Double>
-                        if commit {
-                            // The update completes; the restart that commits it is killed.
-                            let r = try await ChildProcess.run(builtProduct("hearth-device").path, ["update", "--bundle", d.bundle(serial), "--target", d.next, "--repository", d.repository])
-                            #expect(r.status == 0, "\(r.output)")
-                            arguments = ["boot", "--bundle", d.bundle(serial), "--commit"]
-                            window = 0...(commitSpan * 1.2)
-                        } else {
-                            arguments = ["update", "--bundle", d.bundle(serial), "--target", d.next, "--repository", d.repository]
-                            window = (workStarts * 0.9)...(updateSpan * 1.1)
-                        }
-                        let child = try ChildProcess(builtProduct("hearth-device"), arguments)
-                        try await Task.sleep(for: .seconds(Double.random(in: window)))
-                        child.signal(SIGKILL)
-                        let exit = try await child.waitForExit()
-                        var phase = child.text.split(separator: "\n").last(where: { $0.hasPrefix("phase: ") || $0.hasPrefix("switched") || $0.hasPrefix("boot: ") })
-                            .map { String($0.split(separator: " after ").first ?? $0).replacingOccurrences(of: "boot: firmware 1.0.0 (slot a, verified)", with: "refreshing metadata") } ?? "starting"
-                        if commit { phase = "commit (\(child.text.contains("{") ? "done" : "killed"))" }
-                        if exit != nil, child.process.terminationReason == .exit { phase += " [finished]" }  // it ended before the kill
-                        let (status, after, line) = try await d.boot(serial)
-                        #expect(status == 0 && (after == "1.0.0" || after == "1.1.0"), "after a kill at \(phase): \(line)")
-                        seen.append(phase)
-                    }
-                    return seen
-                }
+    @Suite("Updates end to end: repository, power loss, verified boot, rollout")
+    struct UpdateProcessTests {
+        @Test(.timeLimit(.minutes(5)))
+        func pythonTUFsUpdaterVerifiesTheRepositoryBeforeAndAfterARootRotation() async throws {
+            guard let python = try requiredPython(module: "tuf", package: "tuf") else { return }
+            let d = try await UpdateDeployment.make(devices: 1)
+            defer { Task { try? await d.stop() } }
+            let root1 = d.dir.appendingPathComponent("ws/publish/metadata/1.root.json").path
+            func updater(_ work: String) async throws -> (Int32, String) {
+                let r = try await ChildProcess.run(
+                    "/usr/bin/env",
+                    [
+                        "SSL_CERT_FILE=\(d.data)/root-ca.pem", python, tufUpdaterScript,
+                        "https://127.0.0.1:\(d.httpsPort)", root1, d.dir.appendingPathComponent(work).path, d.next,
+                    ])
+                return (r.status, r.output)
             }
-            var all: [String] = []
-            for try await lane in group { all += lane }
-            return all
-        }
-        let phases = Dictionary(grouping: results, by: { $0 }).mapValues(\.count)
-        print("power loss: \(results.count) kills; last step reached before the kill: \(phases.sorted { $0.key < $1.key })")
-        #expect(results.count == lanes * runsPerLane)
-        #expect(phases.keys.filter { !$0.contains("[finished]") }.count >= 4, "kills landed in several phases: \(phases)")
-    }
+            let (status, output) = try await updater("client-1")
+            #expect(status == 0, "\(output)")
+            #expect(
+                output.contains(#""root": 1"#) && output.contains(#""targets": 3"#)
+                    && output.contains(#""downloaded": 262144"#), "\(output)")
+            #expect(
+                output.contains(#""min_version": "1.0.0""#) && output.contains("fixes a crash"),
+                "custom metadata: \(output)")
 
-    @Test(.timeLimit(.minutes(5)))
-    func tamperedSlotsFallBackOrStopWithOnlyTheAlertConnection() async throws {
-        let d = try await UpdateDeployment.make(devices: 2)
-        defer { Task { try? await d.stop() } }
-        let (a, b) = (d.serials[0], d.serials[1])
-        for serial in [a, b] {
-            let r = try await ChildProcess.run(builtProduct("hearth-device").path, ["update", "--bundle", d.bundle(serial), "--target", d.next, "--repository", d.repository])
-            #expect(r.status == 0, "\(r.output)")
-            #expect(try await d.boot(serial, commit: true).1 == "1.1.0")
-        }
-        // The active slot (1.1.0) tampered: the device starts 1.0.0 from the other slot and alerts.
-        try d.tamper(a, slot: "b")
-        let fellBack = try d.device(a)
-        #expect(try await fellBack.wait(for: "SECURITY ALERT"), "\(fellBack.text)")
-        var shown = ""
-        for _ in 0..<100 where !shown.contains("alert\tfell_back") {
-            try await Task.sleep(for: .milliseconds(200))
-            shown = try await d.hearth(["device", "show", "--data", d.data, a])
-        }
-        #expect(shown.contains("alert\tfell_back") && shown.contains("firmware\t1.0.0"), "the owner's device view: \(shown)")
-        fellBack.signal(SIGTERM)
-        _ = try await fellBack.waitForExit()
+            // The maker rotates the root and targets keys; a client that trusts root v1 follows.
+            try await d.hearth(["release", "rotate-root", "--workspace", d.workspace, "--targets"])
+            try await d.hearth([
+                "updates", "import", "--data", d.data, "--from", d.dir.appendingPathComponent("ws/publish").path,
+            ])
+            let (rotated, after) = try await updater("client-2")
+            #expect(rotated == 0 && after.contains(#""root": 2"#) && after.contains(#""targets": 4"#), "\(after)")
 
-        // Both slots tampered: integrity-failure mode. The repository address is a listener that
-        // records every connection: the device must contact nothing but the gateway, once.
-        try d.tamper(b, slot: "a")
-        try d.tamper(b, slot: "b")
-        let listener = try ConnectionCounter()
-        let stopped = try ChildProcess(builtProduct("hearth-device"), [
-            "thermostat", "--bundle", d.bundle(b), "--mqtt", "127.0.0.1:\(d.mqttPort)", "--repository", "https://127.0.0.1:\(listener.port)/tuf",
-            "--hardware-key", d.dir.appendingPathComponent("hw.key").path, "--startup-delay", "0", "--report-every", "0.2",
-        ])
-        #expect(try await stopped.waitForExit(timeout: 60) == 3, "\(stopped.text)")
-        #expect(stopped.text.contains("INTEGRITY FAILURE") && stopped.text.contains("the owner was alerted"), "\(stopped.text)")
-        #expect(listener.accepted == 0, "the update repository was contacted \(listener.accepted) times")
-        let view = try await d.hearth(["device", "show", "--data", d.data, b])
-        #expect(view.contains("alert\tintegrity_failure"), "\(view)")
-        #expect(!view.contains("latest\t"), "no telemetry was sent: \(view)")
-        listener.close()
-    }
-
-    /// A rollout to a running thermostat: offered, downloaded while it keeps regulating, restarted
-    /// into 1.1.0, committed once its first reading is delivered; the switch-over is measured.
-    @Test(.timeLimit(.minutes(5)))
-    func aRolloutUpdatesARunningThermostatWithABoundedSwitchOver() async throws {
-        let d = try await UpdateDeployment.make(devices: 1)
-        defer { Task { try? await d.stop() } }
-        let serial = d.serials[0]
-        let device = try d.device(serial)
-        defer { device.signal(SIGKILL) }
-        #expect(try await device.wait(for: "running"), "\(device.text)")
-        let started = try await d.hearth(["updates", "rollout", "start", d.next, "--data", d.data, "--stages", "100"])
-        let id = try #require(started.split(separator: "\t").first.map(String.init))
-        #expect(try await device.wait(for: "update to 1.1.0 committed", timeout: 60), "\(device.text)")
-        let restart = Int64(UpdateDeployment.digits(after: "update: restarting at ", in: device.text) ?? "") ?? 0
-        let booted = device.text.components(separatedBy: "\n").filter { $0.contains("on trial until healthy") }.first.flatMap { UpdateDeployment.digits(after: ") at ", in: $0) }.flatMap { Int64($0) } ?? 0
-        let downtime = Double(booted - restart) / 1000
-        print("switch-over: the thermostat's control loop stopped for \(downtime) s (restart into the new slot)")
-        #expect(restart > 0 && booted >= restart && downtime < 10, "bounded switch-over: \(device.text)")
-        var shown = ""
-        for _ in 0..<100 where !shown.contains("1 succeeded") {
-            try await Task.sleep(for: .milliseconds(200))
-            shown = try await d.hearth(["updates", "rollout", "show", id, "--data", d.data])
+            // Targets signed with the retired key are refused at import, and nothing changes.
+            let retired = d.dir.appendingPathComponent("ws/keys/retired")
+            let keys = d.dir.appendingPathComponent("ws/keys")
+            for f in try FileManager.default.contentsOfDirectory(atPath: keys.path) where f.hasPrefix("targets-") {
+                try FileManager.default.removeItem(at: keys.appendingPathComponent(f))
+            }
+            for f in try FileManager.default.contentsOfDirectory(atPath: retired.path) where f.hasPrefix("targets-") {
+                try FileManager.default.copyItem(
+                    at: retired.appendingPathComponent(f), to: keys.appendingPathComponent(f))
+            }
+            try await d.hearth([
+                "release", "publish", "--workspace", d.workspace, "--image", try d.image("1.2.0", size: 1000),
+                "--model", "thermostat-t1", "--version", "1.2.0", "--min-from", "1.0.0", "--fixes",
+                "Signed with a key that was rotated out.", "--severity", "low", "--support-ends", "2031-12-31",
+            ])
+            let refused = try await ChildProcess.run(
+                builtProduct("hearth").path,
+                ["updates", "import", "--data", d.data, "--from", d.dir.appendingPathComponent("ws/publish").path])
+            #expect(
+                refused.status == 1 && refused.output.contains("too_few_signatures") == false
+                    && refused.output.contains("valid signatures"), "\(refused.output)")
+            let (still, unchanged) = try await updater("client-3")
+            #expect(still == 0 && unchanged.contains(#""targets": 4"#), "\(unchanged)")
         }
-        #expect(shown.contains("completed") && shown.contains("1 succeeded, 0 failed of 1"), "\(shown)")
-        #expect(try await d.hearth(["device", "show", "--data", d.data, serial]).contains("firmware\t1.1.0"))
+
+        /// 100 runs: the device is killed (SIGKILL) at a random moment of downloading, verifying,
+        /// installing, switching or committing; every restart boots a verified image, the old version
+        /// or the new one.
+        @Test(.timeLimit(.minutes(8)))
+        func powerLossAtAnyPointLeavesAVerifiedOldOrNewVersion() async throws {
+            let lanes = 2
+            let runsPerLane = 50
+            let d = try await UpdateDeployment.make(devices: lanes, imageSize: 4 << 20)
+            defer { Task { try? await d.stop() } }
+            // How long an update and a commit take here, and when the update's work starts (after the
+            // process has started), to spread the kills over the work.
+            let probe = d.serials[0]
+            let start = Date()
+            let whole = try ChildProcess(
+                builtProduct("hearth-device"),
+                ["update", "--bundle", d.bundle(probe), "--target", d.next, "--repository", d.repository])
+            #expect(try await whole.wait(for: "boot: "))
+            let workStarts = Date().timeIntervalSince(start)
+            #expect(try await whole.waitForExit() == 0 && whole.text.contains("switched: 1.1.0"), "\(whole.text)")
+            let updateSpan = Date().timeIntervalSince(start)
+            let commitStart = Date()
+            #expect(try await d.boot(probe, commit: true).1 == "1.1.0")
+            let commitSpan = Date().timeIntervalSince(commitStart)
+            try FileManager.default.removeItem(
+                at: d.bundles.appendingPathComponent(probe).appendingPathComponent("update"))
+
+            let results = try await withThrowingTaskGroup(of: [String].self) { group in
+                for lane in 0..<lanes {
+                    let serial = d.serials[lane]
+                    group.addTask {
+                        var seen: [String] = []
+                        for run in 0..<runsPerLane {
+                            // Factory state: 1.0.0 in slot A (a reset after a run that ended on 1.1.0).
+                            try? FileManager.default.removeItem(
+                                at: d.bundles.appendingPathComponent(serial).appendingPathComponent("update"))
+                            #expect(try await d.boot(serial).1 == "1.0.0")
+                            let commit = run % 4 == 3
+                            let arguments: [String]
+                            let window: ClosedRange<Double>
+                            if commit {
+                                // The update completes; the restart that commits it is killed.
+                                let r = try await ChildProcess.run(
+                                    builtProduct("hearth-device").path,
+                                    [
+                                        "update", "--bundle", d.bundle(serial), "--target", d.next, "--repository",
+                                        d.repository,
+                                    ])
+                                #expect(r.status == 0, "\(r.output)")
+                                arguments = ["boot", "--bundle", d.bundle(serial), "--commit"]
+                                window = 0...(commitSpan * 1.2)
+                            } else {
+                                arguments = [
+                                    "update", "--bundle", d.bundle(serial), "--target", d.next, "--repository",
+                                    d.repository,
+                                ]
+                                window = (workStarts * 0.9)...(updateSpan * 1.1)
+                            }
+                            let child = try ChildProcess(builtProduct("hearth-device"), arguments)
+                            try await Task.sleep(for: .seconds(Double.random(in: window)))
+                            child.signal(SIGKILL)
+                            let exit = try await child.waitForExit()
+                            var phase =
+                                child.text.split(separator: "\n").last(where: {
+                                    $0.hasPrefix("phase: ") || $0.hasPrefix("switched") || $0.hasPrefix("boot: ")
+                                })
+                                .map {
+                                    String($0.split(separator: " after ").first ?? $0).replacingOccurrences(
+                                        of: "boot: firmware 1.0.0 (slot a, verified)", with: "refreshing metadata")
+                                } ?? "starting"
+                            if commit { phase = "commit (\(child.text.contains("{") ? "done" : "killed"))" }
+                            // It ended before the kill.
+                            if exit != nil, child.process.terminationReason == .exit { phase += " [finished]" }
+                            let (status, after, line) = try await d.boot(serial)
+                            #expect(
+                                status == 0 && (after == "1.0.0" || after == "1.1.0"),
+                                "after a kill at \(phase): \(line)")
+                            seen.append(phase)
+                        }
+                        return seen
+                    }
+                }
+                var all: [String] = []
+                for try await lane in group { all += lane }
+                return all
+            }
+            let phases = Dictionary(grouping: results, by: { $0 }).mapValues(\.count)
+            print(
+                "power loss: \(results.count) kills; last step reached before the kill: \(phases.sorted { $0.key < $1.key })"
+            )
+            #expect(results.count == lanes * runsPerLane)
+            #expect(
+                phases.keys.filter { !$0.contains("[finished]") }.count >= 4,
+                "kills landed in several phases: \(phases)")
+        }
+
+        @Test(.timeLimit(.minutes(5)))
+        func tamperedSlotsFallBackOrStopWithOnlyTheAlertConnection() async throws {
+            let d = try await UpdateDeployment.make(devices: 2)
+            defer { Task { try? await d.stop() } }
+            let (a, b) = (d.serials[0], d.serials[1])
+            for serial in [a, b] {
+                let r = try await ChildProcess.run(
+                    builtProduct("hearth-device").path,
+                    ["update", "--bundle", d.bundle(serial), "--target", d.next, "--repository", d.repository])
+                #expect(r.status == 0, "\(r.output)")
+                #expect(try await d.boot(serial, commit: true).1 == "1.1.0")
+            }
+            // The active slot (1.1.0) tampered: the device starts 1.0.0 from the other slot and alerts.
+            try d.tamper(a, slot: "b")
+            let fellBack = try d.device(a)
+            #expect(try await fellBack.wait(for: "SECURITY ALERT"), "\(fellBack.text)")
+            var shown = ""
+            for _ in 0..<100 where !shown.contains("alert\tfell_back") {
+                try await Task.sleep(for: .milliseconds(200))
+                shown = try await d.hearth(["device", "show", "--data", d.data, a])
+            }
+            #expect(
+                shown.contains("alert\tfell_back") && shown.contains("firmware\t1.0.0"),
+                "the owner's device view: \(shown)")
+            fellBack.signal(SIGTERM)
+            _ = try await fellBack.waitForExit()
+
+            // Both slots tampered: integrity-failure mode. The repository address is a listener that
+            // records every connection: the device must contact nothing but the gateway, once.
+            try d.tamper(b, slot: "a")
+            try d.tamper(b, slot: "b")
+            let listener = try ConnectionCounter()
+            let stopped = try ChildProcess(
+                builtProduct("hearth-device"),
+                [
+                    "thermostat", "--bundle", d.bundle(b), "--mqtt", "127.0.0.1:\(d.mqttPort)", "--repository",
+                    "https://127.0.0.1:\(listener.port)/tuf",
+                    "--hardware-key", d.dir.appendingPathComponent("hw.key").path, "--startup-delay", "0",
+                    "--report-every", "0.2",
+                ])
+            #expect(try await stopped.waitForExit(timeout: 60) == 3, "\(stopped.text)")
+            #expect(
+                stopped.text.contains("INTEGRITY FAILURE") && stopped.text.contains("the owner was alerted"),
+                "\(stopped.text)")
+            #expect(listener.accepted == 0, "the update repository was contacted \(listener.accepted) times")
+            let view = try await d.hearth(["device", "show", "--data", d.data, b])
+            #expect(view.contains("alert\tintegrity_failure"), "\(view)")
+            #expect(!view.contains("latest\t"), "no telemetry was sent: \(view)")
+            listener.close()
+        }
+
+        /// A rollout to a running thermostat: offered, downloaded while it keeps regulating, restarted
+        /// into 1.1.0, committed once its first reading is delivered; the switch-over is measured.
+        @Test(.timeLimit(.minutes(5)))
+        func aRolloutUpdatesARunningThermostatWithABoundedSwitchOver() async throws {
+            let d = try await UpdateDeployment.make(devices: 1)
+            defer { Task { try? await d.stop() } }
+            let serial = d.serials[0]
+            let device = try d.device(serial)
+            defer { device.signal(SIGKILL) }
+            #expect(try await device.wait(for: "running"), "\(device.text)")
+            let started = try await d.hearth([
+                "updates", "rollout", "start", d.next, "--data", d.data, "--stages", "100",
+            ])
+            let id = try #require(started.split(separator: "\t").first.map(String.init))
+            #expect(try await device.wait(for: "update to 1.1.0 committed", timeout: 60), "\(device.text)")
+            let restart = Int64(UpdateDeployment.digits(after: "update: restarting at ", in: device.text) ?? "") ?? 0
+            let booted =
+                device.text.components(separatedBy: "\n").filter { $0.contains("on trial until healthy") }.first.flatMap
+            { UpdateDeployment.digits(after: ") at ", in: $0) }.flatMap { Int64($0) } ?? 0
+            let downtime = Double(booted - restart) / 1000
+            print("switch-over: the thermostat's control loop stopped for \(downtime) s (restart into the new slot)")
+            #expect(restart > 0 && booted >= restart && downtime < 10, "bounded switch-over: \(device.text)")
+            var shown = ""
+            for _ in 0..<100 where !shown.contains("1 succeeded") {
+                try await Task.sleep(for: .milliseconds(200))
+                shown = try await d.hearth(["updates", "rollout", "show", id, "--data", d.data])
+            }
+            #expect(shown.contains("completed") && shown.contains("1 succeeded, 0 failed of 1"), "\(shown)")
+            #expect(try await d.hearth(["device", "show", "--data", d.data, serial]).contains("firmware\t1.1.0"))
+        }
     }
-}
 }
 
 /// A TCP listener that only counts connections (the address given to a device that must not call).
@@ -296,9 +373,13 @@ final class ConnectionCounter: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = 0
         var size = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) }
+        }
         listen(fd, 16)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) } }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) }
+        }
         port = Int(UInt16(bigEndian: address.sin_port))
         thread = Thread { [weak self] in
             while true {
@@ -312,5 +393,8 @@ final class ConnectionCounter: @unchecked Sendable {
     }
 
     var accepted: Int { lock.withLock { count } }
-    func close() { shutdown(fd, Int32(SHUT_RDWR)); Glibc.close(fd) }
+    func close() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        Glibc.close(fd)
+    }
 }

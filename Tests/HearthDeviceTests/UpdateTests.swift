@@ -26,7 +26,8 @@ struct UpdateRig {
     }
 
     func updater(capacity: Int = 64 << 20) -> FirmwareUpdater {
-        FirmwareUpdater(device: folder, model: model, fetcher: repo, clock: ManualTimeSource(repo.now), slotCapacity: capacity)
+        FirmwareUpdater(
+            device: folder, model: model, fetcher: repo, clock: ManualTimeSource(repo.now), slotCapacity: capacity)
     }
 
     /// Installs `name` and expects a refusal for `attack`; then the device still boots 1.0.0 from slot A.
@@ -39,12 +40,16 @@ struct UpdateRig {
         } catch let refusal as UpdateRefusal {
             #expect(refusal.attack == attack, "\(refusal)", sourceLocation: sourceLocation)
         }
-        #expect(try await self.updater().boot() == .booted(.a, try firmware(factory)), "still on the old version", sourceLocation: sourceLocation)
+        #expect(
+            try await self.updater().boot() == .booted(.a, try firmware(factory)), "still on the old version",
+            sourceLocation: sourceLocation)
     }
 
     func firmware(_ name: String) throws -> FirmwareTarget {
         let image = repo.images[name]!
-        return try FirmwareTarget(name: name, length: image.bytes.count, sha256: Data(SHA256.hash(data: image.bytes)).hex, custom: image.custom)
+        return try FirmwareTarget(
+            name: name, length: image.bytes.count, sha256: Data(SHA256.hash(data: image.bytes)).hex,
+            custom: image.custom)
     }
 
     func tamper(_ slot: FirmwareSlot, file: String = "image") throws {
@@ -68,7 +73,11 @@ struct UpdateTests {
         let installed = try await updater.install(rig.next) { p in phases.withLock { $0.append(p) } }
         #expect(installed.version == (try FirmwareVersion("1.1.0")))
         #expect(phases.withLock { $0 } == [.downloading, .verifying, .installing, .rebooting])
-        #expect(rig.repo.fetched.withLock { $0 }.prefix(4) == ["metadata/2.root.json", "metadata/timestamp.json", "metadata/2.snapshot.json", "metadata/2.targets.json"])
+        #expect(
+            rig.repo.fetched.withLock { $0 }.prefix(4) == [
+                "metadata/2.root.json", "metadata/timestamp.json", "metadata/2.snapshot.json",
+                "metadata/2.targets.json",
+            ])
         // Restart: the new version runs on trial; it commits once healthy.
         let rebooted = rig.updater()
         #expect(try await rebooted.boot() == .trial(.b, try rig.firmware(rig.next)))
@@ -76,7 +85,10 @@ struct UpdateTests {
         let committed = rig.updater()
         #expect(try await committed.boot() == .booted(.b, try rig.firmware(rig.next)))
         // The same image again is not newer: refused as a rollback of the firmware version.
-        do { _ = try await committed.install(rig.next) { _ in }; Issue.record("reinstalled") } catch let r as UpdateRefusal { #expect(r.attack == "rollback") }
+        do {
+            _ = try await committed.install(rig.next) { _ in }
+            Issue.record("reinstalled")
+        } catch let r as UpdateRefusal { #expect(r.attack == "rollback") }
     }
 
     @Test func aTrialThatRestartsWithoutCommittingRollsBack() async throws {
@@ -86,7 +98,10 @@ struct UpdateTests {
         _ = try await updater.boot()
         _ = try await updater.install(rig.next) { _ in }
         #expect(try await rig.updater().boot() == .trial(.b, try rig.firmware(rig.next)))
-        guard case .rolledBack(.a, let f, _) = try await rig.updater().boot() else { Issue.record("no rollback"); return }
+        guard case .rolledBack(.a, let f, _) = try await rig.updater().boot() else {
+            Issue.record("no rollback")
+            return
+        }
         #expect(f.version == (try FirmwareVersion("1.0.0")))
     }
 
@@ -112,7 +127,10 @@ struct UpdateTests {
         _ = try await updater.install(rig.next) { _ in }  // the device now trusts timestamp v2
         _ = try await rig.updater().boot()  // 1.1.0 on trial
         _ = try await rig.updater().boot()  // not committed: rolled back to 1.0.0 on A, still trusting timestamp v2
-        let stale = try rig.repo.signed(RoleMetadata.timestamp(version: 1, expires: rig.repo.now.addingTimeInterval(86_400), snapshotVersion: 1, snapshotBytes: rig.repo.file("metadata/1.snapshot.json")!), by: .timestamp)
+        let stale = try rig.repo.signed(
+            RoleMetadata.timestamp(
+                version: 1, expires: rig.repo.now.addingTimeInterval(86_400), snapshotVersion: 1,
+                snapshotBytes: rig.repo.file("metadata/1.snapshot.json")!), by: .timestamp)
         rig.repo.put("metadata/timestamp.json", stale)
         try await rig.expectRefused(rig.next, attack: "rollback")
     }
@@ -156,12 +174,17 @@ struct UpdateTests {
         let rig = try UpdateRig()
         defer { rig.cleanUp() }
         let target = try rig.firmware(rig.next)
-        rig.repo.put("targets/\(target.sha256).\(rig.next)", rig.repo.images[rig.next]!.bytes + [UInt8](repeating: 0, count: 1 << 20))
+        rig.repo.put(
+            "targets/\(target.sha256).\(rig.next)",
+            rig.repo.images[rig.next]!.bytes + [UInt8](repeating: 0, count: 1 << 20))
         try await rig.expectRefused(rig.next, attack: "endless_data")
         // A slot smaller than the image: refused before it is filled.
         let small = rig.updater(capacity: 100_000)
         _ = try await small.boot()
-        do { _ = try await small.install(rig.next) { _ in }; Issue.record("accepted") } catch let r as UpdateRefusal { #expect(r.attack == "endless_data") }
+        do {
+            _ = try await small.install(rig.next) { _ in }
+            Issue.record("accepted")
+        } catch let r as UpdateRefusal { #expect(r.attack == "endless_data") }
     }
 
     @Test func anImageForAnotherModelIsRefused() async throws {
@@ -204,7 +227,10 @@ struct UpdateTests {
         #expect(try await onTrial.boot() == .trial(.b, try rig.firmware(newer)))
         try await onTrial.commit()
         try rig.tamper(.b)
-        guard case .fellBack(.a, let f, _) = try await rig.updater().boot() else { Issue.record("slot A did not boot under root v2"); return }
+        guard case .fellBack(.a, let f, _) = try await rig.updater().boot() else {
+            Issue.record("slot A did not boot under root v2")
+            return
+        }
         #expect(f.version == (try FirmwareVersion("1.0.0")))
     }
 
@@ -221,10 +247,16 @@ struct UpdateTests {
         try await onTrial.commit()
         #expect(try await rig.updater().boot() == .booted(.b, try rig.firmware(rig.next)))
         try rig.tamper(.b)
-        guard case .fellBack(.a, let f, let why) = try await rig.updater().boot() else { Issue.record("no fallback"); return }
+        guard case .fellBack(.a, let f, let why) = try await rig.updater().boot() else {
+            Issue.record("no fallback")
+            return
+        }
         #expect(f.version == (try FirmwareVersion("1.0.0")) && why.contains("slot b"))
         try rig.tamper(.a, file: "manifest.json")
-        guard case .integrityFailure(let reason) = try await rig.updater().boot() else { Issue.record("booted a tampered slot"); return }
+        guard case .integrityFailure(let reason) = try await rig.updater().boot() else {
+            Issue.record("booted a tampered slot")
+            return
+        }
         #expect(reason.contains("slot a") && reason.contains("slot b"))
     }
 

@@ -13,7 +13,10 @@ import Testing
     /// A subscriber that never reads while a flood is routed to it does not delay another
     /// connection's keep-alive disconnect; what cannot be sent to it is bounded and counted.
     @Test func aPeerThatNeverReadsDoesNotDelayAnothersKeepAlive() async throws {
-        try await PacketConformanceTests.withGateway({ $0.limits.publishesPerSecond = 1e6; $0.limits.bytesPerSecond = 1e9 }) { gateway, port in
+        try await PacketConformanceTests.withGateway({
+            $0.limits.publishesPerSecond = 1e6
+            $0.limits.bytesPerSecond = 1e9
+        }) { gateway, port in
             let stuck = try Peer(port: port, receiveBuffer: 4096)
             stuck.connect("stuck", properties: [.receiveMaximum(65535)])
             stuck.subscribe("flood/#", qos: .atLeastOnce)
@@ -21,7 +24,13 @@ import Testing
             flooder.connect("flooder")
             let payload = [UInt8](repeating: 0x46, count: 8192)
             let flood = Thread {
-                for i in 0..<3000 { flooder.send(.publish(Publish(topic: "flood/\(i % 10)", payload: payload, qos: .atLeastOnce, packetID: UInt16(i % 60000 + 1)))) }
+                for i in 0..<3000 {
+                    flooder.send(
+                        .publish(
+                            Publish(
+                                topic: "flood/\(i % 10)", payload: payload, qos: .atLeastOnce,
+                                packetID: UInt16(i % 60000 + 1))))
+                }
             }
             flood.start()
             // Let the flood fill the server's send buffer towards `stuck`.
@@ -48,7 +57,9 @@ import Testing
             let second = try Peer(port: port)
             #expect(second.connect("twin")?.prefix(4) == [0x20, 0x0E, 0x00, 0x00])
             let (bytes, closed) = await first.socket.readUntilClosed(timeout: 10)
-            #expect(bytes.prefix(3) == [0xE0, bytes.count > 1 ? bytes[1] : 0, 0x8E], "DISCONNECT 0x8E session taken over: \(bytes)")
+            #expect(
+                bytes.prefix(3) == [0xE0, bytes.count > 1 ? bytes[1] : 0, 0x8E],
+                "DISCONNECT 0x8E session taken over: \(bytes)")
             #expect(closed)
         }
     }
@@ -70,7 +81,11 @@ import Testing
     /// timeout, and leave neither a connection nor a descriptor behind.
     @Test func aThousandSilentSocketsLeaveNothingBehind() async throws {
         let before = Self.openDescriptors()
-        try await PacketConformanceTests.withGateway({ $0.limits.connectTimeout = 2; $0.connectBurst = 2000; $0.connectsPerSecond = 2000 }) { gateway, port in
+        try await PacketConformanceTests.withGateway({
+            $0.limits.connectTimeout = 2
+            $0.connectBurst = 2000
+            $0.connectsPerSecond = 2000
+        }) { gateway, port in
             let sockets = (0..<1000).compactMap { _ in RawSocket(port: port) }
             #expect(sockets.count == 1000)
             let allOpen = try await ServerClosesTests.eventually(timeout: 30) { gateway.openConnections == 1000 }
@@ -81,7 +96,7 @@ import Testing
             #expect(Date().timeIntervalSince(started) <= 2 + 1 + 2, "closed at the connect timeout")
             let stillOpen = sockets.filter { !$0.closedByServer(within: 0.05) }.count
             #expect(stillOpen == 0, "\(stillOpen) sockets the server did not close")
-            sockets.forEach { $0.closeNow() }
+            for socket in sockets { socket.closeNow() }
         }
         // The server's ends are closed too (other tests of this process may hold a few).
         let after = Self.openDescriptors()

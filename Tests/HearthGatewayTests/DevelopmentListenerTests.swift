@@ -11,7 +11,9 @@ import Testing
     /// Runs a gateway on a free loopback port for the duration of `body`.
     func withGateway(_ body: (Int) async throws -> Void) async throws {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let gateway = try MQTTGateway(configuration: GatewayConfiguration(developmentListener: ("127.0.0.1", 0)), logger: Logger(label: "test")) { _, address in
+        let gateway = try MQTTGateway(
+            configuration: GatewayConfiguration(developmentListener: ("127.0.0.1", 0)), logger: Logger(label: "test")
+        ) { _, address in
             continuation.yield(address?.port ?? 0)
         }
         let task = Task { try await gateway.run() }
@@ -22,22 +24,44 @@ import Testing
     }
 
     @Test func refusesToBindBeyondLoopback() {
-        #expect(throws: GatewayError.self) { try MQTTGateway(configuration: GatewayConfiguration(developmentListener: ("0.0.0.0", 0)), logger: Logger(label: "t")) }
-        #expect(throws: GatewayError.self) { try MQTTGateway(configuration: GatewayConfiguration(developmentListener: ("192.168.1.2", 0)), logger: Logger(label: "t")) }
+        #expect(throws: GatewayError.self) {
+            try MQTTGateway(
+                configuration: GatewayConfiguration(developmentListener: ("0.0.0.0", 0)), logger: Logger(label: "t"))
+        }
+        #expect(throws: GatewayError.self) {
+            try MQTTGateway(
+                configuration: GatewayConfiguration(developmentListener: ("192.168.1.2", 0)), logger: Logger(label: "t")
+            )
+        }
         // A device listener without credentials and a store cannot start.
-        #expect(throws: GatewayError.self) { try MQTTGateway(configuration: GatewayConfiguration(deviceListener: ("127.0.0.1", 0)), logger: Logger(label: "t")) }
+        #expect(throws: GatewayError.self) {
+            try MQTTGateway(
+                configuration: GatewayConfiguration(deviceListener: ("127.0.0.1", 0)), logger: Logger(label: "t"))
+        }
         #expect(MQTTGateway.isLoopback("127.0.0.2") && MQTTGateway.isLoopback("::1"))
     }
 
     @Test(arguments: ["mqttv311", "mqttv5"])
     func retainedMessagesAtEveryQoSReachALaterSubscriber(_ version: String) async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"), let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
+        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"),
+            let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
+        else { return }
         try await withGateway { port in
             for qos in 0...2 {
-                let r = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-q", "\(qos)", "-r", "-t", "home/room\(qos)", "-m", "reading \(qos)"])
+                let r = try await ChildProcess.run(
+                    pub,
+                    [
+                        "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-q", "\(qos)", "-r", "-t",
+                        "home/room\(qos)", "-m", "reading \(qos)",
+                    ])
                 #expect(r.status == 0, "\(r.output)")
             }
-            let r = try await ChildProcess.run(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-q", "2", "-t", "home/#", "-C", "3", "-W", "10", "-F", "%t|%q|%r|%p"])
+            let r = try await ChildProcess.run(
+                sub,
+                [
+                    "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-q", "2", "-t", "home/#", "-C", "3", "-W", "10",
+                    "-F", "%t|%q|%r|%p",
+                ])
             #expect(r.status == 0, "\(r.output)")
             let lines = Set(r.output.split(separator: "\n").map(String.init))
             #expect(lines == ["home/room0|0|1|reading 0", "home/room1|1|1|reading 1", "home/room2|2|1|reading 2"])
@@ -45,17 +69,38 @@ import Testing
     }
 
     @Test func liveMessagesWillsAndTheDeviceNamespace() async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"), let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
+        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"),
+            let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
+        else { return }
         try await withGateway { port in
-            let listener = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "#", "-C", "2", "-F", "%t|%p"])
+            let listener = try ChildProcess.lineBuffered(
+                sub,
+                [
+                    "-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "#", "-C", "2", "-F",
+                    "%t|%p",
+                ])
             // A client that will vanish, leaving a will.
-            let doomed = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "nothing", "--will-topic", "status/doomed", "--will-payload", "gone"])
+            let doomed = try ChildProcess.lineBuffered(
+                sub,
+                [
+                    "-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "nothing", "--will-topic",
+                    "status/doomed", "--will-payload", "gone",
+                ])
             #expect(try await listener.waitForSubscription(), "\(listener.text)")
             #expect(try await doomed.waitForSubscription(), "\(doomed.text)")
             // Device traffic from a development client is refused and never delivered.
-            let refused = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "devices/AAAAAAAAAAAA/telemetry", "-m", "x"])
+            let refused = try await ChildProcess.run(
+                pub,
+                [
+                    "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t",
+                    "devices/AAAAAAAAAAAA/telemetry", "-m", "x",
+                ])
             #expect(refused.output.lowercased().contains("not authorized") || refused.status != 0, "\(refused.output)")
-            #expect(try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "news/today", "-m", "hello"]).status == 0)
+            #expect(
+                try await ChildProcess.run(
+                    pub,
+                    ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "news/today", "-m", "hello"]
+                ).status == 0)
             doomed.signal(SIGKILL)
             _ = try await listener.waitForExit(timeout: 15)
             #expect(Set(listener.messageLines) == ["news/today|hello", "status/doomed|gone"], "\(listener.text)")
@@ -71,7 +116,11 @@ import Testing
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let connected = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
             #expect(connected == 0)
             let bad: [UInt8] = [0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]
             _ = bad.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
@@ -80,9 +129,9 @@ import Testing
             #expect(n <= 0, "the server closed the connection without answering a malformed CONNECT")
             close(fd)
             // Others are unaffected.
-            let other = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "still/here", "-m", "ok"])
+            let other = try await ChildProcess.run(
+                pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "still/here", "-m", "ok"])
             #expect(other.status == 0)
         }
     }
 }
-

@@ -13,12 +13,15 @@ import Testing
 /// The mutual-TLS device listener with clients no one here wrote (mosquitto_pub/sub, paho-mqtt).
 @Suite struct DeviceListenerTests {
     func tools() throws -> (pub: String, sub: String)? {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"), let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return nil }
+        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"),
+            let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
+        else { return nil }
         return (pub, sub)
     }
 
     func stored(_ fixture: DeviceFixture, _ serial: DeviceSerial) async throws -> [Int64] {
-        try await fixture.telemetry.readings(serial, from: .distantPast, to: .distantFuture, after: nil, limit: 1000).map(\.reading.sequence)
+        try await fixture.telemetry.readings(serial, from: .distantPast, to: .distantFuture, after: nil, limit: 1000)
+            .map(\.reading.sequence)
     }
 
     @Test(arguments: ["mqttv311", "mqttv5"])
@@ -29,7 +32,12 @@ import Testing
         try await fixture.withGateway { _, port, _ in
             let values: [String: JSONValue] = ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21]
             for seq in [1, 2, 1, 2, 3] {
-                let r = try await ChildProcess.run(pub, fixture.tlsArguments(device, port: port) + ["-V", version, "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m", reading(seq, values)])
+                let r = try await ChildProcess.run(
+                    pub,
+                    fixture.tlsArguments(device, port: port) + [
+                        "-V", version, "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m",
+                        reading(seq, values),
+                    ])
                 #expect(r.status == 0, "\(r.output)")
             }
             #expect(try await stored(fixture, device.serial) == [1, 2, 3])
@@ -43,16 +51,25 @@ import Testing
         let fixture = try await DeviceFixture()
         let model = fixture.thermostats[0].model
         // Signed by another CA; signed by the device CA but never registered; registered then revoked.
-        let (foreign, _) = try DeviceFixture.makeDevice(model: model, ca: try CertificateAuthority.create(commonName: "Elsewhere"), in: fixture.folder)
+        let (foreign, _) = try DeviceFixture.makeDevice(
+            model: model, ca: try CertificateAuthority.create(commonName: "Elsewhere"), in: fixture.folder)
         let (unknown, _) = try DeviceFixture.makeDevice(model: model, ca: fixture.deviceCA, in: fixture.folder)
         // Same serial as a real device, a different key: a clone.
-        let (clone, _) = try DeviceFixture.makeDevice(model: model, ca: fixture.deviceCA, in: fixture.folder, serial: fixture.thermostats[1].serial)
+        let (clone, _) = try DeviceFixture.makeDevice(
+            model: model, ca: fixture.deviceCA, in: fixture.folder, serial: fixture.thermostats[1].serial)
         let revoked = fixture.thermostats[0]
-        #expect(try await fixture.store.revokeDevice(revoked.serial, at: Date(), audit: AuditEntry(.deviceRevoked, at: Date())))
+        #expect(
+            try await fixture.store.revokeDevice(
+                revoked.serial, at: Date(), audit: AuditEntry(.deviceRevoked, at: Date())))
         try await fixture.withGateway { gateway, port, _ in
             for device in [foreign, unknown, clone, revoked] {
                 for version in ["mqttv311", "mqttv5"] {
-                    let r = try await ChildProcess.run(pub, fixture.tlsArguments(device, port: port) + ["-V", version, "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+                    let r = try await ChildProcess.run(
+                        pub,
+                        fixture.tlsArguments(device, port: port) + [
+                            "-V", version, "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m",
+                            reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                        ])
                     #expect(r.status != 0, "\(device.serial) \(version) was let in: \(r.output)")
                 }
                 #expect(try await stored(fixture, device.serial).isEmpty)
@@ -60,11 +77,17 @@ import Testing
             // The three that chained to the device CA got a CONNACK refusal and were counted.
             #expect(await gateway.counters.devicesRefused == 6)
             // No client certificate at all: the handshake fails.
-            let none = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", fixture.rootCAPath, "-t", "x", "-m", "y"])
+            let none = try await ChildProcess.run(
+                pub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", fixture.rootCAPath, "-t", "x", "-m", "y"])
             #expect(none.status != 0)
             // The real, unrevoked device still gets in.
             let ok = fixture.thermostats[1]
-            let r = try await ChildProcess.run(pub, fixture.tlsArguments(ok, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(ok.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+            let r = try await ChildProcess.run(
+                pub,
+                fixture.tlsArguments(ok, port: port) + [
+                    "-V", "mqttv5", "-q", "1", "-t", "devices/\(ok.serial)/telemetry", "-m",
+                    reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                ])
             #expect(r.status == 0, "\(r.output)")
         }
     }
@@ -75,10 +98,19 @@ import Testing
         let (a, b) = (fixture.thermostats[0], fixture.thermostats[1])
         try await fixture.withGateway { _, port, _ in
             // A claims to be B by client id and writes to B's topic: refused (0x87), nothing stored.
-            let r = try await ChildProcess.run(pub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-i", b.serial.rawValue, "-q", "1", "-t", "devices/\(b.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+            let r = try await ChildProcess.run(
+                pub,
+                fixture.tlsArguments(a, port: port) + [
+                    "-V", "mqttv5", "-i", b.serial.rawValue, "-q", "1", "-t", "devices/\(b.serial)/telemetry", "-m",
+                    reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                ])
             #expect(r.output.lowercased().contains("not authorized") || r.status != 0, "\(r.output)")
             // A username and password are refused outright: the certificate is the credential.
-            let u = try await ChildProcess.run(pub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-u", "admin", "-P", "admin", "-t", "devices/\(a.serial)/events", "-m", "x"])
+            let u = try await ChildProcess.run(
+                pub,
+                fixture.tlsArguments(a, port: port) + [
+                    "-V", "mqttv5", "-u", "admin", "-P", "admin", "-t", "devices/\(a.serial)/events", "-m", "x",
+                ])
             #expect(u.status != 0)
             #expect(try await stored(fixture, b.serial).isEmpty)
         }
@@ -90,21 +122,36 @@ import Testing
         let (a, b) = (fixture.thermostats[0], fixture.thermostats[1])
         try await fixture.withGateway { gateway, port, _ in
             // Every subscription that could reach B's (or anyone's) topics is refused.
-            for filter in ["#", "+/#", "devices/#", "devices/+/commands/#", "devices/+/telemetry", "devices/\(b.serial)/commands/#", "$share/g/devices/\(b.serial)/commands/#", "$share/g/#", "$SYS/#", "+/\(b.serial)/+"] {
-                let r = try await ChildProcess.run(sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-t", filter, "-E"])
+            for filter in [
+                "#", "+/#", "devices/#", "devices/+/commands/#", "devices/+/telemetry",
+                "devices/\(b.serial)/commands/#", "$share/g/devices/\(b.serial)/commands/#", "$share/g/#", "$SYS/#",
+                "+/\(b.serial)/+",
+            ] {
+                let r = try await ChildProcess.run(
+                    sub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-t", filter, "-E"])
                 #expect(r.status != 0 || r.output.lowercased().contains("denied"), "\(filter): \(r.output)")
             }
             // Publishing into B's namespace (every topic of it) is refused.
-            for topic in ["devices/\(b.serial)/telemetry", "devices/\(b.serial)/events", "devices/\(b.serial)/commands/setTarget", "devices/\(b.serial)/commands/setTarget/result", "devices/\(a.serial)/commands/setTarget"] {
-                let r = try await ChildProcess.run(pub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-q", "1", "-t", topic, "-m", "{}"])
+            for topic in [
+                "devices/\(b.serial)/telemetry", "devices/\(b.serial)/events", "devices/\(b.serial)/commands/setTarget",
+                "devices/\(b.serial)/commands/setTarget/result", "devices/\(a.serial)/commands/setTarget",
+            ] {
+                let r = try await ChildProcess.run(
+                    pub, fixture.tlsArguments(a, port: port) + ["-V", "mqttv5", "-q", "1", "-t", topic, "-m", "{}"])
                 #expect(r.output.lowercased().contains("not authorized") || r.status != 0, "\(topic): \(r.output)")
             }
             // Every attempt was refused and counted for monitoring.
             #expect(await gateway.counters.accessRefused == 15)
             // A command for B never reaches A, even though A listens on its own commands.
-            let listener = try ChildProcess.lineBuffered(sub, fixture.tlsArguments(a, port: port) + ["-d", "-V", "mqttv5", "-q", "1", "-t", "devices/\(a.serial)/commands/#", "-F", "%t"])
+            let listener = try ChildProcess.lineBuffered(
+                sub,
+                fixture.tlsArguments(a, port: port) + [
+                    "-d", "-V", "mqttv5", "-q", "1", "-t", "devices/\(a.serial)/commands/#", "-F", "%t",
+                ])
             #expect(try await listener.waitForSubscription(), "\(listener.text)")
-            #expect(await gateway.send(command: "setTarget", parameters: ["target": 20], to: b.serial, timeout: .seconds(1)) == .offline)
+            #expect(
+                await gateway.send(command: "setTarget", parameters: ["target": 20], to: b.serial, timeout: .seconds(1))
+                    == .offline)
             try await Task.sleep(for: .milliseconds(500))
             listener.signal(SIGTERM)
             _ = try await listener.waitForExit(timeout: 10)
@@ -118,8 +165,15 @@ import Testing
         let (a, b) = (fixture.thermostats[0], fixture.thermostats[1])
         try await fixture.withGateway { gateway, port, _ in
             let values = #"{"temperature": 20, "humidity": 1, "heating": true, "target": 20}"#
-            let r = try await ChildProcess.run(python, [pahoScript, "aliases"] + fixture.pahoArguments(a, port: port) + ["--topic", "devices/\(a.serial)/telemetry", "--other", "devices/\(b.serial)/telemetry", "--payload", values])
-            let codes = jsonLines(r.output).compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } }
+            let r = try await ChildProcess.run(
+                python,
+                [pahoScript, "aliases"] + fixture.pahoArguments(a, port: port) + [
+                    "--topic", "devices/\(a.serial)/telemetry", "--other", "devices/\(b.serial)/telemetry", "--payload",
+                    values,
+                ])
+            let codes = jsonLines(r.output).compactMap { line -> Int? in
+                if case .number(let d) = line["rc"] { Int(d) } else { nil }
+            }
             #expect(codes == [0, 0, 0x87, 0x87, 0x87, 0x87], "\(r.output)")
             #expect(try await stored(fixture, a.serial) == [1, 2])
             #expect(try await stored(fixture, b.serial).isEmpty)
@@ -131,10 +185,14 @@ import Testing
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let good: [String: JSONValue] = ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21]
-        var wrongType = good; wrongType["temperature"] = "warm"
-        var tooHot = good; tooHot["temperature"] = 86
-        var missing = good; missing["humidity"] = nil
-        var unknown = good; unknown["colour"] = "red"
+        var wrongType = good
+        wrongType["temperature"] = "warm"
+        var tooHot = good
+        tooHot["temperature"] = 86
+        var missing = good
+        missing["humidity"] = nil
+        var unknown = good
+        unknown["colour"] = "red"
         let payloads: [(String, TelemetryRejection?)] = [
             ("not json at all", .malformed),
             ("[1,2,3]", .malformed),
@@ -146,12 +204,19 @@ import Testing
             (#"{"values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#, .missingField),
             (#"{"seq": -1, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#, .outOfRange),
             (#"{"seq": 1.5, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#, .wrongType),
-            (#"{"seq": 1, "evil": true, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#, .unknownField),
+            (
+                #"{"seq": 1, "evil": true, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#,
+                .unknownField
+            ),
             (String(repeating: " ", count: 5000) + reading(5, good), .oversize),
             (reading(6, good), nil),
         ]
         try await fixture.withGateway { _, port, _ in
-            let r = try await ChildProcess.run(python, [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + ["--topic", "devices/\(device.serial)/telemetry", "--qos", "1"] + payloads.flatMap { ["--payload", $0.0] })
+            let r = try await ChildProcess.run(
+                python,
+                [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + [
+                    "--topic", "devices/\(device.serial)/telemetry", "--qos", "1",
+                ] + payloads.flatMap { ["--payload", $0.0] })
             let lines = jsonLines(r.output)
             let codes = lines.compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } }
             #expect(codes == payloads.map { $0.1 == nil ? 0 : 0x99 }, "\(r.output)")
@@ -169,9 +234,17 @@ import Testing
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let file = fixture.folder.appendingPathComponent("bad.bin")
-        try Data(Array(#"{"seq": 1, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": "#.utf8) + [0xC3, 0x28, 0x22, 0x7D, 0x7D]).write(to: file)
+        try Data(
+            Array(#"{"seq": 1, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": "#.utf8) + [
+                0xC3, 0x28, 0x22, 0x7D, 0x7D,
+            ]
+        ).write(to: file)
         try await fixture.withGateway { _, port, _ in
-            let r = try await ChildProcess.run(pub, fixture.tlsArguments(device, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-f", file.path, "-d"])
+            let r = try await ChildProcess.run(
+                pub,
+                fixture.tlsArguments(device, port: port) + [
+                    "-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-f", file.path, "-d",
+                ])
             #expect(r.output.contains("153") || r.output.lowercased().contains("payload format invalid"), "\(r.output)")
             #expect(try await stored(fixture, device.serial).isEmpty)
         }
@@ -179,55 +252,93 @@ import Testing
 
     @Test(arguments: [5, 3])
     func commandsReachTheDeviceAndItsAnswerComesBack(_ version: Int) async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt"), let (_, sub) = try tools() else { return }
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt"), let (_, sub) = try tools()
+        else { return }
         let fixture = try await DeviceFixture()
         let (thermostat, lock) = (fixture.thermostats[0], fixture.locks[0])
         try await fixture.withGateway { gateway, port, _ in
             // Offline: a clear status at once.
-            #expect(await gateway.send(command: "setTarget", parameters: ["target": 21], to: thermostat.serial, timeout: .seconds(5)) == .offline)
-            let device = try ChildProcess(python, [DeviceFixture.script, "answer"] + fixture.pahoArguments(thermostat, port: port) + ["--version", "\(version)", "--serial", thermostat.serial.rawValue, "--count", "1"])
+            #expect(
+                await gateway.send(
+                    command: "setTarget", parameters: ["target": 21], to: thermostat.serial, timeout: .seconds(5))
+                    == .offline)
+            let device = try ChildProcess(
+                python,
+                [DeviceFixture.script, "answer"] + fixture.pahoArguments(thermostat, port: port) + [
+                    "--version", "\(version)", "--serial", thermostat.serial.rawValue, "--count", "1",
+                ])
             #expect(try await device.wait(for: "\"ready\"", timeout: 20), "\(device.text)")
-            let outcome = await gateway.send(command: "setTarget", parameters: ["target": 21.5], to: thermostat.serial, timeout: .seconds(10))
+            let outcome = await gateway.send(
+                command: "setTarget", parameters: ["target": 21.5], to: thermostat.serial, timeout: .seconds(10))
             #expect(outcome == .answered(status: "ok", detail: "done by paho"), "\(device.text)")
             _ = try await device.waitForExit(timeout: 10)
             let received = jsonLines(device.text).first { $0["command"] != nil }
-            #expect(received?["command"] == "setTarget" && received?["parameters"] == ["target": 21.5] && received?["qos"] == 1)
+            #expect(
+                received?["command"] == "setTarget" && received?["parameters"] == ["target": 21.5]
+                    && received?["qos"] == 1)
             // Connected and subscribed, but never answers: a timeout.
             // mosquitto_sub as a device (3.1.1 and 5.0): it receives the command but never answers.
             for flag in ["mqttv311", "mqttv5"] {
-                let silent = try ChildProcess.lineBuffered(sub, fixture.tlsArguments(lock, port: port) + ["-d", "-V", flag, "-q", "1", "-t", "devices/\(lock.serial)/commands/#", "-C", "1", "-F", "%t|%q|%p"])
+                let silent = try ChildProcess.lineBuffered(
+                    sub,
+                    fixture.tlsArguments(lock, port: port) + [
+                        "-d", "-V", flag, "-q", "1", "-t", "devices/\(lock.serial)/commands/#", "-C", "1", "-F",
+                        "%t|%q|%p",
+                    ])
                 #expect(try await silent.waitForSubscription(), "\(silent.text)")
-                #expect(await gateway.send(command: "lock", parameters: [:], to: lock.serial, timeout: .seconds(1)) == .timedOut)
+                #expect(
+                    await gateway.send(command: "lock", parameters: [:], to: lock.serial, timeout: .seconds(1))
+                        == .timedOut)
                 _ = try await silent.waitForExit(timeout: 10)
-                #expect(silent.messageLines.first?.hasPrefix("devices/\(lock.serial)/commands/lock|1|{\"id\":") == true, "\(silent.text)")
+                #expect(
+                    silent.messageLines.first?.hasPrefix("devices/\(lock.serial)/commands/lock|1|{\"id\":") == true,
+                    "\(silent.text)")
             }
         }
     }
 
     @Test func overLimitClientsGetTheReasonCodeAndOthersAreUnaffected() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt"), let (pub, sub) = try tools() else { return }
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt"), let (pub, sub) = try tools()
+        else { return }
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         // Publish rate: 5 per second per connection.
         try await fixture.withGateway({ $0.limits.publishesPerSecond = 5 }) { _, port, _ in
-            let payloads = (1...20).map { reading($0, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]) }
-            let r = try await ChildProcess.run(python, [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + ["--topic", "devices/\(device.serial)/telemetry"] + payloads.flatMap { ["--payload", $0] })
-            let codes = jsonLines(r.output).compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } }
+            let payloads = (1...20).map {
+                reading($0, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])
+            }
+            let r = try await ChildProcess.run(
+                python,
+                [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + [
+                    "--topic", "devices/\(device.serial)/telemetry",
+                ] + payloads.flatMap { ["--payload", $0] })
+            let codes = jsonLines(r.output).compactMap { line -> Int? in
+                if case .number(let d) = line["rc"] { Int(d) } else { nil }
+            }
             #expect(codes.count == 20 && codes.prefix(5).allSatisfy { $0 == 0 } && codes.contains(0x97), "\(r.output)")
             #expect(try await stored(fixture, device.serial).count == codes.filter { $0 == 0 }.count)
         }
         // Connections in total: 1. The second gets 0x89 (server busy); the first keeps working.
         try await fixture.withGateway({ $0.maximumConnections = 1 }) { _, _, devPort in
-            let holder = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "hold/#", "-C", "1"])
+            let holder = try ChildProcess.lineBuffered(
+                sub, ["-d", "-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "hold/#", "-C", "1"])
             #expect(try await holder.waitForSubscription(), "\(holder.text)")
-            let busy = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "hold/x", "-m", "1"])
+            let busy = try await ChildProcess.run(
+                pub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "hold/x", "-m", "1"])
             #expect(busy.status != 0 && busy.output.lowercased().contains("busy"), "\(busy.output)")
             holder.signal(SIGTERM)
         }
         // Connects per second: a burst of 1, then one every 1000 s.
-        try await fixture.withGateway({ $0.connectsPerSecond = 0.001; $0.connectBurst = 1 }) { _, _, devPort in
-            #expect(try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "a", "-m", "1"]).status == 0)
-            let rate = try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "a", "-m", "1"])
+        try await fixture.withGateway({
+            $0.connectsPerSecond = 0.001
+            $0.connectBurst = 1
+        }) { _, _, devPort in
+            #expect(
+                try await ChildProcess.run(
+                    pub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "a", "-m", "1"]
+                ).status == 0)
+            let rate = try await ChildProcess.run(
+                pub, ["-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv5", "-t", "a", "-m", "1"])
             #expect(rate.status != 0 && rate.output.lowercased().contains("rate"), "\(rate.output)")
         }
     }
@@ -237,9 +348,13 @@ import Testing
         guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
         let fixture = try await DeviceFixture(devices: 0)
         try await fixture.withGateway { _, _, devPort in
-            let r = try await ChildProcess.run(python, [DeviceFixture.script, "conformance", "--port", "\(devPort)", "--version", "\(version)"], timeout: 120)
+            let r = try await ChildProcess.run(
+                python, [DeviceFixture.script, "conformance", "--port", "\(devPort)", "--version", "\(version)"],
+                timeout: 120)
             let results = try #require(jsonLines(r.output).last, "\(r.output)")
-            for check in ["qos", "wildcards", "retained", "will", "session_resume", "request_response"] + (version == 5 ? ["will_delay", "message_expiry"] : []) {
+            for check in ["qos", "wildcards", "retained", "will", "session_resume", "request_response"]
+                + (version == 5 ? ["will_delay", "message_expiry"] : [])
+            {
                 #expect(results[check] == true, "\(check) failed (MQTT \(version)): \(r.output)")
             }
         }
@@ -254,19 +369,31 @@ import Testing
             let base = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5"]
             // A persistent session (expiry 300 s) subscribes, then goes away.
             // -E: leave as soon as the subscription is acknowledged.
-            let first = try await ChildProcess.run(sub, base + ["-i", id, "-c", "-x", "300", "-q", "1", "-t", "inbox/#", "-E"], timeout: 20)
+            let first = try await ChildProcess.run(
+                sub, base + ["-i", id, "-c", "-x", "300", "-q", "1", "-t", "inbox/#", "-E"], timeout: 20)
             #expect(first.status == 0, "\(first.output)")
             // While it is away: a QoS 1 message for it, and a retained message.
-            #expect(try await ChildProcess.run(pub, base + ["-q", "1", "-t", "inbox/1", "-m", "kept for you"], timeout: 20).status == 0)
-            #expect(try await ChildProcess.run(pub, base + ["-q", "1", "-r", "-t", "status/hub", "-m", "online"]).status == 0)
+            #expect(
+                try await ChildProcess.run(pub, base + ["-q", "1", "-t", "inbox/1", "-m", "kept for you"], timeout: 20)
+                    .status == 0)
+            #expect(
+                try await ChildProcess.run(pub, base + ["-q", "1", "-r", "-t", "status/hub", "-m", "online"]).status
+                    == 0)
         }
         // A new gateway on the same state (as after a restart).
         try await fixture.withGateway(brokerState: state) { _, _, port in
             let base = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5"]
-            let resumed = try await ChildProcess.run(sub, base + ["-i", id, "-c", "-x", "300", "-q", "1", "-t", "inbox/#", "-C", "1", "-W", "10", "-F", "%t|%p"])
-            #expect(resumed.output.trimmingCharacters(in: .whitespacesAndNewlines) == "inbox/1|kept for you", "\(resumed.output)")
-            let retained = try await ChildProcess.run(sub, base + ["-t", "status/#", "-C", "1", "-W", "10", "-F", "%t|%p|%r"])
-            #expect(retained.output.trimmingCharacters(in: .whitespacesAndNewlines) == "status/hub|online|1", "\(retained.output)")
+            let resumed = try await ChildProcess.run(
+                sub,
+                base + ["-i", id, "-c", "-x", "300", "-q", "1", "-t", "inbox/#", "-C", "1", "-W", "10", "-F", "%t|%p"])
+            #expect(
+                resumed.output.trimmingCharacters(in: .whitespacesAndNewlines) == "inbox/1|kept for you",
+                "\(resumed.output)")
+            let retained = try await ChildProcess.run(
+                sub, base + ["-t", "status/#", "-C", "1", "-W", "10", "-F", "%t|%p|%r"])
+            #expect(
+                retained.output.trimmingCharacters(in: .whitespacesAndNewlines) == "status/hub|online|1",
+                "\(retained.output)")
         }
     }
 }
@@ -287,23 +414,38 @@ final class RecordingUpdates: DeviceUpdateChannel {
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let payloads: [(String, Bool)] = [
-            ("not json", false), ("[]", false), (#"{"phase":"idle"}"#, false), (#"{"phase":"hacked","version":"1.0.0"}"#, false),
-            (#"{"phase":"idle","version":"1.0.0","evil":1}"#, false), (#"{"phase":"failed","version":"1.0.0","reason":"\#(String(repeating: "r", count: 400))"}"#, false),
+            ("not json", false), ("[]", false), (#"{"phase":"idle"}"#, false),
+            (#"{"phase":"hacked","version":"1.0.0"}"#, false),
+            (#"{"phase":"idle","version":"1.0.0","evil":1}"#, false),
+            (#"{"phase":"failed","version":"1.0.0","reason":"\#(String(repeating: "r", count: 400))"}"#, false),
             (String(repeating: " ", count: 2000) + #"{"phase":"idle","version":"1.0.0"}"#, false),
             (#"{"phase":"downloading","version":"1.0.0","target":"thermostat-t1-1.1.0.img"}"#, true),
         ]
         let updates = RecordingUpdates()
         try await fixture.withGateway { gateway, port, _ in
             gateway.attach(updates: updates)
-            let r = try await ChildProcess.run(python, [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + ["--topic", "devices/\(device.serial)/update", "--qos", "1"] + payloads.flatMap { ["--payload", $0.0] })
-            let codes = jsonLines(r.output).compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } }
+            let r = try await ChildProcess.run(
+                python,
+                [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + [
+                    "--topic", "devices/\(device.serial)/update", "--qos", "1",
+                ] + payloads.flatMap { ["--payload", $0.0] })
+            let codes = jsonLines(r.output).compactMap { line -> Int? in
+                if case .number(let d) = line["rc"] { Int(d) } else { nil }
+            }
             #expect(codes == payloads.map { $0.1 ? 0 : 0x99 }, "\(r.output)")
             let got = updates.received.withLock { $0 }
             #expect(got.count == 1 && got.first?.0 == device.serial && got.first?.1.phase == .downloading)
             // Another device's report topic is refused (not authorised), and reaches nothing.
             let other = fixture.thermostats[1]
-            let foreign = try await ChildProcess.run(python, [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + ["--topic", "devices/\(other.serial)/update", "--qos", "1", "--payload", payloads.last!.0])
-            #expect(jsonLines(foreign.output).compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } } == [0x87], "\(foreign.output)")
+            let foreign = try await ChildProcess.run(
+                python,
+                [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + [
+                    "--topic", "devices/\(other.serial)/update", "--qos", "1", "--payload", payloads.last!.0,
+                ])
+            #expect(
+                jsonLines(foreign.output).compactMap { line -> Int? in
+                    if case .number(let d) = line["rc"] { Int(d) } else { nil }
+                } == [0x87], "\(foreign.output)")
             #expect(updates.received.withLock { $0.count } == 1)
         }
     }

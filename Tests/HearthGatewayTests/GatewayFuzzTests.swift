@@ -1,7 +1,7 @@
 import Foundation
+import HearthCore
 import HearthFixtures
 import HearthGateway
-import HearthCore
 import HearthMQTT
 import HearthTestSupport
 import NIOCore
@@ -17,8 +17,13 @@ import Testing
     /// A valid packet, then (mostly) damaged: bytes flipped, cut short, lengths inflated, or noise.
     static func hostile(_ rng: inout SplitMix64, version: MQTTVersion) -> [UInt8] {
         let valid: [MQTTPacket] = [
-            .publish(Publish(topic: "fuzz/\(rng.next() % 100)", payload: Array("payload".utf8), qos: QoS(rawValue: UInt8(rng.next() % 3))!, packetID: UInt16(1 + rng.next() % 100))),
-            .subscribe(Subscribe(packetID: UInt16(1 + rng.next() % 100), requests: [.init(filter: "fuzz/#", qos: .atLeastOnce)])),
+            .publish(
+                Publish(
+                    topic: "fuzz/\(rng.next() % 100)", payload: Array("payload".utf8),
+                    qos: QoS(rawValue: UInt8(rng.next() % 3))!, packetID: UInt16(1 + rng.next() % 100))),
+            .subscribe(
+                Subscribe(
+                    packetID: UInt16(1 + rng.next() % 100), requests: [.init(filter: "fuzz/#", qos: .atLeastOnce)])),
             .unsubscribe(Unsubscribe(packetID: 7, filters: ["fuzz/+"])),
             .pingreq,
             .puback(Ack(packetID: UInt16(rng.next() % 50))),
@@ -26,11 +31,16 @@ import Testing
         var packet = bytes(valid[Int(rng.next() % UInt64(valid.count))], version)
         switch rng.next() % 5 {
         case 0:
-            for _ in 0..<(1 + rng.next() % 4) { packet[Int(rng.next() % UInt64(packet.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+            for _ in 0..<(1 + rng.next() % 4) {
+                packet[Int(rng.next() % UInt64(packet.count))] = UInt8(truncatingIfNeeded: rng.next())
+            }
         case 1:
             packet = Array(packet.prefix(Int(rng.next() % UInt64(packet.count))))
         case 2:
-            if packet.count > 1 { packet[1] = 0xFF; packet.insert(contentsOf: [0xFF, 0xFF, 0x7F], at: 2) }
+            if packet.count > 1 {
+                packet[1] = 0xFF
+                packet.insert(contentsOf: [0xFF, 0xFF, 0x7F], at: 2)
+            }
         case 3:
             packet = (0..<(1 + rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         default:
@@ -48,18 +58,36 @@ import Testing
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
         guard ok == 0 else { return }
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
     @Test func hundredThousandHostilePacketsLeaveOtherClientsServedAndNothingLeaks() async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"), let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
+        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"),
+            let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
+        else { return }
         let fixture = try await DeviceFixture(devices: 0)
-        try await fixture.withGateway({ $0.connectsPerSecond = 1_000_000; $0.connectBurst = 1_000_000 }) { gateway, _, port in
-            let watcher = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/#", "-C", "2", "-F", "%p"])
+        try await fixture.withGateway({
+            $0.connectsPerSecond = 1_000_000
+            $0.connectBurst = 1_000_000
+        }) { gateway, _, port in
+            let watcher = try ChildProcess.lineBuffered(
+                sub,
+                [
+                    "-d", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/#", "-C", "2",
+                    "-F", "%p",
+                ])
             #expect(try await watcher.waitForSubscription(), "\(watcher.text)")
-            #expect(try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/1", "-m", "before"]).status == 0)
+            #expect(
+                try await ChildProcess.run(
+                    pub,
+                    ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/1", "-m", "before"]
+                ).status == 0)
             // 2,000 connections × 50 packets, from 8 workers, each seeded. The sockets block, so the
             // workers are threads of their own, never the cooperative pool the gateway runs on.
             await withTaskGroup(of: Void.self) { group in
@@ -70,7 +98,8 @@ import Testing
                                 var rng = SplitMix64(state: UInt64(worker) &* 7919)
                                 for c in 0..<250 {
                                     let version: MQTTVersion = c % 2 == 0 ? .v5 : .v3_1_1
-                                    var stream = Self.bytes(.connect(Connect(version: version, clientID: "fuzz-\(worker)-\(c)")), version)
+                                    var stream = Self.bytes(
+                                        .connect(Connect(version: version, clientID: "fuzz-\(worker)-\(c)")), version)
                                     for _ in 0..<50 { stream += Self.hostile(&rng, version: version) }
                                     Self.send(stream, port: port)
                                 }
@@ -80,7 +109,10 @@ import Testing
                     }
                 }
             }
-            #expect(try await ChildProcess.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/2", "-m", "after"]).status == 0)
+            #expect(
+                try await ChildProcess.run(
+                    pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/2", "-m", "after"]
+                ).status == 0)
             _ = try await watcher.waitForExit(timeout: 20)
             #expect(watcher.messageLines == ["before", "after"], "\(watcher.text)")
             // Every hostile connection is gone: nothing left open once the watcher left.

@@ -12,13 +12,18 @@ import Testing
 /// `poll`, which must not starve the tests beside them.
 @Suite(.serialized) struct PacketConformanceTests {
     /// A development-listener gateway for the duration of `body`.
-    static func withGateway(_ configure: (inout GatewayConfiguration) -> Void = { _ in }, _ body: (_ gateway: MQTTGateway, _ port: Int) async throws -> Void) async throws {
+    static func withGateway(
+        _ configure: (inout GatewayConfiguration) -> Void = { _ in },
+        _ body: (_ gateway: MQTTGateway, _ port: Int) async throws -> Void
+    ) async throws {
         var configuration = GatewayConfiguration(developmentListener: ("127.0.0.1", 0))
         configure(&configuration)
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let gateway = try MQTTGateway(configuration: configuration, logger: logger) { _, address in continuation.yield(address?.port ?? 0) }
+        let gateway = try MQTTGateway(configuration: configuration, logger: logger) { _, address in
+            continuation.yield(address?.port ?? 0)
+        }
         let task = Task { try await gateway.run() }
         defer { task.cancel() }
         var iterator = ports.makeAsyncIterator()
@@ -44,15 +49,26 @@ import Testing
 
         /// CONNECTs and returns the CONNACK's bytes.
         @discardableResult
-        func connect(_ id: String, cleanStart: Bool = true, keepAlive: UInt16 = 60, will: Connect.Will? = nil, properties: Properties = []) -> [UInt8]? {
-            send(.connect(Connect(version: version, clientID: id, cleanStart: cleanStart, keepAlive: keepAlive, will: will, properties: properties)))
+        func connect(
+            _ id: String, cleanStart: Bool = true, keepAlive: UInt16 = 60, will: Connect.Will? = nil,
+            properties: Properties = []
+        ) -> [UInt8]? {
+            send(
+                .connect(
+                    Connect(
+                        version: version, clientID: id, cleanStart: cleanStart, keepAlive: keepAlive, will: will,
+                        properties: properties)))
             return socket.readPacket()
         }
 
         /// SUBSCRIBEs and returns the SUBACK's bytes.
         @discardableResult
-        func subscribe(_ filter: String, qos: QoS = .atMostOnce, id: UInt16 = 1, properties: Properties = []) -> [UInt8]? {
-            send(.subscribe(Subscribe(packetID: id, requests: [.init(filter: filter, qos: qos)], properties: properties)))
+        func subscribe(_ filter: String, qos: QoS = .atMostOnce, id: UInt16 = 1, properties: Properties = [])
+            -> [UInt8]?
+        {
+            send(
+                .subscribe(Subscribe(packetID: id, requests: [.init(filter: filter, qos: qos)], properties: properties))
+            )
             return socket.readPacket()
         }
 
@@ -68,7 +84,9 @@ import Testing
     }
 
     /// A new peer's CONNECT answered (nil if it could not even connect).
-    static func connectOnce(_ port: Int, _ version: MQTTVersion, _ id: String, cleanStart: Bool = true, properties: Properties = []) -> [UInt8]? {
+    static func connectOnce(
+        _ port: Int, _ version: MQTTVersion, _ id: String, cleanStart: Bool = true, properties: Properties = []
+    ) -> [UInt8]? {
         (try? Peer(port: port, version))?.connect(id, cleanStart: cleanStart, properties: properties)
     }
 
@@ -88,11 +106,17 @@ import Testing
     @Test func aResumedSessionIsPresent() async throws {
         try await Self.withGateway { _, port in
             let first = try Peer(port: port)
-            #expect(first.connect("resume", cleanStart: false, properties: [.sessionExpiryInterval(60)])?.prefix(4) == [0x20, 0x0E, 0x00, 0x00])
+            #expect(
+                first.connect("resume", cleanStart: false, properties: [.sessionExpiryInterval(60)])?.prefix(4) == [
+                    0x20, 0x0E, 0x00, 0x00,
+                ])
             first.send(.disconnect(ReasonPacket(reason: .success)))
             #expect(first.socket.closedByServer(within: 10))
             let second = try Peer(port: port)
-            #expect(second.connect("resume", cleanStart: false, properties: [.sessionExpiryInterval(60)])?.prefix(4) == [0x20, 0x0E, 0x01, 0x00], "session present")
+            #expect(
+                second.connect("resume", cleanStart: false, properties: [.sessionExpiryInterval(60)])?.prefix(4) == [
+                    0x20, 0x0E, 0x01, 0x00,
+                ], "session present")
             // 3.1.1: a persistent session (clean session 0) is present on the next connect too.
             let old = try Peer(port: port, .v3_1_1)
             #expect(old.connect("resume311", cleanStart: false) == [0x20, 0x02, 0x00, 0x00])
@@ -109,13 +133,17 @@ import Testing
             ending.connect("ends", cleanStart: false, properties: [.sessionExpiryInterval(60)])
             ending.send(.disconnect(ReasonPacket(reason: .success, properties: [.sessionExpiryInterval(0)])))
             #expect(ending.socket.closedByServer(within: 10))
-            #expect(Self.connectOnce(port, .v5, "ends", cleanStart: false, properties: [.sessionExpiryInterval(60)])?.prefix(4) == [0x20, 0x0E, 0x00, 0x00], "the session ended with the connection")
+            #expect(
+                Self.connectOnce(port, .v5, "ends", cleanStart: false, properties: [.sessionExpiryInterval(60)])?
+                    .prefix(4) == [0x20, 0x0E, 0x00, 0x00], "the session ended with the connection")
 
             let reviving = try Peer(port: port)
             reviving.connect("revives")
             reviving.send(.disconnect(ReasonPacket(reason: .success, properties: [.sessionExpiryInterval(30)])))
             let refusal = reviving.read()
-            #expect(refusal?.prefix(3) == [0xE0, refusal.map { UInt8($0.count - 2) } ?? 0, 0x82], "DISCONNECT 0x82 protocol error: \(refusal ?? [])")
+            #expect(
+                refusal?.prefix(3) == [0xE0, refusal.map { UInt8($0.count - 2) } ?? 0, 0x82],
+                "DISCONNECT 0x82 protocol error: \(refusal ?? [])")
             #expect(reviving.socket.closedByServer(within: 10))
         }
     }
@@ -143,8 +171,14 @@ import Testing
         try await Self.withGateway { _, port in
             let client = try Peer(port: port)
             client.connect("overlap")
-            #expect(client.subscribe("ov/#", qos: .atMostOnce, id: 1, properties: [.subscriptionIdentifier(1)]) == [0x90, 0x04, 0x00, 0x01, 0x00, 0x00])
-            #expect(client.subscribe("ov/+", qos: .atLeastOnce, id: 2, properties: [.subscriptionIdentifier(2)]) == [0x90, 0x04, 0x00, 0x02, 0x00, 0x01])
+            #expect(
+                client.subscribe("ov/#", qos: .atMostOnce, id: 1, properties: [.subscriptionIdentifier(1)]) == [
+                    0x90, 0x04, 0x00, 0x01, 0x00, 0x00,
+                ])
+            #expect(
+                client.subscribe("ov/+", qos: .atLeastOnce, id: 2, properties: [.subscriptionIdentifier(2)]) == [
+                    0x90, 0x04, 0x00, 0x02, 0x00, 0x01,
+                ])
             let sender = try Peer(port: port)
             sender.connect("overlap-sender")
             sender.send(.publish(Publish(topic: "ov/a", payload: [0x31], qos: .atLeastOnce, packetID: 9)))
@@ -165,7 +199,9 @@ import Testing
             let watcher = try Peer(port: port)
             watcher.connect("watcher")
             watcher.subscribe("wills/#")
-            let will = { (topic: String) in Connect.Will(topic: topic, payload: Array("gone".utf8), properties: [.willDelayInterval(4)]) }
+            let will = { (topic: String) in
+                Connect.Will(topic: topic, payload: Array("gone".utf8), properties: [.willDelayInterval(4)])
+            }
             let leaving = try Peer(port: port)
             leaving.connect("leaving", will: will("wills/leaving"), properties: [.sessionExpiryInterval(60)])
             let returning = try Peer(port: port)
@@ -175,7 +211,8 @@ import Testing
             returning.socket.reset()
             try await Task.sleep(for: .milliseconds(300))
             try Peer(port: port).connect("returning", cleanStart: false, properties: [.sessionExpiryInterval(60)])
-            #expect(watcher.read() == [0x30, 0x14, 0x00, 0x0D] + Array("wills/leaving".utf8) + [0x00] + Array("gone".utf8))
+            #expect(
+                watcher.read() == [0x30, 0x14, 0x00, 0x0D] + Array("wills/leaving".utf8) + [0x00] + Array("gone".utf8))
             #expect(Date().timeIntervalSince(closedAt) >= 3.9, "not before the delay")
             #expect(watcher.read(3) == nil, "the resumed session's will is cancelled")
         }
@@ -187,8 +224,14 @@ import Testing
         try await Self.withGateway { _, port in
             let sender = try Peer(port: port)
             sender.connect("retainer")
-            sender.send(.publish(Publish(topic: "exp/short", payload: [0x31], retain: true, properties: [.messageExpiryInterval(1)])))
-            sender.send(.publish(Publish(topic: "exp/long", payload: [0x32], retain: true, properties: [.messageExpiryInterval(600)])))
+            sender.send(
+                .publish(
+                    Publish(topic: "exp/short", payload: [0x31], retain: true, properties: [.messageExpiryInterval(1)]))
+            )
+            sender.send(
+                .publish(
+                    Publish(topic: "exp/long", payload: [0x32], retain: true, properties: [.messageExpiryInterval(600)])
+                ))
             try await Task.sleep(for: .milliseconds(2100))
             let late = try Peer(port: port)
             late.connect("late")
@@ -196,11 +239,16 @@ import Testing
             let packets = late.socket.readPackets(window: 1)
             #expect(packets.first == [0x90, 0x04, 0x00, 0x01, 0x00, 0x00])
             #expect(packets.dropFirst().count == 1, "only the unexpired one: \(packets)")
-            guard case .publish(let p)? = try? packets.dropFirst().first.map({ bytes -> MQTTPacket? in
-                var parser = MQTTParser(version: .v5, maximumPacketSize: .max)
-                var buffer = ByteBuffer(bytes: bytes)
-                return try parser.next(&buffer)
-            }) ?? nil else { Issue.record("no retained PUBLISH"); return }
+            guard
+                case .publish(let p)? = try? packets.dropFirst().first.map({ bytes -> MQTTPacket? in
+                    var parser = MQTTParser(version: .v5, maximumPacketSize: .max)
+                    var buffer = ByteBuffer(bytes: bytes)
+                    return try parser.next(&buffer)
+                }) ?? nil
+            else {
+                Issue.record("no retained PUBLISH")
+                return
+            }
             #expect(p.topic == "exp/long" && p.retain)
             #expect((p.properties.messageExpiryInterval ?? 0) <= 598, "sent with the time left")
         }
@@ -215,7 +263,10 @@ import Testing
             slow.subscribe("flow/#", qos: .atLeastOnce)
             let sender = try Peer(port: port)
             sender.connect("flow-sender")
-            for i in 1...5 { sender.send(.publish(Publish(topic: "flow/x", payload: [UInt8(i)], qos: .atLeastOnce, packetID: UInt16(i)))) }
+            for i in 1...5 {
+                sender.send(
+                    .publish(Publish(topic: "flow/x", payload: [UInt8(i)], qos: .atLeastOnce, packetID: UInt16(i))))
+            }
             let first = slow.socket.readPackets(window: 1)
             #expect(first.count == 2, "two in flight: \(first)")
             slow.send(.puback(Ack(packetID: 1)))
@@ -236,7 +287,9 @@ import Testing
             for topic in ["al/a", "al/a", "al/b"] { sender.send(.publish(Publish(topic: topic, payload: [0x78]))) }
             #expect(client.read() == [0x30, 0x0B, 0x00, 0x04] + Array("al/a".utf8) + [0x03, 0x23, 0x00, 0x01, 0x78])
             #expect(client.read() == [0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, 0x78])
-            #expect(client.read() == [0x30, 0x08, 0x00, 0x04] + Array("al/b".utf8) + [0x00, 0x78], "no alias left: the name")
+            #expect(
+                client.read() == [0x30, 0x08, 0x00, 0x04] + Array("al/b".utf8) + [0x00, 0x78], "no alias left: the name"
+            )
         }
     }
 
@@ -272,13 +325,21 @@ import Testing
             let sender = try Peer(port: port)
             sender.connect("requester")
             for i in 0..<4 {
-                sender.send(.publish(Publish(topic: "jobs/x", payload: [UInt8(i)], properties: [.responseTopic("replies/requester"), .correlationData([0xC0, UInt8(i)])])))
+                sender.send(
+                    .publish(
+                        Publish(
+                            topic: "jobs/x", payload: [UInt8(i)],
+                            properties: [.responseTopic("replies/requester"), .correlationData([0xC0, UInt8(i)])])))
             }
             let (got, other) = (a.socket.readPackets(window: 1), b.socket.readPackets(window: 1))
             #expect(got.count == 2 && other.count == 2, "\(got.count) and \(other.count)")
-            guard case .publish(let p)? = a.readDecodedFrom(got.first) else { Issue.record("no PUBLISH"); return }
+            guard case .publish(let p)? = a.readDecodedFrom(got.first) else {
+                Issue.record("no PUBLISH")
+                return
+            }
             #expect(p.properties.all.contains(.responseTopic("replies/requester")))
-            #expect(p.properties.all.contains { if case .correlationData(let d) = $0 { d.first == 0xC0 } else { false } })
+            #expect(
+                p.properties.all.contains { if case .correlationData(let d) = $0 { d.first == 0xC0 } else { false } })
         }
     }
 }

@@ -10,9 +10,12 @@ import Testing
 /// that never cooperate), and sockets that never authenticate cannot spend what devices need.
 @Suite struct ServerClosesTests {
     /// MQTT 3.1.1 CONNECT, client id "abc", keep-alive 1 s, a will on status/x.
-    static let connect311WithWill: [UInt8] = [0x10, 31, 0, 4] + Array("MQTT".utf8) + [4, 0x06, 0, 1, 0, 3] + Array("abc".utf8) + [0, 8] + Array("status/x".utf8) + [0, 4] + Array("gone".utf8)
+    static let connect311WithWill: [UInt8] =
+        [0x10, 31, 0, 4] + Array("MQTT".utf8) + [4, 0x06, 0, 1, 0, 3] + Array("abc".utf8) + [0, 8]
+        + Array("status/x".utf8) + [0, 4] + Array("gone".utf8)
     /// MQTT 5.0 CONNECT, client id "abd", keep-alive 1 s.
-    static let connect5: [UInt8] = [0x10, 16, 0, 4] + Array("MQTT".utf8) + [5, 0x02, 0, 1, 0, 0, 3] + Array("abd".utf8)
+    static let connect5: [UInt8] =
+        [0x10, 16, 0, 4] + Array("MQTT".utf8) + [5, 0x02, 0, 1, 0, 0, 3] + Array("abd".utf8)
 
     /// How long a test waits for a close the server owes. The timeouts under test are 1–3 s; the
     /// bound is generous because a two-core CI machine also runs Chromium and the fuzzers beside
@@ -39,15 +42,22 @@ import Testing
             let (_, closed) = await socket.readUntilClosed(timeout: Self.patience)
             #expect(closed, "the server never closed a socket that sent nothing")
             #expect(Date().timeIntervalSince(started) >= 1.5)
-            #expect(try await Self.eventually { gateway.openConnections == 0 }, "the connection left the gateway's books")
+            #expect(
+                try await Self.eventually { gateway.openConnections == 0 }, "the connection left the gateway's books")
         }
     }
 
-    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_sub"))) func keepAliveExpiryClosesTheSocketAndPublishesTheWill() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_sub")))
+    func keepAliveExpiryClosesTheSocketAndPublishesTheWill() async throws {
         guard let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
         let fixture = try await DeviceFixture()
         try await fixture.withGateway { _, _, devPort in
-            let watcher = try ChildProcess.lineBuffered(sub, ["-d", "-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv311", "-t", "status/#", "-C", "1", "-F", "%t|%p", "-W", "\(Int(Self.patience))"])
+            let watcher = try ChildProcess.lineBuffered(
+                sub,
+                [
+                    "-d", "-h", "127.0.0.1", "-p", "\(devPort)", "-V", "mqttv311", "-t", "status/#", "-C", "1", "-F",
+                    "%t|%p", "-W", "\(Int(Self.patience))",
+                ])
             #expect(try await watcher.waitForSubscription(), "\(watcher.text)")
             let socket = try #require(RawSocket(port: devPort))
             socket.send(Self.connect311WithWill)
@@ -74,56 +84,95 @@ import Testing
 
     /// Refused devices (a revoked certificate) that stay silent neither fill the connection cap
     /// nor stay open: they are closed at the connect timeout.
-    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub", "openssl"))) func silentRefusedDevicesAreClosedAndDoNotCountAgainstTheCap() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub", "openssl")))
+    func silentRefusedDevicesAreClosedAndDoNotCountAgainstTheCap() async throws {
         guard let pub = try pub(), let openssl = try requiredTool("openssl", package: "openssl") else { return }
         let fixture = try await DeviceFixture()
         let revoked = fixture.thermostats[0]
-        #expect(try await fixture.store.revokeDevice(revoked.serial, at: Date(), audit: AuditEntry(.deviceRevoked, at: Date())))
-        try await fixture.withGateway({ $0.maximumConnections = 2; $0.limits.connectTimeout = 3 }) { gateway, port, _ in
+        #expect(
+            try await fixture.store.revokeDevice(
+                revoked.serial, at: Date(), audit: AuditEntry(.deviceRevoked, at: Date())))
+        try await fixture.withGateway({
+            $0.maximumConnections = 2
+            $0.limits.connectTimeout = 3
+        }) { gateway, port, _ in
             let holders = try (0..<6).map { _ in
-                try ChildProcess(openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-cert", revoked.certPath, "-key", revoked.keyPath, "-CAfile", fixture.rootCAPath, "-ign_eof", "-quiet"])
+                try ChildProcess(
+                    openssl,
+                    [
+                        "s_client", "-connect", "127.0.0.1:\(port)", "-cert", revoked.certPath, "-key", revoked.keyPath,
+                        "-CAfile", fixture.rootCAPath, "-ign_eof", "-quiet",
+                    ])
             }
             #expect(try await Self.eventually { gateway.unauthenticatedConnections == 6 }, "six refused sockets held")
             #expect(gateway.openConnections == 0, "none counts towards the cap")
             let ok = fixture.thermostats[1]
-            let r = try await ChildProcess.run(pub, fixture.tlsArguments(ok, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(ok.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+            let r = try await ChildProcess.run(
+                pub,
+                fixture.tlsArguments(ok, port: port) + [
+                    "-V", "mqttv5", "-q", "1", "-t", "devices/\(ok.serial)/telemetry", "-m",
+                    reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                ])
             #expect(r.status == 0, "a legitimate device gets in: \(r.output)")
             for holder in holders {
-                #expect(try await holder.waitForExit(timeout: Self.patience) != nil, "the server closed the refused connection")
+                #expect(
+                    try await holder.waitForExit(timeout: Self.patience) != nil,
+                    "the server closed the refused connection")
             }
-            #expect(try await Self.eventually { gateway.unauthenticatedConnections == 0 }, "\(gateway.unauthenticatedConnections) still counted")
+            #expect(
+                try await Self.eventually { gateway.unauthenticatedConnections == 0 },
+                "\(gateway.unauthenticatedConnections) still counted")
         }
     }
 
     /// Connect-and-reset without TLS spends nothing a device needs.
-    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub"))) func tcpConnectsWithoutTLSDoNotSpendTheConnectRate() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub"))) func tcpConnectsWithoutTLSDoNotSpendTheConnectRate()
+        async throws
+    {
         guard let pub = try pub() else { return }
         let fixture = try await DeviceFixture()
-        try await fixture.withGateway({ $0.connectsPerSecond = 5; $0.connectBurst = 5 }) { gateway, port, _ in
+        try await fixture.withGateway({
+            $0.connectsPerSecond = 5
+            $0.connectBurst = 5
+        }) { gateway, port, _ in
             for _ in 0..<300 { RawSocket(port: port)?.reset() }
             for device in fixture.thermostats.prefix(3) {
-                let r = try await ChildProcess.run(pub, fixture.tlsArguments(device, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+                let r = try await ChildProcess.run(
+                    pub,
+                    fixture.tlsArguments(device, port: port) + [
+                        "-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m",
+                        reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                    ])
                 #expect(r.status == 0, "\(device.serial): \(r.output)")
             }
             #expect(gateway.counters.connectionsRefused == 0)
         }
     }
 
-    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub"))) func oneSourceHoldsAtMostItsShareOfUnauthenticatedSockets() async throws {
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub")))
+    func oneSourceHoldsAtMostItsShareOfUnauthenticatedSockets() async throws {
         guard let pub = try pub() else { return }
         let fixture = try await DeviceFixture()
         // A long handshake deadline, so that only the per-source cap can close the fifth socket.
-        try await fixture.withGateway({ $0.maximumUnauthenticatedPerSource = 4; $0.handshakeTimeout = .seconds(600) }) { gateway, port, _ in
+        try await fixture.withGateway({
+            $0.maximumUnauthenticatedPerSource = 4
+            $0.handshakeTimeout = .seconds(600)
+        }) { gateway, port, _ in
             let held = (0..<4).compactMap { _ in RawSocket(port: port) }
             #expect(try await Self.eventually { gateway.unauthenticatedConnections == 4 })
             let extra = try #require(RawSocket(port: port))
             let (_, closed) = await extra.readUntilClosed(timeout: Self.patience / 2)
             #expect(closed, "the fifth is closed at once")
             #expect(gateway.counters.unauthenticatedRefused == 1)
-            held.forEach { $0.closeNow() }
+            for socket in held { socket.closeNow() }
             #expect(try await Self.eventually { gateway.unauthenticatedConnections == 0 })
             let device = fixture.thermostats[0]
-            let r = try await ChildProcess.run(pub, fixture.tlsArguments(device, port: port) + ["-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m", reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])])
+            let r = try await ChildProcess.run(
+                pub,
+                fixture.tlsArguments(device, port: port) + [
+                    "-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m",
+                    reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                ])
             #expect(r.status == 0, "\(r.output)")
         }
     }

@@ -20,17 +20,38 @@ func parse(_ bytes: [UInt8], version: MQTTVersion? = .v5, max: Int = 1024) throw
 }
 
 func reason(_ bytes: [UInt8], version: MQTTVersion? = .v5, max: Int = 1024) -> ReasonCode? {
-    do { _ = try parse(bytes, version: version, max: max); return nil } catch { return error.reason }
+    do {
+        _ = try parse(bytes, version: version, max: max)
+        return nil
+    } catch { return error.reason }
 }
 
 let samplePackets: [MQTTPacket] = [
-    .connect(Connect(version: .v5, clientID: "dev-1", cleanStart: false, keepAlive: 30,
-                     will: .init(topic: "d/1/status", payload: Array("gone".utf8), qos: .atLeastOnce, retain: true, properties: [.willDelayInterval(5), .contentType("text/plain")]),
-                     username: "u", password: [1, 2, 3], properties: [.sessionExpiryInterval(3600), .receiveMaximum(20), .maximumPacketSize(65536), .topicAliasMaximum(8), .userProperty("k", "v")])),
+    .connect(
+        Connect(
+            version: .v5, clientID: "dev-1", cleanStart: false, keepAlive: 30,
+            will: .init(
+                topic: "d/1/status", payload: Array("gone".utf8), qos: .atLeastOnce, retain: true,
+                properties: [.willDelayInterval(5), .contentType("text/plain")]),
+            username: "u", password: [1, 2, 3],
+            properties: [
+                .sessionExpiryInterval(3600), .receiveMaximum(20), .maximumPacketSize(65536), .topicAliasMaximum(8),
+                .userProperty("k", "v"),
+            ])),
     .connect(Connect(version: .v3_1_1, clientID: "", cleanStart: true, keepAlive: 0)),
-    .connack(ConnAck(sessionPresent: true, reason: .success, properties: [.assignedClientIdentifier("auto-1"), .serverKeepAlive(45), .maximumQoS(1), .retainAvailable(1)])),
-    .publish(Publish(topic: "a/b", payload: Array("{\"t\":21.5}".utf8), qos: .atLeastOnce, retain: true, dup: true, packetID: 7,
-                     properties: [.payloadFormatIndicator(1), .messageExpiryInterval(60), .responseTopic("r/1"), .correlationData([9, 9]), .userProperty("a", "b"), .userProperty("a", "c")])),
+    .connack(
+        ConnAck(
+            sessionPresent: true, reason: .success,
+            properties: [
+                .assignedClientIdentifier("auto-1"), .serverKeepAlive(45), .maximumQoS(1), .retainAvailable(1),
+            ])),
+    .publish(
+        Publish(
+            topic: "a/b", payload: Array("{\"t\":21.5}".utf8), qos: .atLeastOnce, retain: true, dup: true, packetID: 7,
+            properties: [
+                .payloadFormatIndicator(1), .messageExpiryInterval(60), .responseTopic("r/1"),
+                .correlationData([9, 9]), .userProperty("a", "b"), .userProperty("a", "c"),
+            ])),
     .publish(Publish(topic: "x", payload: [], qos: .atMostOnce)),
     .publish(Publish(topic: "q2", payload: [0, 255], qos: .exactlyOnce, packetID: 65535)),
     .puback(Ack(packetID: 7)),
@@ -38,15 +59,24 @@ let samplePackets: [MQTTPacket] = [
     .pubrec(Ack(packetID: 9)),
     .pubrel(Ack(packetID: 9)),
     .pubcomp(Ack(packetID: 9)),
-    .subscribe(Subscribe(packetID: 3, requests: [.init(filter: "a/+/c", qos: .exactlyOnce, noLocal: true, retainAsPublished: true, retainHandling: 2), .init(filter: "$share/g/x/#", qos: .atMostOnce)], properties: [.subscriptionIdentifier(12)])),
+    .subscribe(
+        Subscribe(
+            packetID: 3,
+            requests: [
+                .init(filter: "a/+/c", qos: .exactlyOnce, noLocal: true, retainAsPublished: true, retainHandling: 2),
+                .init(filter: "$share/g/x/#", qos: .atMostOnce),
+            ], properties: [.subscriptionIdentifier(12)])),
     .suback(SubAck(packetID: 3, reasons: [.grantedQoS2, .notAuthorized])),
     .unsubscribe(Unsubscribe(packetID: 4, filters: ["a/+/c", "#"])),
     .unsuback(SubAck(packetID: 4, reasons: [.success, .noSubscriptionExisted])),
     .pingreq,
     .pingresp,
-    .disconnect(ReasonPacket(reason: .serverBusy, properties: [.reasonString("try later"), .userProperty("retry-after", "30")])),
+    .disconnect(
+        ReasonPacket(reason: .serverBusy, properties: [.reasonString("try later"), .userProperty("retry-after", "30")])),
     .disconnect(ReasonPacket()),
-    .auth(ReasonPacket(reason: .continueAuthentication, properties: [.authenticationMethod("SCRAM"), .authenticationData([1])])),
+    .auth(
+        ReasonPacket(
+            reason: .continueAuthentication, properties: [.authenticationMethod("SCRAM"), .authenticationData([1])])),
 ]
 
 @Suite struct CodecRoundTripTests {
@@ -59,20 +89,28 @@ let samplePackets: [MQTTPacket] = [
     @Test func packetsRoundTripInMQTT311WithoutV5Fields() throws {
         let publish = Publish(topic: "a/b", payload: [1, 2], qos: .atLeastOnce, packetID: 5)
         #expect(try roundTrip(.publish(publish), .v3_1_1) == .publish(publish))
-        #expect(try roundTrip(.connect(Connect(version: .v3_1_1, clientID: "c", username: "u", password: [1])), .v3_1_1) == .connect(Connect(version: .v3_1_1, clientID: "c", username: "u", password: [1])))
-        #expect(try roundTrip(.suback(SubAck(packetID: 1, reasons: [.grantedQoS1, .unspecifiedError])), .v3_1_1) == .suback(SubAck(packetID: 1, reasons: [.grantedQoS1, .unspecifiedError])))
-        #expect(try roundTrip(.unsuback(SubAck(packetID: 1, reasons: [])), .v3_1_1) == .unsuback(SubAck(packetID: 1, reasons: [])))
+        #expect(
+            try roundTrip(.connect(Connect(version: .v3_1_1, clientID: "c", username: "u", password: [1])), .v3_1_1)
+                == .connect(Connect(version: .v3_1_1, clientID: "c", username: "u", password: [1])))
+        #expect(
+            try roundTrip(.suback(SubAck(packetID: 1, reasons: [.grantedQoS1, .unspecifiedError])), .v3_1_1)
+                == .suback(SubAck(packetID: 1, reasons: [.grantedQoS1, .unspecifiedError])))
+        #expect(
+            try roundTrip(.unsuback(SubAck(packetID: 1, reasons: [])), .v3_1_1)
+                == .unsuback(SubAck(packetID: 1, reasons: [])))
         #expect(try roundTrip(.disconnect(ReasonPacket()), .v3_1_1) == .disconnect(ReasonPacket()))
         // Properties are not written for 3.1.1.
         var b = ByteBuffer()
-        MQTTPacket.puback(Ack(packetID: 1, reason: .notAuthorized, properties: [.reasonString("x")])).write(version: .v3_1_1, to: &b)
+        MQTTPacket.puback(Ack(packetID: 1, reason: .notAuthorized, properties: [.reasonString("x")])).write(
+            version: .v3_1_1, to: &b)
         #expect(Array(b.readableBytesView) == [0x40, 0x02, 0x00, 0x01])
     }
 
     @Test func aStreamYieldsPacketsOneByOneAndWaitsForMore() throws {
         var stream = ByteBuffer()
         MQTTPacket.connect(Connect(version: .v5, clientID: "c")).write(version: .v5, to: &stream)
-        MQTTPacket.publish(Publish(topic: "t", payload: Array(repeating: 7, count: 300))).write(version: .v5, to: &stream)
+        MQTTPacket.publish(Publish(topic: "t", payload: Array(repeating: 7, count: 300))).write(
+            version: .v5, to: &stream)
         MQTTPacket.pingreq.write(version: .v5, to: &stream)
         let bytes = Array(stream.readableBytesView)
         var parser = MQTTParser()
@@ -114,7 +152,10 @@ let samplePackets: [MQTTPacket] = [
         ("packet type 0", [0x00, 0x00], .malformedPacket),
         ("unknown property id", [0x30, 0x06, 0x00, 0x01, 0x61, 0x02, 0x7F, 0x00], .malformedPacket),
         ("duplicate property", [0x30, 0x08, 0x00, 0x01, 0x61, 0x04, 0x01, 0x00, 0x01, 0x01], .protocolError),
-        ("property in the wrong packet", [0x30, 0x09, 0x00, 0x01, 0x61, 0x05, 0x11, 0x00, 0x00, 0x00, 0x01], .protocolError),
+        (
+            "property in the wrong packet", [0x30, 0x09, 0x00, 0x01, 0x61, 0x05, 0x11, 0x00, 0x00, 0x00, 0x01],
+            .protocolError
+        ),
         ("property value out of range", [0x30, 0x06, 0x00, 0x01, 0x61, 0x02, 0x01, 0x02], .protocolError),
         ("topic alias 0", [0x30, 0x07, 0x00, 0x01, 0x61, 0x03, 0x23, 0x00, 0x00], .protocolError),
         ("property list longer than the packet", [0x30, 0x05, 0x00, 0x01, 0x61, 0x09, 0x01], .malformedPacket),
@@ -133,13 +174,20 @@ let samplePackets: [MQTTPacket] = [
     @Test func theFirstPacketMustBeAValidCONNECT() {
         #expect(reason([0xC0, 0x00], version: nil) == .protocolError, "PINGREQ before CONNECT")
         #expect(reason([0x30, 0x03, 0x00, 0x01, 0x61], version: nil) == .protocolError, "PUBLISH before CONNECT")
-        let connect: (UInt8, UInt8) -> [UInt8] = { level, flags in [0x10, 0x0D, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, level, flags, 0x00, 0x3C, 0x00, 0x00, 0x00] }
+        let connect: (UInt8, UInt8) -> [UInt8] = { level, flags in
+            [0x10, 0x0D, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, level, flags, 0x00, 0x3C, 0x00, 0x00, 0x00]
+        }
         #expect(reason(connect(3, 0x02), version: nil) == .unsupportedProtocolVersion)
         #expect(reason(connect(5, 0x03), version: nil) == .malformedPacket, "reserved connect flag")
         #expect(reason(connect(5, 0x18), version: nil) == .malformedPacket, "will QoS without a will")
         #expect(reason(connect(5, 0x1C), version: nil) == .malformedPacket, "will QoS 3")
-        #expect(reason([0x10, 0x0F, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x04, 0x42, 0x00, 0x3C, 0x00, 0x00, 0x00, 0x01, 0x78], version: nil) == .malformedPacket, "3.1.1 password without user name")
-        #expect(reason([0x10, 0x0A, 0x00, 0x04, 0x4D, 0x51, 0x49, 0x73, 0x04, 0x02, 0x00, 0x3C], version: nil) == .unsupportedProtocolVersion)
+        #expect(
+            reason(
+                [0x10, 0x0F, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x04, 0x42, 0x00, 0x3C, 0x00, 0x00, 0x00, 0x01, 0x78],
+                version: nil) == .malformedPacket, "3.1.1 password without user name")
+        #expect(
+            reason([0x10, 0x0A, 0x00, 0x04, 0x4D, 0x51, 0x49, 0x73, 0x04, 0x02, 0x00, 0x3C], version: nil)
+                == .unsupportedProtocolVersion)
     }
 
     @Test func authIsNotAnMQTT311Packet() {
@@ -150,8 +198,12 @@ let samplePackets: [MQTTPacket] = [
 
 @Suite struct TopicTests {
     @Test func filterRules() {
-        for good in ["#", "+", "a/b", "a/+/c", "a/#", "+/+", "/", "$SYS/#", "$share/g/a/+", "a//b"] { #expect(Topic.isValidFilter(good), "\(good)") }
-        for bad in ["", "a#", "a/#/b", "a+/b", "a/b+", "#/a", "$share/g", "$share//a", "$share/g+/a", "$share/g/"] { #expect(!Topic.isValidFilter(bad), "\(bad)") }
+        for good in ["#", "+", "a/b", "a/+/c", "a/#", "+/+", "/", "$SYS/#", "$share/g/a/+", "a//b"] {
+            #expect(Topic.isValidFilter(good), "\(good)")
+        }
+        for bad in ["", "a#", "a/#/b", "a+/b", "a/b+", "#/a", "$share/g", "$share//a", "$share/g+/a", "$share/g/"] {
+            #expect(!Topic.isValidFilter(bad), "\(bad)")
+        }
         #expect(Topic.isValidName("a/b"))
         #expect(!Topic.isValidName("a/+"))
         #expect(!Topic.isValidName(""))

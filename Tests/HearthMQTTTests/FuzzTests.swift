@@ -1,7 +1,7 @@
 import HearthCore
 import HearthMQTT
-import NIOCore
 import HearthTestSupport
+import NIOCore
 import Testing
 
 @Suite struct FuzzTests {
@@ -37,7 +37,7 @@ import Testing
             var buffer = ByteBuffer(bytes: bytes)
             do {
                 var count = 0
-                while let _ = try parser.next(&buffer) {
+                while (try parser.next(&buffer)) != nil {
                     count += 1
                     #expect(count <= bytes.count, "seed \(seed) case \(i): the parser does not progress")
                     if count > bytes.count { break }

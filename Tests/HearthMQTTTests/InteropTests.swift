@@ -16,8 +16,16 @@ import Testing
         let peer = try await Peer.start()
         defer { peer.stop() }
         for qos in 0...2 {
-            var args = ["-h", "127.0.0.1", "-p", "\(peer.port)", "-V", flag, "-i", "client-\(qos)", "-q", "\(qos)", "-t", "sensors/room\(qos)/temp", "-m", "{\"t\":21.\(qos)}"]
-            if version == .v5 { args += ["-D", "publish", "user-property", "unit", "C", "-D", "publish", "message-expiry-interval", "60", "-D", "connect", "session-expiry-interval", "30"] }
+            var args = [
+                "-h", "127.0.0.1", "-p", "\(peer.port)", "-V", flag, "-i", "client-\(qos)", "-q", "\(qos)", "-t",
+                "sensors/room\(qos)/temp", "-m", "{\"t\":21.\(qos)}",
+            ]
+            if version == .v5 {
+                args += [
+                    "-D", "publish", "user-property", "unit", "C", "-D", "publish", "message-expiry-interval", "60",
+                    "-D", "connect", "session-expiry-interval", "30",
+                ]
+            }
             let r = try await ChildProcess.run(pub, args)
             #expect(r.status == 0, "mosquitto_pub -q \(qos): \(r.output)")
         }
@@ -44,14 +52,28 @@ import Testing
         let peer = try await Peer.start()
         defer { peer.stop() }
         let format = version == .v5 ? "%t|%q|%p|%P" : "%t|%q|%p"
-        let r = try await ChildProcess.run(sub, ["-h", "127.0.0.1", "-p", "\(peer.port)", "-V", flag, "-t", "cmd/#", "-q", "1", "-C", "1", "-W", "10", "-F", format])
+        let r = try await ChildProcess.run(
+            sub,
+            [
+                "-h", "127.0.0.1", "-p", "\(peer.port)", "-V", flag, "-t", "cmd/#", "-q", "1", "-C", "1", "-W", "10",
+                "-F", format,
+            ])
         #expect(r.status == 0, "\(r.output)")
         let expected = version == .v5 ? "cmd/lock|1|{\"on\":true}|reply:yes" : "cmd/lock|1|{\"on\":true}"
         #expect(r.output.trimmingCharacters(in: .whitespacesAndNewlines) == expected)
         // The client exits right after its PUBACK; give the peer a moment to read it.
-        for _ in 0..<100 where !peer.decoded.contains(.puback(Ack(packetID: 1))) { try await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<100 where !peer.decoded.contains(.puback(Ack(packetID: 1))) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let packets = peer.decoded
-        #expect(packets.contains { if case .subscribe(let s) = $0 { s.requests.first?.filter == "cmd/#" && s.requests.first?.qos == .atLeastOnce } else { false } })
+        #expect(
+            packets.contains {
+                if case .subscribe(let s) = $0 {
+                    s.requests.first?.filter == "cmd/#" && s.requests.first?.qos == .atLeastOnce
+                } else {
+                    false
+                }
+            })
         #expect(packets.contains(.puback(Ack(packetID: 1))), "the client acknowledged our QoS 1 PUBLISH")
         #expect(peer.errors.isEmpty, "\(peer.errors)")
     }
@@ -74,7 +96,9 @@ final class Peer: @unchecked Sendable {
         let box = PeerBox()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { child in
-                child.eventLoop.makeCompletedFuture { try child.pipeline.syncOperations.addHandler(PeerHandler(peer: box.peer!)) }
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(PeerHandler(peer: box.peer!))
+                }
             }
             .bind(host: "127.0.0.1", port: 0).get()
         let peer = Peer(channel: channel)
@@ -121,8 +145,12 @@ final class PeerHandler: ChannelInboundHandler {
         case .pubrel(let a): return [.pubcomp(Ack(packetID: a.packetID))]
         case .subscribe(let s):
             return [
-                .suback(SubAck(packetID: s.packetID, reasons: s.requests.map { ReasonCode(rawValue: $0.qos.rawValue) })),
-                .publish(Publish(topic: "cmd/lock", payload: Array("{\"on\":true}".utf8), qos: .atLeastOnce, packetID: 1, properties: [.userProperty("reply", "yes")])),
+                .suback(
+                    SubAck(packetID: s.packetID, reasons: s.requests.map { ReasonCode(rawValue: $0.qos.rawValue) })),
+                .publish(
+                    Publish(
+                        topic: "cmd/lock", payload: Array("{\"on\":true}".utf8), qos: .atLeastOnce, packetID: 1,
+                        properties: [.userProperty("reply", "yes")])),
             ]
         case .pingreq: return [.pingresp]
         default: return []

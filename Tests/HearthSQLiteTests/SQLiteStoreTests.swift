@@ -8,8 +8,8 @@ import Testing
 /// A stand-in MAC for storage tests (the real one, keyed from the KEK, is tested in the server).
 struct TestSealer: AuditSealer {
     func mac(_ data: Data) -> String {
-        var h: UInt64 = 1469598103934665603
-        for b in data { h = (h ^ UInt64(b)) &* 1099511628211 }
+        var h: UInt64 = 1_469_598_103_934_665_603
+        for b in data { h = (h ^ UInt64(b)) &* 1_099_511_628_211 }
         return String(h, radix: 16)
     }
 }
@@ -41,7 +41,8 @@ func temporaryDirectory() throws -> URL {
         let path = dir.appendingPathComponent("db.sqlite").path
         do {
             let store = try SQLiteStore(path: path, sealer: TestSealer())
-            try await store.createModel(ProductModel.demoModels()[1], at: Date(), audit: AuditEntry(.modelCreated, at: Date()))
+            try await store.createModel(
+                ProductModel.demoModels()[1], at: Date(), audit: AuditEntry(.modelCreated, at: Date()))
         }
         let reopened = try SQLiteStore(path: path, sealer: TestSealer())
         #expect(try await reopened.models().count == 1)
@@ -61,8 +62,12 @@ func temporaryDirectory() throws -> URL {
 
         let db = try DatabaseQueue(path: path)
         // The triggers refuse edits through SQL…
-        await #expect(throws: (any Error).self) { try await db.write { try $0.execute(sql: "UPDATE audit_log SET detail = 'x' WHERE seq = 2") } }
-        await #expect(throws: (any Error).self) { try await db.write { try $0.execute(sql: "DELETE FROM audit_log WHERE seq = 5") } }
+        await #expect(throws: (any Error).self) {
+            try await db.write { try $0.execute(sql: "UPDATE audit_log SET detail = 'x' WHERE seq = 2") }
+        }
+        await #expect(throws: (any Error).self) {
+            try await db.write { try $0.execute(sql: "DELETE FROM audit_log WHERE seq = 5") }
+        }
 
         // …and if someone drops them, the chain shows each kind of tampering.
         try await db.write { try $0.execute(sql: "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete") }
@@ -73,8 +78,11 @@ func temporaryDirectory() throws -> URL {
             let tampered = try SQLiteStore(path: copy, sealer: sealer)
             return sealer.verify(try await tampered.auditRecords(), head: try await tampered.auditHead())
         }
-        #expect(try await problem(after: "UPDATE audit_log SET detail = 'edited' WHERE seq = 2")?.contains("record 2 was altered") == true)
-        #expect(try await problem(after: "DELETE FROM audit_log WHERE seq = 3")?.contains("record 3 is missing") == true)
+        #expect(
+            try await problem(after: "UPDATE audit_log SET detail = 'edited' WHERE seq = 2")?.contains(
+                "record 2 was altered") == true)
+        #expect(
+            try await problem(after: "DELETE FROM audit_log WHERE seq = 3")?.contains("record 3 is missing") == true)
         #expect(try await problem(after: "DELETE FROM audit_log WHERE seq = 5")?.contains("removed") == true)
         #expect(try await problem(after: "DELETE FROM audit_head")?.contains("head is missing") == true)
         #expect(try await problem(after: "UPDATE audit_log SET at = at + 1 WHERE seq = 1") != nil)
@@ -95,14 +103,16 @@ func temporaryDirectory() throws -> URL {
     func brokerStateContract(_ index: Int) async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try await TelemetryContract.brokerCases[index].run(try SQLiteBrokerStateStore(path: dir.appendingPathComponent("b.sqlite").path))
+        try await TelemetryContract.brokerCases[index].run(
+            try SQLiteBrokerStateStore(path: dir.appendingPathComponent("b.sqlite").path))
     }
 
     @Test func filesArePrivateAndSurviveReopening() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("t.sqlite").path
-        try await SQLiteTelemetryStore(path: path).append([TelemetryContract.reading(TelemetryContract.a, 1)], refusals: [])
+        try await SQLiteTelemetryStore(path: path).append(
+            [TelemetryContract.reading(TelemetryContract.a, 1)], refusals: [])
         var st = stat()
         stat(path, &st)
         #expect(st.st_mode & 0o077 == 0)

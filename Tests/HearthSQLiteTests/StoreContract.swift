@@ -20,7 +20,9 @@ public enum StoreContract {
         if !condition { throw Failure(description: "StoreContract line \(line): \(message)") }
     }
 
-    static func requireThrows(_ code: HearthError.Code, _ message: String, line: Int = #line, _ body: () async throws -> Void) async throws {
+    static func requireThrows(
+        _ code: HearthError.Code, _ message: String, line: Int = #line, _ body: () async throws -> Void
+    ) async throws {
         do {
             try await body()
         } catch let e as HearthError where e.code == code {
@@ -35,12 +37,16 @@ public enum StoreContract {
     static func audit(_ kind: AuditKind = .accountCreated) -> AuditEntry { AuditEntry(kind, at: t0) }
 
     static func account(_ n: Int, role: Role = .owner) -> AccountRecord {
-        AccountRecord(id: AccountID(), role: role, emailIndex: "index-\(n)", emailSealed: Data([1, 2, UInt8(n)]), passwordHash: "scrypt$hash\(n)", createdAt: t0)
+        AccountRecord(
+            id: AccountID(), role: role, emailIndex: "index-\(n)", emailSealed: Data([1, 2, UInt8(n)]),
+            passwordHash: "scrypt$hash\(n)", createdAt: t0)
     }
 
     static func device(_ model: ProductModel) -> DeviceRecord {
         var rng = SystemRandomNumberGenerator()
-        return DeviceRecord(serial: DeviceSerial.random(using: &rng), model: model.id, certificatePEM: "PEM", setupCodeHash: "scrypt$code", provisionedAt: t0)
+        return DeviceRecord(
+            serial: DeviceSerial.random(using: &rng), model: model.id, certificatePEM: "PEM",
+            setupCodeHash: "scrypt$code", provisionedAt: t0)
     }
 
     public static let cases: [Case] = [
@@ -51,7 +57,10 @@ public enum StoreContract {
             try await require(store.account(id: a.id) == a, "found by id")
             try await require(store.account(emailIndex: "index-2") == nil, "unknown index")
             try await requireThrows(.conflict, "duplicate e-mail") {
-                try await store.createAccount(AccountRecord(id: AccountID(), role: .owner, emailIndex: "index-1", emailSealed: Data(), passwordHash: "x", createdAt: t0), audit: audit())
+                try await store.createAccount(
+                    AccountRecord(
+                        id: AccountID(), role: .owner, emailIndex: "index-1", emailSealed: Data(), passwordHash: "x",
+                        createdAt: t0), audit: audit())
             }
             try await require(!(store.hasOperator()), "no operator yet")
             try await store.createAccount(account(2, role: .operator), audit: audit())
@@ -60,23 +69,32 @@ public enum StoreContract {
         Case(description: "a failed write changes nothing, its audit entry included") { store in
             try await store.createAccount(account(1), audit: audit())
             let before = try await store.auditRecords().count
-            try? await store.createAccount(AccountRecord(id: AccountID(), role: .owner, emailIndex: "index-1", emailSealed: Data(), passwordHash: "x", createdAt: t0), audit: audit())
+            try? await store.createAccount(
+                AccountRecord(
+                    id: AccountID(), role: .owner, emailIndex: "index-1", emailSealed: Data(), passwordHash: "x",
+                    createdAt: t0), audit: audit())
             try await require(store.auditRecords().count == before, "no audit record for a failed write")
         },
         Case(description: "a set-up link works once, only before expiry, and only the newest") { store in
-            try await store.replaceSetupLink(SetupLinkRecord(tokenHash: "old", createdAt: t0, expiresAt: t0 + 3600), audit: audit(.setupLinkIssued))
-            try await store.replaceSetupLink(SetupLinkRecord(tokenHash: "new", createdAt: t0, expiresAt: t0 + 3600), audit: audit(.setupLinkIssued))
+            try await store.replaceSetupLink(
+                SetupLinkRecord(tokenHash: "old", createdAt: t0, expiresAt: t0 + 3600), audit: audit(.setupLinkIssued))
+            try await store.replaceSetupLink(
+                SetupLinkRecord(tokenHash: "new", createdAt: t0, expiresAt: t0 + 3600), audit: audit(.setupLinkIssued))
             try await requireThrows(.expired, "the replaced link") {
-                try await store.redeemSetupLink(tokenHash: "old", now: t0, creating: account(1, role: .operator), audit: [])
+                try await store.redeemSetupLink(
+                    tokenHash: "old", now: t0, creating: account(1, role: .operator), audit: [])
             }
             try await requireThrows(.expired, "after expiry") {
-                try await store.redeemSetupLink(tokenHash: "new", now: t0 + 3600, creating: account(1, role: .operator), audit: [])
+                try await store.redeemSetupLink(
+                    tokenHash: "new", now: t0 + 3600, creating: account(1, role: .operator), audit: [])
             }
             try await require(!(store.hasOperator()), "nothing created by failed redemptions")
-            try await store.redeemSetupLink(tokenHash: "new", now: t0 + 3599, creating: account(1, role: .operator), audit: [audit(.setupLinkUsed)])
+            try await store.redeemSetupLink(
+                tokenHash: "new", now: t0 + 3599, creating: account(1, role: .operator), audit: [audit(.setupLinkUsed)])
             try await require(store.hasOperator(), "operator created")
             try await requireThrows(.expired, "second use") {
-                try await store.redeemSetupLink(tokenHash: "new", now: t0, creating: account(2, role: .operator), audit: [])
+                try await store.redeemSetupLink(
+                    tokenHash: "new", now: t0, creating: account(2, role: .operator), audit: [])
             }
         },
         Case(description: "sessions are found by token hash, deleted, and expired ones swept") { store in
@@ -97,7 +115,9 @@ public enum StoreContract {
             for m in models { try await store.createModel(m, at: t0, audit: audit(.modelCreated)) }
             try await require(store.models() == models.sorted { $0.id.rawValue < $1.id.rawValue }, "listed")
             try await require(store.model(models[0].id) == models[0], "found")
-            try await requireThrows(.conflict, "duplicate id") { try await store.createModel(models[0], at: t0, audit: audit(.modelCreated)) }
+            try await requireThrows(.conflict, "duplicate id") {
+                try await store.createModel(models[0], at: t0, audit: audit(.modelCreated))
+            }
         },
         Case(description: "devices are claimed once, listed by owner, and released to unclaimed") { store in
             let model = ProductModel.demoModels()[0]
@@ -108,11 +128,16 @@ public enum StoreContract {
             let devices = (0..<3).map { _ in device(model) }
             try await store.addDevices(devices, audit: audit(.devicesProvisioned))
             try await require(store.deviceCount() == 3, "three devices")
-            try await requireThrows(.conflict, "duplicate serial") { try await store.addDevices([devices[0]], audit: audit(.devicesProvisioned)) }
+            try await requireThrows(.conflict, "duplicate serial") {
+                try await store.addDevices([devices[0]], audit: audit(.devicesProvisioned))
+            }
             try await require(store.deviceCount() == 3, "batch with a duplicate added nothing")
-            try await require(store.claimDevice(devices[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "first claim")
+            try await require(
+                store.claimDevice(devices[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "first claim")
             let audits = try await store.auditRecords().count
-            try await require(!(store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed))), "second claim refused")
+            try await require(
+                !(store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed))),
+                "second claim refused")
             try await require(store.auditRecords().count == audits, "a refused claim records nothing")
             try await require(store.devices(ownedBy: a.id).map(\.serial) == [devices[0].serial], "listed for its owner")
             try await require(store.devices(ownedBy: b.id).isEmpty, "not for another")
@@ -120,25 +145,42 @@ public enum StoreContract {
             try await require(claimed?.owner == a.id && claimed?.claimedAt == t0, "owner and time stored")
             try await store.releaseDevice(devices[0].serial, audit: audit(.deviceReleased))
             let released = try await store.device(devices[0].serial)
-            try await require(released?.owner == nil && released?.setupCodeHash == devices[0].setupCodeHash, "released to its own code")
-            try await require(store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed)), "claimable again")
+            try await require(
+                released?.owner == nil && released?.setupCodeHash == devices[0].setupCodeHash,
+                "released to its own code")
+            try await require(
+                store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed)),
+                "claimable again")
         },
-        Case(description: "an owner names only their own device; the fleet pages in serial order with filters") { store in
+        Case(description: "an owner names only their own device; the fleet pages in serial order with filters") {
+            store in
             let models = ProductModel.demoModels()
             for m in models { try await store.createModel(m, at: t0, audit: audit(.modelCreated)) }
             let (a, b) = (account(1), account(2))
             try await store.createAccount(a, audit: audit())
             try await store.createAccount(b, audit: audit())
-            let thermostats = (0..<7).map { _ in device(models[0]) }, locks = (0..<3).map { _ in device(models[1]) }
+            let thermostats = (0..<7).map { _ in device(models[0]) }
+            let locks = (0..<3).map { _ in device(models[1]) }
             try await store.addDevices(thermostats + locks, audit: audit(.devicesProvisioned))
-            try await require(store.claimDevice(thermostats[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "claimed")
+            try await require(
+                store.claimDevice(thermostats[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "claimed")
             let before = try await store.auditRecords().count
-            try await require(!(store.nameDevice(thermostats[0].serial, owner: b.id, nameSealed: Data([9]), audit: audit(.deviceNamed))), "not B's to name")
-            try await require(!(store.nameDevice(thermostats[1].serial, owner: a.id, nameSealed: Data([9]), audit: audit(.deviceNamed))), "unclaimed: nobody's to name")
+            try await require(
+                !(store.nameDevice(
+                    thermostats[0].serial, owner: b.id, nameSealed: Data([9]), audit: audit(.deviceNamed))),
+                "not B's to name")
+            try await require(
+                !(store.nameDevice(
+                    thermostats[1].serial, owner: a.id, nameSealed: Data([9]), audit: audit(.deviceNamed))),
+                "unclaimed: nobody's to name")
             try await require(store.auditRecords().count == before, "a refused name records nothing")
-            try await require(store.nameDevice(thermostats[0].serial, owner: a.id, nameSealed: Data([7, 7]), audit: audit(.deviceNamed)), "named")
+            try await require(
+                store.nameDevice(
+                    thermostats[0].serial, owner: a.id, nameSealed: Data([7, 7]), audit: audit(.deviceNamed)), "named")
             try await require(store.device(thermostats[0].serial)?.nameSealed == Data([7, 7]), "stored")
-            try await require(store.nameDevice(thermostats[0].serial, owner: a.id, nameSealed: nil, audit: audit(.deviceNamed)), "cleared")
+            try await require(
+                store.nameDevice(thermostats[0].serial, owner: a.id, nameSealed: nil, audit: audit(.deviceNamed)),
+                "cleared")
             try await require(store.device(thermostats[0].serial)?.nameSealed == nil, "cleared stored")
             // Paging: three at a time, each device once, in serial order.
             var seen: [DeviceSerial] = []
@@ -149,28 +191,42 @@ public enum StoreContract {
                 guard page.count == 3 else { break }
                 after = page.last?.serial
             }
-            try await require(seen == (thermostats + locks).map(\.serial).sorted { $0.rawValue < $1.rawValue }, "every device once, in order: \(seen.count)")
+            try await require(
+                seen == (thermostats + locks).map(\.serial).sorted { $0.rawValue < $1.rawValue },
+                "every device once, in order: \(seen.count)")
             try await require(store.fleetCount(FleetFilter()) == 10, "count")
             try await require(store.fleetCount(FleetFilter(model: models[1].id)) == 3, "by model")
-            try await require(store.fleet(after: nil, filter: FleetFilter(model: models[1].id), limit: 10).allSatisfy { $0.model == models[1].id }, "only that model")
+            try await require(
+                store.fleet(after: nil, filter: FleetFilter(model: models[1].id), limit: 10).allSatisfy {
+                    $0.model == models[1].id
+                }, "only that model")
             try await require(store.fleetCount(FleetFilter(claimed: true)) == 1, "claimed")
             try await require(store.fleetCount(FleetFilter(claimed: false)) == 9, "not claimed")
             let serial = thermostats[2].serial.rawValue
-            try await require(store.fleet(after: nil, filter: FleetFilter(serialPrefix: serial), limit: 10).map(\.serial) == [thermostats[2].serial], "a whole serial as prefix")
+            try await require(
+                store.fleet(after: nil, filter: FleetFilter(serialPrefix: serial), limit: 10).map(\.serial) == [
+                    thermostats[2].serial
+                ], "a whole serial as prefix")
             try await require(store.fleetCount(FleetFilter(serialPrefix: String(serial.prefix(3)))) >= 1, "a prefix")
             try await require(store.fleet(after: nil, filter: FleetFilter(), limit: -5).isEmpty, "no negative page")
             try await require(store.fleet(after: nil, filter: FleetFilter(), limit: 0).isEmpty, "no empty page")
         },
         Case(description: "a subject's audit records come newest first; an account's sessions end together") { store in
-            let a = account(1), b = account(2)
+            let a = account(1)
+            let b = account(2)
             try await store.createAccount(a, audit: audit())
             try await store.createAccount(b, audit: audit())
-            for (i, subject) in ["S1", "S2", "S1", "S1"].enumerated() { try await store.appendAudit(AuditEntry(.commandSent, subject: subject, detail: "c\(i)", at: t0)) }
-            try await require(store.auditRecords(subject: "S1", limit: 2).map(\.detail) == ["c3", "c2"], "newest first, limited")
+            for (i, subject) in ["S1", "S2", "S1", "S1"].enumerated() {
+                try await store.appendAudit(AuditEntry(.commandSent, subject: subject, detail: "c\(i)", at: t0))
+            }
+            try await require(
+                store.auditRecords(subject: "S1", limit: 2).map(\.detail) == ["c3", "c2"], "newest first, limited")
             try await require(store.auditRecords(subject: "none", limit: 5).isEmpty, "none")
             try await require(store.auditRecords(subject: "S1", limit: -1).isEmpty, "negative limit")
             for (hash, who) in [("a1", a), ("a2", a), ("b1", b)] {
-                try await store.createSession(SessionRecord(tokenHash: hash, account: who.id, createdAt: t0, expiresAt: t0 + 600), audit: audit(.signIn))
+                try await store.createSession(
+                    SessionRecord(tokenHash: hash, account: who.id, createdAt: t0, expiresAt: t0 + 600),
+                    audit: audit(.signIn))
             }
             try await require(Set(store.sessions(of: a.id).map(\.tokenHash)) == ["a1", "a2"], "A's sessions")
             try await require(store.deleteSessions(of: a.id, audit: audit(.signOutEverywhere)) == 2, "both ended")
@@ -186,24 +242,34 @@ public enum StoreContract {
             try await require(store.auditHead()?.sequence == 2, "head")
             try await require(store.auditHead()?.mac == records[1].mac, "head mac")
         },
-        Case(description: "vulnerability reports: stored sealed, found by id and status token, moved only along the workflow") { store in
+        Case(
+            description:
+                "vulnerability reports: stored sealed, found by id and status token, moved only along the workflow"
+        ) { store in
             var rng = SystemRandomNumberGenerator()
             let id = ReportID.random(using: &rng)
             let received = ReportEvent(at: t0, state: .received, actor: nil, noteSealed: nil)
-            let report = ReportRecord(id: id, receivedAt: t0, state: .received, statusTokenHash: "token-hash-1", sealed: Data([9, 9]), events: [received])
+            let report = ReportRecord(
+                id: id, receivedAt: t0, state: .received, statusTokenHash: "token-hash-1", sealed: Data([9, 9]),
+                events: [received])
             try await store.createReport(report, audit: audit(.reportReceived))
             try await require(store.report(id) == report, "found by id")
             try await require(store.report(statusTokenHash: "token-hash-1") == report, "found by status token")
             try await require(store.report(statusTokenHash: "token-hash-2") == nil, "another token finds nothing")
-            let ack = ReportEvent(at: t0.addingTimeInterval(60), state: .acknowledged, actor: "op", noteSealed: Data([7]))
+            let ack = ReportEvent(
+                at: t0.addingTimeInterval(60), state: .acknowledged, actor: "op", noteSealed: Data([7]))
             try await require(store.moveReport(id, from: .received, event: ack, audit: audit(.reportMoved)), "moved")
-            try await require(!(store.moveReport(id, from: .received, event: ack, audit: audit(.reportMoved))), "a stale move changes nothing")
+            try await require(
+                !(store.moveReport(id, from: .received, event: ack, audit: audit(.reportMoved))),
+                "a stale move changes nothing")
             let moved = try await store.report(id)
             try await require(moved?.state == .acknowledged && moved?.events == [received, ack], "state and history")
             let before = try await store.auditRecords().count
             _ = try await store.moveReport(id, from: .fixed, event: ack, audit: audit(.reportMoved))
             try await require(store.auditRecords().count == before, "no audit record for a move that did not happen")
-            let other = ReportRecord(id: ReportID.random(using: &rng), receivedAt: t0.addingTimeInterval(10), state: .received, statusTokenHash: "token-hash-3", sealed: Data(), events: [received])
+            let other = ReportRecord(
+                id: ReportID.random(using: &rng), receivedAt: t0.addingTimeInterval(10), state: .received,
+                statusTokenHash: "token-hash-3", sealed: Data(), events: [received])
             try await store.createReport(other, audit: audit(.reportReceived))
             try await require(store.reports().map(\.id) == [other.id, id], "newest first")
         },
@@ -211,15 +277,26 @@ public enum StoreContract {
             var rng = SystemRandomNumberGenerator()
             let id = ReportID.random(using: &rng)
             let received = ReportEvent(at: t0, state: .received, actor: nil, noteSealed: nil)
-            try await store.createReport(ReportRecord(id: id, receivedAt: t0, state: .fixed, statusTokenHash: "h", sealed: Data(), events: [received]), audit: audit(.reportReceived))
+            try await store.createReport(
+                ReportRecord(
+                    id: id, receivedAt: t0, state: .fixed, statusTokenHash: "h", sealed: Data(), events: [received]),
+                audit: audit(.reportReceived))
             let model = try ProductModelID("thermostat-t1")
-            let advisory = AdvisoryRecord(id: "HEARTH-SA-1", reportID: id, publishedAt: t0, title: "t", severity: "low", models: [model], fixedVersion: "1.3", csaf: "{}", osv: "{}")
+            let advisory = AdvisoryRecord(
+                id: "HEARTH-SA-1", reportID: id, publishedAt: t0, title: "t", severity: "low", models: [model],
+                fixedVersion: "1.3", csaf: "{}", osv: "{}")
             let disclosed = ReportEvent(at: t0, state: .disclosed, actor: "op", noteSealed: nil)
-            try await require(store.publishAdvisory(advisory, reportFrom: .fixed, event: disclosed, audit: audit(.advisoryPublished)), "published")
+            try await require(
+                store.publishAdvisory(advisory, reportFrom: .fixed, event: disclosed, audit: audit(.advisoryPublished)),
+                "published")
             try await require(store.advisories() == [advisory], "listed as stored")
             try await require(store.report(id)?.state == .disclosed, "the report is disclosed")
-            let again = AdvisoryRecord(id: "HEARTH-SA-2", reportID: id, publishedAt: t0, title: "t", severity: "low", models: [model], fixedVersion: "1.3", csaf: "{}", osv: "{}")
-            try await require(!(store.publishAdvisory(again, reportFrom: .fixed, event: disclosed, audit: audit(.advisoryPublished))), "not from a report no longer fixed")
+            let again = AdvisoryRecord(
+                id: "HEARTH-SA-2", reportID: id, publishedAt: t0, title: "t", severity: "low", models: [model],
+                fixedVersion: "1.3", csaf: "{}", osv: "{}")
+            try await require(
+                !(store.publishAdvisory(again, reportFrom: .fixed, event: disclosed, audit: audit(.advisoryPublished))),
+                "not from a report no longer fixed")
             try await require(store.advisories().count == 1, "nothing added")
         },
         Case(description: "the security team is a grant on an account") { store in

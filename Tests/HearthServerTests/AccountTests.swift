@@ -1,11 +1,12 @@
 import Foundation
 import HearthCore
 import HearthCrypto
-import Logging
-@testable import HearthServer
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import Testing
+
+@testable import HearthServer
 
 @Suite struct AccountTests {
     @Test func theSetupLinkCreatesTheOperatorExactlyOnce() async throws {
@@ -16,8 +17,12 @@ import Testing
         let token = String(link.split(separator: "/").last!)
         let oldToken = String(old.split(separator: "/").last!)
         try await d.application.test(.router) { client in
-            let body = { (t: String, email: String) in #"{"token":"\#(t)","email":"\#(email)","password":"\#(operatorPassword)"}"# }
-            #expect(try await client.call(.post, "/api/v1/setup", body: body(oldToken, "old@example.com")).status == 410, "a replaced link is dead")
+            let body = { (t: String, email: String) in
+                #"{"token":"\#(t)","email":"\#(email)","password":"\#(operatorPassword)"}"#
+            }
+            #expect(
+                try await client.call(.post, "/api/v1/setup", body: body(oldToken, "old@example.com")).status == 410,
+                "a replaced link is dead")
             let first = try await client.call(.post, "/api/v1/setup", body: body(token, "op@example.com"))
             #expect(first.status == 201)
             #expect(first.string("role") == "operator")
@@ -25,10 +30,13 @@ import Testing
             #expect(second.status == 410)
             #expect(second.error == "expired")
             // The page form of the same link is dead too.
-            let page = try await client.postForm("/setup/\(token)", "email=op3%40example.com&password=another+long+passphrase+here", pass: try await client.formPass("/setup/\(token)"))
+            let page = try await client.postForm(
+                "/setup/\(token)", "email=op3%40example.com&password=another+long+passphrase+here",
+                pass: try await client.formPass("/setup/\(token)"))
             #expect(page.status == 410)
         }
-        #expect(try await d.hearth.issueSetupLinkIfNeeded(baseURL: "https://x") == nil, "no link once an operator exists")
+        #expect(
+            try await d.hearth.issueSetupLinkIfNeeded(baseURL: "https://x") == nil, "no link once an operator exists")
     }
 
     @Test func theSetupLinkExpiresAfterAnHour() async throws {
@@ -37,7 +45,11 @@ import Testing
         let link = try await d.hearth.issueSetupLinkIfNeeded(baseURL: "https://x")!
         d.time.advance(by: 3601)
         try await d.application.test(.router) { client in
-            let r = try await client.call(.post, "/api/v1/setup", body: #"{"token":"\#(link.split(separator: "/").last!)","email":"op@example.com","password":"\#(operatorPassword)"}"#)
+            let r = try await client.call(
+                .post, "/api/v1/setup",
+                body:
+                    #"{"token":"\#(link.split(separator: "/").last!)","email":"op@example.com","password":"\#(operatorPassword)"}"#
+            )
             #expect(r.status == 410)
         }
         #expect(try await !d.store.hasOperator())
@@ -48,8 +60,12 @@ import Testing
         defer { d.cleanUp() }
         try await d.application.test(.router) { client in
             _ = try await makeOperator(d, client)
-            for (user, password) in [("admin", "admin"), ("admin@localhost", "password"), ("root@localhost", "root"), ("admin@example.com", "admin"), ("", ""), ("op@example.com", "")] {
-                let r = try await client.call(.post, "/api/v1/sessions", body: #"{"email":"\#(user)","password":"\#(password)"}"#)
+            for (user, password) in [
+                ("admin", "admin"), ("admin@localhost", "password"), ("root@localhost", "root"),
+                ("admin@example.com", "admin"), ("", ""), ("op@example.com", ""),
+            ] {
+                let r = try await client.call(
+                    .post, "/api/v1/sessions", body: #"{"email":"\#(user)","password":"\#(password)"}"#)
                 #expect([400, 401].contains(r.status), "\(user)")
             }
             for path in ["/api/v1/me", "/api/v1/devices"] {
@@ -70,13 +86,17 @@ import Testing
             #expect(me.status == 200)
             #expect(me.string("email") == "ann@example.com")
             #expect(me.string("role") == "owner")
-            let dup = try await client.call(.post, "/api/v1/accounts", body: #"{"email":"ANN@example.com","password":"another long passphrase"}"#)
+            let dup = try await client.call(
+                .post, "/api/v1/accounts", body: #"{"email":"ANN@example.com","password":"another long passphrase"}"#)
             #expect(dup.status == 409)
-            let weak = try await client.call(.post, "/api/v1/accounts", body: #"{"email":"bob@example.com","password":"password123456789"}"#)
+            let weak = try await client.call(
+                .post, "/api/v1/accounts", body: #"{"email":"bob@example.com","password":"password123456789"}"#)
             #expect(weak.status == 422, "well-formed, refused for what it is")
             #expect(weak.error == "weak_password")
             #expect(weak.field == "password")
-            #expect(try await client.call(.post, "/api/v1/models", body: "{}", token: token).status == 403, "owners cannot define models")
+            #expect(
+                try await client.call(.post, "/api/v1/models", body: "{}", token: token).status == 403,
+                "owners cannot define models")
             #expect(try await client.call(.delete, "/api/v1/sessions/current", token: token).status == 204)
             #expect(try await client.call(.get, "/api/v1/me", token: token).status == 401)
         }
@@ -119,12 +139,15 @@ import Testing
         let d = try TestDeployment()
         defer { d.cleanUp() }
         let (token, _, _) = try await {
-            _ = try await d.hearth.signUp(email: "ann@example.com", password: "a long and unusual passphrase", source: "test")
-            return try await d.hearth.signIn(email: "ann@example.com", password: "a long and unusual passphrase", source: "test")
+            _ = try await d.hearth.signUp(
+                email: "ann@example.com", password: "a long and unusual passphrase", source: "test")
+            return try await d.hearth.signIn(
+                email: "ann@example.com", password: "a long and unusual passphrase", source: "test")
         }()
         let hash = SecureToken.storageHash(token)
         d.time.advance(by: d.hearth.settings.sessionLifetime + 1)
-        let sweeper = Periodic.sessionSweeper(store: d.store, time: d.time, interval: .milliseconds(20), logger: Logger(label: "test"))
+        let sweeper = Periodic.sessionSweeper(
+            store: d.store, time: d.time, interval: .milliseconds(20), logger: Logger(label: "test"))
         let task = Task { try await sweeper.run() }
         var gone = false
         for _ in 0..<200 where !gone {

@@ -1,11 +1,12 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-@testable import HearthServer
 import HearthTestSupport
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
+@testable import HearthServer
 
 /// Advisories for fixed vulnerabilities: CSAF 2.0 and OSV documents valid against the official
 /// schemas, the CSAF provider metadata that security.txt points to, and notices for owners.
@@ -14,7 +15,8 @@ import Testing
     /// locally (under `.ci/run` that is a failure).
     static func validate(_ kind: String, _ json: String) throws -> (valid: Bool, output: String)? {
         guard let python = try requiredPython(module: "jsonschema", package: "jsonschema") else { return nil }
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-\(kind)-\(UUID().uuidString).json")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "hearth-\(kind)-\(UUID().uuidString).json")
         try Data(json.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let process = Process()
@@ -26,38 +28,58 @@ import Testing
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         if process.terminationStatus == 3 {
-            if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" { throw MissingTool(description: output) }
+            if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
+                throw MissingTool(description: output)
+            }
             return nil
         }
         return (process.terminationStatus == 0, output)
     }
 
-    static let advisory = #"{"title":"Setup codes could be guessed without delay","summary":"Claim attempts were not throttled per device. Install the update.","severity":"important","models":["thermostat-t1"],"affectedBelow":"1.3.0","fixedVersion":"1.3.0","cve":"CVE-2026-12345"}"#
+    static let advisory =
+        #"{"title":"Setup codes could be guessed without delay","summary":"Claim attempts were not throttled per device. Install the update.","severity":"important","models":["thermostat-t1"],"affectedBelow":"1.3.0","fixedVersion":"1.3.0","cve":"CVE-2026-12345"}"#
 
     @Test func aFixedReportIsPublishedAsCSAFAndOSVAndOwnersAreNotified() async throws {
         let d = try TestDeployment()
         defer { d.cleanUp() }
         let units = try await d.provisionThermostats(2)
         try await d.application.test(.router) { client in
-            let ann = try await client.owner("ann@example.com"), bob = try await client.owner("bob@example.com")
-            #expect(try await client.call(.post, "/api/v1/devices/claim", body: #"{"serial":"\#(units[0].serial)","setupCode":"\#(units[0].setupCode.formatted)"}"#, token: ann).status == 201)
+            let ann = try await client.owner("ann@example.com")
+            let bob = try await client.owner("bob@example.com")
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/devices/claim",
+                    body: #"{"serial":"\#(units[0].serial)","setupCode":"\#(units[0].setupCode.formatted)"}"#,
+                    token: ann
+                ).status == 201)
             let sent = try await client.call(.post, "/api/v1/reports", body: DisclosureTests.report)
-            let id = try #require(sent.string("id")), token = try #require(sent.string("statusToken"))
+            let id = try #require(sent.string("id"))
+            let token = try #require(sent.string("statusToken"))
             let op = try await makeOperator(d, client)
             try await d.hearth.setSecurityTeam(email: "op@example.com", member: true)
             let publish = "/api/v1/security/reports/\(id)/advisory"
             for state in ["acknowledged", "valid", "fix_in_progress"] {
-                _ = try await client.call(.post, "/api/v1/security/reports/\(id)/transitions", body: #"{"state":"\#(state)"}"#, token: op)
+                _ = try await client.call(
+                    .post, "/api/v1/security/reports/\(id)/transitions", body: #"{"state":"\#(state)"}"#, token: op)
             }
-            #expect(try await client.call(.post, publish, body: Self.advisory, token: op).status == 409, "not before the fix")
-            _ = try await client.call(.post, "/api/v1/security/reports/\(id)/transitions", body: #"{"state":"fixed"}"#, token: op)
-            #expect(try await client.call(.post, publish, body: Self.advisory, token: ann).status == 403, "owners cannot publish")
+            #expect(
+                try await client.call(.post, publish, body: Self.advisory, token: op).status == 409,
+                "not before the fix")
+            _ = try await client.call(
+                .post, "/api/v1/security/reports/\(id)/transitions", body: #"{"state":"fixed"}"#, token: op)
+            #expect(
+                try await client.call(.post, publish, body: Self.advisory, token: ann).status == 403,
+                "owners cannot publish")
 
             // Bad input is refused, names the field and changes nothing.
             let before = try d.snapshot()
             for (field, body) in [
                 ("models", Self.advisory.replacingOccurrences(of: #"["thermostat-t1"]"#, with: #"["toaster-9"]"#)),
-                ("affectedBelow", Self.advisory.replacingOccurrences(of: #""affectedBelow":"1.3.0""#, with: #""affectedBelow":"1.3-beta""#)),
+                (
+                    "affectedBelow",
+                    Self.advisory.replacingOccurrences(
+                        of: #""affectedBelow":"1.3.0""#, with: #""affectedBelow":"1.3-beta""#)
+                ),
                 ("cve", Self.advisory.replacingOccurrences(of: "CVE-2026-12345", with: "CVE-26-1")),
                 ("severity", Self.advisory.replacingOccurrences(of: "important", with: "meh")),
             ] {
@@ -70,13 +92,16 @@ import Testing
             let published = try await client.call(.post, publish, body: Self.advisory, token: op)
             #expect(published.status == 201, "\(published.text)")
             let advisoryID = try #require(published.string("id"))
-            #expect(try await client.call(.post, publish, body: Self.advisory, token: op).status == 409, "published once")
+            #expect(
+                try await client.call(.post, publish, body: Self.advisory, token: op).status == 409, "published once")
             // The reporter sees the report disclosed, with the advisory's address.
             let status = try await client.call(.post, "/api/v1/reports/status", body: #"{"token":"\#(token)"}"#)
             #expect(status.string("state") == "disclosed" && status.text.contains(advisoryID))
 
             // security.txt → provider metadata → the directory → the CSAF document.
-            #expect(try await client.call(.get, "/.well-known/security.txt").text.contains("CSAF: https://localhost/.well-known/csaf/provider-metadata.json"))
+            #expect(
+                try await client.call(.get, "/.well-known/security.txt").text.contains(
+                    "CSAF: https://localhost/.well-known/csaf/provider-metadata.json"))
             let metadata = try await client.call(.get, "/.well-known/csaf/provider-metadata.json")
             #expect(metadata.string("role") == "csaf_provider" && metadata.string("metadata_version") == "2.0")
             let index = try await client.call(.get, "/.well-known/csaf/white/index.txt").text
@@ -90,14 +115,20 @@ import Testing
             #expect(osv.string("id") == "CVE-2026-12345")
 
             // Against the official schemas; and the check can fail: a document without tracking is refused.
-            if let result = try Self.validate("csaf", csaf.text) { #expect(result.valid, "CSAF 2.0 schema: \(result.output)") }
+            if let result = try Self.validate("csaf", csaf.text) {
+                #expect(result.valid, "CSAF 2.0 schema: \(result.output)")
+            }
             if let result = try Self.validate("osv", osv.text) { #expect(result.valid, "OSV schema: \(result.output)") }
             let broken = csaf.text.replacingOccurrences(of: #""tracking""#, with: #""trackin""#)
-            if let result = try Self.validate("csaf", broken) { #expect(!result.valid, "the validator catches a missing field") }
+            if let result = try Self.validate("csaf", broken) {
+                #expect(!result.valid, "the validator catches a missing field")
+            }
 
             // Owners of affected devices get a notice with the update; others do not.
             let notices = try await client.call(.get, "/api/v1/notices", token: ann)
-            #expect(notices.text.contains(advisoryID) && notices.text.contains(units[0].serial.rawValue) && notices.text.contains("Install firmware 1.3.0"), "\(notices.text)")
+            #expect(
+                notices.text.contains(advisoryID) && notices.text.contains(units[0].serial.rawValue)
+                    && notices.text.contains("Install firmware 1.3.0"), "\(notices.text)")
             #expect(!notices.text.contains(units[1].serial.rawValue), "only the owner's own devices")
             #expect(try await client.call(.get, "/api/v1/notices", token: bob).text == #"{"notices":[]}"#)
             #expect(try await client.call(.get, "/api/v1/advisories").text.contains(advisoryID))

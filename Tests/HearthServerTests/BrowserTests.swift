@@ -8,30 +8,44 @@ import Testing
 @Suite(.serialized) enum HeavyServerTests {}
 
 extension HeavyServerTests {
-@Suite struct BrowserTests {
-    /// The whole web face in Chromium against a running demo (issue 13): owners, the operator, a
-    /// researcher and an attacker's page; axe-core and 375 px on every page visited.
-    @Test(.enabled(if: toolsPresentOrRequired("chromium", "chromedriver"))) func ownersOperatorsAndResearchersUseEveryPageInChromium() async throws {
-        guard try requiredTool("chromium", package: "chromium") != nil, try requiredTool("chromedriver", package: "chromium-driver") != nil,
-            let python = try requiredPython(module: "selenium", package: "selenium"), try requiredPython(module: "axe_selenium_python", package: "axe-selenium-python") != nil
-        else { return }
-        let dir = temporaryFolder()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let data = dir.appendingPathComponent("data")
-        let demo = try HearthProcess(["demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "1", "--data", data.path])
-        #expect(try await demo.wait(for: "Press Ctrl-C to stop."), "\(demo.text)")
-        let base = try #require(demo.baseURL)
-        let link = try #require(demo.text.components(separatedBy: "\n").first { $0.contains("/setup/") }?.trimmingCharacters(in: .whitespaces))
-        // One more lock, not running, for the new owner to set up from its label.
-        let (serial, code) = try await provisionedLock(data: data.path, in: dir, count: 1)
-        let run = try await ChildProcess.run(
-            python, [browserFlowsScript, base, link, serial, code, data.appendingPathComponent("demo-owner.json").path, hearthBinary().path, data.path], timeout: 600
-        )
-        print(run.output.split(separator: "\n").filter { $0.hasPrefix("browser steps:") || $0.hasPrefix("axe-core") }.joined(separator: "\n"))
-        for line in run.output.split(separator: "\n") where line.hasPrefix("FAILED") { Issue.record("\(line)") }
-        #expect(run.status == 0, "\(run.output.suffix(4000))")
-        demo.signal(SIGINT)
-        _ = try await demo.waitForExit()
+    @Suite struct BrowserTests {
+        /// The whole web face in Chromium against a running demo (issue 13): owners, the operator, a
+        /// researcher and an attacker's page; axe-core and 375 px on every page visited.
+        @Test(.enabled(if: toolsPresentOrRequired("chromium", "chromedriver")))
+        func ownersOperatorsAndResearchersUseEveryPageInChromium() async throws {
+            guard try requiredTool("chromium", package: "chromium") != nil,
+                try requiredTool("chromedriver", package: "chromium-driver") != nil,
+                let python = try requiredPython(module: "selenium", package: "selenium"),
+                try requiredPython(module: "axe_selenium_python", package: "axe-selenium-python") != nil
+            else { return }
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let data = dir.appendingPathComponent("data")
+            let demo = try HearthProcess([
+                "demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "1", "--data",
+                data.path,
+            ])
+            #expect(try await demo.wait(for: "Press Ctrl-C to stop."), "\(demo.text)")
+            let base = try #require(demo.baseURL)
+            let link = try #require(
+                demo.text.components(separatedBy: "\n").first { $0.contains("/setup/") }?.trimmingCharacters(
+                    in: .whitespaces))
+            // One more lock, not running, for the new owner to set up from its label.
+            let (serial, code) = try await provisionedLock(data: data.path, in: dir, count: 1)
+            let run = try await ChildProcess.run(
+                python,
+                [
+                    browserFlowsScript, base, link, serial, code, data.appendingPathComponent("demo-owner.json").path,
+                    hearthBinary().path, data.path,
+                ], timeout: 600
+            )
+            print(
+                run.output.split(separator: "\n").filter { $0.hasPrefix("browser steps:") || $0.hasPrefix("axe-core") }
+                    .joined(separator: "\n"))
+            for line in run.output.split(separator: "\n") where line.hasPrefix("FAILED") { Issue.record("\(line)") }
+            #expect(run.status == 0, "\(run.output.suffix(4000))")
+            demo.signal(SIGINT)
+            _ = try await demo.waitForExit()
+        }
     }
-}
 }

@@ -1,9 +1,10 @@
 import Foundation
 import HearthCore
-@testable import HearthServer
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
+@testable import HearthServer
 
 @Suite struct ClaimTests {
     @Test func anOwnerClaimsAnUnclaimedDeviceWithItsLabel() async throws {
@@ -17,7 +18,9 @@ import Testing
             let r = try await client.call(.post, "/api/v1/devices/claim", body: claim, token: ann)
             #expect(r.status == 201)
             #expect(r.string("serial") == units[0].serial.rawValue)
-            #expect(try await client.call(.post, "/api/v1/devices/claim", body: claim, token: ann).status == 201, "idempotent for its owner")
+            #expect(
+                try await client.call(.post, "/api/v1/devices/claim", body: claim, token: ann).status == 201,
+                "idempotent for its owner")
             let stolen = try await client.call(.post, "/api/v1/devices/claim", body: claim, token: bob)
             #expect(stolen.status == 422)
             let list = try await client.call(.get, "/api/v1/devices", token: ann)
@@ -34,8 +37,12 @@ import Testing
         try await d.application.test(.router) { client in
             let ann = try await client.owner("ann@example.com")
             var rng = SystemRandomNumberGenerator()
-            let wrongCode = try await client.call(.post, "/api/v1/devices/claim", body: #"{"serial":"\#(units[0].serial)","setupCode":"3141592653"}"#, token: ann)
-            let unknown = try await client.call(.post, "/api/v1/devices/claim", body: #"{"serial":"\#(DeviceSerial.random(using: &rng))","setupCode":"3141592653"}"#, token: ann)
+            let wrongCode = try await client.call(
+                .post, "/api/v1/devices/claim", body: #"{"serial":"\#(units[0].serial)","setupCode":"3141592653"}"#,
+                token: ann)
+            let unknown = try await client.call(
+                .post, "/api/v1/devices/claim",
+                body: #"{"serial":"\#(DeviceSerial.random(using: &rng))","setupCode":"3141592653"}"#, token: ann)
             #expect(wrongCode.status == 422)
             #expect(wrongCode.status == unknown.status)
             #expect(wrongCode.text == unknown.text)
@@ -54,7 +61,9 @@ import Testing
             for _ in 0..<1000 {
                 var guess = SetupCode.generate(using: &rng)
                 while guess == unit.setupCode { guess = SetupCode.generate(using: &rng) }
-                let r = try await client.call(.post, "/api/v1/devices/claim", body: #"{"serial":"\#(unit.serial)","setupCode":"\#(guess.digits)"}"#, token: mallory)
+                let r = try await client.call(
+                    .post, "/api/v1/devices/claim",
+                    body: #"{"serial":"\#(unit.serial)","setupCode":"\#(guess.digits)"}"#, token: mallory)
                 statuses[r.status, default: 0] += 1
                 if r.status == 422 { guessed += 1 }
                 d.time.advance(by: 0.5)
@@ -79,9 +88,12 @@ import Testing
             let ann = try await client.owner("ann@example.com")
             let right = #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.digits)"}"#
             #expect(try await client.call(.post, "/api/v1/devices/claim", body: right, token: ann).status == 201)
-            try await d.store.releaseDevice(unit.serial, audit: .init(.deviceReleased, subject: unit.serial.rawValue, at: d.time.now()))
+            try await d.store.releaseDevice(
+                unit.serial, audit: .init(.deviceReleased, subject: unit.serial.rawValue, at: d.time.now()))
             let bob = try await client.owner("bob@example.com")
-            #expect(try await client.call(.post, "/api/v1/devices/claim", body: right, token: bob).status == 201, "the same label code works for the next owner")
+            #expect(
+                try await client.call(.post, "/api/v1/devices/claim", body: right, token: bob).status == 201,
+                "the same label code works for the next owner")
         }
     }
 }

@@ -13,8 +13,12 @@ import Testing
         let setupCode: String
         let folder: URL
         func paho(port: Int) -> [String] {
-            ["--host", "127.0.0.1", "--port", "\(port)", "--cafile", folder.appendingPathComponent("server-root-ca.pem").path,
-             "--cert", folder.appendingPathComponent("device.pem").path, "--key", folder.appendingPathComponent("device.key.pem").path]
+            [
+                "--host", "127.0.0.1", "--port", "\(port)", "--cafile",
+                folder.appendingPathComponent("server-root-ca.pem").path,
+                "--cert", folder.appendingPathComponent("device.pem").path, "--key",
+                folder.appendingPathComponent("device.key.pem").path,
+            ]
         }
     }
 
@@ -27,8 +31,13 @@ import Testing
         let bundles: [Bundle]
 
         init(data: URL, devices: Int = 1) async throws {
-            process = try HearthProcess(["demo", "--provision-only", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "\(devices)", "--data", data.path])
-            guard try await process.wait(for: "Press Ctrl-C to stop.") else { throw TestFailure("the demo did not start: \(process.text)") }
+            process = try HearthProcess([
+                "demo", "--provision-only", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices",
+                "\(devices)", "--data", data.path,
+            ])
+            guard try await process.wait(for: "Press Ctrl-C to stop.") else {
+                throw TestFailure("the demo did not start: \(process.text)")
+            }
             self.data = data
             base = try #require(process.baseURL)
             let match = try #require(process.text.range(of: #"mqtts://127\.0\.0\.1:\d+"#, options: .regularExpression))
@@ -37,7 +46,9 @@ import Testing
             bundles = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted().map { name in
                 let dir = folder.appendingPathComponent(name)
                 let json = try JSONValue.parse(Array(try Data(contentsOf: dir.appendingPathComponent("bundle.json"))))
-                guard case .object(let o) = json, case .string(let serial)? = o["serial"], case .string(let model)? = o["model"], case .string(let code)? = o["setupCode"] else {
+                guard case .object(let o) = json, case .string(let serial)? = o["serial"],
+                    case .string(let model)? = o["model"], case .string(let code)? = o["setupCode"]
+                else {
                     throw TestFailure("bad bundle.json")
                 }
                 return Bundle(serial: serial, model: model, setupCode: code, folder: dir)
@@ -47,8 +58,12 @@ import Testing
         func bundle(_ model: String) -> Bundle { bundles.first { $0.model == model }! }
 
         /// An HTTPS call with curl: status and parsed JSON body.
-        func call(_ curl: String, _ method: String, _ path: String, token: String? = nil, body: String? = nil) throws -> (status: Int, json: JSONValue?) {
-            var args = ["-s", "-X", method, "-w", "\n%{http_code}", "--cacert", data.appendingPathComponent("root-ca.pem").path]
+        func call(_ curl: String, _ method: String, _ path: String, token: String? = nil, body: String? = nil) throws
+            -> (status: Int, json: JSONValue?)
+        {
+            var args = [
+                "-s", "-X", method, "-w", "\n%{http_code}", "--cacert", data.appendingPathComponent("root-ca.pem").path,
+            ]
             if let token { args += ["-H", "authorization: Bearer \(token)"] }
             if let body { args += ["-H", "content-type: application/json", "--data-binary", body] }
             let r = try runTool(curl, args + [base + path])
@@ -62,7 +77,9 @@ import Testing
             let credentials = #"{"email":"\#(email)","password":"a long owner passphrase for tests"}"#
             #expect(try call(curl, "POST", "/api/v1/accounts", body: credentials).status == 201)
             let session = try call(curl, "POST", "/api/v1/sessions", body: credentials)
-            guard case .object(let o)? = session.json, case .string(let token)? = o["token"] else { throw TestFailure("no token: \(session)") }
+            guard case .object(let o)? = session.json, case .string(let token)? = o["token"] else {
+                throw TestFailure("no token: \(session)")
+            }
             return token
         }
     }
@@ -74,7 +91,8 @@ import Testing
 
     static func rcs(_ output: String) -> [Int?] {
         output.split(separator: "\n").compactMap { line -> Int?? in
-            guard let value = try? JSONValue.parse(Array(line.utf8)), case .object(let o) = value, o["index"] != nil else { return nil }
+            guard let value = try? JSONValue.parse(Array(line.utf8)), case .object(let o) = value, o["index"] != nil
+            else { return nil }
             if case .number(let d)? = o["rc"] { return .some(Int(d)) }
             return .some(nil)
         }
@@ -86,9 +104,15 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let demo = try await Demo(data: dir)
         let thermostat = demo.bundle("thermostat-t1")
-        let payloads = (1...3000).map { #"{"seq": \#($0), "values": {"temperature": 20.5, "humidity": 45, "heating": true, "target": 21}}"# }
+        let payloads = (1...3000).map {
+            #"{"seq": \#($0), "values": {"temperature": 20.5, "humidity": 45, "heating": true, "target": 21}}"#
+        }
         // Rate limits high enough that every publish is taken; the server dies mid-stream.
-        let device = try ChildProcess(python, [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + ["--topic", "devices/\(thermostat.serial)/telemetry", "--timeout", "5"] + payloads.flatMap { ["--payload", $0] })
+        let device = try ChildProcess(
+            python,
+            [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + [
+                "--topic", "devices/\(thermostat.serial)/telemetry", "--timeout", "5",
+            ] + payloads.flatMap { ["--payload", $0] })
         #expect(try await device.wait(for: "connack", timeout: 30), "\(device.text)")
         try await Task.sleep(for: .milliseconds(1500))
         demo.process.signal(SIGKILL)
@@ -100,12 +124,18 @@ import Testing
         #expect(!acknowledged.isEmpty, "nothing was acknowledged before the kill: \(device.text.suffix(300))")
         // After the crash: open the telemetry file as a restarted server would.
         let store = try SQLiteTelemetryStore(path: dir.appendingPathComponent("telemetry.sqlite").path)
-        let stored = Set(try await store.readings(try DeviceSerial(thermostat.serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000).map(\.reading.sequence))
-        #expect(acknowledged.isSubset(of: stored), "acknowledged but lost: \(acknowledged.subtracting(stored).sorted().prefix(20))")
+        let stored = Set(
+            try await store.readings(
+                try DeviceSerial(thermostat.serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000
+            ).map(\.reading.sequence))
+        #expect(
+            acknowledged.isSubset(of: stored),
+            "acknowledged but lost: \(acknowledged.subtracting(stored).sorted().prefix(20))")
     }
 
     @Test func ownersReadTheirTelemetryAndSendCommandsOverHTTPS() async throws {
-        guard let curl = try curlPath(), let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        guard let curl = try curlPath(), let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
+        else { return }
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let demo = try await Demo(data: dir)
@@ -113,30 +143,57 @@ import Testing
         let thermostat = demo.bundle("thermostat-t1")
         let owner = try demo.owner(curl, "owner@example.com")
         let stranger = try demo.owner(curl, "stranger@example.com")
-        #expect(try demo.call(curl, "POST", "/api/v1/devices/claim", token: owner, body: #"{"serial":"\#(thermostat.serial)","setupCode":"\#(thermostat.setupCode)"}"#).status == 201)
+        #expect(
+            try demo.call(
+                curl, "POST", "/api/v1/devices/claim", token: owner,
+                body: #"{"serial":"\#(thermostat.serial)","setupCode":"\#(thermostat.setupCode)"}"#
+            ).status == 201)
         let telemetry = "/api/v1/devices/\(thermostat.serial)/telemetry"
         #expect(try demo.call(curl, "GET", telemetry + "/latest", token: owner).json == ["reading": .null])
 
-        let readings = (1...3).map { #"{"seq": \#($0), "at": 1800000000000, "values": {"temperature": \#(20 + $0), "humidity": 45, "heating": false, "target": 21}}"# }
-        let published = try await ChildProcess.run(python, [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + ["--topic", "devices/\(thermostat.serial)/telemetry"] + readings.flatMap { ["--payload", $0] })
+        let readings = (1...3).map {
+            #"{"seq": \#($0), "at": 1800000000000, "values": {"temperature": \#(20 + $0), "humidity": 45, "heating": false, "target": 21}}"#
+        }
+        let published = try await ChildProcess.run(
+            python,
+            [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + [
+                "--topic", "devices/\(thermostat.serial)/telemetry",
+            ] + readings.flatMap { ["--payload", $0] })
         #expect(Self.rcs(published.output) == [0, 0, 0], "\(published.output)")
 
         let latest = try demo.call(curl, "GET", telemetry + "/latest", token: owner)
-        guard case .object(let o)? = latest.json, case .object(let reading)? = o["reading"] else { Issue.record("\(latest)"); return }
-        #expect(reading["seq"] == 3 && reading["values"] == ["temperature": 23, "humidity": 45, "heating": false, "target": 21])
+        guard case .object(let o)? = latest.json, case .object(let reading)? = o["reading"] else {
+            Issue.record("\(latest)")
+            return
+        }
+        #expect(
+            reading["seq"] == 3
+                && reading["values"] == ["temperature": 23, "humidity": 45, "heating": false, "target": 21])
         #expect(reading["deviceTime"] == "2027-01-15T08:00:00.000Z")
         // Paged: two, then the rest after the cursor.
         let page1 = try demo.call(curl, "GET", telemetry + "?limit=2", token: owner)
-        guard case .object(let p1)? = page1.json, case .array(let items1)? = p1["readings"], case .string(let next)? = p1["next"] else { Issue.record("\(page1)"); return }
+        guard case .object(let p1)? = page1.json, case .array(let items1)? = p1["readings"],
+            case .string(let next)? = p1["next"]
+        else {
+            Issue.record("\(page1)")
+            return
+        }
         #expect(items1.count == 2)
         let page2 = try demo.call(curl, "GET", telemetry + "?limit=2&after=\(next)", token: owner)
-        guard case .object(let p2)? = page2.json, case .array(let items2)? = p2["readings"] else { Issue.record("\(page2)"); return }
+        guard case .object(let p2)? = page2.json, case .array(let items2)? = p2["readings"] else {
+            Issue.record("\(page2)")
+            return
+        }
         #expect(items2.count == 1 && p2["next"] == .null)
         // A time range that excludes everything.
-        let empty = try demo.call(curl, "GET", telemetry + "?from=2001-01-01T00:00:00Z&to=2001-01-02T00:00:00Z", token: owner)
+        let empty = try demo.call(
+            curl, "GET", telemetry + "?from=2001-01-01T00:00:00Z&to=2001-01-02T00:00:00Z", token: owner)
         #expect(empty.json == ["readings": [], "next": .null])
         // Bad queries, someone else's device, no token.
-        for query in ["?limit=0", "?limit=5000", "?limit=abc", "?from=yesterday", "?after=-1", "?from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z"] {
+        for query in [
+            "?limit=0", "?limit=5000", "?limit=abc", "?from=yesterday", "?after=-1",
+            "?from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
+        ] {
             #expect(try demo.call(curl, "GET", telemetry + query, token: owner).status == 400, "\(query)")
         }
         #expect(try demo.call(curl, "GET", telemetry + "/latest", token: stranger).status == 404)
@@ -145,17 +202,30 @@ import Testing
 
         // Commands: offline first, then through a paho device that answers.
         let commands = "/api/v1/devices/\(thermostat.serial)/commands"
-        let offline = try demo.call(curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21}}"#)
+        let offline = try demo.call(
+            curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21}}"#)
         #expect(offline.status == 409 && offline.json.map { "\($0)" }?.contains("device_offline") == true, "\(offline)")
-        let device = try ChildProcess(python, [pahoScript, "answer"] + thermostat.paho(port: demo.mqttPort) + ["--serial", thermostat.serial, "--count", "1", "--timeout", "20"])
+        let device = try ChildProcess(
+            python,
+            [pahoScript, "answer"] + thermostat.paho(port: demo.mqttPort) + [
+                "--serial", thermostat.serial, "--count", "1", "--timeout", "20",
+            ])
         #expect(try await device.wait(for: "\"ready\"", timeout: 20), "\(device.text)")
         // Invalid commands are refused by the server and never reach the device.
-        for body in [#"{"name":"setTarget","parameters":{"target":99}}"#, #"{"name":"setTarget","parameters":{"target":"hot"}}"#, #"{"name":"setTarget"}"#, #"{"name":"selfDestruct"}"#, #"{"name":"setTarget","parameters":{"target":21,"extra":1}}"#] {
+        for body in [
+            #"{"name":"setTarget","parameters":{"target":99}}"#, #"{"name":"setTarget","parameters":{"target":"hot"}}"#,
+            #"{"name":"setTarget"}"#, #"{"name":"selfDestruct"}"#,
+            #"{"name":"setTarget","parameters":{"target":21,"extra":1}}"#,
+        ] {
             // Schema-valid, refused against the thermostat's model: 422.
             #expect(try demo.call(curl, "POST", commands, token: owner, body: body).status == 422, "\(body)")
         }
-        #expect(try demo.call(curl, "POST", commands, token: stranger, body: #"{"name":"setTarget","parameters":{"target":21}}"#).status == 404)
-        let answered = try demo.call(curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21.5}}"#)
+        #expect(
+            try demo.call(
+                curl, "POST", commands, token: stranger, body: #"{"name":"setTarget","parameters":{"target":21}}"#
+            ).status == 404)
+        let answered = try demo.call(
+            curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21.5}}"#)
         #expect(answered.status == 200 && answered.json == ["status": "ok", "detail": "done by paho"], "\(answered)")
         _ = try await device.waitForExit(timeout: 20)
         let received = device.text.split(separator: "\n").filter { $0.contains("\"command\"") }

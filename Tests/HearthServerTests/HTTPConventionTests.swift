@@ -1,10 +1,11 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-@testable import HearthServer
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
+@testable import HearthServer
 
 @Suite struct HTTPConventionTests {
     @Test func theOpenAPIDocumentMatchesTheRealRoutes() async throws {
@@ -26,9 +27,13 @@ import Testing
                     let concrete = path.replacingOccurrences(of: "{id}", with: "thermostat-t1")
                     let r = try await client.call(HTTPRequest.Method(method.uppercased())!, concrete)
                     // Routed: anything but "no such route". Bodyless calls get 401/400/415/200/404-for-id.
-                    #expect(!(r.status == 404 && r.text.contains("no such resource")), "\(method) \(path) is documented but not routed")
+                    #expect(
+                        !(r.status == 404 && r.text.contains("no such resource")),
+                        "\(method) \(path) is documented but not routed")
                     if case .object(let op) = operation, op["requestBody"] != nil {
-                        let unknown = try await client.call(HTTPRequest.Method(method.uppercased())!, concrete, body: #"{"undocumented":1}"#, token: nil)
+                        let unknown = try await client.call(
+                            HTTPRequest.Method(method.uppercased())!, concrete, body: #"{"undocumented":1}"#, token: nil
+                        )
                         #expect([400, 401].contains(unknown.status), "\(path) accepts undocumented fields")
                     }
                 }
@@ -43,7 +48,9 @@ import Testing
             #expect(try await client.call(.get, "/").text.contains("<title>Hearth</title>"), "no 'Hearth · Hearth'")
             #expect(try await client.call(.get, "/signin").text.contains("<title>Sign in · Hearth</title>"))
             let put = try await client.call(.put, "/api/v1/models")
-            #expect(put.status == 405 && put.headers[.allow] == "GET, POST", "a documented path with another method: 405 and Allow")
+            #expect(
+                put.status == 405 && put.headers[.allow] == "GET, POST",
+                "a documented path with another method: 405 and Allow")
         }
     }
 
@@ -53,8 +60,11 @@ import Testing
         try await d.application.test(.router) { client in
             for path in ["/healthz", "/", "/signin", "/api/v1/nothing", "/api/v1/models"] {
                 let r = try await client.call(.get, path)
-                #expect(r.headers[HTTPField.Name("Strict-Transport-Security")!]?.contains("max-age=") == true, "\(path)")
-                #expect(r.headers[HTTPField.Name("Content-Security-Policy")!]?.contains("default-src 'none'") == true, "\(path)")
+                #expect(
+                    r.headers[HTTPField.Name("Strict-Transport-Security")!]?.contains("max-age=") == true, "\(path)")
+                #expect(
+                    r.headers[HTTPField.Name("Content-Security-Policy")!]?.contains("default-src 'none'") == true,
+                    "\(path)")
                 #expect(r.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff", "\(path)")
                 #expect(r.headers[HTTPField.Name("X-Frame-Options")!] == "DENY", "\(path)")
             }
@@ -68,11 +78,19 @@ import Testing
         try await d.application.test(.router) { client in
             let op = try await makeOperator(d, client)
             var model = ProductModel.demoModels()[0].json
-            if case .object(var o) = model { o["name"] = "<script>alert(1)</script> Plug"; o["id"] = "plug-p1"; model = .object(o) }
-            let created = try await client.call(.post, "/api/v1/models", body: String(decoding: model.serialized(), as: UTF8.self), token: op)
+            if case .object(var o) = model {
+                o["name"] = "<script>alert(1)</script> Plug"
+                o["id"] = "plug-p1"
+                model = .object(o)
+            }
+            let created = try await client.call(
+                .post, "/api/v1/models", body: String(decoding: model.serialized(), as: UTF8.self), token: op)
             #expect(created.status == 201)
             #expect(created.string("supportEndsText") == "Security updates until 31 December 2031")
-            #expect(try await client.call(.post, "/api/v1/models", body: String(decoding: model.serialized(), as: UTF8.self), token: op).status == 409)
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/models", body: String(decoding: model.serialized(), as: UTF8.self), token: op
+                ).status == 409)
             #expect(try await client.call(.get, "/api/v1/models/plug-p1").status == 200)
             #expect(try await client.call(.get, "/api/v1/models/nope").status == 404)
             let page = try await client.call(.get, "/models")
@@ -93,30 +111,56 @@ import Testing
             #expect(pass.cookie.hasPrefix("__Host-hearth_form=") && pass.csrf.count == 64)
             // Without the form's token, or with another browser's, nothing happens.
             #expect(try await client.call(.post, "/signup", body: credentials, contentType: form).status == 403)
-            #expect(try await client.postForm("/signup", credentials, pass: (pass.cookie, String(repeating: "0", count: 64))).status == 403)
-            #expect(try await client.postForm("/signup", credentials, pass: (try await client.formPass("/signup").cookie, pass.csrf)).status == 403)
+            #expect(
+                try await client.postForm(
+                    "/signup", credentials, pass: (pass.cookie, String(repeating: "0", count: 64))
+                ).status == 403)
+            #expect(
+                try await client.postForm(
+                    "/signup", credentials, pass: (try await client.formPass("/signup").cookie, pass.csrf)
+                ).status == 403)
             // A browser's post from another site, even with a valid pass, is refused.
-            #expect(try await client.postForm("/signup", credentials, pass: pass, headers: [HTTPField.Name("Sec-Fetch-Site")!: "cross-site"]).status == 403)
-            #expect(try await client.postForm("/signup", credentials, pass: pass, headers: [.origin: "null"]).status == 403)
-            #expect(try await d.store.auditRecords().filter { $0.kind == "account.created" }.isEmpty, "none of those created an account")
-            let signup = try await client.postForm("/signup", credentials, pass: pass, headers: [HTTPField.Name("Sec-Fetch-Site")!: "same-origin", .origin: "https://localhost"])
+            #expect(
+                try await client.postForm(
+                    "/signup", credentials, pass: pass, headers: [HTTPField.Name("Sec-Fetch-Site")!: "cross-site"]
+                ).status == 403)
+            #expect(
+                try await client.postForm("/signup", credentials, pass: pass, headers: [.origin: "null"]).status == 403)
+            #expect(
+                try await d.store.auditRecords().filter { $0.kind == "account.created" }.isEmpty,
+                "none of those created an account")
+            let signup = try await client.postForm(
+                "/signup", credentials, pass: pass,
+                headers: [HTTPField.Name("Sec-Fetch-Site")!: "same-origin", .origin: "https://localhost"])
             #expect(signup.status == 303)
             let cookie = signup.headers[.setCookie] ?? ""
             #expect(cookie.hasPrefix("__Host-hearth_session="))
-            for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] { #expect(cookie.contains(flag), "cookie lacks \(flag)") }
+            for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+                #expect(cookie.contains(flag), "cookie lacks \(flag)")
+            }
             let session = String(cookie.split(separator: ";")[0])
             let claimPage = try await client.call(.get, "/claim", headers: [.cookie: session])
             #expect(claimPage.status == 200)
             let csrf = claimPage.text.components(separatedBy: "name=\"csrf\" value=\"")[1].prefix(64)
-            let noCSRF = try await client.call(.post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.digits)&csrf=0", contentType: form, headers: [.cookie: session])
+            let noCSRF = try await client.call(
+                .post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.digits)&csrf=0",
+                contentType: form, headers: [.cookie: session])
             #expect(noCSRF.status == 403)
-            let claimed = try await client.call(.post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.formatted)&csrf=\(csrf)", contentType: form, headers: [.cookie: session])
+            let claimed = try await client.call(
+                .post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.formatted)&csrf=\(csrf)",
+                contentType: form, headers: [.cookie: session])
             #expect(claimed.status == 303)
-            #expect(try await client.call(.get, "/devices", headers: [.cookie: session]).text.contains(unit.serial.rawValue))
+            #expect(
+                try await client.call(.get, "/devices", headers: [.cookie: session]).text.contains(unit.serial.rawValue)
+            )
             #expect(try await client.call(.get, "/devices").status == 303, "signed out visitors are sent to sign in")
-            let crossSite = try await client.postForm("/signin", credentials, pass: try await client.formPass("/signin"), headers: [.origin: "https://evil.example"])
+            let crossSite = try await client.postForm(
+                "/signin", credentials, pass: try await client.formPass("/signin"),
+                headers: [.origin: "https://evil.example"])
             #expect(crossSite.status == 403)
-            let noFetchMetadata = try await client.call(.post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.digits)&csrf=\(csrf)", contentType: form, headers: [.cookie: session, HTTPField.Name("Sec-Fetch-Site")!: "same-site"])
+            let noFetchMetadata = try await client.call(
+                .post, "/claim", body: "serial=\(unit.serial)&setupCode=\(unit.setupCode.digits)&csrf=\(csrf)",
+                contentType: form, headers: [.cookie: session, HTTPField.Name("Sec-Fetch-Site")!: "same-site"])
             #expect(noFetchMetadata.status == 403, "a signed-in form from a sibling site is refused too")
         }
     }

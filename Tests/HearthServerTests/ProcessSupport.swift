@@ -15,13 +15,17 @@ extension ChildProcess {
     }
 
     /// Runs a hearth command to completion.
-    static func run(_ hearthArguments: [String], timeout: TimeInterval = 300) async throws -> (status: Int32, output: String) {
+    static func run(_ hearthArguments: [String], timeout: TimeInterval = 300) async throws -> (
+        status: Int32, output: String
+    ) {
         try await run(hearthBinary().path, hearthArguments, timeout: timeout)
     }
 
     /// The HTTPS base URL the server printed.
     var baseURL: String? {
-        guard let range = text.range(of: #"Hearth is serving (https://\S+)"#, options: .regularExpression) else { return nil }
+        guard let range = text.range(of: #"Hearth is serving (https://\S+)"#, options: .regularExpression) else {
+            return nil
+        }
         return String(text[range].split(separator: " ")[3])
     }
 }
@@ -50,10 +54,15 @@ func temporaryFolder() -> URL {
 /// the first one's label: its serial and setup code.
 func provisionedLock(data: String, in dir: URL, count: Int) async throws -> (serial: String, code: String) {
     let bundles = dir.appendingPathComponent("bundles")
-    let provision = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "lock-l1", "--count", "\(count)", "--out", bundles.path])
+    let provision = try await HearthProcess.run([
+        "factory", "provision", "--data", data, "--model", "lock-l1", "--count", "\(count)", "--out", bundles.path,
+    ])
     #expect(provision.status == 0, "\(provision.output)")
     let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted().first)
-    let bundle = try JSONValue.parse(Array(try Data(contentsOf: bundles.appendingPathComponent(serial).appendingPathComponent("bundle.json"))))
-    guard case .object(let b) = bundle, case .string(let code) = b["setupCode"] else { throw HearthError(.integrity, "no setup code in the bundle of \(serial)") }
+    let bundle = try JSONValue.parse(
+        Array(try Data(contentsOf: bundles.appendingPathComponent(serial).appendingPathComponent("bundle.json"))))
+    guard case .object(let b) = bundle, case .string(let code) = b["setupCode"] else {
+        throw HearthError(.integrity, "no setup code in the bundle of \(serial)")
+    }
     return (serial, code)
 }

@@ -2,11 +2,12 @@ import Crypto
 import Foundation
 import HearthCore
 import HearthCrypto
-@testable import HearthServer
 import Hummingbird
 import HummingbirdTesting
 import Testing
 import X509
+
+@testable import HearthServer
 
 @Suite struct SecretsAtRestTests {
     /// The database file (and its write-ahead log), searched byte by byte, holds no password, setup
@@ -19,7 +20,10 @@ import X509
         let sessionToken = try await d.application.test(.router) { client in
             _ = try await makeOperator(d, client)
             let sessionToken = try await client.owner("ann.secret@example.com", password: password)
-            let r = try await client.call(.post, "/api/v1/devices/claim", body: #"{"serial":"\#(units[0].serial)","setupCode":"\#(units[0].setupCode.digits)"}"#, token: sessionToken)
+            let r = try await client.call(
+                .post, "/api/v1/devices/claim",
+                body: #"{"serial":"\#(units[0].serial)","setupCode":"\#(units[0].setupCode.digits)"}"#,
+                token: sessionToken)
             #expect(r.status == 201)
             return sessionToken
         }
@@ -40,7 +44,11 @@ import X509
             needles.append(("setup code of \(unit.serial)", Data(unit.setupCode.digits.utf8)))
             needles.append(("formatted setup code of \(unit.serial)", Data(unit.setupCode.formatted.utf8)))
             needles.append(("private key of \(unit.serial)", unit.privateKey!.rawRepresentation))
-            needles.append(("private key PEM of \(unit.serial)", Data(unit.privateKey!.pemRepresentation.split(separator: "\n")[1].utf8)))
+            needles.append(
+                (
+                    "private key PEM of \(unit.serial)",
+                    Data(unit.privateKey!.pemRepresentation.split(separator: "\n")[1].utf8)
+                ))
         }
         for (what, needle) in needles {
             #expect(bytes.range(of: needle) == nil, "the database contains the \(what)")
@@ -62,7 +70,9 @@ import X509
         // a serial's characters says nothing about its code's digits (independence over 10,000 units).
         var agree = 0
         for unit in units {
-            let fromSerial = String(unit.serial.rawValue.compactMap { Base32.alphabet.firstIndex(of: $0).map { String($0 % 10) } }.joined().prefix(10))
+            let fromSerial = String(
+                unit.serial.rawValue.compactMap { Base32.alphabet.firstIndex(of: $0).map { String($0 % 10) } }.joined()
+                    .prefix(10))
             #expect(fromSerial != unit.setupCode.digits)
             agree += zip(fromSerial, unit.setupCode.digits).filter { $0 == $1 }.count
         }

@@ -3,11 +3,12 @@ import Foundation
 import HTTPTypes
 import HearthCore
 import HearthCrypto
-@testable import HearthServer
+import HearthTestSupport
 import Hummingbird
 import HummingbirdTesting
-import HearthTestSupport
 import Testing
+
+@testable import HearthServer
 
 /// The defects of the security review (issue 12), each as it was found, and the sweeps that keep
 /// the class from coming back. Every test here failed on the code before the fix.
@@ -28,7 +29,10 @@ import Testing
     static func unshed(_ settings: inout HearthSettings) { settings.hashQueue = 10_000 }
 
     static func code(_ body: () async throws -> Void) async -> HearthError.Code? {
-        do { try await body(); return nil } catch let e as HearthError { return e.code } catch { return .internal }
+        do {
+            try await body()
+            return nil
+        } catch let e as HearthError { return e.code } catch { return .internal }
     }
 
     // MARK: 1. A Range header crashed the process
@@ -44,8 +48,10 @@ import Testing
         let path = "/tuf/targets/\(Data(SHA256.hash(data: repo.images[name]!.bytes)).hex).\(name)"
         try await d.application.test(.router) { client in
             let extremes = [
-                "bytes=-9223372036854775807-", "bytes=-9223372036854775808-", "bytes=-5-", "bytes=-0-", "bytes=9223372036854775807-",
-                "bytes=99999999999999999999999999999999-", "bytes=+5-", "bytes= 5-", "bytes=4096-", "bytes=0-4095", "bytes=0-,1-", "bytes=", "bytes=-",
+                "bytes=-9223372036854775807-", "bytes=-9223372036854775808-", "bytes=-5-", "bytes=-0-",
+                "bytes=9223372036854775807-",
+                "bytes=99999999999999999999999999999999-", "bytes=+5-", "bytes= 5-", "bytes=4096-", "bytes=0-4095",
+                "bytes=0-,1-", "bytes=", "bytes=-",
                 "bytes=\u{0660}-", String(repeating: "bytes=1-", count: 500),
             ]
             for header in extremes {
@@ -59,7 +65,9 @@ import Testing
             var headers = HTTPFields()
             headers[.range] = "bytes=4095-"
             let last = try await client.call(.get, path, headers: headers)
-            #expect(last.status == 206 && last.headers[.contentRange] == "bytes 4095-4095/4096" && last.headers[.contentLength] == "1")
+            #expect(
+                last.status == 206 && last.headers[.contentRange] == "bytes 4095-4095/4096"
+                    && last.headers[.contentLength] == "1")
         }
     }
 
@@ -71,18 +79,24 @@ import Testing
         let unit = try await d.provisionThermostats(1)[0]
         try await d.application.test(.router) { client in
             let token = try await client.owner("ann@example.com")
-            let claim = try await client.call(.post, "/api/v1/devices/claim", body: #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.digits)"}"#, token: token)
+            let claim = try await client.call(
+                .post, "/api/v1/devices/claim",
+                body: #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.digits)"}"#, token: token)
             #expect(claim.status == 201)
             let extremes = [
-                "-1", "-9223372036854775808", "9223372036854775807", "9223372036854775808", String(repeating: "9", count: 400), "", "1e3", "0x10", "+1",
-                " 1", "1.5", "NaN", "%00", "١", "99999-12-31T23:59:59Z", "-271821-04-20T00:00:00Z", "275760-09-13T00:00:00Z", "0000-00-00T00:00:00Z",
+                "-1", "-9223372036854775808", "9223372036854775807", "9223372036854775808",
+                String(repeating: "9", count: 400), "", "1e3", "0x10", "+1",
+                " 1", "1.5", "NaN", "%00", "١", "99999-12-31T23:59:59Z", "-271821-04-20T00:00:00Z",
+                "275760-09-13T00:00:00Z", "0000-00-00T00:00:00Z",
             ]
             let base = "/api/v1/devices/\(unit.serial)/telemetry"
             for parameter in ["limit", "after", "from", "to"] {
                 for value in extremes {
                     let encoded = value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
                     let r = try await client.call(.get, "\(base)?\(parameter)=\(encoded)", token: token)
-                    #expect((200..<500).contains(r.status) && r.status != 404, "\(parameter)=\(value.prefix(30)): \(r.status) \(r.text.prefix(120))")
+                    #expect(
+                        (200..<500).contains(r.status) && r.status != 404,
+                        "\(parameter)=\(value.prefix(30)): \(r.status) \(r.text.prefix(120))")
                     if ["-1", "1e3", "", "NaN"].contains(value) { #expect(r.status == 400, "\(parameter)=\(value)") }
                 }
                 // Repeated parameters: one answer, no crash.
@@ -90,10 +104,14 @@ import Testing
             }
             // Content-Length extremes go to the real server from the raw fuzzer's fixed list
             // (`HTTPFuzzTests`): this in-process client sets Content-Length itself.
-            for value in ["Bearer", "Bearer ", "Bearer \(String(repeating: "A", count: 5000))", "Basic YWRtaW46YWRtaW4=", "bearer x"] {
+            for value in [
+                "Bearer", "Bearer ", "Bearer \(String(repeating: "A", count: 5000))", "Basic YWRtaW46YWRtaW4=",
+                "bearer x",
+            ] {
                 var headers = HTTPFields()
                 headers[.authorization] = value
-                #expect(try await client.call(.get, "/api/v1/me", headers: headers).status == 401, "\(value.prefix(20))")
+                #expect(
+                    try await client.call(.get, "/api/v1/me", headers: headers).status == 401, "\(value.prefix(20))")
             }
             #expect(try await client.call(.get, "/healthz").status == 200)
         }
@@ -105,8 +123,14 @@ import Testing
         let d = try TestDeployment(Self.unshed)
         defer { d.cleanUp() }
         let hearth = d.hearth
-        _ = try await hearth.signUp(email: "ann@example.com", password: "a long and unusual passphrase", source: "10.0.0.9")
-        let codes = await Self.parallel(30) { _ in await Self.code { _ = try await hearth.signIn(email: "ann@example.com", password: "not the right passphrase", source: "10.0.0.1") } }
+        _ = try await hearth.signUp(
+            email: "ann@example.com", password: "a long and unusual passphrase", source: "10.0.0.9")
+        let codes = await Self.parallel(30) { _ in
+            await Self.code {
+                _ = try await hearth.signIn(
+                    email: "ann@example.com", password: "not the right passphrase", source: "10.0.0.1")
+            }
+        }
         #expect(codes.filter { $0 == .unauthorized }.count == 5, "\(codes)")
         #expect(codes.filter { $0 == .throttled }.count == 25)
         #expect(try await d.store.auditRecords().filter { $0.kind == "sign_in.failed" }.count == 5)
@@ -116,7 +140,12 @@ import Testing
         let d = try TestDeployment(Self.unshed)
         defer { d.cleanUp() }
         let hearth = d.hearth
-        let codes = await Self.parallel(40) { i in await Self.code { _ = try await hearth.signIn(email: "user\(i)@example.com", password: "not the right passphrase", source: "10.0.0.1") } }
+        let codes = await Self.parallel(40) { i in
+            await Self.code {
+                _ = try await hearth.signIn(
+                    email: "user\(i)@example.com", password: "not the right passphrase", source: "10.0.0.1")
+            }
+        }
         #expect(codes.filter { $0 == .unauthorized }.count == 20, "\(codes)")
     }
 
@@ -126,13 +155,34 @@ import Testing
         let d = try TestDeployment(Self.unshed)
         defer { d.cleanUp() }
         let hearth = d.hearth
-        _ = try await hearth.signUp(email: "ann@example.com", password: "a long and unusual passphrase", source: "10.0.0.9")
-        for _ in 0..<8 { _ = await Self.code { _ = try await hearth.signIn(email: "ann@example.com", password: "not the right passphrase", source: "203.0.113.7") } }
-        #expect(await Self.code { _ = try await hearth.signIn(email: "ann@example.com", password: "not the right passphrase", source: "203.0.113.7") } == .throttled)
-        #expect(await Self.code { _ = try await hearth.signIn(email: "ann@example.com", password: "a long and unusual passphrase", source: "198.51.100.4") } == nil, "the owner signs in from home")
+        _ = try await hearth.signUp(
+            email: "ann@example.com", password: "a long and unusual passphrase", source: "10.0.0.9")
+        for _ in 0..<8 {
+            _ = await Self.code {
+                _ = try await hearth.signIn(
+                    email: "ann@example.com", password: "not the right passphrase", source: "203.0.113.7")
+            }
+        }
+        #expect(
+            await Self.code {
+                _ = try await hearth.signIn(
+                    email: "ann@example.com", password: "not the right passphrase", source: "203.0.113.7")
+            } == .throttled)
+        #expect(
+            await Self.code {
+                _ = try await hearth.signIn(
+                    email: "ann@example.com", password: "a long and unusual passphrase", source: "198.51.100.4")
+            } == nil, "the owner signs in from home")
         // 130 sources at once: the per-account ceiling (100 failures) lets no more through.
-        let codes = await Self.parallel(130) { i in await Self.code { _ = try await hearth.signIn(email: "ann@example.com", password: "not the right passphrase", source: "192.0.2.\(i)") } }
-        #expect(codes.filter { $0 == .unauthorized }.count == 100 - 5, "\(codes.filter { $0 == .unauthorized }.count) evaluated")
+        let codes = await Self.parallel(130) { i in
+            await Self.code {
+                _ = try await hearth.signIn(
+                    email: "ann@example.com", password: "not the right passphrase", source: "192.0.2.\(i)")
+            }
+        }
+        #expect(
+            codes.filter { $0 == .unauthorized }.count == 100 - 5,
+            "\(codes.filter { $0 == .unauthorized }.count) evaluated")
     }
 
     @Test func parallelWrongSetupCodesAreEvaluatedOnlyAsOftenAsAllowed() async throws {
@@ -140,18 +190,36 @@ import Testing
         defer { d.cleanUp() }
         let hearth = d.hearth
         let units = try await d.provisionThermostats(12)
-        let mallory = try await hearth.signUp(email: "mallory@example.com", password: "a long and unusual passphrase", source: "10.0.0.9")
+        let mallory = try await hearth.signUp(
+            email: "mallory@example.com", password: "a long and unusual passphrase", source: "10.0.0.9")
         let identity = Identity(account: mallory, email: try EmailAddress("mallory@example.com"), tokenHash: "")
-        @Sendable func wrong(_ unit: ProvisionedUnit) -> String { unit.setupCode.digits == "1357924680" ? "2468013579" : "1357924680" }
+        @Sendable func wrong(_ unit: ProvisionedUnit) -> String {
+            unit.setupCode.digits == "1357924680" ? "2468013579" : "1357924680"
+        }
         // One device, 20 wrong codes at once from one account: 5 evaluated.
-        let one = await Self.parallel(20) { i in await Self.code { _ = try await hearth.claim(serial: units[0].serial.rawValue, setupCode: wrong(units[0]), by: identity, source: "10.0.1.\(i)") } }
+        let one = await Self.parallel(20) { i in
+            await Self.code {
+                _ = try await hearth.claim(
+                    serial: units[0].serial.rawValue, setupCode: wrong(units[0]), by: identity, source: "10.0.1.\(i)")
+            }
+        }
         #expect(one.filter { $0 == .claimRejected }.count == 5, "\(one)")
         // Eleven other devices at once: the per-account limit (10) leaves 5 more.
-        let many = await Self.parallel(11) { i in await Self.code { _ = try await hearth.claim(serial: units[i + 1].serial.rawValue, setupCode: wrong(units[i + 1]), by: identity, source: "10.0.2.\(i)") } }
+        let many = await Self.parallel(11) { i in
+            await Self.code {
+                _ = try await hearth.claim(
+                    serial: units[i + 1].serial.rawValue, setupCode: wrong(units[i + 1]), by: identity,
+                    source: "10.0.2.\(i)")
+            }
+        }
         #expect(many.filter { $0 == .claimRejected }.count == 5, "\(many)")
         // The label's holder, from another account and address, is not blocked by any of it.
-        let owner = try await hearth.signUp(email: "owner@example.com", password: "a long and unusual passphrase", source: "10.0.0.8")
-        let claimed = try await hearth.claim(serial: units[0].serial.rawValue, setupCode: units[0].setupCode.digits, by: Identity(account: owner, email: try EmailAddress("owner@example.com"), tokenHash: ""), source: "198.51.100.4")
+        let owner = try await hearth.signUp(
+            email: "owner@example.com", password: "a long and unusual passphrase", source: "10.0.0.8")
+        let claimed = try await hearth.claim(
+            serial: units[0].serial.rawValue, setupCode: units[0].setupCode.digits,
+            by: Identity(account: owner, email: try EmailAddress("owner@example.com"), tokenHash: ""),
+            source: "198.51.100.4")
         #expect(claimed.owner == owner.id)
     }
 
@@ -164,15 +232,21 @@ import Testing
         let unit = try await d.provisionThermostats(1)[0]
         var identities: [Identity] = []
         for i in 0..<24 {
-            let account = try await hearth.signUp(email: "m\(i)@example.com", password: "a long and unusual passphrase", source: "10.1.0.\(i)")
+            let account = try await hearth.signUp(
+                email: "m\(i)@example.com", password: "a long and unusual passphrase", source: "10.1.0.\(i)")
             identities.append(Identity(account: account, email: try EmailAddress("m\(i)@example.com"), tokenHash: ""))
         }
         let code = unit.setupCode.digits == "1357924680" ? "2468013579" : "1357924680"
         let all = identities
         let codes = await Self.parallel(120) { i in
-            await Self.code { _ = try await hearth.claim(serial: unit.serial.rawValue, setupCode: code, by: all[i % 24], source: "10.2.0.\(i % 24)") }
+            await Self.code {
+                _ = try await hearth.claim(
+                    serial: unit.serial.rawValue, setupCode: code, by: all[i % 24], source: "10.2.0.\(i % 24)")
+            }
         }
-        #expect(codes.filter { $0 == .claimRejected }.count == 100, "\(codes.filter { $0 == .claimRejected }.count) evaluated")
+        #expect(
+            codes.filter { $0 == .claimRejected }.count == 100,
+            "\(codes.filter { $0 == .claimRejected }.count) evaluated")
     }
 
     /// The per-source book behind set-up links and report status tokens: 30 wrong ones at once
@@ -183,10 +257,16 @@ import Testing
         let hearth = d.hearth
         _ = try await hearth.issueSetupLinkIfNeeded(baseURL: "https://x")
         let links = await Self.parallel(30) { _ in
-            await Self.code { _ = try await hearth.redeemSetupLink(token: SecureToken.generate(), email: "op@example.com", password: "operator passphrase that is long", source: "10.0.0.1") }
+            await Self.code {
+                _ = try await hearth.redeemSetupLink(
+                    token: SecureToken.generate(), email: "op@example.com",
+                    password: "operator passphrase that is long", source: "10.0.0.1")
+            }
         }
         #expect(links.filter { $0 == .expired }.count == 20, "\(links)")
-        let statuses = await Self.parallel(30) { _ in await Self.code { _ = try await hearth.reportStatus(token: SecureToken.generate(), source: "10.0.0.2") } }
+        let statuses = await Self.parallel(30) { _ in
+            await Self.code { _ = try await hearth.reportStatus(token: SecureToken.generate(), source: "10.0.0.2") }
+        }
         #expect(statuses.filter { $0 == .notFound }.count == 20, "\(statuses)")
     }
 
@@ -194,17 +274,29 @@ import Testing
         let d = try TestDeployment(Self.unshed)
         defer { d.cleanUp() }
         let hearth = d.hearth
-        let fields = try ReportSubmission.schema.validate(["title": "A flaw", "description": "Steps to reproduce the flaw in detail."])
-        let reports = await Self.parallel(12) { _ in await Self.code { _ = try await hearth.submitReport(fields, source: "10.0.0.1") } }
+        let fields = try ReportSubmission.schema.validate([
+            "title": "A flaw", "description": "Steps to reproduce the flaw in detail.",
+        ])
+        let reports = await Self.parallel(12) { _ in
+            await Self.code { _ = try await hearth.submitReport(fields, source: "10.0.0.1") }
+        }
         #expect(reports.filter { $0 == nil }.count == 5, "\(reports)")
-        let signUps = await Self.parallel(15) { i in await Self.code { _ = try await hearth.signUp(email: "u\(i)@example.com", password: "a long and unusual passphrase", source: "10.0.0.1") } }
+        let signUps = await Self.parallel(15) { i in
+            await Self.code {
+                _ = try await hearth.signUp(
+                    email: "u\(i)@example.com", password: "a long and unusual passphrase", source: "10.0.0.1")
+            }
+        }
         #expect(signUps.filter { $0 == nil }.count == 10, "\(signUps)")
     }
 
     /// Password hashing is bounded: past the running and queued slots a request is shed at once
     /// with 503 and Retry-After instead of waiting behind everyone else's.
     @Test func passwordHashingIsBoundedAndShedsLoadWith503() async throws {
-        let d = try TestDeployment { $0.hashConcurrency = 1; $0.hashQueue = 0 }
+        let d = try TestDeployment {
+            $0.hashConcurrency = 1
+            $0.hashQueue = 0
+        }
         defer { d.cleanUp() }
         try await d.application.test(.router) { client in
             _ = try await client.owner("ann@example.com")
@@ -212,7 +304,9 @@ import Testing
             let shed = try await client.call(.post, "/api/v1/sessions", body: Self.owner)
             #expect(shed.status == 503 && shed.headers[.retryAfter] == "1", "\(shed.status) \(shed.text)")
             await d.hearth.hashGate.leave()
-            #expect(try await client.call(.post, "/api/v1/sessions", body: Self.owner).status == 201, "shedding does not count as a failure")
+            #expect(
+                try await client.call(.post, "/api/v1/sessions", body: Self.owner).status == 201,
+                "shedding does not count as a failure")
         }
         let gate = HashGate(running: 2, queued: 2)
         try await gate.enter()
@@ -251,11 +345,19 @@ import Testing
         let d = try TestDeployment()
         defer { d.cleanUp() }
         try await d.application.test(.router) { client in
-            for password in ["123456789012345", "qwertyuiopasdfgh", "abcdefghijklmnop", "correcthorsebatterystaple", "iloveyou iloveyou", "jenniferjennifer", "monkeybaseballdragon"] {
-                let r = try await client.call(.post, "/api/v1/accounts", body: #"{"email":"ann@example.com","password":"\#(password)"}"#)
+            for password in [
+                "123456789012345", "qwertyuiopasdfgh", "abcdefghijklmnop", "correcthorsebatterystaple",
+                "iloveyou iloveyou", "jenniferjennifer", "monkeybaseballdragon",
+            ] {
+                let r = try await client.call(
+                    .post, "/api/v1/accounts", body: #"{"email":"ann@example.com","password":"\#(password)"}"#)
                 #expect(r.status == 422 && r.error == "weak_password", "\(password): \(r.status) \(r.text)")
             }
-            #expect(try await client.call(.post, "/api/v1/accounts", body: #"{"email":"ann@example.com","password":"lantern orbit velvet puzzle"}"#).status == 201)
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/accounts",
+                    body: #"{"email":"ann@example.com","password":"lantern orbit velvet puzzle"}"#
+                ).status == 201)
         }
     }
 
@@ -266,16 +368,25 @@ import Testing
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path
-        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        let server = try HearthProcess([
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+        ])
         #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
         let base = try #require(server.baseURL)
         let port = base.split(separator: ":").last!
         func get(_ path: String, host: String?) throws -> (status: String, body: String) {
-            let out = try runTool(curl, ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + (host.map { ["-H", "Host: \($0)"] } ?? []) + [base + path]).output
+            let out = try runTool(
+                curl,
+                ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"]
+                    + (host.map { ["-H", "Host: \($0)"] } ?? []) + [base + path]
+            ).output
             let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
             return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
         }
-        for host in ["evil.example", "localhost.evil.example", "127.0.0.1:99999", "127.0.0.1:-1", "[::2]", "localhost:1:2", "@localhost", "evil.example:\(port)"] {
+        for host in [
+            "evil.example", "localhost.evil.example", "127.0.0.1:99999", "127.0.0.1:-1", "[::2]", "localhost:1:2",
+            "@localhost", "evil.example:\(port)",
+        ] {
             for path in ["/.well-known/security.txt", "/.well-known/csaf/provider-metadata.json", "/healthz"] {
                 let r = try get(path, host: host)
                 #expect(r.status == "421" || r.status == "400", "\(host) \(path): \(r.status)")
@@ -283,9 +394,13 @@ import Testing
             }
         }
         let ok = try get("/.well-known/security.txt", host: nil)
-        #expect(ok.status == "200" && ok.body.contains("Canonical: https://127.0.0.1:\(port)/.well-known/security.txt"), "\(ok.status) \(ok.body.prefix(300))")
+        #expect(
+            ok.status == "200" && ok.body.contains("Canonical: https://127.0.0.1:\(port)/.well-known/security.txt"),
+            "\(ok.status) \(ok.body.prefix(300))")
         let named = try get("/.well-known/security.txt", host: "LOCALHOST:\(port)")
-        #expect(named.status == "200" && named.body.contains("https://localhost:\(port)/security/report"), "\(named.body.prefix(300))")
+        #expect(
+            named.status == "200" && named.body.contains("https://localhost:\(port)/security/report"),
+            "\(named.body.prefix(300))")
         #expect(try get("/healthz", host: nil).status == "200")
         server.signal(SIGTERM)
         _ = try await server.waitForExit()
@@ -295,11 +410,17 @@ import Testing
         let d = try TestDeployment()
         defer { d.cleanUp() }
         try await d.application.test(.router) { client in
-            for type in ["application/jsonx", "application/json; charset=utf-16", "application/json-seq", "text/json", "application/json; charset=latin1"] {
+            for type in [
+                "application/jsonx", "application/json; charset=utf-16", "application/json-seq", "text/json",
+                "application/json; charset=latin1",
+            ] {
                 let r = try await client.call(.post, "/api/v1/accounts", body: Self.owner, contentType: type)
                 #expect(r.status == 415, "\(type): \(r.status)")
             }
-            #expect(try await client.call(.post, "/api/v1/accounts", body: Self.owner, contentType: "application/json; charset=UTF-8").status == 201)
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/accounts", body: Self.owner, contentType: "application/json; charset=UTF-8"
+                ).status == 201)
         }
     }
 
@@ -309,12 +430,15 @@ import Testing
         defer { d.cleanUp() }
         try await d.application.test(.router) { client in
             let cases: [(HTTPRequest.Method, String, String)] = [
-                (.delete, "/api/v1/models", "GET, POST"), (.put, "/healthz", "GET"), (.patch, "/api/v1/sessions", "POST"),
+                (.delete, "/api/v1/models", "GET, POST"), (.put, "/healthz", "GET"),
+                (.patch, "/api/v1/sessions", "POST"),
                 (.get, "/api/v1/devices/claim", "POST"), (.post, "/api/v1/models/thermostat-t1", "GET"),
             ]
             for (method, path, allow) in cases {
                 let r = try await client.call(method, path)
-                #expect(r.status == 405 && r.headers[.allow] == allow && r.error == "method_not_allowed", "\(method) \(path): \(r.status) \(r.headers[.allow] ?? "-")")
+                #expect(
+                    r.status == 405 && r.headers[.allow] == allow && r.error == "method_not_allowed",
+                    "\(method) \(path): \(r.status) \(r.headers[.allow] ?? "-")")
             }
             #expect(try await client.call(.get, "/api/v1/nothing").status == 404, "an unknown path stays 404")
             #expect(try await client.call(.get, "/api/v1/models").status == 200)
@@ -331,8 +455,12 @@ import Testing
         var refused = 0
         for i in 0..<200 {
             let phase = i % 2 == 0 ? "idle" : "downloading"
-            let payload = Array(#"{"phase":"\#(phase)","version":"1.0.0"\#(phase == "idle" ? "" : #","target":"thermostat-t1-1.1.0.img""#)}"#.utf8)
-            do { _ = try await d.updates.received(report: payload, from: unit.serial, model: model) } catch let e as HearthError where e.code == .throttled { refused += 1 }
+            let payload = Array(
+                #"{"phase":"\#(phase)","version":"1.0.0"\#(phase == "idle" ? "" : #","target":"thermostat-t1-1.1.0.img""#)}"#
+                    .utf8)
+            do { _ = try await d.updates.received(report: payload, from: unit.serial, model: model) } catch let e
+                as HearthError where e.code == .throttled
+            { refused += 1 }
             d.time.advance(by: 0.01)
         }
         #expect(refused == 180, "a burst of 20, then one per 30 s")

@@ -16,14 +16,20 @@ import X509
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path
-        let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--dev-listener", "127.0.0.1:0"])
+        let server = try HearthProcess([
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--dev-listener",
+            "127.0.0.1:0",
+        ])
         #expect(try await server.wait(for: "one-time link"), "\(server.text)")
         #expect(try await server.wait(for: "MQTT development listener"), "\(server.text)")
         let base = try #require(server.baseURL)
         let port = Int(base.split(separator: ":").last!)!
 
         // The data folder and its keys are private.
-        for (path, mode) in [(data, 0o700), (data + "/kek.key", 0o600), (data + "/device-ca.key.sealed", 0o600), (data + "/hearth.sqlite", 0o600)] {
+        for (path, mode) in [
+            (data, 0o700), (data + "/kek.key", 0o600), (data + "/device-ca.key.sealed", 0o600),
+            (data + "/hearth.sqlite", 0o600),
+        ] {
             var st = stat()
             #expect(stat(path, &st) == 0)
             #expect(Int(st.st_mode & 0o777) == mode, "\(path)")
@@ -36,7 +42,8 @@ import X509
         #expect(try runTool(curl, ["-s", "--cacert", data + "/device-ca.pem", base + "/healthz"]).status != 0)
 
         // Plain HTTP to the TLS port gets no HTTP answer.
-        let plain = try runTool(curl, ["-s", "-m", "5", "-o", "-", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
+        let plain = try runTool(
+            curl, ["-s", "-m", "5", "-o", "-", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
         #expect(!plain.output.contains("ok"))
         #expect(plain.output.hasSuffix("000"))
 
@@ -47,9 +54,21 @@ import X509
         }
 
         // The link is printed once and works once.
-        let link = try #require(server.text.components(separatedBy: "\n").first { $0.contains("/setup/") }?.trimmingCharacters(in: .whitespaces))
+        let link = try #require(
+            server.text.components(separatedBy: "\n").first { $0.contains("/setup/") }?.trimmingCharacters(
+                in: .whitespaces))
         let token = String(link.split(separator: "/").last!)
-        let setup = { try runTool(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", data + "/root-ca.pem", "-H", "content-type: application/json", "-d", #"{"token":"\#(token)","email":"op@example.com","password":"operator passphrase that is long"}"#, base + "/api/v1/setup"]).output }
+        let setup = {
+            try runTool(
+                curl,
+                [
+                    "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", data + "/root-ca.pem", "-H",
+                    "content-type: application/json", "-d",
+                    #"{"token":"\#(token)","email":"op@example.com","password":"operator passphrase that is long"}"#,
+                    base + "/api/v1/setup",
+                ]
+            ).output
+        }
         #expect(try setup() == "201")
         #expect(try setup() == "410")
 
@@ -58,7 +77,9 @@ import X509
         #expect(server.text.contains("Hearth stopped."))
 
         // A restart with an operator prints no link.
-        let again = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        let again = try HearthProcess([
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+        ])
         #expect(try await again.wait(for: "Clients verify it"))
         try await Task.sleep(for: .milliseconds(300))
         #expect(!again.text.contains("/setup/"))
@@ -74,10 +95,18 @@ import X509
         let (serial, code) = try await provisionedLock(data: data, in: dir, count: 2)
 
         func start() async throws -> (HearthProcess, (String, [String]) throws -> (status: Int32, output: String)) {
-            let server = try HearthProcess(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            let server = try HearthProcess([
+                "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            ])
             #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
             let base = server.baseURL ?? "https://127.0.0.1:1"
-            return (server, { path, extra in try runTool(curl, ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + extra + [base + path]) })
+            return (
+                server,
+                { path, extra in
+                    try runTool(
+                        curl, ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + extra + [base + path])
+                }
+            )
         }
         let json = ["-H", "content-type: application/json"]
         let credentials = #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#
@@ -85,7 +114,9 @@ import X509
         #expect(try call("/api/v1/accounts", json + ["-d", credentials]).output.hasSuffix("201"))
         let session = try call("/api/v1/sessions", json + ["-d", credentials]).output
         let token = try #require(session.components(separatedBy: #""token":""#).last?.prefix(43))
-        let claim = try call("/api/v1/devices/claim", json + ["-H", "authorization: Bearer \(token)", "-d", #"{"serial":"\#(serial)","setupCode":"\#(code)"}"#])
+        let claim = try call(
+            "/api/v1/devices/claim",
+            json + ["-H", "authorization: Bearer \(token)", "-d", #"{"serial":"\#(serial)","setupCode":"\#(code)"}"#])
         #expect(claim.output.hasSuffix("201"), "\(claim.output)")
         server.signal(SIGKILL)
         _ = try await server.waitForExit()
@@ -101,11 +132,17 @@ import X509
         #expect(verify.status == 0, "\(verify.output)")
         #expect(verify.output.contains("Audit log intact"))
         let show = try await HearthProcess.run(["audit", "show", "--data", data])
-        for kind in ["model.created", "devices.provisioned", "account.created", "sign_in.succeeded", "device.claimed", "server.started"] {
+        for kind in [
+            "model.created", "devices.provisioned", "account.created", "sign_in.succeeded", "device.claimed",
+            "server.started",
+        ] {
             #expect(show.output.contains(kind), "audit lacks \(kind)")
         }
         try await DatabaseQueue(path: data + "/hearth.sqlite").write { db in
-            try db.execute(sql: "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'someone-else' WHERE kind = 'device.claimed'")
+            try db.execute(
+                sql:
+                    "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'someone-else' WHERE kind = 'device.claimed'"
+            )
         }
         let tampered = try await HearthProcess.run(["audit", "verify", "--data", data])
         #expect(tampered.status == 1)
@@ -117,7 +154,9 @@ import X509
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[0])
         let out = dir.appendingPathComponent("out")
-        let r = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "thermostat-t1", "--count", "3", "--out", out.path])
+        let r = try await HearthProcess.run([
+            "factory", "provision", "--data", data, "--model", "thermostat-t1", "--count", "3", "--out", out.path,
+        ])
         #expect(r.status == 0, "\(r.output)")
         #expect(r.output.contains("Provisioned 3 units"))
         let deviceCA = try Certificate(pemEncoded: try String(contentsOfFile: data + "/device-ca.pem", encoding: .utf8))
@@ -132,15 +171,21 @@ import X509
             #expect(label.contains("Serial:     \(serial)"))
             #expect(label.contains("Security updates until 31 December 2031"))
             let pem = try String(contentsOf: folder.appendingPathComponent("device.pem"), encoding: .utf8)
-            let leaf = try Certificate(pemEncoded: pem.components(separatedBy: "-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+            let leaf = try Certificate(
+                pemEncoded: pem.components(separatedBy: "-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
             #expect(leaf.commonName == serial)
             #expect(await verifyChain(leaf: leaf, root: deviceCA))
         }
         // Unknown model and bad counts are clear errors.
-        let unknown = try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "nope-1", "--count", "1", "--out", out.path])
+        let unknown = try await HearthProcess.run([
+            "factory", "provision", "--data", data, "--model", "nope-1", "--count", "1", "--out", out.path,
+        ])
         #expect(unknown.status != 0)
         #expect(unknown.output.contains("no product model 'nope-1'"))
-        #expect(try await HearthProcess.run(["factory", "provision", "--data", data, "--model", "thermostat-t1", "--count", "0", "--out", out.path]).status != 0)
+        #expect(
+            try await HearthProcess.run([
+                "factory", "provision", "--data", data, "--model", "thermostat-t1", "--count", "0", "--out", out.path,
+            ]).status != 0)
     }
 
     @Test func signCSRKeepsTheKeyOnTheDevice() async throws {
@@ -148,17 +193,26 @@ import X509
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[0])
         let csrFile = dir.appendingPathComponent("device.csr")
-        let openssl = try runTool("/usr/bin/openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.appendingPathComponent("device.key").path, "-subj", "/CN=device", "-out", csrFile.path])
+        let openssl = try runTool(
+            "/usr/bin/openssl",
+            [
+                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                dir.appendingPathComponent("device.key").path, "-subj", "/CN=device", "-out", csrFile.path,
+            ])
         #expect(openssl.status == 0)
         let out = dir.appendingPathComponent("out")
-        let r = try await HearthProcess.run(["factory", "sign-csr", "--data", data, "--model", "thermostat-t1", "--csr", csrFile.path, "--out", out.path])
+        let r = try await HearthProcess.run([
+            "factory", "sign-csr", "--data", data, "--model", "thermostat-t1", "--csr", csrFile.path, "--out", out.path,
+        ])
         #expect(r.status == 0, "\(r.output)")
         let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: out.path).first)
         let files = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent(serial).path)
         #expect(!files.contains("device.key.pem"))
         #expect(files.contains("device.pem"))
         try "garbage".write(to: csrFile, atomically: true, encoding: .utf8)
-        let bad = try await HearthProcess.run(["factory", "sign-csr", "--data", data, "--model", "thermostat-t1", "--csr", csrFile.path, "--out", out.path])
+        let bad = try await HearthProcess.run([
+            "factory", "sign-csr", "--data", data, "--model", "thermostat-t1", "--csr", csrFile.path, "--out", out.path,
+        ])
         #expect(bad.status != 0)
         #expect(bad.output.contains("not a PEM certificate signing request"))
     }
@@ -169,12 +223,16 @@ import X509
         let data = dir.appendingPathComponent("data").path
         #expect(try await HearthProcess.run(["audit", "verify", "--data", data]).status == 0)
         chmod(data, 0o755)
-        let r = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        let r = try await HearthProcess.run([
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+        ])
         #expect(r.status != 0)
         #expect(r.output.contains("must not be readable by others"))
         chmod(data, 0o700)
         chmod(data + "/kek.key", 0o644)
-        let k = try await HearthProcess.run(["serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        let k = try await HearthProcess.run([
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+        ])
         #expect(k.status != 0)
         #expect(k.output.contains("key-encryption key"))
     }
@@ -183,7 +241,9 @@ import X509
         guard let curl = try curlPath() else { return }
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let demo = try HearthProcess(["demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "2", "--data", dir.path])
+        let demo = try HearthProcess([
+            "demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "2", "--data", dir.path,
+        ])
         #expect(try await demo.wait(for: "Press Ctrl-C to stop."), "\(demo.text)")
         #expect(demo.text.components(separatedBy: "Setup code:").count - 1 == 4, "two labels per demo model")
         #expect(demo.text.contains("Security updates until 31 December 2031"))
@@ -195,55 +255,93 @@ import X509
         // a command went to the thermostat and its answer and new state came back.
         let out = demo.text
         #expect(out.components(separatedBy: "      claimed ").count - 1 == 4, "\(out)")
-        #expect(out.components(separatedBy: " thermostat-t1: {").count - 1 == 2 && out.components(separatedBy: " lock-l1: {").count - 1 == 2, "\(out)")
+        #expect(
+            out.components(separatedBy: " thermostat-t1: {").count - 1 == 2
+                && out.components(separatedBy: " lock-l1: {").count - 1 == 2, "\(out)")
         #expect(out.contains(#"setTarget → {"detail":null,"status":"ok"}"#), "\(out)")
         #expect(out.contains(#"the thermostat now reports {"#) && out.contains(#""target":23.5"#), "\(out)")
         #expect(out.contains("setTarget 99 °C → HTTP 422"), "\(out)")
         #expect(out.contains(#"unlock → {"detail":null,"status":"ok"}"#), "\(out)")
         // A signed update rolled out to both thermostats: installed, restarted, committed, shown to the owner.
         #expect(out.components(separatedBy: ": update to 1.1.0 committed").count - 1 == 2, "\(out)")
-        #expect(out.components(separatedBy: "firmware 1.1.0, updated. Release notes: Fixes a crash").count - 1 == 2, "\(out)")
+        #expect(
+            out.components(separatedBy: "firmware 1.1.0, updated. Release notes: Fixes a crash").count - 1 == 2,
+            "\(out)")
         // The owner's password is not printed; it is in a private file.
         let credentials = dir.appendingPathComponent("demo-owner.json").path
         let body = try String(contentsOfFile: credentials, encoding: .utf8)
         let password = try #require(body.split(separator: "\"").dropLast().last.map(String.init))
         #expect(!out.contains(password))
         #expect(try FileManager.default.attributesOfItem(atPath: credentials)[.posixPermissions] as? Int == 0o600)
-        let session = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d", "@" + credentials, base + "/api/v1/sessions"])
+        let session = try runTool(
+            curl,
+            [
+                "-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d",
+                "@" + credentials, base + "/api/v1/sessions",
+            ])
         #expect(session.output.contains(#""token""#), "the printed sign-in command works: \(session.output)")
         // security.txt over HTTPS, and no plaintext listener to ask.
         let txt = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/.well-known/security.txt"])
-        #expect(txt.output.contains("Contact: \(base)/security/report") && txt.output.contains("Expires: "), "\(txt.output)")
-        let plain = try runTool(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", base.replacingOccurrences(of: "https://", with: "http://") + "/.well-known/security.txt"])
+        #expect(
+            txt.output.contains("Contact: \(base)/security/report") && txt.output.contains("Expires: "), "\(txt.output)"
+        )
+        let plain = try runTool(
+            curl,
+            [
+                "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                base.replacingOccurrences(of: "https://", with: "http://") + "/.well-known/security.txt",
+            ])
         #expect(plain.output != "200", "no plaintext answer")
-        let report = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d", #"{"title":"Found a bug","description":"The details of the bug go here."}"#, base + "/api/v1/reports"])
-        let reportID = try #require(report.output.range(of: #"VR-[0-9A-Z]{10}"#, options: .regularExpression).map { String(report.output[$0]) }, "\(report.output)")
+        let report = try runTool(
+            curl,
+            [
+                "-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d",
+                #"{"title":"Found a bug","description":"The details of the bug go here."}"#, base + "/api/v1/reports",
+            ])
+        let reportID = try #require(
+            report.output.range(of: #"VR-[0-9A-Z]{10}"#, options: .regularExpression).map { String(report.output[$0]) },
+            "\(report.output)")
         demo.signal(SIGINT)
         #expect(try await demo.waitForExit() == 0)
         #expect(demo.text.contains("Hearth stopped."))
         // The security team's CLI on the same data folder.
         let list = try await HearthProcess.run(["disclosure", "list", "--data", dir.path])
-        #expect(list.status == 0 && list.output.contains(reportID) && list.output.contains("received"), "\(list.output)")
-        let moved = try await HearthProcess.run(["disclosure", "move", reportID, "acknowledged", "--note", "Thanks, looking at it", "--data", dir.path])
+        #expect(
+            list.status == 0 && list.output.contains(reportID) && list.output.contains("received"), "\(list.output)")
+        let moved = try await HearthProcess.run([
+            "disclosure", "move", reportID, "acknowledged", "--note", "Thanks, looking at it", "--data", dir.path,
+        ])
         #expect(moved.status == 0 && moved.output.contains("is now acknowledged"), "\(moved.output)")
         let jump = try await HearthProcess.run(["disclosure", "move", reportID, "disclosed", "--data", dir.path])
         #expect(jump.status == 1 && jump.output.contains("can move to"), "\(jump.output)")
         let shown = try await HearthProcess.run(["disclosure", "show", reportID, "--data", dir.path])
-        #expect(shown.output.contains("Thanks, looking at it") && shown.output.contains("Found a bug"), "\(shown.output)")
+        #expect(
+            shown.output.contains("Thanks, looking at it") && shown.output.contains("Found a bug"), "\(shown.output)")
         // Each step has its own label, and the update's progress is shown while it runs.
-        for step in 1...6 { #expect(out.components(separatedBy: "[\(step)/6]").count - 1 == 1, "step \(step) labelled once") }
+        for step in 1...6 {
+            #expect(out.components(separatedBy: "[\(step)/6]").count - 1 == 1, "step \(step) labelled once")
+        }
         #expect(out.components(separatedBy: ": Updated\n").count - 1 == 2, "progress while the update runs")
         // A second demo on the same folder is refused and changes nothing (issue 13).
-        let before = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path).sorted()
-        let again = try await HearthProcess.run(["demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data", dir.path])
-        #expect(again.status != 0 && again.output.contains("already holds a demo") && again.output.contains("hearth serve --data"), "\(again.output)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path).sorted() == before)
+        let before = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path)
+            .sorted()
+        let again = try await HearthProcess.run([
+            "demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data", dir.path,
+        ])
+        #expect(
+            again.status != 0 && again.output.contains("already holds a demo")
+                && again.output.contains("hearth serve --data"), "\(again.output)")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path).sorted()
+                == before)
     }
 
     @Test func helpExplainsItself() async throws {
         let r = try await HearthProcess.run(["--help"])
         #expect(r.status == 0)
-        for word in ["serve", "demo", "factory", "disclosure", "audit", "no default password"] { #expect(r.output.contains(word)) }
+        for word in ["serve", "demo", "factory", "disclosure", "audit", "no default password"] {
+            #expect(r.output.contains(word))
+        }
         let serve = try await HearthProcess.run(["serve", "--help"])
         #expect(serve.output.contains("--listen"))
         #expect(serve.output.contains("TLS 1.2 minimum"))
@@ -251,16 +349,25 @@ import X509
         #expect(badListen.status != 0)
         let scratch = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: scratch) }
-        let exposed = try await HearthProcess.run(["serve", "--data", scratch.path, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--dev-listener", "0.0.0.0:1883"])
+        let exposed = try await HearthProcess.run([
+            "serve", "--data", scratch.path, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "--dev-listener", "0.0.0.0:1883",
+        ])
         #expect(exposed.status == 1)
         #expect(exposed.output.contains("loopback only"), "\(exposed.output)")
         // A port in use is a clear message, not a stack of errno text.
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let first = try HearthProcess(["serve", "--data", dir.appendingPathComponent("a").path, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        let first = try HearthProcess([
+            "serve", "--data", dir.appendingPathComponent("a").path, "--listen", "127.0.0.1:0", "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
         #expect(try await first.wait(for: "Clients verify it"))
         let port = try #require(first.baseURL?.split(separator: ":").last)
-        let second = try await HearthProcess.run(["serve", "--data", dir.appendingPathComponent("b").path, "--listen", "127.0.0.1:\(port)", "--mqtt-listen", "127.0.0.1:0"])
+        let second = try await HearthProcess.run([
+            "serve", "--data", dir.appendingPathComponent("b").path, "--listen", "127.0.0.1:\(port)", "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
         #expect(second.status == 1)
         #expect(second.output.contains("cannot listen on 127.0.0.1:\(port)"), "\(second.output)")
         first.signal(SIGTERM)
@@ -292,7 +399,8 @@ func handshake(port: Int, root: NIOSSLCertificate, version: TLSVersion) async ->
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: context, serverHostname: "localhost"))
                     try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: done))
                 }
             }

@@ -3,13 +3,14 @@ import GRDB
 import HTTPTypes
 import HearthCore
 import HearthCrypto
-@testable import HearthServer
 import HearthSQLite
 import HearthStorage
 import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+
+@testable import HearthServer
 
 /// A complete in-process deployment on a temporary data folder, with a hand-moved clock and a cheap
 /// scrypt cost (the cost is stored per hash, so nothing else differs from production).
@@ -29,8 +30,12 @@ struct TestDeployment {
         var settings = HearthSettings()
         settings.hashCost = .testing
         configure(&settings)
-        updates = Updates(repository: try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory, time: time), time: time)
-        hearth = try Hearth(store: store, kek: folder.kek, settings: settings, time: time, telemetry: try SQLiteTelemetryStore(path: folder.telemetryPath), updates: updates)
+        updates = Updates(
+            repository: try UpdateRepository(
+                store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory, time: time), time: time)
+        hearth = try Hearth(
+            store: store, kek: folder.kek, settings: settings, time: time,
+            telemetry: try SQLiteTelemetryStore(path: folder.telemetryPath), updates: updates)
     }
 
     var application: some ApplicationProtocol {
@@ -38,7 +43,9 @@ struct TestDeployment {
     }
 
     func provisioner() -> Provisioner {
-        Provisioner(store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing, publicURL: "https://localhost:8443", time: time)
+        Provisioner(
+            store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing,
+            publicURL: "https://localhost:8443", time: time)
     }
 
     /// Adds the demo models and provisions `count` thermostats.
@@ -46,14 +53,16 @@ struct TestDeployment {
         for model in ProductModel.demoModels() where try await store.model(model.id) == nil {
             try await store.createModel(model, at: time.now(), audit: AuditEntry(.modelCreated, at: time.now()))
         }
-        return try await provisioner().provision(modelID: ProductModel.demoModels()[0].id, count: count, outDirectory: nil)
+        return try await provisioner().provision(
+            modelID: ProductModel.demoModels()[0].id, count: count, outDirectory: nil)
     }
 
     /// Every row of every table, as text: equal before and after means nothing changed.
     func snapshot() throws -> String {
         let db = try DatabaseQueue(path: folder.databasePath)
         return try db.read { db in
-            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map { table in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map {
+                table in
                 let rows = try Row.fetchAll(db, sql: "SELECT * FROM \"\(table)\" ORDER BY rowid")
                 return "\(table): \(rows.map(\.description).joined(separator: "\n"))"
             }.joined(separator: "\n")
@@ -70,11 +79,16 @@ struct Reply {
     var json: JSONValue? { try? JSONValue.parse(Array(text.utf8)) }
     var error: String? { if case .object(let o) = json, case .string(let s) = o["error"] { s } else { nil } }
     var field: String? { if case .object(let o) = json, case .string(let s) = o["field"] { s } else { nil } }
-    func string(_ key: String) -> String? { if case .object(let o) = json, case .string(let s) = o[key] { s } else { nil } }
+    func string(_ key: String) -> String? {
+        if case .object(let o) = json, case .string(let s) = o[key] { s } else { nil }
+    }
 }
 
 extension TestClientProtocol {
-    func call(_ method: HTTPRequest.Method, _ path: String, body: String? = nil, bytes: [UInt8]? = nil, token: String? = nil, contentType: String = "application/json", headers extra: HTTPFields = [:]) async throws -> Reply {
+    func call(
+        _ method: HTTPRequest.Method, _ path: String, body: String? = nil, bytes: [UInt8]? = nil, token: String? = nil,
+        contentType: String = "application/json", headers extra: HTTPFields = [:]
+    ) async throws -> Reply {
         var headers = extra
         if body != nil || bytes != nil { headers[.contentType] = contentType }
         if let token { headers[.authorization] = "Bearer \(token)" }
@@ -88,15 +102,22 @@ extension TestClientProtocol {
     func formPass(_ path: String) async throws -> (cookie: String, csrf: String) {
         let page = try await call(.get, path)
         let cookie = String((page.headers[.setCookie] ?? "").split(separator: ";")[0])
-        let csrf = page.text.components(separatedBy: "name=\"csrf\" value=\"").dropFirst().first.map { String($0.prefix { $0 != "\"" }) } ?? ""
+        let csrf =
+            page.text.components(separatedBy: "name=\"csrf\" value=\"").dropFirst().first.map {
+                String($0.prefix { $0 != "\"" })
+            } ?? ""
         return (cookie, csrf)
     }
 
     /// Posts a public form with its pass (cookie and token), as a browser would.
-    func postForm(_ path: String, _ body: String, pass: (cookie: String, csrf: String), headers extra: HTTPFields = [:]) async throws -> Reply {
+    func postForm(_ path: String, _ body: String, pass: (cookie: String, csrf: String), headers extra: HTTPFields = [:])
+        async throws -> Reply
+    {
         var headers = extra
         headers[.cookie] = pass.cookie
-        return try await call(.post, path, body: body + "&csrf=\(pass.csrf)", contentType: "application/x-www-form-urlencoded", headers: headers)
+        return try await call(
+            .post, path, body: body + "&csrf=\(pass.csrf)", contentType: "application/x-www-form-urlencoded",
+            headers: headers)
     }
 
     /// Signs up an owner and signs in; returns the bearer token.
@@ -114,7 +135,11 @@ let operatorPassword = "operator passphrase that is long"
 func makeOperator(_ deployment: TestDeployment, _ client: some TestClientProtocol) async throws -> String {
     let link = try await deployment.hearth.issueSetupLinkIfNeeded(baseURL: "https://x")!
     let token = String(link.split(separator: "/").last!)
-    let r = try await client.call(.post, "/api/v1/setup", body: #"{"token":"\#(token)","email":"op@example.com","password":"\#(operatorPassword)"}"#)
+    let r = try await client.call(
+        .post, "/api/v1/setup",
+        body: #"{"token":"\#(token)","email":"op@example.com","password":"\#(operatorPassword)"}"#)
     precondition(r.status == 201, r.text)
-    return try await client.call(.post, "/api/v1/sessions", body: #"{"email":"op@example.com","password":"\#(operatorPassword)"}"#).string("token")!
+    return try await client.call(
+        .post, "/api/v1/sessions", body: #"{"email":"op@example.com","password":"\#(operatorPassword)"}"#
+    ).string("token")!
 }

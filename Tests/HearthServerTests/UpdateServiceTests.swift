@@ -1,35 +1,49 @@
 import Crypto
 import Foundation
+import HTTPTypes
 import HearthCore
 import HearthFixtures
-@testable import HearthServer
 import HearthStorage
 import HearthUpdate
-import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
+@testable import HearthServer
 
 /// A maker's repository whose root delegates snapshot and timestamp to the deployment's online keys.
 func makerRepository(for d: TestDeployment) async throws -> MemoryRepository {
     let repo = MemoryRepository()
     repo.now = d.time.now()
-    guard case .object(let online) = try await d.updates.repository.onlinePublicKeys() else { throw HearthError(.internal, "no online keys") }
-    repo.delegatedKeys = [.snapshot: [try TUFKey(json: online["snapshot"]!)], .timestamp: [try TUFKey(json: online["timestamp"]!)]]
+    guard case .object(let online) = try await d.updates.repository.onlinePublicKeys() else {
+        throw HearthError(.internal, "no online keys")
+    }
+    repo.delegatedKeys = [
+        .snapshot: [try TUFKey(json: online["snapshot"]!)], .timestamp: [try TUFKey(json: online["timestamp"]!)],
+    ]
     return repo
 }
 
 extension TestDeployment {
     /// Writes the maker's publication and imports it.
     @discardableResult
-    func importPublication(_ repo: MemoryRepository, roots: [Int: SignedMetadata] = [:], targetsSigners: [Curve25519.Signing.PrivateKey]? = nil) async throws -> UpdateRepository.Imported {
+    func importPublication(
+        _ repo: MemoryRepository, roots: [Int: SignedMetadata] = [:],
+        targetsSigners: [Curve25519.Signing.PrivateKey]? = nil
+    ) async throws -> UpdateRepository.Imported {
         let folder = dir.appendingPathComponent("publish-\(UUID().uuidString)")
         try repo.writePublication(to: folder, roots: roots, targetsSigners: targetsSigners)
         return try await updates.repository.importPublication(from: folder)
     }
 
-    func report(_ serial: DeviceSerial, _ phase: UpdatePhase, version: String = "1.0.0", target: String? = nil, reason: String? = nil) async throws -> UpdateOffer {
-        try UpdateOffer(payload: try await updates.received(report: UpdateReport(phase: phase, version: version, target: target, reason: reason).payload, from: serial, model: try ProductModelID("thermostat-t1")))
+    func report(
+        _ serial: DeviceSerial, _ phase: UpdatePhase, version: String = "1.0.0", target: String? = nil,
+        reason: String? = nil
+    ) async throws -> UpdateOffer {
+        try UpdateOffer(
+            payload: try await updates.received(
+                report: UpdateReport(phase: phase, version: version, target: target, reason: reason).payload,
+                from: serial, model: try ProductModelID("thermostat-t1")))
     }
 }
 
@@ -46,7 +60,10 @@ struct UpdateServiceTests {
         // Each refusal, before anything was ever imported and after: the database is unchanged.
         func refused(_ why: String, _ body: () async throws -> Void) async throws {
             let before = try d.snapshot()
-            do { try await body(); Issue.record("\(why) was imported") } catch let e as HearthError { #expect(e.code != .internal, "\(why): \(e.message)") }
+            do {
+                try await body()
+                Issue.record("\(why) was imported")
+            } catch let e as HearthError { #expect(e.code != .internal, "\(why): \(e.message)") }
             #expect(try d.snapshot() == before, "\(why) changed the database")
         }
         let stranger = MemoryRepository()
@@ -57,7 +74,9 @@ struct UpdateServiceTests {
             try stranger.writePublication(to: folder)
             _ = try await d.updates.repository.importPublication(from: folder)
         }
-        try await refused("targets signed by a stranger") { try await d.importPublication(repo, targetsSigners: [Curve25519.Signing.PrivateKey()]) }
+        try await refused("targets signed by a stranger") {
+            try await d.importPublication(repo, targetsSigners: [Curve25519.Signing.PrivateKey()])
+        }
         try await refused("an image that is not the signed one") {
             let folder = d.dir.appendingPathComponent("tampered")
             try repo.writePublication(to: folder)
@@ -72,7 +91,9 @@ struct UpdateServiceTests {
         shorter.delegatedKeys = repo.delegatedKeys
         _ = try shorter.addImage(model: "thermostat-t1", version: "1.1.0", supportEnds: "2030-01-01")
         shorter.targetsVersion = 1
-        try await refused("a release whose support period is shorter than the model's") { try await d.importPublication(shorter) }
+        try await refused("a release whose support period is shorter than the model's") {
+            try await d.importPublication(shorter)
+        }
         _ = try shorter.addImage(model: "unknown-model", version: "1.0.0")
         try await refused("an image for a model the server does not have") { try await d.importPublication(shorter) }
 
@@ -87,7 +108,8 @@ struct UpdateServiceTests {
         try await refused("a new root signed only by a new root key") {
             let usurper = try await makerRepository(for: d)
             usurper.rootVersion = 2
-            try await d.importPublication(usurper, roots: [1: try repo.rootDocument(version: 1), 2: try usurper.rootDocument(version: 2)])
+            try await d.importPublication(
+                usurper, roots: [1: try repo.rootDocument(version: 1), 2: try usurper.rootDocument(version: 2)])
         }
     }
 
@@ -114,8 +136,12 @@ struct UpdateServiceTests {
             #expect(ts.headers[.cacheControl] == "no-store")
             try trusted.updateTimestamp(try SignedMetadata(json: try #require(ts.json)), now: d.time.now())
             let snap = try await client.call(.get, "/tuf/metadata/2.snapshot.json")
-            try trusted.updateSnapshot(try SignedMetadata(json: try #require(snap.json)), bytes: Array(snap.text.utf8), now: d.time.now())
-            try trusted.updateTargets(try SignedMetadata(json: try #require(try await client.call(.get, "/tuf/metadata/1.targets.json").json)), now: d.time.now())
+            try trusted.updateSnapshot(
+                try SignedMetadata(json: try #require(snap.json)), bytes: Array(snap.text.utf8), now: d.time.now())
+            try trusted.updateTargets(
+                try SignedMetadata(
+                    json: try #require(try await client.call(.get, "/tuf/metadata/1.targets.json").json)),
+                now: d.time.now())
             #expect(try await client.call(.get, "/tuf/metadata/9.targets.json").status == 404)
             #expect(try await client.call(.get, "/tuf/metadata/..%2Fhearth.sqlite").status == 404)
             #expect(try await client.call(.get, "/tuf/targets/../hearth.sqlite").status == 404)
@@ -134,16 +160,22 @@ struct UpdateServiceTests {
         let path = "/tuf/targets/\(Data(SHA256.hash(data: bytes)).hex).\(name)"
         try await d.application.test(.router) { client in
             let whole = try await client.execute(uri: path, method: .get)
-            #expect(whole.status == .ok && Array(whole.body.readableBytesView) == bytes && whole.headers[.acceptRanges] == "bytes")
+            #expect(
+                whole.status == .ok && Array(whole.body.readableBytesView) == bytes
+                    && whole.headers[.acceptRanges] == "bytes")
             var range = HTTPFields()
             range[.range] = "bytes=4000-"
             let rest = try await client.execute(uri: path, method: .get, headers: range)
-            #expect(rest.status == .partialContent && Array(rest.body.readableBytesView) == Array(bytes[4000...]) && rest.headers[.contentRange] == "bytes 4000-4999/5000", "\(rest.status) \(rest.headers)")
+            #expect(
+                rest.status == .partialContent && Array(rest.body.readableBytesView) == Array(bytes[4000...])
+                    && rest.headers[.contentRange] == "bytes 4000-4999/5000", "\(rest.status) \(rest.headers)")
             for bad in ["bytes=5000-", "bytes=10-20", "bytes=-5", "items=0-", "bytes=abc-"] {
                 range[.range] = bad
                 #expect(try await client.call(.get, path, headers: range).status == 416, "\(bad)")
             }
-            #expect(try await client.call(.get, "/tuf/targets/\(String(repeating: "0", count: 64)).\(name)").status == 404, "a name with another hash")
+            #expect(
+                try await client.call(.get, "/tuf/targets/\(String(repeating: "0", count: 64)).\(name)").status == 404,
+                "a name with another hash")
             #expect(try await client.call(.get, "/tuf/targets/\(name)").status == 404, "without its hash")
         }
     }
@@ -168,14 +200,21 @@ struct UpdateServiceTests {
         _ = try await d.report(members[0], .succeeded, version: "1.1.0", target: name)
         _ = try await d.report(members[1], .failed, target: name, reason: "arbitrary_software: hash mismatch")
         #expect(try await d.updates.view(rollout.id).rollout.state == "active", "2 finished: under the minimum sample")
-        #expect(try await d.report(members[1], .idle).target == nil, "a device that failed is not offered it again, even after a restart")
+        #expect(
+            try await d.report(members[1], .idle).target == nil,
+            "a device that failed is not offered it again, even after a restart")
         _ = try await d.report(members[2], .rolledBack, target: name, reason: "health check")
         // 2 failures of 3 finished (67% > 20%): paused by itself, and no more offers.
         let paused = try await d.updates.view(rollout.id)
-        #expect(paused.rollout.state == "paused" && paused.rollout.note?.contains("paused automatically") == true, "\(paused.rollout)")
+        #expect(
+            paused.rollout.state == "paused" && paused.rollout.note?.contains("paused automatically") == true,
+            "\(paused.rollout)")
         #expect(paused.tally == RolloutTally(members: members.count, succeeded: 1, failed: 2))
         #expect(try await d.report(members[3], .idle).target == nil)
-        #expect(try await d.store.auditRecords().contains { $0.kind == "rollout.changed" && $0.actor == "policy" && $0.detail.contains("paused automatically") })
+        #expect(
+            try await d.store.auditRecords().contains {
+                $0.kind == "rollout.changed" && $0.actor == "policy" && $0.detail.contains("paused automatically")
+            })
 
         // Operators resume, pause and abort through the API; nonsense moves are refused.
         try await d.application.test(.router) { client in
@@ -184,25 +223,41 @@ struct UpdateServiceTests {
             let path = "/api/v1/rollouts/\(rollout.id)/control"
             #expect(try await client.call(.post, path, body: #"{"action":"resume"}"#, token: owner).status == 403)
             #expect(try await client.call(.post, path, body: #"{"action":"explode"}"#, token: op).status == 400)
-            #expect(try await client.call(.post, path, body: #"{"action":"resume"}"#, token: op).string("state") == "active")
-            #expect(try await client.call(.post, path, body: #"{"action":"pause"}"#, token: op).string("state") == "paused")
-            #expect(try await client.call(.post, path, body: #"{"action":"abort"}"#, token: op).string("state") == "aborted")
+            #expect(
+                try await client.call(.post, path, body: #"{"action":"resume"}"#, token: op).string("state") == "active"
+            )
+            #expect(
+                try await client.call(.post, path, body: #"{"action":"pause"}"#, token: op).string("state") == "paused")
+            #expect(
+                try await client.call(.post, path, body: #"{"action":"abort"}"#, token: op).string("state") == "aborted"
+            )
             let again = try await client.call(.post, path, body: #"{"action":"resume"}"#, token: op)
             #expect(again.status == 409, "\(again.text)")
-            #expect(try await client.call(.post, "/api/v1/rollouts/RO-nonexistent/control", body: #"{"action":"pause"}"#, token: op).status == 404)
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/rollouts/RO-nonexistent/control", body: #"{"action":"pause"}"#, token: op
+                ).status == 404)
             // Bad plans are refused.
-            for body in [#"{"target":"\#(name)","stages":[10,5]}"#, #"{"target":"\#(name)","failureThreshold":1.5}"#, #"{"target":"\#(name)","stages":[10,50]}"#, #"{"target":"nope.img"}"#, #"{"target":"\#(name)","extra":1}"#] {
+            for body in [
+                #"{"target":"\#(name)","stages":[10,5]}"#, #"{"target":"\#(name)","failureThreshold":1.5}"#,
+                #"{"target":"\#(name)","stages":[10,50]}"#, #"{"target":"nope.img"}"#,
+                #"{"target":"\#(name)","extra":1}"#,
+            ] {
                 let r = try await client.call(.post, "/api/v1/rollouts", body: body, token: op)
                 #expect(r.status == 400 || r.status == 404 || r.status == 422, "\(body): \(r.text)")
             }
             d.time.advance(by: 1)
-            let fresh = try await client.call(.post, "/api/v1/rollouts", body: #"{"target":"\#(name)","stages":[100]}"#, token: op)
+            let fresh = try await client.call(
+                .post, "/api/v1/rollouts", body: #"{"target":"\#(name)","stages":[100]}"#, token: op)
             #expect(fresh.status == 201, "\(fresh.text)")
             // A new rollout starts from a clean tally, and offers the release again to devices that failed before.
             let freshID = try #require(fresh.string("id"))
-            #expect(try await d.updates.view(freshID).tally == RolloutTally(members: units.count, succeeded: 0, failed: 0))
+            #expect(
+                try await d.updates.view(freshID).tally == RolloutTally(members: units.count, succeeded: 0, failed: 0))
             #expect(try await d.report(members[1], .idle).target == name)
-            #expect(try await client.call(.post, "/api/v1/rollouts", body: #"{"target":"\#(name)"}"#, token: op).status == 409, "one live rollout per model")
+            #expect(
+                try await client.call(.post, "/api/v1/rollouts", body: #"{"target":"\#(name)"}"#, token: op).status
+                    == 409, "one live rollout per model")
         }
     }
 
@@ -232,31 +287,50 @@ struct UpdateServiceTests {
             let op = try await makeOperator(d, client)
             let owner = try await client.owner("owner@example.com")
             let path = "/api/v1/models/thermostat-t1/support"
-            #expect(try await client.call(.post, path, body: #"{"supportEnds":"2035-01-31"}"#, token: owner).status == 403)
-            for bad in [#"{"supportEnds":"2035-02-30"}"#, #"{"supportEnds":"soon"}"#, #"{"supportEnds":20350131}"#, #"{}"#] {
+            #expect(
+                try await client.call(.post, path, body: #"{"supportEnds":"2035-01-31"}"#, token: owner).status == 403)
+            for bad in [
+                #"{"supportEnds":"2035-02-30"}"#, #"{"supportEnds":"soon"}"#, #"{"supportEnds":20350131}"#, #"{}"#,
+            ] {
                 #expect(try await client.call(.post, path, body: bad, token: op).status == 400, "\(bad)")
             }
             let extended = try await client.call(.post, path, body: #"{"supportEnds":"2035-01-31"}"#, token: op)
-            #expect(extended.status == 200 && extended.string("supportEndsText") == "Security updates until 31 January 2035", "\(extended.text)")
+            #expect(
+                extended.status == 200
+                    && extended.string("supportEndsText") == "Security updates until 31 January 2035",
+                "\(extended.text)")
             let shortened = try await client.call(.post, path, body: #"{"supportEnds":"2034-12-31"}"#, token: op)
             #expect(shortened.status == 409 && shortened.text.contains("never shortened"), "\(shortened.text)")
-            #expect(try await d.store.model(try ProductModelID("thermostat-t1"))?.supportEnds == CalendarDate("2035-01-31"))
+            #expect(
+                try await d.store.model(try ProductModelID("thermostat-t1"))?.supportEnds == CalendarDate("2035-01-31"))
             #expect(try await d.store.auditRecords().last?.kind == "model.support_shortening_refused")
             // The public model and its page show it; the owner's device shows it.
-            #expect(try await client.call(.get, "/api/v1/models/thermostat-t1").string("supportEndsText") == "Security updates until 31 January 2035")
+            #expect(
+                try await client.call(.get, "/api/v1/models/thermostat-t1").string("supportEndsText")
+                    == "Security updates until 31 January 2035")
             #expect(try await client.call(.get, "/models").text.contains("31 January 2035"))
-            try await client.call(.post, "/api/v1/devices/claim", body: #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.digits)"}"#, token: owner)
+            try await client.call(
+                .post, "/api/v1/devices/claim",
+                body: #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.digits)"}"#, token: owner)
             let view = try await client.call(.get, "/api/v1/devices/\(unit.serial)/update", token: owner)
             #expect(view.status == 200 && view.text.contains("Security updates until 31 January 2035"), "\(view.text)")
             // Past the end, devices are told and owners see it.
             d.time.advance(by: 20 * 365 * 86_400)
-            let again = try await client.call(.post, "/api/v1/sessions", body: #"{"email":"owner@example.com","password":"a long and unusual passphrase"}"#).string("token")
+            let again = try await client.call(
+                .post, "/api/v1/sessions",
+                body: #"{"email":"owner@example.com","password":"a long and unusual passphrase"}"#
+            ).string("token")
             let past = try await client.call(.get, "/api/v1/devices/\(unit.serial)/update", token: again)
-            #expect(past.text.contains(#""supportEnded":true"#) && past.text.contains("ended on 31 January 2035"), "\(past.text)")
+            #expect(
+                past.text.contains(#""supportEnded":true"#) && past.text.contains("ended on 31 January 2035"),
+                "\(past.text)")
             #expect(try await d.report(unit.serial, .idle).supportEnded)
             #expect(try await client.call(.get, "/models").text.contains("ended on <strong>") == false)
             #expect(try await client.call(.get, "/models").text.contains("ended on 31 January 2035"))
-            #expect(try await client.call(.get, "/api/v1/devices/\(unit.serial)/update", token: try await client.owner("other@example.com")).status == 404)
+            #expect(
+                try await client.call(
+                    .get, "/api/v1/devices/\(unit.serial)/update", token: try await client.owner("other@example.com")
+                ).status == 404)
         }
     }
 }

@@ -24,7 +24,10 @@ public actor UpdateController {
     /// - Parameters:
     ///   - reboot: restarts the device into the slot `boot.json` names (the process execs itself).
     ///   - healthDeadline: how long a new version has to deliver a reading before it is rolled back.
-    public init(updater: FirmwareUpdater, healthDeadline: Duration = .seconds(120), log: @escaping @Sendable (String) -> Void = { _ in }, reboot: @escaping @Sendable () async -> Void) {
+    public init(
+        updater: FirmwareUpdater, healthDeadline: Duration = .seconds(120),
+        log: @escaping @Sendable (String) -> Void = { _ in }, reboot: @escaping @Sendable () async -> Void
+    ) {
         self.updater = updater
         self.healthDeadline = healthDeadline
         self.log = log
@@ -78,7 +81,10 @@ public actor UpdateController {
         trialTarget = nil
         lastFailure = "no reading delivered within \(healthDeadline) of starting the new version"
         do { try await updater.rollback() } catch { log("could not roll back: \(error)") }
-        await report(UpdateReport(phase: .rolledBack, version: await updater.running?.version.description ?? "0.0.0", target: target, reason: lastFailure))
+        await report(
+            UpdateReport(
+                phase: .rolledBack, version: await updater.running?.version.description ?? "0.0.0", target: target,
+                reason: lastFailure))
         log("health check failed; rolling back")
         await reboot()
     }
@@ -86,7 +92,9 @@ public actor UpdateController {
     /// The server's answer to a report: remember the support period; install an offered target.
     public func offered(_ offer: UpdateOffer) async {
         supportEnds = offer.supportEnds
-        if offer.supportEnded, !supportEnded { log("security updates for this product ended on \(offer.supportEnds.plainEnglish)") }
+        if offer.supportEnded, !supportEnded {
+            log("security updates for this product ended on \(offer.supportEnds.plainEnglish)")
+        }
         supportEnded = offer.supportEnded
         guard let name = offer.target, !busy, trialTarget == nil else { return }
         busy = true
@@ -97,7 +105,9 @@ public actor UpdateController {
     public func install(_ name: String) async {
         let running = await updater.running?.version.description ?? "0.0.0"
         do {
-            let target = try await updater.install(name) { phase in await self.report(UpdateReport(phase: phase, version: running, target: name)) }
+            let target = try await updater.install(name) { phase in
+                await self.report(UpdateReport(phase: phase, version: running, target: name))
+            }
             log("installed \(target.version) in the inactive slot; restarting into it")
             await reboot()
         } catch {

@@ -40,7 +40,9 @@ public struct HTTPSUpdateFetcher: UpdateFetcher {
 
     /// - Parameter base: e.g. `https://hearth.example:8443/tuf`.
     public init(base: URL, trustRootsPEM: String, timeout: TimeAmount = .seconds(30)) throws {
-        guard base.scheme == "https", let host = base.host else { throw DeviceError("the update repository must be an https:// URL") }
+        guard base.scheme == "https", let host = base.host else {
+            throw DeviceError("the update repository must be an https:// URL")
+        }
         self.host = host
         port = base.port ?? 443
         basePath = base.path.hasSuffix("/") ? String(base.path.dropLast()) : base.path
@@ -69,7 +71,9 @@ public struct HTTPSUpdateFetcher: UpdateFetcher {
     }
 
     public func download(_ path: String, to file: URL, limit: Int) async throws {
-        if !FileManager.default.fileExists(atPath: file.path) { FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600]) }
+        if !FileManager.default.fileExists(atPath: file.path) {
+            FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600])
+        }
         let handle = try FileHandle(forWritingTo: file)
         defer { try? handle.close() }
         let have = Int(try handle.seekToEnd())
@@ -79,7 +83,10 @@ public struct HTTPSUpdateFetcher: UpdateFetcher {
             try await get(path, from: have, limit: limit - have) { chunk in
                 try handle.write(contentsOf: chunk)
                 unsynced += chunk.count
-                if unsynced >= 256 * 1024 { try handle.synchronize(); unsynced = 0 }
+                if unsynced >= 256 * 1024 {
+                    try handle.synchronize()
+                    unsynced = 0
+                }
             }
         } catch UpdateFetchError.status(416) {
             // Nothing after `have`: the file is complete already.
@@ -95,7 +102,8 @@ public struct HTTPSUpdateFetcher: UpdateFetcher {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: tls, serverHostname: nil))
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(ResponseStreamer(continuation: continuation))
                 }
@@ -135,7 +143,9 @@ final class ResponseStreamer: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     let continuation: AsyncThrowingStream<HTTPClientResponsePart, any Error>.Continuation
 
-    init(continuation: AsyncThrowingStream<HTTPClientResponsePart, any Error>.Continuation) { self.continuation = continuation }
+    init(continuation: AsyncThrowingStream<HTTPClientResponsePart, any Error>.Continuation) {
+        self.continuation = continuation
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)

@@ -58,7 +58,10 @@ public actor FirmwareUpdater {
     public private(set) var running: FirmwareTarget?
     public private(set) var activeSlot: FirmwareSlot = .a
 
-    public init(device folder: URL, model: ProductModelID, fetcher: (any UpdateFetcher)?, clock: any TimeSource = SystemTimeSource(), slotCapacity: Int = 64 * 1024 * 1024) {
+    public init(
+        device folder: URL, model: ProductModelID, fetcher: (any UpdateFetcher)?,
+        clock: any TimeSource = SystemTimeSource(), slotCapacity: Int = 64 * 1024 * 1024
+    ) {
         self.folder = folder.appendingPathComponent("update")
         factory = folder.appendingPathComponent("firmware")
         self.model = model
@@ -89,7 +92,8 @@ public actor FirmwareUpdater {
         var rolledBackReason: String?
         if state.trial {
             if state.tries >= 1 {
-                rolledBackReason = "version in slot \(state.active.rawValue) did not pass its health check before a restart"
+                rolledBackReason =
+                    "version in slot \(state.active.rawValue) did not pass its health check before a restart"
                 state = BootState(active: state.active.other, trial: false, tries: 0)
                 try writeBootState(state)
             } else {
@@ -113,23 +117,31 @@ public actor FirmwareUpdater {
                 return .fellBack(other, firmware, reason: "slot \(state.active.rawValue): \(why)")
             case .failure(let whyOther):
                 running = nil
-                return .integrityFailure(reason: "slot \(state.active.rawValue): \(why); slot \(other.rawValue): \(whyOther)")
+                return .integrityFailure(
+                    reason: "slot \(state.active.rawValue): \(why); slot \(other.rawValue): \(whyOther)")
             }
         }
     }
 
     /// Verifies a slot's image against its manifest's signed targets, under the trusted root.
     func verify(_ s: FirmwareSlot, root: JSONValue) -> Result<FirmwareTarget, SlotError> {
-        guard let image = FileManager.default.contents(atPath: slot(s).appendingPathComponent("image").path) else { return .failure(SlotError("no image")) }
+        guard let image = FileManager.default.contents(atPath: slot(s).appendingPathComponent("image").path) else {
+            return .failure(SlotError("no image"))
+        }
         var last = SlotError("no manifest")
         for file in ["manifest.json", "manifest.next.json"] {
-            guard let data = FileManager.default.contents(atPath: slot(s).appendingPathComponent(file).path) else { continue }
-            guard case .object(let m)? = try? JSONValue.parse(Array(data)), case .string(let name)? = m["name"], let t = m["targets"], let targets = try? SignedMetadata(json: t) else {
+            guard let data = FileManager.default.contents(atPath: slot(s).appendingPathComponent(file).path) else {
+                continue
+            }
+            guard case .object(let m)? = try? JSONValue.parse(Array(data)), case .string(let name)? = m["name"],
+                let t = m["targets"], let targets = try? SignedMetadata(json: t)
+            else {
                 last = SlotError("malformed manifest")
                 continue
             }
             do {
-                let firmware = try TrustedMetadata.verifyInstalled(root: root, targets: targets, name: name, image: Array(image))
+                let firmware = try TrustedMetadata.verifyInstalled(
+                    root: root, targets: targets, name: name, image: Array(image))
                 guard firmware.model == model else { return .failure(SlotError("the image is for \(firmware.model)")) }
                 return .success(firmware)
             } catch {
@@ -151,21 +163,27 @@ public actor FirmwareUpdater {
     func trustedChain() throws -> TrustedMetadata {
         var client = try TrustedMetadata(root: try Self.readSigned(factory.appendingPathComponent("root.json")))
         var version = Self.version(client.root) + 1
-        while let next = try? Self.readSigned(rootsFolder.appendingPathComponent("\(version).root.json")), (try? client.updateRoot(next)) != nil { version += 1 }
+        while let next = try? Self.readSigned(rootsFolder.appendingPathComponent("\(version).root.json")),
+            (try? client.updateRoot(next)) != nil
+        { version += 1 }
         return client
     }
 
     /// First boot: the factory image goes into slot A with the factory's targets as its manifest.
     func flashFactory() throws {
         for dir in [folder, slot(.a), slot(.b), rootsFolder, trustedFolder, downloads] {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
         guard let targets = FileManager.default.contents(atPath: factory.appendingPathComponent("targets.json").path),
             let name = try? String(contentsOf: factory.appendingPathComponent("name"), encoding: .utf8),
             let image = FileManager.default.contents(atPath: factory.appendingPathComponent("image").path)
         else { throw DeviceError("the factory firmware (firmware/targets.json, name, image) is missing") }
         try Self.writeAtomically(image, to: slot(.a).appendingPathComponent("image"))
-        let manifest: JSONValue = ["name": .string(name.trimmingCharacters(in: .whitespacesAndNewlines)), "targets": try JSONValue.parse(Array(targets))]
+        let manifest: JSONValue = [
+            "name": .string(name.trimmingCharacters(in: .whitespacesAndNewlines)),
+            "targets": try JSONValue.parse(Array(targets)),
+        ]
         try Self.writeAtomically(Data(manifest.text.utf8), to: slot(.a).appendingPathComponent("manifest.json"))
         try writeBootState(BootState(active: .a, trial: false, tries: 0))
     }
@@ -177,14 +195,21 @@ public actor FirmwareUpdater {
     }
 
     func readBootState() -> BootState {
-        guard let data = FileManager.default.contents(atPath: bootFile.path), case .object(let o)? = try? JSONValue.parse(Array(data)),
-            case .string(let a)? = o["active"], let active = FirmwareSlot(rawValue: a), case .bool(let trial)? = o["trial"], case .number(let tries)? = o["tries"]
+        guard let data = FileManager.default.contents(atPath: bootFile.path),
+            case .object(let o)? = try? JSONValue.parse(Array(data)),
+            case .string(let a)? = o["active"], let active = FirmwareSlot(rawValue: a),
+            case .bool(let trial)? = o["trial"], case .number(let tries)? = o["tries"]
         else { return BootState(active: .a, trial: false, tries: 0) }
-        return BootState(active: active, trial: trial, tries: NetworkInput.wholeNumber(tries).map { min(max($0, 0), 1_000) } ?? 0)
+        return BootState(
+            active: active, trial: trial, tries: NetworkInput.wholeNumber(tries).map { min(max($0, 0), 1_000) } ?? 0)
     }
 
     func writeBootState(_ s: BootState) throws {
-        try Self.writeAtomically(Data(JSONValue.object(["active": .string(s.active.rawValue), "trial": .bool(s.trial), "tries": .number(Double(s.tries))]).text.utf8), to: bootFile)
+        try Self.writeAtomically(
+            Data(
+                JSONValue.object([
+                    "active": .string(s.active.rawValue), "trial": .bool(s.trial), "tries": .number(Double(s.tries)),
+                ]).text.utf8), to: bootFile)
     }
 
     // MARK: Commit and roll back
@@ -213,7 +238,9 @@ public actor FirmwareUpdater {
     /// `phase` is told each step. Throws ``UpdateRefusal`` for an attack, other errors otherwise;
     /// then nothing on the active slot has changed.
     public func install(_ name: String, phase: @Sendable (UpdatePhase) async -> Void) async throws -> FirmwareTarget {
-        guard let fetcher, let current = running else { throw DeviceError("this device has no update repository or no running firmware") }
+        guard let fetcher, let current = running else {
+            throw DeviceError("this device has no update repository or no running firmware")
+        }
         let trusted = try await refresh(fetcher)
         let target = try trusted.firmware(name)
         try target.check(for: model, running: current.version)
@@ -229,7 +256,10 @@ public actor FirmwareUpdater {
         }
         await phase(.verifying)
         let (length, sha) = try Self.digest(partial)
-        guard length <= limit else { try? FileManager.default.removeItem(at: partial); throw UpdateRefusal.tooLong(name, limit: limit) }
+        guard length <= limit else {
+            try? FileManager.default.removeItem(at: partial)
+            throw UpdateRefusal.tooLong(name, limit: limit)
+        }
         guard length == target.length, sha == target.sha256 else {
             try? FileManager.default.removeItem(at: partial)
             throw UpdateRefusal.targetMismatch("\(name) does not match its signed length and hash")
@@ -237,13 +267,22 @@ public actor FirmwareUpdater {
         await phase(.installing)
         let inactive = slot(activeSlot.other)
         try FileManager.default.createDirectory(at: inactive, withIntermediateDirectories: true)
-        for file in ["manifest.json", "manifest.next.json"] { try? FileManager.default.removeItem(at: inactive.appendingPathComponent(file)) }
+        for file in ["manifest.json", "manifest.next.json"] {
+            try? FileManager.default.removeItem(at: inactive.appendingPathComponent(file))
+        }
         Self.syncDirectory(inactive)
-        guard rename(partial.path, inactive.appendingPathComponent("image").path) == 0 else { throw DeviceError("cannot install into slot \(activeSlot.other.rawValue)") }
+        guard rename(partial.path, inactive.appendingPathComponent("image").path) == 0 else {
+            throw DeviceError("cannot install into slot \(activeSlot.other.rawValue)")
+        }
         Self.syncDirectory(inactive)
-        let manifest: JSONValue = ["name": .string(name), "targets": try Self.readSigned(trustedFolder.appendingPathComponent("targets.json")).json]
+        let manifest: JSONValue = [
+            "name": .string(name),
+            "targets": try Self.readSigned(trustedFolder.appendingPathComponent("targets.json")).json,
+        ]
         try Self.writeAtomically(Data(manifest.text.utf8), to: inactive.appendingPathComponent("manifest.json"))
-        guard case .success = verify(activeSlot.other, root: trusted.root) else { throw DeviceError("slot \(activeSlot.other.rawValue) does not verify after install") }
+        guard case .success = verify(activeSlot.other, root: trusted.root) else {
+            throw DeviceError("slot \(activeSlot.other.rawValue) does not verify after install")
+        }
         await phase(.rebooting)
         try writeBootState(BootState(active: activeSlot.other, trial: true, tries: 0))
         return target
@@ -262,68 +301,103 @@ public actor FirmwareUpdater {
         // 5.3: newer roots, one version at a time, at most 32 per refresh.
         var newRoots: [(Int, [UInt8])] = []
         for _ in 0..<32 {
-            guard let bytes = try await fetchCapped(fetcher, "metadata/\(version).root.json", limit: 512 * 1024) else { break }
+            guard let bytes = try await fetchCapped(fetcher, "metadata/\(version).root.json", limit: 512 * 1024) else {
+                break
+            }
             try client.updateRoot(try Self.parse(bytes))
             newRoots.append((version, bytes))
             version += 1
         }
-        guard let timestampBytes = try await fetchCapped(fetcher, "metadata/timestamp.json", limit: 16 * 1024) else { throw DeviceError("the repository has no timestamp.json") }
+        guard let timestampBytes = try await fetchCapped(fetcher, "metadata/timestamp.json", limit: 16 * 1024) else {
+            throw DeviceError("the repository has no timestamp.json")
+        }
         try client.updateTimestamp(try Self.parse(timestampBytes), now: now)
-        guard case .object(let ts)? = client.timestamp, case .object(let meta)? = ts["meta"], case .object(let snap)? = meta["snapshot.json"], case .number(let svNumber)? = snap["version"],
+        guard case .object(let ts)? = client.timestamp, case .object(let meta)? = ts["meta"],
+            case .object(let snap)? = meta["snapshot.json"], case .number(let svNumber)? = snap["version"],
             let sv = NetworkInput.wholeNumber(svNumber), sv >= 1
         else {
             throw UpdateRefusal.malformed("timestamp without snapshot meta")
         }
         var snapshotLimit = 1 << 20
-        if case .number(let l)? = snap["length"], let length = NetworkInput.wholeNumber(l), length >= 0 { snapshotLimit = min(snapshotLimit, length) }
-        guard let snapshotBytes = try await fetchCapped(fetcher, "metadata/\(sv).snapshot.json", limit: snapshotLimit) else { throw UpdateRefusal.mismatch(.snapshot, "snapshot version \(sv) is missing") }
+        if case .number(let l)? = snap["length"], let length = NetworkInput.wholeNumber(l), length >= 0 {
+            snapshotLimit = min(snapshotLimit, length)
+        }
+        guard let snapshotBytes = try await fetchCapped(fetcher, "metadata/\(sv).snapshot.json", limit: snapshotLimit)
+        else { throw UpdateRefusal.mismatch(.snapshot, "snapshot version \(sv) is missing") }
         try client.updateSnapshot(try Self.parse(snapshotBytes), bytes: snapshotBytes, now: now)
-        guard case .object(let sn)? = client.snapshot, case .object(let smeta)? = sn["meta"], case .object(let tmeta)? = smeta["targets.json"], case .number(let tvNumber)? = tmeta["version"],
+        guard case .object(let sn)? = client.snapshot, case .object(let smeta)? = sn["meta"],
+            case .object(let tmeta)? = smeta["targets.json"], case .number(let tvNumber)? = tmeta["version"],
             let tv = NetworkInput.wholeNumber(tvNumber), tv >= 1
         else {
             throw UpdateRefusal.malformed("snapshot without targets meta")
         }
-        guard let targetsBytes = try await fetchCapped(fetcher, "metadata/\(tv).targets.json", limit: 8 << 20) else { throw UpdateRefusal.mismatch(.targets, "targets version \(tv) is missing") }
+        guard let targetsBytes = try await fetchCapped(fetcher, "metadata/\(tv).targets.json", limit: 8 << 20) else {
+            throw UpdateRefusal.mismatch(.targets, "targets version \(tv) is missing")
+        }
         let targets = try Self.parse(targetsBytes)
         try client.updateTargets(targets, now: now)
         // Keep the slots bootable under new keys: each slot whose image the new targets still list
         // with the same hash gets the new manifest beside the old one before the new roots count.
         for s in FirmwareSlot.allCases {
-            guard case .object(let m)? = (FileManager.default.contents(atPath: slot(s).appendingPathComponent("manifest.json").path)).flatMap({ try? JSONValue.parse(Array($0)) }),
-                case .string(let name)? = m["name"], let image = FileManager.default.contents(atPath: slot(s).appendingPathComponent("image").path),
-                (try? TrustedMetadata.verifyInstalled(root: client.root, targets: targets, name: name, image: Array(image))) != nil
+            guard
+                case .object(let m)? =
+                    (FileManager.default.contents(atPath: slot(s).appendingPathComponent("manifest.json").path))
+                    .flatMap({ try? JSONValue.parse(Array($0)) }),
+                case .string(let name)? = m["name"],
+                let image = FileManager.default.contents(atPath: slot(s).appendingPathComponent("image").path),
+                (try? TrustedMetadata.verifyInstalled(
+                    root: client.root, targets: targets, name: name, image: Array(image))) != nil
             else { continue }
-            try Self.writeAtomically(Data(JSONValue.object(["name": .string(name), "targets": targets.json]).text.utf8), to: slot(s).appendingPathComponent("manifest.next.json"))
+            try Self.writeAtomically(
+                Data(JSONValue.object(["name": .string(name), "targets": targets.json]).text.utf8),
+                to: slot(s).appendingPathComponent("manifest.next.json"))
         }
         try FileManager.default.createDirectory(at: rootsFolder, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: trustedFolder, withIntermediateDirectories: true)
-        for (v, bytes) in newRoots { try Self.writeAtomically(Data(bytes), to: rootsFolder.appendingPathComponent("\(v).root.json")) }
+        for (v, bytes) in newRoots {
+            try Self.writeAtomically(Data(bytes), to: rootsFolder.appendingPathComponent("\(v).root.json"))
+        }
         try Self.writeAtomically(Data(targetsBytes), to: trustedFolder.appendingPathComponent("targets.json"))
         try Self.writeAtomically(Data(snapshotBytes), to: trustedFolder.appendingPathComponent("snapshot.json"))
         try Self.writeAtomically(Data(timestampBytes), to: trustedFolder.appendingPathComponent("timestamp.json"))
-        for s in FirmwareSlot.allCases where FileManager.default.fileExists(atPath: slot(s).appendingPathComponent("manifest.next.json").path) {
-            _ = rename(slot(s).appendingPathComponent("manifest.next.json").path, slot(s).appendingPathComponent("manifest.json").path)
+        for s in FirmwareSlot.allCases
+        where FileManager.default.fileExists(atPath: slot(s).appendingPathComponent("manifest.next.json").path) {
+            _ = rename(
+                slot(s).appendingPathComponent("manifest.next.json").path,
+                slot(s).appendingPathComponent("manifest.json").path)
             Self.syncDirectory(slot(s))
         }
         return client
     }
 
     func fetchCapped(_ fetcher: any UpdateFetcher, _ path: String, limit: Int) async throws -> [UInt8]? {
-        do { return try await fetcher.fetch(path, limit: limit) } catch UpdateFetchError.tooLong(let l) { throw UpdateRefusal.tooLong(path, limit: l) }
+        do { return try await fetcher.fetch(path, limit: limit) } catch UpdateFetchError.tooLong(let l) {
+            throw UpdateRefusal.tooLong(path, limit: l)
+        }
     }
 
     // MARK: Files
 
     static func readSigned(_ url: URL) throws -> SignedMetadata {
-        guard let data = FileManager.default.contents(atPath: url.path), data.count <= 8 << 20 else { throw DeviceError("cannot read \(url.lastPathComponent)") }
+        guard let data = FileManager.default.contents(atPath: url.path), data.count <= 8 << 20 else {
+            throw DeviceError("cannot read \(url.lastPathComponent)")
+        }
         return try parse(Array(data))
     }
 
     static func parse(_ bytes: [UInt8]) throws -> SignedMetadata {
-        do { return try SignedMetadata(json: try JSONValue.parse(bytes)) } catch { throw UpdateRefusal.malformed("\(error)") }
+        do { return try SignedMetadata(json: try JSONValue.parse(bytes)) } catch {
+            throw UpdateRefusal.malformed("\(error)")
+        }
     }
 
-    static func version(_ signed: JSONValue) -> Int { if case .object(let o) = signed, case .number(let v)? = o["version"], let n = NetworkInput.wholeNumber(v) { n } else { 1 } }
+    static func version(_ signed: JSONValue) -> Int {
+        if case .object(let o) = signed, case .number(let v)? = o["version"], let n = NetworkInput.wholeNumber(v) {
+            n
+        } else {
+            1
+        }
+    }
 
     /// Length and SHA-256 of a file, read in 1 MiB pieces.
     static func digest(_ url: URL) throws -> (Int, String) {
@@ -346,12 +420,17 @@ public actor FirmwareUpdater {
         let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd)
         close(fd)
-        guard written == data.count, synced == 0, rename(temporary.path, url.path) == 0 else { throw DeviceError("cannot write \(url.path)") }
+        guard written == data.count, synced == 0, rename(temporary.path, url.path) == 0 else {
+            throw DeviceError("cannot write \(url.path)")
+        }
         syncDirectory(url.deletingLastPathComponent())
     }
 
     static func syncDirectory(_ url: URL) {
         let fd = open(url.path, O_RDONLY)
-        if fd >= 0 { fsync(fd); close(fd) }
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
     }
 }

@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
-import SwiftASN1
 import HearthCore
 import HearthCrypto
+import SwiftASN1
 import X509
 
 /// The data folder: everything a deployment keeps on disk.
@@ -50,7 +50,9 @@ public struct DataFolder: Sendable {
     public static let defaultHostnames = ["localhost", "127.0.0.1", "::1"]
 
     ///     they change or it is within 30 days of expiry.
-    public static func open(path: String, kekFile: String? = nil, hostnames: [String] = defaultHostnames, now: Date = Date()) throws -> DataFolder {
+    public static func open(
+        path: String, kekFile: String? = nil, hostnames: [String] = defaultHostnames, now: Date = Date()
+    ) throws -> DataFolder {
         // Everything this process creates from here on (database, WAL, bundles) is private.
         umask(0o077)
         let fm = FileManager.default
@@ -58,7 +60,9 @@ public struct DataFolder: Sendable {
         var isDirectory: ObjCBool = false
         let existed = fm.fileExists(atPath: path, isDirectory: &isDirectory)
         if existed {
-            guard isDirectory.boolValue else { throw HearthError(.invalidInput, field: "data", "\(path) is not a folder") }
+            guard isDirectory.boolValue else {
+                throw HearthError(.invalidInput, field: "data", "\(path) is not a folder")
+            }
             try requirePrivate(path, maxMode: 0o700, what: "the data folder")
         } else {
             try fm.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -68,16 +72,24 @@ public struct DataFolder: Sendable {
         let kek = try loadOrCreateKEK(folder: url, kekFile: kekFile)
         let rootKeyFile = url.appendingPathComponent("root-ca.key.sealed")
         let created = !fm.fileExists(atPath: rootKeyFile.path)
-        let rootCA = try loadOrCreateCA(folder: url, name: "root-ca", commonName: "Hearth Deployment Root CA", kek: kek, now: now)
-        let deviceCA = try loadOrCreateCA(folder: url, name: "device-ca", commonName: "Hearth Device CA", kek: kek, now: now)
-        let (serverCertificate, serverKey) = try loadOrIssueServerCertificate(folder: url, rootCA: rootCA, hostnames: hostnames, kek: kek, now: now)
-        return DataFolder(url: url, kek: kek, rootCA: rootCA, deviceCA: deviceCA, serverCertificate: serverCertificate, serverKey: serverKey, created: created)
+        let rootCA = try loadOrCreateCA(
+            folder: url, name: "root-ca", commonName: "Hearth Deployment Root CA", kek: kek, now: now)
+        let deviceCA = try loadOrCreateCA(
+            folder: url, name: "device-ca", commonName: "Hearth Device CA", kek: kek, now: now)
+        let (serverCertificate, serverKey) = try loadOrIssueServerCertificate(
+            folder: url, rootCA: rootCA, hostnames: hostnames, kek: kek, now: now)
+        return DataFolder(
+            url: url, kek: kek, rootCA: rootCA, deviceCA: deviceCA, serverCertificate: serverCertificate,
+            serverKey: serverKey, created: created)
     }
 
     static func loadOrCreateKEK(folder: URL, kekFile: String?) throws -> KeyEncryptionKey {
         if let kekFile {
             guard FileManager.default.fileExists(atPath: kekFile) else {
-                throw HearthError(.invalidInput, field: "kek-file", "\(kekFile) does not exist; create it with: head -c 32 /dev/urandom > \(kekFile) && chmod 600 \(kekFile)")
+                throw HearthError(
+                    .invalidInput, field: "kek-file",
+                    "\(kekFile) does not exist; create it with: head -c 32 /dev/urandom > \(kekFile) && chmod 600 \(kekFile)"
+                )
             }
             try requirePrivate(kekFile, maxMode: 0o600, what: "the key-encryption key")
             return try KeyEncryptionKey(rawBytes: try Data(contentsOf: URL(fileURLWithPath: kekFile)))
@@ -92,12 +104,15 @@ public struct DataFolder: Sendable {
         return kek
     }
 
-    static func loadOrCreateCA(folder: URL, name: String, commonName: String, kek: KeyEncryptionKey, now: Date) throws -> CertificateAuthority {
+    static func loadOrCreateCA(folder: URL, name: String, commonName: String, kek: KeyEncryptionKey, now: Date) throws
+        -> CertificateAuthority
+    {
         let certFile = folder.appendingPathComponent("\(name).pem")
         let keyFile = folder.appendingPathComponent("\(name).key.sealed")
         if FileManager.default.fileExists(atPath: keyFile.path) {
             try requirePrivate(keyFile.path, maxMode: 0o600, what: "the \(name) key")
-            let key = try P256.Signing.PrivateKey.unsealed(try Data(contentsOf: keyFile), context: "file:\(name).key", kek: kek)
+            let key = try P256.Signing.PrivateKey.unsealed(
+                try Data(contentsOf: keyFile), context: "file:\(name).key", kek: kek)
             let certificate = try Certificate(pemEncoded: try String(contentsOf: certFile, encoding: .utf8))
             return try CertificateAuthority(certificate: certificate, privateKey: key)
         }
@@ -107,12 +122,15 @@ public struct DataFolder: Sendable {
         return ca
     }
 
-    static func loadOrIssueServerCertificate(folder: URL, rootCA: CertificateAuthority, hostnames: [String], kek: KeyEncryptionKey, now: Date) throws -> (Certificate, P256.Signing.PrivateKey) {
+    static func loadOrIssueServerCertificate(
+        folder: URL, rootCA: CertificateAuthority, hostnames: [String], kek: KeyEncryptionKey, now: Date
+    ) throws -> (Certificate, P256.Signing.PrivateKey) {
         let certFile = folder.appendingPathComponent("server.pem")
         let keyFile = folder.appendingPathComponent("server.key.sealed")
         if FileManager.default.fileExists(atPath: keyFile.path), FileManager.default.fileExists(atPath: certFile.path) {
             try requirePrivate(keyFile.path, maxMode: 0o600, what: "the server key")
-            let key = try P256.Signing.PrivateKey.unsealed(try Data(contentsOf: keyFile), context: "file:server.key", kek: kek)
+            let key = try P256.Signing.PrivateKey.unsealed(
+                try Data(contentsOf: keyFile), context: "file:server.key", kek: kek)
             let certificate = try Certificate(pemEncoded: try String(contentsOf: certFile, encoding: .utf8))
             let fresh = certificate.notValidAfter > now.addingTimeInterval(30 * 86_400)
             if fresh, Set(certificate.subjectAlternativeHostnames) == Set(hostnames),
@@ -133,7 +151,9 @@ public struct DataFolder: Sendable {
     /// it is readable by others).
     public static func writePrivate(_ data: Data, to url: URL) throws {
         let fd = Foundation.open(url.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw HearthError(.internal, "cannot create \(url.path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw HearthError(.internal, "cannot create \(url.path): \(String(cString: strerror(errno)))")
+        }
         defer { close(fd) }
         fchmod(fd, 0o600)
         let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

@@ -7,7 +7,9 @@ import HearthStorage
 struct Chart: Sendable {
     /// The windows a device page offers.
     enum Window: String, CaseIterable, Sendable {
-        case hour = "1h", day = "24h", week = "7d"
+        case hour = "1h"
+        case day = "24h"
+        case week = "7d"
 
         var seconds: TimeInterval {
             switch self {
@@ -56,7 +58,8 @@ struct Chart: Sendable {
     let yTicks: [Tick]
     let xTicks: [Tick]
     let hasData: Bool
-    let plotLeft = String(Int(left)), plotRight = String(Int(width - right)), plotTop = String(Int(top)), plotBottom = String(Int(height - bottom))
+    let plotLeft = String(Int(left)), plotRight = String(Int(width - right)), plotTop = String(Int(top)),
+        plotBottom = String(Int(height - bottom))
 
     init(field: String, unit: String?, buckets: [TelemetryBucket], window: Window, now: Date) {
         let from = now.addingTimeInterval(-window.seconds)
@@ -65,30 +68,42 @@ struct Chart: Sendable {
         heading = "\(field.prefix(1).uppercased() + field.dropFirst())\(unitText)"
         let means = buckets.map(\.mean).filter(\.isFinite)
         hasData = !means.isEmpty
-        var lo = means.min() ?? 0, hi = means.max() ?? 1
+        var lo = means.min() ?? 0
+        var hi = means.max() ?? 1
         if hi - lo < 1e-9 { (lo, hi) = (lo - 1, hi + 1) }
         var step = Self.niceStep((hi - lo) / 4)
         // Values beyond what a step can span (never from a model's bounded fields): a plain split.
         if !((hi - lo) / step < 20) { (lo, hi, step) = (-1, 1, 0.5) }
         lo = (lo / step).rounded(.down) * step
         hi = (hi / step).rounded(.up) * step
-        let plotWidth = Self.width - Self.left - Self.right, plotHeight = Self.height - Self.top - Self.bottom
-        func x(_ date: Date) -> Double { Self.left + plotWidth * min(1, max(0, date.timeIntervalSince(from) / window.seconds)) }
+        let plotWidth = Self.width - Self.left - Self.right
+        let plotHeight = Self.height - Self.top - Self.bottom
+        func x(_ date: Date) -> Double {
+            Self.left + plotWidth * min(1, max(0, date.timeIntervalSince(from) / window.seconds))
+        }
         func y(_ value: Double) -> Double { Self.top + plotHeight * (1 - (value - lo) / (hi - lo)) }
         let slice = window.seconds / Double(window.buckets)
-        points = buckets.filter { $0.mean.isFinite }.map { "\(Self.fixed(x($0.start.addingTimeInterval(slice / 2)))),\(Self.fixed(y($0.mean)))" }.joined(separator: " ")
-        yTicks = stride(from: lo, through: hi + step / 2, by: step).map { Tick(x: Self.fixed(Self.left - 6), y: Self.fixed(y($0) + 4), label: Self.number($0, step: step)) }
+        points = buckets.filter { $0.mean.isFinite }.map {
+            "\(Self.fixed(x($0.start.addingTimeInterval(slice / 2)))),\(Self.fixed(y($0.mean)))"
+        }.joined(separator: " ")
+        yTicks = stride(from: lo, through: hi + step / 2, by: step).map {
+            Tick(x: Self.fixed(Self.left - 6), y: Self.fixed(y($0) + 4), label: Self.number($0, step: step))
+        }
         var ticks: [Tick] = []
         var t = (from.timeIntervalSince1970 / window.tickEvery).rounded(.up) * window.tickEvery
         while t <= now.timeIntervalSince1970 {
             let date = Date(timeIntervalSince1970: t)
-            ticks.append(Tick(x: Self.fixed(x(date)), y: Self.fixed(Self.height - 10), label: Self.timeLabel(date, window: window)))
+            ticks.append(
+                Tick(
+                    x: Self.fixed(x(date)), y: Self.fixed(Self.height - 10), label: Self.timeLabel(date, window: window)
+                ))
             t += window.tickEvery
         }
         xTicks = ticks
         if let first = means.first, let last = means.last, let low = means.min(), let high = means.max() {
             let u = unit.map { " \($0)" } ?? ""
-            summary = "\(heading) over \(window.words): from \(Self.number(low, step: 0.1)) to \(Self.number(high, step: 0.1))\(u); first \(Self.number(first, step: 0.1)), latest \(Self.number(last, step: 0.1))\(u)."
+            summary =
+                "\(heading) over \(window.words): from \(Self.number(low, step: 0.1)) to \(Self.number(high, step: 0.1))\(u); first \(Self.number(first, step: 0.1)), latest \(Self.number(last, step: 0.1))\(u)."
         } else {
             summary = "No readings of \(field) in \(window.words)."
         }

@@ -1,5 +1,5 @@
-import Hummingbird
 import HearthCore
+import Hummingbird
 import NIOCore
 
 /// The request context: the caller's address (for throttling) and, once authenticated, who they are.
@@ -16,7 +16,10 @@ public struct HearthRequestContext: RequestContext {
 
     /// The signed-in identity, or 401.
     public func requireIdentity() throws -> Identity {
-        guard let identity else { throw HearthError(.unauthorized, "sign in first: send 'Authorization: Bearer <token>' from POST /api/v1/sessions") }
+        guard let identity else {
+            throw HearthError(
+                .unauthorized, "sign in first: send 'Authorization: Bearer <token>' from POST /api/v1/sessions")
+        }
         return identity
     }
 

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
-import HearthCrypto
 import HearthCore
+import HearthCrypto
 import Hummingbird
 import HummingbirdTLS
 import Logging
@@ -27,7 +27,8 @@ public enum HTTPSServer {
     public static func tlsConfiguration(folder: DataFolder) throws -> TLSConfiguration {
         let certificate = try NIOSSLCertificate(bytes: Array(try folder.serverCertificate.pem().utf8), format: .pem)
         let key = try NIOSSLPrivateKey(bytes: Array(folder.serverKey.pemRepresentation.utf8), format: .pem)
-        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
         tls.cipherSuites = [
             "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
@@ -44,7 +45,9 @@ public enum HTTPSServer {
     ) throws -> some ApplicationProtocol {
         Application(
             router: router(hearth: hearth, logger: logger),
-            server: try .tls(.http1(configuration: .init(idleTimeout: .seconds(60))), tlsConfiguration: tlsConfiguration(folder: folder)),
+            server: try .tls(
+                .http1(configuration: .init(idleTimeout: .seconds(60))),
+                tlsConfiguration: tlsConfiguration(folder: folder)),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress) },
             logger: logger

@@ -7,11 +7,16 @@ import Logging
 /// Security headers on every response (Code of Practice guideline 5 and 6): HSTS, a strict CSP that
 /// allows only the site's own script file (no inline script; the pages work without it), no framing, no sniffing, no referrer, and no caching of API answers.
 struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         var response = try await next(request, context)
         let h = [
             ("Strict-Transport-Security", "max-age=63072000; includeSubDomains"),
-            ("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+            (
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            ),
             ("X-Content-Type-Options", "nosniff"),
             ("X-Frame-Options", "DENY"),
             // same-origin, not no-referrer: with no-referrer a browser's own form posts carry
@@ -33,7 +38,9 @@ struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
 struct HostCheckMiddleware<Context: RequestContext>: RouterMiddleware {
     let hosts: Set<String>
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         guard let authority = request.head.authority, !authority.isEmpty else {
             throw HearthError(.invalidInput, field: "Host", "the Host header is required")
         }
@@ -71,7 +78,9 @@ struct ErrorMiddleware: RouterMiddleware {
     typealias Context = HearthRequestContext
     let logger: Logger
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         do {
             return try await next(request, context)
         } catch {
@@ -146,7 +155,8 @@ enum JSON {
 /// Reads request bodies with a hard cap, before parsing anything.
 enum Body {
     static func bytes(_ request: Request, limit: Int) async throws -> [UInt8] {
-        if let length = request.headers[.contentLength].flatMap({ NetworkInput.nonNegativeInteger($0) }), length > limit {
+        if let length = request.headers[.contentLength].flatMap({ NetworkInput.nonNegativeInteger($0) }), length > limit
+        {
             throw HearthError(.payloadTooLarge, "the body is \(length) bytes; this endpoint accepts at most \(limit)")
         }
         do {
@@ -157,7 +167,8 @@ enum Body {
         } catch {
             // The HTTP parser refused the body itself (a broken chunked encoding, a transfer coding
             // it does not take): the client's fault, not ours.
-            throw HearthError(.malformedBody, "the request body could not be read (check Content-Length and Transfer-Encoding)")
+            throw HearthError(
+                .malformedBody, "the request body could not be read (check Content-Length and Transfer-Encoding)")
         }
     }
 
@@ -176,14 +187,18 @@ enum Body {
             throw HearthError(.unsupportedMediaType, "send the form as application/x-www-form-urlencoded")
         }
         let bytes = try await self.bytes(request, limit: limit)
-        guard let text = String(validating: bytes, as: UTF8.self) else { throw HearthError(.malformedBody, "the form is not valid UTF-8") }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw HearthError(.malformedBody, "the form is not valid UTF-8")
+        }
         var fields: [String: String] = [:]
         for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = decode(parts[0]), let value = decode(parts.count > 1 ? parts[1] : "") else {
                 throw HearthError(.malformedBody, "the form is not well-formed")
             }
-            guard fields[name] == nil, fields.count < 32 else { throw HearthError(.malformedBody, "repeated or too many form fields") }
+            guard fields[name] == nil, fields.count < 32 else {
+                throw HearthError(.malformedBody, "repeated or too many form fields")
+            }
             fields[name] = value
         }
         return fields

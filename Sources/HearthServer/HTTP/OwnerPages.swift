@@ -36,21 +36,29 @@ struct OwnerPages {
     }
 
     func register(on router: Router<HearthRequestContext>) {
-        let hearth = self.hearth, views = self.views
+        let hearth = self.hearth
+        let views = self.views
         let limit = hearth.settings.maxBodyBytes
         let streams = LiveStreams()
 
         router.get("/devices") { request, _ in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
             let devices = try await hearth.devices(of: identity)
             let online = await hearth.online(devices.map(\.serial))
             let notices = try await hearth.notices(for: identity)
             var cards: [Card] = []
             for device in devices {
                 let known = try await Known.load(device, hearth: hearth, online: online.contains(device.serial))
-                cards.append(Self.card(device, known, notices: notices.filter { $0.devices.contains(device.serial) }.count, hearth: hearth))
+                cards.append(
+                    Self.card(
+                        device, known, notices: notices.filter { $0.devices.contains(device.serial) }.count,
+                        hearth: hearth))
             }
-            return views.render("devices", title: "Your devices", nav: Views.Nav(identity), page: ["cards": cards, "hasDevices": !cards.isEmpty] as [String: Any])
+            return views.render(
+                "devices", title: "Your devices", nav: Views.Nav(identity),
+                page: ["cards": cards, "hasDevices": !cards.isEmpty] as [String: Any])
         }
 
         // Set-up (claiming), step by step.
@@ -63,82 +71,124 @@ struct OwnerPages {
                     "Type both below. Hearth checks the code; a wrong code changes nothing, and too many wrong codes pause set-up for a while.",
                     "The device then appears under Your devices with its readings and controls. Give it a name there.",
                 ],
-                form: FormModel(action: "/claim", csrf: Pages.csrfToken(identity), button: "Set up", [
-                    FormField("serial", "Serial", maxLength: 32, autocomplete: "off", hint: "Letters and digits, as printed on the label."),
-                    FormField("setupCode", "Setup code", maxLength: 32, autocomplete: "off", inputmode: "numeric"),
-                ])
+                form: FormModel(
+                    action: "/claim", csrf: Pages.csrfToken(identity), button: "Set up",
+                    [
+                        FormField(
+                            "serial", "Serial", maxLength: 32, autocomplete: "off",
+                            hint: "Letters and digits, as printed on the label."),
+                        FormField("setupCode", "Setup code", maxLength: 32, autocomplete: "off", inputmode: "numeric"),
+                    ])
             )
         }
         router.get("/claim") { request, _ in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
-            return views.render("form-page", title: "Set up a device", nav: Views.Nav(identity), page: claimPage(identity))
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
+            return views.render(
+                "form-page", title: "Set up a device", nav: Views.Nav(identity), page: claimPage(identity))
         }
         router.post("/claim") { request, context in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
-            return try await Pages.submit(request, FormGuard(session: identity), limit: limit, schema: API.claim, views: views, title: "Set up a device", nav: Views.Nav(identity), page: claimPage(identity)) { form in
-                let device = try await hearth.claim(serial: form.string("serial")!, setupCode: form.string("setupCode")!, by: identity, source: context.source)
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
+            return try await Pages.submit(
+                request, FormGuard(session: identity), limit: limit, schema: API.claim, views: views,
+                title: "Set up a device", nav: Views.Nav(identity), page: claimPage(identity)
+            ) { form in
+                let device = try await hearth.claim(
+                    serial: form.string("serial")!, setupCode: form.string("setupCode")!, by: identity,
+                    source: context.source)
                 return Pages.redirect("/devices/\(device.serial.rawValue)")
             }
         }
 
         router.get("/devices/:serial") { request, context in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
             let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
             let window = Chart.Window(rawValue: request.uri.queryParameters.get("range") ?? "24h") ?? .day
             return try await Self.devicePage(device, identity: identity, window: window, hearth: hearth, views: views)
         }
         router.post("/devices/:serial/commands/:command") { request, context in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
             let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
             let name = context.parameters.get("command") ?? ""
             let sent = try await FormGuard(session: identity).read(request, limit: limit)
             var answer: Answer
             var status = HTTPResponse.Status.ok
             do {
-                guard let model = try await hearth.store.model(device.model), let command = model.commands.first(where: { $0.name == name }) else {
+                guard let model = try await hearth.store.model(device.model),
+                    let command = model.commands.first(where: { $0.name == name })
+                else {
                     throw HearthError(.notFound, field: "command", "this device has no command \(name)")
                 }
                 let parameters = try Self.parameters(sent, command: command)
-                switch try await hearth.sendCommand(to: device.serial.rawValue, name: name, parameters: parameters, by: identity) {
+                switch try await hearth.sendCommand(
+                    to: device.serial.rawValue, name: name, parameters: parameters, by: identity)
+                {
                 case .answered(let status, let detail):
-                    answer = Answer(text: "The device answered: \(status)\(detail.map { " — \($0)" } ?? "")", ok: status == "ok", command: name, error: nil, sent: sent)
+                    answer = Answer(
+                        text: "The device answered: \(status)\(detail.map { " — \($0)" } ?? "")", ok: status == "ok",
+                        command: name, error: nil, sent: sent)
                 case .offline:
-                    answer = Answer(text: "The device is offline: the command was not delivered. Try again when it is online.", ok: false, command: name, error: nil, sent: sent)
+                    answer = Answer(
+                        text: "The device is offline: the command was not delivered. Try again when it is online.",
+                        ok: false, command: name, error: nil, sent: sent)
                 case .timedOut:
-                    answer = Answer(text: "The device did not answer in time; it may still carry the command out.", ok: false, command: name, error: nil, sent: sent)
+                    answer = Answer(
+                        text: "The device did not answer in time; it may still carry the command out.", ok: false,
+                        command: name, error: nil, sent: sent)
                 }
             } catch let error as HearthError where [.invalidInput, .unknownField, .unavailable].contains(error.code) {
                 // The model's check names `parameters.target`; the form's field is `target`.
                 let field = error.field.map { $0.hasPrefix("parameters.") ? String($0.dropFirst(11)) : $0 }
                 let shown = HearthError(error.code, field: field, error.message)
-                answer = Answer(text: "Nothing was sent: \(error.message)", ok: false, command: name, error: shown, sent: sent)
+                answer = Answer(
+                    text: "Nothing was sent: \(error.message)", ok: false, command: name, error: shown, sent: sent)
                 status = ErrorMiddleware.status(for: error.code)
             }
-            return try await Self.devicePage(device, identity: identity, window: .day, hearth: hearth, views: views, answer: answer, status: status)
+            return try await Self.devicePage(
+                device, identity: identity, window: .day, hearth: hearth, views: views, answer: answer, status: status)
         }
         router.post("/devices/:serial/name") { request, context in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
             let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
             let sent = try await FormGuard(session: identity).read(request, limit: limit)
             do {
                 try await hearth.nameDevice(device.serial.rawValue, name: sent["name"] ?? "", by: identity)
                 return Pages.redirect("/devices/\(device.serial.rawValue)")
             } catch let error as HearthError where error.code == .invalidInput {
-                return try await Self.devicePage(device, identity: identity, window: .day, hearth: hearth, views: views, answer: Answer(text: "The name was not changed: \(error.message)", ok: false, command: "name", error: error, sent: sent), status: .badRequest)
+                return try await Self.devicePage(
+                    device, identity: identity, window: .day, hearth: hearth, views: views,
+                    answer: Answer(
+                        text: "The name was not changed: \(error.message)", ok: false, command: "name", error: error,
+                        sent: sent), status: .badRequest)
             }
         }
         router.get("/devices/:serial/events") { request, context in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { throw HearthError(.unauthorized, "sign in first") }
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                throw HearthError(.unauthorized, "sign in first")
+            }
             let device = try await hearth.ownedDevice(context.parameters.get("serial") ?? "", by: identity)
             return try await streams.open(device, account: identity.account.id, hearth: hearth)
         }
 
         router.get("/account") { request, _ in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
             return try await Self.accountPage(identity, hearth: hearth, views: views)
         }
         router.post("/account/sign-out-everywhere") { request, _ in
-            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else { return Pages.redirect("/signin") }
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
             _ = try await FormGuard(session: identity).read(request, limit: limit)
             try await hearth.signOutEverywhere(identity)
             return Pages.redirect("/signin", cookie: Pages.sessionCookie("", maxAge: 0))
@@ -164,15 +214,24 @@ struct OwnerPages {
             }
             switch field.type {
             case .number:
-                guard text.count <= 32, let value = Double(text), value.isFinite else { throw HearthError.invalid(field.name, "expected a number") }
+                guard text.count <= 32, let value = Double(text), value.isFinite else {
+                    throw HearthError.invalid(field.name, "expected a number")
+                }
                 out[field.name] = .number(value)
             case .integer:
-                guard let value = NetworkInput.nonNegativeInteger(text, maximum: 1 << 53) ?? (text.hasPrefix("-") ? NetworkInput.nonNegativeInteger(String(text.dropFirst()), maximum: 1 << 53).map { -$0 } : nil) else {
+                guard
+                    let value = NetworkInput.nonNegativeInteger(text, maximum: 1 << 53)
+                        ?? (text.hasPrefix("-")
+                            ? NetworkInput.nonNegativeInteger(String(text.dropFirst()), maximum: 1 << 53).map { -$0 }
+                            : nil)
+                else {
                     throw HearthError.invalid(field.name, "expected a whole number")
                 }
                 out[field.name] = .number(Double(value))
             case .boolean:
-                guard text == "true" || text == "false" else { throw HearthError.invalid(field.name, "expected on or off") }
+                guard text == "true" || text == "false" else {
+                    throw HearthError.invalid(field.name, "expected on or off")
+                }
                 out[field.name] = .bool(text == "true")
             case .enumeration:
                 out[field.name] = .string(text)
@@ -182,7 +241,9 @@ struct OwnerPages {
     }
 
     /// A command as a form: one field a parameter, typed and bounded as the model says.
-    static func controlForm(_ command: CommandSpec, serial: String, csrf: String, current: [String: JSONValue]) -> FormModel {
+    static func controlForm(_ command: CommandSpec, serial: String, csrf: String, current: [String: JSONValue])
+        -> FormModel
+    {
         let fields = command.parameters.map { p -> FormField in
             var field = FormField(p.name, Self.label(p.name, unit: p.unit), required: p.required)
             switch p.type {
@@ -190,14 +251,17 @@ struct OwnerPages {
                 field.type = "number"
                 (field.min, field.max, field.step) = (Chart.number(lo, step: 1), Chart.number(hi, step: 1), "0.5")
                 field.inputmode = "decimal"
-                field.hint = "From \(Chart.number(lo, step: 1)) to \(Chart.number(hi, step: 1))\(p.unit.map { " \($0)" } ?? "")."
+                field.hint =
+                    "From \(Chart.number(lo, step: 1)) to \(Chart.number(hi, step: 1))\(p.unit.map { " \($0)" } ?? "")."
             case .integer(let lo, let hi):
                 field.type = "number"
                 (field.min, field.max, field.step) = (String(lo), String(hi), "1")
                 field.hint = "A whole number from \(lo) to \(hi)."
             case .boolean:
                 field.select = true
-                field.options = [FormField.Option(value: "true", text: "On"), FormField.Option(value: "false", text: "Off")]
+                field.options = [
+                    FormField.Option(value: "true", text: "On"), FormField.Option(value: "false", text: "Off"),
+                ]
             case .enumeration(let values):
                 field.select = true
                 field.options = values.map { FormField.Option(value: $0, text: $0) }
@@ -206,7 +270,8 @@ struct OwnerPages {
             if case .number(let n)? = current[p.name] { field.value = Chart.number(n, step: 0.1) }
             return field
         }
-        return FormModel(action: "/devices/\(serial)/commands/\(command.name)", csrf: csrf, button: Self.words(command.name), fields)
+        return FormModel(
+            action: "/devices/\(serial)/commands/\(command.name)", csrf: csrf, button: Self.words(command.name), fields)
     }
 
     /// `setTarget` → "Set target".
@@ -233,7 +298,9 @@ struct OwnerPages {
     }
 
     static func readings(_ latest: TelemetryRecord?, model: ProductModel?) -> [Reading] {
-        (model?.telemetry ?? []).map { Reading(name: $0.name, label: words($0.name), value: format(latest?.reading.values[$0.name], $0)) }
+        (model?.telemetry ?? []).map {
+            Reading(name: $0.name, label: words($0.name), value: format(latest?.reading.values[$0.name], $0))
+        }
     }
 
     static func lastSeen(_ latest: TelemetryRecord?, online: Bool) -> String {
@@ -249,7 +316,10 @@ struct OwnerPages {
         let online: Bool
 
         static func load(_ device: DeviceRecord, hearth: Hearth, online: Bool) async throws -> Known {
-            Known(model: try await hearth.store.model(device.model), latest: try await hearth.telemetry?.latest(device.serial), update: try await hearth.updates?.deviceView(device), online: online)
+            Known(
+                model: try await hearth.store.model(device.model),
+                latest: try await hearth.telemetry?.latest(device.serial),
+                update: try await hearth.updates?.deviceView(device), online: online)
         }
     }
 
@@ -258,20 +328,26 @@ struct OwnerPages {
         let alerts = notices + (update?.alerts.count ?? 0) + (update?.supportEnded == true ? 1 : 0)
         let product = model?.name ?? device.model.rawValue
         return Card(
-            serial: device.serial.rawValue, href: "/devices/\(device.serial.rawValue)", displayName: hearth.name(of: device) ?? product, product: product, online: online,
-            lastSeen: lastSeen(latest, online: online), readings: readings(latest, model: model), firmware: update?.running.map { "version \($0)" } ?? "version not reported yet",
-            updateState: update?.latest.flatMap { UpdatePhase(rawValue: $0.phase)?.plainEnglish } ?? "no update reported", hasAlerts: alerts > 0,
+            serial: device.serial.rawValue, href: "/devices/\(device.serial.rawValue)",
+            displayName: hearth.name(of: device) ?? product, product: product, online: online,
+            lastSeen: lastSeen(latest, online: online), readings: readings(latest, model: model),
+            firmware: update?.running.map { "version \($0)" } ?? "version not reported yet",
+            updateState: update?.latest.flatMap { UpdatePhase(rawValue: $0.phase)?.plainEnglish }
+                ?? "no update reported", hasAlerts: alerts > 0,
             alertText: alerts == 1 ? "1 alert" : "\(alerts) alerts"
         )
     }
 
     static func devicePage(
-        _ device: DeviceRecord, identity: Identity, window: Chart.Window, hearth: Hearth, views: Views, answer: Answer? = nil, status: HTTPResponse.Status = .ok
+        _ device: DeviceRecord, identity: Identity, window: Chart.Window, hearth: Hearth, views: Views,
+        answer: Answer? = nil, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let serial = device.serial.rawValue
-        let known = try await Known.load(device, hearth: hearth, online: await hearth.online([device.serial]).contains(device.serial))
+        let known = try await Known.load(
+            device, hearth: hearth, online: await hearth.online([device.serial]).contains(device.serial))
         let (model, latest, update, online) = (known.model, known.latest, known.update, known.online)
-        let notices = try await hearth.notices(for: identity).filter { $0.devices.contains(device.serial) }.map(\.advisory)
+        let notices = try await hearth.notices(for: identity).filter { $0.devices.contains(device.serial) }.map(
+            \.advisory)
         let card = card(device, known, notices: notices.count, hearth: hearth)
         let now = hearth.time.now()
         var charts: [Chart] = []
@@ -282,8 +358,12 @@ struct OwnerPages {
             }
         }
         if hearth.telemetry != nil, !numeric.isEmpty {
-            let series = try await hearth.series(device, fields: numeric.map(\.name), seconds: window.seconds, slice: window.seconds / Double(window.buckets))
-            charts = numeric.map { Chart(field: $0.name, unit: $0.unit, buckets: series[$0.name] ?? [], window: window, now: now) }
+            let series = try await hearth.series(
+                device, fields: numeric.map(\.name), seconds: window.seconds,
+                slice: window.seconds / Double(window.buckets))
+            charts = numeric.map {
+                Chart(field: $0.name, unit: $0.unit, buckets: series[$0.name] ?? [], window: window, now: now)
+            }
         }
         let csrf = Pages.csrfToken(identity)
         let controls = (model?.commands ?? []).map { command -> FormModel in
@@ -291,53 +371,87 @@ struct OwnerPages {
             guard let answer, answer.command == command.name, let error = answer.error else { return form }
             return form.refused(error, sent: answer.sent)
         }
-        var rename = FormModel(action: "/devices/\(serial)/name", csrf: csrf, button: "Save name", [
-            FormField("name", "Name", required: false, maxLength: Hearth.deviceNameLength, hint: "For example \"Hall thermostat\". Leave empty to show the product name."),
-        ])
+        var rename = FormModel(
+            action: "/devices/\(serial)/name", csrf: csrf, button: "Save name",
+            [
+                FormField(
+                    "name", "Name", required: false, maxLength: Hearth.deviceNameLength,
+                    hint: "For example \"Hall thermostat\". Leave empty to show the product name.")
+            ])
         rename.fields[0].value = hearth.name(of: device) ?? ""
-        if let answer, answer.command == "name", let error = answer.error { rename = rename.refused(error, sent: answer.sent) }
-        let phase = update?.latest.flatMap { UpdatePhase(rawValue: $0.phase) }
-        let progress: Int? = switch phase {
-        case .downloading: 1
-        case .verifying: 2
-        case .installing: 3
-        case .rebooting: 4
-        default: nil
+        if let answer, answer.command == "name", let error = answer.error {
+            rename = rename.refused(error, sent: answer.sent)
         }
+        let phase = update?.latest.flatMap { UpdatePhase(rawValue: $0.phase) }
+        let progress: Int? =
+            switch phase {
+            case .downloading: 1
+            case .verifying: 2
+            case .installing: 3
+            case .rebooting: 4
+            default: nil
+            }
         // The release's notes as the maker signed them (TUF custom metadata): what it fixes, how
         // serious, and whether the device keeps working while it installs.
         let notes = update?.release.flatMap { release -> String? in
-            guard case .object(let custom)? = try? JSONValue.parse(Array(release.custom.utf8)), case .object(let notes)? = custom["release_notes"],
+            guard case .object(let custom)? = try? JSONValue.parse(Array(release.custom.utf8)),
+                case .object(let notes)? = custom["release_notes"],
                 case .string(let fixes)? = notes["fixes"]
             else { return nil }
             var text = fixes
             if case .string(let severity)? = notes["severity_text"] { text += " " + severity }
-            if notes["keeps_working_while_installing"] == .bool(true) { text += " The device keeps working while it installs." }
+            if notes["keeps_working_while_installing"] == .bool(true) {
+                text += " The device keeps working while it installs."
+            }
             return text
         }
         let page = Views.model([
-            "serial": serial, "href": "/devices/\(serial)?range=\(window.rawValue)", "displayName": card.displayName, "product": card.product, "online": online,
+            "serial": serial, "href": "/devices/\(serial)?range=\(window.rawValue)", "displayName": card.displayName,
+            "product": card.product, "online": online,
             "lastSeen": card.lastSeen, "readings": card.readings, "eventsURL": "/devices/\(serial)/events",
             "answer": answer?.text, "answerClass": answer?.ok == true ? "ok" : "error",
             "hasControls": !controls.isEmpty, "controls": controls,
             "hasCharts": !charts.isEmpty, "charts": charts,
-            "windows": Chart.Window.allCases.map { ["href": "/devices/\(serial)?range=\($0.rawValue)#history", "label": "Last \($0.words.replacingOccurrences(of: "the last ", with: ""))", "current": $0 == window] as [String: Any] },
+            "windows": Chart.Window.allCases.map {
+                [
+                    "href": "/devices/\(serial)?range=\($0.rawValue)#history",
+                    "label": "Last \($0.words.replacingOccurrences(of: "the last ", with: ""))",
+                    "current": $0 == window,
+                ] as [String: Any]
+            },
             "firmware": card.firmware, "updateState": card.updateState, "progress": progress,
-            "supportText": update.map { $0.supportEnded ? "Security updates for this product ended on \($0.supportEnds.plainEnglish). It gets no more fixes; consider replacing it." : "Security updates until \($0.supportEnds.plainEnglish)." } ?? "",
+            "supportText": update.map {
+                $0.supportEnded
+                    ? "Security updates for this product ended on \($0.supportEnds.plainEnglish). It gets no more fixes; consider replacing it."
+                    : "Security updates until \($0.supportEnds.plainEnglish)."
+            } ?? "",
             "releaseNotes": notes, "releaseVersion": update?.release?.version ?? "",
-            "notices": notices.map { ["id": $0.id, "severity": $0.severity, "title": $0.title, "fixedVersion": $0.fixedVersion] },
-            "logbook": try await hearth.logbook(device, limit: 50).map { ["at": Pages.when($0.at), "text": $0.text, "alert": $0.alert] as [String: Any] },
+            "notices": notices.map {
+                ["id": $0.id, "severity": $0.severity, "title": $0.title, "fixedVersion": $0.fixedVersion]
+            },
+            "logbook": try await hearth.logbook(device, limit: 50).map {
+                ["at": Pages.when($0.at), "text": $0.text, "alert": $0.alert] as [String: Any]
+            },
             "rename": rename,
         ])
-        return views.render("device", title: card.displayName, nav: Views.Nav(identity), page: page, status: status, live: true)
+        return views.render(
+            "device", title: card.displayName, nav: Views.Nav(identity), page: page, status: status, live: true)
     }
 
     static func accountPage(_ identity: Identity, hearth: Hearth, views: Views) async throws -> Response {
-        let sessions = try await hearth.sessions(of: identity).map { ["createdAt": Pages.when($0.session.createdAt), "expiresAt": Pages.when($0.session.expiresAt), "current": $0.current] as [String: Any] }
+        let sessions = try await hearth.sessions(of: identity).map {
+            [
+                "createdAt": Pages.when($0.session.createdAt), "expiresAt": Pages.when($0.session.expiresAt),
+                "current": $0.current,
+            ] as [String: Any]
+        }
         let page: [String: Any] = [
-            "email": identity.email.rawValue, "role": identity.role == .operator ? "Operator" : "Owner", "deviceCount": try await hearth.devices(of: identity).count,
+            "email": identity.email.rawValue, "role": identity.role == .operator ? "Operator" : "Owner",
+            "deviceCount": try await hearth.devices(of: identity).count,
             "sessions": sessions,
-            "everywhere": FormModel(action: "/account/sign-out-everywhere", csrf: Pages.csrfToken(identity), button: "Sign out everywhere", []),
+            "everywhere": FormModel(
+                action: "/account/sign-out-everywhere", csrf: Pages.csrfToken(identity), button: "Sign out everywhere",
+                []),
         ]
         return views.render("account", title: "Your account", nav: Views.Nav(identity), page: page)
     }
@@ -357,13 +471,17 @@ final class LiveStreams: Sendable {
         let slot = UUID()
         let now = hearth.time.now()
         let admitted = open.withLock { streams in
-            var mine = streams[account, default: [:]].filter { now.timeIntervalSince($0.value) < Double(Self.streamSeconds + 10) }
+            var mine = streams[account, default: [:]].filter {
+                now.timeIntervalSince($0.value) < Double(Self.streamSeconds + 10)
+            }
             guard mine.count < Self.perAccount else { return false }
             mine[slot] = now
             streams[account] = mine
             return true
         }
-        guard admitted else { throw HearthError(.throttled, "too many live pages open; close some and reload", retryAfter: 5) }
+        guard admitted else {
+            throw HearthError(.throttled, "too many live pages open; close some and reload", retryAfter: 5)
+        }
         let model = try await hearth.store.model(device.model)
         let body = ResponseBody { [self] writer in
             defer { self.open.withLock { $0[account]?[slot] = nil } }
@@ -374,8 +492,13 @@ final class LiveStreams: Sendable {
                 let latest = try await hearth.telemetry?.latest(device.serial)
                 let online = await hearth.online([device.serial]).contains(device.serial)
                 var fields: [String: JSONValue] = [:]
-                for reading in OwnerPages.readings(latest, model: model) { fields[reading.name] = .string(reading.value) }
-                let state: JSONValue = ["online": .bool(online), "lastSeen": .string(OwnerPages.lastSeen(latest, online: online)), "readings": .object(fields)]
+                for reading in OwnerPages.readings(latest, model: model) {
+                    fields[reading.name] = .string(reading.value)
+                }
+                let state: JSONValue = [
+                    "online": .bool(online), "lastSeen": .string(OwnerPages.lastSeen(latest, online: online)),
+                    "readings": .object(fields),
+                ]
                 if state.text != last {
                     last = state.text
                     buffer = ByteBuffer(string: "event: state\ndata: \(last)\n\n")
@@ -385,6 +508,7 @@ final class LiveStreams: Sendable {
             }
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
+        return Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
     }
 }

@@ -38,25 +38,36 @@ struct Pages {
     }
 
     func register(on router: Router<HearthRequestContext>) {
-        let hearth = self.hearth, views = self.views
+        let hearth = self.hearth
+        let views = self.views
 
-        for (path, type) in [("/static/hearth.css", "text/css; charset=utf-8"), ("/static/live.js", "text/javascript; charset=utf-8"), ("/favicon.ico", "image/svg+xml")] {
+        for (path, type) in [
+            ("/static/hearth.css", "text/css; charset=utf-8"), ("/static/live.js", "text/javascript; charset=utf-8"),
+            ("/favicon.ico", "image/svg+xml"),
+        ] {
             let body = Self.asset(String(path.split(separator: "/").last!))
             router.get(RouterPath(path)) { _, _ in
-                Response(status: .ok, headers: [.contentType: type, .cacheControl: "public, max-age=3600"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+                Response(
+                    status: .ok, headers: [.contentType: type, .cacheControl: "public, max-age=3600"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: body)))
             }
         }
         router.get("/") { request, _ in
             let identity = try await Self.cookieIdentity(request, hearth: hearth)
-            return views.render("home", title: "Hearth", nav: identity.map(Views.Nav.init), page: ["signedIn": identity != nil])
+            return views.render(
+                "home", title: "Hearth", nav: identity.map(Views.Nav.init), page: ["signedIn": identity != nil])
         }
         router.get("/models") { request, _ in
             let identity = try await Self.cookieIdentity(request, hearth: hearth)
             let now = hearth.time.now()
             let models = try await hearth.store.models().map { model in
-                ["name": model.name, "maker": model.maker, "ends": model.supportEnds.plainEnglish, "ended": Updates.ended(model.supportEnds, now: now)] as [String: Any]
+                [
+                    "name": model.name, "maker": model.maker, "ends": model.supportEnds.plainEnglish,
+                    "ended": Updates.ended(model.supportEnds, now: now),
+                ] as [String: Any]
             }
-            return views.render("models", title: "Products", nav: identity.map(Views.Nav.init), page: ["models": models])
+            return views.render(
+                "models", title: "Products", nav: identity.map(Views.Nav.init), page: ["models": models])
         }
 
         registerDisclosure(on: router)
@@ -67,7 +78,9 @@ struct Pages {
 
     /// A file from `Resources/Static`, read once at start.
     static func asset(_ name: String) -> [UInt8] {
-        guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Static"), let data = try? Data(contentsOf: url) else { return [] }
+        guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Static"),
+            let data = try? Data(contentsOf: url)
+        else { return [] }
         return Array(data)
     }
 
@@ -75,39 +88,59 @@ struct Pages {
 
     static func credentialsForm(_ kind: String, csrf: String) -> FormModel {
         let signUp = kind == "signup"
-        return FormModel(action: "/\(kind)", csrf: csrf, button: signUp ? "Create account" : "Sign in", [
-            FormField("email", "E-mail", type: "email", maxLength: 254, autocomplete: "email"),
-            FormField(
-                "password", "Password", type: "password", minLength: signUp ? 15 : nil, maxLength: 256, autocomplete: signUp ? "new-password" : "current-password",
-                hint: signUp ? "At least 15 characters. A few unrelated words make a strong passphrase; common passwords are refused." : nil
-            ),
-        ])
+        return FormModel(
+            action: "/\(kind)", csrf: csrf, button: signUp ? "Create account" : "Sign in",
+            [
+                FormField("email", "E-mail", type: "email", maxLength: 254, autocomplete: "email"),
+                FormField(
+                    "password", "Password", type: "password", minLength: signUp ? 15 : nil, maxLength: 256,
+                    autocomplete: signUp ? "new-password" : "current-password",
+                    hint: signUp
+                        ? "At least 15 characters. A few unrelated words make a strong passphrase; common passwords are refused."
+                        : nil
+                ),
+            ])
     }
 
     func registerAccounts(on router: Router<HearthRequestContext>) {
-        let hearth = self.hearth, views = self.views
+        let hearth = self.hearth
+        let views = self.views
         let limit = hearth.settings.maxBodyBytes
         for kind in ["signup", "signin"] {
             let title = kind == "signup" ? "Create an account" : "Sign in"
             @Sendable func page(_ csrf: String) -> FormPage {
                 FormPage(
                     heading: title, form: Self.credentialsForm(kind, csrf: csrf),
-                    links: [kind == "signup" ? Link(href: "/signin", text: "Have an account? Sign in") : Link(href: "/signup", text: "New here? Create an account")]
+                    links: [
+                        kind == "signup"
+                            ? Link(href: "/signin", text: "Have an account? Sign in")
+                            : Link(href: "/signup", text: "New here? Create an account")
+                    ]
                 )
             }
             router.get(RouterPath("/\(kind)")) { request, _ in
-                if let identity = try await Self.cookieIdentity(request, hearth: hearth) { return Self.redirect(identity.role == .operator ? "/console" : "/devices") }
+                if let identity = try await Self.cookieIdentity(request, hearth: hearth) {
+                    return Self.redirect(identity.role == .operator ? "/console" : "/devices")
+                }
                 let formGuard = FormGuard(request, hearth: hearth)
                 return formGuard.attach(views.render("form-page", title: title, nav: nil, page: page(formGuard.token)))
             }
             router.post(RouterPath("/\(kind)")) { request, context in
                 let formGuard = FormGuard(request, hearth: hearth)
-                return try await Self.submit(request, formGuard, limit: limit, schema: API.credentials, views: views, title: title, nav: nil, page: page(formGuard.token)) { form in
-                    let email = form.string("email")!, password = form.string("password")!
-                    if kind == "signup" { _ = try await hearth.signUp(email: email, password: password, source: context.source) }
+                return try await Self.submit(
+                    request, formGuard, limit: limit, schema: API.credentials, views: views, title: title, nav: nil,
+                    page: page(formGuard.token)
+                ) { form in
+                    let email = form.string("email")!
+                    let password = form.string("password")!
+                    if kind == "signup" {
+                        _ = try await hearth.signUp(email: email, password: password, source: context.source)
+                    }
                     let session = try await hearth.signIn(email: email, password: password, source: context.source)
                     // Operators land on their console; owners on their devices.
-                    return Self.redirect(session.identity.role == .operator ? "/console" : "/devices", cookie: Self.sessionCookie(session.token, maxAge: Int(hearth.settings.sessionLifetime)))
+                    return Self.redirect(
+                        session.identity.role == .operator ? "/console" : "/devices",
+                        cookie: Self.sessionCookie(session.token, maxAge: Int(hearth.settings.sessionLifetime)))
                 }
             }
         }
@@ -122,22 +155,37 @@ struct Pages {
         // The first operator's one-time set-up link.
         @Sendable func setupPage(_ token: String, csrf: String) -> FormPage {
             FormPage(
-                heading: "Create the operator account", intro: ["This one-time link creates the first operator. It works once and expires an hour after it was printed."],
-                form: FormModel(action: "/setup/\(token)", csrf: csrf, button: "Create operator", Self.credentialsForm("signup", csrf: csrf).fields)
+                heading: "Create the operator account",
+                intro: [
+                    "This one-time link creates the first operator. It works once and expires an hour after it was printed."
+                ],
+                form: FormModel(
+                    action: "/setup/\(token)", csrf: csrf, button: "Create operator",
+                    Self.credentialsForm("signup", csrf: csrf).fields)
             )
         }
         router.get("/setup/:token") { request, context in
             let formGuard = FormGuard(request, hearth: hearth)
-            return formGuard.attach(views.render("form-page", title: "Create the operator account", nav: nil, page: setupPage(context.parameters.get("token") ?? "", csrf: formGuard.token)))
+            return formGuard.attach(
+                views.render(
+                    "form-page", title: "Create the operator account", nav: nil,
+                    page: setupPage(context.parameters.get("token") ?? "", csrf: formGuard.token)))
         }
         router.post("/setup/:token") { request, context in
             let token = context.parameters.get("token") ?? ""
             let formGuard = FormGuard(request, hearth: hearth)
-            return try await Self.submit(request, formGuard, limit: limit, schema: API.credentials, views: views, title: "Create the operator account", nav: nil, page: setupPage(token, csrf: formGuard.token)) { form in
-                _ = try await hearth.redeemSetupLink(token: token, email: form.string("email")!, password: form.string("password")!, source: context.source)
+            return try await Self.submit(
+                request, formGuard, limit: limit, schema: API.credentials, views: views,
+                title: "Create the operator account", nav: nil, page: setupPage(token, csrf: formGuard.token)
+            ) { form in
+                _ = try await hearth.redeemSetupLink(
+                    token: token, email: form.string("email")!, password: form.string("password")!,
+                    source: context.source)
                 return views.render(
                     "message", title: "Operator account created", nav: nil,
-                    page: Message(heading: "Operator account created", paragraphs: ["This set-up link no longer works."], links: [Link(href: "/signin", text: "Sign in")])
+                    page: Message(
+                        heading: "Operator account created", paragraphs: ["This set-up link no longer works."],
+                        links: [Link(href: "/signin", text: "Sign in")])
                 )
             }
         }
@@ -152,7 +200,8 @@ struct Pages {
     /// error page; a refusal of what was typed gets the form again with the values kept (never a
     /// password) and the message next to the field. Either way nothing has changed.
     static func submit(
-        _ request: Request, _ formGuard: FormGuard, limit: Int, schema: ObjectSchema, views: Views, title: String, nav: Views.Nav?, page: FormPage,
+        _ request: Request, _ formGuard: FormGuard, limit: Int, schema: ObjectSchema, views: Views, title: String,
+        nav: Views.Nav?, page: FormPage,
         _ action: (ValidatedObject) async throws -> Response
     ) async throws -> Response {
         let sent: [String: String]
@@ -163,10 +212,14 @@ struct Pages {
         }
         do {
             return try await action(try validate(sent, schema: schema))
-        } catch let error as HearthError where ![.forbidden, .throttled, .unavailable, .internal, .integrity].contains(error.code) {
+        } catch let error as HearthError
+            where ![.forbidden, .throttled, .unavailable, .internal, .integrity].contains(error.code)
+        {
             var page = page
             page.form = page.form.refused(error, sent: sent)
-            return formGuard.attach(views.render("form-page", title: title, nav: nav, page: page, status: ErrorMiddleware.status(for: error.code)))
+            return formGuard.attach(
+                views.render(
+                    "form-page", title: title, nav: nav, page: page, status: ErrorMiddleware.status(for: error.code)))
         } catch let error as HearthError where error.code != .internal && error.code != .integrity {
             return errorPage(error, views: views, nav: nav)
         }
@@ -177,13 +230,19 @@ struct Pages {
     static func reportForm(csrf: String) -> FormPage {
         FormPage(
             heading: "Report a vulnerability", intro: ["No account needed; your contact details are optional."],
-            form: FormModel(action: "/security/report", csrf: csrf, button: "Send report", wide: true, [
-                FormField("title", "Summary (one line)", minLength: 3, maxLength: 200),
-                FormField("description", "What is affected, how to reproduce it, and what an attacker gains", minLength: 10, maxLength: 10_000, multiline: true),
-                FormField("product", "Product or component", required: false, maxLength: 200),
-                FormField("contact", "How to reach you", required: false, maxLength: 254, hint: "An e-mail address or a URL, if you want us to write back."),
-                FormField("credit", "Name to credit in the advisory", required: false, maxLength: 120),
-            ]),
+            form: FormModel(
+                action: "/security/report", csrf: csrf, button: "Send report", wide: true,
+                [
+                    FormField("title", "Summary (one line)", minLength: 3, maxLength: 200),
+                    FormField(
+                        "description", "What is affected, how to reproduce it, and what an attacker gains",
+                        minLength: 10, maxLength: 10_000, multiline: true),
+                    FormField("product", "Product or component", required: false, maxLength: 200),
+                    FormField(
+                        "contact", "How to reach you", required: false, maxLength: 254,
+                        hint: "An e-mail address or a URL, if you want us to write back."),
+                    FormField("credit", "Name to credit in the advisory", required: false, maxLength: 120),
+                ]),
             links: [Link(href: "/security/policy", text: "Read the disclosure policy")]
         )
     }
@@ -191,15 +250,24 @@ struct Pages {
     static func statusForm(csrf: String) -> FormPage {
         FormPage(
             heading: "Follow your report",
-            form: FormModel(action: "/security/status", csrf: csrf, button: "Show status", [FormField("token", "Status token", maxLength: 128, autocomplete: "off", hint: "The private token you were given when you sent the report.")])
+            form: FormModel(
+                action: "/security/status", csrf: csrf, button: "Show status",
+                [
+                    FormField(
+                        "token", "Status token", maxLength: 128, autocomplete: "off",
+                        hint: "The private token you were given when you sent the report.")
+                ])
         )
     }
 
     func registerDisclosure(on router: Router<HearthRequestContext>) {
-        let hearth = self.hearth, views = self.views
+        let hearth = self.hearth
+        let views = self.views
         let limit = hearth.settings.maxBodyBytes
         router.get("/.well-known/security.txt") { request, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: hearth.securityTxt(base: Self.base(request)))))
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: hearth.securityTxt(base: Self.base(request)))))
         }
         // CSAF 2.0 directory-based distribution (TLP:WHITE) and provider metadata.
         router.get("/.well-known/csaf/provider-metadata.json") { request, _ in
@@ -207,16 +275,26 @@ struct Pages {
         }
         router.get("/.well-known/csaf/white/index.txt") { _, _ in
             let lines = try await hearth.advisories().map { Self.csafPath($0) }
-            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: lines.map { $0 + "\n" }.joined())))
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: lines.map { $0 + "\n" }.joined())))
         }
         router.get("/.well-known/csaf/white/changes.csv") { _, _ in
-            let lines = try await hearth.advisories().map { "\"\(Self.csafPath($0))\",\"\(ISO8601DateFormatter().string(from: $0.publishedAt))\"" }
-            return Response(status: .ok, headers: [.contentType: "text/csv; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: lines.map { $0 + "\n" }.joined())))
+            let lines = try await hearth.advisories().map {
+                "\"\(Self.csafPath($0))\",\"\(ISO8601DateFormatter().string(from: $0.publishedAt))\""
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "text/csv; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: lines.map { $0 + "\n" }.joined())))
         }
         router.get("/.well-known/csaf/white/:year/:file") { _, context in
             let path = "\(context.parameters.get("year") ?? "")/\(context.parameters.get("file") ?? "")"
-            guard let advisory = try await hearth.advisories().first(where: { Self.csafPath($0) == path }) else { throw HearthError(.notFound, "no advisory here") }
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: advisory.csaf)))
+            guard let advisory = try await hearth.advisories().first(where: { Self.csafPath($0) == path }) else {
+                throw HearthError(.notFound, "no advisory here")
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: advisory.csaf)))
         }
         router.get("/security/policy") { request, _ in
             let policy = hearth.settings.disclosure.policy
@@ -227,19 +305,29 @@ struct Pages {
         }
         router.get("/security/report") { request, _ in
             let formGuard = FormGuard(request, hearth: hearth)
-            return formGuard.attach(views.render("form-page", title: "Report a vulnerability", nav: try await Self.nav(request, hearth: hearth), page: Self.reportForm(csrf: formGuard.token)))
+            return formGuard.attach(
+                views.render(
+                    "form-page", title: "Report a vulnerability", nav: try await Self.nav(request, hearth: hearth),
+                    page: Self.reportForm(csrf: formGuard.token)))
         }
         router.post("/security/report") { request, context in
             let formGuard = FormGuard(request, hearth: hearth)
             let nav = try await Self.nav(request, hearth: hearth)
-            return try await Self.submit(request, formGuard, limit: limit, schema: ReportSubmission.schema, views: views, title: "Report a vulnerability", nav: nav, page: Self.reportForm(csrf: formGuard.token)) { form in
+            return try await Self.submit(
+                request, formGuard, limit: limit, schema: ReportSubmission.schema, views: views,
+                title: "Report a vulnerability", nav: nav, page: Self.reportForm(csrf: formGuard.token)
+            ) { form in
                 let submitted = try await hearth.submitReport(form, source: context.source)
                 return views.render(
                     "message", title: "Report received", nav: nav,
                     page: Message(
                         heading: "Thank you: your report is received",
-                        paragraphs: ["Tracking id: \(submitted.id.rawValue)", "Your private status token (keep it; it is shown only once and is the only way to follow the report):"],
-                        secret: submitted.statusToken, links: [Link(href: "/security/status", text: "Follow the report on the status page")]
+                        paragraphs: [
+                            "Tracking id: \(submitted.id.rawValue)",
+                            "Your private status token (keep it; it is shown only once and is the only way to follow the report):",
+                        ],
+                        secret: submitted.statusToken,
+                        links: [Link(href: "/security/status", text: "Follow the report on the status page")]
                     ),
                     status: .created
                 )
@@ -247,26 +335,38 @@ struct Pages {
         }
         router.get("/security/status") { request, _ in
             let formGuard = FormGuard(request, hearth: hearth)
-            return formGuard.attach(views.render("form-page", title: "Report status", nav: try await Self.nav(request, hearth: hearth), page: Self.statusForm(csrf: formGuard.token)))
+            return formGuard.attach(
+                views.render(
+                    "form-page", title: "Report status", nav: try await Self.nav(request, hearth: hearth),
+                    page: Self.statusForm(csrf: formGuard.token)))
         }
         router.post("/security/status") { request, context in
             let formGuard = FormGuard(request, hearth: hearth)
             let nav = try await Self.nav(request, hearth: hearth)
-            return try await Self.submit(request, formGuard, limit: limit, schema: API.statusToken, views: views, title: "Report status", nav: nav, page: Self.statusForm(csrf: formGuard.token)) { form in
+            return try await Self.submit(
+                request, formGuard, limit: limit, schema: API.statusToken, views: views, title: "Report status",
+                nav: nav, page: Self.statusForm(csrf: formGuard.token)
+            ) { form in
                 let report = try await hearth.reportStatus(token: form.string("token")!, source: context.source)
-                let history = report.history.map { ["at": Self.when($0.at), "state": $0.state.plainEnglish, "note": $0.note ?? ""] }
+                let history = report.history.map {
+                    ["at": Self.when($0.at), "state": $0.state.plainEnglish, "note": $0.note ?? ""]
+                }
                 return views.render(
                     "report-status", title: "Report status", nav: nav,
                     page: [
-                        "id": report.id.rawValue, "reportTitle": report.text("title") ?? "", "state": report.state.plainEnglish,
-                        "acknowledgeBy": Self.when(report.acknowledgeBy), "discloseBy": Self.when(report.discloseBy), "history": history,
+                        "id": report.id.rawValue, "reportTitle": report.text("title") ?? "",
+                        "state": report.state.plainEnglish,
+                        "acknowledgeBy": Self.when(report.acknowledgeBy), "discloseBy": Self.when(report.discloseBy),
+                        "history": history,
                     ] as [String: Any]
                 )
             }
         }
         router.get("/security/acknowledgments") { request, _ in
             let people = try await hearth.acknowledgments().map { ["credit": $0.credit, "id": $0.id.rawValue] }
-            return views.render("acknowledgments", title: "Acknowledgments", nav: try await Self.nav(request, hearth: hearth), page: ["people": people])
+            return views.render(
+                "acknowledgments", title: "Acknowledgments", nav: try await Self.nav(request, hearth: hearth),
+                page: ["people": people])
         }
     }
 
@@ -274,14 +374,20 @@ struct Pages {
 
     /// A time as pages show it: UTC, to the minute.
     static func when(_ date: Date) -> String {
-        date.formatted(Date.VerbatimFormatStyle(format: "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits) UTC", timeZone: .gmt, calendar: Calendar(identifier: .gregorian)))
+        date.formatted(
+            Date.VerbatimFormatStyle(
+                format:
+                    "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits) UTC",
+                timeZone: .gmt, calendar: Calendar(identifier: .gregorian)))
     }
 
     /// `https://host[:port]` as the client addressed this server (only host characters kept).
     /// The server's own URL as the client named it: the Host header has already been checked
     /// against the server's names (``HostCheckMiddleware``), so it is never an attacker's choice.
     static func base(_ request: Request) -> String {
-        let authority = (request.head.authority ?? "localhost").lowercased().filter { $0.isASCII && ($0.isLetter || $0.isNumber || ".-:[]".contains($0)) }
+        let authority = (request.head.authority ?? "localhost").lowercased().filter {
+            $0.isASCII && ($0.isLetter || $0.isNumber || ".-:[]".contains($0))
+        }
         return "https://\(authority.isEmpty ? "localhost" : authority)"
     }
 
@@ -291,7 +397,8 @@ struct Pages {
     /// count as not given. A required field left blank is still refused, naming the field.
     static func validate(_ form: [String: String], schema: ObjectSchema) throws -> ValidatedObject {
         let optional = Set(schema.fields.filter { !$0.required }.map(\.name))
-        return try schema.validate(.object(form.filter { !($0.value.isEmpty && optional.contains($0.key)) }.mapValues { .string($0) }))
+        return try schema.validate(
+            .object(form.filter { !($0.value.isEmpty && optional.contains($0.key)) }.mapValues { .string($0) }))
     }
 
     static func cookieIdentity(_ request: Request, hearth: Hearth) async throws -> Identity? {
@@ -316,7 +423,10 @@ struct Pages {
 
     static func errorPage(_ error: HearthError, views: Views = .shipped, nav: Views.Nav? = nil) -> Response {
         var response = views.render(
-            "message", title: "Error", nav: nav, page: Message(heading: "Sorry", alert: error.message + (error.field.map { " (\($0))" } ?? ""), links: [Link(href: "/", text: "Home")]),
+            "message", title: "Error", nav: nav,
+            page: Message(
+                heading: "Sorry", alert: error.message + (error.field.map { " (\($0))" } ?? ""),
+                links: [Link(href: "/", text: "Home")]),
             status: ErrorMiddleware.status(for: error.code)
         )
         if let retry = error.retryAfter { response.headers[.retryAfter] = String(retry) }
@@ -377,7 +487,8 @@ struct FormGuard {
         var form = try await Body.form(request, limit: limit)
         let sent = form.removeValue(forKey: "csrf")
         guard let expected, Self.equal(sent, expected) else {
-            throw HearthError(.forbidden, "this form has expired or came from another site; reload the page and send it again")
+            throw HearthError(
+                .forbidden, "this form has expired or came from another site; reload the page and send it again")
         }
         return form
     }
@@ -394,13 +505,16 @@ struct FormGuard {
             return
         }
         guard let origin = request.headers[.origin] else { return }
-        guard let authority = request.head.authority, origin.lowercased() == "https://\(authority.lowercased())" else { throw refused }
+        guard let authority = request.head.authority, origin.lowercased() == "https://\(authority.lowercased())" else {
+            throw refused
+        }
     }
 
     /// Constant-time comparison of two tokens.
     static func equal(_ a: String?, _ b: String) -> Bool {
         guard let a else { return false }
-        let x = Array(a.utf8), y = Array(b.utf8)
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
         guard x.count == y.count else { return false }
         return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }

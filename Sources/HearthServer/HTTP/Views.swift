@@ -49,10 +49,13 @@ struct Views: Sendable {
 
     func html(_ template: String, title: String, nav: Nav?, page: Any, live: Bool = false) -> String {
         let full = title == "Hearth" ? title : "\(title) · Hearth"
-        return library.render(Layout(title: full, nav: nav, live: live, page: page), withTemplate: template) ?? "template \(template) is missing"
+        return library.render(Layout(title: full, nav: nav, live: live, page: page), withTemplate: template)
+            ?? "template \(template) is missing"
     }
 
-    func render(_ template: String, title: String, nav: Nav?, page: Any, status: HTTPResponse.Status = .ok, live: Bool = false) -> Response {
+    func render(
+        _ template: String, title: String, nav: Nav?, page: Any, status: HTTPResponse.Status = .ok, live: Bool = false
+    ) -> Response {
         Response(
             status: status, headers: [.contentType: "text/html; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: html(template, title: title, nav: nav, page: page, live: live)))
@@ -105,7 +108,8 @@ struct FormField: Sendable {
     }
 
     init(
-        _ name: String, _ label: String, type: String = "text", required: Bool = true, minLength: Int? = nil, maxLength: Int? = nil, autocomplete: String? = nil,
+        _ name: String, _ label: String, type: String = "text", required: Bool = true, minLength: Int? = nil,
+        maxLength: Int? = nil, autocomplete: String? = nil,
         inputmode: String? = nil, hint: String? = nil, multiline: Bool = false
     ) {
         self.name = name
@@ -152,11 +156,14 @@ struct FormModel: Sendable {
             var field = field
             if field.type != "password", let value = sent[field.name] {
                 field.value = value
-                field.options = field.options.map { FormField.Option(value: $0.value, text: $0.text, selected: $0.value == value) }
+                field.options = field.options.map {
+                    FormField.Option(value: $0.value, text: $0.text, selected: $0.value == value)
+                }
             }
             if error.concerns(field.name) {
                 field.error = error.message
-                field.describedBy = [field.hint.map { _ in "f-\(field.name)-hint" }, "f-\(field.name)-error"].compactMap { $0 }.joined(separator: " ")
+                field.describedBy = [field.hint.map { _ in "f-\(field.name)-hint" }, "f-\(field.name)-error"].compactMap
+                { $0 }.joined(separator: " ")
             }
             return field
         }

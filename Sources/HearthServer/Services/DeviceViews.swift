@@ -12,7 +12,9 @@ extension Hearth {
 
     /// The owner's name for the device, if they gave one.
     public func name(of device: DeviceRecord) -> String? {
-        guard let sealed = device.nameSealed, let plain = try? Envelope.open(sealed, context: "device:\(device.serial.rawValue):name", kek: kek) else { return nil }
+        guard let sealed = device.nameSealed,
+            let plain = try? Envelope.open(sealed, context: "device:\(device.serial.rawValue):name", kek: kek)
+        else { return nil }
         return String(decoding: plain, as: UTF8.self)
     }
 
@@ -21,13 +23,23 @@ extension Hearth {
     public func nameDevice(_ rawSerial: String, name rawName: String, by identity: Identity) async throws {
         let device = try await ownedDevice(rawSerial, by: identity)
         let name = rawName.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard name.count <= Self.deviceNameLength else { throw HearthError.invalid("name", "at most \(Self.deviceNameLength) characters") }
-        guard !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format }) else {
+        guard name.count <= Self.deviceNameLength else {
+            throw HearthError.invalid("name", "at most \(Self.deviceNameLength) characters")
+        }
+        guard
+            !name.unicodeScalars.contains(where: {
+                $0.properties.generalCategory == .control || $0.properties.generalCategory == .format
+            })
+        else {
             throw HearthError.invalid("name", "letters, digits, spaces and punctuation only")
         }
-        let sealed = try name.isEmpty ? nil : Envelope.seal(Data(name.utf8), context: "device:\(device.serial.rawValue):name", kek: kek)
+        let sealed =
+            try name.isEmpty
+            ? nil : Envelope.seal(Data(name.utf8), context: "device:\(device.serial.rawValue):name", kek: kek)
         let changed = try await store.nameDevice(
-            device.serial, owner: identity.account.id, nameSealed: sealed, audit: AuditEntry(.deviceNamed, actor: identity.account.id.description, subject: device.serial.rawValue, at: time.now())
+            device.serial, owner: identity.account.id, nameSealed: sealed,
+            audit: AuditEntry(
+                .deviceNamed, actor: identity.account.id.description, subject: device.serial.rawValue, at: time.now())
         )
         guard changed else { throw HearthError(.notFound, field: "serial", "you have no device with this serial") }
     }
@@ -41,18 +53,26 @@ extension Hearth {
     /// Numeric readings' history for charts: slices of `slice` seconds over the `seconds` before now.
     /// Slices that ended more than a minute ago are settled (a reading is stamped when the gateway
     /// receives it, and committed within that minute), so the store may keep them.
-    public func series(_ device: DeviceRecord, fields: [String], seconds: TimeInterval, slice: TimeInterval) async throws -> [String: [TelemetryBucket]] {
+    public func series(_ device: DeviceRecord, fields: [String], seconds: TimeInterval, slice: TimeInterval)
+        async throws -> [String: [TelemetryBucket]]
+    {
         let now = time.now()
-        return try await requireTelemetry().series(device.serial, fields: fields, from: now.addingTimeInterval(-seconds), to: now, slice: slice, settledBefore: now.addingTimeInterval(-60))
+        return try await requireTelemetry().series(
+            device.serial, fields: fields, from: now.addingTimeInterval(-seconds), to: now, slice: slice,
+            settledBefore: now.addingTimeInterval(-60))
     }
 
     /// The device's logbook, newest first: what was done to it (claims, names, commands,
     /// revocation) and what it reported about its software.
     public func logbook(_ device: DeviceRecord, limit: Int) async throws -> [LogbookEntry] {
-        let audit = try await store.auditRecords(subject: device.serial.rawValue, limit: limit).compactMap(LogbookEntry.init(audit:))
+        let audit = try await store.auditRecords(subject: device.serial.rawValue, limit: limit).compactMap(
+            LogbookEntry.init(audit:))
         let updates = try await self.updates?.store.updateEvents(device.serial, limit: limit) ?? []
         let events = updates.map { e in
-            LogbookEntry(at: e.at, text: "Software \(e.version): \(UpdatePhase(rawValue: e.phase)?.plainEnglish ?? e.phase)" + (e.reason.map { " (\($0))" } ?? ""), alert: UpdatePhase(rawValue: e.phase)?.alert == true)
+            LogbookEntry(
+                at: e.at,
+                text: "Software \(e.version): \(UpdatePhase(rawValue: e.phase)?.plainEnglish ?? e.phase)"
+                    + (e.reason.map { " (\($0))" } ?? ""), alert: UpdatePhase(rawValue: e.phase)?.alert == true)
         }
         var refusals: [LogbookEntry] = []
         if let telemetry { refusals = try await telemetry.refusals(device.serial).map { LogbookEntry(refusal: $0) } }
@@ -60,7 +80,9 @@ extension Hearth {
     }
 
     /// The operator's fleet: a page of devices matching `filter`, after `after`.
-    public func fleet(after: DeviceSerial?, filter: FleetFilter, limit: Int, by identity: Identity) async throws -> (devices: [DeviceRecord], total: Int) {
+    public func fleet(after: DeviceSerial?, filter: FleetFilter, limit: Int, by identity: Identity) async throws -> (
+        devices: [DeviceRecord], total: Int
+    ) {
         guard identity.role == .operator else { throw HearthError(.forbidden, "this needs the operator role") }
         async let devices = store.fleet(after: after, filter: filter, limit: limit)
         async let total = store.fleetCount(filter)
@@ -70,7 +92,9 @@ extension Hearth {
     /// One device for the operator (no owner's details).
     public func fleetDevice(_ rawSerial: String, by identity: Identity) async throws -> DeviceRecord {
         guard identity.role == .operator else { throw HearthError(.forbidden, "this needs the operator role") }
-        guard let serial = try? DeviceSerial(rawSerial), let device = try await store.device(serial) else { throw HearthError(.notFound, field: "serial", "no such device") }
+        guard let serial = try? DeviceSerial(rawSerial), let device = try await store.device(serial) else {
+            throw HearthError(.notFound, field: "serial", "no such device")
+        }
         return device
     }
 }
@@ -95,7 +119,8 @@ public struct LogbookEntry: Sendable, Equatable {
         case .deviceClaimed: self.init(at: at, text: "Set up (claimed) by its owner")
         case .deviceClaimFailed: self.init(at: at, text: "A set-up attempt with a wrong code was refused", alert: true)
         case .deviceReleased: self.init(at: at, text: "Released (factory reset)")
-        case .deviceRevoked: self.init(at: at, text: "Its certificate was revoked: it can no longer connect", alert: true)
+        case .deviceRevoked:
+            self.init(at: at, text: "Its certificate was revoked: it can no longer connect", alert: true)
         case .deviceNamed: self.init(at: at, text: "Renamed")
         case .commandSent: self.init(at: at, text: "Command sent: \(record.detail)")
         default: return nil
@@ -103,6 +128,10 @@ public struct LogbookEntry: Sendable, Equatable {
     }
 
     init(refusal: RefusalCount) {
-        self.init(at: refusal.lastAt, text: "Refused \(refusal.count) invalid message\(refusal.count == 1 ? "" : "s") from the device (\(refusal.kind.rawValue))", alert: true)
+        self.init(
+            at: refusal.lastAt,
+            text:
+                "Refused \(refusal.count) invalid message\(refusal.count == 1 ? "" : "s") from the device (\(refusal.kind.rawValue))",
+            alert: true)
     }
 }

@@ -88,7 +88,8 @@ public final class Hearth: Sendable {
     public let startedAt: Date
 
     public init(
-        store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings, time: any TimeSource = SystemTimeSource(),
+        store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings,
+        time: any TimeSource = SystemTimeSource(),
         telemetry: (any TelemetryStore)? = nil, commands: (any DeviceCommandChannel)? = nil, updates: Updates? = nil
     ) throws {
         let passwords = PasswordPolicy(blocklist: CommonPasswords.list, dictionary: CommonPasswords.dictionary)
@@ -136,7 +137,10 @@ public final class Hearth: Sendable {
     /// Runs `body` as one throttled attempt under `keys` (see ``Throttles``): reserved before the
     /// work, settled after it as a failure when it threw one of `codes` (or always, when every
     /// attempt counts, as for sign-ups and reports).
-    func throttled<T: Sendable>(_ keys: [Throttles.Key], failingOn codes: Set<HearthError.Code>, everyAttemptCounts: Bool = false, _ body: () async throws -> T) async throws -> T {
+    func throttled<T: Sendable>(
+        _ keys: [Throttles.Key], failingOn codes: Set<HearthError.Code>, everyAttemptCounts: Bool = false,
+        _ body: () async throws -> T
+    ) async throws -> T {
         try await throttles.reserve(keys, now: time.now())
         do {
             let value = try await body()
@@ -167,23 +171,31 @@ public final class Hearth: Sendable {
         let token = SecureToken.generate()
         let now = time.now()
         try await store.replaceSetupLink(
-            SetupLinkRecord(tokenHash: SecureToken.storageHash(token), createdAt: now, expiresAt: now.addingTimeInterval(settings.setupLinkLifetime)),
+            SetupLinkRecord(
+                tokenHash: SecureToken.storageHash(token), createdAt: now,
+                expiresAt: now.addingTimeInterval(settings.setupLinkLifetime)),
             audit: AuditEntry(.setupLinkIssued, detail: "valid for \(Int(settings.setupLinkLifetime)) s", at: now)
         )
         return "\(baseURL)/setup/\(token)"
     }
 
     /// Creates the first operator account from a set-up link token. Works once.
-    public func redeemSetupLink(token: String, email rawEmail: String, password: String, source: String) async throws -> AccountRecord {
+    public func redeemSetupLink(token: String, email rawEmail: String, password: String, source: String) async throws
+        -> AccountRecord
+    {
         try await throttled([.init(.perSource, source)], failingOn: [.expired]) {
-            guard SecureToken.isWellFormed(token) else { throw HearthError(.expired, "this set-up link is used, expired or unknown") }
+            guard SecureToken.isWellFormed(token) else {
+                throw HearthError(.expired, "this set-up link is used, expired or unknown")
+            }
             let account = try await newAccount(role: .operator, email: rawEmail, password: password)
             let now = time.now()
             try await store.redeemSetupLink(
                 tokenHash: SecureToken.storageHash(token), now: now, creating: account,
                 audit: [
                     AuditEntry(.setupLinkUsed, actor: account.id.description, detail: "from \(source)", at: now),
-                    AuditEntry(.accountCreated, actor: account.id.description, subject: account.id.description, detail: "role operator", at: now),
+                    AuditEntry(
+                        .accountCreated, actor: account.id.description, subject: account.id.description,
+                        detail: "role operator", at: now),
                 ]
             )
             return account
@@ -195,7 +207,8 @@ public final class Hearth: Sendable {
     /// Validates and hashes a new account's credentials (no storage yet).
     func newAccount(role: Role, email rawEmail: String, password: String) async throws -> AccountRecord {
         let email = try EmailAddress(rawEmail)
-        let domainWords = email.rawValue.split(separator: "@").last.map { $0.split(separator: ".").map(String.init) } ?? []
+        let domainWords =
+            email.rawValue.split(separator: "@").last.map { $0.split(separator: ".").map(String.init) } ?? []
         try passwords.check(password, contextWords: [email.localPart, email.rawValue] + domainWords.dropLast())
         let id = AccountID()
         return AccountRecord(
@@ -211,9 +224,14 @@ public final class Hearth: Sendable {
         try await throttled([.init(.signUpPerSource, source)], failingOn: [], everyAttemptCounts: true) {
             let account = try await newAccount(role: .owner, email: email, password: password)
             do {
-                try await store.createAccount(account, audit: AuditEntry(.accountCreated, actor: account.id.description, subject: account.id.description, detail: "role owner, from \(source)", at: time.now()))
+                try await store.createAccount(
+                    account,
+                    audit: AuditEntry(
+                        .accountCreated, actor: account.id.description, subject: account.id.description,
+                        detail: "role owner, from \(source)", at: time.now()))
             } catch let error as HearthError where error.code == .conflict {
-                throw HearthError(.conflict, field: "email", "an account with this e-mail address exists; sign in instead")
+                throw HearthError(
+                    .conflict, field: "email", "an account with this e-mail address exists; sign in instead")
             }
             return account
         }
@@ -221,22 +239,31 @@ public final class Hearth: Sendable {
 
     /// Signs in; returns the session token (shown once, stored only hashed). Throttled per source,
     /// per account and source (5 free), and per account from everywhere (a far higher ceiling).
-    public func signIn(email rawEmail: String, password: String, source: String) async throws -> (token: String, identity: Identity, expiresAt: Date) {
+    public func signIn(email rawEmail: String, password: String, source: String) async throws -> (
+        token: String, identity: Identity, expiresAt: Date
+    ) {
         let email = try? EmailAddress(rawEmail)
         let index = email.map { emailIndex.index($0.rawValue) } ?? "invalid"
-        let keys: [Throttles.Key] = [.init(.perSource, source), .init(.signInPerAccountAndSource, index + " " + source), .init(.signInPerAccount, index)]
+        let keys: [Throttles.Key] = [
+            .init(.perSource, source), .init(.signInPerAccountAndSource, index + " " + source),
+            .init(.signInPerAccount, index),
+        ]
         return try await throttled(keys, failingOn: [.unauthorized]) {
             let account = try await store.account(emailIndex: index)
             // Unknown accounts cost the same scrypt work as known ones.
             let ok = try await verify(password, account?.passwordHash ?? decoyHash) && account != nil
             let now = time.now()
             guard ok, let account, let email else {
-                try await store.appendAudit(AuditEntry(.signInFailed, actor: account?.id.description, detail: "from \(source)", at: now))
+                try await store.appendAudit(
+                    AuditEntry(.signInFailed, actor: account?.id.description, detail: "from \(source)", at: now))
                 throw HearthError(.unauthorized, "the e-mail address or password is wrong")
             }
             let token = SecureToken.generate()
-            let session = SessionRecord(tokenHash: SecureToken.storageHash(token), account: account.id, createdAt: now, expiresAt: now.addingTimeInterval(settings.sessionLifetime))
-            try await store.createSession(session, audit: AuditEntry(.signIn, actor: account.id.description, detail: "from \(source)", at: now))
+            let session = SessionRecord(
+                tokenHash: SecureToken.storageHash(token), account: account.id, createdAt: now,
+                expiresAt: now.addingTimeInterval(settings.sessionLifetime))
+            try await store.createSession(
+                session, audit: AuditEntry(.signIn, actor: account.id.description, detail: "from \(source)", at: now))
             return (token, Identity(account: account, email: email, tokenHash: session.tokenHash), session.expiresAt)
         }
     }
@@ -248,23 +275,32 @@ public final class Hearth: Sendable {
         guard let session = try await store.session(tokenHash: hash), session.expiresAt > time.now(),
             let account = try await store.account(id: session.account)
         else { return nil }
-        let email = try EmailAddress(String(decoding: try Envelope.open(account.emailSealed, context: "account:\(account.id):email", kek: kek), as: UTF8.self))
+        let email = try EmailAddress(
+            String(
+                decoding: try Envelope.open(account.emailSealed, context: "account:\(account.id):email", kek: kek),
+                as: UTF8.self))
         return Identity(account: account, email: email, tokenHash: hash)
     }
 
     public func signOut(_ identity: Identity) async throws {
-        try await store.deleteSession(tokenHash: identity.tokenHash, audit: AuditEntry(.signOut, actor: identity.account.id.description, at: time.now()))
+        try await store.deleteSession(
+            tokenHash: identity.tokenHash,
+            audit: AuditEntry(.signOut, actor: identity.account.id.description, at: time.now()))
     }
 
     /// Ends every session of the caller's account, on every browser and API client.
     @discardableResult
     public func signOutEverywhere(_ identity: Identity) async throws -> Int {
-        try await store.deleteSessions(of: identity.account.id, audit: AuditEntry(.signOutEverywhere, actor: identity.account.id.description, at: time.now()))
+        try await store.deleteSessions(
+            of: identity.account.id,
+            audit: AuditEntry(.signOutEverywhere, actor: identity.account.id.description, at: time.now()))
     }
 
     /// The caller's sessions, newest first; `current` marks the one making this request.
     public func sessions(of identity: Identity) async throws -> [(session: SessionRecord, current: Bool)] {
-        try await store.sessions(of: identity.account.id).filter { $0.expiresAt > time.now() }.map { ($0, $0.tokenHash == identity.tokenHash) }
+        try await store.sessions(of: identity.account.id).filter { $0.expiresAt > time.now() }.map {
+            ($0, $0.tokenHash == identity.tokenHash)
+        }
     }
 
     // MARK: Product models
@@ -273,7 +309,10 @@ public final class Hearth: Sendable {
         guard identity.role == .operator else { throw HearthError(.forbidden, "only operators define product models") }
         let model = try ProductModel(json: json)
         do {
-            try await store.createModel(model, at: time.now(), audit: AuditEntry(.modelCreated, actor: identity.account.id.description, subject: model.id.rawValue, at: time.now()))
+            try await store.createModel(
+                model, at: time.now(),
+                audit: AuditEntry(
+                    .modelCreated, actor: identity.account.id.description, subject: model.id.rawValue, at: time.now()))
         } catch let error as HearthError where error.code == .conflict {
             throw HearthError(.conflict, field: "id", "a product model with id '\(model.id)' exists")
         }
@@ -286,12 +325,15 @@ public final class Hearth: Sendable {
     /// unknown serial get the same answer after the same work (no enumeration). Failures are
     /// throttled per device and account, per device from every account (a far higher ceiling, so
     /// a stranger's wrong codes never block the label's holder), per account and per source.
-    public func claim(serial rawSerial: String, setupCode rawCode: String, by identity: Identity, source: String) async throws -> DeviceRecord {
+    public func claim(serial rawSerial: String, setupCode rawCode: String, by identity: Identity, source: String)
+        async throws -> DeviceRecord
+    {
         let serial = try DeviceSerial(rawSerial)
         let code = try SetupCode(rawCode)
         let owner = identity.account.id
         let keys: [Throttles.Key] = [
-            .init(.claimPerDeviceAndAccount, serial.rawValue + " " + owner.description), .init(.claimPerDevice, serial.rawValue),
+            .init(.claimPerDeviceAndAccount, serial.rawValue + " " + owner.description),
+            .init(.claimPerDevice, serial.rawValue),
             .init(.claimPerAccount, owner.description), .init(.perSource, source),
         ]
         return try await throttled(keys, failingOn: [.claimRejected]) {
@@ -300,15 +342,23 @@ public final class Hearth: Sendable {
             if let device, matches, device.owner == owner { return device }
             let claimedAt = time.now()
             if let device, matches, device.owner == nil,
-                try await store.claimDevice(serial, owner: owner, at: claimedAt, audit: AuditEntry(.deviceClaimed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
+                try await store.claimDevice(
+                    serial, owner: owner, at: claimedAt,
+                    audit: AuditEntry(
+                        .deviceClaimed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)",
+                        at: claimedAt))
             {
                 var claimed = device
                 claimed.owner = owner
                 claimed.claimedAt = claimedAt
                 return claimed
             }
-            try await store.appendAudit(AuditEntry(.deviceClaimFailed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)", at: claimedAt))
-            throw HearthError(.claimRejected, "no unclaimed device matches this serial and setup code; check both on the label")
+            try await store.appendAudit(
+                AuditEntry(
+                    .deviceClaimFailed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)",
+                    at: claimedAt))
+            throw HearthError(
+                .claimRejected, "no unclaimed device matches this serial and setup code; check both on the label")
         }
     }
 
@@ -318,7 +368,9 @@ public final class Hearth: Sendable {
 
     /// The caller's device. Someone else's device and an unknown serial get the same answer.
     public func ownedDevice(_ rawSerial: String, by identity: Identity) async throws -> DeviceRecord {
-        guard let serial = try? DeviceSerial(rawSerial), let device = try await store.device(serial), device.owner == identity.account.id else {
+        guard let serial = try? DeviceSerial(rawSerial), let device = try await store.device(serial),
+            device.owner == identity.account.id
+        else {
             throw HearthError(.notFound, field: "serial", "you have no device with this serial")
         }
         return device
@@ -335,7 +387,9 @@ public final class Hearth: Sendable {
     }
 
     /// A page of readings received in `from ..< to`, after `cursor`.
-    public func readings(_ rawSerial: String, from: Date, to: Date, after cursor: Int64?, limit: Int, by identity: Identity) async throws -> [TelemetryRecord] {
+    public func readings(
+        _ rawSerial: String, from: Date, to: Date, after cursor: Int64?, limit: Int, by identity: Identity
+    ) async throws -> [TelemetryRecord] {
         let device = try await ownedDevice(rawSerial, by: identity)
         guard (1...1000).contains(limit) else { throw HearthError.invalid("limit", "between 1 and 1000") }
         guard from < to else { throw HearthError.invalid("from", "must be before 'to'") }
@@ -343,24 +397,38 @@ public final class Hearth: Sendable {
     }
 
     /// Checks a command against the device's model, sends it, and waits for the device's answer.
-    public func sendCommand(to rawSerial: String, name: String, parameters: [String: JSONValue], by identity: Identity) async throws -> CommandOutcome {
+    public func sendCommand(to rawSerial: String, name: String, parameters: [String: JSONValue], by identity: Identity)
+        async throws -> CommandOutcome
+    {
         let device = try await ownedDevice(rawSerial, by: identity)
-        guard let model = try await store.model(device.model) else { throw HearthError(.integrity, "the device's product model is missing") }
+        guard let model = try await store.model(device.model) else {
+            throw HearthError(.integrity, "the device's product model is missing")
+        }
         do {
             _ = try CommandMessage.validate(name, parameters: parameters, model: model)
         } catch {
-            throw HearthError(error.kind == .unknownField ? .unknownField : .invalidInput, field: error.field, error.message)
+            throw HearthError(
+                error.kind == .unknownField ? .unknownField : .invalidInput, field: error.field, error.message)
         }
         guard let commands else { throw HearthError(.unavailable, "this server runs no device gateway") }
-        try await store.appendAudit(AuditEntry(.commandSent, actor: identity.account.id.description, subject: device.serial.rawValue, detail: name, at: time.now()))
-        return await commands.send(command: name, parameters: parameters, to: device.serial, timeout: settings.commandTimeout)
+        try await store.appendAudit(
+            AuditEntry(
+                .commandSent, actor: identity.account.id.description, subject: device.serial.rawValue, detail: name,
+                at: time.now()))
+        return await commands.send(
+            command: name, parameters: parameters, to: device.serial, timeout: settings.commandTimeout)
     }
 
     /// Revokes a device's certificate (operators): the gateway refuses it from then on.
     public func revoke(_ rawSerial: String, by identity: Identity) async throws -> Bool {
         guard identity.role == .operator else { throw HearthError(.forbidden, "this needs the operator role") }
-        guard let serial = try? DeviceSerial(rawSerial) else { throw HearthError(.notFound, field: "serial", "no such device") }
-        return try await store.revokeDevice(serial, at: time.now(), audit: AuditEntry(.deviceRevoked, actor: identity.account.id.description, subject: serial.rawValue, at: time.now()))
+        guard let serial = try? DeviceSerial(rawSerial) else {
+            throw HearthError(.notFound, field: "serial", "no such device")
+        }
+        return try await store.revokeDevice(
+            serial, at: time.now(),
+            audit: AuditEntry(
+                .deviceRevoked, actor: identity.account.id.description, subject: serial.rawValue, at: time.now()))
     }
 }
 
@@ -373,7 +441,8 @@ public final class Hearth: Sendable {
 /// them has yet counted against.
 actor Throttles {
     enum Purpose: CaseIterable {
-        case perSource, signInPerAccountAndSource, signInPerAccount, signUpPerSource, claimPerDeviceAndAccount, claimPerDevice, claimPerAccount, reportPerSource
+        case perSource, signInPerAccountAndSource, signInPerAccount, signUpPerSource, claimPerDeviceAndAccount,
+            claimPerDevice, claimPerAccount, reportPerSource
 
         var policy: ThrottlePolicy {
             switch self {
@@ -400,7 +469,8 @@ actor Throttles {
         }
     }
 
-    private var books: [Purpose: ThrottleBook] = Dictionary(uniqueKeysWithValues: Purpose.allCases.map { ($0, ThrottleBook(policy: $0.policy)) })
+    private var books: [Purpose: ThrottleBook] = Dictionary(
+        uniqueKeysWithValues: Purpose.allCases.map { ($0, ThrottleBook(policy: $0.policy)) })
 
     /// Reserves one attempt under every key, or none: throws ``HearthError/Code/throttled`` with
     /// the longest wait if any key must wait.
@@ -409,7 +479,9 @@ actor Throttles {
         for k in keys {
             if case .wait(let seconds) = books[k.purpose]!.admits(k.key, now: now) { wait = max(wait, seconds) }
         }
-        guard wait == 0 else { throw HearthError(.throttled, "too many attempts; try again in \(wait) s", retryAfter: wait) }
+        guard wait == 0 else {
+            throw HearthError(.throttled, "too many attempts; try again in \(wait) s", retryAfter: wait)
+        }
         for k in keys { _ = books[k.purpose]!.reserve(k.key, now: now) }
     }
 
@@ -439,7 +511,8 @@ actor HashGate {
             return
         }
         guard waiting.count < queued else {
-            throw HearthError(.unavailable, "the server is busy checking passwords; try again in a moment", retryAfter: 1)
+            throw HearthError(
+                .unavailable, "the server is busy checking passwords; try again in a moment", retryAfter: 1)
         }
         await withCheckedContinuation { waiting.append($0) }
     }

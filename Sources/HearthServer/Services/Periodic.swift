@@ -11,7 +11,9 @@ public struct Periodic: Service {
     let failure: String
     let work: @Sendable () async throws -> Void
 
-    public init(every interval: Duration, logger: Logger, failure: String, work: @escaping @Sendable () async throws -> Void) {
+    public init(
+        every interval: Duration, logger: Logger, failure: String, work: @escaping @Sendable () async throws -> Void
+    ) {
         self.interval = interval
         self.logger = logger
         self.failure = failure
@@ -30,18 +32,25 @@ public struct Periodic: Service {
 
 extension Periodic {
     /// Deletes expired sessions periodically, so a stolen-but-expired token's row does not linger.
-    public static func sessionSweeper(store: any HearthStore, time: any TimeSource = SystemTimeSource(), interval: Duration = .seconds(600), logger: Logger) -> Periodic {
-    Periodic(every: interval, logger: logger, failure: "could not remove expired sessions") {
-        let removed = try await store.deleteExpiredSessions(now: time.now())
-        if removed > 0 { logger.info("removed expired sessions", metadata: ["count": "\(removed)"]) }
+    public static func sessionSweeper(
+        store: any HearthStore, time: any TimeSource = SystemTimeSource(), interval: Duration = .seconds(600),
+        logger: Logger
+    ) -> Periodic {
+        Periodic(every: interval, logger: logger, failure: "could not remove expired sessions") {
+            let removed = try await store.deleteExpiredSessions(now: time.now())
+            if removed > 0 { logger.info("removed expired sessions", metadata: ["count": "\(removed)"]) }
+        }
     }
-}
 
     /// Renews the update repository's timestamp and snapshot before they expire.
-    public static func repositoryRenewer(repository: UpdateRepository, interval: Duration = .seconds(600), logger: Logger) -> Periodic {
-    Periodic(every: interval, logger: logger, failure: "could not renew update metadata") {
-        let renewed = try await repository.renewIfDue()
-        if !renewed.isEmpty { logger.info("renewed update metadata", metadata: ["roles": "\(renewed.map(\.rawValue))"]) }
+    public static func repositoryRenewer(
+        repository: UpdateRepository, interval: Duration = .seconds(600), logger: Logger
+    ) -> Periodic {
+        Periodic(every: interval, logger: logger, failure: "could not renew update metadata") {
+            let renewed = try await repository.renewIfDue()
+            if !renewed.isEmpty {
+                logger.info("renewed update metadata", metadata: ["roles": "\(renewed.map(\.rawValue))"])
+            }
+        }
     }
-}
 }

@@ -38,7 +38,10 @@ public struct Provisioner: Sendable {
     public let publicURL: String
     public let time: any TimeSource
 
-    public init(store: any HearthStore, deviceCA: CertificateAuthority, rootCA: CertificateAuthority, hashCost: ScryptCost = .standard, publicURL: String, time: any TimeSource = SystemTimeSource()) {
+    public init(
+        store: any HearthStore, deviceCA: CertificateAuthority, rootCA: CertificateAuthority,
+        hashCost: ScryptCost = .standard, publicURL: String, time: any TimeSource = SystemTimeSource()
+    ) {
         self.store = store
         self.deviceCA = deviceCA
         self.rootCA = rootCA
@@ -54,7 +57,9 @@ public struct Provisioner: Sendable {
         progress: @Sendable (Int) -> Void = { _ in }
     ) async throws -> [ProvisionedUnit] {
         guard (1...1_000_000).contains(count) else { throw HearthError.invalid("count", "between 1 and 1,000,000") }
-        guard let model = try await store.model(modelID) else { throw HearthError(.notFound, field: "model", "no product model '\(modelID)'") }
+        guard let model = try await store.model(modelID) else {
+            throw HearthError(.notFound, field: "model", "no product model '\(modelID)'")
+        }
         if let outDirectory { try Self.makePrivateDirectory(outDirectory) }
         var all: [ProvisionedUnit] = []
         all.reserveCapacity(count)
@@ -96,15 +101,20 @@ public struct Provisioner: Sendable {
     /// Signs a device's own CSR: the unit gets a serial, certificate and setup code; its key stays
     /// on the device.
     public func signCSR(pem: String, modelID: ProductModelID, outDirectory: URL?) async throws -> ProvisionedUnit {
-        guard let model = try await store.model(modelID) else { throw HearthError(.notFound, field: "model", "no product model '\(modelID)'") }
+        guard let model = try await store.model(modelID) else {
+            throw HearthError(.notFound, field: "model", "no product model '\(modelID)'")
+        }
         if let outDirectory { try Self.makePrivateDirectory(outDirectory) }
-        let unit = try await NIOThreadPool.singleton.runIfActive { var rng = SystemRandomNumberGenerator()
-            return try self.makeUnit(model: model, code: SetupCode.generate(using: &rng), csrPEM: pem) }
+        let unit = try await NIOThreadPool.singleton.runIfActive {
+            var rng = SystemRandomNumberGenerator()
+            return try self.makeUnit(model: model, code: SetupCode.generate(using: &rng), csrPEM: pem)
+        }
         try await register([unit], model: model, outDirectory: outDirectory)
         return unit.0
     }
 
-    func makeUnit(model: ProductModel, code: SetupCode, csrPEM: String? = nil) throws -> (ProvisionedUnit, DeviceRecord) {
+    func makeUnit(model: ProductModel, code: SetupCode, csrPEM: String? = nil) throws -> (ProvisionedUnit, DeviceRecord)
+    {
         var rng = SystemRandomNumberGenerator()
         let serial = DeviceSerial.random(using: &rng)
         let now = time.now()
@@ -116,11 +126,15 @@ public struct Provisioner: Sendable {
         } else {
             let fresh = P256.Signing.PrivateKey()
             key = fresh
-            certificate = try deviceCA.issueDeviceCertificate(publicKey: .init(fresh.publicKey), serial: serial, model: model, now: now)
+            certificate = try deviceCA.issueDeviceCertificate(
+                publicKey: .init(fresh.publicKey), serial: serial, model: model, now: now)
         }
         let label = DeviceLabel(model: model, serial: serial, setupCode: code, setupURL: "\(publicURL)/claim")
-        let unit = ProvisionedUnit(serial: serial, setupCode: code, certificate: certificate, privateKey: key, label: label)
-        let record = DeviceRecord(serial: serial, model: model.id, certificatePEM: try certificate.pem(), setupCodeHash: try hasher.hash(code.digits), provisionedAt: now)
+        let unit = ProvisionedUnit(
+            serial: serial, setupCode: code, certificate: certificate, privateKey: key, label: label)
+        let record = DeviceRecord(
+            serial: serial, model: model.id, certificatePEM: try certificate.pem(),
+            setupCodeHash: try hasher.hash(code.digits), provisionedAt: now)
         return (unit, record)
     }
 
@@ -134,7 +148,8 @@ public struct Provisioner: Sendable {
             batch.map(\.1),
             audit: AuditEntry(
                 .devicesProvisioned, subject: model.id.rawValue,
-                detail: "\(batch.count) units: \(serials.prefix(3).joined(separator: ", "))\(serials.count > 3 ? " … \(serials.last!)" : "")",
+                detail:
+                    "\(batch.count) units: \(serials.prefix(3).joined(separator: ", "))\(serials.count > 3 ? " … \(serials.last!)" : "")",
                 at: time.now()
             )
         )
@@ -144,9 +159,11 @@ public struct Provisioner: Sendable {
         let folder = directory.appendingPathComponent(unit.serial.rawValue)
         try Self.makePrivateDirectory(folder)
         if let key = unit.privateKey {
-            try DataFolder.writePrivate(Data(key.pemRepresentation.utf8), to: folder.appendingPathComponent("device.key.pem"))
+            try DataFolder.writePrivate(
+                Data(key.pemRepresentation.utf8), to: folder.appendingPathComponent("device.key.pem"))
         }
-        try Data((try unit.certificate.pem() + "\n" + deviceCA.certificate.pem()).utf8).write(to: folder.appendingPathComponent("device.pem"))
+        try Data((try unit.certificate.pem() + "\n" + deviceCA.certificate.pem()).utf8).write(
+            to: folder.appendingPathComponent("device.pem"))
         try Data(try rootCA.certificate.pem().utf8).write(to: folder.appendingPathComponent("server-root-ca.pem"))
         try Data(unit.label.text.utf8).write(to: folder.appendingPathComponent("label.txt"))
         let bundle: JSONValue = [
@@ -160,12 +177,14 @@ public struct Provisioner: Sendable {
             try Data(firmware.root).write(to: dir.appendingPathComponent("root.json"))
             try Data(firmware.targets).write(to: dir.appendingPathComponent("targets.json"))
             try Data(firmware.name.utf8).write(to: dir.appendingPathComponent("name"))
-            try FileManager.default.copyItem(atPath: firmware.imagePath, toPath: dir.appendingPathComponent("image").path)
+            try FileManager.default.copyItem(
+                atPath: firmware.imagePath, toPath: dir.appendingPathComponent("image").path)
         }
     }
 
     static func makePrivateDirectory(_ url: URL) throws {
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 }
 

@@ -33,9 +33,14 @@ public final class Updates: Sendable, DeviceUpdateChannel {
         let allowed = reportBuckets.withLock { buckets in
             // Bounded: a full table drops the buckets that have refilled (they are as new).
             if buckets[serial] == nil, buckets.count >= 100_000 {
-                buckets = buckets.filter { var b = $0.value; return !b.take(Self.reportRate.burst, now: now) }
+                buckets = buckets.filter {
+                    var b = $0.value
+                    return !b.take(Self.reportRate.burst, now: now)
+                }
             }
-            return buckets[serial, default: TokenBucket(rate: Self.reportRate.perSecond, burst: Self.reportRate.burst, now: now)].take(now: now)
+            return buckets[
+                serial, default: TokenBucket(rate: Self.reportRate.perSecond, burst: Self.reportRate.burst, now: now)
+            ].take(now: now)
         }
         if !allowed { refusedReports.withLock { $0 += 1 } }
         return allowed
@@ -45,28 +50,49 @@ public final class Updates: Sendable, DeviceUpdateChannel {
 
     /// Stores a device's report, lets its rollout decide (pause, advance), and answers with the
     /// support period and, if the device's stage has come, the target to install.
-    public func received(report payload: [UInt8], from serial: DeviceSerial, model: ProductModelID) async throws -> [UInt8] {
+    public func received(report payload: [UInt8], from serial: DeviceSerial, model: ProductModelID) async throws
+        -> [UInt8]
+    {
         let report = try UpdateReport(payload: payload)
         let now = time.now()
         guard allowReport(from: serial, now: now) else {
-            throw HearthError(.throttled, "update reports from this device come too fast", retryAfter: Int(1 / Self.reportRate.perSecond))
+            throw HearthError(
+                .throttled, "update reports from this device come too fast",
+                retryAfter: Int(1 / Self.reportRate.perSecond))
         }
-        try await store.appendUpdateEvent(UpdateEventRecord(serial: serial, at: now, phase: report.phase.rawValue, version: report.version, target: report.target, reason: report.reason))
-        guard let productModel = try await store.model(model) else { throw HearthError(.integrity, "the device's model is missing") }
+        try await store.appendUpdateEvent(
+            UpdateEventRecord(
+                serial: serial, at: now, phase: report.phase.rawValue, version: report.version, target: report.target,
+                reason: report.reason))
+        guard let productModel = try await store.model(model) else {
+            throw HearthError(.integrity, "the device's model is missing")
+        }
         var offer: String?
-        if let rollout = try await store.rollouts(model: model).first(where: { $0.state == RolloutState.active.rawValue || $0.state == RolloutState.paused.rawValue }) {
+        if let rollout = try await store.rollouts(model: model).first(where: {
+            $0.state == RolloutState.active.rawValue || $0.state == RolloutState.paused.rawValue
+        }) {
             let current = try await evaluate(rollout)
             offer = try await target(for: serial, running: report, in: current)
         }
-        return UpdateOffer(supportEnds: productModel.supportEnds, supportEnded: Self.ended(productModel.supportEnds, now: now), target: offer).payload
+        return UpdateOffer(
+            supportEnds: productModel.supportEnds, supportEnded: Self.ended(productModel.supportEnds, now: now),
+            target: offer
+        ).payload
     }
 
     /// The rollout's target if `serial` is in its current stage, runs an older version, and has not
     /// already failed with it.
-    func target(for serial: DeviceSerial, running report: UpdateReport, in rollout: RolloutRecord) async throws -> String? {
-        guard rollout.state == RolloutState.active.rawValue, let plan = try? RolloutPlan(stages: rollout.stages, failureThreshold: rollout.failureThreshold, minimumSample: rollout.minimumSample),
-            plan.includes(serial: serial, rollout: rollout.id, stage: rollout.stage), let release = try await store.release(rollout.target),
-            let running = try? FirmwareVersion(report.version), let offered = try? FirmwareVersion(release.version), running < offered
+    func target(for serial: DeviceSerial, running report: UpdateReport, in rollout: RolloutRecord) async throws
+        -> String?
+    {
+        guard rollout.state == RolloutState.active.rawValue,
+            let plan = try? RolloutPlan(
+                stages: rollout.stages, failureThreshold: rollout.failureThreshold, minimumSample: rollout.minimumSample
+            ),
+            plan.includes(serial: serial, rollout: rollout.id, stage: rollout.stage),
+            let release = try await store.release(rollout.target),
+            let running = try? FirmwareVersion(report.version), let offered = try? FirmwareVersion(release.version),
+            running < offered
         else { return nil }
         // Not while it is installing it, and never again in this rollout to a device that failed
         // with it (even after a restart): the operator decides, with a new rollout.
@@ -78,7 +104,10 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     /// Applies the rollout policy to the current tally; returns the rollout as it now is.
     @discardableResult
     func evaluate(_ rollout: RolloutRecord) async throws -> RolloutRecord {
-        guard let plan = try? RolloutPlan(stages: rollout.stages, failureThreshold: rollout.failureThreshold, minimumSample: rollout.minimumSample),
+        guard
+            let plan = try? RolloutPlan(
+                stages: rollout.stages, failureThreshold: rollout.failureThreshold, minimumSample: rollout.minimumSample
+            ),
             let state = RolloutState(rawValue: rollout.state)
         else { return rollout }
         let tally = try await tally(rollout, plan: plan)
@@ -87,18 +116,30 @@ public final class Updates: Sendable, DeviceUpdateChannel {
         let detail: String
         switch RolloutDecision.decide(plan: plan, state: state, stage: rollout.stage, tally: tally) {
         case .none: return rollout
-        case .pause(let why): next.state = RolloutState.paused.rawValue; next.note = why; detail = why
-        case .advance(let stage): next.stage = stage; detail = "stage \(stage + 1) of \(plan.stages.count): \(plan.stages[stage])% of devices"
-        case .complete: next.state = RolloutState.completed.rawValue; detail = "completed"
+        case .pause(let why):
+            next.state = RolloutState.paused.rawValue
+            next.note = why
+            detail = why
+        case .advance(let stage):
+            next.stage = stage
+            detail = "stage \(stage + 1) of \(plan.stages.count): \(plan.stages[stage])% of devices"
+        case .complete:
+            next.state = RolloutState.completed.rawValue
+            detail = "completed"
         }
-        if try await store.updateRollout(next, fromState: rollout.state, fromStage: rollout.stage, audit: AuditEntry(.rolloutChanged, actor: "policy", subject: rollout.id, detail: detail, at: next.updatedAt)) {
+        if try await store.updateRollout(
+            next, fromState: rollout.state, fromStage: rollout.stage,
+            audit: AuditEntry(.rolloutChanged, actor: "policy", subject: rollout.id, detail: detail, at: next.updatedAt)
+        ) {
             return next
         }
         return try await store.rollout(rollout.id) ?? rollout
     }
 
     func tally(_ rollout: RolloutRecord, plan: RolloutPlan) async throws -> RolloutTally {
-        let members = try await store.devices(model: rollout.model).filter { plan.includes(serial: $0, rollout: rollout.id, stage: rollout.stage) }
+        let members = try await store.devices(model: rollout.model).filter {
+            plan.includes(serial: $0, rollout: rollout.id, stage: rollout.stage)
+        }
         let latest = try await store.latestEvents(target: rollout.target, since: rollout.createdAt)
         var tally = RolloutTally(members: members.count)
         for serial in members {
@@ -121,13 +162,23 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     }
 
     public func startRollout(target: String, plan: RolloutPlan, actor: String) async throws -> RolloutView {
-        guard let release = try await store.release(target) else { throw HearthError(.notFound, field: "target", "no released image \(target); import it first") }
+        guard let release = try await store.release(target) else {
+            throw HearthError(.notFound, field: "target", "no released image \(target); import it first")
+        }
         let now = time.now()
         let rollout = RolloutRecord(
-            id: "RO-" + String(SecureToken.generate().prefix(10)), target: target, model: release.model, stages: plan.stages, failureThreshold: plan.failureThreshold,
-            minimumSample: plan.minimumSample, state: RolloutState.active.rawValue, stage: 0, note: nil, createdAt: now, updatedAt: now
+            id: "RO-" + String(SecureToken.generate().prefix(10)), target: target, model: release.model,
+            stages: plan.stages, failureThreshold: plan.failureThreshold,
+            minimumSample: plan.minimumSample, state: RolloutState.active.rawValue, stage: 0, note: nil, createdAt: now,
+            updatedAt: now
         )
-        try await store.createRollout(rollout, audit: AuditEntry(.rolloutCreated, actor: actor, subject: rollout.id, detail: "\(target) to \(release.model) in stages \(plan.stages)%, pause over \(Int(plan.failureThreshold * 100))% failures", at: now))
+        try await store.createRollout(
+            rollout,
+            audit: AuditEntry(
+                .rolloutCreated, actor: actor, subject: rollout.id,
+                detail:
+                    "\(target) to \(release.model) in stages \(plan.stages)%, pause over \(Int(plan.failureThreshold * 100))% failures",
+                at: now))
         return try await view(rollout.id)
     }
 
@@ -136,27 +187,48 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     /// An operator's pause, resume, abort or advance. Moves that make no sense (resume an aborted
     /// rollout) are a conflict and change nothing.
     public func control(_ id: String, _ action: Control, actor: String) async throws -> RolloutView {
-        guard let rollout = try await store.rollout(id) else { throw HearthError(.notFound, field: "id", "no rollout \(id)") }
+        guard let rollout = try await store.rollout(id) else {
+            throw HearthError(.notFound, field: "id", "no rollout \(id)")
+        }
         var next = rollout
         next.updatedAt = time.now()
         switch (action, RolloutState(rawValue: rollout.state)) {
-        case (.pause, .active): next.state = RolloutState.paused.rawValue; next.note = "paused by an operator"
-        case (.resume, .paused): next.state = RolloutState.active.rawValue; next.note = nil
-        case (.abort, .active), (.abort, .paused): next.state = RolloutState.aborted.rawValue; next.note = "aborted by an operator"
+        case (.pause, .active):
+            next.state = RolloutState.paused.rawValue
+            next.note = "paused by an operator"
+        case (.resume, .paused):
+            next.state = RolloutState.active.rawValue
+            next.note = nil
+        case (.abort, .active), (.abort, .paused):
+            next.state = RolloutState.aborted.rawValue
+            next.note = "aborted by an operator"
         case (.advance, .active), (.advance, .paused):
-            if rollout.stage + 1 < rollout.stages.count { next.stage += 1 } else { next.state = RolloutState.completed.rawValue }
+            if rollout.stage + 1 < rollout.stages.count {
+                next.stage += 1
+            } else {
+                next.state = RolloutState.completed.rawValue
+            }
         default:
-            throw HearthError(.conflict, field: "action", "cannot \(action.rawValue) a rollout that is \(rollout.state)")
+            throw HearthError(
+                .conflict, field: "action", "cannot \(action.rawValue) a rollout that is \(rollout.state)")
         }
-        guard try await store.updateRollout(next, fromState: rollout.state, fromStage: rollout.stage, audit: AuditEntry(.rolloutChanged, actor: actor, subject: id, detail: action.rawValue, at: next.updatedAt)) else {
+        guard
+            try await store.updateRollout(
+                next, fromState: rollout.state, fromStage: rollout.stage,
+                audit: AuditEntry(
+                    .rolloutChanged, actor: actor, subject: id, detail: action.rawValue, at: next.updatedAt))
+        else {
             throw HearthError(.conflict, "the rollout changed meanwhile; look again")
         }
         return try await view(id)
     }
 
     public func view(_ id: String) async throws -> RolloutView {
-        guard let rollout = try await store.rollout(id) else { throw HearthError(.notFound, field: "id", "no rollout \(id)") }
-        let plan = try RolloutPlan(stages: rollout.stages, failureThreshold: rollout.failureThreshold, minimumSample: rollout.minimumSample)
+        guard let rollout = try await store.rollout(id) else {
+            throw HearthError(.notFound, field: "id", "no rollout \(id)")
+        }
+        let plan = try RolloutPlan(
+            stages: rollout.stages, failureThreshold: rollout.failureThreshold, minimumSample: rollout.minimumSample)
         return RolloutView(rollout: rollout, tally: try await tally(rollout, plan: plan))
     }
 
@@ -170,14 +242,22 @@ public final class Updates: Sendable, DeviceUpdateChannel {
 
     /// Extends a model's support period; a shortening is refused and audited.
     public func extendSupport(_ rawModel: String, to rawDate: String, actor: String) async throws -> ProductModel {
-        guard let model = try? ProductModelID(rawModel) else { throw HearthError(.notFound, field: "model", "no product model \(rawModel)") }
+        guard let model = try? ProductModelID(rawModel) else {
+            throw HearthError(.notFound, field: "model", "no product model \(rawModel)")
+        }
         guard let date = CalendarDate(rawDate) else { throw HearthError.invalid("supportEnds", "a date, YYYY-MM-DD") }
         let now = time.now()
         try await store.extendSupport(
-            model, to: date, audit: AuditEntry(.supportExtended, actor: actor, subject: model.rawValue, detail: "security updates until \(date)", at: now),
-            refusedAudit: AuditEntry(.supportShorteningRefused, actor: actor, subject: model.rawValue, detail: "asked for \(date)", at: now)
+            model, to: date,
+            audit: AuditEntry(
+                .supportExtended, actor: actor, subject: model.rawValue, detail: "security updates until \(date)",
+                at: now),
+            refusedAudit: AuditEntry(
+                .supportShorteningRefused, actor: actor, subject: model.rawValue, detail: "asked for \(date)", at: now)
         )
-        guard let updated = try await store.model(model) else { throw HearthError(.notFound, field: "model", "no product model \(model)") }
+        guard let updated = try await store.model(model) else {
+            throw HearthError(.notFound, field: "model", "no product model \(model)")
+        }
         return updated
     }
 
@@ -196,12 +276,15 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     /// release notes, security alerts (tampered software), and the support period.
     public func deviceView(_ device: DeviceRecord) async throws -> DeviceUpdateView {
         let events = try await store.updateEvents(device.serial, limit: 50)
-        guard let model = try await store.model(device.model) else { throw HearthError(.integrity, "the device's model is missing") }
+        guard let model = try await store.model(device.model) else {
+            throw HearthError(.integrity, "the device's model is missing")
+        }
         let latest = events.first
         var release: ReleaseRecord?
         if let target = events.first(where: { $0.target != nil })?.target { release = try await store.release(target) }
         return DeviceUpdateView(
-            running: latest?.version, latest: latest, alerts: events.filter { UpdatePhase(rawValue: $0.phase)?.alert == true }, release: release,
+            running: latest?.version, latest: latest,
+            alerts: events.filter { UpdatePhase(rawValue: $0.phase)?.alert == true }, release: release,
             supportEnds: model.supportEnds, supportEnded: Self.ended(model.supportEnds, now: time.now())
         )
     }
