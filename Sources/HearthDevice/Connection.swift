@@ -49,22 +49,20 @@ struct UnsupportedVersion: Error {}
 final class MQTTClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 
-    var parser: MQTTParser
-    var buffer = ByteBuffer()
+    var framer: MQTTFramer
     let continuation: AsyncThrowingStream<MQTTPacket, any Error>.Continuation
     var first = true
 
     init(version: MQTTVersion, continuation: AsyncThrowingStream<MQTTPacket, any Error>.Continuation) {
-        parser = MQTTParser(version: version)
+        framer = MQTTFramer(MQTTParser(version: version))
         self.continuation = continuation
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        buffer.writeBuffer(&bytes)
         // A 3.1.1-only server answers a 5.0 CONNECT with a 3.1.1 CONNACK: 0x20 0x02 flags 0x01.
-        if first, parser.version == .v5, buffer.readableBytes >= 4,
-            buffer.getBytes(at: buffer.readerIndex, length: 4).map({ $0[0] == 0x20 && $0[1] == 2 && $0[3] == 1 })
+        if first, framer.version == .v5, framer.bufferedBytes == 0, bytes.readableBytes >= 4,
+            bytes.getBytes(at: bytes.readerIndex, length: 4).map({ $0[0] == 0x20 && $0[1] == 2 && $0[3] == 1 })
                 == true
         {
             continuation.finish(throwing: UnsupportedVersion())
@@ -72,15 +70,15 @@ final class MQTTClientHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         do {
-            while let packet = try parser.next(&buffer) {
-                first = false
+            try framer.decode(&bytes) { packet in
                 continuation.yield(packet)
+                return true
             }
+            first = false
         } catch {
             continuation.finish(throwing: error)
             context.close(promise: nil)
         }
-        if buffer.readerIndex > 16_384 { buffer.discardReadBytes() }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

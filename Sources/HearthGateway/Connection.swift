@@ -127,9 +127,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Set once the peer may speak MQTT (at once on the development listener; after the TLS
     /// handshake and the certificate check on the device listener).
     private var machine: ConnectionStateMachine?
-    private var parser: MQTTParser
-    /// Bytes of an incomplete packet, kept until the rest arrives.
+    private var framer: MQTTFramer
+    /// Bytes that arrived during the certificate check, before the peer may speak MQTT.
     private var pending: ByteBuffer?
+    /// The protocol level of the CONNECT (5.0 until one arrives).
+    private var version = MQTTVersion.v5
     private var outboundFlow = OutboundFlow()
     private var inboundFlow: InboundFlow
     private var sessionKey: String?
@@ -158,13 +160,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.parts = parts
         self.deviceListener = deviceListener
         let limits = parts.limits
-        parser = MQTTParser(maximumPacketSize: Int(limits.maximumPacketSize))
+        framer = MQTTFramer(MQTTParser(maximumPacketSize: Int(limits.maximumPacketSize)))
         inboundFlow = InboundFlow(receiveMaximum: Int(limits.receiveMaximum))
         publishBucket = TokenBucket(rate: limits.publishesPerSecond, burst: limits.publishesPerSecond, now: Date())
         byteBucket = TokenBucket(rate: limits.bytesPerSecond, burst: limits.bytesPerSecond, now: Date())
     }
-
-    var version: MQTTVersion { parser.version ?? .v5 }
 
     // MARK: Channel events
 
@@ -242,14 +242,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         var bytes = unwrapInboundIn(data)
         guard !closed else { return }
         reading = true
-        if var kept = pending {
-            kept.writeBuffer(&bytes)
-            pending = nil
-            process(&kept)
-        } else {
-            // Parsed in place from the read buffer; only an incomplete tail is kept.
-            process(&bytes)
-        }
+        process(&bytes)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -289,22 +282,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func process(_ bytes: inout ByteBuffer) {
         guard machine != nil else {
             // Still in the certificate check: keep the bytes (at most one packet's worth).
-            guard bytes.readableBytes <= Int(parts.limits.maximumPacketSize) else { return close() }
-            pending = bytes
+            var kept = pending ?? ByteBuffer()
+            kept.writeBuffer(&bytes)
+            guard kept.readableBytes <= Int(parts.limits.maximumPacketSize) else { return close() }
+            pending = kept
             return
         }
         let now = Date()
-        while !closed {
-            do {
-                guard let packet = try parser.next(&bytes) else { break }
+        do {
+            try framer.decode(&bytes) { packet in
+                if case .connect(let connect) = packet { version = connect.version }
                 perform(machine!.received(packet, now: now))
-            } catch {
-                perform(machine!.decodeFailed(error))
+                return !closed
             }
-        }
-        if !closed, bytes.readableBytes > 0 {
-            if bytes.readerIndex > 4096 { bytes.discardReadBytes() }
-            pending = bytes
+        } catch {
+            perform(machine!.decodeFailed(error))
         }
     }
 

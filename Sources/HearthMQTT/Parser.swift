@@ -227,3 +227,44 @@ public struct MQTTParser: Sendable {
         return Subscribe(packetID: id, requests: requests, properties: properties)
     }
 }
+
+/// The one framing loop every MQTT endpoint here uses (the gateway, the device SDK, the bench
+/// client): packets are decoded straight from each read's buffer, and only an incomplete tail is
+/// kept for the next read.
+public struct MQTTFramer: Sendable {
+    public private(set) var parser: MQTTParser
+    private var pending: ByteBuffer?
+
+    public init(_ parser: MQTTParser) { self.parser = parser }
+
+    /// The version learned from CONNECT (server side) or given (client side).
+    public var version: MQTTVersion? { parser.version }
+    /// Bytes kept from earlier reads, waiting for the rest of their packet.
+    public var bufferedBytes: Int { pending?.readableBytes ?? 0 }
+
+    /// Hands every complete packet of what was kept plus `incoming` to `handle`, in order, until
+    /// it returns false; keeps an incomplete tail. Throws what the parser refuses (the connection
+    /// is then closed).
+    public mutating func decode(
+        _ incoming: inout ByteBuffer, _ handle: (MQTTPacket) -> Bool
+    ) throws(MQTTProtocolError) {
+        var buffer: ByteBuffer
+        if var kept = pending {
+            kept.writeBuffer(&incoming)
+            buffer = kept
+        } else {
+            buffer = incoming
+            incoming.moveReaderIndex(to: incoming.writerIndex)
+        }
+        pending = nil
+        defer {
+            if buffer.readableBytes > 0 {
+                if buffer.readerIndex > 4096 { buffer.discardReadBytes() }
+                pending = buffer
+            }
+        }
+        while let packet = try parser.next(&buffer) {
+            guard handle(packet) else { return }
+        }
+    }
+}

@@ -209,3 +209,30 @@ let samplePackets: [MQTTPacket] = [
         #expect(!Topic.isValidName(""))
     }
 }
+
+/// The one framing loop: however the bytes are split across reads, the same packets come out in
+/// the same order, and only an incomplete tail is kept.
+@Test(arguments: [1, 2, 3, 7, 64, 100_000])
+func theFramerYieldsTheSamePacketsHoweverTheBytesAreSplit(_ chunk: Int) throws {
+    let packets: [MQTTPacket] = (1...20).map {
+        .publish(
+            Publish(
+                topic: "a/\($0)", payload: Array(repeating: UInt8($0), count: $0 * 13), qos: .atLeastOnce,
+                packetID: UInt16($0)))
+    }
+    var all = ByteBuffer()
+    for packet in packets { packet.write(version: .v5, to: &all) }
+    let bytes = Array(all.readableBytesView)
+    var framer = MQTTFramer(MQTTParser(version: .v5))
+    var decoded: [MQTTPacket] = []
+    for start in stride(from: 0, to: bytes.count, by: chunk) {
+        var read = ByteBuffer(bytes: bytes[start..<min(start + chunk, bytes.count)])
+        try framer.decode(&read) { packet in
+            decoded.append(packet)
+            return true
+        }
+        #expect(read.readableBytes == 0, "the read is consumed")
+    }
+    #expect(decoded == packets)
+    #expect(framer.bufferedBytes == 0)
+}
