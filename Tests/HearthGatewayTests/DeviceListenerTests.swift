@@ -360,6 +360,30 @@ import Testing
         }
     }
 
+    /// The redesign's broker rules with paho-mqtt as the client, on the development listener with
+    /// an ACL (as Paho's interoperability suite expects `test/nosubscribe` refused).
+    @Test(arguments: [3, 5])
+    func pahoBrokerRulesOnTheDevelopmentListener(_ version: Int) async throws {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let fixture = try await DeviceFixture(devices: 0)
+        try await fixture.withGateway({ $0.developmentDenied = ["test/nosubscribe"] }) { _, _, devPort in
+            let r = try await ChildProcess.run(
+                python, [DeviceFixture.script, "rules", "--port", "\(devPort)", "--version", "\(version)"],
+                timeout: 120)
+            let results = try #require(jsonLines(r.output).last, "\(r.output)")
+            var checks = ["client_id_with_space", "denied_subscription", "keepalive_will", "overlapping"]
+            if version == 5 {
+                checks += [
+                    "subscription_identifiers", "subscribe_options", "shared", "maximum_packet_size", "receive_maximum",
+                    "disconnect_session_expiry",
+                ]
+            }
+            for check in checks {
+                #expect(results[check] == true, "\(check) failed (MQTT \(version)): \(r.output)")
+            }
+        }
+    }
+
     @Test func persistentSessionsAndRetainedMessagesSurviveARestart() async throws {
         guard let (pub, sub) = try tools() else { return }
         let fixture = try await DeviceFixture(devices: 0)

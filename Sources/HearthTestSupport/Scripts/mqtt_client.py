@@ -6,6 +6,9 @@ Every mode prints one JSON object per line on stdout, so the Swift test can asse
   publish      publish payloads and report each acknowledgement's reason code
   answer       act as a device: answer commands on devices/SERIAL/commands/+
   aliases      topic-alias tricks against the device namespace
+  rules        the gateway's broker rules (issue 14): spaces in ids, a denied topic, keep-alive
+               wills, overlapping subscriptions, subscription ids, subscribe options, shared
+               subscriptions, Maximum Packet Size, Receive Maximum, DISCONNECT expiry
   conformance  run broker checks (QoS 0/1/2, wildcards, retained, will, session resume,
                request/response) against a general-purpose listener
 """
@@ -327,9 +330,182 @@ def cmd_conformance(args):
     out(results)
 
 
+def cmd_rules(args):
+    """The broker rules of the gateway redesign, with paho as the client (issue 14)."""
+    base = f"rules/{uuid.uuid4().hex[:8]}"
+    v5 = args.version == 5
+    results = {}
+    clients = []
+
+    def client(client_id=None, clean=True, expiry=None, props=None, keepalive=30):
+        c = make_client(args, client_id=client_id, clean=clean, expiry=expiry)
+        c._hearth_messages = []
+        c.on_message = lambda cl, u, msg: cl._hearth_messages.append(msg)
+        if v5 and props:
+            p = c._hearth_connect_kwargs.get("properties") or Properties(PacketTypes.CONNECT)
+            for k, v in props.items():
+                setattr(p, k, v)
+            c._hearth_connect_kwargs["properties"] = p
+        c._hearth_keepalive = keepalive
+        clients.append(c)
+        return c
+
+    def start(c):
+        c.connect(args.host, args.port, keepalive=c._hearth_keepalive, **c._hearth_connect_kwargs)
+        c.loop_start()
+        if not c._hearth_connected.wait(30):
+            raise RuntimeError("no CONNACK")
+        return c._hearth_connack
+
+    def wait_for(c, n, timeout=10):
+        deadline = time.time() + timeout
+        while len(c._hearth_messages) < n and time.time() < deadline:
+            time.sleep(0.05)
+        return c._hearth_messages
+
+    def suback(c, topic, qos=1, options=None, props=None):
+        got = {}
+        acked = threading.Event()
+
+        def on_subscribe(cl, u, mid, reason_codes, properties):
+            got["codes"] = [r.value if hasattr(r, "value") else int(r) for r in reason_codes]
+            acked.set()
+
+        c.on_subscribe = on_subscribe
+        if v5:
+            c.subscribe(topic, options=options or mqtt.SubscribeOptions(qos=qos), properties=props)
+        else:
+            c.subscribe(topic, qos=qos)
+        acked.wait(15)
+        return got.get("codes")
+
+    pub = client()
+    start(pub)
+
+    # A client id with a space (the Paho interoperability suite's "clean retained").
+    spaced = client(client_id="clean retained")
+    results["client_id_with_space"] = start(spaced)[0] == 0
+
+    # A denied topic (--dev-deny test/nosubscribe) is refused at SUBSCRIBE.
+    denied = client()
+    start(denied)
+    codes = suback(denied, "test/nosubscribe", qos=1)
+    results["denied_subscription"] = codes is not None and codes[0] >= 0x80
+
+    # Keep-alive expiry: a client that stops sending is closed and its will published.
+    watcher = client()
+    start(watcher)
+    suback(watcher, f"{base}/ka", qos=1)
+    silent = client(keepalive=2)
+    silent.will_set(f"{base}/ka", b"keepalive-will", qos=1)
+    start(silent)
+    silent.loop_stop()  # no more PINGREQs; the socket stays open
+    got = wait_for(watcher, 1, timeout=15)
+    results["keepalive_will"] = len(got) == 1 and got[0].payload == b"keepalive-will"
+
+    # Overlapping subscriptions: QoS 0 on a/#, QoS 1 on a/+: at least one copy at QoS 1.
+    over = client()
+    start(over)
+    suback(over, f"{base}/ov/#", qos=0)
+    suback(over, f"{base}/ov/+", qos=1)
+    pub.publish(f"{base}/ov/x", b"o", qos=1).wait_for_publish(5)
+    got = wait_for(over, 1)
+    time.sleep(0.5)
+    results["overlapping"] = len(over._hearth_messages) >= 1 and max(m.qos for m in over._hearth_messages) == 1
+
+    if v5:
+        # Subscription identifiers: each matching subscription's id reaches the client.
+        ids = client()
+        start(ids)
+        for n, f in ((1, f"{base}/id/#"), (2, f"{base}/id/+")):
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = n
+            suback(ids, f, qos=1, props=props)
+        pub.publish(f"{base}/id/x", b"i", qos=1).wait_for_publish(5)
+        got = wait_for(ids, 1)
+        time.sleep(0.5)
+        seen = set()
+        for m in ids._hearth_messages:
+            v = getattr(m.properties, "SubscriptionIdentifier", [])
+            seen.update(v if isinstance(v, list) else [v])
+        results["subscription_identifiers"] = seen == {1, 2}
+
+        # Subscribe options: No Local, Retain As Published, Retain Handling 2.
+        opts = client()
+        start(opts)
+        suback(opts, f"{base}/nl", options=mqtt.SubscribeOptions(qos=1, noLocal=True))
+        opts.publish(f"{base}/nl", b"own", qos=1).wait_for_publish(5)
+        pub.publish(f"{base}/rap", b"kept", qos=1, retain=True).wait_for_publish(5)
+        suback(opts, f"{base}/rap", options=mqtt.SubscribeOptions(qos=1, retainAsPublished=True))
+        pub.publish(f"{base}/rh", b"old", qos=1, retain=True).wait_for_publish(5)
+        suback(opts, f"{base}/rh", options=mqtt.SubscribeOptions(qos=1, retainHandling=2))
+        pub.publish(f"{base}/rap", b"live", qos=1, retain=True).wait_for_publish(5)
+        time.sleep(1)
+        by_topic = {}
+        for m in opts._hearth_messages:
+            by_topic.setdefault(m.topic.rsplit("/", 1)[-1], []).append((m.payload, m.retain))
+        results["subscribe_options"] = (
+            "nl" not in by_topic
+            and by_topic.get("rap") == [(b"kept", True), (b"live", True)]
+            and "rh" not in by_topic
+        )
+
+        # Shared subscriptions: two members, four messages, two each.
+        members = [client(), client()]
+        for m in members:
+            start(m)
+            suback(m, f"$share/g/{base}/sh", qos=1)
+        for i in range(4):
+            pub.publish(f"{base}/sh", str(i).encode(), qos=1).wait_for_publish(5)
+        time.sleep(1)
+        results["shared"] = [len(m._hearth_messages) for m in members] == [2, 2]
+
+        # Maximum Packet Size: a message too large for the client is dropped, the next delivered.
+        small = client(props={"MaximumPacketSize": 64})
+        start(small)
+        suback(small, f"{base}/mps", qos=1)
+        pub.publish(f"{base}/mps", b"x" * 200, qos=1).wait_for_publish(5)
+        pub.publish(f"{base}/mps", b"fits", qos=1).wait_for_publish(5)
+        time.sleep(1)
+        results["maximum_packet_size"] = [m.payload for m in small._hearth_messages] == [b"fits"]
+
+        # (Topic aliases from the server: neither paho-mqtt nor libmosquitto resolves incoming
+        # aliases, so PacketConformanceTests checks them byte for byte.)
+
+        # Flow control: with Receive Maximum 1 every message still arrives, in order.
+        narrow = client(props={"ReceiveMaximum": 1})
+        start(narrow)
+        suback(narrow, f"{base}/flow", qos=1)
+        for i in range(10):
+            pub.publish(f"{base}/flow", str(i).encode(), qos=1)
+        got = wait_for(narrow, 10)
+        results["receive_maximum"] = [m.payload for m in got] == [str(i).encode() for i in range(10)]
+
+        # Session expiry set on DISCONNECT: 0 ends the session now.
+        cid = f"dx-{uuid.uuid4().hex[:8]}"
+        d1 = client(client_id=cid, clean=True, expiry=300)
+        start(d1)
+        dprops = Properties(PacketTypes.DISCONNECT)
+        dprops.SessionExpiryInterval = 0
+        d1.disconnect(properties=dprops)
+        d1.loop_stop()
+        time.sleep(0.3)
+        d2 = client(client_id=cid, clean=False, expiry=300)
+        rc, present, _ = start(d2)
+        results["disconnect_session_expiry"] = rc == 0 and not present
+
+    for c in clients:
+        try:
+            c.disconnect()
+            c.loop_stop()
+        except Exception:
+            pass
+    out(results)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["publish", "answer", "conformance", "aliases"])
+    p.add_argument("mode", choices=["publish", "answer", "conformance", "aliases", "rules"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--version", type=int, choices=[3, 5], default=5)
@@ -347,7 +523,7 @@ def main():
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=15)
     args = p.parse_args()
-    {"publish": cmd_publish, "answer": cmd_answer, "conformance": cmd_conformance, "aliases": cmd_aliases}[args.mode](args)
+    {"publish": cmd_publish, "answer": cmd_answer, "conformance": cmd_conformance, "aliases": cmd_aliases, "rules": cmd_rules}[args.mode](args)
 
 
 if __name__ == "__main__":
