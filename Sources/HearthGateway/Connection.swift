@@ -75,11 +75,47 @@ final class ConnectionRef: Sendable, Hashable {
 
 /// Every open connection, for shutdown.
 final class LiveConnections: Sendable {
-    private let connections = Mutex<[ObjectIdentifier: ConnectionRef]>([:])
-    func add(_ c: ConnectionRef) { connections.withLock { $0[c.id] = c } }
-    func remove(_ c: ConnectionRef) { _ = connections.withLock { $0.removeValue(forKey: c.id) } }
-    var all: [ConnectionRef] { connections.withLock { Array($0.values) } }
-    var count: Int { connections.withLock { $0.count } }
+    private struct State {
+        var connections: [ObjectIdentifier: ConnectionRef] = [:]
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func add(_ c: ConnectionRef) { state.withLock { $0.connections[c.id] = c } }
+
+    func remove(_ c: ConnectionRef) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.connections[c.id] = nil
+            guard s.connections.isEmpty else { return [] }
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    var all: [ConnectionRef] { state.withLock { Array($0.connections.values) } }
+    var count: Int { state.withLock { $0.connections.count } }
+
+    /// Returns once every connection has gone, or after `timeout` (whichever is first). Not
+    /// cancellable: a gateway that is being cancelled still waits for its connections.
+    func drained(timeout: TimeAmount, timers: any EventLoop) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let empty = state.withLock { s in
+                if s.connections.isEmpty { return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if empty { return continuation.resume() }
+            timers.scheduleTask(in: timeout) {
+                let waiters = self.state.withLock { s in
+                    defer { s.waiters = [] }
+                    return s.waiters
+                }
+                for waiter in waiters { waiter.resume() }
+            }
+        }
+    }
 }
 
 /// Async work a connection needs done off its event loop (a store lookup, an update report),

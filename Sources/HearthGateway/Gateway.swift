@@ -207,8 +207,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             for connection in parts.live.all {
                 connection.disconnect(.serverShuttingDown, "the server is shutting down")
             }
-            let deadline = ContinuousClock.now + .seconds(6)
-            while parts.live.count > 0, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+            await parts.live.drained(timeout: .seconds(6), timers: MultiThreadedEventLoopGroup.singleton.any())
             expiry.cancel()
             parts.offload.finish()
             parts.ingest?.finish()
