@@ -166,22 +166,23 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         }
         var servers: [any Channel] = []
         do {
-            if let listener = configuration.deviceListener, let credentials {
-                let context = try NIOSSLContext(configuration: try credentials.configuration())
-                let server = try await bind(listener.host, listener.port, tls: context)
-                servers.append(server)
-                parts.logger.info(
-                    "MQTT device listener (mutual TLS)",
-                    metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
-                await onBound(.devices, server.localAddress)
+            var listeners: [(kind: ListenerKind, at: (host: String, port: Int), tls: NIOSSLContext?)] = []
+            if let at = configuration.deviceListener, let credentials {
+                listeners.append((.devices, at, try NIOSSLContext(configuration: try credentials.configuration())))
             }
-            if let listener = configuration.developmentListener {
-                let server = try await bind(listener.host, listener.port, tls: nil)
+            if let at = configuration.developmentListener { listeners.append((.development, at, nil)) }
+            for listener in listeners {
+                let server = try await bind(listener.at.host, listener.at.port, tls: listener.tls)
                 servers.append(server)
-                parts.logger.warning(
-                    "MQTT development listener is plaintext and anonymous; use it only for local testing",
-                    metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? listener.host)"])
-                await onBound(.development, server.localAddress)
+                let address: Logger.Metadata = ["address": "\(server.localAddress.map { "\($0)" } ?? listener.at.host)"]
+                if listener.tls != nil {
+                    parts.logger.info("MQTT device listener (mutual TLS)", metadata: address)
+                } else {
+                    parts.logger.warning(
+                        "MQTT development listener is plaintext and anonymous; use it only for local testing",
+                        metadata: address)
+                }
+                await onBound(listener.kind, server.localAddress)
             }
         } catch {
             for server in servers { try? await server.close() }

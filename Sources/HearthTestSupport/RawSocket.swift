@@ -35,24 +35,40 @@ public final class RawSocket: @unchecked Sendable {
     /// Reads until the server closes the connection (end of stream or reset) or `timeout` passes,
     /// on a thread of its own (it blocks). Returns what was read and whether the server closed.
     public func readUntilClosed(timeout: TimeInterval) async -> (bytes: [UInt8], closed: Bool) {
-        let fd = self.fd
-        return await withCheckedContinuation { continuation in
+        await withCheckedContinuation { continuation in
             Thread {
                 let deadline = Date().addingTimeInterval(timeout)
                 var bytes: [UInt8] = []
-                var buffer = [UInt8](repeating: 0, count: 4096)
                 while true {
-                    let left = deadline.timeIntervalSinceNow
-                    guard left > 0 else { return continuation.resume(returning: (bytes, false)) }
-                    var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                    let ready = poll(&pfd, 1, Int32(min(left * 1000, 1000)))
-                    if ready < 0, errno != EINTR { return continuation.resume(returning: (bytes, true)) }
-                    guard ready > 0 else { continue }
-                    let n = recv(fd, &buffer, buffer.count, 0)
-                    if n <= 0 { return continuation.resume(returning: (bytes, true)) }
-                    bytes += buffer[0..<n]
+                    switch self.receive(before: deadline) {
+                    case .bytes(let more): bytes += more
+                    case .closed: return continuation.resume(returning: (bytes, true))
+                    case .timedOut: return continuation.resume(returning: (bytes, false))
+                    }
                 }
             }.start()
+        }
+    }
+
+    enum Received {
+        case bytes(ArraySlice<UInt8>)
+        case closed
+        case timedOut
+    }
+
+    /// One `recv` of what arrives before `deadline` (waiting with `poll`): bytes, the server's
+    /// close (end of stream or reset), or nothing in time.
+    func receive(before deadline: Date) -> Received {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return .timedOut }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, Int32(min(left * 1000, 1000)))
+            if ready < 0, errno != EINTR { return .closed }
+            guard ready > 0 else { continue }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            return n <= 0 ? .closed : .bytes(buffer[0..<n])
         }
     }
 
@@ -68,16 +84,8 @@ public final class RawSocket: @unchecked Sendable {
                 defer { unread.removeFirst(length) }
                 return Array(unread.prefix(length))
             }
-            let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { return nil }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, Int32(min(left * 1000, 1000)))
-            if ready < 0, errno != EINTR { return nil }
-            guard ready > 0 else { continue }
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { return nil }
-            unread += buffer[0..<n]
+            guard case .bytes(let more) = receive(before: deadline) else { return nil }
+            unread += more
         }
     }
 
@@ -103,15 +111,12 @@ public final class RawSocket: @unchecked Sendable {
     /// discarding anything else it sends meanwhile.
     public func closedByServer(within timeout: TimeInterval) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
-        var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { return false }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, Int32(min(left * 1000, 1000)))
-            if ready < 0, errno != EINTR { return true }
-            guard ready > 0 else { continue }
-            if recv(fd, &buffer, buffer.count, 0) <= 0 { return true }
+            switch receive(before: deadline) {
+            case .bytes: continue
+            case .closed: return true
+            case .timedOut: return false
+            }
         }
     }
 
