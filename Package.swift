@@ -36,7 +36,7 @@ let package = Package(
     targets: [
         // Domain types, validation, policies and state machines. No I/O.
         .target(name: "HearthCore", swiftSettings: swiftSettings),
-        // Keys, certificates, envelope encryption, password and code hashing.
+        // Keys, certificates, envelope encryption, password and code hashing, the TLS settings.
         .target(
             name: "HearthCrypto",
             dependencies: [
@@ -45,6 +45,7 @@ let package = Package(
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -73,7 +74,8 @@ let package = Package(
         .target(
             name: "HearthDevice",
             dependencies: [
-                "HearthCore", "HearthMQTT", "HearthUpdate", .product(name: "NIOHTTP1", package: "swift-nio"),
+                "HearthCore", "HearthCrypto", "HearthMQTT", "HearthUpdate",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthCrypto
 import HearthMQTT
 import HearthUpdate
 import NIOCore
@@ -139,11 +140,9 @@ public actor DeviceAgent: Service {
 
     static func tlsContext(keyStore: any SecureKeyStore, trustRootsPEM: String) throws -> NIOSSLContext {
         let identity = try keyStore.identity()
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.minimumTLSVersion = .tlsv12
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)))
-        tls.certificateChain = identity.certificateChain.map { .certificate($0) }
-        tls.privateKey = .privateKey(identity.privateKey)
+        let tls = TLSPolicy.client(
+            trustRoots: try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)),
+            certificateChain: identity.certificateChain, privateKey: identity.privateKey)
         return try NIOSSLContext(configuration: tls)
     }
 

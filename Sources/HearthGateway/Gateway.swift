@@ -55,19 +55,12 @@ public struct DeviceTLSCredentials: Sendable {
         self.deviceCAPEM = deviceCAPEM
     }
 
-    /// TLS 1.2+ (1.3 preferred), ECDHE with AES-GCM or ChaCha20-Poly1305, and a client certificate
-    /// from the device CA required (Code of Practice guideline 5; EN 303 645 5.5-1).
+    /// ``TLSPolicy`` with a client certificate from the device CA required (Code of Practice
+    /// guideline 5; EN 303 645 5.5-1).
     public func configuration() throws -> TLSConfiguration {
-        var tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificatePEM.utf8)).map {
-                .certificate($0)
-            },
-            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverKeyPEM.utf8), format: .pem))
-        )
-        tls.minimumTLSVersion = .tlsv12
-        tls.cipherSuites = [
-            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
-        ].joined(separator: ":")
+        var tls = TLSPolicy.server(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificatePEM.utf8)),
+            privateKey: try NIOSSLPrivateKey(bytes: Array(serverKeyPEM.utf8), format: .pem))
         tls.certificateVerification = .noHostnameVerification
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(deviceCAPEM.utf8)))
         tls.sendCANameList = true

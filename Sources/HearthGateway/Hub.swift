@@ -182,7 +182,9 @@ final class Hub: Sendable {
     /// passed, otherwise sent with the time left (MQTT 5.0 §3.3.2.3.3).
     static func aged(_ publish: Publish, since: Date, now: Date) -> Publish? {
         guard let interval = publish.properties.messageExpiryInterval else { return publish }
-        let elapsed = UInt32(clamping: Int(max(0, now.timeIntervalSince(since))))
+        // Clamped before converting: a restored timestamp far off (or not a number) must not trap.
+        let seconds = now.timeIntervalSince(since)
+        let elapsed = seconds.isFinite ? UInt32(max(0, min(seconds, Double(UInt32.max)))) : UInt32.max
         guard elapsed < interval else { return nil }
         var p = publish
         p.properties.all = p.properties.all.map {

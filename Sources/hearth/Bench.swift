@@ -370,14 +370,11 @@ struct BenchDevice: Sendable {
 
     static func tlsContexts(_ devices: [BenchDevice]) throws -> [NIOSSLContext] {
         try devices.map { d in
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(d.rootPEM.utf8)))
-            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(d.certificatePEM.utf8)).map {
-                .certificate($0)
-            }
-            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(d.keyPEM.utf8), format: .pem))
-            tls.minimumTLSVersion = .tlsv12
-            return try NIOSSLContext(configuration: tls)
+            try NIOSSLContext(
+                configuration: TLSPolicy.client(
+                    trustRoots: try NIOSSLCertificate.fromPEMBytes(Array(d.rootPEM.utf8)),
+                    certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(d.certificatePEM.utf8)),
+                    privateKey: try NIOSSLPrivateKey(bytes: Array(d.keyPEM.utf8), format: .pem)))
         }
     }
 }

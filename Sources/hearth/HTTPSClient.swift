@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthCrypto
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -15,10 +16,8 @@ struct HTTPSClient: Sendable {
     init(host: String, port: Int, rootCAPEM: String) throws {
         self.host = host
         self.port = port
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(rootCAPEM.utf8)))
-        configuration.minimumTLSVersion = .tlsv12
-        tls = try NIOSSLContext(configuration: configuration)
+        tls = try NIOSSLContext(
+            configuration: TLSPolicy.client(trustRoots: try NIOSSLCertificate.fromPEMBytes(Array(rootCAPEM.utf8))))
     }
 
     struct Reply: Sendable {

@@ -384,6 +384,41 @@ import Testing
         }
     }
 
+    /// The device listener holds to ``TLSPolicy`` with a client no one here wrote (openssl
+    /// s_client, with a valid device certificate): TLS 1.1, a CBC suite and a key exchange group
+    /// outside the policy are refused; TLS 1.2 and 1.3 within it are served.
+    @Test(.enabled(if: toolsPresentOrRequired("openssl"))) func theDeviceListenerHoldsToTheTLSPolicy() async throws {
+        guard let openssl = try requiredTool("openssl", package: "openssl") else { return }
+        let fixture = try await DeviceFixture()
+        let device = fixture.thermostats[0]
+        try await fixture.withGateway { _, port, _ in
+            func handshake(_ options: [String]) async throws -> Bool {
+                let command =
+                    ([
+                        openssl, "s_client", "-connect", "127.0.0.1:\(port)", "-cert", device.certPath, "-key",
+                        device.keyPath,
+                        "-CAfile", fixture.rootCAPath, "-verify_return_error",
+                    ] + options).map { "'\($0)'" }.joined(separator: " ")
+                let r = try await ChildProcess.run("/bin/sh", ["-c", command + " < /dev/null"], timeout: 60)
+                return r.status == 0 && r.output.contains("Verify return code: 0")
+            }
+            let cases: [(options: [String], served: Bool, what: String)] = [
+                (["-tls1_3"], true, "TLS 1.3"),
+                (["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"], true, "TLS 1.2 within the policy"),
+                (["-tls1_1", "-cipher", "ALL:@SECLEVEL=0"], false, "TLS 1.1"),
+                (["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"], false, "a CBC suite"),
+                (
+                    ["-tls1_3", "-groups", "P-521"], false,
+                    "P-521 key exchange (outside the policy and BoringSSL's defaults)"
+                ),
+            ]
+            for c in cases {
+                let served = try await handshake(c.options)
+                #expect(served == c.served, "\(c.what): served \(served)")
+            }
+        }
+    }
+
     @Test func persistentSessionsAndRetainedMessagesSurviveARestart() async throws {
         guard let (pub, sub) = try tools() else { return }
         let fixture = try await DeviceFixture(devices: 0)

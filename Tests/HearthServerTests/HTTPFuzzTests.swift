@@ -72,22 +72,22 @@ extension HeavyServerTests {
                 server.text.components(separatedBy: "\n").first { $0.contains("/setup/") }?.trimmingCharacters(
                     in: .whitespaces))
             let setupToken = String(link.split(separator: "/").last!)
+            /// POSTs a JSON body with curl (a client no one here wrote); the answer's body.
+            func post(_ path: String, _ body: String) throws -> String {
+                try runTool(
+                    curl, ["-s", "--cacert", ca, "-H", "content-type: application/json", "-d", body, base + path]
+                ).output
+            }
+            /// A new session's bearer token (43 characters) for these credentials.
+            func signIn(_ credentials: String) throws -> String {
+                let session = try post("/api/v1/sessions", credentials)
+                return String(try #require(session.components(separatedBy: #""token":""#).last?.prefix(43)))
+            }
             let credentials = #"{"email":"op@example.com","password":"operator passphrase that is long"}"#
-            _ = try runTool(
-                curl,
-                [
-                    "-s", "--cacert", ca, "-H", "content-type: application/json", "-d",
-                    #"{"token":"\#(setupToken)","email":"op@example.com","password":"operator passphrase that is long"}"#,
-                    base + "/api/v1/setup",
-                ])
-            let session = try runTool(
-                curl,
-                [
-                    "-s", "--cacert", ca, "-H", "content-type: application/json", "-d", credentials,
-                    base + "/api/v1/sessions",
-                ]
-            ).output
-            let token = try #require(session.components(separatedBy: #""token":""#).last?.prefix(43))
+            _ = try post(
+                "/api/v1/setup",
+                #"{"token":"\#(setupToken)","email":"op@example.com","password":"operator passphrase that is long"}"#)
+            let token = try signIn(credentials)
 
             let fuzz = try await ChildProcess.run(
                 python, [httpFuzzScript, "127.0.0.1", port, ca, target, "--seconds", "15", "--seed", "12"], timeout: 120
@@ -100,21 +100,9 @@ extension HeavyServerTests {
             // no schema-valid request refused as malformed, no schema-violating one accepted, only
             // documented statuses and bodies), as an owner and as an operator.
             let ownerCredentials = #"{"email":"owner@example.com","password":"an owner passphrase for fuzzing"}"#
-            _ = try runTool(
-                curl,
-                [
-                    "-s", "--cacert", ca, "-H", "content-type: application/json", "-d", ownerCredentials,
-                    base + "/api/v1/accounts",
-                ])
-            let ownerSession = try runTool(
-                curl,
-                [
-                    "-s", "--cacert", ca, "-H", "content-type: application/json", "-d", ownerCredentials,
-                    base + "/api/v1/sessions",
-                ]
-            ).output
-            let ownerToken = try #require(ownerSession.components(separatedBy: #""token":""#).last?.prefix(43))
-            for (who, bearer) in [("owner", String(ownerToken)), ("operator", String(token))] {
+            _ = try post("/api/v1/accounts", ownerCredentials)
+            let ownerToken = try signIn(ownerCredentials)
+            for (who, bearer) in [("owner", ownerToken), ("operator", token)] {
                 let st = try await ChildProcess.run(
                     python,
                     [

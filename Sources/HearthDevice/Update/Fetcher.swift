@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthCrypto
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -46,10 +47,8 @@ public struct HTTPSUpdateFetcher: UpdateFetcher {
         self.host = host
         port = base.port ?? 443
         basePath = base.path.hasSuffix("/") ? String(base.path.dropLast()) : base.path
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)))
-        configuration.minimumTLSVersion = .tlsv12
-        tls = try NIOSSLContext(configuration: configuration)
+        tls = try NIOSSLContext(
+            configuration: TLSPolicy.client(trustRoots: try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8))))
         self.timeout = timeout
     }
 

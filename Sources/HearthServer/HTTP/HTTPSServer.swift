@@ -22,17 +22,11 @@ public enum HTTPSServer {
         return router
     }
 
-    /// TLS 1.2 minimum (1.3 preferred by negotiation), ECDHE with AES-GCM or ChaCha20-Poly1305 only
-    /// (Code of Practice guideline 5; EN 303 645 5.5-1).
+    /// ``TLSPolicy`` (Code of Practice guideline 5; EN 303 645 5.5-1), HTTP/1.1.
     public static func tlsConfiguration(folder: DataFolder) throws -> TLSConfiguration {
         let certificate = try NIOSSLCertificate(bytes: Array(try folder.serverCertificate.pem().utf8), format: .pem)
         let key = try NIOSSLPrivateKey(bytes: Array(folder.serverKey.pemRepresentation.utf8), format: .pem)
-        var tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
-        tls.minimumTLSVersion = .tlsv12
-        tls.cipherSuites = [
-            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
-        ].joined(separator: ":")
+        var tls = TLSPolicy.server(certificateChain: [certificate], privateKey: key)
         tls.applicationProtocols = ["http/1.1"]
         return tls
     }

@@ -1,0 +1,40 @@
+import NIOSSL
+
+/// The TLS settings of every Hearth listener and client, in one place (Code of Practice
+/// guideline 5; EN 303 645 5.5-1): TLS 1.2 at least (1.3 preferred by negotiation), ECDHE with
+/// AES-GCM or ChaCha20-Poly1305 for 1.2 (ECDSA keys: every Hearth certificate is P-256), and key
+/// exchange over X25519 (with ML-KEM-768 where the peer offers it), P-256 or P-384 only.
+public enum TLSPolicy {
+    public static let minimumVersion = TLSVersion.tlsv12
+    public static let cipherSuites = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
+    public static let curves: [NIOTLSCurve] = [.x25519_MLKEM768, .x25519, .secp256r1, .secp384r1]
+
+    /// A listener presenting `certificateChain`.
+    public static func server(certificateChain: [NIOSSLCertificate], privateKey: NIOSSLPrivateKey) -> TLSConfiguration {
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: certificateChain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+        apply(to: &tls)
+        return tls
+    }
+
+    /// A client trusting only `trustRoots` (a deployment's own CA), with a certificate of its own
+    /// when it has one (a device).
+    public static func client(
+        trustRoots: [NIOSSLCertificate], certificateChain: [NIOSSLCertificate] = [], privateKey: NIOSSLPrivateKey? = nil
+    ) -> TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(trustRoots)
+        tls.certificateChain = certificateChain.map { .certificate($0) }
+        tls.privateKey = privateKey.map { .privateKey($0) }
+        apply(to: &tls)
+        return tls
+    }
+
+    static func apply(to tls: inout TLSConfiguration) {
+        tls.minimumTLSVersion = minimumVersion
+        tls.cipherSuites = cipherSuites
+        tls.curves = curves
+    }
+}
