@@ -18,15 +18,20 @@ public struct DeviceTopics: Sendable, Equatable {
 
     /// `devices/S`
     public let prefix: String
+    /// The topics the gateway compares every publish with, made once (not per message).
+    public let telemetry: String
+    public let update: String
 
     public init(_ serial: DeviceSerial) { self.init(serial: serial.rawValue) }
 
     /// For a serial already checked (the access policy's, from a certificate).
-    public init(serial: String) { prefix = "\(Self.namespace)/\(serial)" }
+    public init(serial: String) {
+        prefix = "\(Self.namespace)/\(serial)"
+        telemetry = prefix + "/telemetry"
+        update = prefix + "/update"
+    }
 
-    public var telemetry: String { prefix + "/telemetry" }
     public var events: String { prefix + "/events" }
-    public var update: String { prefix + "/update" }
     public var updateOffer: String { prefix + "/update/offer" }
     /// What a device subscribes to for its commands.
     public var commands: String { prefix + "/commands/+" }

@@ -61,14 +61,17 @@ public final class RawSocket: @unchecked Sendable {
     func receive(before deadline: Date) -> Received {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
+            // At least one look even when the deadline has passed (a thread descheduled on a
+            // loaded machine must not report "nothing" for a socket it never polled).
             let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { return .timedOut }
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, Int32(min(left * 1000, 1000)))
+            let ready = poll(&pfd, 1, Int32(max(0, min(left * 1000, 1000))))
             if ready < 0, errno != EINTR { return .closed }
-            guard ready > 0 else { continue }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            return n <= 0 ? .closed : .bytes(buffer[0..<n])
+            if ready > 0 {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                return n <= 0 ? .closed : .bytes(buffer[0..<n])
+            }
+            if left <= 0 { return .timedOut }
         }
     }
 
