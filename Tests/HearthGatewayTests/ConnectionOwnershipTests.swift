@@ -7,6 +7,9 @@ import Testing
 
 /// Each connection is owned by its own handler: what one peer does (never reading, vanishing,
 /// being replaced) neither stalls another nor leaves a socket open on the server.
+///
+/// Its timing bounds are the (1 s beyond the deadline); `.ci/run` runs this suite as a step
+/// of its own, since on two cores the other suites' load would otherwise be measured too.
 @Suite(.serialized) struct ConnectionOwnershipTests {
     typealias Peer = PacketConformanceTests.Peer
 
