@@ -22,7 +22,10 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== provisioning $UNITS units (scrypt N=2^16 r=8 p=1, P-256 keys and certificates, bundles to disk)"
 cat > "$work/model.json" <<'JSON'
 {"id": "bench-m1", "name": "Bench", "maker": "Bench", "supportEnds": "2031-12-31",
- "telemetry": [{"name": "t", "type": "number", "min": 0, "max": 1}], "commands": []}
+ "purposes": [{"id": "run", "essential": true, "description": "What the bench device is for."}],
+ "telemetry": [{"name": "t", "type": "number", "min": 0, "max": 1,
+   "data": {"category": "diagnostics", "purpose": "run", "personal": false, "recipients": ["you"], "retentionDays": 30}}],
+ "commands": []}
 JSON
 "$BIN" model add --data "$data" --file "$work/model.json" >/dev/null
 "$BIN" factory provision --data "$data" --model bench-m1 --count "$UNITS" --out "$work/bundles" 2>/dev/null | tail -1

@@ -29,7 +29,8 @@ public enum AccessPolicy: Sendable, Equatable {
         }
     }
 
-    /// A device may subscribe only to filters that cannot match outside its command topics.
+    /// A device may subscribe only to filters that cannot match outside its command topics, its
+    /// update offers and its policy.
     /// Shared subscriptions are refused for devices.
     public func canSubscribe(_ filter: String) -> Bool {
         switch self {
@@ -37,6 +38,7 @@ public enum AccessPolicy: Sendable, Equatable {
             guard !filter.hasPrefix("$") else { return false }
             let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
             guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
+            if levels.count == 3 { return levels[2] == "policy" }
             return levels[2] == "commands" || (levels[2] == "update" && levels.count == 4 && levels[3] == "offer")
         case .development:
             if let shared = Topic.sharedParts(filter), let (_, inner) = shared { return canSubscribe(inner) }
@@ -48,9 +50,11 @@ public enum AccessPolicy: Sendable, Equatable {
     public func canReceive(_ topic: String) -> Bool {
         switch self {
         case .device(let serial):
-            // Commands and update offers only, never the results the device itself sends.
+            // Commands, update offers and its policy only, never the results the device itself sends.
             let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
-            guard levels.count == 4, levels[0] == Self.namespace, levels[1] == serial else { return false }
+            guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
+            if levels.count == 3 { return levels[2] == "policy" }
+            guard levels.count == 4 else { return false }
             return (levels[2] == "commands" && !levels[3].isEmpty) || (levels[2] == "update" && levels[3] == "offer")
         case .development:
             return !Self.isReserved(topic)

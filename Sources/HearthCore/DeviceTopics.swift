@@ -9,6 +9,7 @@
 /// devices/S/commands/NAME/result device → server   the command's result (request/response)
 /// devices/S/update               device → server   update progress and integrity alerts
 /// devices/S/update/offer         server → device   the answer: support period, target to install
+/// devices/S/policy               server → device   retained: fields the owner has not agreed to (DevicePolicy)
 /// ```
 public struct DeviceTopics: Sendable, Equatable {
     /// The first level of every device topic.
@@ -33,6 +34,8 @@ public struct DeviceTopics: Sendable, Equatable {
 
     public var events: String { prefix + "/events" }
     public var updateOffer: String { prefix + "/update/offer" }
+    /// The retained ``DevicePolicy`` the device subscribes to.
+    public var policy: String { prefix + "/policy" }
     /// What a device subscribes to for its commands.
     public var commands: String { prefix + "/commands/+" }
     /// The prefix of every command topic, `devices/S/commands/`.

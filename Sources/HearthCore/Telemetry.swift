@@ -39,6 +39,8 @@ public enum TelemetryRejection: String, Sendable, CaseIterable, Codable {
     case outOfRange = "out_of_range"
     case missingField = "missing_field"
     case unknownField = "unknown_field"
+    /// A field whose purpose the device's owner has not agreed to (``DevicePolicy``).
+    case declined = "declined"
 }
 
 /// A refused payload: the kind, the field (if one is to blame) and a message for logs and the
@@ -70,9 +72,9 @@ public struct TelemetryValidator: Sendable {
         self.maximumPayloadBytes = maximumPayloadBytes
     }
 
-    public func validate(_ payload: some Collection<UInt8>, serial: DeviceSerial, receivedAt: Date)
-        throws(TelemetryProblem) -> TelemetryReading
-    {
+    public func validate(
+        _ payload: some Collection<UInt8>, serial: DeviceSerial, receivedAt: Date, policy: DevicePolicy = .none
+    ) throws(TelemetryProblem) -> TelemetryReading {
         guard payload.count <= maximumPayloadBytes else {
             throw TelemetryProblem(.oversize, "the payload is \(payload.count) bytes; at most \(maximumPayloadBytes)")
         }
@@ -97,6 +99,11 @@ public struct TelemetryValidator: Sendable {
             throw TelemetryProblem(.wrongType, field: "values", "'values' must be an object")
         }
         try check(values)
+        if let field = values.keys.sorted().first(where: { policy.withheld[$0] != nil && values[$0] != .null }) {
+            throw TelemetryProblem(
+                .declined, field: "values.\(field)",
+                "'\(field)' is not collected: the owner has not agreed to its purpose '\(policy.withheld[field]!)'")
+        }
         return TelemetryReading(
             serial: serial, sequence: Int64(sequence), deviceTime: at.map { Date(timeIntervalSince1970: $0 / 1000) },
             receivedAt: receivedAt, values: values, droppedBefore: Int(dropped))

@@ -238,9 +238,7 @@ extension SQLiteStore: UpdateStore {
                 return current.supportEnds
             }
             guard to > current.supportEnds else { return nil }
-            let extended = ProductModel(
-                id: current.id, name: current.name, maker: current.maker, telemetry: current.telemetry,
-                commands: current.commands, supportEnds: to)
+            let extended = current.supported(until: to)
             try db.execute(
                 sql: "UPDATE product_models SET definition = ? WHERE id = ?",
                 arguments: [String(decoding: extended.json.serialized(), as: UTF8.self), model.rawValue])

@@ -16,6 +16,17 @@ import Testing
         #expect(a.canReceive("devices/AAAAAAAAAAAA/update/offer"))
     }
 
+    @Test func thePolicyIsTheDevicesOwnAndOnlyTheServerWritesIt() {
+        #expect(a.canSubscribe("devices/AAAAAAAAAAAA/policy"))
+        #expect(a.canReceive("devices/AAAAAAAAAAAA/policy"))
+        #expect(!a.canPublish("devices/AAAAAAAAAAAA/policy"), "a device cannot change what its owner agreed to")
+        for filter in ["devices/BBBBBBBBBBBB/policy", "devices/+/policy", "devices/AAAAAAAAAAAA/+"] {
+            #expect(!a.canSubscribe(filter), "\(filter)")
+        }
+        #expect(!a.canReceive("devices/BBBBBBBBBBBB/policy"))
+        #expect(!a.canReceive("devices/AAAAAAAAAAAA/telemetry"))
+    }
+
     @Test func updateOffersAreTheDevicesOwnAndOnlyTheServerMakesThem() {
         #expect(!a.canPublish("devices/AAAAAAAAAAAA/update/offer"), "a device cannot offer itself an update")
         #expect(!a.canPublish("devices/BBBBBBBBBBBB/update"))

@@ -332,7 +332,16 @@ import Testing
             for name in ["#", "+", "a/b", "<b>x</b>", "set target", "ümlaut", "1abc", "a#"] {
                 let model: JSONValue = [
                     "id": "bad-model", "name": "Bad", "maker": "Acme", "supportEnds": "2030-01-01", "telemetry": [],
-                    "commands": [["name": .string(name), "parameters": []]],
+                    "purposes": [["id": "run", "essential": true, "description": "What the device is for."]],
+                    "commands": [
+                        [
+                            "name": .string(name), "parameters": [],
+                            "data": [
+                                "category": "usage", "purpose": "run", "personal": true, "recipients": ["you"],
+                                "retentionDays": 30,
+                            ],
+                        ]
+                    ],
                 ]
                 let r = try await client.call(.post, "/api/v1/models", body: model.text, token: token)
                 #expect(r.status == 400 && r.field == "commands[0].name", "\(name): \(r.status) \(r.text)")
