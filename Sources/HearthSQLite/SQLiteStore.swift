@@ -176,6 +176,21 @@ public final class SQLiteStore: HearthStore {
                     CREATE INDEX audit_by_subject ON audit_log(subject, seq);
                     """)
         }
+        m.registerMigration("2026-12-02 consents") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE consents (
+                        id INTEGER PRIMARY KEY NOT NULL,
+                        serial TEXT NOT NULL,
+                        owner_id TEXT NOT NULL,
+                        purpose TEXT NOT NULL,
+                        granted INTEGER NOT NULL,
+                        notice_version TEXT NOT NULL,
+                        at INTEGER NOT NULL
+                    );
+                    CREATE INDEX consents_by_device ON consents(serial, owner_id, id);
+                    """)
+        }
         return m
     }
 
@@ -432,6 +447,46 @@ public final class SQLiteStore: HearthStore {
                 sql: "UPDATE devices SET owner_id = NULL, claimed_at = NULL WHERE serial = ?",
                 arguments: [serial.rawValue])
             guard db.changesCount == 1 else { throw HearthError(.notFound, "no such device") }
+        }
+    }
+
+    public func recordConsents(_ choices: [ConsentRecord], audit: AuditEntry) async throws -> Bool {
+        guard let first = choices.first else { return true }
+        guard choices.allSatisfy({ $0.serial == first.serial && $0.owner == first.owner }) else {
+            throw HearthError(.invalidInput, "consent choices of one device and owner at a time")
+        }
+        do {
+            return try await write(audit: [audit]) { db in
+                let owner = try String.fetchOne(
+                    db, sql: "SELECT owner_id FROM devices WHERE serial = ?", arguments: [first.serial.rawValue])
+                guard owner == first.owner.description else { throw NothingChanged() }
+                for c in choices {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO consents (serial, owner_id, purpose, granted, notice_version, at)
+                            VALUES (?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            c.serial.rawValue, c.owner.description, c.purpose, c.granted, c.noticeVersion, millis(c.at),
+                        ])
+                }
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
+    public func consents(_ serial: DeviceSerial, owner: AccountID) async throws -> [ConsentRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM consents WHERE serial = ? AND owner_id = ? ORDER BY id",
+                arguments: [serial.rawValue, owner.description]
+            ).map { row in
+                ConsentRecord(
+                    serial: serial, owner: owner, purpose: row["purpose"], granted: row["granted"],
+                    noticeVersion: row["notice_version"], at: date(row["at"]))
+            }
         }
     }
 

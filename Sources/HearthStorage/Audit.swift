@@ -29,6 +29,8 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case rolloutChanged = "rollout.changed"
     case supportExtended = "model.support_extended"
     case supportShorteningRefused = "model.support_shortening_refused"
+    case consentChanged = "device.consent_changed"
+    case readingsExpired = "readings.expired"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

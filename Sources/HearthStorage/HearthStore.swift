@@ -61,6 +61,12 @@ public protocol HearthStore: Sendable {
     /// Throws `.notFound` for an unknown serial.
     func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool
 
+    /// Appends consent choices for a device, all of the same owner, in one transaction with the
+    /// audit entry. False, and nothing written, unless that owner holds the device.
+    func recordConsents(_ choices: [ConsentRecord], audit: AuditEntry) async throws -> Bool
+    /// The consent history of a device with one owner, oldest first.
+    func consents(_ serial: DeviceSerial, owner: AccountID) async throws -> [ConsentRecord]
+
     // Audit log
     func appendAudit(_ entry: AuditEntry) async throws
     func auditRecords() async throws -> [AuditRecord]

@@ -163,3 +163,34 @@ public struct FleetFilter: Sendable, Equatable {
         self.serialPrefix = serialPrefix
     }
 }
+
+/// One consent choice: the owner of a device agreed to, or withdrew from, one optional purpose of
+/// its model, having seen the privacy notice of `noticeVersion` (EN 303 645 6-2, 6-3). Kept as a
+/// history; the latest choice per purpose counts, and only the current owner's.
+public struct ConsentRecord: Sendable, Equatable {
+    public let serial: DeviceSerial
+    public let owner: AccountID
+    public let purpose: String
+    public let granted: Bool
+    public let noticeVersion: String
+    public let at: Date
+
+    public init(serial: DeviceSerial, owner: AccountID, purpose: String, granted: Bool, noticeVersion: String, at: Date)
+    {
+        self.serial = serial
+        self.owner = owner
+        self.purpose = purpose
+        self.granted = granted
+        self.noticeVersion = noticeVersion
+        self.at = at
+    }
+}
+
+extension [ConsentRecord] {
+    /// The purposes agreed to: the latest choice per purpose is a grant.
+    public var granted: Set<String> {
+        var latest: [String: Bool] = [:]
+        for record in self { latest[record.purpose] = record.granted }
+        return Set(latest.filter(\.value).keys)
+    }
+}

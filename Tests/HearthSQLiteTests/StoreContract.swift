@@ -119,6 +119,38 @@ public enum StoreContract {
                 try await store.createModel(models[0], at: t0, audit: audit(.modelCreated))
             }
         },
+        Case(description: "consents are recorded by the device's owner only, as a history, per owner") { store in
+            let model = ProductModel.demoModels()[0]
+            try await store.createModel(model, at: t0, audit: audit(.modelCreated))
+            let (a, b) = (account(1), account(2))
+            try await store.createAccount(a, audit: audit())
+            try await store.createAccount(b, audit: audit())
+            let d = device(model)
+            try await store.addDevices([d], audit: audit(.devicesProvisioned))
+            func choice(_ who: AccountID, _ granted: Bool, _ at: Date = t0) -> ConsentRecord {
+                ConsentRecord(serial: d.serial, owner: who, purpose: "comfort", granted: granted, noticeVersion: "v1", at: at)
+            }
+            let before = try await store.auditRecords().count
+            try await require(
+                !(store.recordConsents([choice(a.id, true)], audit: audit(.consentChanged))), "not before a claim")
+            try await require(store.auditRecords().count == before, "a refused choice records nothing")
+            _ = try await store.claimDevice(d.serial, owner: a.id, at: t0, audit: audit(.deviceClaimed))
+            try await require(
+                store.recordConsents([choice(a.id, true)], audit: audit(.consentChanged)), "the owner agrees")
+            try await require(
+                store.recordConsents([choice(a.id, false, t0 + 60)], audit: audit(.consentChanged)), "and withdraws")
+            try await require(
+                !(store.recordConsents([choice(b.id, true)], audit: audit(.consentChanged))), "not another account")
+            let history = try await store.consents(d.serial, owner: a.id)
+            try await require(history == [choice(a.id, true), choice(a.id, false, t0 + 60)], "history in order: \(history)")
+            try await require(history.granted.isEmpty, "the latest choice counts")
+            try await requireThrows(.invalidInput, "one device and owner per call") {
+                _ = try await store.recordConsents([choice(a.id, true), choice(b.id, true)], audit: audit(.consentChanged))
+            }
+            try await store.releaseDevice(d.serial, audit: audit(.deviceReleased))
+            _ = try await store.claimDevice(d.serial, owner: b.id, at: t0, audit: audit(.deviceClaimed))
+            try await require(store.consents(d.serial, owner: b.id).isEmpty, "a new owner starts with nothing agreed")
+        },
         Case(description: "devices are claimed once, listed by owner, and released to unclaimed") { store in
             let model = ProductModel.demoModels()[0]
             try await store.createModel(model, at: t0, audit: audit(.modelCreated))
