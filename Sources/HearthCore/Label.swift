@@ -13,6 +13,12 @@ public struct DeviceLabel: Sendable {
         self.setupURL = setupURL
     }
 
+    /// The model's privacy notice, beside the set-up page (readable without an account).
+    public var privacyURL: String {
+        let base = setupURL.hasSuffix("/claim") ? String(setupURL.dropLast("/claim".count)) : setupURL
+        return "\(base)/models/\(model.id.rawValue)/privacy"
+    }
+
     public var text: String {
         """
         \(model.name) — \(model.maker)
@@ -20,6 +26,7 @@ public struct DeviceLabel: Sendable {
         Setup code: \(setupCode.formatted)
         Set up at \(setupURL) and enter the serial and setup code.
         Security updates until \(model.supportEnds.plainEnglish).
+        What it collects and why: \(privacyURL)
         This code is unique to this device. Keep it: a factory reset returns the device to it.
 
         """

@@ -233,6 +233,12 @@ public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async
 }
 
+/// Tells the gateway what a device may send now: its live connection, and the retained
+/// `devices/S/policy` message the device SDK follows. The gateway implements it.
+public protocol DevicePolicyChannel: Sendable {
+    func policyChanged(_ serial: DeviceSerial, _ policy: DevicePolicy) async
+}
+
 /// Which devices are connected to the gateway now (online on the owner's and operator's pages).
 public protocol DevicePresence: Sendable {
     func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial>

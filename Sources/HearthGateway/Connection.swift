@@ -15,13 +15,34 @@ struct DeviceContext: Sendable {
     let model: ProductModel
     let validator: TelemetryValidator
     let topics: DeviceTopics
+    /// The fields its owner has not agreed to, as of `policyGeneration` of ``DevicePolicies``.
+    var policy: DevicePolicy
+    var policyGeneration: Int
 
-    init(serial: DeviceSerial, model: ProductModel) {
+    init(serial: DeviceSerial, model: ProductModel, policy: DevicePolicy = .none, policyGeneration: Int = 0) {
         self.serial = serial
         self.model = model
         validator = TelemetryValidator(model: model)
         topics = DeviceTopics(serial)
+        self.policy = policy
+        self.policyGeneration = policyGeneration
     }
+}
+
+/// The devices whose owner changed what they agree to while the gateway runs. A connection
+/// compares one counter per reading and looks its device up only when the counter moved.
+final class DevicePolicies: Sendable {
+    private let policies = Mutex<[DeviceSerial: DevicePolicy]>([:])
+    private let counter = Atomic<Int>(0)
+
+    var generation: Int { counter.load(ordering: .acquiring) }
+
+    func set(_ serial: DeviceSerial, _ policy: DevicePolicy) {
+        policies.withLock { $0[serial] = policy }
+        counter.wrappingAdd(1, ordering: .releasing)
+    }
+
+    func latest(_ serial: DeviceSerial) -> DevicePolicy? { policies.withLock { $0[serial] } }
 }
 
 /// Everything a connection shares with the rest of the gateway.
@@ -34,6 +55,7 @@ struct GatewayParts: Sendable {
     let limits: ConnectionLimits
     let admission: Admission
     let authenticator: Authenticator
+    let policies: DevicePolicies
     let live: LiveConnections
     let offload: Offload
     let handshakeTimeout: TimeAmount
@@ -181,7 +203,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var outboundAliases: [String: UInt16] = [:]
     /// Acknowledgements owed, in the order the PUBLISHes arrived (MQTT §4.6); `nil` while a
     /// reading waits for its commit.
-    private var acks: [(id: UInt16, qos: QoS, reason: ReasonCode?)] = []
+    private var acks: [(id: UInt16, qos: QoS, reason: ReasonCode?, text: String?)] = []
     private var publishBucket: TokenBucket
     private var byteBucket: TokenBucket
     private var closed = false
@@ -246,6 +268,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             parts.admission.unadmittedLeft(source)
             unadmitted = false
             start(identity: .device(serial: admitted.serial.rawValue), device: admitted, refusal: nil)
+            parts.retainPolicy(admitted.serial, admitted.policy)
         case .failure(let why):
             // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why), and
             // closed at the connect timeout if it never does; it stays counted as unauthenticated.
@@ -474,15 +497,16 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         // The acknowledgement's place in line is taken now, before anything is awaited.
-        if let id = publish.packetID { acks.append((id, publish.qos, nil)) }
+        if let id = publish.packetID { acks.append((id, publish.qos, nil, nil)) }
         var reason: ReasonCode? = .success
+        var text: String?
         if decision == .deliver {
             let now = Date()
             if !publishBucket.take(now: now) || !byteBucket.take(Double(publish.payload.count), now: now) {
                 parts.counters.add(\.publishesRateLimited)
                 reason = .quotaExceeded
-            } else if let device, publish.topic == device.topics.telemetry {
-                reason = ingest(publish, device: device, now: now)
+            } else if device != nil, publish.topic == device!.topics.telemetry {
+                (reason, text) = ingest(publish, now: now)
             } else if let device, publish.topic == device.topics.update {
                 update(publish, device: device)
                 reason = nil
@@ -504,21 +528,29 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         }
-        if let id = publish.packetID, let reason { settle(id, reason) }
+        if let id = publish.packetID, let reason { settle(id, reason, text: text) }
     }
 
-    /// Validates a reading and hands it to the group commit. Returns the PUBACK reason now, or nil
-    /// when the acknowledgement waits for the commit.
-    private func ingest(_ publish: Publish, device: DeviceContext, now: Date) -> ReasonCode? {
-        guard let ingest = parts.ingest else { return .implementationSpecificError }
+    /// Validates a reading against the model and what the owner agreed to, and hands it to the
+    /// group commit. Returns the PUBACK reason (and reason string) now, or nil when the
+    /// acknowledgement waits for the commit.
+    private func ingest(_ publish: Publish, now: Date) -> (ReasonCode?, String?) {
+        guard let ingest = parts.ingest, var device else { return (.implementationSpecificError, nil) }
+        let generation = parts.policies.generation
+        if generation != device.policyGeneration {
+            device.policy = parts.policies.latest(device.serial) ?? device.policy
+            device.policyGeneration = generation
+            self.device = device
+        }
         do {
-            let reading = try device.validator.validate(publish.payload, serial: device.serial, receivedAt: now)
+            let reading = try device.validator.validate(
+                publish.payload, serial: device.serial, receivedAt: now, policy: device.policy)
             guard let id = publish.packetID, let ref else {
                 ingest.submit(reading, waiter: nil)
-                return .success
+                return (.success, nil)
             }
             ingest.submit(reading, waiter: (ref, id))
-            return nil
+            return (nil, nil)
         } catch {
             parts.counters.add(\.telemetryRefused)
             ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
@@ -527,7 +559,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 metadata: [
                     "serial": "\(device.serial)", "kind": "\(error.kind.rawValue)", "field": "\(error.field ?? "-")",
                 ])
-            return .payloadFormatInvalid
+            // A field the owner refused is not stored, and the device is told why.
+            return error.kind == .declined ? (.notAuthorized, error.message) : (.payloadFormatInvalid, nil)
         }
     }
 
@@ -544,19 +577,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// Sets the reason of the oldest unsettled acknowledgement for `id`, then writes what is ready.
-    private func settle(_ id: UInt16, _ reason: ReasonCode) {
+    private func settle(_ id: UInt16, _ reason: ReasonCode, text: String? = nil) {
         guard let index = acks.firstIndex(where: { $0.id == id && $0.reason == nil }) else { return }
         acks[index].reason = reason
+        acks[index].text = text
         while let first = acks.first, let reason = first.reason {
             acks.removeFirst()
             // 3.1.1 acknowledges without a reason: a refused message is dropped (and counted).
             let wire = version == .v5 ? reason : .success
+            let properties: Properties = version == .v5 && first.text != nil ? [.reasonString(first.text!)] : []
             switch first.qos {
             case .atLeastOnce:
-                write(.puback(Ack(packetID: first.id, reason: wire)))
+                write(.puback(Ack(packetID: first.id, reason: wire, properties: properties)))
                 inboundFlow.acknowledged(first.id)
             case .exactlyOnce:
-                write(.pubrec(Ack(packetID: first.id, reason: wire)))
+                write(.pubrec(Ack(packetID: first.id, reason: wire, properties: properties)))
                 if reason.isError { _ = inboundFlow.released(first.id) }
             case .atMostOnce:
                 break

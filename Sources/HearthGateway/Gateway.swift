@@ -79,7 +79,7 @@ public enum ListenerKind: Sendable {
 /// Each connection is one channel handler on its event loop (``ConnectionHandler``); the service's
 /// own tasks are the listeners' lifetime, the group commits (telemetry, broker state) and the
 /// off-loop work connections hand over, all children of ``run()``.
-public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence {
+public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence, DevicePolicyChannel {
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
     let brokerState: (any BrokerStateStore)?
@@ -113,6 +113,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         let counters = Counters()
         let (flushes, flushSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         self.flushes = flushes
+        let policies = DevicePolicies()
         parts = GatewayParts(
             hub: Hub(
                 maximumSubscriptionsPerSession: configuration.limits.maximumSubscriptions,
@@ -128,7 +129,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 connectsPerSecond: configuration.connectsPerSecond, burst: configuration.connectBurst,
                 maximumUnadmittedPerSource: configuration.maximumUnauthenticatedPerSource
             ),
-            authenticator: Authenticator(store: store), live: LiveConnections(), offload: Offload(),
+            authenticator: Authenticator(store: store, policies: policies), policies: policies,
+            live: LiveConnections(), offload: Offload(),
             handshakeTimeout: configuration.handshakeTimeout, logger: logger
         )
         self.onBound = onBound
@@ -266,6 +268,15 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         return await parts.hub.command(id, serial: serial.rawValue, publish, timeout: timeout)
     }
 
+    // MARK: DevicePolicyChannel
+
+    /// The owner changed what they agree to: the connection refuses withheld fields from its next
+    /// reading, and the device is told through its retained policy message.
+    public func policyChanged(_ serial: DeviceSerial, _ policy: DevicePolicy) async {
+        parts.policies.set(serial, policy)
+        parts.retainPolicy(serial, policy)
+    }
+
     /// Ends a device's live connection (after revocation): 0x87 not authorized.
     public func disconnect(_ serial: DeviceSerial, reason: String) async {
         parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
@@ -279,6 +290,19 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 }
 
 extension GatewayParts {
+    /// Makes `policy` the device's retained `devices/S/policy` message, unless it already is (a
+    /// connect does not rewrite what is stored).
+    func retainPolicy(_ serial: DeviceSerial, _ policy: DevicePolicy) {
+        let topic = DeviceTopics(serial).policy
+        let payload = policy.payload
+        guard hub.retainedPayload(topic) != payload else { return }
+        hub.publish(
+            from: nil,
+            Publish(
+                topic: topic, payload: payload, qos: .atLeastOnce, retain: true,
+                properties: [.contentType("application/json")]))
+    }
+
     /// An update report: stored by the update service, its answer published to the device's offer
     /// topic; the PUBACK reason.
     func updateReport(_ payload: [UInt8], device: DeviceContext) async -> ReasonCode {
@@ -309,9 +333,13 @@ final class Authenticator: Sendable {
     }
 
     let store: (any HearthStore)?
+    let policies: DevicePolicies
     private let models = Mutex<[ProductModelID: ProductModel]>([:])
 
-    init(store: (any HearthStore)?) { self.store = store }
+    init(store: (any HearthStore)?, policies: DevicePolicies) {
+        self.store = store
+        self.policies = policies
+    }
 
     /// The device behind `certificate`: its CN must be a serial the deployment provisioned, with
     /// exactly this certificate, not revoked.
@@ -320,6 +348,9 @@ final class Authenticator: Sendable {
             let parsed = try? Certificate(derEncoded: der),
             let cn = parsed.commonName, let serial = try? DeviceSerial(cn)
         else { return .failure(Refused(description: "no device serial in the certificate")) }
+        // Taken before the store is read: a change made meanwhile moves it, and the connection
+        // then looks the device up again at its first reading.
+        let generation = policies.generation
         do {
             guard let record = try await store.device(serial),
                 let stored = try? Certificate(pemEncoded: record.certificatePEM), stored == parsed
@@ -331,7 +362,11 @@ final class Authenticator: Sendable {
                 return .failure(Refused(description: "\(serial) has no product model"))
             }
             models.withLock { $0[record.model] = model }
-            return .success(DeviceContext(serial: serial, model: model))
+            // What its current owner agreed to; an unclaimed device sends only what is essential.
+            var granted: Set<String> = []
+            if let owner = record.owner { granted = try await store.consents(serial, owner: owner).granted }
+            let policy = policies.latest(serial) ?? DevicePolicy(model: model, granted: granted)
+            return .success(DeviceContext(serial: serial, model: model, policy: policy, policyGeneration: generation))
         } catch {
             return .failure(Refused(description: "device store unavailable"))
         }

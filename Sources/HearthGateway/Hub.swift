@@ -193,6 +193,9 @@ final class Hub: Sendable {
         return p
     }
 
+    /// The retained message's payload on `topic`, if any.
+    func retainedPayload(_ topic: String) -> [UInt8]? { state.withLock { $0.broker.retained[topic]?.payload } }
+
     func isAttached(_ sessionKey: String) -> Bool { state.withLock { $0.connections[sessionKey] != nil } }
 
     /// Which of these are attached now, under one lock.

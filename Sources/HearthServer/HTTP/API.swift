@@ -41,6 +41,11 @@ struct API {
             "parameters", .map(values: .scalar(maxLength: 64), maxKeys: 16), required: false,
             "the command's parameters, checked against the model"),
     ])
+    static let consents = ObjectSchema([
+        FieldSchema(
+            "granted", .array(of: .string(maxLength: 32), maxItems: 16),
+            "every optional purpose the owner agrees to; the others are withdrawn")
+    ])
     static let claim = ObjectSchema([
         FieldSchema("serial", .string(maxLength: 32, pattern: DeviceSerial.pattern), "from the device label"),
         FieldSchema("setupCode", .string(maxLength: 32, pattern: SetupCode.pattern), "from the device label"),
@@ -177,6 +182,42 @@ struct API {
                         "devices": .array(
                             try await hearth.devices(of: try context.requireIdentity()).map(Self.deviceJSON))
                     ])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .get, path: "/api/v1/models/{id}/privacy",
+                    summary: "A product model's privacy notice: what its devices collect, why, who gets it, how long",
+                    access: .public, body: nil, success: .ok, errors: [.notFound]),
+                { _, context, _ in
+                    JSON.response(Self.noticeJSON(try await hearth.privacyNotice(context.parameters.get("id") ?? "")))
+                }
+            ),
+            (
+                Endpoint(
+                    method: .get, path: "/api/v1/devices/{serial}/consents",
+                    summary: "The owner's device: each optional purpose agreed or not, and the history of choices",
+                    access: .signedIn, body: nil, success: .ok, errors: [.unauthorized, .notFound]),
+                { _, context, _ in
+                    JSON.response(
+                        Self.consentJSON(
+                            try await hearth.consents(
+                                context.parameters.get("serial") ?? "", by: try context.requireIdentity())))
+                }
+            ),
+            (
+                Endpoint(
+                    method: .put, path: "/api/v1/devices/{serial}/consents",
+                    summary:
+                        "The owner's device: set the optional purposes agreed to (the rest are withdrawn); the device is told at once",
+                    access: .signedIn, body: Self.consents, success: .ok, errors: bad + [.unauthorized, .notFound]),
+                { _, context, body in
+                    let granted = body.array("granted").compactMap { if case .string(let s) = $0 { s } else { nil } }
+                    return JSON.response(
+                        Self.consentJSON(
+                            try await hearth.setConsents(
+                                context.parameters.get("serial") ?? "", granted: granted,
+                                by: try context.requireIdentity())))
                 }
             ),
             (
@@ -490,6 +531,38 @@ struct API {
     }
 
     static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    static func noticeJSON(_ notice: PrivacyNotice) -> JSONValue {
+        let model = notice.model
+        return [
+            "model": .string(model.id.rawValue), "name": .string(model.name), "maker": .string(model.maker),
+            "version": .string(notice.version), "purposes": .array(model.purposes.map(\.json)),
+            "telemetry": .array(
+                model.telemetry.map { ["name": .string($0.name), "data": $0.declaration?.json ?? .null] }),
+            "commands": .array(model.commands.map { ["name": .string($0.name), "data": $0.declaration?.json ?? .null] }),
+        ]
+    }
+
+    static func consentJSON(_ state: ConsentState) -> JSONValue {
+        [
+            "serial": .string(state.device.serial.rawValue), "noticeVersion": .string(state.notice.version),
+            "purposes": .array(
+                state.choices.map {
+                    [
+                        "id": .string($0.purpose.id), "description": .string($0.purpose.description),
+                        "granted": .bool($0.granted), "since": $0.since.map { .string($0.formatted(timestamp)) } ?? .null,
+                    ]
+                }),
+            "withheld": .array(state.policy.withheld.keys.sorted().map { .string($0) }),
+            "history": .array(
+                state.history.map {
+                    [
+                        "purpose": .string($0.purpose), "granted": .bool($0.granted),
+                        "noticeVersion": .string($0.noticeVersion), "at": .string($0.at.formatted(timestamp)),
+                    ]
+                }),
+        ]
+    }
 
     static func readingJSON(_ record: TelemetryRecord) -> JSONValue {
         let r = record.reading

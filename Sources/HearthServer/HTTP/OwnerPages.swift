@@ -69,6 +69,7 @@ struct OwnerPages {
                     "Plug the device in. It connects to Hearth by itself over an encrypted link; there is no password to set.",
                     "Find the label on the device or in its box: it shows the serial and a setup code.",
                     "Type both below. Hearth checks the code; a wrong code changes nothing, and too many wrong codes pause set-up for a while.",
+                    "Next you see what the device collects and why, and choose what optional data it may send; all of it starts off. What each product collects is on the Products page, before you buy.",
                     "The device then appears under Your devices with its readings and controls. Give it a name there.",
                 ],
                 form: FormModel(
@@ -78,7 +79,8 @@ struct OwnerPages {
                             "serial", "Serial", maxLength: 32, autocomplete: "off",
                             hint: "Letters and digits, as printed on the label."),
                         FormField("setupCode", "Setup code", maxLength: 32, autocomplete: "off", inputmode: "numeric"),
-                    ])
+                    ]),
+                links: [Pages.Link(href: "/models", text: "What each product collects, and why")]
             )
         }
         router.get("/claim") { request, _ in
@@ -99,7 +101,8 @@ struct OwnerPages {
                 let device = try await hearth.claim(
                     serial: form.string("serial")!, setupCode: form.string("setupCode")!, by: identity,
                     source: context.source)
-                return Pages.redirect("/devices/\(device.serial.rawValue)")
+                // Next: what it collects, and the owner's choices (everything optional starts off).
+                return Pages.redirect("/devices/\(device.serial.rawValue)/privacy")
             }
         }
 
@@ -318,7 +321,7 @@ struct OwnerPages {
         static func load(_ device: DeviceRecord, hearth: Hearth, online: Bool) async throws -> Known {
             Known(
                 model: try await hearth.store.model(device.model),
-                latest: try await hearth.telemetry?.latest(device.serial),
+                latest: try await hearth.latest(device),
                 update: try await hearth.updates?.deviceView(device), online: online)
         }
     }
@@ -433,6 +436,8 @@ struct OwnerPages {
                 ["at": Pages.when($0.at), "text": $0.text, "alert": $0.alert] as [String: Any]
             },
             "rename": rename,
+            "withheld": try await hearth.consentState(device, owner: identity.account.id).policy.withheld.keys.sorted()
+                .joined(separator: ", "),
         ])
         return views.render(
             "device", title: card.displayName, nav: Views.Nav(identity), page: page, status: status, live: true)
@@ -489,7 +494,7 @@ final class LiveStreams: Sendable {
             var buffer = ByteBuffer(string: "retry: 3000\n\n")
             try await writer.write(buffer)
             for _ in 0..<(Self.streamSeconds / 2) {
-                let latest = try await hearth.telemetry?.latest(device.serial)
+                let latest = try await hearth.latest(device)
                 let online = await hearth.online([device.serial]).contains(device.serial)
                 var fields: [String: JSONValue] = [:]
                 for reading in OwnerPages.readings(latest, model: model) {

@@ -63,6 +63,7 @@ struct Pages {
             let models = try await hearth.store.models().map { model in
                 [
                     "name": model.name, "maker": model.maker, "ends": model.supportEnds.plainEnglish,
+                    "privacy": "/models/\(model.id.rawValue)/privacy",
                     "ended": Updates.ended(model.supportEnds, now: now),
                 ] as [String: Any]
             }
@@ -73,6 +74,7 @@ struct Pages {
         registerDisclosure(on: router)
         registerAccounts(on: router)
         OwnerPages(hearth: hearth, views: views).register(on: router)
+        PrivacyPages(hearth: hearth, views: views).register(on: router)
         ConsolePages(hearth: hearth, views: views).register(on: router)
     }
 

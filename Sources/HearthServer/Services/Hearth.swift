@@ -351,6 +351,10 @@ public final class Hearth: Sendable {
                 var claimed = device
                 claimed.owner = owner
                 claimed.claimedAt = claimedAt
+                // A new owner has agreed to nothing optional yet, whatever the last one chose.
+                if let model = try await store.model(device.model) {
+                    await policyChanged(serial, DevicePolicy(model: model, granted: []))
+                }
                 return claimed
             }
             try await store.appendAudit(
@@ -383,7 +387,7 @@ public final class Hearth: Sendable {
 
     public func latestReading(_ rawSerial: String, by identity: Identity) async throws -> TelemetryRecord? {
         let device = try await ownedDevice(rawSerial, by: identity)
-        return try await requireTelemetry().latest(device.serial)
+        return try await latest(device)
     }
 
     /// A page of readings received in `from ..< to`, after `cursor`.
@@ -393,7 +397,17 @@ public final class Hearth: Sendable {
         let device = try await ownedDevice(rawSerial, by: identity)
         guard (1...1000).contains(limit) else { throw HearthError.invalid("limit", "between 1 and 1000") }
         guard from < to else { throw HearthError.invalid("from", "must be before 'to'") }
-        return try await requireTelemetry().readings(device.serial, from: from, to: to, after: cursor, limit: limit)
+        // Only what arrived since this owner claimed it: a previous owner's history is not theirs.
+        let since = max(from, device.claimedAt ?? from)
+        guard since < to else { return [] }
+        return try await requireTelemetry().readings(device.serial, from: since, to: to, after: cursor, limit: limit)
+    }
+
+    /// The device's latest reading, if it arrived since its current owner claimed it.
+    public func latest(_ device: DeviceRecord) async throws -> TelemetryRecord? {
+        guard let record = try await telemetry?.latest(device.serial) else { return nil }
+        if let claimedAt = device.claimedAt, record.reading.receivedAt < claimedAt { return nil }
+        return record
     }
 
     /// Checks a command against the device's model, sends it, and waits for the device's answer.
