@@ -74,9 +74,12 @@ public enum DeviceEvent: Sendable, Equatable {
     case connectFailed(String)
     case disconnected(String)
     case delivered(sequence: Int64)
-    /// The server refused a reading for good (0x99: it does not match the model).
+    /// The server refused a reading for good (0x99: it does not match the model; 0x87: it carries
+    /// a field whose purpose the owner has not agreed to).
     case refusedByServer(sequence: Int64, reason: String)
     case command(name: String, status: CommandReply.Status, detail: String?)
+    /// The owner's choices changed: these fields are no longer sent (or are sent again).
+    case policy(withheld: [String])
 }
 
 /// The device side of Hearth: keeps a connection to the gateway over mutual TLS, delivers queued
@@ -95,6 +98,9 @@ public actor DeviceAgent: Service {
     /// each with an offer).
     var updateReport: UpdateReport?
     let validator: TelemetryValidator
+    /// What the owner has not agreed to: those fields are never sent. Until the server's retained
+    /// `devices/S/policy` says otherwise, every optional purpose's fields are withheld.
+    public private(set) var policy: DevicePolicy
 
     var version: MQTTVersion
     var machine: ReconnectMachine
@@ -134,6 +140,7 @@ public actor DeviceAgent: Service {
         self.onUpdateOffer = onUpdateOffer
         self.onCommand = onCommand
         validator = TelemetryValidator(model: configuration.model)
+        policy = DevicePolicy(model: configuration.model, granted: [])
         version = configuration.version
         machine = ReconnectMachine(policy: configuration.reconnect, seed: configuration.seed)
     }
@@ -367,6 +374,7 @@ public actor DeviceAgent: Service {
                     requests: [
                         Subscribe.Request(filter: commands, qos: .atLeastOnce),
                         Subscribe.Request(filter: offers, qos: .atLeastOnce),
+                        Subscribe.Request(filter: DeviceTopics(configuration.serial).policy, qos: .atLeastOnce),
                     ])))
         sendUpdateReport(conn)
         onEvent(.connected(version: conn.version, sessionPresent: ack.sessionPresent))
@@ -424,7 +432,7 @@ public actor DeviceAgent: Service {
     func telemetry(_ reading: QueuedReading, id: UInt16, dup: Bool) -> Publish {
         Publish(
             topic: DeviceTopics(configuration.serial).telemetry,
-            payload: reading.envelope(dropped: carried[reading.sequence] ?? 0),
+            payload: reading.envelope(dropped: carried[reading.sequence] ?? 0, withheld: policy.withheld),
             qos: .atLeastOnce, dup: dup, packetID: id
         )
     }
@@ -461,7 +469,8 @@ public actor DeviceAgent: Service {
         switch packet {
         case .puback(let ack):
             guard let sequence = inflight.removeValue(forKey: ack.packetID) else { return nil }
-            if !ack.reason.isError || ack.reason == .payloadFormatInvalid {
+            // Refused for good: not valid for the model, or carrying a field the owner refused.
+            if !ack.reason.isError || ack.reason == .payloadFormatInvalid || ack.reason == .notAuthorized {
                 do {
                     try queue.acknowledge(sequence, reportedDrops: carried.removeValue(forKey: sequence) ?? 0)
                 } catch {
@@ -481,6 +490,12 @@ public actor DeviceAgent: Service {
         case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).updateOffer:
             if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
             if let offer = try? UpdateOffer(payload: publish.payload) { await onUpdateOffer(offer) }
+        case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).policy:
+            if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
+            if let policy = try? DevicePolicy(payload: publish.payload), policy != self.policy {
+                self.policy = policy
+                onEvent(.policy(withheld: policy.withheld.keys.sorted()))
+            }
         case .publish(let publish):
             await command(publish, conn)
         case .pingresp:

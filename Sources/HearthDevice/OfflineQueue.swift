@@ -39,9 +39,11 @@ public struct QueuedReading: Sendable, Equatable {
 
     /// The telemetry envelope the gateway expects; `dropped` is added by the reading that reports
     /// earlier drops.
-    public func envelope(dropped: Int = 0) -> [UInt8] {
+    /// The wire form; fields in `withheld` (purposes the owner has not agreed to) are left out.
+    public func envelope(dropped: Int = 0, withheld: [String: String] = [:]) -> [UInt8] {
+        let sent = withheld.isEmpty ? values : values.filter { withheld[$0.key] == nil }
         var object: [String: JSONValue] = [
-            "seq": .number(Double(sequence)), "at": .number(Double(at)), "values": .object(values),
+            "seq": .number(Double(sequence)), "at": .number(Double(at)), "values": .object(sent),
         ]
         if dropped > 0 { object["dropped"] = .number(Double(dropped)) }
         return Array(JSONValue.object(object).text.utf8)

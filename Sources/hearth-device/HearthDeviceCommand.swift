@@ -207,6 +207,9 @@ func describe(_ event: DeviceEvent) -> String {
     case .refusedByServer(let seq, let why): "server refused reading \(seq): \(why)"
     case .command(let name, let status, let detail):
         "command \(name): \(status.rawValue)\(detail.map { " (\($0))" } ?? "")"
+    case .policy(let withheld):
+        withheld.isEmpty
+            ? "the owner allows every optional field" : "not sent, as the owner chose: \(withheld.joined(separator: ", "))"
     }
 }
 

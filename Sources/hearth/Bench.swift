@@ -526,7 +526,7 @@ final class BenchHandler: ChannelInboundHandler, @unchecked Sendable {
         sent += 1
         let id = nextID
         nextID = nextID == .max ? 1 : nextID + 1
-        let payload = #"{"seq":\#(sent),"values":{"temperature":21.5,"humidity":40,"heating":false,"target":21}}"#
+        let payload = #"{"seq":\#(sent),"values":{"temperature":21.5,"heating":false,"target":21}}"#
         sentAt[id] = DispatchTime.now().uptimeNanoseconds
         var packet = ByteBuffer()
         MQTTPacket.publish(Publish(topic: topic, payload: Array(payload.utf8), qos: .atLeastOnce, packetID: id)).write(

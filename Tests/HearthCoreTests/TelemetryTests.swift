@@ -49,8 +49,8 @@ import Testing
             (#"{"seq": 1, "values": {\#(good)}, "x": 1}"#, .unknownField, "x"),
             (#"{"seq": 1, "values": {\#(good), "x": 1}}"#, .unknownField, "values.x"),
             (
-                #"{"seq": 1, "values": {"temperature": 20, "heating": false, "target": 20}}"#, .missingField,
-                "values.humidity"
+                #"{"seq": 1, "values": {"humidity": 20, "heating": false, "target": 20}}"#, .missingField,
+                "values.temperature"
             ),
             (
                 #"{"seq": 1, "values": {"temperature": 85.01, "humidity": 50, "heating": false, "target": 20}}"#,

@@ -30,7 +30,7 @@ import Testing
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         try await fixture.withGateway { _, port, _ in
-            let values: [String: JSONValue] = ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21]
+            let values: [String: JSONValue] = ["temperature": 21.5, "heating": false, "target": 21]
             for seq in [1, 2, 1, 2, 3] {
                 let r = try await ChildProcess.run(
                     pub,
@@ -68,7 +68,7 @@ import Testing
                         pub,
                         fixture.tlsArguments(device, port: port) + [
                             "-V", version, "-q", "1", "-t", "devices/\(device.serial)/telemetry", "-m",
-                            reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                            reading(1, ["temperature": 20, "heating": true, "target": 20]),
                         ])
                     #expect(r.status != 0, "\(device.serial) \(version) was let in: \(r.output)")
                 }
@@ -86,7 +86,7 @@ import Testing
                 pub,
                 fixture.tlsArguments(ok, port: port) + [
                     "-V", "mqttv5", "-q", "1", "-t", "devices/\(ok.serial)/telemetry", "-m",
-                    reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                    reading(1, ["temperature": 20, "heating": true, "target": 20]),
                 ])
             #expect(r.status == 0, "\(r.output)")
         }
@@ -102,7 +102,7 @@ import Testing
                 pub,
                 fixture.tlsArguments(a, port: port) + [
                     "-V", "mqttv5", "-i", b.serial.rawValue, "-q", "1", "-t", "devices/\(b.serial)/telemetry", "-m",
-                    reading(1, ["temperature": 20, "humidity": 1, "heating": true, "target": 20]),
+                    reading(1, ["temperature": 20, "heating": true, "target": 20]),
                 ])
             #expect(r.output.lowercased().contains("not authorized") || r.status != 0, "\(r.output)")
             // A username and password are refused outright: the certificate is the credential.
@@ -164,7 +164,7 @@ import Testing
         let fixture = try await DeviceFixture()
         let (a, b) = (fixture.thermostats[0], fixture.thermostats[1])
         try await fixture.withGateway { gateway, port, _ in
-            let values = #"{"temperature": 20, "humidity": 1, "heating": true, "target": 20}"#
+            let values = #"{"temperature": 20, "heating": true, "target": 20}"#
             let r = try await ChildProcess.run(
                 python,
                 [pahoScript, "aliases"] + fixture.pahoArguments(a, port: port) + [
@@ -184,13 +184,13 @@ import Testing
         guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
-        let good: [String: JSONValue] = ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21]
+        let good: [String: JSONValue] = ["temperature": 21.5, "heating": false, "target": 21]
         var wrongType = good
         wrongType["temperature"] = "warm"
         var tooHot = good
         tooHot["temperature"] = 86
         var missing = good
-        missing["humidity"] = nil
+        missing["temperature"] = nil
         var unknown = good
         unknown["colour"] = "red"
         let payloads: [(String, TelemetryRejection?)] = [
@@ -201,11 +201,11 @@ import Testing
             (reading(2, tooHot), .outOfRange),
             (reading(3, missing), .missingField),
             (reading(4, unknown), .unknownField),
-            (#"{"values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#, .missingField),
-            (#"{"seq": -1, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#, .outOfRange),
-            (#"{"seq": 1.5, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#, .wrongType),
+            (#"{"values": {"temperature": 1, "heating": true, "target": 20}}"#, .missingField),
+            (#"{"seq": -1, "values": {"temperature": 1, "heating": true, "target": 20}}"#, .outOfRange),
+            (#"{"seq": 1.5, "values": {"temperature": 1, "heating": true, "target": 20}}"#, .wrongType),
             (
-                #"{"seq": 1, "evil": true, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": 20}}"#,
+                #"{"seq": 1, "evil": true, "values": {"temperature": 1, "heating": true, "target": 20}}"#,
                 .unknownField
             ),
             (String(repeating: " ", count: 5000) + reading(5, good), .oversize),
@@ -235,7 +235,7 @@ import Testing
         let device = fixture.thermostats[0]
         let file = fixture.folder.appendingPathComponent("bad.bin")
         try Data(
-            Array(#"{"seq": 1, "values": {"temperature": 1, "humidity": 1, "heating": true, "target": "#.utf8) + [
+            Array(#"{"seq": 1, "values": {"temperature": 1, "heating": true, "target": "#.utf8) + [
                 0xC3, 0x28, 0x22, 0x7D, 0x7D,
             ]
         ).write(to: file)
@@ -305,7 +305,7 @@ import Testing
         // Publish rate: 5 per second per connection.
         try await fixture.withGateway({ $0.limits.publishesPerSecond = 5 }) { _, port, _ in
             let payloads = (1...20).map {
-                reading($0, ["temperature": 20, "humidity": 1, "heating": true, "target": 20])
+                reading($0, ["temperature": 20, "heating": true, "target": 20])
             }
             let r = try await ChildProcess.run(
                 python,

@@ -105,7 +105,7 @@ import Testing
         let demo = try await Demo(data: dir)
         let thermostat = demo.bundle("thermostat-t1")
         let payloads = (1...3000).map {
-            #"{"seq": \#($0), "values": {"temperature": 20.5, "humidity": 45, "heating": true, "target": 21}}"#
+            #"{"seq": \#($0), "values": {"temperature": 20.5, "heating": true, "target": 21}}"#
         }
         // Rate limits high enough that every publish is taken; the server dies mid-stream.
         let device = try ChildProcess(
@@ -152,7 +152,7 @@ import Testing
         #expect(try demo.call(curl, "GET", telemetry + "/latest", token: owner).json == ["reading": .null])
 
         let readings = (1...3).map {
-            #"{"seq": \#($0), "at": 1800000000000, "values": {"temperature": \#(20 + $0), "humidity": 45, "heating": false, "target": 21}}"#
+            #"{"seq": \#($0), "at": 1800000000000, "values": {"temperature": \#(20 + $0), "heating": false, "target": 21}}"#
         }
         let published = try await ChildProcess.run(
             python,
@@ -168,7 +168,7 @@ import Testing
         }
         #expect(
             reading["seq"] == 3
-                && reading["values"] == ["temperature": 23, "humidity": 45, "heating": false, "target": 21])
+                && reading["values"] == ["temperature": 23, "heating": false, "target": 21])
         #expect(reading["deviceTime"] == "2027-01-15T08:00:00.000Z")
         // Paged: two, then the rest after the cursor.
         let page1 = try demo.call(curl, "GET", telemetry + "?limit=2", token: owner)
