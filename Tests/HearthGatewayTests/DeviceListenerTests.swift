@@ -229,6 +229,45 @@ import Testing
         }
     }
 
+    /// EN 303 645 6-3, enforced at the gateway: a field whose purpose the owner has not agreed to is
+    /// refused with 0x87 and a reason string, and the reading is not stored; agreeing lets it in, and
+    /// withdrawing shuts it out again, on the same connection's next reading.
+    @Test func fieldsTheOwnerRefusedAreRefusedWithAReasonAndNeverStored() async throws {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let fixture = try await DeviceFixture()
+        let device = fixture.thermostats[0]
+        let with: [String: JSONValue] = ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21]
+        var without = with
+        without["humidity"] = nil
+        try await fixture.withGateway { gateway, port, _ in
+            func publish(_ payloads: [String]) async throws -> [[String: JSONValue]] {
+                let r = try await ChildProcess.run(
+                    python,
+                    [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + [
+                        "--topic", "devices/\(device.serial)/telemetry", "--qos", "1", "--wait-each",
+                    ] + payloads.flatMap { ["--payload", $0] })
+                return jsonLines(r.output).filter { $0["index"] != nil }
+            }
+            var acks = try await publish([reading(1, with), reading(2, without)])
+            #expect(acks.map { $0["rc"] } == [JSONValue.number(0x87), .number(0)], "\(acks)")
+            let reason = acks.first?["reason"]
+            #expect(reason == "'humidity' is not collected: the owner has not agreed to its purpose 'comfort'")
+            #expect(try await stored(fixture, device.serial) == [2])
+
+            await gateway.policyChanged(device.serial, DevicePolicy(withheld: [:]))
+            acks = try await publish([reading(3, with)])
+            #expect(acks.map { $0["rc"] } == [JSONValue.number(0)], "\(acks)")
+            #expect(try await stored(fixture, device.serial) == [2, 3])
+
+            await gateway.policyChanged(device.serial, DevicePolicy(withheld: ["humidity": "comfort"]))
+            acks = try await publish([reading(4, with)])
+            #expect(acks.map { $0["rc"] } == [JSONValue.number(0x87)], "\(acks)")
+            #expect(try await stored(fixture, device.serial) == [2, 3])
+            let latest = try await fixture.telemetry.latest(device.serial)
+            #expect(latest?.reading.values["humidity"] == 40, "the reading stored while it was allowed")
+        }
+    }
+
     @Test func invalidUTF8TelemetryIsRefused() async throws {
         guard let (pub, _) = try tools() else { return }
         let fixture = try await DeviceFixture()

@@ -64,14 +64,20 @@ def connect(c, args, wait=30):
     return c._hearth_connack
 
 
+reasons = {}
+
+
 def track_acks(c):
-    """Records each publish's acknowledgement reason code by message id."""
+    """Records each publish's acknowledgement reason code (and reason string) by message id."""
     acks = {}
     done = threading.Condition()
 
     def on_publish(client, userdata, mid, reason_code, properties):
         with done:
             acks[mid] = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
+            reason = getattr(properties, "ReasonString", None) if properties is not None else None
+            if reason:
+                reasons[mid] = reason
             done.notify_all()
 
     c.on_publish = on_publish
@@ -117,7 +123,10 @@ def report_acks(c, acks, done, mids, timeout):
         while len([m for m in mids if m in acks]) < len(mids) and time.time() < deadline:
             done.wait(0.2)
     for i, mid in enumerate(mids):
-        out({"index": i, "rc": acks.get(mid)})
+        line = {"index": i, "rc": acks.get(mid)}
+        if mid in reasons:
+            line["reason"] = reasons[mid]
+        out(line)
     c.disconnect()
     c.loop_stop()
 
