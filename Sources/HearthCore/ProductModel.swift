@@ -284,7 +284,8 @@ public struct ProductModel: Sendable, Equatable {
                 ],
                 [
                     "id": "comfort", "essential": false,
-                    "description": "Show you the humidity in the room and its history, so you can spot damp or dry air.",
+                    "description":
+                        "Show you the humidity in the room and its history, so you can spot damp or dry air.",
                 ],
             ],
             "telemetry": [
@@ -334,7 +335,10 @@ public struct ProductModel: Sendable, Equatable {
                 ],
             ],
             "commands": [
-                ["name": "lock", "parameters": [], "data": data("security-state", "operation", personal: true, days: 30)],
+                [
+                    "name": "lock", "parameters": [],
+                    "data": data("security-state", "operation", personal: true, days: 30),
+                ],
                 [
                     "name": "unlock", "parameters": [],
                     "data": data("security-state", "operation", personal: true, days: 30),

@@ -79,7 +79,8 @@ public enum ListenerKind: Sendable {
 /// Each connection is one channel handler on its event loop (``ConnectionHandler``); the service's
 /// own tasks are the listeners' lifetime, the group commits (telemetry, broker state) and the
 /// off-loop work connections hand over, all children of ``run()``.
-public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence, DevicePolicyChannel {
+public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence, DevicePolicyChannel
+{
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
     let brokerState: (any BrokerStateStore)?

@@ -209,7 +209,8 @@ func describe(_ event: DeviceEvent) -> String {
         "command \(name): \(status.rawValue)\(detail.map { " (\($0))" } ?? "")"
     case .policy(let withheld):
         withheld.isEmpty
-            ? "the owner allows every optional field" : "not sent, as the owner chose: \(withheld.joined(separator: ", "))"
+            ? "the owner allows every optional field"
+            : "not sent, as the owner chose: \(withheld.joined(separator: ", "))"
     }
 }
 

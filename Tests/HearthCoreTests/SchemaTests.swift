@@ -96,7 +96,9 @@ import Testing
             (model([["name": "t", "type": "number", "min": 5, "data": data]]), "telemetry[0].min"),
             (model([["name": "t", "type": "enum", "values": [], "data": data]]), "telemetry[0].values"),
             (
-                model([["name": "t", "type": "boolean", "data": data], ["name": "t", "type": "boolean", "data": data]]),
+                model([
+                    ["name": "t", "type": "boolean", "data": data], ["name": "t", "type": "boolean", "data": data],
+                ]),
                 "telemetry"
             ),
             (model([["name": "1t", "type": "boolean", "data": data]]), "telemetry[0].name"),
@@ -139,7 +141,8 @@ import Testing
             (Self.model([field(with("category", "everything"))]), "telemetry[0].data.category"),
             (Self.model([field(with("purpose", "extra"), required: true)]), "telemetry[0].required"),
             (
-                Self.model([field(Self.data)], purposes: [["id": "run", "essential": false, "description": "Optional only."]]),
+                Self.model(
+                    [field(Self.data)], purposes: [["id": "run", "essential": false, "description": "Optional only."]]),
                 "purposes"
             ),
             (Self.model([field(Self.data)], commands: [["name": "go", "parameters": []]]), "commands[0].data"),
@@ -165,10 +168,16 @@ import Testing
         let serial = try DeviceSerial("AAAAAAAAAAAA")
         let reading = Array(#"{"seq":1,"values":{"temperature":20,"humidity":40,"heating":true,"target":21}}"#.utf8)
         #expect(throws: Never.self) { try validator.validate(reading, serial: serial, receivedAt: Date()) }
-        #expect(throws: TelemetryProblem(.declined, field: "values.humidity", "'humidity' is not collected: the owner has not agreed to its purpose 'comfort'")) {
+        #expect(
+            throws: TelemetryProblem(
+                .declined, field: "values.humidity",
+                "'humidity' is not collected: the owner has not agreed to its purpose 'comfort'")
+        ) {
             try validator.validate(reading, serial: serial, receivedAt: Date(), policy: policy)
         }
         let without = Array(#"{"seq":2,"values":{"temperature":20,"heating":true,"target":21}}"#.utf8)
-        #expect(throws: Never.self) { try validator.validate(without, serial: serial, receivedAt: Date(), policy: policy) }
+        #expect(throws: Never.self) {
+            try validator.validate(without, serial: serial, receivedAt: Date(), policy: policy)
+        }
     }
 }

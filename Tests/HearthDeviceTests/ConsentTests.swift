@@ -17,7 +17,8 @@ struct ConsentTests {
         let fixture = try await DeviceFixture(devices: 1)
         let serial = fixture.thermostats[0].serial
         func stored() async throws -> [TelemetryRecord] {
-            try await fixture.telemetry.readings(serial, from: .distantPast, to: .distantFuture, after: nil, limit: 1000)
+            try await fixture.telemetry.readings(
+                serial, from: .distantPast, to: .distantFuture, after: nil, limit: 1000)
         }
         try await fixture.withGateway { gateway, port, _ in
             let thermostat = try makeDevice(fixture, fixture.thermostats[0], port: port, reportEvery: 0.5)

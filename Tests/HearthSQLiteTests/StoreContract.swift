@@ -128,7 +128,8 @@ public enum StoreContract {
             let d = device(model)
             try await store.addDevices([d], audit: audit(.devicesProvisioned))
             func choice(_ who: AccountID, _ granted: Bool, _ at: Date = t0) -> ConsentRecord {
-                ConsentRecord(serial: d.serial, owner: who, purpose: "comfort", granted: granted, noticeVersion: "v1", at: at)
+                ConsentRecord(
+                    serial: d.serial, owner: who, purpose: "comfort", granted: granted, noticeVersion: "v1", at: at)
             }
             let before = try await store.auditRecords().count
             try await require(
@@ -142,10 +143,12 @@ public enum StoreContract {
             try await require(
                 !(store.recordConsents([choice(b.id, true)], audit: audit(.consentChanged))), "not another account")
             let history = try await store.consents(d.serial, owner: a.id)
-            try await require(history == [choice(a.id, true), choice(a.id, false, t0 + 60)], "history in order: \(history)")
+            try await require(
+                history == [choice(a.id, true), choice(a.id, false, t0 + 60)], "history in order: \(history)")
             try await require(history.granted.isEmpty, "the latest choice counts")
             try await requireThrows(.invalidInput, "one device and owner per call") {
-                _ = try await store.recordConsents([choice(a.id, true), choice(b.id, true)], audit: audit(.consentChanged))
+                _ = try await store.recordConsents(
+                    [choice(a.id, true), choice(b.id, true)], audit: audit(.consentChanged))
             }
             try await store.releaseDevice(d.serial, audit: audit(.deviceReleased))
             _ = try await store.claimDevice(d.serial, owner: b.id, at: t0, audit: audit(.deviceClaimed))

@@ -43,9 +43,13 @@ import Testing
     ) {
         let unit = try await d.provisionThermostats(1)[0]
         let ann = try await client.owner("ann@example.com")
+        // Claimed a day ago, so the day of history below is Ann's (an owner sees only what
+        // arrived since they claimed the device).
+        d.time.advance(by: -86_460)
         let claimed = try await client.call(
             .post, "/api/v1/devices/claim",
             body: #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.formatted)"}"#, token: ann)
+        d.time.advance(by: 86_460)
         #expect(claimed.status == 201)
         let now = d.time.now()
         var readings: [TelemetryReading] = []

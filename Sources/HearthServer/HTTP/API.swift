@@ -539,7 +539,8 @@ struct API {
             "version": .string(notice.version), "purposes": .array(model.purposes.map(\.json)),
             "telemetry": .array(
                 model.telemetry.map { ["name": .string($0.name), "data": $0.declaration?.json ?? .null] }),
-            "commands": .array(model.commands.map { ["name": .string($0.name), "data": $0.declaration?.json ?? .null] }),
+            "commands": .array(
+                model.commands.map { ["name": .string($0.name), "data": $0.declaration?.json ?? .null] }),
         ]
     }
 
@@ -550,7 +551,8 @@ struct API {
                 state.choices.map {
                     [
                         "id": .string($0.purpose.id), "description": .string($0.purpose.description),
-                        "granted": .bool($0.granted), "since": $0.since.map { .string($0.formatted(timestamp)) } ?? .null,
+                        "granted": .bool($0.granted),
+                        "since": $0.since.map { .string($0.formatted(timestamp)) } ?? .null,
                     ]
                 }),
             "withheld": .array(state.policy.withheld.keys.sorted().map { .string($0) }),

@@ -102,7 +102,8 @@ struct PrivacyPages {
                 },
                 links: [
                     Pages.Link(href: "/devices/\(serial)", text: "Back to the device"),
-                    Pages.Link(href: "/models/\(state.notice.model.id.rawValue)/privacy", text: "The privacy notice alone"),
+                    Pages.Link(
+                        href: "/models/\(state.notice.model.id.rawValue)/privacy", text: "The privacy notice alone"),
                 ],
                 saved: saved)
         }
@@ -135,7 +136,8 @@ struct PrivacyPages {
                 var granted: [String] = []
                 for (name, value) in sent.sorted(by: { $0.key < $1.key }) {
                     guard let purpose = known[name] else {
-                        throw HearthError(.unknownField, field: name, "'\(name.prefix(40))' is not a choice on this form")
+                        throw HearthError(
+                            .unknownField, field: name, "'\(name.prefix(40))' is not a choice on this form")
                     }
                     guard value == "yes" || value == "no" else {
                         throw HearthError.invalid(name, "choose Allowed or Not allowed")

@@ -95,7 +95,8 @@ extension Hearth {
     /// Sets which optional purposes the owner agrees to: `granted` is the whole set, everything
     /// else is withdrawn. Only changes are recorded (with the notice version), and the gateway is
     /// told at once. Unknown or essential purposes are refused and nothing changes.
-    public func setConsents(_ rawSerial: String, granted: [String], by identity: Identity) async throws -> ConsentState {
+    public func setConsents(_ rawSerial: String, granted: [String], by identity: Identity) async throws -> ConsentState
+    {
         let device = try await ownedDevice(rawSerial, by: identity)
         let before = try await consentState(device, owner: identity.account.id)
         let model = before.notice.model
@@ -108,7 +109,8 @@ extension Hearth {
             }
             guard !purpose.essential else {
                 throw HearthError.invalid(
-                    "granted", "'\(id)' is essential to what the device does: it needs no consent and cannot be refused")
+                    "granted", "'\(id)' is essential to what the device does: it needs no consent and cannot be refused"
+                )
             }
         }
         let now = time.now()
