@@ -136,8 +136,21 @@ def claim():
     assert driver.find_elements(By.CSS_SELECTOR, "[role=alert]"), "the error is announced"
     fill({"setupCode": setup_code})
     submit()
-    assert f"/devices/{serial}" in driver.current_url, f"at {driver.current_url}: {body()[:300]}"
+    # A claim leads to what the device collects and the owner's choices (all optional ones off).
+    assert f"/devices/{serial}/privacy" in driver.current_url, f"at {driver.current_url}: {body()[:300]}"
+    assert "Privacy and your choices" in body() and "Optional" in body(), body()[:300]
+    remember()
+    choice = Select(driver.find_element(By.NAME, "consent-maintenance"))
+    assert choice.first_selected_option.get_attribute("value") == "no", "optional purposes start off"
+    fill({"consent-maintenance": "yes"})
+    submit()
+    assert "Your choices are saved" in body(), body()[:300]
+    assert "Allowed: Show you the battery level" in body(), body()[:600]
+    go(f"/devices/{serial}")
     assert "Hearth Smart Lock L1" in body(), body()[:300]
+    assert "What this device collects, and your choices" in body(), body()[:600]
+    go("/models/lock-l1/privacy")
+    assert "What the Hearth Smart Lock L1 collects, and why" in body() and "30 days, then deleted" in body(), body()[:600]
     go("/devices")
     assert serial in body(), body()[:300]
 
