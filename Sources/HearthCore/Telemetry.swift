@@ -99,10 +99,14 @@ public struct TelemetryValidator: Sendable {
             throw TelemetryProblem(.wrongType, field: "values", "'values' must be an object")
         }
         try check(values)
-        if let field = values.keys.sorted().first(where: { policy.withheld[$0] != nil && values[$0] != .null }) {
+        if !policy.withheld.isEmpty,
+            let (field, purpose) = policy.withheld.sorted(by: { $0.key < $1.key }).first(where: {
+                values[$0.key].map { $0 != .null } ?? false
+            })
+        {
             throw TelemetryProblem(
                 .declined, field: "values.\(field)",
-                "'\(field)' is not collected: the owner has not agreed to its purpose '\(policy.withheld[field]!)'")
+                "'\(field)' is not collected: the owner has not agreed to its purpose '\(purpose)'")
         }
         return TelemetryReading(
             serial: serial, sequence: Int64(sequence), deviceTime: at.map { Date(timeIntervalSince1970: $0 / 1000) },

@@ -505,8 +505,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             if !publishBucket.take(now: now) || !byteBucket.take(Double(publish.payload.count), now: now) {
                 parts.counters.add(\.publishesRateLimited)
                 reason = .quotaExceeded
-            } else if device != nil, publish.topic == device!.topics.telemetry {
-                (reason, text) = ingest(publish, now: now)
+            } else if let device, publish.topic == device.topics.telemetry {
+                (reason, text) = ingest(publish, device: device, now: now)
             } else if let device, publish.topic == device.topics.update {
                 update(publish, device: device)
                 reason = nil
@@ -534,17 +534,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Validates a reading against the model and what the owner agreed to, and hands it to the
     /// group commit. Returns the PUBACK reason (and reason string) now, or nil when the
     /// acknowledgement waits for the commit.
-    private func ingest(_ publish: Publish, now: Date) -> (ReasonCode?, String?) {
-        guard let ingest = parts.ingest, var device else { return (.implementationSpecificError, nil) }
-        let generation = parts.policies.generation
-        if generation != device.policyGeneration {
-            device.policy = parts.policies.latest(device.serial) ?? device.policy
-            device.policyGeneration = generation
-            self.device = device
-        }
+    private func ingest(_ publish: Publish, device: DeviceContext, now: Date) -> (ReasonCode?, String?) {
+        guard let ingest = parts.ingest else { return (.implementationSpecificError, nil) }
         do {
             let reading = try device.validator.validate(
-                publish.payload, serial: device.serial, receivedAt: now, policy: device.policy)
+                publish.payload, serial: device.serial, receivedAt: now, policy: currentPolicy(device))
             guard let id = publish.packetID, let ref else {
                 ingest.submit(reading, waiter: nil)
                 return (.success, nil)
@@ -562,6 +556,16 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             // A field the owner refused is not stored, and the device is told why.
             return error.kind == .declined ? (.notAuthorized, error.message) : (.payloadFormatInvalid, nil)
         }
+    }
+
+    /// The device's policy, looked up again only when some owner's choices changed since it was taken.
+    private func currentPolicy(_ device: DeviceContext) -> DevicePolicy {
+        let generation = parts.policies.generation
+        guard generation != device.policyGeneration else { return device.policy }
+        let policy = parts.policies.latest(device.serial) ?? device.policy
+        self.device?.policy = policy
+        self.device?.policyGeneration = generation
+        return policy
     }
 
     /// An update report: stored by the update service (before the PUBACK), and its answer sent to

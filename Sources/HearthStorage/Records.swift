@@ -187,10 +187,11 @@ public struct ConsentRecord: Sendable, Equatable {
 }
 
 extension [ConsentRecord] {
-    /// The purposes agreed to: the latest choice per purpose is a grant.
-    public var granted: Set<String> {
-        var latest: [String: Bool] = [:]
-        for record in self { latest[record.purpose] = record.granted }
-        return Set(latest.filter(\.value).keys)
+    /// The choice that counts for each purpose: the latest (the history is oldest first).
+    public var latest: [String: ConsentRecord] {
+        Dictionary(map { ($0.purpose, $0) }) { _, later in later }
     }
+
+    /// The purposes agreed to: those whose latest choice is a grant.
+    public var granted: Set<String> { Set(latest.values.filter(\.granted).map(\.purpose)) }
 }

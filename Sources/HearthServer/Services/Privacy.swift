@@ -26,8 +26,8 @@ public struct PrivacyNotice: Sendable {
         self.model = model
         let declarations: JSONValue = [
             "purposes": .array(model.purposes.map(\.json)),
-            "telemetry": .array(model.telemetry.map { .string($0.name) + ($0.declaration?.json ?? .null) }),
-            "commands": .array(model.commands.map { .string($0.name) + ($0.declaration?.json ?? .null) }),
+            "telemetry": .array(model.telemetry.map { .array([.string($0.name), $0.declaration?.json ?? .null]) }),
+            "commands": .array(model.commands.map { .array([.string($0.name), $0.declaration?.json ?? .null]) }),
         ]
         version = SHA256.hash(data: declarations.serialized()).prefix(8).map { String(format: "%02x", $0) }.joined()
         func item(_ name: String, _ kind: String, _ d: DataDeclaration?) -> Item? {
@@ -42,11 +42,6 @@ public struct PrivacyNotice: Sendable {
             model.telemetry.compactMap { item($0.name, $0.unit.map { "reading (\($0))" } ?? "reading", $0.declaration) }
             + model.commands.compactMap { item($0.name, "command and its history", $0.declaration) }
     }
-}
-
-extension JSONValue {
-    /// `[name, declaration]`: a pair for the notice version's input.
-    fileprivate static func + (lhs: JSONValue, rhs: JSONValue) -> JSONValue { .array([lhs, rhs]) }
 }
 
 /// The owner's choices for one device: each optional purpose, agreed or not, and the history.
@@ -85,9 +80,10 @@ extension Hearth {
             throw HearthError(.integrity, "the device's product model is missing")
         }
         let history = try await store.consents(device.serial, owner: owner)
+        let latest = history.latest
         let choices = model.optionalPurposes.map { purpose in
-            let latest = history.last { $0.purpose == purpose.id }
-            return ConsentState.Choice(purpose: purpose, granted: latest?.granted ?? false, since: latest?.at)
+            let choice = latest[purpose.id]
+            return ConsentState.Choice(purpose: purpose, granted: choice?.granted ?? false, since: choice?.at)
         }
         return ConsentState(device: device, notice: PrivacyNotice(model), choices: choices, history: history)
     }
