@@ -191,6 +191,24 @@ public final class SQLiteStore: HearthStore {
                     CREATE INDEX consents_by_device ON consents(serial, owner_id, id);
                     """)
         }
+        m.registerMigration("2026-12-02 ownership history and transfers") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE devices ADD COLUMN reserved_for TEXT;
+                    ALTER TABLE devices ADD COLUMN reserved_until INTEGER;
+                    CREATE TABLE ownerships (
+                        serial TEXT NOT NULL,
+                        owner_id TEXT NOT NULL,
+                        claimed_at INTEGER NOT NULL,
+                        released_at INTEGER NOT NULL,
+                        reason TEXT NOT NULL,
+                        history_kept INTEGER NOT NULL,
+                        purged_at INTEGER,
+                        UNIQUE (serial, owner_id, claimed_at)
+                    );
+                    CREATE INDEX ownerships_by_owner ON ownerships(owner_id, claimed_at);
+                    """)
+        }
         return m
     }
 
@@ -421,13 +439,18 @@ public final class SQLiteStore: HearthStore {
         }
     }
 
-    public func claimDevice(_ serial: DeviceSerial, owner: AccountID, at: Date, audit: AuditEntry) async throws -> Bool
+    public func claimDevice(_ serial: DeviceSerial, owner: AccountID, emailIndex: String, at: Date, audit: AuditEntry)
+        async throws -> Bool
     {
         do {
             return try await write(audit: [audit]) { db in
                 try db.execute(
-                    sql: "UPDATE devices SET owner_id = ?, claimed_at = ? WHERE serial = ? AND owner_id IS NULL",
-                    arguments: [owner.description, millis(at), serial.rawValue]
+                    sql: """
+                        UPDATE devices SET owner_id = ?, claimed_at = ?, reserved_for = NULL, reserved_until = NULL
+                        WHERE serial = ? AND owner_id IS NULL
+                          AND (reserved_for IS NULL OR reserved_for = ? OR reserved_until <= ?)
+                        """,
+                    arguments: [owner.description, millis(at), serial.rawValue, emailIndex, millis(at)]
                 )
                 // Nothing claimed: roll back (the audit entry with it) by throwing.
                 guard db.changesCount == 1 else { throw NothingChanged() }
@@ -441,13 +464,77 @@ public final class SQLiteStore: HearthStore {
     /// Thrown inside a transaction to roll it back when nothing changed.
     private struct NothingChanged: Error {}
 
-    public func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws {
-        try await write(audit: [audit]) { db in
-            try db.execute(
-                sql: "UPDATE devices SET owner_id = NULL, claimed_at = NULL WHERE serial = ?",
-                arguments: [serial.rawValue])
-            guard db.changesCount == 1 else { throw HearthError(.notFound, "no such device") }
+    public func releaseDevice(
+        _ release: OwnershipRecord, reservation: DeviceReservation?, revoke: Bool, audit: AuditEntry
+    ) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                try db.execute(
+                    sql: """
+                        UPDATE devices SET owner_id = NULL, claimed_at = NULL, name_sealed = NULL,
+                            reserved_for = ?, reserved_until = ?,
+                            revoked_at = CASE WHEN ? AND revoked_at IS NULL THEN ? ELSE revoked_at END
+                        WHERE serial = ? AND owner_id = ? AND claimed_at = ?
+                        """,
+                    arguments: [
+                        reservation?.emailIndex, reservation.map { millis($0.until) }, revoke,
+                        millis(release.releasedAt), release.serial.rawValue, release.owner.description,
+                        millis(release.claimedAt),
+                    ])
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                try db.execute(
+                    sql: """
+                        INSERT INTO ownerships (serial, owner_id, claimed_at, released_at, reason, history_kept, purged_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        release.serial.rawValue, release.owner.description, millis(release.claimedAt),
+                        millis(release.releasedAt), release.reason.rawValue, release.historyKept,
+                        release.purgedAt.map(millis),
+                    ])
+                return true
+            }
+        } catch is NothingChanged {
+            return false
         }
+    }
+
+    public func ownerships(of owner: AccountID) async throws -> [OwnershipRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM ownerships WHERE owner_id = ? ORDER BY claimed_at, serial",
+                arguments: [owner.description]
+            ).map(Self.ownership)
+        }
+    }
+
+    public func pendingPurges(limit: Int) async throws -> [OwnershipRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT * FROM ownerships WHERE history_kept = 0 AND purged_at IS NULL ORDER BY released_at LIMIT ?",
+                arguments: [max(0, limit)]
+            ).map(Self.ownership)
+        }
+    }
+
+    public func markPurged(_ o: OwnershipRecord, at: Date) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE ownerships SET purged_at = ? WHERE serial = ? AND owner_id = ? AND claimed_at = ?",
+                arguments: [millis(at), o.serial.rawValue, o.owner.description, millis(o.claimedAt)])
+        }
+    }
+
+    static func ownership(_ row: Row) throws -> OwnershipRecord {
+        guard let reason = ReleaseReason(rawValue: row["reason"]) else {
+            throw HearthError(.integrity, "an ownership record has an unknown reason")
+        }
+        return OwnershipRecord(
+            serial: try DeviceSerial(row["serial"] as String), owner: try AccountID(row["owner_id"] as String),
+            claimedAt: date(row["claimed_at"]), releasedAt: date(row["released_at"]), reason: reason,
+            historyKept: row["history_kept"], purgedAt: (row["purged_at"] as Int64?).map(date))
     }
 
     public func recordConsents(_ choices: [ConsentRecord], audit: AuditEntry) async throws -> Bool {
@@ -572,7 +659,10 @@ public final class SQLiteStore: HearthStore {
             provisionedAt: date(row["provisioned_at"]),
             owner: try (row["owner_id"] as String?).map { try AccountID($0) },
             claimedAt: (row["claimed_at"] as Int64?).map(date),
-            revokedAt: (row["revoked_at"] as Int64?).map(date), nameSealed: row["name_sealed"]
+            revokedAt: (row["revoked_at"] as Int64?).map(date), nameSealed: row["name_sealed"],
+            reservation: (row["reserved_for"] as String?).flatMap { index in
+                (row["reserved_until"] as Int64?).map { DeviceReservation(emailIndex: index, until: date($0)) }
+            }
         )
     }
 

@@ -10,7 +10,8 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     let pool: DatabasePool
 
     public init(path: String) throws {
-        pool = try openPool(path: path)
+        // Deleted readings (retention, a deleted history) are overwritten, not left in free pages.
+        pool = try openPool(path: path, secureDelete: true)
         try Self.migrator.migrate(pool)
     }
 
@@ -282,6 +283,54 @@ public final class SQLiteTelemetryStore: TelemetryStore {
 
     public func readingCount() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM readings") ?? 0 }
+    }
+
+    public func deleteReadings(_ serial: DeviceSerial, from: Date, to: Date) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ?",
+                arguments: [serial.rawValue, millis(from), millis(to)])
+            let deleted = db.changesCount
+            if deleted > 0 { try Self.forgetSummaries(serial, db: db) }
+            return deleted
+        }
+    }
+
+    public func expire(_ serial: DeviceSerial, cutoffs: [String: Date]) async throws -> Int {
+        guard let latest = cutoffs.values.max() else { return 0 }
+        let fields = cutoffs.sorted { $0.key < $1.key }.map {
+            (path: "$.\"\($0.key.replacingOccurrences(of: "\"", with: ""))\"", cutoff: millis($0.value))
+        }
+        return try await pool.write { db in
+            let any = fields.map { _ in "(received_at < ? AND json_type(vals, ?) IS NOT NULL)" }
+                .joined(separator: " OR ")
+            var arguments: StatementArguments = [serial.rawValue, millis(latest)]
+            for f in fields { arguments += [f.cutoff, f.path] }
+            let changed =
+                try Int.fetchOne(
+                    db, sql: "SELECT COUNT(*) FROM readings WHERE serial = ? AND received_at < ? AND (\(any))",
+                    arguments: arguments) ?? 0
+            guard changed > 0 else { return 0 }
+            for f in fields {
+                try db.execute(
+                    sql: """
+                        UPDATE readings SET vals = json_remove(vals, ?)
+                        WHERE serial = ? AND received_at < ? AND json_type(vals, ?) IS NOT NULL
+                        """,
+                    arguments: [f.path, serial.rawValue, f.cutoff, f.path])
+            }
+            try db.execute(
+                sql: "DELETE FROM readings WHERE serial = ? AND received_at < ? AND vals = '{}'",
+                arguments: [serial.rawValue, millis(latest)])
+            try Self.forgetSummaries(serial, db: db)
+            return changed
+        }
+    }
+
+    /// Drops the device's cached history slices: they summarise readings that are gone.
+    static func forgetSummaries(_ serial: DeviceSerial, db: Database) throws {
+        try db.execute(sql: "DELETE FROM series_cache WHERE serial = ?", arguments: [serial.rawValue])
+        try db.execute(sql: "DELETE FROM series_marks WHERE serial = ?", arguments: [serial.rawValue])
     }
 
     static func record(_ row: Row) throws -> TelemetryRecord {

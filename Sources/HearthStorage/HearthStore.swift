@@ -44,11 +44,25 @@ public protocol HearthStore: Sendable {
     func addDevices(_ devices: [DeviceRecord], audit: AuditEntry) async throws
     func device(_ serial: DeviceSerial) async throws -> DeviceRecord?
     func devices(ownedBy owner: AccountID) async throws -> [DeviceRecord]
-    /// Sets the owner if the device is unclaimed; returns false (changing nothing) otherwise.
-    func claimDevice(_ serial: DeviceSerial, owner: AccountID, at: Date, audit: AuditEntry) async throws -> Bool
-    /// Returns a device to unclaimed (factory reset, disposal). Its setup code is unchanged: it goes
-    /// back to *its own* code.
-    func releaseDevice(_ serial: DeviceSerial, audit: AuditEntry) async throws
+    /// Sets the owner if the device is unclaimed and not reserved for someone else (a transfer:
+    /// reserved for another e-mail index and not yet expired at `at`), clearing any reservation;
+    /// returns false (changing nothing) otherwise.
+    func claimDevice(_ serial: DeviceSerial, owner: AccountID, emailIndex: String, at: Date, audit: AuditEntry)
+        async throws -> Bool
+    /// Ends `release.owner`'s hold on a device in one transaction: records `release` in their
+    /// ownership history, returns the device to unclaimed (forgetting the name they gave it),
+    /// reserves it for a transfer's recipient, and revokes its certificate when `revoke`. Its setup
+    /// code is unchanged: it goes back to *its own* code. False, changing nothing, unless that
+    /// owner holds it since `release.claimedAt`.
+    func releaseDevice(
+        _ release: OwnershipRecord, reservation: DeviceReservation?, revoke: Bool, audit: AuditEntry
+    ) async throws -> Bool
+    /// The devices `owner` held once, oldest first.
+    func ownerships(of owner: AccountID) async throws -> [OwnershipRecord]
+    /// Ended holds whose readings are to be deleted and are not yet, oldest first.
+    func pendingPurges(limit: Int) async throws -> [OwnershipRecord]
+    /// Records that the readings of a past hold were deleted.
+    func markPurged(_ ownership: OwnershipRecord, at: Date) async throws
     func deviceCount() async throws -> Int
     /// Sets (or with nil clears) the sealed name of a device `owner` owns; false, changing
     /// nothing, when they do not own it.

@@ -65,11 +65,15 @@ public struct DeviceRecord: Sendable, Equatable {
     /// The name its owner gave it ("Hall thermostat"), sealed with the KEK like an e-mail address:
     /// it can say who lives where.
     public var nameSealed: Data?
+    /// Set while a transfer is under way: only the account with this e-mail blind index may claim
+    /// the device until `reservation.until` (the previous owner, who also knows the label code,
+    /// cannot take it back meanwhile).
+    public var reservation: DeviceReservation?
 
     public init(
         serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date,
         owner: AccountID? = nil, claimedAt: Date? = nil,
-        revokedAt: Date? = nil, nameSealed: Data? = nil
+        revokedAt: Date? = nil, nameSealed: Data? = nil, reservation: DeviceReservation? = nil
     ) {
         self.serial = serial
         self.model = model
@@ -80,6 +84,60 @@ public struct DeviceRecord: Sendable, Equatable {
         self.claimedAt = claimedAt
         self.revokedAt = revokedAt
         self.nameSealed = nameSealed
+        self.reservation = reservation
+    }
+}
+
+/// Who alone may claim a device being transferred (by the blind index of their e-mail address:
+/// they need not have an account yet), and until when.
+public struct DeviceReservation: Sendable, Equatable {
+    public let emailIndex: String
+    public let until: Date
+
+    public init(emailIndex: String, until: Date) {
+        self.emailIndex = emailIndex
+        self.until = until
+    }
+}
+
+/// Why an owner's hold on a device ended.
+public enum ReleaseReason: String, Sendable, CaseIterable {
+    /// The owner removed it from their account.
+    case unclaimed
+    /// The owner handed it to someone else, who claims it with the label's code.
+    case transferred
+    /// The owner disposed of it: its certificate is revoked, it never connects again.
+    case disposed
+    /// The device was reset to factory state (by itself, or by its owner).
+    case factoryReset = "factory_reset"
+    /// The owner's account was deleted.
+    case accountDeleted = "account_deleted"
+}
+
+/// A past hold of a device by one owner, recorded when it ends: the readings received in
+/// `claimedAt ..< releasedAt` were theirs. When they kept them, their export still holds them and
+/// their account deletion removes them; otherwise they are deleted (`purgedAt` says when it was
+/// done; a crash before that leaves the record for the next sweep to finish).
+public struct OwnershipRecord: Sendable, Equatable {
+    public let serial: DeviceSerial
+    public let owner: AccountID
+    public let claimedAt: Date
+    public let releasedAt: Date
+    public let reason: ReleaseReason
+    public let historyKept: Bool
+    public var purgedAt: Date?
+
+    public init(
+        serial: DeviceSerial, owner: AccountID, claimedAt: Date, releasedAt: Date, reason: ReleaseReason,
+        historyKept: Bool, purgedAt: Date? = nil
+    ) {
+        self.serial = serial
+        self.owner = owner
+        self.claimedAt = claimedAt
+        self.releasedAt = releasedAt
+        self.reason = reason
+        self.historyKept = historyKept
+        self.purgedAt = purgedAt
     }
 }
 

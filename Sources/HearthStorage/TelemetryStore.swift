@@ -85,4 +85,12 @@ public protocol TelemetryStore: Sendable {
     /// The readings a device said it dropped from its offline queue, summed over what it sent.
     func droppedTotal(_ serial: DeviceSerial) async throws -> Int
     func readingCount() async throws -> Int
+    /// Deletes the device's readings received in `from ..< to` (and anything summarised from them);
+    /// returns how many went.
+    @discardableResult
+    func deleteReadings(_ serial: DeviceSerial, from: Date, to: Date) async throws -> Int
+    /// Retention: removes each field from the device's readings received before that field's
+    /// cutoff, and deletes readings left with no field. Returns how many readings changed or went.
+    @discardableResult
+    func expire(_ serial: DeviceSerial, cutoffs: [String: Date]) async throws -> Int
 }

@@ -241,8 +241,10 @@ func runServer(
     }
     let sweeper = Periodic.sessionSweeper(store: store, logger: logger)
     let renewer = Periodic.repositoryRenewer(repository: repository, logger: logger)
+    let retention = Periodic.retention(hearth: hearth, logger: logger)
     let group = ServiceGroup(
-        services: [app, sweeper, gateway, renewer] + companions, gracefulShutdownSignals: [.sigterm, .sigint],
+        services: [app, sweeper, gateway, renewer, retention] + companions,
+        gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     do {
         try await group.run()

@@ -49,6 +49,14 @@ public enum StoreContract {
             setupCodeHash: "scrypt$code", provisionedAt: t0)
     }
 
+    /// The end of `owner`'s hold (claimed at t0) of a device.
+    static func ended(
+        _ serial: DeviceSerial, _ owner: AccountID, kept: Bool = true, reason: ReleaseReason = .unclaimed,
+        at: Date = t0 + 3600
+    ) -> OwnershipRecord {
+        OwnershipRecord(serial: serial, owner: owner, claimedAt: t0, releasedAt: at, reason: reason, historyKept: kept)
+    }
+
     public static let cases: [Case] = [
         Case(description: "accounts are unique by e-mail index and found by index and id") { store in
             let a = account(1)
@@ -135,7 +143,8 @@ public enum StoreContract {
             try await require(
                 !(store.recordConsents([choice(a.id, true)], audit: audit(.consentChanged))), "not before a claim")
             try await require(store.auditRecords().count == before, "a refused choice records nothing")
-            _ = try await store.claimDevice(d.serial, owner: a.id, at: t0, audit: audit(.deviceClaimed))
+            _ = try await store.claimDevice(
+                d.serial, owner: a.id, emailIndex: a.emailIndex, at: t0, audit: audit(.deviceClaimed))
             try await require(
                 store.recordConsents([choice(a.id, true)], audit: audit(.consentChanged)), "the owner agrees")
             try await require(
@@ -150,8 +159,10 @@ public enum StoreContract {
                 _ = try await store.recordConsents(
                     [choice(a.id, true), choice(b.id, true)], audit: audit(.consentChanged))
             }
-            try await store.releaseDevice(d.serial, audit: audit(.deviceReleased))
-            _ = try await store.claimDevice(d.serial, owner: b.id, at: t0, audit: audit(.deviceClaimed))
+            _ = try await store.releaseDevice(
+                ended(d.serial, a.id), reservation: nil, revoke: false, audit: audit(.deviceReleased))
+            _ = try await store.claimDevice(
+                d.serial, owner: b.id, emailIndex: b.emailIndex, at: t0, audit: audit(.deviceClaimed))
             try await require(store.consents(d.serial, owner: b.id).isEmpty, "a new owner starts with nothing agreed")
         },
         Case(description: "devices are claimed once, listed by owner, and released to unclaimed") { store in
@@ -168,24 +179,109 @@ public enum StoreContract {
             }
             try await require(store.deviceCount() == 3, "batch with a duplicate added nothing")
             try await require(
-                store.claimDevice(devices[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "first claim")
+                store.claimDevice(
+                    devices[0].serial, owner: a.id, emailIndex: a.emailIndex, at: t0, audit: audit(.deviceClaimed)),
+                "first claim")
             let audits = try await store.auditRecords().count
             try await require(
-                !(store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed))),
+                !(store.claimDevice(
+                    devices[0].serial, owner: b.id, emailIndex: b.emailIndex, at: t0, audit: audit(.deviceClaimed))),
                 "second claim refused")
             try await require(store.auditRecords().count == audits, "a refused claim records nothing")
             try await require(store.devices(ownedBy: a.id).map(\.serial) == [devices[0].serial], "listed for its owner")
             try await require(store.devices(ownedBy: b.id).isEmpty, "not for another")
             let claimed = try await store.device(devices[0].serial)
             try await require(claimed?.owner == a.id && claimed?.claimedAt == t0, "owner and time stored")
-            try await store.releaseDevice(devices[0].serial, audit: audit(.deviceReleased))
+            try await require(
+                !(store.releaseDevice(
+                    ended(devices[0].serial, b.id), reservation: nil, revoke: false, audit: audit(.deviceReleased))),
+                "only its owner releases it")
+            try await require(
+                !(store.releaseDevice(
+                    OwnershipRecord(
+                        serial: devices[0].serial, owner: a.id, claimedAt: t0 - 1, releasedAt: t0 + 1,
+                        reason: .unclaimed, historyKept: true),
+                    reservation: nil, revoke: false, audit: audit(.deviceReleased))),
+                "only the hold that is current (claimed at t0)")
+            try await require(store.auditRecords().count == audits, "a refused release records nothing")
+            try await require(store.ownerships(of: b.id).isEmpty, "and stores no history")
+            _ = try await store.nameDevice(
+                devices[0].serial, owner: a.id, nameSealed: Data([7]), audit: audit(.deviceNamed))
+            try await require(
+                store.releaseDevice(
+                    ended(devices[0].serial, a.id), reservation: nil, revoke: false, audit: audit(.deviceReleased)),
+                "released by its owner")
             let released = try await store.device(devices[0].serial)
             try await require(
-                released?.owner == nil && released?.setupCodeHash == devices[0].setupCodeHash,
-                "released to its own code")
+                released?.owner == nil && released?.claimedAt == nil && released?.nameSealed == nil
+                    && released?.revokedAt == nil && released?.setupCodeHash == devices[0].setupCodeHash,
+                "released to its own code, the owner's name for it forgotten")
+            try await require(store.ownerships(of: a.id) == [ended(devices[0].serial, a.id)], "in A's history")
             try await require(
-                store.claimDevice(devices[0].serial, owner: b.id, at: t0, audit: audit(.deviceClaimed)),
+                store.claimDevice(
+                    devices[0].serial, owner: b.id, emailIndex: b.emailIndex, at: t0, audit: audit(.deviceClaimed)),
                 "claimable again")
+        },
+        Case(description: "a transfer reserves the device for its recipient; disposal revokes; purges are tracked") {
+            store in
+            let model = ProductModel.demoModels()[0]
+            try await store.createModel(model, at: t0, audit: audit(.modelCreated))
+            let (a, b, c) = (account(1), account(2), account(3))
+            for x in [a, b, c] { try await store.createAccount(x, audit: audit()) }
+            let (d, e) = (device(model), device(model))
+            try await store.addDevices([d, e], audit: audit(.devicesProvisioned))
+            for x in [d, e] {
+                _ = try await store.claimDevice(
+                    x.serial, owner: a.id, emailIndex: a.emailIndex, at: t0, audit: audit(.deviceClaimed))
+            }
+            let until = t0 + 86_400
+            try await require(
+                store.releaseDevice(
+                    ended(d.serial, a.id, kept: false, reason: .transferred),
+                    reservation: DeviceReservation(emailIndex: b.emailIndex, until: until), revoke: false,
+                    audit: audit(.deviceReleased)), "transferred")
+            try await require(
+                store.device(d.serial)?.reservation == DeviceReservation(emailIndex: b.emailIndex, until: until),
+                "reserved")
+            for x in [a, c] {
+                try await require(
+                    !(store.claimDevice(
+                        d.serial, owner: x.id, emailIndex: x.emailIndex, at: t0 + 60, audit: audit(.deviceClaimed))),
+                    "not claimable by anyone but the recipient meanwhile")
+            }
+            try await require(
+                store.claimDevice(
+                    d.serial, owner: b.id, emailIndex: b.emailIndex, at: t0 + 60, audit: audit(.deviceClaimed)),
+                "the recipient claims it")
+            try await require(store.device(d.serial)?.reservation == nil, "the reservation is spent")
+            // An expired reservation binds nobody.
+            _ = try await store.releaseDevice(
+                OwnershipRecord(
+                    serial: d.serial, owner: b.id, claimedAt: t0 + 60, releasedAt: t0 + 120, reason: .transferred,
+                    historyKept: true),
+                reservation: DeviceReservation(emailIndex: a.emailIndex, until: t0 + 180), revoke: false,
+                audit: audit(.deviceReleased))
+            try await require(
+                !(store.claimDevice(
+                    d.serial, owner: c.id, emailIndex: c.emailIndex, at: t0 + 179, audit: audit(.deviceClaimed))),
+                "reserved until its end")
+            try await require(
+                store.claimDevice(
+                    d.serial, owner: c.id, emailIndex: c.emailIndex, at: t0 + 180, audit: audit(.deviceClaimed)),
+                "free after it")
+            try await require(
+                store.releaseDevice(
+                    ended(e.serial, a.id, kept: false, reason: .disposed), reservation: nil, revoke: true,
+                    audit: audit(.deviceReleased)), "disposed")
+            try await require(store.device(e.serial)?.revokedAt == t0 + 3600, "revoked with the release")
+            let pending = try await store.pendingPurges(limit: 10)
+            try await require(
+                Set(pending.map(\.serial)) == [d.serial, e.serial] && pending.allSatisfy { $0.owner == a.id },
+                "histories not kept wait for deletion: \(pending)")
+            try await store.markPurged(pending[0], at: t0 + 4000)
+            try await require(store.pendingPurges(limit: 10).count == 1, "one done")
+            try await require(
+                store.ownerships(of: a.id).contains { $0.purgedAt == t0 + 4000 }, "when it was done is kept")
         },
         Case(description: "an owner names only their own device; the fleet pages in serial order with filters") {
             store in
@@ -198,7 +294,9 @@ public enum StoreContract {
             let locks = (0..<3).map { _ in device(models[1]) }
             try await store.addDevices(thermostats + locks, audit: audit(.devicesProvisioned))
             try await require(
-                store.claimDevice(thermostats[0].serial, owner: a.id, at: t0, audit: audit(.deviceClaimed)), "claimed")
+                store.claimDevice(
+                    thermostats[0].serial, owner: a.id, emailIndex: a.emailIndex, at: t0, audit: audit(.deviceClaimed)),
+                "claimed")
             let before = try await store.auditRecords().count
             try await require(
                 !(store.nameDevice(

@@ -29,6 +29,38 @@ public enum TelemetryContract {
 
     public static let cases: [Case] = [
         (
+            "readings are deleted by time range, and fields expire each at its own cutoff",
+            { store in
+                try await store.append(
+                    (1...6).map {
+                        TelemetryReading(
+                            serial: a, sequence: $0, deviceTime: nil, receivedAt: t0.addingTimeInterval(Double($0)),
+                            values: $0 == 2 ? ["humidity": 50] : ["temperature": .number(Double($0)), "humidity": 40])
+                    } + [reading(b, 1, at: 1)], refusals: [])
+                _ = try await store.series(
+                    a, fields: ["temperature"], from: t0, to: t0 + 10, slice: 1, settledBefore: t0 + 10)
+                // humidity goes before t0+4, temperature before t0+2: #1 keeps nothing, #2 nothing,
+                // #3 its temperature.
+                let changed = try await store.expire(a, cutoffs: ["humidity": t0 + 4, "temperature": t0 + 2])
+                let left = try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 10)
+                    .map(\.reading)
+                try require(changed == 3, "1, 2 and 3 lose fields: \(changed)")
+                try require(left.map(\.sequence) == [3, 4, 5, 6], "emptied readings deleted: \(left.map(\.sequence))")
+                try require(left[0].values == ["temperature": 3], "only what is still in its period: \(left[0].values)")
+                try require(left[1].values == ["temperature": 4, "humidity": 40], "untouched")
+                let series = try await store.series(
+                    a, fields: ["temperature"], from: t0, to: t0 + 10, slice: 1, settledBefore: t0 + 10)
+                try require(
+                    series["temperature"]?.map(\.mean) == [3, 4, 5, 6], "summaries forget what went: \(series)")
+                let deleted = try await store.deleteReadings(a, from: t0 + 4, to: t0 + 6)
+                try require(deleted == 2, "from inclusive, to exclusive: \(deleted)")
+                try require(
+                    try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 10)
+                        .map(\.reading.sequence) == [3, 6], "the range went")
+                try require(try await store.latest(b) != nil, "another device untouched")
+            }
+        ),
+        (
             "readings come back as stored, in order, per device",
             { store in
                 let added = try await store.append(

@@ -88,8 +88,9 @@ import Testing
             let ann = try await client.owner("ann@example.com")
             let right = #"{"serial":"\#(unit.serial)","setupCode":"\#(unit.setupCode.digits)"}"#
             #expect(try await client.call(.post, "/api/v1/devices/claim", body: right, token: ann).status == 201)
-            try await d.store.releaseDevice(
-                unit.serial, audit: .init(.deviceReleased, subject: unit.serial.rawValue, at: d.time.now()))
+            let unclaim = try await client.call(
+                .post, "/api/v1/devices/\(unit.serial)/unclaim", body: #"{"history":"keep"}"#, token: ann)
+            #expect(unclaim.status == 200, "\(unclaim.text)")
             let bob = try await client.owner("bob@example.com")
             #expect(
                 try await client.call(.post, "/api/v1/devices/claim", body: right, token: bob).status == 201,

@@ -418,7 +418,7 @@ struct API {
                 }
             ),
         ]
-        return core + updateEndpoints()
+        return core + ownershipEndpoints() + updateEndpoints()
     }
 
     static func advisoryJSON(_ a: AdvisoryRecord, base: String) -> JSONValue {

@@ -435,12 +435,22 @@ struct OwnerPages {
             "logbook": try await hearth.logbook(device, limit: 50).map {
                 ["at": Pages.when($0.at), "text": $0.text, "alert": $0.alert] as [String: Any]
             },
-            "rename": rename,
+            "rename": rename, "base": "/devices/\(serial)",
+            "retention": try await retentionText(device, hearth: hearth),
             "withheld": try await hearth.consentState(device, owner: identity.account.id).policy.withheld.keys.sorted()
                 .joined(separator: ", "),
         ])
         return views.render(
             "device", title: card.displayName, nav: Views.Nav(identity), page: page, status: status, live: true)
+    }
+
+    /// "Readings are deleted automatically when their time is up: temperature after 365 days…"
+    static func retentionText(_ device: DeviceRecord, hearth: Hearth) async throws -> String {
+        let (periods, oldest) = try await hearth.retention(device)
+        guard !periods.isEmpty else { return "" }
+        let list = periods.map { "\(words($0.field).lowercased()) after \($0.days == 1 ? "1 day" : "\($0.days) days")" }
+        return "Readings are deleted automatically when their time is up: \(list.joined(separator: ", "))."
+            + (oldest.map { " The oldest one kept is from \(Pages.when($0))." } ?? "")
     }
 
     static func accountPage(_ identity: Identity, hearth: Hearth, views: Views) async throws -> Response {

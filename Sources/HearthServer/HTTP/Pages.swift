@@ -75,6 +75,7 @@ struct Pages {
         registerAccounts(on: router)
         OwnerPages(hearth: hearth, views: views).register(on: router)
         PrivacyPages(hearth: hearth, views: views).register(on: router)
+        OwnershipPages(hearth: hearth, views: views).register(on: router)
         ConsolePages(hearth: hearth, views: views).register(on: router)
     }
 
@@ -206,6 +207,23 @@ struct Pages {
         nav: Views.Nav?, page: FormPage,
         _ action: (ValidatedObject) async throws -> Response
     ) async throws -> Response {
+        try await submit(
+            request, formGuard, limit: limit, schema: schema, views: views, nav: nav,
+            refused: { error, sent in
+                var page = page
+                page.form = page.form.refused(error, sent: sent)
+                return views.render(
+                    "form-page", title: title, nav: nav, page: page, status: ErrorMiddleware.status(for: error.code))
+            }, action)
+    }
+
+    /// ``submit(_:_:limit:schema:views:title:nav:page:_:)`` for a page of several forms: `refused`
+    /// renders the page again with the refused form marked.
+    static func submit(
+        _ request: Request, _ formGuard: FormGuard, limit: Int, schema: ObjectSchema, views: Views, nav: Views.Nav?,
+        refused: (HearthError, [String: String]) async throws -> Response,
+        _ action: (ValidatedObject) async throws -> Response
+    ) async throws -> Response {
         let sent: [String: String]
         do {
             sent = try await formGuard.read(request, limit: limit)
@@ -217,11 +235,7 @@ struct Pages {
         } catch let error as HearthError
             where ![.forbidden, .throttled, .unavailable, .internal, .integrity].contains(error.code)
         {
-            var page = page
-            page.form = page.form.refused(error, sent: sent)
-            return formGuard.attach(
-                views.render(
-                    "form-page", title: title, nav: nav, page: page, status: ErrorMiddleware.status(for: error.code)))
+            return formGuard.attach(try await refused(error, sent))
         } catch let error as HearthError where error.code != .internal && error.code != .integrity {
             return errorPage(error, views: views, nav: nav)
         }

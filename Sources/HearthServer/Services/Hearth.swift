@@ -341,9 +341,10 @@ public final class Hearth: Sendable {
             let matches = try await verify(code.digits, device?.setupCodeHash ?? decoyHash) && device != nil
             if let device, matches, device.owner == owner { return device }
             let claimedAt = time.now()
-            if let device, matches, device.owner == nil,
+            // A disposed (revoked) device can never connect: it is not offered to anyone.
+            if let device, matches, device.owner == nil, device.revokedAt == nil,
                 try await store.claimDevice(
-                    serial, owner: owner, at: claimedAt,
+                    serial, owner: owner, emailIndex: identity.account.emailIndex, at: claimedAt,
                     audit: AuditEntry(
                         .deviceClaimed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)",
                         at: claimedAt))

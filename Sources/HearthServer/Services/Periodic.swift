@@ -42,6 +42,18 @@ extension Periodic {
         }
     }
 
+    /// Deletes readings past their declared retention period, and history deletions left undone.
+    public static func retention(hearth: Hearth, interval: Duration = .seconds(3600), logger: Logger) -> Periodic {
+        Periodic(every: interval, logger: logger, failure: "could not enforce the retention periods") {
+            let (devices, readings) = try await hearth.enforceRetention()
+            if readings > 0 {
+                logger.info(
+                    "deleted readings past their retention period",
+                    metadata: ["readings": "\(readings)", "devices": "\(devices)"])
+            }
+        }
+    }
+
     /// Renews the update repository's timestamp and snapshot before they expire.
     public static func repositoryRenewer(
         repository: UpdateRepository, interval: Duration = .seconds(600), logger: Logger
