@@ -99,6 +99,41 @@ public enum SecureToken {
     }
 }
 
+/// An account's recovery code: 24 characters of Crockford base32 (120 random bits) in groups of
+/// four, shown once; it resets a forgotten password without e-mail. Stored only as a SHA-256 hash:
+/// with 120 bits of entropy a slow hash adds nothing (as for session tokens).
+public enum RecoveryCode {
+    static let alphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ".utf8)
+
+    public static func generate() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let characters = (0..<24).map { _ in Character(UnicodeScalar(alphabet[Int(rng.next(upperBound: UInt8(32)))])) }
+        return stride(from: 0, to: 24, by: 4).map { String(characters[$0..<$0 + 4]) }.joined(separator: "-")
+    }
+
+    /// The code as typed (any case, with or without dashes or spaces; O read as 0, I and L as 1)
+    /// in its one canonical form, or nil when it cannot be a code.
+    public static func canonical(_ typed: String) -> String? {
+        guard typed.utf8.count <= 64 else { return nil }
+        var out: [UInt8] = []
+        for byte in typed.uppercased().utf8 where byte != UInt8(ascii: "-") && byte != UInt8(ascii: " ") {
+            let mapped: UInt8 =
+                switch byte {
+                case UInt8(ascii: "O"): UInt8(ascii: "0")
+                case UInt8(ascii: "I"), UInt8(ascii: "L"): UInt8(ascii: "1")
+                default: byte
+                }
+            guard alphabet.contains(mapped) else { return nil }
+            out.append(mapped)
+        }
+        return out.count == 24 ? String(decoding: out, as: UTF8.self) : nil
+    }
+
+    public static func storageHash(_ canonical: String) -> String {
+        Data(SHA256.hash(data: Data("hearth-recovery|\(canonical)".utf8))).hex
+    }
+}
+
 /// A keyed hash for values that must be looked up but not revealed (the e-mail index).
 public struct BlindIndex: Sendable {
     let key: SymmetricKey

@@ -209,6 +209,9 @@ public final class SQLiteStore: HearthStore {
                     CREATE INDEX ownerships_by_owner ON ownerships(owner_id, claimed_at);
                     """)
         }
+        m.registerMigration("2026-12-02 recovery codes") { db in
+            try db.execute(sql: "ALTER TABLE accounts ADD COLUMN recovery_hash TEXT")
+        }
         return m
     }
 
@@ -261,9 +264,10 @@ public final class SQLiteStore: HearthStore {
     static func insert(_ a: AccountRecord, db: Database) throws {
         try db.execute(
             sql:
-                "INSERT INTO accounts (id, role, email_index, email_sealed, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO accounts (id, role, email_index, email_sealed, password_hash, created_at, recovery_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
             arguments: [
                 a.id.description, a.role.rawValue, a.emailIndex, a.emailSealed, a.passwordHash, millis(a.createdAt),
+                a.recoveryHash,
             ]
         )
     }
@@ -292,8 +296,53 @@ public final class SQLiteStore: HearthStore {
         guard let role = Role(rawValue: row["role"]) else { throw HearthError(.integrity, "unknown role in accounts") }
         return AccountRecord(
             id: try AccountID(row["id"] as String), role: role, emailIndex: row["email_index"],
-            emailSealed: row["email_sealed"], passwordHash: row["password_hash"], createdAt: date(row["created_at"])
+            emailSealed: row["email_sealed"], passwordHash: row["password_hash"], createdAt: date(row["created_at"]),
+            recoveryHash: row["recovery_hash"]
         )
+    }
+
+    public func changePassword(_ account: AccountID, from: String, to: String, keeping: String?, audit: AuditEntry)
+        async throws -> Bool
+    {
+        do {
+            return try await write(audit: [audit]) { db in
+                try db.execute(
+                    sql: "UPDATE accounts SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                    arguments: [to, account.description, from])
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                try db.execute(
+                    sql: "DELETE FROM sessions WHERE account_id = ? AND token_hash IS NOT ?",
+                    arguments: [account.description, keeping])
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
+    public func setRecoveryHash(_ account: AccountID, _ hash: String, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            try db.execute(
+                sql: "UPDATE accounts SET recovery_hash = ? WHERE id = ?", arguments: [hash, account.description])
+            guard db.changesCount == 1 else { throw HearthError(.notFound, "no such account") }
+        }
+    }
+
+    public func recoverAccount(
+        _ account: AccountID, used: String, passwordHash: String, recoveryHash: String, audit: AuditEntry
+    ) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                try db.execute(
+                    sql: "UPDATE accounts SET password_hash = ?, recovery_hash = ? WHERE id = ? AND recovery_hash = ?",
+                    arguments: [passwordHash, recoveryHash, account.description, used])
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                try db.execute(sql: "DELETE FROM sessions WHERE account_id = ?", arguments: [account.description])
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
     }
 
     // MARK: Set-up link

@@ -31,6 +31,9 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case supportShorteningRefused = "model.support_shortening_refused"
     case consentChanged = "device.consent_changed"
     case readingsExpired = "readings.expired"
+    case passwordChanged = "account.password_changed"
+    case recoveryCodeIssued = "account.recovery_code_issued"
+    case accountRecovered = "account.recovered"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

@@ -16,6 +16,17 @@ public protocol HearthStore: Sendable {
     func account(emailIndex: String) async throws -> AccountRecord?
     func account(id: AccountID) async throws -> AccountRecord?
     func hasOperator() async throws -> Bool
+    /// Replaces the password hash if it is still `from` (so two changes cannot both win) and ends
+    /// every session of the account but `keeping`; false, changing nothing, otherwise.
+    func changePassword(_ account: AccountID, from: String, to: String, keeping: String?, audit: AuditEntry)
+        async throws -> Bool
+    /// Replaces the account's recovery code hash.
+    func setRecoveryHash(_ account: AccountID, _ hash: String, audit: AuditEntry) async throws
+    /// Uses a recovery code once: if the account's recovery hash is still `used`, sets the new
+    /// password and recovery hashes and ends every session; false, changing nothing, otherwise.
+    func recoverAccount(
+        _ account: AccountID, used: String, passwordHash: String, recoveryHash: String, audit: AuditEntry
+    ) async throws -> Bool
 
     // The first operator's set-up link
     /// Stores `link` and removes every earlier link: only the newest can be used.

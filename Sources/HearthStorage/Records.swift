@@ -10,15 +10,20 @@ public struct AccountRecord: Sendable, Equatable {
     public let emailSealed: Data
     public let passwordHash: String
     public let createdAt: Date
+    /// The SHA-256 of the account's recovery code (``RecoveryCode``); nil when it has none.
+    public var recoveryHash: String?
 
-    public init(id: AccountID, role: Role, emailIndex: String, emailSealed: Data, passwordHash: String, createdAt: Date)
-    {
+    public init(
+        id: AccountID, role: Role, emailIndex: String, emailSealed: Data, passwordHash: String, createdAt: Date,
+        recoveryHash: String? = nil
+    ) {
         self.id = id
         self.role = role
         self.emailIndex = emailIndex
         self.emailSealed = emailSealed
         self.passwordHash = passwordHash
         self.createdAt = createdAt
+        self.recoveryHash = recoveryHash
     }
 }
 

@@ -196,6 +196,43 @@ struct OwnerPages {
             try await hearth.signOutEverywhere(identity)
             return Pages.redirect("/signin", cookie: Pages.sessionCookie("", maxAge: 0))
         }
+        for form in ["password", "recovery-code"] {
+            let schema = form == "password" ? API.passwordChange : API.passwordOnly
+            router.post(RouterPath("/account/\(form)")) { request, context in
+                guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                    return Pages.redirect("/signin")
+                }
+                return try await Pages.submit(
+                    request, FormGuard(session: identity), limit: limit, schema: schema, views: views,
+                    nav: Views.Nav(identity),
+                    refused: { error, sent in
+                        try await Self.accountPage(identity, hearth: hearth, views: views, refused: (form, error, sent))
+                    }
+                ) { body in
+                    if form == "password" {
+                        let ended = try await hearth.changePassword(
+                            current: body.string("currentPassword")!, new: body.string("newPassword")!,
+                            by: identity, source: context.source)
+                        return views.render(
+                            "message", title: "Password changed", nav: Views.Nav(identity),
+                            page: Pages.Message(
+                                heading: "Your password is changed",
+                                paragraphs: [
+                                    ended == 0
+                                        ? "No other browser or app was signed in."
+                                        : "\(ended == 1 ? "One other session was" : "\(ended) other sessions were") signed out."
+                                ], links: [Pages.Link(href: "/account", text: "Your account")]))
+                    }
+                    let code = try await hearth.newRecoveryCode(
+                        password: body.string("password")!, by: identity, source: context.source)
+                    return views.render(
+                        "message", title: "Your new recovery code", nav: Views.Nav(identity),
+                        page: Pages.recoveryMessage(
+                            code, heading: "Your new recovery code",
+                            next: Pages.Link(href: "/account", text: "Your account")))
+                }
+            }
+        }
     }
 
     /// The outcome of a command or a rename, shown at the top of the device page.
@@ -453,7 +490,46 @@ struct OwnerPages {
             + (oldest.map { " The oldest one kept is from \(Pages.when($0))." } ?? "")
     }
 
-    static func accountPage(_ identity: Identity, hearth: Hearth, views: Views) async throws -> Response {
+    /// The account page's forms that change credentials: `password` and `recovery-code` (the
+    /// paths they post to under /account/), one marked refused.
+    struct CredentialForms {
+        var password: FormModel
+        var recoveryCode: FormModel
+
+        init(csrf: String, refused: (form: String, error: HearthError, sent: [String: String])?) {
+            password = FormModel(
+                action: "/account/password", csrf: csrf, button: "Change password",
+                [
+                    FormField(
+                        "currentPassword", "Current password", type: "password", maxLength: 256,
+                        autocomplete: "current-password"),
+                    FormField(
+                        "newPassword", "New password", type: "password", minLength: 15, maxLength: 256,
+                        autocomplete: "new-password",
+                        hint:
+                            "At least 15 characters. Every other browser and app signed in to your account is signed out."
+                    ),
+                ])
+            recoveryCode = FormModel(
+                action: "/account/recovery-code", csrf: csrf, button: "Make a new recovery code",
+                [
+                    FormField(
+                        "password", "Password", type: "password", maxLength: 256, autocomplete: "current-password",
+                        hint: "The old code stops working.")
+                ])
+            switch refused?.form {
+            case "password": password = password.refused(refused!.error, sent: refused!.sent)
+            case "recovery-code": recoveryCode = recoveryCode.refused(refused!.error, sent: refused!.sent)
+            default: break
+            }
+        }
+    }
+
+    static func accountPage(
+        _ identity: Identity, hearth: Hearth, views: Views,
+        refused: (form: String, error: HearthError, sent: [String: String])? = nil
+    ) async throws -> Response {
+        let forms = CredentialForms(csrf: Pages.csrfToken(identity), refused: refused)
         let sessions = try await hearth.sessions(of: identity).map {
             [
                 "createdAt": Pages.when($0.session.createdAt), "expiresAt": Pages.when($0.session.expiresAt),
@@ -467,8 +543,12 @@ struct OwnerPages {
             "everywhere": FormModel(
                 action: "/account/sign-out-everywhere", csrf: Pages.csrfToken(identity), button: "Sign out everywhere",
                 []),
+            "password": forms.password, "recoveryCode": forms.recoveryCode,
+            "hasRecoveryCode": identity.account.recoveryHash != nil,
         ]
-        return views.render("account", title: "Your account", nav: Views.Nav(identity), page: page)
+        return views.render(
+            "account", title: "Your account", nav: Views.Nav(identity), page: page,
+            status: refused.map { ErrorMiddleware.status(for: $0.error.code) } ?? .ok)
     }
 }
 

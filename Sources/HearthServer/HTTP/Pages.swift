@@ -119,6 +119,8 @@ struct Pages {
                             ? Link(href: "/signin", text: "Have an account? Sign in")
                             : Link(href: "/signup", text: "New here? Create an account")
                     ]
+                        + (kind == "signin"
+                            ? [Link(href: "/recover", text: "Forgot your password? Use your recovery code")] : [])
                 )
             }
             router.get(RouterPath("/\(kind)")) { request, _ in
@@ -136,15 +138,65 @@ struct Pages {
                 ) { form in
                     let email = form.string("email")!
                     let password = form.string("password")!
-                    if kind == "signup" {
-                        _ = try await hearth.signUp(email: email, password: password, source: context.source)
-                    }
+                    let code =
+                        kind == "signup"
+                        ? try await hearth.register(email: email, password: password, source: context.source)
+                            .recoveryCode : nil
                     let session = try await hearth.signIn(email: email, password: password, source: context.source)
-                    // Operators land on their console; owners on their devices.
-                    return Self.redirect(
-                        session.identity.role == .operator ? "/console" : "/devices",
-                        cookie: Self.sessionCookie(session.token, maxAge: Int(hearth.settings.sessionLifetime)))
+                    let cookie = Self.sessionCookie(session.token, maxAge: Int(hearth.settings.sessionLifetime))
+                    guard let code else {
+                        // Operators land on their console; owners on their devices.
+                        return Self.redirect(
+                            session.identity.role == .operator ? "/console" : "/devices", cookie: cookie)
+                    }
+                    var response = views.render(
+                        "message", title: "Your account is ready", nav: Views.Nav(session.identity),
+                        page: Self.recoveryMessage(
+                            code, heading: "Your account is ready",
+                            next: Link(href: "/devices", text: "Continue to your devices")))
+                    response.headers[.setCookie] = cookie
+                    return response
                 }
+            }
+        }
+        @Sendable func recoverPage(_ csrf: String) -> FormPage {
+            FormPage(
+                heading: "Set a new password with your recovery code",
+                intro: [
+                    "Your recovery code was shown when you created your account (or made a new one). It works once: you get a new one here."
+                ],
+                form: FormModel(
+                    action: "/recover", csrf: csrf, button: "Set new password",
+                    [
+                        FormField("email", "E-mail", type: "email", maxLength: 254, autocomplete: "email"),
+                        FormField(
+                            "recoveryCode", "Recovery code", maxLength: 64, autocomplete: "off",
+                            hint: "Six groups of four letters and digits; dashes are optional."),
+                        FormField(
+                            "newPassword", "New password", type: "password", minLength: 15, maxLength: 256,
+                            autocomplete: "new-password", hint: "At least 15 characters; common passwords are refused."),
+                    ]),
+                links: [Link(href: "/signin", text: "Remembered it? Sign in")])
+        }
+        router.get("/recover") { request, _ in
+            let formGuard = FormGuard(request, hearth: hearth)
+            return formGuard.attach(
+                views.render("form-page", title: "Forgot your password", nav: nil, page: recoverPage(formGuard.token)))
+        }
+        router.post("/recover") { request, context in
+            let formGuard = FormGuard(request, hearth: hearth)
+            return try await Self.submit(
+                request, formGuard, limit: limit, schema: API.recovery, views: views, title: "Forgot your password",
+                nav: nil, page: recoverPage(formGuard.token)
+            ) { form in
+                let code = try await hearth.recover(
+                    email: form.string("email")!, recoveryCode: form.string("recoveryCode")!,
+                    newPassword: form.string("newPassword")!, source: context.source)
+                return views.render(
+                    "message", title: "Your password is set", nav: nil,
+                    page: Self.recoveryMessage(
+                        code, heading: "Your password is set; here is your new recovery code",
+                        next: Link(href: "/signin", text: "Sign in")))
             }
         }
         router.post("/signout") { request, _ in
@@ -192,6 +244,15 @@ struct Pages {
                 )
             }
         }
+    }
+
+    /// The page that shows a recovery code, the one time it is shown.
+    static func recoveryMessage(_ code: String, heading: String, next: Link) -> Message {
+        Message(
+            heading: heading,
+            paragraphs: [
+                "This is your recovery code. Write it down or keep it in your password manager now: it is shown only this once. If you forget your password, it lets you set a new one (each code works once; you get a new one when you use it)."
+            ], secret: code, links: [next])
     }
 
     static func sessionCookie(_ token: String, maxAge: Int) -> String {

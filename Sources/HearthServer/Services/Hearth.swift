@@ -205,24 +205,35 @@ public final class Hearth: Sendable {
     // MARK: Accounts and sessions
 
     /// Validates and hashes a new account's credentials (no storage yet).
-    func newAccount(role: Role, email rawEmail: String, password: String) async throws -> AccountRecord {
+    func newAccount(role: Role, email rawEmail: String, password: String, recoveryHash: String? = nil) async throws
+        -> AccountRecord
+    {
         let email = try EmailAddress(rawEmail)
-        let domainWords =
-            email.rawValue.split(separator: "@").last.map { $0.split(separator: ".").map(String.init) } ?? []
-        try passwords.check(password, contextWords: [email.localPart, email.rawValue] + domainWords.dropLast())
+        try checkPassword(password, email: email, field: "password")
         let id = AccountID()
         return AccountRecord(
             id: id, role: role, emailIndex: emailIndex.index(email.rawValue),
             emailSealed: try Envelope.seal(Data(email.rawValue.utf8), context: "account:\(id):email", kek: kek),
-            passwordHash: try await hash(password), createdAt: time.now()
+            passwordHash: try await hash(password), createdAt: time.now(), recoveryHash: recoveryHash
         )
     }
 
+    /// The password policy, with the account's address as words a guesser would try first.
+    func checkPassword(_ password: String, email: EmailAddress, field: String) throws {
+        let domainWords =
+            email.rawValue.split(separator: "@").last.map { $0.split(separator: ".").map(String.init) } ?? []
+        try passwords.check(
+            password, field: field, contextWords: [email.localPart, email.rawValue] + domainWords.dropLast())
+    }
+
     /// Owner sign-up. Every sign-up counts against the source, successful or not: this bounds
-    /// account floods.
-    public func signUp(email: String, password: String, source: String) async throws -> AccountRecord {
+    /// account floods. ``register(email:password:source:)`` also gives the account a recovery code.
+    public func signUp(email: String, password: String, source: String, recoveryHash: String? = nil) async throws
+        -> AccountRecord
+    {
         try await throttled([.init(.signUpPerSource, source)], failingOn: [], everyAttemptCounts: true) {
-            let account = try await newAccount(role: .owner, email: email, password: password)
+            let account = try await newAccount(
+                role: .owner, email: email, password: password, recoveryHash: recoveryHash)
             do {
                 try await store.createAccount(
                     account,

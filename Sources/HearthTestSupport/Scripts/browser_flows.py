@@ -114,9 +114,18 @@ def sign_out():
 email, password = "ann@example.com", "lantern orbit velvet puzzle"
 
 
+recovery = {}
+
+
 def sign_up():
     fill_and_submit("/signup", {"email": email, "password": password})
-    assert driver.current_url.endswith("/devices"), f"at {driver.current_url}: {body()[:300]}"
+    # The recovery code is shown once, then on to the devices.
+    assert "This is your recovery code" in body(), body()[:300]
+    recovery["code"] = driver.find_element(By.CSS_SELECTOR, "code.secret").text
+    assert len(recovery["code"]) == 29, recovery
+    driver.find_element(By.LINK_TEXT, "Continue to your devices").click()
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/devices"))
+    remember()
     assert "Your devices" in body(), body()[:300]
     assert "Sign out" in body() and "Sign in\n" not in body(), "the header knows who is signed in"
 
@@ -127,6 +136,37 @@ def sign_out_and_in():
     assert driver.current_url.endswith("/signin"), f"still signed in at {driver.current_url}"
     fill_and_submit("/signin", {"email": email, "password": password})
     assert driver.current_url.endswith("/devices"), f"at {driver.current_url}: {body()[:300]}"
+
+
+def recover_password():
+    global password
+    sign_out()
+    go("/signin")
+    driver.find_element(By.LINK_TEXT, "Forgot your password? Use your recovery code").click()
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/recover"))
+    remember()
+    password = "quartz meadow lantern river"
+    fill({"email": email, "recoveryCode": recovery["code"].lower(), "newPassword": password})
+    submit()
+    assert "here is your new recovery code" in body(), body()[:300]
+    fill_and_submit("/signin", {"email": email, "password": password})
+    assert driver.current_url.endswith("/devices"), f"at {driver.current_url}: {body()[:300]}"
+
+
+def hand_on():
+    go(f"/devices/{serial}")
+    driver.find_element(By.LINK_TEXT, "What this device collects, and your choices").click()
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/devices/{serial}/privacy"))
+    go(f"/devices/{serial}")
+    driver.find_element(By.LINK_TEXT, "Remove, hand on or dispose of this device").click()
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/devices/{serial}/remove"))
+    remember()
+    driver.find_element(By.CSS_SELECTOR, "form[action$='/transfer'] [name=to]").send_keys("bob@example.com")
+    Select(driver.find_element(By.CSS_SELECTOR, "form[action$='/transfer'] [name=history]")).select_by_value("delete")
+    submit("form[action$='/transfer'] button")
+    assert "is no longer yours" in body() and "Your readings from it are deleted" in body(), body()[:400]
+    go("/devices")
+    assert serial not in body(), body()[:300]
 
 
 def claim():
@@ -171,6 +211,7 @@ def owner_sees_thermostat():
     for part in ["Temperature (°C)", "History", "Updated", "Release notes for 1.1.0", "Fixes a crash", "Security updates until"]:
         assert part in text, f"{part!r} missing: {text[:800]}"
     assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline.line"), "a chart with a line"
+    visited.add(page_path().split("?")[0] + "/remove")  # checked by axe below
 
 
 def setpoint_and_live_refresh():
@@ -294,7 +335,7 @@ def every_page_is_accessible_and_fits_375px():
         (creds, lambda p: p.startswith("/devices") or p.startswith("/account") or p == "/claim"),
         (None, lambda p: not (p.startswith("/console") or p.startswith("/devices") or p.startswith("/account") or p == "/claim" or p.startswith("/setup/"))),
     ]
-    pages = sorted(visited | {"/", "/models", "/security/policy", "/security/acknowledgments", "/account", "/signup", "/signin"})
+    pages = sorted(visited | {"/", "/models", "/security/policy", "/security/acknowledgments", "/account", "/signup", "/signin", "/recover"})
     checked = 0
     for login, wanted in sessions:
         driver.delete_all_cookies()
@@ -332,7 +373,9 @@ def no_csp_violations():
 
 try:
     for name, check in [
-        ("sign up", sign_up), ("sign out and in", sign_out_and_in), ("claim a device (a wrong code first)", claim),
+        ("sign up", sign_up), ("sign out and in", sign_out_and_in),
+        ("a forgotten password reset with the recovery code", recover_password),
+        ("claim a device (a wrong code first)", claim), ("hand the device on to someone", hand_on),
         ("the demo owner sees reading, chart, update and release notes", owner_sees_thermostat),
         ("a setpoint from the form, the device's answer, live refresh", setpoint_and_live_refresh),
         ("create the operator; fleet, models, audit", operator), ("start, pause, resume, abort a rollout", rollout),

@@ -1,0 +1,62 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import Hummingbird
+
+/// Changing and recovering credentials in the API (EN 303 645 5.1-4).
+extension API {
+    static let newPassword = FieldSchema(
+        "newPassword", .string(maxLength: 256), "at least 15 characters; not a common password")
+    static let recoveryCode = FieldSchema(
+        "recoveryCode", .string(maxLength: 64), "the recovery code shown at sign-up or made since (dashes optional)")
+    static let passwordChange = ObjectSchema([
+        FieldSchema("currentPassword", .string(maxLength: 256)), newPassword,
+    ])
+    static let passwordOnly = ObjectSchema([FieldSchema("password", .string(maxLength: 256))])
+    static let recovery = ObjectSchema([email, recoveryCode, newPassword])
+
+    func credentialEndpoints() -> [(Endpoint, EndpointHandler)] {
+        let hearth = self.hearth
+        let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType, .unprocessableContent]
+        return [
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/account/password",
+                    summary: "Change your password (the current one is needed); every other session ends",
+                    access: .signedIn, body: Self.passwordChange, success: .ok,
+                    errors: bad + [.unauthorized, .conflict, .tooManyRequests]),
+                { _, context, body in
+                    let ended = try await hearth.changePassword(
+                        current: body.string("currentPassword")!, new: body.string("newPassword")!,
+                        by: try context.requireIdentity(), source: context.source)
+                    return JSON.response(["changed": true, "otherSessionsEnded": .number(Double(ended))])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/account/recovery-code",
+                    summary: "Make a new recovery code (shown once; the old one stops working); needs your password",
+                    access: .signedIn, body: Self.passwordOnly, success: .created,
+                    errors: bad + [.unauthorized, .tooManyRequests]),
+                { _, context, body in
+                    let code = try await hearth.newRecoveryCode(
+                        password: body.string("password")!, by: try context.requireIdentity(), source: context.source)
+                    return JSON.response(["recoveryCode": .string(code)], status: .created)
+                }
+            ),
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/account/recover",
+                    summary:
+                        "Forgot your password: set a new one with your recovery code, which then stops working; every session ends and a new code is returned",
+                    access: .public, body: Self.recovery, success: .ok, errors: bad + [.unauthorized, .tooManyRequests]),
+                { _, context, body in
+                    let code = try await hearth.recover(
+                        email: body.string("email")!, recoveryCode: body.string("recoveryCode")!,
+                        newPassword: body.string("newPassword")!, source: context.source)
+                    return JSON.response(["recovered": true, "recoveryCode": .string(code)])
+                }
+            ),
+        ]
+    }
+}
