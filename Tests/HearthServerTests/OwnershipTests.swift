@@ -69,6 +69,10 @@ import Testing
             #expect(page.status == 200)
             #expect(!page.text.contains("19.25") && !page.text.contains("19.3"), "Ann's reading is not on Bob's page")
             #expect(!page.text.contains("bedroom"), "nor Ann's name for the device")
+            #expect(page.text.contains("No readings of temperature"), "nor her readings in the history charts")
+            #expect(
+                !page.text.contains("Renamed") && !page.text.contains("Privacy choices changed")
+                    && !page.text.contains("Released by its owner"), "nor her logbook")
             let devices = try await client.call(.get, "/devices", headers: bobBrowser.headers)
             #expect(!devices.text.contains("bedroom") && !devices.text.contains("19.3"))
 

@@ -306,7 +306,7 @@ struct OwnerPages {
                 field.select = true
                 field.options = values.map { FormField.Option(value: $0, text: $0) }
             }
-            field.describedBy = field.hint.map { _ in "f-\(p.name)-hint" }
+            field.describedBy = field.hint.map { _ in "\(field.id)-hint" }
             if case .number(let n)? = current[p.name] { field.value = Chart.number(n, step: 0.1) }
             return field
         }
@@ -469,7 +469,7 @@ struct OwnerPages {
             "notices": notices.map {
                 ["id": $0.id, "severity": $0.severity, "title": $0.title, "fixedVersion": $0.fixedVersion]
             },
-            "logbook": try await hearth.logbook(device, limit: 50).map {
+            "logbook": try await hearth.logbook(device, since: device.claimedAt, limit: 50).map {
                 ["at": Pages.when($0.at), "text": $0.text, "alert": $0.alert] as [String: Any]
             },
             "rename": rename, "base": "/devices/\(serial)",

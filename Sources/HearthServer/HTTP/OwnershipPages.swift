@@ -47,7 +47,7 @@ struct OwnershipPages {
                 action: "\(base)/transfer", csrf: csrf, button: "Hand it on",
                 [
                     FormField(
-                        "to", "The new owner's e-mail address", type: "email", maxLength: 254, autocomplete: "off",
+                        "to", "The new owner's e-mail address", type: "email", maxLength: 254,
                         hint: "Only an account with this address can claim it for the next 14 days."),
                     historyField(),
                 ]),
@@ -59,6 +59,7 @@ struct OwnershipPages {
                         autocomplete: "off")
                 ]),
         ]
+        for (id, form) in forms { forms[id] = form.identified(by: id) }
         if let (id, error, sent) = refused { forms[id] = forms[id]?.refused(error, sent: sent) }
         return Page(
             heading: "Remove, hand on or dispose of \(name)",

@@ -97,6 +97,9 @@ struct FormField: Sendable {
     var error: String?
     var multiline = false
     var describedBy: String?
+    /// The element id, unique on the page (``FormModel/identified(by:)`` when a page has several
+    /// forms with a field of the same name); its hint and error are `id-hint` and `id-error`.
+    var id: String
     /// A choice from a list (`<select>`) instead of typing.
     var select = false
     var options: [Option] = []
@@ -122,6 +125,7 @@ struct FormField: Sendable {
         self.inputmode = inputmode
         self.hint = hint
         self.multiline = multiline
+        id = "f-\(name)"
         describedBy = hint.map { _ in "f-\(name)-hint" }
     }
 }
@@ -145,6 +149,20 @@ struct FormModel: Sendable {
         self.fields = fields
     }
 
+    /// The form with its fields' element ids prefixed (`f-transfer-history`), for a page that has
+    /// several forms with a field of the same name.
+    func identified(by prefix: String) -> FormModel {
+        var form = self
+        form.fields = fields.map { field in
+            var field = field
+            let id = "f-\(prefix)-\(field.name)"
+            field.describedBy = field.describedBy?.replacingOccurrences(of: field.id + "-", with: id + "-")
+            field.id = id
+            return field
+        }
+        return form
+    }
+
     /// The form after `error`: every value sent is kept except passwords, and the message goes
     /// next to the field it concerns (`models[0]` is about `models`), or above the form when it
     /// concerns none of them.
@@ -162,8 +180,8 @@ struct FormModel: Sendable {
             }
             if error.concerns(field.name) {
                 field.error = error.message
-                field.describedBy = [field.hint.map { _ in "f-\(field.name)-hint" }, "f-\(field.name)-error"].compactMap
-                { $0 }.joined(separator: " ")
+                field.describedBy = [field.hint.map { _ in "\(field.id)-hint" }, "\(field.id)-error"].compactMap { $0 }
+                    .joined(separator: " ")
             }
             return field
         }

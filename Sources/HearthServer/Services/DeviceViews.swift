@@ -57,14 +57,20 @@ extension Hearth {
         async throws -> [String: [TelemetryBucket]]
     {
         let now = time.now()
-        return try await requireTelemetry().series(
-            device.serial, fields: fields, from: now.addingTimeInterval(-seconds), to: now, slice: slice,
+        let start = now.addingTimeInterval(-seconds)
+        let series = try await requireTelemetry().series(
+            device.serial, fields: fields, from: max(start, device.claimedAt ?? start), to: now, slice: slice,
             settledBefore: now.addingTimeInterval(-60))
+        // Slices are aligned to their width, so the one the claim falls in may hold a previous
+        // owner's readings: an owner sees only slices that began after their claim.
+        guard let claimedAt = device.claimedAt else { return series }
+        return series.mapValues { $0.filter { $0.start >= claimedAt } }
     }
 
     /// The device's logbook, newest first: what was done to it (claims, names, commands,
     /// revocation) and what it reported about its software.
-    public func logbook(_ device: DeviceRecord, limit: Int) async throws -> [LogbookEntry] {
+    /// `since` hides what happened before (an owner sees only their own time with the device).
+    public func logbook(_ device: DeviceRecord, since: Date? = nil, limit: Int) async throws -> [LogbookEntry] {
         let audit = try await store.auditRecords(subject: device.serial.rawValue, limit: limit).compactMap(
             LogbookEntry.init(audit:))
         let updates = try await self.updates?.store.updateEvents(device.serial, limit: limit) ?? []
@@ -76,7 +82,9 @@ extension Hearth {
         }
         var refusals: [LogbookEntry] = []
         if let telemetry { refusals = try await telemetry.refusals(device.serial).map { LogbookEntry(refusal: $0) } }
-        return Array((audit + events + refusals).sorted { $0.at > $1.at }.prefix(limit))
+        return Array(
+            (audit + events + refusals).filter { $0.at >= since ?? .distantPast }.sorted { $0.at > $1.at }.prefix(limit)
+        )
     }
 
     /// The operator's fleet: a page of devices matching `filter`, after `after`.
@@ -118,7 +126,10 @@ public struct LogbookEntry: Sendable, Equatable {
         case .devicesProvisioned: self.init(at: at, text: "Made and provisioned")
         case .deviceClaimed: self.init(at: at, text: "Set up (claimed) by its owner")
         case .deviceClaimFailed: self.init(at: at, text: "A set-up attempt with a wrong code was refused", alert: true)
-        case .deviceReleased: self.init(at: at, text: "Released (factory reset)")
+        case .deviceReleased:
+            let reason = record.detail.split(separator: ",").first.flatMap { ReleaseReason(rawValue: String($0)) }
+            self.init(at: at, text: "Released by its owner (\(reason?.plainEnglish ?? "released"))")
+        case .consentChanged: self.init(at: at, text: "Privacy choices changed: \(record.detail)")
         case .deviceRevoked:
             self.init(at: at, text: "Its certificate was revoked: it can no longer connect", alert: true)
         case .deviceNamed: self.init(at: at, text: "Renamed")
@@ -133,5 +144,17 @@ public struct LogbookEntry: Sendable, Equatable {
             text:
                 "Refused \(refusal.count) invalid message\(refusal.count == 1 ? "" : "s") from the device (\(refusal.kind.rawValue))",
             alert: true)
+    }
+}
+
+extension ReleaseReason {
+    var plainEnglish: String {
+        switch self {
+        case .unclaimed: "removed from the account"
+        case .transferred: "handed on"
+        case .disposed: "disposed of"
+        case .factoryReset: "factory reset"
+        case .accountDeleted: "account deleted"
+        }
     }
 }
