@@ -211,6 +211,8 @@ public final class SQLiteStore: HearthStore {
         }
         m.registerMigration("2026-12-02 recovery codes") { db in
             try db.execute(sql: "ALTER TABLE accounts ADD COLUMN recovery_hash TEXT")
+            // An owner's export lists what they did.
+            try db.execute(sql: "CREATE INDEX audit_by_actor ON audit_log(actor, seq)")
         }
         return m
     }
@@ -732,6 +734,15 @@ public final class SQLiteStore: HearthStore {
             try Row.fetchAll(
                 db, sql: "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq DESC LIMIT ?",
                 arguments: [subject, max(0, limit)]
+            ).map(Self.auditRecord)
+        }
+    }
+
+    public func auditRecords(actor: String, limit: Int) async throws -> [AuditRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM audit_log WHERE actor = ? ORDER BY seq LIMIT ?",
+                arguments: [actor, max(0, limit)]
             ).map(Self.auditRecord)
         }
     }

@@ -34,6 +34,7 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case passwordChanged = "account.password_changed"
     case recoveryCodeIssued = "account.recovery_code_issued"
     case accountRecovered = "account.recovered"
+    case dataExported = "account.data_exported"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

@@ -97,6 +97,8 @@ public protocol HearthStore: Sendable {
     func auditRecords() async throws -> [AuditRecord]
     /// The records about `subject` (a device serial, a report id), newest first, at most `limit`.
     func auditRecords(subject: String, limit: Int) async throws -> [AuditRecord]
+    /// The records of what `actor` (an account id) did, oldest first, at most `limit`.
+    func auditRecords(actor: String, limit: Int) async throws -> [AuditRecord]
     func auditHead() async throws -> AuditHead?
 
     // Vulnerability reports (coordinated disclosure)

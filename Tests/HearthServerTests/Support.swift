@@ -76,6 +76,8 @@ struct Reply {
     let status: Int
     let headers: HTTPFields
     let text: String
+    /// The body as sent (`text` is it decoded as UTF-8, lossily for binary bodies).
+    var bytes: [UInt8] = []
     var json: JSONValue? { try? JSONValue.parse(Array(text.utf8)) }
     var error: String? { if case .object(let o) = json, case .string(let s) = o["error"] { s } else { nil } }
     var field: String? { if case .object(let o) = json, case .string(let s) = o["field"] { s } else { nil } }
@@ -94,7 +96,9 @@ extension TestClientProtocol {
         if let token { headers[.authorization] = "Bearer \(token)" }
         let buffer = bytes.map { ByteBuffer(bytes: $0) } ?? body.map { ByteBuffer(string: $0) }
         let r = try await execute(uri: path, method: method, headers: headers, body: buffer)
-        return Reply(status: Int(r.status.code), headers: r.headers, text: String(buffer: r.body))
+        return Reply(
+            status: Int(r.status.code), headers: r.headers, text: String(buffer: r.body),
+            bytes: Array(r.body.readableBytesView))
     }
 
     /// Opens a public form page as a browser would: the form cookie and the hidden token to send

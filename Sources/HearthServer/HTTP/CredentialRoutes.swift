@@ -3,7 +3,8 @@ import HTTPTypes
 import HearthCore
 import Hummingbird
 
-/// Changing and recovering credentials in the API (EN 303 645 5.1-4).
+/// The account's own routes: its data export, and changing and recovering credentials (EN 303 645
+/// 5.1-4).
 extension API {
     static let newPassword = FieldSchema(
         "newPassword", .string(maxLength: 256), "at least 15 characters; not a common password")
@@ -19,6 +20,16 @@ extension API {
         let hearth = self.hearth
         let bad: [HTTPResponse.Status] = [.badRequest, .contentTooLarge, .unsupportedMediaType, .unprocessableContent]
         return [
+            (
+                Endpoint(
+                    method: .get, path: "/api/v1/account/export",
+                    summary:
+                        "Everything Hearth holds about you and your devices: a ZIP of JSON files and a README (one export at a time)",
+                    access: .signedIn, body: nil, success: .ok, errors: [.unauthorized, .tooManyRequests]),
+                { _, context, _ in
+                    try await DataExport(hearth: hearth, identity: try context.requireIdentity()).response()
+                }
+            ),
             (
                 Endpoint(
                     method: .post, path: "/api/v1/account/password",

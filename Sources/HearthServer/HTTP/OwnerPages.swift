@@ -196,6 +196,16 @@ struct OwnerPages {
             try await hearth.signOutEverywhere(identity)
             return Pages.redirect("/signin", cookie: Pages.sessionCookie("", maxAge: 0))
         }
+        router.get("/account/export") { request, _ in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
+            do {
+                return try await DataExport(hearth: hearth, identity: identity).response()
+            } catch let error as HearthError where error.code == .throttled {
+                return Pages.errorPage(error, views: views, nav: Views.Nav(identity))
+            }
+        }
         for form in ["password", "recovery-code"] {
             let schema = form == "password" ? API.passwordChange : API.passwordOnly
             router.post(RouterPath("/account/\(form)")) { request, context in
