@@ -198,7 +198,7 @@ let package = Package(
             name: "HearthDeviceTests",
             dependencies: [
                 "HearthDevice", "HearthReferenceDevices", "HearthGateway", "HearthMQTT", "HearthCore", "HearthCrypto",
-                "HearthStorage", "HearthSQLite",
+                "HearthStorage", "HearthSQLite", "HearthServer",
                 "HearthTestSupport", "HearthFixtures", "hearth-device", "HearthUpdate",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),

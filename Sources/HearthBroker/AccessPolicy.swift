@@ -20,7 +20,7 @@ public enum AccessPolicy: Sendable, Equatable {
             let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
             guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
             switch levels[2] {
-            case "telemetry", "events", "update": return levels.count == 3
+            case "telemetry", "events", "update", "reset": return levels.count == 3
             case "commands": return levels.count == 5 && levels[4] == "result" && !levels[3].isEmpty
             default: return false
             }

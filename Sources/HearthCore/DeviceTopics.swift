@@ -10,18 +10,20 @@
 /// devices/S/update               device → server   update progress and integrity alerts
 /// devices/S/update/offer         server → device   the answer: support period, target to install
 /// devices/S/policy               server → device   retained: fields the owner has not agreed to (DevicePolicy)
+/// devices/S/reset                device → server   reset to factory state: the server ends the owner's claim
 /// ```
 public struct DeviceTopics: Sendable, Equatable {
     /// The first level of every device topic.
     public static let namespace = "devices"
     /// Third levels a device publishes to (as the whole topic).
-    public static let published: Set<String> = ["telemetry", "events", "update"]
+    public static let published: Set<String> = ["telemetry", "events", "update", "reset"]
 
     /// `devices/S`
     public let prefix: String
     /// The topics the gateway compares every publish with, made once (not per message).
     public let telemetry: String
     public let update: String
+    public let reset: String
 
     public init(_ serial: DeviceSerial) { self.init(serial: serial.rawValue) }
 
@@ -30,6 +32,7 @@ public struct DeviceTopics: Sendable, Equatable {
         prefix = "\(Self.namespace)/\(serial)"
         telemetry = prefix + "/telemetry"
         update = prefix + "/update"
+        reset = prefix + "/reset"
     }
 
     public var events: String { prefix + "/events" }

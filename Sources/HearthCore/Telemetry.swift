@@ -232,6 +232,14 @@ public protocol DeviceUpdateChannel: Sendable {
     func received(report payload: [UInt8], from serial: DeviceSerial, model: ProductModelID) async throws -> [UInt8]
 }
 
+/// Hears that a device was reset to factory state (`devices/S/reset`, payload `{"reset": ID}`
+/// with a random ID per reset): the server ends its owner's claim, once per ID, so a message sent
+/// again after a lost acknowledgement cannot end a later owner's claim. The server implements it;
+/// the gateway acknowledges after it returns. Throws on a malformed message.
+public protocol DeviceResetChannel: Sendable {
+    func deviceReset(_ payload: [UInt8], from serial: DeviceSerial) async throws
+}
+
 /// Ends a device's live connection (after its certificate is revoked).
 public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async

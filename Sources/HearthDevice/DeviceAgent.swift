@@ -80,6 +80,8 @@ public enum DeviceEvent: Sendable, Equatable {
     case command(name: String, status: CommandReply.Status, detail: String?)
     /// The owner's choices changed: these fields are no longer sent (or are sent again).
     case policy(withheld: [String])
+    /// The server heard of a factory reset (the reset's id): it has ended the owner's claim.
+    case resetAcknowledged(String)
 }
 
 /// The device side of Hearth: keeps a connection to the gateway over mutual TLS, delivers queued
@@ -120,6 +122,11 @@ public actor DeviceAgent: Service {
     /// Connected and subscribed to its command topic (the SUBACK arrived).
     public private(set) var acceptsCommands = false
     public private(set) var connections = 0
+    /// A factory reset the server has not acknowledged yet (kept in `resetPath`, so it survives a
+    /// restart), and the packet id it went out with.
+    let resetPath: String
+    var pendingReset: String?
+    var resetPacket: UInt16?
 
     /// - Parameters:
     ///   - keyStore: the device identity; read once, at start.
@@ -135,6 +142,8 @@ public actor DeviceAgent: Service {
         self.configuration = configuration
         tls = try Self.tlsContext(keyStore: keyStore, trustRootsPEM: trustRootsPEM)
         queue = try OfflineQueue(path: queuePath, policy: configuration.queue)
+        resetPath = queuePath + ".reset"
+        pendingReset = FileManager.default.contents(atPath: resetPath).map { String(decoding: $0, as: UTF8.self) }
         self.clock = clock
         self.onEvent = onEvent
         self.onUpdateOffer = onUpdateOffer
@@ -206,6 +215,40 @@ public actor DeviceAgent: Service {
             }
         }
         throw DeviceError("the gateway closed the connection before acknowledging the alert")
+    }
+
+    /// Factory reset (EN 303 645 5.11-1), of what this agent holds: the queued readings, the
+    /// remembered command answers and the owner's privacy policy are erased; the identity, the
+    /// certificate and the firmware stay. The server is told (now if connected, otherwise first
+    /// thing at the next connection; the reset's id is kept on disk until the server acknowledges
+    /// it, so a restart does not lose it) and ends the owner's claim, after which the label's code
+    /// claims the device again. Works offline. The device's own settings are its caller's to
+    /// erase (``ReferenceDevice/factoryReset()`` does both). Returns the reset's id.
+    @discardableResult
+    public func factoryReset() throws -> String {
+        let id = UUID().uuidString
+        try OfflineQueue.writeFile(resetPath, Array(id.utf8), flags: O_WRONLY | O_CREAT | O_TRUNC)
+        pendingReset = id
+        try queue.erase()
+        inflight.removeAll()
+        carried.removeAll()
+        lastSent = 0
+        answered.removeAll()
+        policy = DevicePolicy(model: configuration.model, granted: [])
+        if let connection { sendReset(connection) }
+        return id
+    }
+
+    func sendReset(_ conn: MQTTClientConnection) {
+        guard let pendingReset else { return }
+        let id = allocatePacketID()
+        resetPacket = id
+        conn.send(
+            .publish(
+                Publish(
+                    topic: DeviceTopics(configuration.serial).reset,
+                    payload: Array(JSONValue.object(["reset": .string(pendingReset)]).text.utf8), qos: .atLeastOnce,
+                    packetID: id)))
     }
 
     /// Queues a reading for delivery, durably, after checking it against the model (a device
@@ -376,6 +419,8 @@ public actor DeviceAgent: Service {
                         Subscribe.Request(filter: offers, qos: .atLeastOnce),
                         Subscribe.Request(filter: DeviceTopics(configuration.serial).policy, qos: .atLeastOnce),
                     ])))
+        resetPacket = nil
+        sendReset(conn)
         sendUpdateReport(conn)
         onEvent(.connected(version: conn.version, sessionPresent: ack.sessionPresent))
         if ack.sessionPresent {
@@ -467,6 +512,14 @@ public actor DeviceAgent: Service {
     /// One packet from the server; returns the server's hint if it ended the connection.
     func handle(_ packet: MQTTPacket, _ conn: MQTTClientConnection) async -> ServerHint? {
         switch packet {
+        case .puback(let ack) where ack.packetID == resetPacket:
+            resetPacket = nil
+            // A refusal is retried at the next connection; the server ignores a reset it has seen.
+            if !ack.reason.isError, let id = pendingReset {
+                pendingReset = nil
+                unlink(resetPath)
+                onEvent(.resetAcknowledged(id))
+            }
         case .puback(let ack):
             guard let sequence = inflight.removeValue(forKey: ack.packetID) else { return nil }
             // Refused for good: not valid for the model, or carrying a field the owner refused.

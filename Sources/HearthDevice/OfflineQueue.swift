@@ -131,6 +131,17 @@ public final class OfflineQueue {
         if head > 1024 || records > 2 * count + 4096 { try compact() }
     }
 
+    /// Factory reset: every queued reading and the drop counts are erased and the log rewritten
+    /// without them. The sequence counter stays, so the server never takes a later reading for
+    /// one it already has.
+    public func erase() throws {
+        pending = []
+        head = 0
+        droppedTotal = 0
+        droppedReported = 0
+        try compact()
+    }
+
     // MARK: The log
 
     func replay(_ bytes: [UInt8]) throws {

@@ -50,7 +50,9 @@ struct GatewayParts: Sendable {
     let hub: Hub
     let ingest: TelemetryIngest?
     /// The server's update service, once it is attached.
-    let updates: UpdateChannelSlot
+    let updates: ChannelSlot<any DeviceUpdateChannel>
+    /// The server's account service, for factory resets, once it is attached.
+    let resets: ChannelSlot<any DeviceResetChannel>
     let counters: Counters
     let limits: ConnectionLimits
     let admission: Admission
@@ -508,7 +510,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             } else if let device, publish.topic == device.topics.telemetry {
                 (reason, text) = ingest(publish, device: device, now: now)
             } else if let device, publish.topic == device.topics.update {
-                update(publish, device: device)
+                offloaded(publish) { await $0.updateReport(publish.payload, device: device) }
+                reason = nil
+            } else if let device, publish.topic == device.topics.reset {
+                offloaded(publish) { await $0.factoryReset(publish.payload, device: device) }
                 reason = nil
             } else {
                 let (result, ticket) = parts.hub.publish(from: key, publish)
@@ -568,14 +573,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         return policy
     }
 
-    /// An update report: stored by the update service (before the PUBACK), and its answer sent to
-    /// the device's offer topic. Off the event loop; the acknowledgement follows when it is done.
-    private func update(_ publish: Publish, device: DeviceContext) {
+    /// A message a server service handles before the PUBACK (an update report, a factory reset):
+    /// off the event loop; the acknowledgement follows when it is done.
+    private func offloaded(_ publish: Publish, _ work: @escaping @Sendable (GatewayParts) async -> ReasonCode) {
         guard let ref else { return }
         let parts = self.parts
         let id = publish.packetID
         parts.offload.run {
-            let reason = await parts.updateReport(publish.payload, device: device)
+            let reason = await work(parts)
             if let id { ref.settle(id, reason) }
         }
     }

@@ -123,7 +123,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 developmentDenied: configuration.developmentDenied
             ),
             ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) },
-            updates: UpdateChannelSlot(),
+            updates: ChannelSlot(), resets: ChannelSlot(),
             counters: counters, limits: configuration.limits,
             admission: Admission(
                 maximumConnections: configuration.maximumConnections,
@@ -147,6 +147,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     /// Attaches the server's update service: devices' `devices/S/update` reports go to it.
     public func attach(updates: any DeviceUpdateChannel) { parts.updates.set(updates) }
+    /// Attaches the server's account service: devices' `devices/S/reset` messages go to it.
+    public func attach(resets: any DeviceResetChannel) { parts.resets.set(resets) }
     public var openConnections: Int { parts.admission.openConnections }
     /// Sockets not authenticated (yet): in the TLS handshake, or refused and about to close.
     public var unauthenticatedConnections: Int { parts.admission.unadmittedConnections }
@@ -304,6 +306,23 @@ extension GatewayParts {
                 properties: [.contentType("application/json")]))
     }
 
+    /// A factory reset: the server ends the owner's claim; the PUBACK reason.
+    func factoryReset(_ payload: [UInt8], device: DeviceContext) async -> ReasonCode {
+        guard let channel = resets.channel else { return .implementationSpecificError }
+        do {
+            try await channel.deviceReset(payload, from: device.serial)
+            return .success
+        } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
+            logger.notice(
+                "reset message refused",
+                metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
+            return .payloadFormatInvalid
+        } catch {
+            logger.error("reset not stored", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
+            return .unspecifiedError
+        }
+    }
+
     /// An update report: stored by the update service, its answer published to the device's offer
     /// topic; the PUBACK reason.
     func updateReport(_ payload: [UInt8], device: DeviceContext) async -> ReasonCode {
@@ -374,12 +393,12 @@ final class Authenticator: Sendable {
     }
 }
 
-/// Holds the update service, attached after the gateway is built (the service needs the store the
-/// gateway also uses; neither owns the other).
-final class UpdateChannelSlot: Sendable {
-    private let slot = Mutex<(any DeviceUpdateChannel)?>(nil)
-    var channel: (any DeviceUpdateChannel)? { slot.withLock { $0 } }
-    func set(_ channel: any DeviceUpdateChannel) { slot.withLock { $0 = channel } }
+/// Holds a server service (updates, resets), attached after the gateway is built (the service
+/// needs the store the gateway also uses; neither owns the other).
+final class ChannelSlot<Channel: Sendable>: Sendable {
+    private let slot = Mutex<Channel?>(nil)
+    var channel: Channel? { slot.withLock { $0 } }
+    func set(_ channel: Channel) { slot.withLock { $0 = channel } }
 }
 
 public struct GatewayError: Error, CustomStringConvertible {

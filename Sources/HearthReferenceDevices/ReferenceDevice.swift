@@ -95,6 +95,20 @@ public actor ReferenceDevice {
         return reply
     }
 
+    /// Factory reset (EN 303 645 5.11-1, the device's long press): the owner's settings go back to
+    /// the factory's (setpoint 21 °C; the lock's bolt stays where it physically is, but its saved
+    /// state is erased), the agent erases its queue and command history and tells the server, which
+    /// ends the claim. Identity and firmware stay. Works offline. Returns the reset's id.
+    @discardableResult
+    public func factoryReset() async throws -> String {
+        try? FileManager.default.removeItem(at: settingsURL)
+        if kind == .thermostat {
+            thermostat = Thermostat(room: thermostat.room, target: 21, now: clock.now())
+        }
+        lastReport = nil
+        return try await agent.factoryReset()
+    }
+
     /// What survives a restart: the setpoint or the bolt's state. Written atomically (temporary
     /// file, fsync, rename), before the command is answered ok.
     func saveSettings() {

@@ -214,6 +214,9 @@ public final class SQLiteStore: HearthStore {
             // An owner's export lists what they did.
             try db.execute(sql: "CREATE INDEX audit_by_actor ON audit_log(actor, seq)")
         }
+        m.registerMigration("2026-12-02 factory resets") { db in
+            try db.execute(sql: "ALTER TABLE devices ADD COLUMN last_reset TEXT")
+        }
         return m
     }
 
@@ -533,21 +536,57 @@ public final class SQLiteStore: HearthStore {
                         millis(release.claimedAt),
                     ])
                 guard db.changesCount == 1 else { throw NothingChanged() }
-                try db.execute(
-                    sql: """
-                        INSERT INTO ownerships (serial, owner_id, claimed_at, released_at, reason, history_kept, purged_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        release.serial.rawValue, release.owner.description, millis(release.claimedAt),
-                        millis(release.releasedAt), release.reason.rawValue, release.historyKept,
-                        release.purgedAt.map(millis),
-                    ])
+                try Self.insert(release, db: db)
                 return true
             }
         } catch is NothingChanged {
             return false
         }
+    }
+
+    public func resetDevice(_ serial: DeviceSerial, resetID: String, at: Date, audit: AuditEntry) async throws
+        -> OwnershipRecord?
+    {
+        do {
+            return try await write(audit: [audit]) { db in
+                guard
+                    let row = try Row.fetchOne(
+                        db, sql: "SELECT owner_id, claimed_at, last_reset FROM devices WHERE serial = ?",
+                        arguments: [serial.rawValue])
+                else { throw HearthError(.notFound, field: "serial", "no such device") }
+                guard (row["last_reset"] as String?) != resetID else { throw NothingChanged() }
+                try db.execute(
+                    sql: "UPDATE devices SET last_reset = ? WHERE serial = ?", arguments: [resetID, serial.rawValue])
+                guard let owner = row["owner_id"] as String?, let claimed = row["claimed_at"] as Int64? else {
+                    return nil
+                }
+                let ended = OwnershipRecord(
+                    serial: serial, owner: try AccountID(owner), claimedAt: date(claimed),
+                    releasedAt: max(at, date(claimed)), reason: .factoryReset, historyKept: true)
+                try db.execute(
+                    sql: """
+                        UPDATE devices SET owner_id = NULL, claimed_at = NULL, name_sealed = NULL,
+                            reserved_for = NULL, reserved_until = NULL
+                        WHERE serial = ?
+                        """, arguments: [serial.rawValue])
+                try Self.insert(ended, db: db)
+                return ended
+            }
+        } catch is NothingChanged {
+            return nil
+        }
+    }
+
+    static func insert(_ o: OwnershipRecord, db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO ownerships (serial, owner_id, claimed_at, released_at, reason, history_kept, purged_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                o.serial.rawValue, o.owner.description, millis(o.claimedAt), millis(o.releasedAt), o.reason.rawValue,
+                o.historyKept, o.purgedAt.map(millis),
+            ])
     }
 
     public func ownerships(of owner: AccountID) async throws -> [OwnershipRecord] {

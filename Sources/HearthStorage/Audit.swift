@@ -35,6 +35,7 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case recoveryCodeIssued = "account.recovery_code_issued"
     case accountRecovered = "account.recovered"
     case dataExported = "account.data_exported"
+    case deviceReset = "device.factory_reset"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

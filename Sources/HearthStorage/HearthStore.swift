@@ -68,6 +68,12 @@ public protocol HearthStore: Sendable {
     func releaseDevice(
         _ release: OwnershipRecord, reservation: DeviceReservation?, revoke: Bool, audit: AuditEntry
     ) async throws -> Bool
+    /// A device said it was reset to factory state (reset `resetID`, random per reset): in one
+    /// transaction, ends its owner's hold as ``releaseDevice`` does (history kept: a reset is not the
+    /// owner's choice to delete it) and remembers the ID. Nil, and nothing written, for an ID already
+    /// seen (a message sent again); nil with only the audit entry for a device nobody held.
+    func resetDevice(_ serial: DeviceSerial, resetID: String, at: Date, audit: AuditEntry) async throws
+        -> OwnershipRecord?
     /// The devices `owner` held once, oldest first.
     func ownerships(of owner: AccountID) async throws -> [OwnershipRecord]
     /// Ended holds whose readings are to be deleted and are not yet, oldest first.

@@ -24,7 +24,7 @@ struct HearthDeviceCommand: AsyncParsableCommand {
             """,
         subcommands: [
             ThermostatCommand.self, LockCommand.self, Fleet.self, CSR.self, BootCommand.self, UpdateCommand.self,
-            DownloadBench.self,
+            ResetCommand.self, DownloadBench.self,
         ]
     )
 }
@@ -211,6 +211,30 @@ func describe(_ event: DeviceEvent) -> String {
         withheld.isEmpty
             ? "the owner allows every optional field"
             : "not sent, as the owner chose: \(withheld.joined(separator: ", "))"
+    case .resetAcknowledged(let id): "the server heard of factory reset \(id) and ended the owner's claim"
+    }
+}
+
+/// The device's factory reset (its long press), for a device that is not running.
+struct ResetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "factory-reset",
+        abstract: "Reset a device to factory state: erase its owner's settings, queued readings and command history.",
+        discussion: """
+            Keeps the device's identity (its sealed key and certificate) and firmware. Run it while the device \
+            is stopped; it works offline. The next time the device runs it tells the server, which ends the \
+            owner's claim: the code on the label then sets the device up again, for anyone who holds it.
+            """)
+
+    @OptionGroup var device: DeviceOptions
+
+    func run() async throws {
+        let folder = URL(fileURLWithPath: device.bundle)
+        let unit = try device.device(folder, key: try device.uniqueKey()) { _ in }
+        let id = try await unit.factoryReset()
+        print("Reset \(unit.serial) to factory state (reset \(id)).")
+        print(
+            "The server ends the owner's claim when the device next connects; then its label's code sets it up again.")
     }
 }
 

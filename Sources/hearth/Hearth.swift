@@ -214,6 +214,7 @@ func runServer(
     settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames
     let hearth = try Hearth(
         store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway, updates: updates)
+    gateway.attach(resets: hearth)
     if folder.created {
         print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.")
     }

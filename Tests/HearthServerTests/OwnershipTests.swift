@@ -47,7 +47,7 @@ import Testing
                 .post, "/api/v1/devices/\(serial)/transfer", body: #"{"to":"Bob@Example.com","history":"keep"}"#,
                 token: ann)
             #expect(transfer.status == 200 && transfer.string("reason") == "transferred", "\(transfer.text)")
-            #expect(try await client.call(.get, "/api/v1/devices/\(serial)", token: ann).status == 404)
+            #expect(try await client.call(.get, "/api/v1/devices/\(serial)/consents", token: ann).status == 404)
             d.time.advance(by: 60)
             let carl = try await client.owner("carl@example.com")
             for (who, token) in [("Carl", carl), ("Ann, who knows the code", ann)] {
@@ -279,6 +279,43 @@ import Testing
             let page = try await client.call(.get, "/devices/\(unit.serial)", headers: browser.headers)
             #expect(page.text.contains("humidity after 90 days") && page.text.contains("temperature after 365 days"))
             #expect(page.text.contains("The oldest one kept is from"), "\(page.text)")
+        }
+    }
+
+    /// The server's side of a device's factory reset (the device side: `FactoryResetTests`): the
+    /// claim ends once per reset, the label's code claims it again, and malformed or replayed
+    /// messages change nothing.
+    @Test func aDeviceResetEndsTheClaimOnceAndBadMessagesChangeNothing() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        let unit = try await d.provisionThermostats(1)[0]
+        try await d.application.test(.router) { client in
+            let ann = try await client.owner("ann@example.com")
+            #expect(
+                try await client.call(.post, "/api/v1/devices/claim", body: Self.claim(unit), token: ann).status == 201)
+            let annID = try #require(try await d.store.device(unit.serial)?.owner)
+            let audit = try await d.store.auditRecords().count
+            for bad in [
+                "", "null", "[]", "{}", #"{"reset":"short"}"#, #"{"reset":"\#(String(repeating: "a", count: 65))"}"#,
+                #"{"reset":"has spaces in it"}"#, #"{"reset":12345678}"#, #"{"reset":"abcdefgh","more":1}"#,
+                #"{"reset":"abcdefgh""#, String(repeating: " ", count: 300) + #"{"reset":"abcdefgh"}"#,
+            ] {
+                await #expect(throws: HearthError.self, "\(bad.prefix(40))") {
+                    try await d.hearth.deviceReset(Array(bad.utf8), from: unit.serial)
+                }
+            }
+            #expect(try await d.store.device(unit.serial)?.owner == annID)
+            #expect(try await d.store.auditRecords().count == audit, "nothing recorded")
+            let reset = Array(#"{"reset":"7f3e-reset-0001"}"#.utf8)
+            try await d.hearth.deviceReset(reset, from: unit.serial)
+            #expect(try await d.store.device(unit.serial)?.owner == nil)
+            #expect(try await d.store.ownerships(of: annID).map(\.reason) == [.factoryReset])
+            let bob = try await client.owner("bob@example.com")
+            #expect(
+                try await client.call(.post, "/api/v1/devices/claim", body: Self.claim(unit), token: bob).status == 201)
+            try await d.hearth.deviceReset(reset, from: unit.serial)
+            #expect(try await d.store.device(unit.serial)?.owner != nil, "the same reset again ends nothing")
+            #expect(try await client.call(.get, "/api/v1/devices/\(unit.serial)/consents", token: bob).status == 200)
         }
     }
 }

@@ -150,3 +150,29 @@ extension ProductModel {
             uniquingKeysWith: min)
     }
 }
+
+/// A device's own factory reset (EN 303 645 5.11-1): the server ends its owner's claim, keeping
+/// the owner's history (pressing a device's reset button is not the owner's choice to delete it;
+/// they can still export it, and it goes with their account).
+extension Hearth: DeviceResetChannel {
+    public func deviceReset(_ payload: [UInt8], from serial: DeviceSerial) async throws {
+        guard payload.count <= 256, case .object(let o) = try JSONValue.parse(payload), o.count == 1,
+            case .string(let id)? = o["reset"], (8...64).contains(id.utf8.count),
+            id.utf8.allSatisfy({
+                $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0)
+                    || (0x61...0x7A).contains($0)
+            })
+        else {
+            throw HearthError.invalid("reset", #"expected {"reset": ID}, ID 8-64 letters, digits or dashes"#)
+        }
+        let now = time.now()
+        guard
+            try await store.resetDevice(
+                serial, resetID: id, at: now,
+                audit: AuditEntry(
+                    .deviceReset, actor: "device", subject: serial.rawValue, detail: "reset \(id)", at: now)) != nil,
+            let device = try await store.device(serial), let model = try await store.model(device.model)
+        else { return }
+        await policyChanged(serial, DevicePolicy(model: model, granted: []))
+    }
+}
