@@ -217,6 +217,20 @@ public final class SQLiteStore: HearthStore {
         m.registerMigration("2026-12-02 factory resets") { db in
             try db.execute(sql: "ALTER TABLE devices ADD COLUMN last_reset TEXT")
         }
+        m.registerMigration("2026-12-02 account deletion") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE accounts ADD COLUMN deletion_requested_at INTEGER;
+                    ALTER TABLE accounts ADD COLUMN delete_after INTEGER;
+                    ALTER TABLE accounts ADD COLUMN deletion_token_hash TEXT;
+                    CREATE INDEX accounts_deletion ON accounts(delete_after) WHERE delete_after IS NOT NULL;
+                    CREATE TABLE deletion_receipts (
+                        token_hash TEXT PRIMARY KEY NOT NULL,
+                        receipt TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    """)
+        }
         return m
     }
 
@@ -302,8 +316,88 @@ public final class SQLiteStore: HearthStore {
         return AccountRecord(
             id: try AccountID(row["id"] as String), role: role, emailIndex: row["email_index"],
             emailSealed: row["email_sealed"], passwordHash: row["password_hash"], createdAt: date(row["created_at"]),
-            recoveryHash: row["recovery_hash"]
+            recoveryHash: row["recovery_hash"],
+            deletion: (row["deletion_requested_at"] as Int64?).flatMap { requested in
+                (row["delete_after"] as Int64?).flatMap { after in
+                    (row["deletion_token_hash"] as String?).map {
+                        DeletionRequest(requestedAt: date(requested), after: date(after), receiptTokenHash: $0)
+                    }
+                }
+            }
         )
+    }
+
+    public func setDeletion(_ account: AccountID, _ request: DeletionRequest?, audit: AuditEntry) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                if let request {
+                    try db.execute(
+                        sql: """
+                            UPDATE accounts SET deletion_requested_at = ?, delete_after = ?, deletion_token_hash = ?
+                            WHERE id = ? AND delete_after IS NULL
+                            """,
+                        arguments: [
+                            millis(request.requestedAt), millis(request.after), request.receiptTokenHash,
+                            account.description,
+                        ])
+                } else {
+                    try db.execute(
+                        sql: """
+                            UPDATE accounts SET deletion_requested_at = NULL, delete_after = NULL, deletion_token_hash = NULL
+                            WHERE id = ? AND delete_after IS NOT NULL
+                            """, arguments: [account.description])
+                }
+                guard db.changesCount == 1 else { throw NothingChanged() }
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
+    public func deletionsDue(now: Date, limit: Int) async throws -> [AccountRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM accounts WHERE delete_after IS NOT NULL AND delete_after <= ? LIMIT ?",
+                arguments: [millis(now), max(0, limit)]
+            ).map(Self.account)
+        }
+    }
+
+    public func deleteAccount(_ account: AccountID, receipt: String, audit: AuditEntry) async throws -> Bool {
+        do {
+            return try await write(audit: [audit]) { db in
+                guard
+                    let token = try String.fetchOne(
+                        db, sql: "SELECT deletion_token_hash FROM accounts WHERE id = ? AND delete_after IS NOT NULL",
+                        arguments: [account.description])
+                else { throw NothingChanged() }
+                guard
+                    try Int.fetchOne(
+                        db, sql: "SELECT COUNT(*) FROM devices WHERE owner_id = ?", arguments: [account.description])
+                        == 0
+                else { throw HearthError(.conflict, "the account still holds devices") }
+                let id = account.description
+                try db.execute(sql: "DELETE FROM sessions WHERE account_id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM consents WHERE owner_id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM ownerships WHERE owner_id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM security_team WHERE account_id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM accounts WHERE id = ?", arguments: [id])
+                try db.execute(
+                    sql: "INSERT INTO deletion_receipts (token_hash, receipt, created_at) VALUES (?, ?, ?)",
+                    arguments: [token, receipt, millis(audit.at)])
+                return true
+            }
+        } catch is NothingChanged {
+            return false
+        }
+    }
+
+    public func deletionReceipt(tokenHash: String) async throws -> String? {
+        try await pool.read { db in
+            try String.fetchOne(
+                db, sql: "SELECT receipt FROM deletion_receipts WHERE token_hash = ?", arguments: [tokenHash])
+        }
     }
 
     public func changePassword(_ account: AccountID, from: String, to: String, keeping: String?, audit: AuditEntry)

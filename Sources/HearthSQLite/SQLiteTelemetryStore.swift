@@ -286,7 +286,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     }
 
     public func deleteReadings(_ serial: DeviceSerial, from: Date, to: Date) async throws -> Int {
-        try await pool.write { db in
+        let deleted = try await pool.write { db in
             try db.execute(
                 sql: "DELETE FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ?",
                 arguments: [serial.rawValue, millis(from), millis(to)])
@@ -294,6 +294,16 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             if deleted > 0 { try Self.forgetSummaries(serial, db: db) }
             return deleted
         }
+        if deleted > 0 { await clearLog() }
+        return deleted
+    }
+
+    /// After a deletion: copies the write-ahead log into the database and truncates it, so the
+    /// log's older frames (which hold the deleted rows as they were written) are gone from disk too;
+    /// `secure_delete` has zeroed them in the database. Best effort: with a reader holding an old
+    /// snapshot the log cannot be reset now, and the next deletion or checkpoint finishes it.
+    func clearLog() async {
+        try? await pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
     }
 
     public func expire(_ serial: DeviceSerial, cutoffs: [String: Date]) async throws -> Int {

@@ -36,6 +36,9 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case accountRecovered = "account.recovered"
     case dataExported = "account.data_exported"
     case deviceReset = "device.factory_reset"
+    case deletionRequested = "account.deletion_requested"
+    case deletionCancelled = "account.deletion_cancelled"
+    case accountDeleted = "account.deleted"
 }
 
 /// What a caller asks to record. Never holds a secret: no password, code or token.

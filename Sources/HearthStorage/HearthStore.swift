@@ -20,6 +20,18 @@ public protocol HearthStore: Sendable {
     /// every session of the account but `keeping`; false, changing nothing, otherwise.
     func changePassword(_ account: AccountID, from: String, to: String, keeping: String?, audit: AuditEntry)
         async throws -> Bool
+    /// Records (or with nil cancels) the account's deletion request; false, changing nothing, when
+    /// cancelling one that is not there or requesting while one is.
+    func setDeletion(_ account: AccountID, _ request: DeletionRequest?, audit: AuditEntry) async throws -> Bool
+    /// Accounts whose deletion is due at `now`.
+    func deletionsDue(now: Date, limit: Int) async throws -> [AccountRecord]
+    /// Deletes an account whose deletion was requested, in one transaction: its sessions, consents,
+    /// ownership history and the account itself, storing `receipt` under the request's token hash.
+    /// The caller has ended its holds and deleted its readings first. Throws `.conflict` if it still
+    /// holds a device; false if the account or its request is gone.
+    func deleteAccount(_ account: AccountID, receipt: String, audit: AuditEntry) async throws -> Bool
+    /// A stored deletion receipt, by the hash of its token.
+    func deletionReceipt(tokenHash: String) async throws -> String?
     /// Replaces the account's recovery code hash.
     func setRecoveryHash(_ account: AccountID, _ hash: String, audit: AuditEntry) async throws
     /// Uses a recovery code once: if the account's recovery hash is still `used`, sets the new

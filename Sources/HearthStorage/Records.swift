@@ -12,10 +12,12 @@ public struct AccountRecord: Sendable, Equatable {
     public let createdAt: Date
     /// The SHA-256 of the account's recovery code (``RecoveryCode``); nil when it has none.
     public var recoveryHash: String?
+    /// Set while the owner's request to delete the account waits out its grace period.
+    public var deletion: DeletionRequest?
 
     public init(
         id: AccountID, role: Role, emailIndex: String, emailSealed: Data, passwordHash: String, createdAt: Date,
-        recoveryHash: String? = nil
+        recoveryHash: String? = nil, deletion: DeletionRequest? = nil
     ) {
         self.id = id
         self.role = role
@@ -24,6 +26,7 @@ public struct AccountRecord: Sendable, Equatable {
         self.passwordHash = passwordHash
         self.createdAt = createdAt
         self.recoveryHash = recoveryHash
+        self.deletion = deletion
     }
 }
 
@@ -257,4 +260,19 @@ extension [ConsentRecord] {
 
     /// The purposes agreed to: those whose latest choice is a grant.
     public var granted: Set<String> { Set(latest.values.filter(\.granted).map(\.purpose)) }
+}
+
+/// An owner's request to delete their account: made at `requestedAt`, carried out after `after`
+/// (the grace period, during which they can cancel). The receipt is fetched with a token whose
+/// hash is `receiptTokenHash`.
+public struct DeletionRequest: Sendable, Equatable {
+    public let requestedAt: Date
+    public let after: Date
+    public let receiptTokenHash: String
+
+    public init(requestedAt: Date, after: Date, receiptTokenHash: String) {
+        self.requestedAt = requestedAt
+        self.after = after
+        self.receiptTokenHash = receiptTokenHash
+    }
 }

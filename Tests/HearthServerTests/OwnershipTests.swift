@@ -73,11 +73,23 @@ import Testing
             #expect(
                 !page.text.contains("Renamed") && !page.text.contains("Privacy choices changed")
                     && !page.text.contains("Released by its owner"), "nor her logbook")
+            // Bob's own first reading, in the chart slice the claim fell in, is drawn; Ann's is not.
+            d.time.advance(by: 30)
+            _ = try await telemetry.append(
+                [
+                    TelemetryReading(
+                        serial: unit.serial, sequence: 2, deviceTime: nil, receivedAt: d.time.now(),
+                        values: ["temperature": 26.75, "heating": false, "target": 21])
+                ], refusals: [])
+            d.time.advance(by: 1)
+            let drawn = try await client.call(.get, "/devices/\(serial)", headers: bobBrowser.headers)
+            #expect(!drawn.text.contains("No readings of temperature"), "Bob's reading is charted")
+            #expect(drawn.text.contains("26.8") && !drawn.text.contains("19.3"), "only Bob's values on the chart")
             let devices = try await client.call(.get, "/devices", headers: bobBrowser.headers)
             #expect(!devices.text.contains("bedroom") && !devices.text.contains("19.3"))
 
             // Ann kept her history: it is still stored, and hers.
-            #expect(try await telemetry.readingCount() == 1)
+            #expect(try await telemetry.readingCount() == 2, "Ann's reading and Bob's")
             let past = try await d.store.ownerships(of: annID)
             #expect(past.map(\.reason) == [.transferred] && past.first?.historyKept == true)
         }

@@ -32,6 +32,54 @@ extension API {
             ),
             (
                 Endpoint(
+                    method: .post, path: "/api/v1/account/delete",
+                    summary:
+                        "Delete your account (owners; needs your password): carried out after 7 days unless cancelled; returns the token that fetches the signed receipt",
+                    access: .signedIn, body: Self.passwordOnly, success: .accepted,
+                    errors: bad + [.unauthorized, .forbidden, .conflict, .tooManyRequests]),
+                { _, context, body in
+                    let (after, token) = try await hearth.requestDeletion(
+                        password: body.string("password")!, by: try context.requireIdentity(), source: context.source)
+                    return JSON.response(
+                        [
+                            "deleteAfter": .string(after.formatted(Self.timestamp)), "receiptToken": .string(token),
+                            "receipt": .string("/api/v1/deletion-receipts/\(token)"),
+                        ], status: .accepted)
+                }
+            ),
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/account/delete/cancel",
+                    summary: "Cancel your account's pending deletion", access: .signedIn, body: nil, success: .ok,
+                    errors: [.unauthorized, .conflict]),
+                { _, context, _ in
+                    try await hearth.cancelDeletion(by: try context.requireIdentity())
+                    return JSON.response(["cancelled": true])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .get, path: "/api/v1/deletion-receipt-key",
+                    summary: "The public key (P-256, PEM) that checks deletion receipts' ECDSA-SHA256 signatures",
+                    access: .public, body: nil, success: .ok, errors: []),
+                { _, _, _ in
+                    JSON.response([
+                        "publicKey": .string(hearth.receiptPublicKeyPEM),
+                        "algorithm": "ECDSA P-256 with SHA-256 over the receipt's JSON text (sorted keys, no spaces)",
+                    ])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .get, path: "/api/v1/deletion-receipts/{token}",
+                    summary: "A carried-out account deletion's signed receipt (the token was given with the request)",
+                    access: .public, body: nil, success: .ok, errors: [.notFound]),
+                { _, context, _ in
+                    JSON.response(try await hearth.deletionReceipt(token: context.parameters.get("token") ?? ""))
+                }
+            ),
+            (
+                Endpoint(
                     method: .post, path: "/api/v1/account/password",
                     summary: "Change your password (the current one is needed); every other session ends",
                     access: .signedIn, body: Self.passwordChange, success: .ok,

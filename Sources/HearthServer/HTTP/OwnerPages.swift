@@ -206,7 +206,15 @@ struct OwnerPages {
                 return Pages.errorPage(error, views: views, nav: Views.Nav(identity))
             }
         }
-        for form in ["password", "recovery-code"] {
+        router.post("/account/delete/cancel") { request, _ in
+            guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
+                return Pages.redirect("/signin")
+            }
+            _ = try await FormGuard(session: identity).read(request, limit: limit)
+            try await hearth.cancelDeletion(by: identity)
+            return Pages.redirect("/account#delete")
+        }
+        for form in ["password", "recovery-code", "delete"] {
             let schema = form == "password" ? API.passwordChange : API.passwordOnly
             router.post(RouterPath("/account/\(form)")) { request, context in
                 guard let identity = try await Pages.cookieIdentity(request, hearth: hearth) else {
@@ -232,6 +240,19 @@ struct OwnerPages {
                                         ? "No other browser or app was signed in."
                                         : "\(ended == 1 ? "One other session was" : "\(ended) other sessions were") signed out."
                                 ], links: [Pages.Link(href: "/account", text: "Your account")]))
+                    }
+                    if form == "delete" {
+                        let (after, token) = try await hearth.requestDeletion(
+                            password: body.string("password")!, by: identity, source: context.source)
+                        return views.render(
+                            "message", title: "Account deletion requested", nav: Views.Nav(identity),
+                            page: Pages.Message(
+                                heading: "Your account will be deleted on \(Pages.when(after))",
+                                paragraphs: [
+                                    "Until then you can cancel on your account page. Then your devices leave your account, their readings and your privacy choices are deleted, and your account with them.",
+                                    "Keep this address: after the deletion it shows the signed receipt of what was deleted and when. It is shown only now.",
+                                ], secret: "/api/v1/deletion-receipts/\(token)",
+                                links: [Pages.Link(href: "/account", text: "Your account")]))
                     }
                     let code = try await hearth.newRecoveryCode(
                         password: body.string("password")!, by: identity, source: context.source)
@@ -505,6 +526,7 @@ struct OwnerPages {
     struct CredentialForms {
         var password: FormModel
         var recoveryCode: FormModel
+        var deletion: FormModel
 
         init(csrf: String, refused: (form: String, error: HearthError, sent: [String: String])?) {
             password = FormModel(
@@ -520,6 +542,14 @@ struct OwnerPages {
                             "At least 15 characters. Every other browser and app signed in to your account is signed out."
                     ),
                 ])
+            deletion = FormModel(
+                action: "/account/delete", csrf: csrf, button: "Delete my account",
+                [
+                    FormField(
+                        "password", "Password", type: "password", maxLength: 256, autocomplete: "current-password",
+                        hint: "Your account is deleted in 7 days; until then you can cancel here.")
+                ]
+            ).identified(by: "delete")
             recoveryCode = FormModel(
                 action: "/account/recovery-code", csrf: csrf, button: "Make a new recovery code",
                 [
@@ -530,6 +560,7 @@ struct OwnerPages {
             switch refused?.form {
             case "password": password = password.refused(refused!.error, sent: refused!.sent)
             case "recovery-code": recoveryCode = recoveryCode.refused(refused!.error, sent: refused!.sent)
+            case "delete": deletion = deletion.refused(refused!.error, sent: refused!.sent)
             default: break
             }
         }
@@ -554,6 +585,13 @@ struct OwnerPages {
                 action: "/account/sign-out-everywhere", csrf: Pages.csrfToken(identity), button: "Sign out everywhere",
                 []),
             "password": forms.password, "recoveryCode": forms.recoveryCode,
+            "isOwner": identity.role == .owner,
+            "deletion": forms.deletion, "deletionPending": identity.account.deletion != nil,
+            "deletionText": identity.account.deletion.map {
+                "Your account will be deleted on \(Pages.when($0.after)). Until then, you can cancel."
+            } ?? "",
+            "cancelDeletion": FormModel(
+                action: "/account/delete/cancel", csrf: Pages.csrfToken(identity), button: "Cancel the deletion", []),
             "hasRecoveryCode": identity.account.recoveryHash != nil,
         ]
         return views.render(

@@ -24,18 +24,7 @@ extension Hearth {
     public func changePassword(current: String, new: String, by identity: Identity, source: String) async throws -> Int
     {
         let account = identity.account
-        let keys: [Throttles.Key] = [
-            .init(.perSource, source), .init(.signInPerAccountAndSource, account.emailIndex + " " + source),
-            .init(.signInPerAccount, account.emailIndex),
-        ]
-        let hash = try await throttled(keys, failingOn: [.unauthorized]) { () -> String in
-            guard let stored = try await store.account(id: account.id),
-                try await verify(current, stored.passwordHash)
-            else {
-                throw HearthError(.unauthorized, field: "currentPassword", "the current password is wrong")
-            }
-            return stored.passwordHash
-        }
+        let hash = try await confirmPassword(current, of: identity, source: source, field: "currentPassword")
         guard current != new else {
             throw HearthError.invalid("newPassword", "choose a password other than the current one")
         }
@@ -56,16 +45,7 @@ extension Hearth {
     /// Makes a new recovery code (the old one stops working); needs the password.
     public func newRecoveryCode(password: String, by identity: Identity, source: String) async throws -> String {
         let account = identity.account
-        let keys: [Throttles.Key] = [
-            .init(.perSource, source), .init(.signInPerAccountAndSource, account.emailIndex + " " + source),
-            .init(.signInPerAccount, account.emailIndex),
-        ]
-        try await throttled(keys, failingOn: [.unauthorized]) {
-            guard let stored = try await store.account(id: account.id), try await verify(password, stored.passwordHash)
-            else {
-                throw HearthError(.unauthorized, field: "password", "the password is wrong")
-            }
-        }
+        try await confirmPassword(password, of: identity, source: source, field: "password")
         let code = RecoveryCode.generate()
         try await store.setRecoveryHash(
             account.id, RecoveryCode.storageHash(RecoveryCode.canonical(code) ?? code),
@@ -118,6 +98,28 @@ extension Hearth {
             throw wrong
         }
         return code
+    }
+
+    /// Checks the signed-in caller's password again, for a change that needs it; throttled like a
+    /// sign-in (per source, per account and source, per account). Returns the stored hash.
+    @discardableResult
+    func confirmPassword(_ password: String, of identity: Identity, source: String, field: String) async throws
+        -> String
+    {
+        let account = identity.account
+        let keys: [Throttles.Key] = [
+            .init(.perSource, source), .init(.signInPerAccountAndSource, account.emailIndex + " " + source),
+            .init(.signInPerAccount, account.emailIndex),
+        ]
+        return try await throttled(keys, failingOn: [.unauthorized]) {
+            guard let stored = try await store.account(id: account.id), try await verify(password, stored.passwordHash)
+            else {
+                throw HearthError(
+                    .unauthorized, field: field,
+                    field == "password" ? "the password is wrong" : "the current password is wrong")
+            }
+            return stored.passwordHash
+        }
     }
 
     /// Compares two hex hashes in time independent of where they differ.

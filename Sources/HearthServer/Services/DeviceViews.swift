@@ -58,13 +58,39 @@ extension Hearth {
     {
         let now = time.now()
         let start = now.addingTimeInterval(-seconds)
-        let series = try await requireTelemetry().series(
-            device.serial, fields: fields, from: max(start, device.claimedAt ?? start), to: now, slice: slice,
+        let from = max(start, device.claimedAt ?? start)
+        let telemetry = try requireTelemetry()
+        let series = try await telemetry.series(
+            device.serial, fields: fields, from: from, to: now, slice: slice,
             settledBefore: now.addingTimeInterval(-60))
-        // Slices are aligned to their width, so the one the claim falls in may hold a previous
-        // owner's readings: an owner sees only slices that began after their claim.
-        guard let claimedAt = device.claimedAt else { return series }
-        return series.mapValues { $0.filter { $0.start >= claimedAt } }
+        // Slices are aligned to their width (and cached), so the one the claim falls in may hold a
+        // previous owner's readings: it is made again from this owner's readings alone.
+        guard let claimedAt = device.claimedAt, slice.isFinite, slice >= 1 else { return series }
+        let first = (from.timeIntervalSince1970 / slice).rounded(.down) * slice
+        guard first < claimedAt.timeIntervalSince1970 else { return series }
+        var result = series.mapValues { $0.filter { $0.start >= claimedAt } }
+        var values: [String: [Double]] = [:]
+        var after: Int64?
+        while true {
+            let page = try await telemetry.readings(
+                device.serial, from: claimedAt, to: min(Date(timeIntervalSince1970: first + slice), now),
+                after: after, limit: 1000)
+            for record in page {
+                for field in fields {
+                    if case .number(let n)? = record.reading.values[field] { values[field, default: []].append(n) }
+                }
+            }
+            guard page.count == 1000, let last = page.last else { break }
+            after = last.position
+        }
+        for (field, v) in values {
+            guard let lo = v.min(), let hi = v.max() else { continue }
+            let bucket = TelemetryBucket(
+                start: Date(timeIntervalSince1970: first), count: v.count, min: lo, max: hi,
+                mean: v.reduce(0, +) / Double(v.count))
+            result[field, default: []].insert(bucket, at: 0)
+        }
+        return result
     }
 
     /// The device's logbook, newest first: what was done to it (claims, names, commands,

@@ -78,6 +78,7 @@ public final class Hearth: Sendable {
     let hashGate: HashGate
     let formKey: SymmetricKey
     let decoyHash: String
+    let receiptSigner: ReceiptSigner
     /// Device readings; nil when this process runs no gateway.
     public let telemetry: (any TelemetryStore)?
     /// Delivers commands to devices (the MQTT gateway); nil when this process runs none.
@@ -108,6 +109,7 @@ public final class Hearth: Sendable {
         let cores = System.coreCount
         hashGate = HashGate(running: settings.hashConcurrency ?? cores, queued: settings.hashQueue ?? 4 * cores)
         decoyHash = hasher.decoy()
+        receiptSigner = try ReceiptSigner(kek: kek)
         self.telemetry = telemetry
         self.commands = commands
         self.updates = updates

@@ -42,7 +42,8 @@ extension Periodic {
         }
     }
 
-    /// Deletes readings past their declared retention period, and history deletions left undone.
+    /// Deletes readings past their declared retention period and history deletions left undone,
+    /// and carries out account deletions whose grace period is over.
     public static func retention(hearth: Hearth, interval: Duration = .seconds(3600), logger: Logger) -> Periodic {
         Periodic(every: interval, logger: logger, failure: "could not enforce the retention periods") {
             let (devices, readings) = try await hearth.enforceRetention()
@@ -50,6 +51,10 @@ extension Periodic {
                 logger.info(
                     "deleted readings past their retention period",
                     metadata: ["readings": "\(readings)", "devices": "\(devices)"])
+            }
+            let accounts = try await hearth.carryOutDeletions()
+            if accounts > 0 {
+                logger.info("deleted accounts at their owners' request", metadata: ["count": "\(accounts)"])
             }
         }
     }

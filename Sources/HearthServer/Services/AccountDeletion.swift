@@ -1,0 +1,131 @@
+import Crypto
+import Foundation
+import HearthCore
+import HearthCrypto
+import HearthStorage
+
+/// How long a requested account deletion waits, cancellable, before it is carried out.
+let deletionGrace: TimeInterval = 7 * 86_400
+
+/// Signs deletion receipts with a P-256 key derived from the KEK (HKDF), so the receipt can be
+/// checked with the public key (`GET /api/v1/deletion-receipts/key`) without trusting whoever
+/// shows it, and no new secret has to be stored.
+struct ReceiptSigner: Sendable {
+    let key: P256.Signing.PrivateKey
+
+    init(kek: KeyEncryptionKey) throws {
+        let raw = kek.derivedKey(purpose: "deletion-receipt-signing").withUnsafeBytes { Data($0) }
+        key = try P256.Signing.PrivateKey(rawRepresentation: raw)
+    }
+
+    var publicKeyPEM: String { key.publicKey.pemRepresentation }
+
+    /// `{"receipt": R, "signature": base64 DER ECDSA-SHA256 over R's canonical JSON text}`.
+    func sign(_ receipt: JSONValue) throws -> JSONValue {
+        let signature = try key.signature(for: receipt.serialized())
+        return ["receipt": receipt, "signature": .string(signature.derRepresentation.base64EncodedString())]
+    }
+}
+
+extension Hearth {
+    /// Asks for the caller's account to be deleted (owners; needs the password). Carried out after
+    /// the grace period unless cancelled. Returns when, and the token that fetches the signed receipt
+    /// (shown once: the account that could show it will be gone).
+    public func requestDeletion(password: String, by identity: Identity, source: String) async throws -> (
+        after: Date, receiptToken: String
+    ) {
+        guard identity.role == .owner else {
+            throw HearthError(.forbidden, "an operator account is removed by another operator, not deleted by itself")
+        }
+        let account = identity.account
+        try await confirmPassword(password, of: identity, source: source, field: "password")
+        let now = time.now()
+        let token = SecureToken.generate()
+        let request = DeletionRequest(
+            requestedAt: now, after: now.addingTimeInterval(deletionGrace),
+            receiptTokenHash: SecureToken.storageHash(token))
+        guard
+            try await store.setDeletion(
+                account.id, request,
+                audit: AuditEntry(
+                    .deletionRequested, actor: account.id.description, subject: account.id.description,
+                    detail: "carried out after \(request.after.formatted(Date.ISO8601FormatStyle()))", at: now))
+        else { throw HearthError(.conflict, "your account's deletion is already requested") }
+        return (request.after, token)
+    }
+
+    /// Cancels the caller's pending deletion.
+    public func cancelDeletion(by identity: Identity) async throws {
+        guard
+            try await store.setDeletion(
+                identity.account.id, nil,
+                audit: AuditEntry(
+                    .deletionCancelled, actor: identity.account.id.description,
+                    subject: identity.account.id.description, at: time.now()))
+        else { throw HearthError(.conflict, "your account's deletion is not requested") }
+    }
+
+    /// Carries out every deletion whose grace period is over: each device the owner holds is
+    /// released with its history deleted, the readings of devices they held before are deleted,
+    /// then (one transaction) their sessions, consents, ownership history and account, with a
+    /// signed receipt stored for the token. Audit entries about the account stay (the security
+    /// log), holding its random id and no e-mail. Returns how many accounts went.
+    @discardableResult
+    public func carryOutDeletions() async throws -> Int {
+        var deleted = 0
+        for account in try await store.deletionsDue(now: time.now(), limit: 100) {
+            guard let request = account.deletion else { continue }
+            var devices = 0
+            for device in try await store.devices(ownedBy: account.id) {
+                _ = try await release(device, reason: .accountDeleted, keepHistory: false, actor: nil)
+                devices += 1
+            }
+            // Every earlier hold's readings, kept or not (a purge a crash left undone included).
+            let holds = try await store.ownerships(of: account.id)
+            for hold in holds { try await purge(hold) }
+            var consents = 0
+            for serial in Set(holds.map(\.serial)) {
+                consents += try await store.consents(serial, owner: account.id).count
+            }
+            let sessions = try await store.sessions(of: account.id).count
+            let now = time.now()
+            let receipt = try receiptSigner.sign([
+                "account": .string(account.id.description), "requestedAt": .string(iso(request.requestedAt)),
+                "graceEnded": .string(iso(request.after)), "deletedAt": .string(iso(now)),
+                "deleted": [
+                    "account": "e-mail address, password hash, recovery code hash",
+                    "devicesReleased": .number(Double(devices)),
+                    "deviceHoldsWithReadings": .number(Double(holds.count)),
+                    "consentChoices": .number(Double(consents)), "sessions": .number(Double(sessions)),
+                ],
+                "kept": .string(
+                    "the audit log's entries about this account (its random id, times, and the network addresses of sign-ins), as the security log"
+                ),
+                "issuer": .string(settings.hostnames.first ?? "hearth"),
+            ])
+            if try await store.deleteAccount(
+                account.id, receipt: receipt.text,
+                audit: AuditEntry(
+                    .accountDeleted, subject: account.id.description,
+                    detail: "\(devices) devices released, \(holds.count) holds' readings deleted", at: now))
+            {
+                deleted += 1
+            }
+        }
+        return deleted
+    }
+
+    /// A deletion's signed receipt, or where it stands while the grace period runs.
+    public func deletionReceipt(token: String) async throws -> JSONValue {
+        guard SecureToken.isWellFormed(token) else {
+            throw HearthError(.notFound, "no deletion receipt for this token")
+        }
+        let hash = SecureToken.storageHash(token)
+        if let text = try await store.deletionReceipt(tokenHash: hash) { return try JSONValue.parse(Array(text.utf8)) }
+        throw HearthError(.notFound, "no deletion receipt for this token yet: the deletion is pending or unknown")
+    }
+
+    public var receiptPublicKeyPEM: String { receiptSigner.publicKeyPEM }
+
+    func iso(_ date: Date) -> String { date.formatted(Date.ISO8601FormatStyle()) }
+}
