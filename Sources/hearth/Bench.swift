@@ -20,8 +20,105 @@ struct Bench: AsyncParsableCommand {
             use_identity_as_username, a per-device ACL), so both servers face the same clients. Then \
             `hearth bench run` against either endpoint. bench/gateway.sh runs the whole comparison.
             """,
-        subcommands: [Prepare.self, Run.self, Pages.self]
+        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self]
     )
+
+    /// `hearth bench data-rights`: an owner with D devices and R readings exports everything, then
+    /// deletes the account; both timed (issue 15's measures).
+    struct DataRights: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "data-rights",
+            abstract: "Time an owner's data export and account deletion: D devices holding R readings in all.",
+            discussion: """
+                For benchmarks only. Makes a fresh data folder, provisions and claims D thermostats for one owner, \
+                writes R readings spread over them and 150 days, then times the export (the ZIP streamed and \
+                counted, as the server sends it) and the deletion of the account after its grace period (devices \
+                released, readings deleted, the write-ahead log truncated, the receipt signed).
+                """)
+        @Option(help: "The data folder to create (must not exist).") var data: String
+        @Option(help: "Devices of the owner.") var devices: Int = 10
+        @Option(help: "Readings in all, spread over the devices.") var readings: Int = 1_000_000
+
+        func run() async throws {
+            try await reportingErrors {
+                guard (1...1_000).contains(devices), (1...20_000_000).contains(readings) else {
+                    throw HearthError.invalid("devices", "1 to 1,000 devices and 1 to 20,000,000 readings")
+                }
+                guard !FileManager.default.fileExists(atPath: data) else {
+                    throw HearthError.invalid("data", "\(data) exists; give a folder to create")
+                }
+                var options = try DataOptions.parse([])
+                options.data = data
+                let (folder, store) = try options.open()
+                let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+                let model = ProductModel.demoModels()[0]
+                let started = Date()
+                let time = ManualTimeSource(started.addingTimeInterval(-150 * 86_400))
+                try await store.createModel(
+                    model, at: time.now(),
+                    audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: time.now()))
+                var settings = HearthSettings()
+                settings.hashCost = .testing
+                let hearth = try Hearth(
+                    store: store, kek: folder.kek, settings: settings, time: time, telemetry: telemetry)
+                let units = try await Provisioner(
+                    store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing,
+                    publicURL: "https://127.0.0.1:8443", time: time
+                ).provision(modelID: model.id, count: devices, outDirectory: nil)
+                let password = "bench owner passphrase, long enough"
+                _ = try await hearth.register(email: "owner@bench.example", password: password, source: "bench")
+                let identity = try await hearth.signIn(
+                    email: "owner@bench.example", password: password, source: "bench"
+                )
+                .identity
+                for unit in units {
+                    _ = try await hearth.claim(
+                        serial: unit.serial.rawValue, setupCode: unit.setupCode.digits, by: identity, source: "bench")
+                }
+                time.advance(by: 1)
+                let step = 149 * 86_400 / Double(readings)
+                let written = Progress(total: readings, noun: "readings")
+                var count = 0
+                for start in stride(from: 0, to: readings, by: 10_000) {
+                    let batch = (start..<min(readings, start + 10_000)).map { i in
+                        TelemetryReading(
+                            serial: units[i % units.count].serial, sequence: Int64(i / units.count + 1),
+                            deviceTime: nil, receivedAt: time.now().addingTimeInterval(Double(i) * step),
+                            values: [
+                                "temperature": .number(19 + 3 * sin(Double(i) / 500)), "heating": .bool(i % 7 == 0),
+                                "target": .number(21),
+                            ])
+                    }
+                    count += try await telemetry.append(batch, refusals: [])
+                    written.update(count)
+                }
+                written.finish()
+                time.advance(by: started.timeIntervalSince(time.now()))
+
+                var t0 = DispatchTime.now().uptimeNanoseconds
+                let bytes = try await DataExport(hearth: hearth, identity: identity).countedBytes()
+                let exportSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                print(
+                    String(
+                        format: "export: %d readings of %d devices in %.1f s (%.0f readings/s), %.1f MB",
+                        count, devices, exportSeconds, Double(count) / exportSeconds, Double(bytes) / 1e6))
+
+                _ = try await hearth.requestDeletion(password: password, by: identity, source: "bench")
+                time.advance(by: 7 * 86_400 + 1)
+                t0 = DispatchTime.now().uptimeNanoseconds
+                let deleted = try await hearth.carryOutDeletions()
+                let deleteSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                let left = try await telemetry.readingCount()
+                print(
+                    String(
+                        format: "account deletion: %d account, %d devices, %d readings in %.1f s; %d readings left",
+                        deleted, devices, count, deleteSeconds, left))
+                print(
+                    #"{"bench":"data-rights","devices":\#(devices),"readings":\#(count),"exportSeconds":\#(exportSeconds),"exportBytes":\#(bytes),"deleteSeconds":\#(deleteSeconds),"readingsLeft":\#(left)}"#
+                )
+            }
+        }
+    }
 
     /// `hearth bench pages`: a data folder shaped like a large deployment, for the page benchmarks
     /// (bench/pages.sh): one real thermostat with a week of readings at one per 10 s, many more

@@ -9,9 +9,14 @@ import Synchronization
 /// The owner's data export (guideline 8; UK GDPR art. 15 and 20): everything Hearth holds about
 /// them and their devices, as one ZIP of JSON files and a README, streamed (a device with a million
 /// readings is never held in memory). One export an account at a time.
-struct DataExport {
+public struct DataExport {
     let hearth: Hearth
     let identity: Identity
+
+    public init(hearth: Hearth, identity: Identity) {
+        self.hearth = hearth
+        self.identity = identity
+    }
 
     static let running = Mutex<Set<AccountID>>([])
 
@@ -73,7 +78,7 @@ struct DataExport {
     }
 
     /// The archive, as a streamed response body.
-    func response() async throws -> Response {
+    public func response() async throws -> Response {
         let account = identity.account.id
         let admitted = Self.running.withLock { $0.insert(account).inserted }
         guard admitted else {
@@ -140,6 +145,20 @@ struct DataExport {
                 .contentType: "application/zip", .cacheControl: "no-store",
                 .contentDisposition: #"attachment; filename="hearth-data-\#(day).zip""#,
             ], body: body)
+    }
+
+    /// Streams the archive into nothing, counting its bytes (the export benchmark).
+    public func countedBytes() async throws -> Int {
+        let total = Counter.Total()
+        try await response().body.write(Counter(total: total))
+        return total.bytes
+    }
+
+    struct Counter: ResponseBodyWriter {
+        final class Total: @unchecked Sendable { var bytes = 0 }
+        let total: Total
+        mutating func write(_ buffer: ByteBuffer) async throws { total.bytes += buffer.readableBytes }
+        consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
     }
 
     func smallFiles(_ holds: [Hold]) async throws -> [(String, JSONValue)] {
