@@ -181,7 +181,9 @@ let package = Package(
         ),
         .testTarget(
             name: "HearthBrokerTests",
-            dependencies: ["HearthBroker", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "HearthBroker", "HearthCore", "HearthMQTT", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "HearthGatewayTests",

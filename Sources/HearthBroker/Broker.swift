@@ -40,6 +40,8 @@ public struct Broker: Sendable {
     public private(set) var retained: [String: Publish] = [:]
     /// When each retained message was stored, for its Message Expiry Interval.
     public private(set) var retainedAt: [String: Date] = [:]
+    /// The retained topics by level, for the ones a new subscription matches.
+    var retainedTopics = TopicIndex()
     var nextInGroup: [String: Int] = [:]
     /// Refused publishes and subscriptions per session: input for security monitoring.
     public private(set) var refusals: [String: Int] = [:]
@@ -79,6 +81,7 @@ public struct Broker: Sendable {
     public mutating func restoreRetained(_ message: Publish, at: Date = Date()) {
         retained[message.topic] = message
         retainedAt[message.topic] = at
+        retainedTopics.insert(message.topic)
     }
 
     /// Subscribes; returns a reason code per request and the retained messages to send now.
@@ -108,10 +111,9 @@ public struct Broker: Sendable {
             reasons.append(ReasonCode(rawValue: request.qos.rawValue))
             let shared = Topic.sharedParts(request.filter) != nil
             if !shared, request.retainHandling == 0 || (request.retainHandling == 1 && isNew) {
-                for (topic, message) in retained.sorted(by: { $0.key < $1.key })
-                where Topic.matches(filter: request.filter, topic: topic) && policy.canReceive(topic)
-                    && !denied(policy, topic)
-                {
+                for topic in retainedTopics.matching(request.filter)
+                where policy.canReceive(topic) && !denied(policy, topic) {
+                    guard let message = retained[topic] else { continue }
                     toSend.append(Self.copy(message, for: subscription, retain: true))
                 }
             }
@@ -141,9 +143,11 @@ public struct Broker: Sendable {
             if message.payload.isEmpty {
                 retained[message.topic] = nil
                 retainedAt[message.topic] = nil
+                retainedTopics.remove(message.topic)
             } else {
                 retained[message.topic] = message
                 retainedAt[message.topic] = now
+                retainedTopics.insert(message.topic)
             }
         }
         let matches = tree.match(message.topic)

@@ -1,6 +1,8 @@
-import HearthBroker
+import HearthCore
 import HearthMQTT
 import Testing
+
+@testable import HearthBroker
 
 @Suite struct BrokerTests {
     func broker(_ sessions: [String: AccessPolicy]) -> Broker {
@@ -148,5 +150,71 @@ import Testing
         #expect(deliveries(b.publish(from: nil, Publish(topic: "a", payload: [1]))).isEmpty)
         b.remove("s")
         #expect(deliveries(b.publish(from: nil, Publish(topic: "b", payload: [1]))).isEmpty)
+    }
+}
+
+/// The retained messages a new subscription gets are exactly those whose topic its filter matches
+/// by ``Topic/matches(filter:topic:)``, in topic order, for random topics and filters (with `+`,
+/// `#`, empty levels and `$` topics) while retained messages come and go.
+@Test func retainedMessagesForASubscriptionAreExactlyTheMatchingOnes() {
+    var random = SplitMix64(state: 0x4845_4152_5448)
+    let names = ["a", "b", "", "$sys", "c"]
+    func topic() -> String {
+        (0..<Int.random(in: 1...4, using: &random)).map { _ in names.randomElement(using: &random)! }
+            .joined(separator: "/")
+    }
+    func filter() -> String {
+        var levels = (0..<Int.random(in: 1...4, using: &random)).map { _ in
+            (names + ["+", "+"]).randomElement(using: &random)!
+        }
+        if Bool.random(using: &random) { levels[levels.count - 1] = "#" }
+        return levels.joined(separator: "/")
+    }
+    var b = Broker()
+    b.register("s", policy: .development)
+    var held: Set<String> = []
+    var granted = 0
+    for round in 0..<400 {
+        let t = topic()
+        let delete = held.contains(t) && Bool.random(using: &random)
+        _ = b.publish(from: nil, Publish(topic: t, payload: delete ? [] : [1], retain: true))
+        if delete { held.remove(t) } else { held.insert(t) }
+        let f = filter()
+        let got = b.subscribe("s", Subscribe(packetID: 1, requests: [.init(filter: f, qos: .atMostOnce)]))
+        guard got.reasons == [.success] else { continue }  // development clients may not subscribe to $ topics
+        granted += 1
+        let expected = held.filter { Topic.matches(filter: f, topic: $0) && !$0.hasPrefix("$") }.sorted()
+        #expect(got.retained.map(\.topic) == expected, "round \(round): filter \(f)")
+        _ = b.unsubscribe("s", [f])
+    }
+    #expect(granted > 250)
+}
+
+/// The index on its own (the broker's policy hides `$` topics from development clients): the same
+/// agreement with ``Topic/matches(filter:topic:)``, `$` topics included.
+@Test func theRetainedTopicIndexAgreesWithTheSpecification() {
+    var random = SplitMix64(state: 0x5449_4458)
+    let names = ["a", "b", "", "$sys", "c"]
+    func name(wildcards: Bool) -> String {
+        var levels = (0..<Int.random(in: 1...4, using: &random)).map { _ in
+            (wildcards ? names + ["+", "+"] : names).randomElement(using: &random)!
+        }
+        if wildcards, Bool.random(using: &random) { levels[levels.count - 1] = "#" }
+        return levels.joined(separator: "/")
+    }
+    var index = TopicIndex()
+    var held: Set<String> = []
+    for round in 0..<2000 {
+        let t = name(wildcards: false)
+        if held.contains(t), Bool.random(using: &random) {
+            index.remove(t)
+            held.remove(t)
+        } else {
+            index.insert(t)
+            held.insert(t)
+        }
+        let f = name(wildcards: true)
+        #expect(
+            index.matching(f) == held.filter { Topic.matches(filter: f, topic: $0) }.sorted(), "round \(round): \(f)")
     }
 }
