@@ -206,6 +206,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
@@ -222,7 +223,8 @@ let package = Package(
         .testTarget(
             name: "HearthSQLiteTests",
             dependencies: [
-                "HearthSQLite", "HearthStorage", "HearthCore", .product(name: "GRDB", package: "GRDB.swift"),
+                "HearthSQLite", "HearthStorage", "HearthCore", "HearthCrypto",
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -16,3 +16,5 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
 "$BIN" bench data-rights --data "$work/data" --devices "$DEVICES" --readings "$READINGS"
+echo "== ingest: readings sealed under per-owner keys beside the same appends in clear"
+"$BIN" bench ingest --data "$work/ingest" --devices 1000 --owners 100 --readings 200000 --batch 256 --rounds 5

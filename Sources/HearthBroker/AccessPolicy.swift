@@ -19,11 +19,8 @@ public enum AccessPolicy: Sendable, Equatable {
         case .device(let serial):
             let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
             guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
-            switch levels[2] {
-            case "telemetry", "events", "update", "reset": return levels.count == 3
-            case "commands": return levels.count == 5 && levels[4] == "result" && !levels[3].isEmpty
-            default: return false
-            }
+            if DeviceTopics.published.contains(String(levels[2])) { return levels.count == 3 }
+            return levels[2] == "commands" && levels.count == 5 && levels[4] == "result" && !levels[3].isEmpty
         case .development:
             return !Self.isReserved(topic)
         }
@@ -38,7 +35,7 @@ public enum AccessPolicy: Sendable, Equatable {
             guard !filter.hasPrefix("$") else { return false }
             let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
             guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
-            if levels.count == 3 { return levels[2] == "policy" }
+            if levels.count == 3 { return DeviceTopics.received.contains(String(levels[2])) }
             return levels[2] == "commands" || (levels[2] == "update" && levels.count == 4 && levels[3] == "offer")
         case .development:
             if let shared = Topic.sharedParts(filter), let (_, inner) = shared { return canSubscribe(inner) }
@@ -53,7 +50,7 @@ public enum AccessPolicy: Sendable, Equatable {
             // Commands, update offers and its policy only, never the results the device itself sends.
             let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
             guard levels.count >= 3, levels[0] == Self.namespace, levels[1] == serial else { return false }
-            if levels.count == 3 { return levels[2] == "policy" }
+            if levels.count == 3 { return DeviceTopics.received.contains(String(levels[2])) }
             guard levels.count == 4 else { return false }
             return (levels[2] == "commands" && !levels[3].isEmpty) || (levels[2] == "update" && levels[3] == "offer")
         case .development:

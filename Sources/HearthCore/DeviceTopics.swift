@@ -11,12 +11,17 @@
 /// devices/S/update/offer         server → device   the answer: support period, target to install
 /// devices/S/policy               server → device   retained: fields the owner has not agreed to (DevicePolicy)
 /// devices/S/reset                device → server   reset to factory state: the server ends the owner's claim
+/// devices/S/rekey                server → device   the owner asks the device to make a new key
+/// devices/S/csr                  device → server   a signing request for its new key
+/// devices/S/certificate          server → device   the answer: the new key's certificate
 /// ```
 public struct DeviceTopics: Sendable, Equatable {
     /// The first level of every device topic.
     public static let namespace = "devices"
     /// Third levels a device publishes to (as the whole topic).
-    public static let published: Set<String> = ["telemetry", "events", "update", "reset"]
+    public static let published: Set<String> = ["telemetry", "events", "update", "reset", "csr"]
+    /// Third levels a device subscribes to and receives (as the whole topic).
+    public static let received: Set<String> = ["policy", "rekey", "certificate"]
 
     /// `devices/S`
     public let prefix: String
@@ -24,6 +29,7 @@ public struct DeviceTopics: Sendable, Equatable {
     public let telemetry: String
     public let update: String
     public let reset: String
+    public let csr: String
 
     public init(_ serial: DeviceSerial) { self.init(serial: serial.rawValue) }
 
@@ -33,12 +39,15 @@ public struct DeviceTopics: Sendable, Equatable {
         telemetry = prefix + "/telemetry"
         update = prefix + "/update"
         reset = prefix + "/reset"
+        csr = prefix + "/csr"
     }
 
     public var events: String { prefix + "/events" }
     public var updateOffer: String { prefix + "/update/offer" }
     /// The retained ``DevicePolicy`` the device subscribes to.
     public var policy: String { prefix + "/policy" }
+    public var rekey: String { prefix + "/rekey" }
+    public var certificate: String { prefix + "/certificate" }
     /// What a device subscribes to for its commands.
     public var commands: String { prefix + "/commands/+" }
     /// The prefix of every command topic, `devices/S/commands/`.

@@ -240,6 +240,21 @@ public protocol DeviceResetChannel: Sendable {
     func deviceReset(_ payload: [UInt8], from serial: DeviceSerial) async throws
 }
 
+/// Re-keying: issues a certificate for a device's new key (`devices/S/csr`, payload
+/// `{"id": ID, "csr": PEM}`); the answer, `{"id": ID, "certificate": PEM chain}`, goes to
+/// `devices/S/certificate`. Until the device connects with it, its old certificate still works.
+/// The server implements it; the gateway calls it. Throws on a malformed or unacceptable request.
+public protocol DeviceCertificateChannel: Sendable {
+    func certificateRequested(_ payload: [UInt8], from serial: DeviceSerial, model: ProductModel) async throws
+        -> [UInt8]
+}
+
+/// Asks a device to make a new key (`devices/S/rekey`, payload `{"id": ID}`), delivered when it
+/// is next connected. The gateway implements it.
+public protocol DeviceRekeying: Sendable {
+    func requestRekey(_ serial: DeviceSerial, id: String) async
+}
+
 /// Ends a device's live connection (after its certificate is revoked).
 public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async

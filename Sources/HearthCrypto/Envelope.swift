@@ -78,3 +78,46 @@ public enum Envelope {
 extension Data {
     public var hex: String { map { String(format: "%02x", $0) }.joined() }
 }
+
+/// A data key for many values of one owner (their readings): AES-256-GCM, stored only wrapped by
+/// the KEK (in an ``Envelope`` bound to the key's id). Destroying the wrapped key crypto-shreds
+/// every value sealed under it, wherever copies of them went.
+public struct DataKey: Sendable {
+    public let id: String
+    let key: SymmetricKey
+
+    /// A new random key with a random id.
+    public init() {
+        id = UUID().uuidString.lowercased()
+        key = SymmetricKey(size: .bits256)
+    }
+
+    /// Unwraps a stored key; throws if it was altered, moved to another id or wrapped by another KEK.
+    public init(id: String, wrapped: Data, kek: KeyEncryptionKey) throws {
+        let raw = try Envelope.open(wrapped, context: "data-key:\(id)", kek: kek)
+        guard raw.count == 32 else { throw HearthError(.integrity, "a data key is exactly 32 bytes") }
+        self.id = id
+        key = SymmetricKey(data: raw)
+    }
+
+    /// The key wrapped by the KEK, to store.
+    public func wrapped(by kek: KeyEncryptionKey) throws -> Data {
+        try key.withUnsafeBytes { try Envelope.seal(Data($0), context: "data-key:\(id)", kek: kek) }
+    }
+
+    /// Nonce ‖ ciphertext ‖ tag, with `context` as associated data.
+    public func seal(_ plaintext: [UInt8], context: [UInt8]) throws -> [UInt8] {
+        Array(try AES.GCM.seal(plaintext, using: key, authenticating: context).combined!)
+    }
+
+    public func open(_ sealed: [UInt8], context: [UInt8]) throws -> [UInt8] {
+        do {
+            return Array(try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: context))
+        } catch {
+            throw HearthError(.integrity, "a sealed value was altered or belongs to another context")
+        }
+    }
+
+    /// The raw key, for tests that prove it is gone from disk.
+    public var rawBytesForTesting: [UInt8] { key.withUnsafeBytes { Array($0) } }
+}

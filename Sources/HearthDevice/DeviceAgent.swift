@@ -82,6 +82,11 @@ public enum DeviceEvent: Sendable, Equatable {
     case policy(withheld: [String])
     /// The server heard of a factory reset (the reset's id): it has ended the owner's claim.
     case resetAcknowledged(String)
+    /// The device made a new key and installed its certificate; it reconnects with it, and the
+    /// server then refuses the old one.
+    case rekeyed
+    /// A re-key could not be done (the key store cannot make keys, or the answer did not fit).
+    case rekeyFailed(String)
 }
 
 /// The device side of Hearth: keeps a connection to the gateway over mutual TLS, delivers queued
@@ -90,7 +95,10 @@ public enum DeviceEvent: Sendable, Equatable {
 /// (Code of Practice guideline 9: the device keeps working without the network).
 public actor DeviceAgent: Service {
     public let configuration: DeviceConfiguration
-    let tls: NIOSSLContext
+    /// Made from the key store at start, and again after re-keying.
+    var tls: NIOSSLContext
+    let keyStore: any SecureKeyStore
+    let trustRootsPEM: String
     let queue: OfflineQueue
     let clock: any TimeSource
     let onCommand: @Sendable (DeviceCommand) async -> CommandReply
@@ -129,7 +137,8 @@ public actor DeviceAgent: Service {
     var resetPacket: UInt16?
 
     /// - Parameters:
-    ///   - keyStore: the device identity; read once, at start.
+    ///   - keyStore: the device identity; read at start and after re-keying (a
+    ///     ``RenewableKeyStore`` can re-key when the owner asks).
     ///   - trustRootsPEM: the deployment root CA the server's certificate must chain to.
     ///   - queuePath: the offline queue's log file.
     public init(
@@ -141,6 +150,8 @@ public actor DeviceAgent: Service {
     ) throws {
         self.configuration = configuration
         tls = try Self.tlsContext(keyStore: keyStore, trustRootsPEM: trustRootsPEM)
+        self.keyStore = keyStore
+        self.trustRootsPEM = trustRootsPEM
         queue = try OfflineQueue(path: queuePath, policy: configuration.queue)
         resetPath = queuePath + ".reset"
         pendingReset = FileManager.default.contents(atPath: resetPath).map { String(decoding: $0, as: UTF8.self) }
@@ -418,9 +429,16 @@ public actor DeviceAgent: Service {
                         Subscribe.Request(filter: commands, qos: .atLeastOnce),
                         Subscribe.Request(filter: offers, qos: .atLeastOnce),
                         Subscribe.Request(filter: DeviceTopics(configuration.serial).policy, qos: .atLeastOnce),
+                        Subscribe.Request(filter: DeviceTopics(configuration.serial).rekey, qos: .atLeastOnce),
+                        Subscribe.Request(filter: DeviceTopics(configuration.serial).certificate, qos: .atLeastOnce),
                     ])))
         resetPacket = nil
         sendReset(conn)
+        // A new key still without its certificate (the answer was lost, or the device restarted):
+        // ask again; the old certificate works until the new one is used.
+        if (keyStore as? any RenewableKeyStore)?.renewalPending == true {
+            sendRenewalRequest(conn, id: UUID().uuidString)
+        }
         sendUpdateReport(conn)
         onEvent(.connected(version: conn.version, sessionPresent: ack.sessionPresent))
         if ack.sessionPresent {
@@ -543,6 +561,15 @@ public actor DeviceAgent: Service {
         case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).updateOffer:
             if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
             if let offer = try? UpdateOffer(payload: publish.payload) { await onUpdateOffer(offer) }
+        case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).rekey:
+            if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
+            guard case .object(let o)? = try? JSONValue.parse(publish.payload), case .string(let id)? = o["id"] else {
+                return nil
+            }
+            sendRenewalRequest(conn, id: id)
+        case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).certificate:
+            if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
+            return installCertificate(publish.payload, conn)
         case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).policy:
             if let id = publish.packetID, publish.qos == .atLeastOnce { conn.send(.puback(Ack(packetID: id))) }
             if let policy = try? DevicePolicy(payload: publish.payload), policy != self.policy {
@@ -562,6 +589,47 @@ public actor DeviceAgent: Service {
             break
         }
         return nil
+    }
+
+    // MARK: Re-keying
+
+    /// Makes (or keeps) the new key and sends its signing request to `devices/S/csr`.
+    func sendRenewalRequest(_ conn: MQTTClientConnection, id: String) {
+        guard let store = keyStore as? any RenewableKeyStore else {
+            onEvent(.rekeyFailed("this device's key store cannot make new keys"))
+            return
+        }
+        do {
+            let csr = try store.renewalRequest(serial: configuration.serial)
+            conn.send(
+                .publish(
+                    Publish(
+                        topic: DeviceTopics(configuration.serial).csr,
+                        payload: Array(
+                            JSONValue.object(["id": .string(String(id.prefix(64))), "csr": .string(csr)]).text.utf8),
+                        qos: .atLeastOnce, packetID: allocatePacketID())))
+        } catch {
+            onEvent(.rekeyFailed("\(error)"))
+        }
+    }
+
+    /// The new key's certificate arrived: installed, then the connection is ended so the next one
+    /// uses the new identity (the server then refuses the old certificate).
+    func installCertificate(_ payload: [UInt8], _ conn: MQTTClientConnection) -> ServerHint? {
+        guard let store = keyStore as? any RenewableKeyStore, store.renewalPending,
+            case .object(let o)? = try? JSONValue.parse(payload), case .string(let pem)? = o["certificate"]
+        else { return nil }
+        do {
+            try store.installRenewedCertificate(pem)
+            tls = try Self.tlsContext(keyStore: keyStore, trustRootsPEM: trustRootsPEM)
+        } catch {
+            onEvent(.rekeyFailed("\(error)"))
+            return nil
+        }
+        onEvent(.rekeyed)
+        conn.send(.disconnect(ReasonPacket()))
+        conn.close()
+        return ServerHint()
     }
 
     /// A command: checked against the model, answered on its result topic, then acknowledged.

@@ -31,6 +31,21 @@ public protocol SecureKeyStore: Sendable {
     func identity() throws -> TLSIdentity
 }
 
+/// A key store that can replace the device's key (re-keying, EN 303 645 5.1-4): the new key is
+/// made and kept beside the current one until its certificate arrives, then both are switched in
+/// one step that survives a power cut.
+public protocol RenewableKeyStore: SecureKeyStore {
+    /// A PEM signing request for the new key (made now, or the one made before and not yet
+    /// certified), with the device's serial as its subject.
+    func renewalRequest(serial: DeviceSerial) throws -> String
+    /// True while a new key waits for its certificate.
+    var renewalPending: Bool { get }
+    /// Installs the certificate chain (PEM, leaf first) for the new key and makes the new key and
+    /// certificate the device's identity. Throws, changing nothing, if the leaf is not for the new
+    /// key.
+    func installRenewedCertificate(_ pem: String) throws
+}
+
 /// The key that seals the device's private key at rest. On production hardware it comes from the
 /// SoC's hardware-unique key (fuses, TrustZone, a TPM's storage key); the stand-ins here bind the
 /// sealed key to this machine or to a separate secret file, so a copy of the key file alone is
@@ -96,6 +111,10 @@ public struct FileKeyStore: SecureKeyStore {
     public var sealedKeyPath: String { folder.appendingPathComponent("device.key.sealed").path }
     public var factoryKeyPath: String { folder.appendingPathComponent("device.key.pem").path }
     public var certificatePath: String { folder.appendingPathComponent("device.pem").path }
+    /// Re-keying: the new key until its certificate is installed, and that certificate while the
+    /// switch is under way.
+    public var renewalKeyPath: String { folder.appendingPathComponent("device.key.next.sealed").path }
+    var renewalCertificatePath: String { folder.appendingPathComponent("device.pem.next").path }
 
     static let associatedData = Data("hearth device key".utf8)
 
@@ -143,6 +162,7 @@ public struct FileKeyStore: SecureKeyStore {
     }
 
     public func identity() throws -> TLSIdentity {
+        try finishRenewal()
         let key = try privateKey()
         guard let chain = try? NIOSSLCertificate.fromPEMFile(certificatePath), !chain.isEmpty else {
             throw DeviceError("no device certificate at \(certificatePath)")
@@ -153,13 +173,14 @@ public struct FileKeyStore: SecureKeyStore {
     }
 
     /// Opens the sealed key, after checking the file's owner and mode.
-    func privateKey() throws -> P256.Signing.PrivateKey {
-        guard FileManager.default.fileExists(atPath: sealedKeyPath) else {
-            throw DeviceError("no sealed device key at \(sealedKeyPath)")
+    func privateKey(_ path: String? = nil) throws -> P256.Signing.PrivateKey {
+        let path = path ?? sealedKeyPath
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw DeviceError("no sealed device key at \(path)")
         }
-        try Self.requirePrivate(sealedKeyPath)
-        guard let sealed = FileManager.default.contents(atPath: sealedKeyPath) else {
-            throw DeviceError("cannot read \(sealedKeyPath)")
+        try Self.requirePrivate(path)
+        guard let sealed = FileManager.default.contents(atPath: path) else {
+            throw DeviceError("cannot read \(path)")
         }
         do {
             let box = try AES.GCM.SealedBox(combined: sealed)
@@ -172,13 +193,19 @@ public struct FileKeyStore: SecureKeyStore {
         }
     }
 
-    func seal(_ key: P256.Signing.PrivateKey) throws {
+    func seal(_ key: P256.Signing.PrivateKey, to path: String? = nil) throws {
+        let path = path ?? sealedKeyPath
         let box = try AES.GCM.seal(
             key.rawRepresentation, using: uniqueKey.sealingKey, authenticating: Self.associatedData)
         guard let combined = box.combined else { throw DeviceError("sealing failed") }
-        let temporary = sealedKeyPath + ".tmp"
-        try OfflineQueue.writeFile(temporary, [UInt8](combined), flags: O_WRONLY | O_CREAT | O_TRUNC)
-        guard rename(temporary, sealedKeyPath) == 0 else { throw DeviceError("cannot write \(sealedKeyPath)") }
+        try Self.replace(path, with: [UInt8](combined))
+    }
+
+    /// Writes `bytes` to a temporary file (0600, synced) and renames it over `path`.
+    static func replace(_ path: String, with bytes: [UInt8]) throws {
+        let temporary = path + ".tmp"
+        try OfflineQueue.writeFile(temporary, bytes, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        guard rename(temporary, path) == 0 else { throw DeviceError("cannot write \(path)") }
     }
 
     /// A secret file must belong to this user and be closed to group and others (0600 or 0400).
@@ -190,6 +217,50 @@ public struct FileKeyStore: SecureKeyStore {
             throw DeviceError(
                 "\(path) is readable or writable by others (mode \(String(info.st_mode & 0o777, radix: 8))); refusing to start. Run: chmod 600 \(path)"
             )
+        }
+    }
+}
+
+extension FileKeyStore: RenewableKeyStore {
+    public var renewalPending: Bool { FileManager.default.fileExists(atPath: renewalKeyPath) }
+
+    public func renewalRequest(serial: DeviceSerial) throws -> String {
+        let key: P256.Signing.PrivateKey
+        if renewalPending {
+            key = try privateKey(renewalKeyPath)
+        } else {
+            key = P256.Signing.PrivateKey()
+            try seal(key, to: renewalKeyPath)
+        }
+        let csr = try CertificateSigningRequest(
+            version: .v1, subject: try DistinguishedName { CommonName(serial.rawValue) },
+            privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
+            signatureAlgorithm: .ecdsaWithSHA256
+        )
+        return try csr.serializeAsPEM().pemString
+    }
+
+    public func installRenewedCertificate(_ pem: String) throws {
+        guard renewalPending else { throw DeviceError("no new key waits for a certificate") }
+        let key = try privateKey(renewalKeyPath)
+        guard let leaf = try? NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)).first,
+            let der = try? leaf.toDERBytes(), let certificate = try? Certificate(derEncoded: der),
+            certificate.publicKey == Certificate.PublicKey(key.publicKey)
+        else { throw DeviceError("the certificate received is not for the device's new key") }
+        try Self.replace(renewalCertificatePath, with: Array(pem.utf8))
+        try finishRenewal()
+    }
+
+    /// Completes a switch a power cut interrupted: once the new certificate is on disk, the new
+    /// key and then the certificate are renamed into place (each rename atomic; run again, it
+    /// picks up where it stopped).
+    func finishRenewal() throws {
+        guard FileManager.default.fileExists(atPath: renewalCertificatePath) else { return }
+        if renewalPending, rename(renewalKeyPath, sealedKeyPath) != 0 {
+            throw DeviceError("cannot move the new key into place")
+        }
+        guard rename(renewalCertificatePath, certificatePath) == 0 else {
+            throw DeviceError("cannot move the new certificate into place")
         }
     }
 }

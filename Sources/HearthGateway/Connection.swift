@@ -53,6 +53,8 @@ struct GatewayParts: Sendable {
     let updates: ChannelSlot<any DeviceUpdateChannel>
     /// The server's account service, for factory resets, once it is attached.
     let resets: ChannelSlot<any DeviceResetChannel>
+    /// The server's certificate service, for re-keying, once it is attached.
+    let certificates: ChannelSlot<any DeviceCertificateChannel>
     let counters: Counters
     let limits: ConnectionLimits
     let admission: Admission
@@ -514,6 +516,9 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 reason = nil
             } else if let device, publish.topic == device.topics.reset {
                 offloaded(publish) { await $0.factoryReset(publish.payload, device: device) }
+                reason = nil
+            } else if let device, publish.topic == device.topics.csr {
+                offloaded(publish) { await $0.certificateRequest(publish.payload, device: device) }
                 reason = nil
             } else {
                 let (result, ticket) = parts.hub.publish(from: key, publish)

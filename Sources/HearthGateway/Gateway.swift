@@ -79,7 +79,8 @@ public enum ListenerKind: Sendable {
 /// Each connection is one channel handler on its event loop (``ConnectionHandler``); the service's
 /// own tasks are the listeners' lifetime, the group commits (telemetry, broker state) and the
 /// off-loop work connections hand over, all children of ``run()``.
-public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence, DevicePolicyChannel
+public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence, DevicePolicyChannel,
+    DeviceRekeying
 {
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
@@ -123,7 +124,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 developmentDenied: configuration.developmentDenied
             ),
             ingest: telemetry.map { TelemetryIngest(store: $0, counters: counters, logger: logger) },
-            updates: ChannelSlot(), resets: ChannelSlot(),
+            updates: ChannelSlot(), resets: ChannelSlot(), certificates: ChannelSlot(),
             counters: counters, limits: configuration.limits,
             admission: Admission(
                 maximumConnections: configuration.maximumConnections,
@@ -149,6 +150,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public func attach(updates: any DeviceUpdateChannel) { parts.updates.set(updates) }
     /// Attaches the server's account service: devices' `devices/S/reset` messages go to it.
     public func attach(resets: any DeviceResetChannel) { parts.resets.set(resets) }
+
+    /// Attaches the server's certificate service: devices' `devices/S/csr` requests go to it.
+    public func attach(certificates: any DeviceCertificateChannel) { parts.certificates.set(certificates) }
     public var openConnections: Int { parts.admission.openConnections }
     /// Sockets not authenticated (yet): in the TLS handshake, or refused and about to close.
     public var unauthenticatedConnections: Int { parts.admission.unadmittedConnections }
@@ -280,6 +284,16 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         parts.retainPolicy(serial, policy)
     }
 
+    /// Asks the device to make a new key: to its session, so it arrives when the device is next
+    /// connected if it is not now.
+    public func requestRekey(_ serial: DeviceSerial, id: String) async {
+        parts.hub.publish(
+            from: nil,
+            Publish(
+                topic: DeviceTopics(serial).rekey, payload: Array(JSONValue.object(["id": .string(id)]).text.utf8),
+                qos: .atLeastOnce, properties: [.contentType("application/json")]))
+    }
+
     /// Ends a device's live connection (after revocation): 0x87 not authorized.
     public func disconnect(_ serial: DeviceSerial, reason: String) async {
         parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
@@ -308,39 +322,48 @@ extension GatewayParts {
 
     /// A factory reset: the server ends the owner's claim; the PUBACK reason.
     func factoryReset(_ payload: [UInt8], device: DeviceContext) async -> ReasonCode {
-        guard let channel = resets.channel else { return .implementationSpecificError }
-        do {
+        await serviced("reset message", resets.channel, device) { channel in
             try await channel.deviceReset(payload, from: device.serial)
-            return .success
-        } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
-            logger.notice(
-                "reset message refused",
-                metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
-            return .payloadFormatInvalid
-        } catch {
-            logger.error("reset not stored", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
-            return .unspecifiedError
         }
     }
 
     /// An update report: stored by the update service, its answer published to the device's offer
     /// topic; the PUBACK reason.
     func updateReport(_ payload: [UInt8], device: DeviceContext) async -> ReasonCode {
-        guard let channel = updates.channel else { return .implementationSpecificError }
-        do {
+        await serviced("update report", updates.channel, device) { channel in
             let answer = try await channel.received(report: payload, from: device.serial, model: device.model.id)
             hub.publish(from: nil, Publish(topic: device.topics.updateOffer, payload: answer, qos: .atLeastOnce))
+        }
+    }
+
+    /// A re-keying device's signing request: the certificate service's answer is published to
+    /// the device's certificate topic; the PUBACK reason.
+    func certificateRequest(_ payload: [UInt8], device: DeviceContext) async -> ReasonCode {
+        await serviced("certificate request", certificates.channel, device) { channel in
+            let answer = try await channel.certificateRequested(payload, from: device.serial, model: device.model)
+            hub.publish(from: nil, Publish(topic: device.topics.certificate, payload: answer, qos: .atLeastOnce))
+        }
+    }
+
+    /// A device message a server service handles, and the PUBACK reason its outcome makes: a
+    /// throttled device 0x97, a refused message 0x99 (logged without its content), a failure of
+    /// the server 0x80, no service attached 0x83.
+    private func serviced<Channel>(
+        _ what: String, _ channel: Channel?, _ device: DeviceContext, _ work: (Channel) async throws -> Void
+    ) async -> ReasonCode {
+        guard let channel else { return .implementationSpecificError }
+        do {
+            try await work(channel)
             return .success
         } catch let error as HearthError where error.code == .throttled {
             counters.add(\.updateReportsRateLimited)
             return .quotaExceeded
         } catch let error as HearthError where error.code != .internal && error.code != .unavailable {
             logger.notice(
-                "update report refused",
-                metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
+                "\(what) refused", metadata: ["serial": "\(device.serial)", "why": "\(error.message.prefix(200))"])
             return .payloadFormatInvalid
         } catch {
-            logger.error("update report not stored", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
+            logger.error("\(what) not handled", metadata: ["serial": "\(device.serial)", "error": "\(error)"])
             return .unspecifiedError
         }
     }
@@ -372,10 +395,21 @@ final class Authenticator: Sendable {
         // then looks the device up again at its first reading.
         let generation = policies.generation
         do {
-            guard let record = try await store.device(serial),
-                let stored = try? Certificate(pemEncoded: record.certificatePEM), stored == parsed
-            else { return .failure(Refused(description: "unknown certificate for \(serial)")) }
+            guard let record = try await store.device(serial) else {
+                return .failure(Refused(description: "unknown certificate for \(serial)"))
+            }
             guard record.revokedAt == nil else { return .failure(Refused(description: "\(serial) is revoked")) }
+            if (try? Certificate(pemEncoded: record.certificatePEM)) != parsed {
+                // Re-keying: the first connection with the new key's certificate retires the old one.
+                guard let pending = record.pendingCertificatePEM, (try? Certificate(pemEncoded: pending)) == parsed,
+                    try await store.promoteCertificate(
+                        serial, pem: pending,
+                        audit: AuditEntry(
+                            .deviceCertificateReplaced, actor: "device", subject: serial.rawValue,
+                            detail: "connected with the certificate of its new key; the old one is no longer accepted",
+                            at: Date()))
+                else { return .failure(Refused(description: "unknown certificate for \(serial)")) }
+            }
             var model = models.withLock { $0[record.model] }
             if model == nil { model = try await store.model(record.model) }
             guard let model else {

@@ -6,12 +6,19 @@ import HearthStorage
 /// Device readings in their own SQLite file (WAL, `synchronous = FULL`), so the append load never
 /// queues behind account and audit writes. One `append` call is one transaction: the gateway's
 /// group commit hands it every reading that arrived while the previous commit was on disk.
+///
+/// With `keys`, each reading's values are sealed (AES-256-GCM, bound to the device and sequence
+/// number) under the data key of the device's owner at the time it is received, and `vals` is
+/// left empty; the time, sequence and drop count stay in clear for paging and ranges. Readings
+/// whose key was destroyed (a deleted account) are unreadable and skipped.
 public final class SQLiteTelemetryStore: TelemetryStore {
     let pool: DatabasePool
+    let keys: (any ReadingKeys)?
 
-    public init(path: String) throws {
+    public init(path: String, keys: (any ReadingKeys)? = nil) throws {
         // Deleted readings (retention, a deleted history) are overwritten, not left in free pages.
         pool = try openPool(path: path, secureDelete: true)
+        self.keys = keys
         try Self.migrator.migrate(pool)
     }
 
@@ -62,29 +69,76 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        m.registerMigration("2026-12-03 sealed readings") { db in
+            // Which data keys a device's readings are under: the few to fetch before reading them.
+            try db.execute(
+                sql: """
+                    ALTER TABLE readings ADD COLUMN key_id TEXT;
+                    ALTER TABLE readings ADD COLUMN sealed BLOB;
+                    CREATE TABLE reading_keys (
+                        serial TEXT NOT NULL, key_id TEXT NOT NULL, PRIMARY KEY (serial, key_id)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE expiry_marks (
+                        serial TEXT NOT NULL, field TEXT NOT NULL, through INTEGER NOT NULL, PRIMARY KEY (serial, field)
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return m
+    }
+
+    /// The associated data a reading's values are sealed with: which device, which reading.
+    static func context(_ serial: String, _ sequence: Int64) -> [UInt8] {
+        Array("reading:\(serial):\(sequence)".utf8)
+    }
+
+    /// The keys a device's readings may be under, as far as they still exist.
+    func openingKeys(_ serial: DeviceSerial) async throws -> [String: any ReadingKey] {
+        guard let keys else { return [:] }
+        let ids = try await pool.read { db in
+            try String.fetchAll(
+                db, sql: "SELECT key_id FROM reading_keys WHERE serial = ?", arguments: [serial.rawValue])
+        }
+        return ids.isEmpty ? [:] : try await keys.opening(Set(ids))
     }
 
     public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
-        let rows = readings.map { r in
-            (
-                r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis),
-                JSONValue.object(r.values).text, r.droppedBefore
-            )
+        var sealing: [DeviceSerial: any ReadingKey] = [:]
+        if let keys {
+            for serial in Set(readings.map(\.serial)) { sealing[serial] = try await keys.sealing(serial) }
         }
+        let rows: [StatementArguments] = try readings.map { r in
+            let json = JSONValue.object(r.values).text
+            var vals = json
+            var keyID: String?
+            var sealed: Data?
+            if let key = sealing[r.serial] {
+                sealed = Data(try key.seal(Array(json.utf8), context: Self.context(r.serial.rawValue, r.sequence)))
+                keyID = key.id
+                vals = ""
+            }
+            return [
+                r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), vals, r.droppedBefore,
+                keyID, sealed,
+            ]
+        }
+        let used = sealing.map { [$0.key.rawValue, $0.value.id] as StatementArguments }
         let counted = refusals.map { ($0.serial.rawValue, $0.kind.rawValue, millis($0.at)) }
         return try await pool.write { db in
             var added = 0
             if !rows.isEmpty {
                 let insert = try db.cachedStatement(
-                    sql:
-                        "INSERT OR IGNORE INTO readings (serial, seq, received_at, device_at, vals, dropped) VALUES (?, ?, ?, ?, ?, ?)"
-                )
+                    sql: """
+                        INSERT OR IGNORE INTO readings (serial, seq, received_at, device_at, vals, dropped, key_id, sealed)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """)
                 for row in rows {
-                    try insert.execute(arguments: [row.0, row.1, row.2, row.3, row.4, row.5])
+                    try insert.execute(arguments: row)
                     added += db.changesCount
                 }
+                let note = try db.cachedStatement(
+                    sql: "INSERT OR IGNORE INTO reading_keys (serial, key_id) VALUES (?, ?)")
+                for row in used { try note.execute(arguments: row) }
             }
             if !counted.isEmpty {
                 let count = try db.cachedStatement(
@@ -99,18 +153,20 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     }
 
     public func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord? {
-        try await pool.read { db in
+        let keys = try await openingKeys(serial)
+        return try await pool.read { db in
             try Row.fetchOne(
                 db, sql: "SELECT * FROM readings WHERE serial = ? ORDER BY position DESC LIMIT 1",
                 arguments: [serial.rawValue]
-            ).map(Self.record)
+            ).flatMap { try Self.record($0, keys: keys) }
         }
     }
 
     public func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws
         -> [TelemetryRecord]
     {
-        try await pool.read { db in
+        let keys = try await openingKeys(serial)
+        return try await pool.read { db in
             try Row.fetchAll(
                 db,
                 sql: """
@@ -118,7 +174,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                     ORDER BY position LIMIT ?
                     """,
                 arguments: [serial.rawValue, after ?? 0, millis(from), millis(to), max(0, limit)]
-            ).map(Self.record)
+            ).compactMap { try Self.record($0, keys: keys) }
         }
     }
 
@@ -135,6 +191,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         // Settled slices end at or before this; the open ones after it are computed each time.
         let settled = min(Self.floorDiv(min(millis(settledBefore), end), width) * width, end)
         let key = fields.joined(separator: ",")
+        let keys = try await openingKeys(serial)
         return try await pool.write { db in
             var out: [String: [TelemetryBucket]] = [:]
             func add(_ rows: [Slice]) {
@@ -173,7 +230,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                     missing.append((first, settled))
                 }
                 for (lo, hi) in missing {
-                    for r in try Self.aggregate(db, serial, fields, from: lo, to: hi, width: width) {
+                    for r in try Self.aggregate(db, serial, fields, from: lo, to: hi, width: width, keys: keys) {
                         try db.execute(
                             sql:
                                 "INSERT OR REPLACE INTO series_cache (serial, width, slice, field, n, lo, hi, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -201,7 +258,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                     }
                 )
             }
-            add(try Self.aggregate(db, serial, fields, from: max(first, settled), to: end, width: width))
+            add(try Self.aggregate(db, serial, fields, from: max(first, settled), to: end, width: width, keys: keys))
             return out.mapValues { $0.sorted { $0.start < $1.start } }
         }
     }
@@ -214,12 +271,20 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         let min: Double
         let max: Double
         let total: Double
+
+        func adding(_ v: Double) -> Slice {
+            Slice(
+                start: start, field: field, count: count + 1, min: Swift.min(min, v), max: Swift.max(max, v),
+                total: total + v)
+        }
     }
 
     /// Every field's numbers (JSON booleans and text are not counted) in the width's slices of
-    /// [from, to), in one pass over the device's readings.
+    /// [from, to), in one pass over the device's readings: the readings in clear summed in SQL, the
+    /// sealed ones opened and summed here, both merged per slice.
     static func aggregate(
-        _ db: Database, _ serial: DeviceSerial, _ fields: [String], from: Int64, to: Int64, width: Int64
+        _ db: Database, _ serial: DeviceSerial, _ fields: [String], from: Int64, to: Int64, width: Int64,
+        keys: [String: any ReadingKey]
     ) throws -> [Slice] {
         guard to > from else { return [] }
         let values = fields.indices.map {
@@ -235,23 +300,51 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             db,
             sql: """
                 SELECT slice, \(sums) FROM (
-                    SELECT (received_at - ?) / ? * ? + ? AS slice, \(values) FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ?
+                    SELECT (received_at - ?) / ? * ? + ? AS slice, \(values) FROM readings
+                    WHERE serial = ? AND received_at >= ? AND received_at < ? AND key_id IS NULL
                 ) GROUP BY slice ORDER BY slice
                 """,
             arguments: arguments
         )
-        var out: [Slice] = []
+        var out: [Int64: [String: Slice]] = [:]
         for row in rows {
             for (i, field) in fields.enumerated() {
                 let n: Int = row[1 + 4 * i]
                 guard n > 0 else { continue }
-                out.append(
-                    Slice(
-                        start: row[0], field: field, count: n, min: row[2 + 4 * i], max: row[3 + 4 * i],
-                        total: row[4 + 4 * i]))
+                out[row[0], default: [:]][field] = Slice(
+                    start: row[0], field: field, count: n, min: row[2 + 4 * i], max: row[3 + 4 * i],
+                    total: row[4 + 4 * i])
             }
         }
-        return out
+        let sealed = try Row.fetchCursor(
+            db,
+            sql: """
+                SELECT seq, received_at, key_id, sealed FROM readings
+                WHERE serial = ? AND received_at >= ? AND received_at < ? AND key_id IS NOT NULL
+                """,
+            arguments: [serial.rawValue, from, to])
+        while let row = try sealed.next() {
+            guard let values = try open(row, serial: serial, keys: keys) else { continue }
+            let slice = (row["received_at"] as Int64 - from) / width * width + from
+            for field in fields {
+                guard case .number(let v)? = values[field] else { continue }
+                out[slice, default: [:]][field] =
+                    out[slice]?[field].map { $0.adding(v) }
+                    ?? Slice(start: slice, field: field, count: 1, min: v, max: v, total: v)
+            }
+        }
+        return out.sorted { $0.key < $1.key }.flatMap { $0.value.values.sorted { $0.field < $1.field } }
+    }
+
+    /// A sealed row's values, or nil when its key is gone (a deleted owner's).
+    static func open(_ row: Row, serial: DeviceSerial, keys: [String: any ReadingKey]) throws -> [String: JSONValue]? {
+        guard let key = keys[row["key_id"] as String] else { return nil }
+        let sealed: Data = row["sealed"]
+        let plain = try key.open(Array(sealed), context: context(serial.rawValue, row["seq"]))
+        guard case .object(let values) = try JSONValue.parse(plain) else {
+            throw HearthError(.integrity, "a stored reading is not an object")
+        }
+        return values
     }
 
     /// Division rounding towards minus infinity (slices before 1970 line up too).
@@ -307,32 +400,100 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     }
 
     public func expire(_ serial: DeviceSerial, cutoffs: [String: Date]) async throws -> Int {
-        guard let latest = cutoffs.values.max() else { return 0 }
-        let fields = cutoffs.sorted { $0.key < $1.key }.map {
-            (path: "$.\"\($0.key.replacingOccurrences(of: "\"", with: ""))\"", cutoff: millis($0.value))
-        }
+        guard !cutoffs.isEmpty else { return 0 }
+        let keys = try await openingKeys(serial)
         return try await pool.write { db in
-            let any = fields.map { _ in "(received_at < ? AND json_type(vals, ?) IS NOT NULL)" }
+            // Each field is already gone from readings received before its mark (the previous
+            // run's cutoff), so only [mark, cutoff) is looked at: retention does not reopen a
+            // device's whole history every hour.
+            let marks = Dictionary(
+                try Row.fetchAll(
+                    db, sql: "SELECT field, through FROM expiry_marks WHERE serial = ?", arguments: [serial.rawValue]
+                ).map { ($0["field"] as String, $0["through"] as Int64) }, uniquingKeysWith: max)
+            let fields = cutoffs.sorted { $0.key < $1.key }.map { field, cutoff in
+                (
+                    name: field, path: "$.\"\(field.replacingOccurrences(of: "\"", with: ""))\"",
+                    from: marks[field] ?? Int64.min, to: millis(cutoff)
+                )
+            }.filter { $0.to > $0.from }
+            guard let lowest = fields.map(\.from).min(), let latest = fields.map(\.to).max() else { return 0 }
+
+            // Readings in clear, in SQL.
+            let any = fields.map { _ in "(received_at >= ? AND received_at < ? AND json_type(vals, ?) IS NOT NULL)" }
                 .joined(separator: " OR ")
-            var arguments: StatementArguments = [serial.rawValue, millis(latest)]
-            for f in fields { arguments += [f.cutoff, f.path] }
-            let changed =
+            var arguments: StatementArguments = [serial.rawValue, lowest, latest]
+            for f in fields { arguments += [f.from, f.to, f.path] }
+            var changed =
                 try Int.fetchOne(
-                    db, sql: "SELECT COUNT(*) FROM readings WHERE serial = ? AND received_at < ? AND (\(any))",
+                    db,
+                    sql: """
+                        SELECT COUNT(*) FROM readings
+                        WHERE serial = ? AND received_at >= ? AND received_at < ? AND key_id IS NULL AND (\(any))
+                        """,
                     arguments: arguments) ?? 0
-            guard changed > 0 else { return 0 }
+            if changed > 0 {
+                for f in fields {
+                    try db.execute(
+                        sql: """
+                            UPDATE readings SET vals = json_remove(vals, ?)
+                            WHERE serial = ? AND received_at >= ? AND received_at < ? AND key_id IS NULL
+                            AND json_type(vals, ?) IS NOT NULL
+                            """,
+                        arguments: [f.path, serial.rawValue, f.from, f.to, f.path])
+                }
+                try db.execute(
+                    sql: """
+                        DELETE FROM readings
+                        WHERE serial = ? AND received_at >= ? AND received_at < ? AND key_id IS NULL AND vals = '{}'
+                        """,
+                    arguments: [serial.rawValue, lowest, latest])
+            }
+            // Sealed readings: opened, the expired fields taken out, sealed again under the same key.
+            let rows = try Row.fetchCursor(
+                db,
+                sql: """
+                    SELECT position, seq, received_at, key_id, sealed FROM readings
+                    WHERE serial = ? AND received_at >= ? AND received_at < ? AND key_id IS NOT NULL
+                    """,
+                arguments: [serial.rawValue, lowest, latest])
+            var rewrites: [(position: Int64, sealed: Data?)] = []
+            while let row = try rows.next() {
+                guard var values = try Self.open(row, serial: serial, keys: keys),
+                    let key = keys[row["key_id"] as String]
+                else { continue }
+                let at: Int64 = row["received_at"]
+                let before = values.count
+                for f in fields where at >= f.from && at < f.to { values[f.name] = nil }
+                guard values.count < before else { continue }
+                rewrites.append(
+                    (
+                        row["position"],
+                        values.isEmpty
+                            ? nil
+                            : Data(
+                                try key.seal(
+                                    Array(JSONValue.object(values).text.utf8),
+                                    context: Self.context(serial.rawValue, row["seq"])))
+                    ))
+            }
+            for r in rewrites {
+                if let sealed = r.sealed {
+                    try db.execute(
+                        sql: "UPDATE readings SET sealed = ? WHERE position = ?", arguments: [sealed, r.position])
+                } else {
+                    try db.execute(sql: "DELETE FROM readings WHERE position = ?", arguments: [r.position])
+                }
+            }
+            changed += rewrites.count
             for f in fields {
                 try db.execute(
                     sql: """
-                        UPDATE readings SET vals = json_remove(vals, ?)
-                        WHERE serial = ? AND received_at < ? AND json_type(vals, ?) IS NOT NULL
+                        INSERT INTO expiry_marks (serial, field, through) VALUES (?, ?, ?)
+                        ON CONFLICT (serial, field) DO UPDATE SET through = max(through, excluded.through)
                         """,
-                    arguments: [f.path, serial.rawValue, f.cutoff, f.path])
+                    arguments: [serial.rawValue, f.name, f.to])
             }
-            try db.execute(
-                sql: "DELETE FROM readings WHERE serial = ? AND received_at < ? AND vals = '{}'",
-                arguments: [serial.rawValue, millis(latest)])
-            try Self.forgetSummaries(serial, db: db)
+            if changed > 0 { try Self.forgetSummaries(serial, db: db) }
             return changed
         }
     }
@@ -343,17 +504,24 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         try db.execute(sql: "DELETE FROM series_marks WHERE serial = ?", arguments: [serial.rawValue])
     }
 
-    static func record(_ row: Row) throws -> TelemetryRecord {
-        guard case .object(let values) = try JSONValue.parse(Array((row["vals"] as String).utf8)) else {
-            throw HearthError(.integrity, "a stored reading is not an object")
+    /// A stored reading, or nil when it is sealed under a key that is gone.
+    static func record(_ row: Row, keys: [String: any ReadingKey]) throws -> TelemetryRecord? {
+        let serial = try DeviceSerial(row["serial"] as String)
+        let values: [String: JSONValue]
+        if (row["key_id"] as String?) != nil {
+            guard let opened = try open(row, serial: serial, keys: keys) else { return nil }
+            values = opened
+        } else {
+            guard case .object(let plain) = try JSONValue.parse(Array((row["vals"] as String).utf8)) else {
+                throw HearthError(.integrity, "a stored reading is not an object")
+            }
+            values = plain
         }
         return TelemetryRecord(
             position: row["position"],
             reading: TelemetryReading(
-                serial: try DeviceSerial(row["serial"] as String), sequence: row["seq"],
-                deviceTime: (row["device_at"] as Int64?).map(date), receivedAt: date(row["received_at"]),
-                values: values,
-                droppedBefore: row["dropped"]
+                serial: serial, sequence: row["seq"], deviceTime: (row["device_at"] as Int64?).map(date),
+                receivedAt: date(row["received_at"]), values: values, droppedBefore: row["dropped"]
             )
         )
     }

@@ -26,10 +26,18 @@ public protocol HearthStore: Sendable {
     /// Accounts whose deletion is due at `now`.
     func deletionsDue(now: Date, limit: Int) async throws -> [AccountRecord]
     /// Deletes an account whose deletion was requested, in one transaction: its sessions, consents,
-    /// ownership history and the account itself, storing `receipt` under the request's token hash.
+    /// ownership history, data key (crypto-shredding its readings) and the account itself, storing
+    /// `receipt` under the request's token hash.
     /// The caller has ended its holds and deleted its readings first. Throws `.conflict` if it still
     /// holds a device; false if the account or its request is gone.
     func deleteAccount(_ account: AccountID, receipt: String, audit: AuditEntry) async throws -> Bool
+    /// The data key of `owner` (nil: the deployment's), if one was made.
+    func dataKey(owner: AccountID?) async throws -> DataKeyRecord?
+    /// Stores `key` unless its owner already has one; returns the one stored (so two racing
+    /// first readings agree on one key).
+    func addDataKey(_ key: DataKeyRecord) async throws -> DataKeyRecord
+    /// The data keys with these ids that exist (a deleted account's is gone).
+    func dataKeys(ids: Set<String>) async throws -> [DataKeyRecord]
     /// A stored deletion receipt, by the hash of its token.
     func deletionReceipt(tokenHash: String) async throws -> String?
     /// Replaces the account's recovery code hash.
@@ -86,6 +94,13 @@ public protocol HearthStore: Sendable {
     /// seen (a message sent again); nil with only the audit entry for a device nobody held.
     func resetDevice(_ serial: DeviceSerial, resetID: String, at: Date, audit: AuditEntry) async throws
         -> OwnershipRecord?
+    /// Re-keying: stores a certificate for the device's new key beside its current one. False,
+    /// changing nothing, for an unknown or revoked device.
+    func setPendingCertificate(_ serial: DeviceSerial, pem: String, audit: AuditEntry) async throws -> Bool
+    /// The device connected with its pending certificate `pem`: it becomes the device's only
+    /// certificate (the old one is refused from now on). False, changing nothing, unless `pem` is
+    /// still the pending one.
+    func promoteCertificate(_ serial: DeviceSerial, pem: String, audit: AuditEntry) async throws -> Bool
     /// The devices `owner` held once, oldest first.
     func ownerships(of owner: AccountID) async throws -> [OwnershipRecord]
     /// Ended holds whose readings are to be deleted and are not yet, oldest first.

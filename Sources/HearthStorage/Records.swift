@@ -77,11 +77,15 @@ public struct DeviceRecord: Sendable, Equatable {
     /// the device until `reservation.until` (the previous owner, who also knows the label code,
     /// cannot take it back meanwhile).
     public var reservation: DeviceReservation?
+    /// A certificate issued for the device's new key (re-keying) that it has not connected with
+    /// yet: both work until it does, then only the new one (the old one is revoked).
+    public var pendingCertificatePEM: String?
 
     public init(
         serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date,
         owner: AccountID? = nil, claimedAt: Date? = nil,
-        revokedAt: Date? = nil, nameSealed: Data? = nil, reservation: DeviceReservation? = nil
+        revokedAt: Date? = nil, nameSealed: Data? = nil, reservation: DeviceReservation? = nil,
+        pendingCertificatePEM: String? = nil
     ) {
         self.serial = serial
         self.model = model
@@ -93,6 +97,7 @@ public struct DeviceRecord: Sendable, Equatable {
         self.revokedAt = revokedAt
         self.nameSealed = nameSealed
         self.reservation = reservation
+        self.pendingCertificatePEM = pendingCertificatePEM
     }
 }
 
@@ -274,5 +279,23 @@ public struct DeletionRequest: Sendable, Equatable {
         self.requestedAt = requestedAt
         self.after = after
         self.receiptTokenHash = receiptTokenHash
+    }
+}
+
+/// A data key as stored: wrapped by the KEK. One per owner (and one for the deployment, for
+/// readings of devices nobody holds); deleted with the owner's account, which crypto-shreds
+/// whatever was sealed under it.
+public struct DataKeyRecord: Sendable, Equatable {
+    public let id: String
+    /// Nil: the deployment's key.
+    public let owner: AccountID?
+    public let wrapped: Data
+    public let createdAt: Date
+
+    public init(id: String, owner: AccountID?, wrapped: Data, createdAt: Date) {
+        self.id = id
+        self.owner = owner
+        self.wrapped = wrapped
+        self.createdAt = createdAt
     }
 }

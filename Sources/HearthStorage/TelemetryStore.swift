@@ -94,3 +94,25 @@ public protocol TelemetryStore: Sendable {
     @discardableResult
     func expire(_ serial: DeviceSerial, cutoffs: [String: Date]) async throws -> Int
 }
+
+/// A data key readings are sealed under at rest (AES-256-GCM in the server). `context` is bound as
+/// associated data (the device and sequence number), so a sealed value cannot be moved to another
+/// reading unnoticed.
+public protocol ReadingKey: Sendable {
+    /// Stored beside each sealed reading; never the key itself.
+    var id: String { get }
+    func seal(_ plaintext: [UInt8], context: [UInt8]) throws -> [UInt8]
+    /// Throws when the value was altered or sealed for another context.
+    func open(_ sealed: [UInt8], context: [UInt8]) throws -> [UInt8]
+}
+
+/// Where a telemetry store gets its data keys: one per owner, so destroying an owner's key
+/// crypto-shreds their readings everywhere they were copied (the database, its log, backups).
+public protocol ReadingKeys: Sendable {
+    /// The key readings of `serial` received now are sealed under (its owner's, or the
+    /// deployment's for a device nobody holds).
+    func sealing(_ serial: DeviceSerial) async throws -> any ReadingKey
+    /// The keys with these ids that still exist; a destroyed key is absent, and the readings under
+    /// it are unreadable.
+    func opening(_ ids: Set<String>) async throws -> [String: any ReadingKey]
+}

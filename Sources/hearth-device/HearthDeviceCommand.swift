@@ -212,6 +212,8 @@ func describe(_ event: DeviceEvent) -> String {
             ? "the owner allows every optional field"
             : "not sent, as the owner chose: \(withheld.joined(separator: ", "))"
     case .resetAcknowledged(let id): "the server heard of factory reset \(id) and ended the owner's claim"
+    case .rekeyed: "made a new key and installed its certificate; reconnecting with it (the old key is then refused)"
+    case .rekeyFailed(let why): "could not make a new key: \(why)"
     }
 }
 

@@ -20,8 +20,115 @@ struct Bench: AsyncParsableCommand {
             use_identity_as_username, a per-device ACL), so both servers face the same clients. Then \
             `hearth bench run` against either endpoint. bench/gateway.sh runs the whole comparison.
             """,
-        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self]
+        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self]
     )
+
+    /// `hearth bench ingest`: the readings store's append throughput with readings sealed under
+    /// per-owner keys beside the same appends in clear, alternating, in one run (issue 15's measure).
+    struct Ingest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ingest",
+            abstract: "Time appending readings with per-owner encryption on and off, side by side.",
+            discussion: """
+                For benchmarks only. Makes a fresh data folder with D devices held by O owners, then appends \
+                R readings per round in batches of B (as the gateway's group commit does: one transaction \
+                per batch) to two readings databases: one sealing each reading under its owner's data key, \
+                as the server does, and one keeping them in clear. Rounds alternate between the two so both \
+                see the same machine state; the medians and their ratio are printed.
+                """)
+        @Option(help: "The data folder to create (must not exist).") var data: String
+        @Option(help: "Devices.") var devices: Int = 1_000
+        @Option(help: "Owners the devices are spread over.") var owners: Int = 100
+        @Option(help: "Readings per round.") var readings: Int = 200_000
+        @Option(help: "Readings per transaction.") var batch: Int = 256
+        @Option(help: "Rounds of each.") var rounds: Int = 5
+
+        func run() async throws {
+            try await reportingErrors {
+                guard (1...100_000).contains(devices), (1...devices).contains(owners),
+                    (1_000...10_000_000).contains(readings), (1...10_000).contains(batch), (1...50).contains(rounds)
+                else {
+                    throw HearthError.invalid(
+                        "devices",
+                        "1 to 100,000 devices, 1 owner to one per device, 1,000 to 10,000,000 readings per "
+                            + "round, batches of 1 to 10,000, 1 to 50 rounds")
+                }
+                guard !FileManager.default.fileExists(atPath: data) else {
+                    throw HearthError.invalid("data", "\(data) exists; give a folder to create")
+                }
+                var options = try DataOptions.parse([])
+                options.data = data
+                let (folder, store) = try options.open()
+                let model = ProductModel.demoModels()[0]
+                let now = Date()
+                try await store.createModel(
+                    model, at: now,
+                    audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: now))
+                var rng = SystemRandomNumberGenerator()
+                let serials = (0..<devices).map { _ in DeviceSerial.random(using: &rng) }
+                try await store.addDevices(
+                    serials.map {
+                        DeviceRecord(
+                            serial: $0, model: model.id, certificatePEM: "bench placeholder",
+                            setupCodeHash: "bench placeholder", provisionedAt: now)
+                    }, audit: AuditEntry(.devicesProvisioned, actor: "bench", at: now))
+                let accounts = (0..<owners).map { _ in AccountID() }
+                for (i, id) in accounts.enumerated() {
+                    try await store.createAccount(
+                        AccountRecord(
+                            id: id, role: .owner, emailIndex: "bench-\(i)", emailSealed: Data(),
+                            passwordHash: "bench placeholder", createdAt: now),
+                        audit: AuditEntry(.accountCreated, actor: "bench", at: now))
+                }
+                for (i, serial) in serials.enumerated() {
+                    _ = try await store.claimDevice(
+                        serial, owner: accounts[i % owners], emailIndex: "bench-\(i % owners)", at: now,
+                        audit: AuditEntry(.deviceClaimed, actor: "bench", at: now))
+                }
+                let (sealed, _) = try openTelemetry(folder, store: store)
+                let clear = try SQLiteTelemetryStore(path: folder.url.appendingPathComponent("clear.sqlite").path)
+                var next = 0
+                @Sendable func reading(_ i: Int) -> TelemetryReading {
+                    let temperature: Double = 19 + 3 * sin(Double(i) / 500)
+                    let values: [String: JSONValue] = [
+                        "temperature": .number(temperature), "heating": .bool(i % 7 == 0), "target": .number(21),
+                    ]
+                    return TelemetryReading(
+                        serial: serials[i % devices], sequence: Int64(i / devices + 1), deviceTime: now,
+                        receivedAt: now.addingTimeInterval(Double(i) / 1_000), values: values)
+                }
+                func round(_ telemetry: SQLiteTelemetryStore) async throws -> Double {
+                    let first = next
+                    next += readings
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    for start in stride(from: first, to: first + readings, by: batch) {
+                        let readings = (start..<min(first + readings, start + batch)).map(reading)
+                        try await telemetry.append(readings, refusals: [])
+                    }
+                    return Double(readings) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                }
+                var rates: (sealed: [Double], clear: [Double]) = ([], [])
+                for r in 1...rounds {
+                    rates.clear.append(try await round(clear))
+                    rates.sealed.append(try await round(sealed))
+                    print(
+                        String(
+                            format: "round %d/%d: in clear %.0f readings/s, sealed %.0f readings/s", r, rounds,
+                            rates.clear.last ?? 0, rates.sealed.last ?? 0))
+                    fflush(nil)
+                }
+                let clearRate = rates.clear.sorted()[rounds / 2]
+                let sealedRate = rates.sealed.sorted()[rounds / 2]
+                print(
+                    String(
+                        format: "median: in clear %.0f readings/s, sealed %.0f readings/s, ratio %.2f",
+                        clearRate, sealedRate, sealedRate / clearRate))
+                print(
+                    #"{"bench":"ingest","devices":\#(devices),"owners":\#(owners),"batch":\#(batch),"clearPerSecond":\#(clearRate.rounded()),"sealedPerSecond":\#(sealedRate.rounded()),"ratio":\#(sealedRate / clearRate)}"#
+                )
+            }
+        }
+    }
 
     /// `hearth bench data-rights`: an owner with D devices and R readings exports everything, then
     /// deletes the account; both timed (issue 15's measures).
@@ -50,7 +157,7 @@ struct Bench: AsyncParsableCommand {
                 var options = try DataOptions.parse([])
                 options.data = data
                 let (folder, store) = try options.open()
-                let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+                let (telemetry, readingKeys) = try openTelemetry(folder, store: store)
                 let model = ProductModel.demoModels()[0]
                 let started = Date()
                 let time = ManualTimeSource(started.addingTimeInterval(-150 * 86_400))
@@ -60,7 +167,8 @@ struct Bench: AsyncParsableCommand {
                 var settings = HearthSettings()
                 settings.hashCost = .testing
                 let hearth = try Hearth(
-                    store: store, kek: folder.kek, settings: settings, time: time, telemetry: telemetry)
+                    store: store, kek: folder.kek, settings: settings, time: time, telemetry: telemetry,
+                    readingKeys: readingKeys)
                 let units = try await Provisioner(
                     store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing,
                     publicURL: "https://127.0.0.1:8443", time: time
@@ -147,7 +255,7 @@ struct Bench: AsyncParsableCommand {
                 var options = try DataOptions.parse([])
                 options.data = data
                 let (folder, store) = try options.open()
-                let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+                let (telemetry, _) = try openTelemetry(folder, store: store)
                 let model = ProductModel.demoModels()[0]
                 if try await store.model(model.id) == nil {
                     try await store.createModel(

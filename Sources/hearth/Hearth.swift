@@ -168,6 +168,14 @@ struct GatewayOptions: ParsableArguments {
     }
 }
 
+/// The readings database of `folder`, each reading sealed under its owner's data key (the keys
+/// wrapped by the folder's KEK in `store`). Give the same keys to ``Hearth`` so ownership changes
+/// and account deletions reach them.
+func openTelemetry(_ folder: DataFolder, store: SQLiteStore) throws -> (SQLiteTelemetryStore, DataKeys) {
+    let keys = DataKeys(store: store, kek: folder.kek)
+    return (try SQLiteTelemetryStore(path: folder.telemetryPath, keys: keys), keys)
+}
+
 /// Starts the HTTPS server and the MQTT gateway on `folder` and runs until SIGINT/SIGTERM.
 /// `ready` learns the bound addresses; `companions` run beside the server and stop first.
 func runServer(
@@ -178,7 +186,7 @@ func runServer(
 ) async throws {
     var logger = Logger(label: "hearth")
     logger.logLevel = .info
-    let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+    let (telemetry, readingKeys) = try openTelemetry(folder, store: store)
     let brokerState = try SQLiteBrokerStateStore(path: folder.brokerStatePath)
     let gateway: MQTTGateway
     do {
@@ -213,8 +221,10 @@ func runServer(
     // Requests must name a host the server certificate covers (`--hostname`); others get 421.
     settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames
     let hearth = try Hearth(
-        store: store, kek: folder.kek, settings: settings, telemetry: telemetry, commands: gateway, updates: updates)
+        store: store, kek: folder.kek, settings: settings, telemetry: telemetry, readingKeys: readingKeys,
+        commands: gateway, updates: updates)
     gateway.attach(resets: hearth)
+    gateway.attach(certificates: DeviceCertificates(store: store, deviceCA: folder.deviceCA))
     if folder.created {
         print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.")
     }
@@ -544,7 +554,7 @@ struct DeviceCommand: AsyncParsableCommand {
                 print(
                     "serial\t\(device.serial)\nmodel\t\(device.model)\nclaimed\t\(device.claimedAt.map { "\($0)" } ?? "no")\nrevoked\t\(device.revokedAt.map { "\($0)" } ?? "no")"
                 )
-                let telemetry = try SQLiteTelemetryStore(path: folder.telemetryPath)
+                let (telemetry, _) = try openTelemetry(folder, store: store)
                 if let latest = try await telemetry.latest(serial) {
                     print("latest\t\(JSONValue.object(latest.reading.values).text) at \(latest.reading.receivedAt)")
                 }

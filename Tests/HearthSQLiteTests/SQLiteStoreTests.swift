@@ -1,8 +1,10 @@
 import Foundation
 import GRDB
 import HearthCore
+import HearthCrypto
 import HearthSQLite
 import HearthStorage
+import Synchronization
 import Testing
 
 /// A stand-in MAC for storage tests (the real one, keyed from the KEK, is tested in the server).
@@ -90,13 +92,100 @@ func temporaryDirectory() throws -> URL {
     }
 }
 
+/// Data keys for the sealed-readings tests: one per device, made on first use, destroyable.
+final class TestReadingKeys: ReadingKeys {
+    struct Key: ReadingKey {
+        let key: DataKey
+        var id: String { key.id }
+        func seal(_ plaintext: [UInt8], context: [UInt8]) throws -> [UInt8] {
+            try key.seal(plaintext, context: context)
+        }
+        func open(_ sealed: [UInt8], context: [UInt8]) throws -> [UInt8] { try key.open(sealed, context: context) }
+    }
+    private let keys = Mutex<[DeviceSerial: Key]>([:])
+
+    func sealing(_ serial: DeviceSerial) async throws -> any ReadingKey {
+        keys.withLock { k in
+            if let key = k[serial] { return key }
+            let key = Key(key: DataKey())
+            k[serial] = key
+            return key
+        }
+    }
+
+    func opening(_ ids: Set<String>) async throws -> [String: any ReadingKey] {
+        keys.withLock { k in
+            Dictionary(k.values.filter { ids.contains($0.id) }.map { ($0.id, $0 as any ReadingKey) }) { a, _ in a }
+        }
+    }
+
+    func destroy(_ serial: DeviceSerial) { _ = keys.withLock { $0.removeValue(forKey: serial) } }
+}
+
 @Suite struct SQLiteTelemetryStoreTests {
-    @Test(arguments: TelemetryContract.cases.indices)
-    func contract(_ index: Int) async throws {
+    /// Every case with readings in clear and with them sealed under per-device keys.
+    @Test(arguments: TelemetryContract.cases.indices, [false, true])
+    func contract(_ index: Int, sealed: Bool) async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let c = TelemetryContract.cases[index]
-        try await c.run(try SQLiteTelemetryStore(path: dir.appendingPathComponent("t.sqlite").path))
+        try await c.run(
+            try SQLiteTelemetryStore(
+                path: dir.appendingPathComponent("t.sqlite").path, keys: sealed ? TestReadingKeys() : nil))
+    }
+
+    /// Sealed readings: no value is in the database or its log in clear, they read back whole, a
+    /// reading's sealed value moved to another row does not open, and once the key is destroyed
+    /// they cannot be read from any copy of the files.
+    @Test func sealedReadingsAreUnreadableWithoutTheirKey() async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("t.sqlite").path
+        let keys = TestReadingKeys()
+        let store = try SQLiteTelemetryStore(path: path, keys: keys)
+        let a = TelemetryContract.a
+        let secret = 23.456_789_1
+        try await store.append(
+            (1...50).map {
+                TelemetryReading(
+                    serial: a, sequence: $0, deviceTime: nil, receivedAt: TelemetryContract.t0 + Double($0),
+                    values: ["temperature": .number(secret), "note": "front door opened"])
+            }, refusals: [])
+        func files() throws -> Data {
+            try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("t.sqlite") }.reduce(
+                into: Data()
+            ) { $0 += try Data(contentsOf: dir.appendingPathComponent($1)) }
+        }
+        let bytes = try files()
+        #expect(bytes.count > 10_000)
+        for clear in ["23.4567891", "front door"] { #expect(bytes.range(of: Data(clear.utf8)) == nil, "\(clear)") }
+        let back = try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
+        #expect(back.count == 50 && back.allSatisfy { $0.reading.values["temperature"] == .number(secret) })
+        let chart = try await store.series(
+            a, fields: ["temperature"], from: TelemetryContract.t0, to: TelemetryContract.t0 + 100, slice: 100,
+            settledBefore: TelemetryContract.t0)
+        #expect(chart["temperature"]?.map(\.count) == [50])
+
+        // A sealed value copied onto another reading is refused (bound to device and sequence).
+        let pool = try DatabaseQueue(path: path)
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE readings SET sealed = (SELECT sealed FROM readings WHERE seq = 1) WHERE seq = 2")
+        }
+        await #expect(throws: HearthError.self) {
+            _ = try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
+        }
+        try await pool.write { db in try db.execute(sql: "DELETE FROM readings WHERE seq = 2") }
+
+        // Crypto-shredding: a copy taken before (a backup) is unreadable once the key is gone.
+        let backup = dir.appendingPathComponent("backup.sqlite").path
+        try pool.backup(to: try DatabaseQueue(path: backup))
+        keys.destroy(a)
+        #expect(try await store.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 100).isEmpty)
+        #expect(try await store.latest(a) == nil)
+        let restored = try SQLiteTelemetryStore(path: backup, keys: keys)
+        #expect(try await restored.readingCount() == 49, "the rows are there")
+        #expect(try await restored.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 100).isEmpty)
     }
 
     @Test(arguments: TelemetryContract.brokerCases.indices)

@@ -441,5 +441,54 @@ public enum StoreContract {
             try await store.setSecurityTeam(a.id, member: false, audit: audit(.securityTeamChanged))
             try await require(!(store.isSecurityTeam(a.id)), "withdrawn")
         },
+        Case(description: "one data key per owner and one for the deployment; an account's goes with it") { store in
+            let a = account(1)
+            try await store.createAccount(a, audit: audit())
+            try await require(store.dataKey(owner: a.id) == nil, "none until made")
+            let first = DataKeyRecord(id: "k1", owner: a.id, wrapped: Data([1, 2, 3]), createdAt: t0)
+            try await require(store.addDataKey(first) == first, "stored")
+            let racing = DataKeyRecord(id: "k2", owner: a.id, wrapped: Data([4]), createdAt: t0)
+            try await require(store.addDataKey(racing) == first, "a second key for the owner loses to the first")
+            let deployment = DataKeyRecord(id: "k3", owner: nil, wrapped: Data([5]), createdAt: t0)
+            try await require(store.addDataKey(deployment) == deployment, "the deployment's")
+            try await require(store.dataKey(owner: nil) == deployment, "found")
+            try await require(
+                store.dataKeys(ids: ["k1", "k2", "k3", "k9"]).map(\.id).sorted() == ["k1", "k3"], "by id, only existing"
+            )
+            try await require(
+                store.setDeletion(
+                    a.id, DeletionRequest(requestedAt: t0, after: t0, receiptTokenHash: "t"),
+                    audit: audit(.deletionRequested)),
+                "deletion requested")
+            try await require(store.deleteAccount(a.id, receipt: "{}", audit: audit(.accountDeleted)), "deleted")
+            try await require(store.dataKey(owner: a.id) == nil, "the owner's key went with the account")
+            try await require(store.dataKeys(ids: ["k1", "k3"]).map(\.id) == ["k3"], "the deployment's stays")
+        },
+        Case(description: "a pending certificate works beside the current one until promoted") { store in
+            let model = ProductModel.demoModels()[0]
+            try await store.createModel(model, at: t0, audit: audit(.modelCreated))
+            let (d, revoked) = (device(model), device(model))
+            try await store.addDevices([d, revoked], audit: audit(.devicesProvisioned))
+            try await require(
+                !(store.promoteCertificate(d.serial, pem: "NEW", audit: audit(.deviceCertificateReplaced))),
+                "nothing pending")
+            try await require(
+                store.setPendingCertificate(d.serial, pem: "NEW", audit: audit(.deviceCertificateIssued)), "pending")
+            try await require(store.device(d.serial)?.certificatePEM == "PEM", "the current one stays")
+            try await require(
+                !(store.promoteCertificate(d.serial, pem: "OTHER", audit: audit(.deviceCertificateReplaced))),
+                "only the pending one")
+            try await require(
+                store.promoteCertificate(d.serial, pem: "NEW", audit: audit(.deviceCertificateReplaced)), "promoted")
+            let after = try await store.device(d.serial)
+            try await require(after?.certificatePEM == "NEW" && after?.pendingCertificatePEM == nil, "switched")
+            _ = try await store.revokeDevice(revoked.serial, at: t0, audit: audit(.deviceRevoked))
+            try await require(
+                !(store.setPendingCertificate(revoked.serial, pem: "NEW", audit: audit(.deviceCertificateIssued))),
+                "not for a revoked device")
+            try await require(
+                !(store.setPendingCertificate(device(model).serial, pem: "NEW", audit: audit(.deviceCertificateIssued))),
+                "not for an unknown one")
+        },
     ]
 }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import HearthCore
+import HearthSQLite
 import HearthServer
 import HearthStorage
 import Hummingbird
@@ -16,9 +17,10 @@ import Testing
     static let password = "a long and unusual passphrase"
 
     /// Whether any of the deployment's SQLite files (and their -wal) holds `text`.
-    static func filesHold(_ d: TestDeployment, _ text: String) -> Bool {
-        let needle = Data(text.utf8)
-        return [d.folder.databasePath, d.folder.telemetryPath].flatMap { [$0, $0 + "-wal"] }.contains { path in
+    static func filesHold(_ d: TestDeployment, _ text: String) -> Bool { filesHold(d, Data(text.utf8)) }
+
+    static func filesHold(_ d: TestDeployment, _ needle: Data) -> Bool {
+        [d.folder.databasePath, d.folder.telemetryPath].flatMap { [$0, $0 + "-wal"] }.contains { path in
             FileManager.default.contents(atPath: path).map { $0.range(of: needle) != nil } ?? false
         }
     }
@@ -54,9 +56,23 @@ import Testing
             d.time.advance(by: 1)
             _ = try await client.call(
                 .post, "/api/v1/devices/\(units[1].serial)/unclaim", body: #"{"history":"keep"}"#, token: ann)
+            // Sealed under each owner's data key from the start: no value is on disk in clear (the
+            // search does find what is there: the serial numbers are kept in clear).
+            #expect(Self.filesHold(d, units[0].serial.rawValue), "the search finds what is there")
+            for value in ["17.3829", "16.2837", "15.1234"] { #expect(!Self.filesHold(d, value), "\(value) sealed") }
             #expect(
-                Self.filesHold(d, "17.3829") && Self.filesHold(d, "16.2837") && Self.filesHold(d, "15.1234"),
-                "the search finds what is there")
+                try await telemetry.readings(
+                    units[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100
+                ).first?.reading.values["temperature"] == .number(17.3829), "and read back whole")
+            let annID = try #require(try await d.store.device(units[0].serial)?.owner)
+            let annKey = try #require(try await d.store.dataKey(owner: annID))
+            #expect(Self.filesHold(d, annKey.wrapped), "her wrapped data key is in the database")
+            // A backup of the readings, taken now: after the deletion, her part of it is unreadable.
+            let backup = d.dir.appendingPathComponent("backup-telemetry.sqlite")
+            for suffix in ["", "-wal"] where FileManager.default.fileExists(atPath: d.folder.telemetryPath + suffix) {
+                try FileManager.default.copyItem(
+                    atPath: d.folder.telemetryPath + suffix, toPath: backup.path + suffix)
+            }
 
             // Requests: wrong password, then a real one; twice is a conflict; cancel; again.
             let delete = "/api/v1/account/delete"
@@ -103,10 +119,24 @@ import Testing
             #expect(try await d.store.device(units[2].serial)?.owner != nil, "Bob's is not touched")
             #expect(!Self.filesHold(d, "17.3829"), "her readings are not on disk, WAL included")
             #expect(!Self.filesHold(d, "16.2837"), "nor those of the device she had before")
-            #expect(Self.filesHold(d, "15.1234"), "Bob's are")
+            #expect(try await d.store.dataKey(owner: annID) == nil, "her data key is destroyed")
+            #expect(!Self.filesHold(d, annKey.wrapped), "and gone from the files, WAL included")
             let bobs = try await telemetry.readings(
                 units[2].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
             #expect(bobs.count == 50)
+            // Crypto-shredded: the backup still holds her sealed readings, and they cannot be read.
+            let restored = try SQLiteTelemetryStore(path: backup.path, keys: try #require(d.hearth.readingKeys))
+            #expect(try await restored.readingCount() == 150, "the backup has every row")
+            for unit in units.prefix(2) {
+                #expect(
+                    try await restored.readings(
+                        unit.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100
+                    ).isEmpty, "hers cannot be opened")
+            }
+            #expect(
+                try await restored.readings(
+                    units[2].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100
+                ).count == 50, "Bob's can")
 
             // The receipt, checked with the deployment's published key; an edited one fails.
             let receipt = try await client.call(.get, "/api/v1/deletion-receipts/\(token)")

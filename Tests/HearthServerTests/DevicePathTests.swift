@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import HearthSQLite
+import HearthServer
 import HearthTestSupport
 import Testing
 
@@ -122,8 +123,12 @@ import Testing
         #expect(codes.count == payloads.count, "\(device.text.suffix(500))")
         let acknowledged = Set(codes.enumerated().compactMap { $0.element == 0 ? Int64($0.offset + 1) : nil })
         #expect(!acknowledged.isEmpty, "nothing was acknowledged before the kill: \(device.text.suffix(300))")
-        // After the crash: open the telemetry file as a restarted server would.
-        let store = try SQLiteTelemetryStore(path: dir.appendingPathComponent("telemetry.sqlite").path)
+        // After the crash: open the telemetry file as a restarted server would (readings sealed under
+        // their owner's key, the keys in the main database under the folder's KEK).
+        let folder = try DataFolder.open(path: dir.path)
+        let main = try SQLiteStore(path: folder.databasePath, sealer: KEKAuditSealer(kek: folder.kek))
+        let store = try SQLiteTelemetryStore(
+            path: folder.telemetryPath, keys: DataKeys(store: main, kek: folder.kek))
         let stored = Set(
             try await store.readings(
                 try DeviceSerial(thermostat.serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000

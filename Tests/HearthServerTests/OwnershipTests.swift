@@ -330,4 +330,26 @@ import Testing
             #expect(try await client.call(.get, "/api/v1/devices/\(unit.serial)/consents", token: bob).status == 200)
         }
     }
+
+    /// Re-keying is the owner's to ask for: others get 404, a signed-out caller 401, a deployment
+    /// with no gateway 503 (nothing audited). The device side is `RekeyTests`.
+    @Test func rekeyIsTheOwnersAndNeedsTheGateway() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        let unit = try await d.provisionThermostats(1)[0]
+        try await d.application.test(.router) { client in
+            let ann = try await client.owner("ann@example.com")
+            let bob = try await client.owner("bob@example.com")
+            #expect(
+                try await client.call(.post, "/api/v1/devices/claim", body: Self.claim(unit), token: ann).status == 201)
+            let path = "/api/v1/devices/\(unit.serial)/rekey"
+            #expect(try await client.call(.post, path).status == 401)
+            #expect(try await client.call(.post, path, token: bob).status == 404)
+            #expect(try await client.call(.post, "/api/v1/devices/NOT-A-SERIAL/rekey", token: ann).status == 404)
+            let unavailable = try await client.call(.post, path, token: ann)
+            #expect(unavailable.status == 503, "\(unavailable.text)")
+            let audit = try await d.store.auditRecords(subject: unit.serial.rawValue, limit: 50).map(\.kind)
+            #expect(!audit.contains(AuditKind.deviceRekeyRequested.rawValue))
+        }
+    }
 }

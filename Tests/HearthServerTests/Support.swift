@@ -33,9 +33,12 @@ struct TestDeployment {
         updates = Updates(
             repository: try UpdateRepository(
                 store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory, time: time), time: time)
+        // As the server does: readings sealed under their owner's data key.
+        let readingKeys = DataKeys(store: store, kek: folder.kek, time: time)
         hearth = try Hearth(
             store: store, kek: folder.kek, settings: settings, time: time,
-            telemetry: try SQLiteTelemetryStore(path: folder.telemetryPath), updates: updates)
+            telemetry: try SQLiteTelemetryStore(path: folder.telemetryPath, keys: readingKeys),
+            readingKeys: readingKeys, updates: updates)
     }
 
     var application: some ApplicationProtocol {

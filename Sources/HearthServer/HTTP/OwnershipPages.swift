@@ -58,6 +58,7 @@ struct OwnershipPages {
                         "confirm", "Type the serial \(device.serial.rawValue) to confirm", maxLength: 32,
                         autocomplete: "off")
                 ]),
+            "rekey": FormModel(action: "\(base)/rekey", csrf: csrf, button: "Give it a new key", []),
         ]
         for (id, form) in forms { forms[id] = form.identified(by: id) }
         if let (id, error, sent) = refused { forms[id] = forms[id]?.refused(error, sent: sent) }
@@ -82,6 +83,11 @@ struct OwnershipPages {
                     text: [
                         "For a device that is broken, lost, stolen or thrown away: its certificate is revoked so it can never connect again, and its readings are deleted. This cannot be undone."
                     ], form: forms["dispose"]),
+                Section(
+                    id: "rekey", title: "Give it a new key",
+                    text: [
+                        "If you think the device's key was copied (it was repaired, or someone had it), it can make a new one: the next time it is connected it makes the key inside the device, gets a certificate for it, and from then on its old key is refused. It stays yours and keeps its readings."
+                    ], form: forms["rekey"]),
             ],
             links: [Pages.Link(href: base, text: "Back to the device")])
     }
@@ -102,11 +108,12 @@ struct OwnershipPages {
                 page: Self.page(device, name: name, csrf: Pages.csrfToken(identity), refused: nil))
         }
 
-        for action in ["unclaim", "transfer", "dispose"] {
+        for action in ["unclaim", "transfer", "dispose", "rekey"] {
             let schema =
                 switch action {
                 case "unclaim": API.unclaimBody
                 case "transfer": API.transferBody
+                case "rekey": API.rekeyBody
                 default: API.disposeBody
                 }
             router.post("/devices/:serial/\(action)") { request, context in
@@ -127,6 +134,16 @@ struct OwnershipPages {
                             status: ErrorMiddleware.status(for: error.code))
                     }
                 ) { form in
+                    if action == "rekey" {
+                        _ = try await hearth.requestRekey(serial, by: identity)
+                        return views.render(
+                            "message", title: "New key requested", nav: nav,
+                            page: Pages.Message(
+                                heading: "\(name.prefix(1).uppercased() + name.dropFirst()) will make a new key",
+                                paragraphs: [
+                                    "The next time it is connected, it makes the key, gets a certificate for it and connects with it; from then on its old key is refused. Nothing else changes."
+                                ], links: [Pages.Link(href: "/devices/\(serial)", text: "Back to the device")]))
+                    }
                     let keep = form.string("history") == "keep"
                     let ended: OwnershipRecord
                     var paragraphs: [String] = []

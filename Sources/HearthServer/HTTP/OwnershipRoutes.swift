@@ -10,6 +10,7 @@ extension API {
         "history", .oneOf(["keep", "delete"]),
         "keep: your readings from your time stay in your export; delete: they are deleted now")
     static let unclaimBody = ObjectSchema([history])
+    static let rekeyBody = ObjectSchema([])
     static let transferBody = ObjectSchema([
         FieldSchema(
             "to", .string(maxLength: 254, pattern: EmailAddress.pattern),
@@ -68,6 +69,23 @@ extension API {
                     }
                     let ended = try await hearth.dispose(serial, by: try context.requireIdentity())
                     return JSON.response(Self.ownershipJSON(ended))
+                }
+            ),
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/devices/{serial}/rekey",
+                    summary:
+                        "The owner's device: ask it to make a new key; once it connects with the new key's certificate, the old one is refused",
+                    access: .signedIn, body: nil, success: .accepted,
+                    errors: [.unauthorized, .notFound, .conflict, .serviceUnavailable]),
+                { _, context, _ in
+                    let id = try await hearth.requestRekey(
+                        context.parameters.get("serial") ?? "", by: try context.requireIdentity())
+                    return JSON.response(
+                        [
+                            "request": .string(id),
+                            "status": "the device makes its new key when it is next connected",
+                        ], status: .accepted)
                 }
             ),
         ]

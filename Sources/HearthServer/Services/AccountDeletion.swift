@@ -97,6 +97,9 @@ extension Hearth {
                     "devicesReleased": .number(Double(devices)),
                     "deviceHoldsWithReadings": .number(Double(holds.count)),
                     "consentChoices": .number(Double(consents)), "sessions": .number(Double(sessions)),
+                    "dataKey": .string(
+                        "destroyed: readings sealed under it, wherever copies of them remain (the database's log, backups), can no longer be read"
+                    ),
                 ],
                 "kept": .string(
                     "the audit log's entries about this account (its random id, times, and the network addresses of sign-ins), as the security log"
@@ -107,8 +110,10 @@ extension Hearth {
                 account.id, receipt: receipt.text,
                 audit: AuditEntry(
                     .accountDeleted, subject: account.id.description,
-                    detail: "\(devices) devices released, \(holds.count) holds' readings deleted", at: now))
+                    detail: "\(devices) devices released, \(holds.count) holds' readings deleted, data key destroyed",
+                    at: now))
             {
+                readingKeys?.destroyed(owner: account.id)
                 deleted += 1
             }
         }

@@ -85,13 +85,17 @@ public final class Hearth: Sendable {
     public let commands: (any DeviceCommandChannel)?
     /// The update repository, rollouts and support periods; nil when this process runs none.
     public let updates: Updates?
+    /// The per-owner keys `telemetry` seals readings under (the same instance), told when a device
+    /// changes hands and when an owner's key is destroyed; nil when readings are kept in clear.
+    public let readingKeys: DataKeys?
     /// When this process started serving (the CSAF metadata's date while no advisory exists).
     public let startedAt: Date
 
     public init(
         store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings,
         time: any TimeSource = SystemTimeSource(),
-        telemetry: (any TelemetryStore)? = nil, commands: (any DeviceCommandChannel)? = nil, updates: Updates? = nil
+        telemetry: (any TelemetryStore)? = nil, readingKeys: DataKeys? = nil,
+        commands: (any DeviceCommandChannel)? = nil, updates: Updates? = nil
     ) throws {
         let passwords = PasswordPolicy(blocklist: CommonPasswords.list, dictionary: CommonPasswords.dictionary)
         guard passwords.blocklist.count > 10_000, (passwords.dictionary?.count ?? 0) > 80_000 else {
@@ -111,6 +115,7 @@ public final class Hearth: Sendable {
         decoyHash = hasher.decoy()
         receiptSigner = try ReceiptSigner(kek: kek)
         self.telemetry = telemetry
+        self.readingKeys = readingKeys
         self.commands = commands
         self.updates = updates
         startedAt = time.now()
@@ -362,6 +367,7 @@ public final class Hearth: Sendable {
                         .deviceClaimed, actor: owner.description, subject: serial.rawValue, detail: "from \(source)",
                         at: claimedAt))
             {
+                readingKeys?.forget(serial)
                 var claimed = device
                 claimed.owner = owner
                 claimed.claimedAt = claimedAt

@@ -71,6 +71,7 @@ extension Hearth {
         else {
             throw HearthError(.conflict, field: "serial", "this device changed meanwhile; reload and try again")
         }
+        readingKeys?.forget(device.serial)
         if let model = try await store.model(device.model) {
             await policyChanged(device.serial, DevicePolicy(model: model, granted: []))
         }
@@ -157,11 +158,7 @@ extension ProductModel {
 extension Hearth: DeviceResetChannel {
     public func deviceReset(_ payload: [UInt8], from serial: DeviceSerial) async throws {
         guard payload.count <= 256, case .object(let o) = try JSONValue.parse(payload), o.count == 1,
-            case .string(let id)? = o["reset"], (8...64).contains(id.utf8.count),
-            id.utf8.allSatisfy({
-                $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0)
-                    || (0x61...0x7A).contains($0)
-            })
+            case .string(let id)? = o["reset"], RequestID.isWellFormed(id)
         else {
             throw HearthError.invalid("reset", #"expected {"reset": ID}, ID 8-64 letters, digits or dashes"#)
         }
@@ -170,9 +167,12 @@ extension Hearth: DeviceResetChannel {
             try await store.resetDevice(
                 serial, resetID: id, at: now,
                 audit: AuditEntry(
-                    .deviceReset, actor: "device", subject: serial.rawValue, detail: "reset \(id)", at: now)) != nil,
-            let device = try await store.device(serial), let model = try await store.model(device.model)
+                    .deviceReset, actor: "device", subject: serial.rawValue, detail: "reset \(id)", at: now)) != nil
         else { return }
+        readingKeys?.forget(serial)
+        guard let device = try await store.device(serial), let model = try await store.model(device.model) else {
+            return
+        }
         await policyChanged(serial, DevicePolicy(model: model, granted: []))
     }
 }

@@ -158,9 +158,14 @@ def hand_on():
     driver.find_element(By.LINK_TEXT, "What this device collects, and your choices").click()
     WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/devices/{serial}/privacy"))
     go(f"/devices/{serial}")
-    driver.find_element(By.LINK_TEXT, "Remove, hand on or dispose of this device").click()
+    driver.find_element(By.LINK_TEXT, "Remove, hand on or dispose of this device, or give it a new key").click()
     WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/devices/{serial}/remove"))
     remember()
+    # A new key first (the device is offline: the request waits for its next connection).
+    submit("form[action$='/rekey'] button")
+    assert "will make a new key" in body(), body()[:400]
+    remember()
+    go(f"/devices/{serial}/remove")
     driver.find_element(By.CSS_SELECTOR, "form[action$='/transfer'] [name=to]").send_keys("bob@example.com")
     Select(driver.find_element(By.CSS_SELECTOR, "form[action$='/transfer'] [name=history]")).select_by_value("delete")
     submit("form[action$='/transfer'] button")
