@@ -325,7 +325,8 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             arguments: [serial.rawValue, from, to])
         while let row = try sealed.next() {
             guard let values = try open(row, serial: serial, keys: keys) else { continue }
-            let slice = (row["received_at"] as Int64 - from) / width * width + from
+            let at: Int64 = row["received_at"]
+            let slice = (at - from) / width * width + from
             for field in fields {
                 guard case .number(let v)? = values[field] else { continue }
                 out[slice, default: [:]][field] =

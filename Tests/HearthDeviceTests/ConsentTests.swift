@@ -22,16 +22,8 @@ struct ConsentTests {
         }
         try await fixture.withGateway { gateway, port, _ in
             let thermostat = try makeDevice(fixture, fixture.thermostats[0], port: port, reportEvery: 0.5)
-            let running = [
-                Task { try await thermostat.agent.run() },
-                Task {
-                    while !Task.isCancelled {
-                        try await thermostat.tick()
-                        try await Task.sleep(for: .milliseconds(100))
-                    }
-                },
-            ]
-            defer { for task in running { task.cancel() } }
+            let tasks = running(thermostat)
+            defer { for task in tasks { task.cancel() } }
 
             // Nothing agreed yet (an unclaimed device): humidity is never sent.
             try await eventually("three readings stored") { try await stored().count >= 3 }

@@ -82,16 +82,8 @@ struct FactoryResetTests {
                 if case .resetAcknowledged(let id) = event { acknowledged.withLock { $0.append(id) } }
             }
             #expect(await second.thermostatState.target == 21, "the reset survives a restart")
-            let running = [
-                Task { try await second.agent.run() },
-                Task {
-                    while !Task.isCancelled {
-                        try await second.tick()
-                        try await Task.sleep(for: .milliseconds(100))
-                    }
-                },
-            ]
-            defer { for task in running { task.cancel() } }
+            let tasks = running(second)
+            defer { for task in tasks { task.cancel() } }
             try await eventually("the server ends the claim") { try await fixture.store.device(serial)?.owner == nil }
             try await eventually("the device hears it") { acknowledged.withLock { $0 } == [resetID] }
             let past = try await fixture.store.ownerships(of: ann.id)

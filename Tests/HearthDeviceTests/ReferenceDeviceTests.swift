@@ -47,6 +47,20 @@ func makeDevice(
     )
 }
 
+/// Runs a reference device as it runs at home: its agent, and its control loop ticking every
+/// 100 ms. Cancel the tasks to stop it.
+func running(_ device: ReferenceDevice) -> [Task<Void, any Error>] {
+    [
+        Task { try await device.agent.run() },
+        Task {
+            while !Task.isCancelled {
+                try await device.tick()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        },
+    ]
+}
+
 @Suite("Reference devices: offline, reconnect, commands")
 struct ReferenceDeviceTests {
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)

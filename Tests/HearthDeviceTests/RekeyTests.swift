@@ -53,16 +53,8 @@ struct RekeyTests {
             let device = try makeDevice(fixture, unit, port: port, reportEvery: 0.2) { event in
                 events.withLock { $0.append(event) }
             }
-            let running = [
-                Task { try await device.agent.run() },
-                Task {
-                    while !Task.isCancelled {
-                        try await device.tick()
-                        try await Task.sleep(for: .milliseconds(100))
-                    }
-                },
-            ]
-            defer { for task in running { task.cancel() } }
+            let tasks = running(device)
+            defer { for task in tasks { task.cancel() } }
             try await eventually("connected") { await device.agent.acceptsCommands }
             let connectionsBefore = await device.agent.connections
 
@@ -138,6 +130,12 @@ struct RekeyTests {
         }
         #expect(try Self.leaf(chain).publicKey == Certificate.PublicKey(key.publicKey))
         #expect(try await fixture.store.device(unit.serial)?.pendingCertificatePEM != nil)
+        do {
+            _ = try await service.certificateRequested(good, from: unit.serial, model: unit.model)
+            Issue.record("a second certificate within the minute was issued")
+        } catch let error as HearthError {
+            #expect(error.code == .throttled, "one a minute: \(error)")
+        }
     }
 
     /// The device side on its own: the new key waits beside the old one; a certificate for another

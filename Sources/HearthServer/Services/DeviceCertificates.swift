@@ -2,6 +2,7 @@ import Foundation
 import HearthCore
 import HearthCrypto
 import HearthStorage
+import Synchronization
 
 /// Re-keying (EN 303 645 5.1-4 for device credentials): a device that made a new key sends a
 /// signing request for it over its authenticated connection; this issues the certificate with the
@@ -11,6 +12,10 @@ public final class DeviceCertificates: DeviceCertificateChannel {
     let store: any HearthStore
     let deviceCA: CertificateAuthority
     let time: any TimeSource
+    /// When each device last got a certificate: one a minute at most, so a device (or someone with
+    /// its key) cannot make the server sign and audit without end.
+    private let issued = Mutex<[DeviceSerial: Date]>([:])
+    static let interval: TimeInterval = 60
 
     public init(store: any HearthStore, deviceCA: CertificateAuthority, time: any TimeSource = SystemTimeSource()) {
         self.store = store
@@ -28,6 +33,13 @@ public final class DeviceCertificates: DeviceCertificateChannel {
         }
         let now = time.now()
         let certificate = try deviceCA.signDeviceCSR(pem: csr, serial: serial, model: model, now: now)
+        try issued.withLock { last in
+            if let previous = last[serial], now.timeIntervalSince(previous) < Self.interval {
+                throw HearthError(.throttled, "one new certificate a minute; try again later")
+            }
+            if last.count > 10_000 { last = last.filter { now.timeIntervalSince($0.value) < Self.interval } }
+            last[serial] = now
+        }
         let pem = try certificate.pem()
         guard
             try await store.setPendingCertificate(
