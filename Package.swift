@@ -53,13 +53,15 @@ let package = Package(
         .target(
             name: "HearthMQTT", dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings),
+        // Security monitoring without I/O: per-device detectors with an injected clock.
+        .target(name: "HearthMonitor", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         // The broker's logic without I/O: subscription matching and who may publish or subscribe where.
         .target(name: "HearthBroker", dependencies: ["HearthCore", "HearthMQTT"], swiftSettings: swiftSettings),
         // The MQTT gateway's network side: listeners and connections over the broker logic.
         .target(
             name: "HearthGateway",
             dependencies: [
-                "HearthBroker", "HearthMQTT", "HearthCore", "HearthCrypto", "HearthStorage",
+                "HearthBroker", "HearthMQTT", "HearthCore", "HearthCrypto", "HearthStorage", "HearthMonitor",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -134,7 +136,7 @@ let package = Package(
         .target(
             name: "HearthServer",
             dependencies: [
-                "HearthCore", "HearthCrypto", "HearthStorage", "HearthUpdate",
+                "HearthCore", "HearthCrypto", "HearthStorage", "HearthUpdate", "HearthMonitor",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -172,6 +174,8 @@ let package = Package(
         ),
         .testTarget(name: "HearthCoreTests", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "HearthMonitorTests", dependencies: ["HearthMonitor", "HearthCore"], swiftSettings: swiftSettings),
+        .testTarget(
             name: "HearthMQTTTests",
             dependencies: [
                 "HearthMQTT", "HearthTestSupport", "HearthCore", .product(name: "NIOCore", package: "swift-nio"),
@@ -189,7 +193,7 @@ let package = Package(
             name: "HearthGatewayTests",
             dependencies: [
                 "HearthGateway", "HearthBroker", "HearthMQTT", "HearthTestSupport", "HearthCore", "HearthCrypto",
-                "HearthStorage", "HearthSQLite", "HearthFixtures", "HearthUpdate",
+                "HearthStorage", "HearthSQLite", "HearthFixtures", "HearthUpdate", "HearthMonitor",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

@@ -77,6 +77,10 @@ public struct GatewayCounters: Sendable, Equatable {
     public var telemetryStored = 0
     public var telemetryRefused = 0
     public var deliveriesDropped = 0
+    /// What the security detectors found, and any of it dropped because the alert service fell
+    /// more than 10,000 behind.
+    public var detections = 0
+    public var detectionsDropped = 0
 }
 
 final class Counters: Sendable {

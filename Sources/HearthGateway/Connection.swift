@@ -2,6 +2,7 @@ import Foundation
 import HearthBroker
 import HearthCore
 import HearthMQTT
+import HearthMonitor
 import HearthStorage
 import Logging
 import NIOCore
@@ -62,6 +63,9 @@ struct GatewayParts: Sendable {
     let policies: DevicePolicies
     let live: LiveConnections
     let offload: Offload
+    /// Per-device security detectors, and the server's alert service once attached.
+    let watchers: Watchers
+    let alerts: ChannelSlot<any DeviceAlertChannel>
     let handshakeTimeout: TimeAmount
     let logger: Logger
 }
@@ -273,7 +277,9 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             unadmitted = false
             start(identity: .device(serial: admitted.serial.rawValue), device: admitted, refusal: nil)
             parts.retainPolicy(admitted.serial, admitted.policy)
+            parts.watchers.observe(admitted.serial, .connected(source: source))
         case .failure(let why):
+            if let serial = why.serial { parts.watchers.observe(serial, .handshakeFailed(source: source)) }
             // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why), and
             // closed at the connect timeout if it never does; it stays counted as unauthenticated.
             parts.counters.add(\.devicesRefused)
@@ -506,6 +512,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         var text: String?
         if decision == .deliver {
             let now = Date()
+            if let device { parts.watchers.observe(device.serial, .published(bytes: publish.payload.count), now: now) }
             if !publishBucket.take(now: now) || !byteBucket.take(Double(publish.payload.count), now: now) {
                 parts.counters.add(\.publishesRateLimited)
                 reason = .quotaExceeded
@@ -525,6 +532,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 if case .refused(let refusal) = result {
                     reason = refusal
                     parts.counters.add(\.accessRefused)
+                    if let device { parts.watchers.observe(device.serial, .refusedTopic(publish.topic), now: now) }
                     logger.notice(
                         "publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
                 } else {
@@ -557,6 +565,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return (nil, nil)
         } catch {
             parts.counters.add(\.telemetryRefused)
+            // Declined fields are a device told late what its owner chose, not misbehaviour.
+            if error.kind != .declined { parts.watchers.observe(device.serial, .refusedPayload, now: now) }
             ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
             logger.notice(
                 "telemetry refused",
@@ -632,6 +642,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .subscribe(let s):
             let (reasons, retained) = parts.hub.subscribe(key, s)
             parts.counters.add(\.accessRefused, reasons.filter { $0 == .notAuthorized }.count)
+            if let device {
+                for (request, reason) in zip(s.requests, reasons) where reason == .notAuthorized {
+                    parts.watchers.observe(device.serial, .refusedTopic(request.filter))
+                }
+            }
             write(.suback(SubAck(packetID: s.packetID, reasons: reasons)))
             for message in retained { run(outboundFlow.enqueue(message)) }
         case .unsubscribe(let u):

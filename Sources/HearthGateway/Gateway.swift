@@ -3,6 +3,7 @@ import HearthBroker
 import HearthCore
 import HearthCrypto
 import HearthMQTT
+import HearthMonitor
 import HearthStorage
 import Logging
 import NIOCore
@@ -20,6 +21,8 @@ public struct GatewayConfiguration: Sendable {
     /// The plaintext development listener: off unless asked for, loopback only.
     public var developmentListener: (host: String, port: Int)?
     public var limits = ConnectionLimits()
+    /// The security detectors' thresholds (HearthMonitor, one documented place).
+    public var thresholds = Thresholds()
     /// Connections open at once; over it a CONNECT gets 0x89 (server busy).
     public var maximumConnections = 50_000
     /// New connections per second (and the burst allowed); over it a CONNECT gets 0x9F.
@@ -133,7 +136,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             ),
             authenticator: Authenticator(store: store, policies: policies), policies: policies,
             live: LiveConnections(), offload: Offload(),
-            handshakeTimeout: configuration.handshakeTimeout, logger: logger
+            watchers: Watchers(thresholds: configuration.thresholds, counters: counters),
+            alerts: ChannelSlot(), handshakeTimeout: configuration.handshakeTimeout, logger: logger
         )
         self.onBound = onBound
     }
@@ -150,6 +154,15 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public func attach(updates: any DeviceUpdateChannel) { parts.updates.set(updates) }
     /// Attaches the server's account service: devices' `devices/S/reset` messages go to it.
     public func attach(resets: any DeviceResetChannel) { parts.resets.set(resets) }
+
+    /// Attaches the server's alert service: what the detectors find goes to it.
+    public func attach(alerts: any DeviceAlertChannel) { parts.alerts.set(alerts) }
+
+    /// Something the server saw a device do (e.g. report firmware the maker never released), for
+    /// its detectors.
+    public func observe(_ serial: DeviceSerial, _ observation: Observation) {
+        parts.watchers.observe(serial, observation)
+    }
 
     /// Attaches the server's certificate service: devices' `devices/S/csr` requests go to it.
     public func attach(certificates: any DeviceCertificateChannel) { parts.certificates.set(certificates) }
@@ -198,6 +211,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         }
         await withDiscardingTaskGroup { group in
             group.addTask { await self.parts.offload.serve() }
+            group.addTask { [parts] in await parts.watchers.deliver { parts.alerts.channel } }
             if let ingest = parts.ingest { group.addTask { await ingest.run() } }
             if let brokerState { group.addTask { await self.flush(to: brokerState) } }
             // Serve until shutdown or cancellation; then stop accepting, end every connection
@@ -373,6 +387,9 @@ extension GatewayParts {
 final class Authenticator: Sendable {
     struct Refused: Error, CustomStringConvertible {
         let description: String
+        /// The serial its certificate named, when it named one the deployment knows (the
+        /// identity was tried: monitoring counts it against that device).
+        var serial: DeviceSerial?
     }
 
     let store: (any HearthStore)?
@@ -398,7 +415,9 @@ final class Authenticator: Sendable {
             guard let record = try await store.device(serial) else {
                 return .failure(Refused(description: "unknown certificate for \(serial)"))
             }
-            guard record.revokedAt == nil else { return .failure(Refused(description: "\(serial) is revoked")) }
+            guard record.revokedAt == nil else {
+                return .failure(Refused(description: "\(serial) is revoked", serial: serial))
+            }
             if (try? Certificate(pemEncoded: record.certificatePEM)) != parsed {
                 // Re-keying: the first connection with the new key's certificate retires the old one.
                 guard let pending = record.pendingCertificatePEM, (try? Certificate(pemEncoded: pending)) == parsed,
@@ -408,7 +427,7 @@ final class Authenticator: Sendable {
                             .deviceCertificateReplaced, actor: "device", subject: serial.rawValue,
                             detail: "connected with the certificate of its new key; the old one is no longer accepted",
                             at: Date()))
-                else { return .failure(Refused(description: "unknown certificate for \(serial)")) }
+                else { return .failure(Refused(description: "unknown certificate for \(serial)", serial: serial)) }
             }
             var model = models.withLock { $0[record.model] }
             if model == nil { model = try await store.model(record.model) }

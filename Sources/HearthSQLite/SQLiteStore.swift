@@ -234,6 +234,23 @@ public final class SQLiteStore: HearthStore {
         m.registerMigration("2026-12-03 certificate renewal") { db in
             try db.execute(sql: "ALTER TABLE devices ADD COLUMN pending_certificate_pem TEXT")
         }
+        m.registerMigration("2026-12-03 security alerts") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE alerts (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        serial TEXT NOT NULL,
+                        kind TEXT NOT NULL,
+                        severity TEXT NOT NULL,
+                        evidence TEXT NOT NULL,
+                        raised_at INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        updated_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX alerts_by_state ON alerts(state, raised_at);
+                    CREATE INDEX alerts_by_device ON alerts(serial, raised_at);
+                    """)
+        }
         m.registerMigration("2026-12-03 data keys") { db in
             // owner_key: the account id, or "deployment" for the key of devices nobody holds.
             try db.execute(
@@ -750,6 +767,76 @@ public final class SQLiteStore: HearthStore {
                     """,
                 arguments: [serial.rawValue, pem])
         }
+    }
+
+    public func addAlert(_ alert: AlertRecord, audit: AuditEntry) async throws {
+        try await write(audit: [audit]) { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO alerts (id, serial, kind, severity, evidence, raised_at, state, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    alert.id, alert.serial.rawValue, alert.kind, alert.severity, alert.evidence, millis(alert.raisedAt),
+                    alert.state.rawValue, millis(alert.updatedAt),
+                ])
+        }
+    }
+
+    public func alerts(in states: Set<AlertRecord.State>, limit: Int) async throws -> [AlertRecord] {
+        guard !states.isEmpty else { return [] }
+        let names = states.map(\.rawValue).sorted()
+        return try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM alerts WHERE state IN (\(names.map { _ in "?" }.joined(separator: ", ")))
+                    ORDER BY raised_at DESC, id LIMIT ?
+                    """,
+                arguments: StatementArguments(names) + [max(0, limit)]
+            ).map(Self.alert)
+        }
+    }
+
+    public func alerts(of serial: DeviceSerial, since: Date, limit: Int) async throws -> [AlertRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM alerts WHERE serial = ? AND raised_at >= ? ORDER BY raised_at DESC, id LIMIT ?",
+                arguments: [serial.rawValue, millis(since), max(0, limit)]
+            ).map(Self.alert)
+        }
+    }
+
+    public func setAlertState(_ id: String, _ state: AlertRecord.State, at: Date, audit: AuditEntry) async throws
+        -> Bool
+    {
+        // Only forward: open → acknowledged → resolved, or open → resolved.
+        let from: [String] =
+            switch state {
+            case .open: []
+            case .acknowledged: ["open"]
+            case .resolved: ["open", "acknowledged"]
+            }
+        guard !from.isEmpty else { return false }
+        return try await writeIfChanged(audit: audit) { db in
+            try db.execute(
+                sql: """
+                    UPDATE alerts SET state = ?, updated_at = ?
+                    WHERE id = ? AND state IN (\(from.map { _ in "?" }.joined(separator: ", ")))
+                    """,
+                arguments: [state.rawValue, millis(at), id] + StatementArguments(from))
+        }
+    }
+
+    static func alert(_ row: Row) throws -> AlertRecord {
+        guard let state = AlertRecord.State(rawValue: row["state"]) else {
+            throw HearthError(.integrity, "an alert has an unknown state")
+        }
+        return AlertRecord(
+            id: row["id"], serial: try DeviceSerial(row["serial"] as String), kind: row["kind"],
+            severity: row["severity"], evidence: row["evidence"], raisedAt: date(row["raised_at"]), state: state,
+            updatedAt: date(row["updated_at"]))
     }
 
     /// One update with its audit entry, committed only if it changed a row; false otherwise.

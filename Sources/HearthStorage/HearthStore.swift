@@ -101,6 +101,15 @@ public protocol HearthStore: Sendable {
     /// certificate (the old one is refused from now on). False, changing nothing, unless `pem` is
     /// still the pending one.
     func promoteCertificate(_ serial: DeviceSerial, pem: String, audit: AuditEntry) async throws -> Bool
+    /// Records a security alert with its audit entry.
+    func addAlert(_ alert: AlertRecord, audit: AuditEntry) async throws
+    /// Alerts in these states, newest first, at most `limit`.
+    func alerts(in states: Set<AlertRecord.State>, limit: Int) async throws -> [AlertRecord]
+    /// One device's alerts raised at or after `since`, newest first, at most `limit`.
+    func alerts(of serial: DeviceSerial, since: Date, limit: Int) async throws -> [AlertRecord]
+    /// Moves an alert to `state` (open → acknowledged → resolved; not back); false, changing
+    /// nothing, for an unknown alert or a move that is not forward.
+    func setAlertState(_ id: String, _ state: AlertRecord.State, at: Date, audit: AuditEntry) async throws -> Bool
     /// The devices `owner` held once, oldest first.
     func ownerships(of owner: AccountID) async throws -> [OwnershipRecord]
     /// Ended holds whose readings are to be deleted and are not yet, oldest first.

@@ -299,3 +299,36 @@ public struct DataKeyRecord: Sendable, Equatable {
         self.createdAt = createdAt
     }
 }
+
+/// A security alert (guideline 10): what a detector found about one device, with its evidence,
+/// and where the operator has got with it.
+public struct AlertRecord: Sendable, Equatable {
+    public enum State: String, Sendable, Equatable, CaseIterable {
+        case open, acknowledged, resolved
+    }
+
+    public let id: String
+    public let serial: DeviceSerial
+    /// The detection's kind and severity (HearthMonitor's names).
+    public let kind: String
+    public let severity: String
+    /// Counts, window, addresses as a JSON object; never a payload.
+    public let evidence: String
+    public let raisedAt: Date
+    public var state: State
+    public var updatedAt: Date
+
+    public init(
+        id: String, serial: DeviceSerial, kind: String, severity: String, evidence: String, raisedAt: Date,
+        state: State = .open, updatedAt: Date? = nil
+    ) {
+        self.id = id
+        self.serial = serial
+        self.kind = kind
+        self.severity = severity
+        self.evidence = evidence
+        self.raisedAt = raisedAt
+        self.state = state
+        self.updatedAt = updatedAt ?? raisedAt
+    }
+}

@@ -225,6 +225,7 @@ func runServer(
         commands: gateway, updates: updates)
     gateway.attach(resets: hearth)
     gateway.attach(certificates: DeviceCertificates(store: store, deviceCA: folder.deviceCA))
+    gateway.attach(alerts: SecurityAlerts(store: store, logger: logger))
     if folder.created {
         print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.")
     }

@@ -1,5 +1,8 @@
 import Foundation
 import HearthCore
+import HearthSQLite
+import HearthServer
+import HearthStorage
 import HearthTestSupport
 import Testing
 
@@ -124,6 +127,12 @@ extension HeavyProcessTests {
             #expect(try await fleet.waitForExit() == 0)
             server.signal(SIGTERM)
             _ = try await server.waitForExit()
+            // Guideline 10 without false positives: 1,000 well-behaved devices through a storm
+            // raise no security alert.
+            let folder = try DataFolder.open(path: data)
+            let store = try SQLiteStore(path: folder.databasePath, sealer: KEKAuditSealer(kek: folder.kek))
+            let alerts = try await store.alerts(in: Set(AlertRecord.State.allCases), limit: 100)
+            #expect(alerts.isEmpty, "no alert for a well-behaved fleet: \(alerts.map { "\($0.serial) \($0.kind)" })")
         }
     }
 }

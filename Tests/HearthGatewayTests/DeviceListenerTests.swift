@@ -3,6 +3,7 @@ import HearthCore
 import HearthCrypto
 import HearthFixtures
 import HearthGateway
+import HearthMonitor
 import HearthSQLite
 import HearthStorage
 import HearthTestSupport
@@ -494,6 +495,47 @@ import Testing
                 "\(retained.output)")
         }
     }
+
+    /// Guideline 10 with a client no one here wrote: a device that reaches into another device's
+    /// topics and `$SYS` is flagged once (high severity, the topic in the evidence), and one that
+    /// sends invalid readings over and over is flagged once too; a device publishing valid
+    /// readings is not.
+    @Test func devicesThatProbeOrSendGarbageAreFlaggedOnce() async throws {
+        guard let (pub, _) = try tools() else { return }
+        let fixture = try await DeviceFixture()
+        let (prober, other) = (fixture.thermostats[0], fixture.thermostats[1])
+        let garbler = fixture.locks[0]
+        let seen = CollectedDetections()
+        try await fixture.withGateway { gateway, port, _ in
+            gateway.attach(alerts: seen)
+            func send(_ device: DeviceFixture.Device, _ topic: String, _ message: String, times: Int = 1) async throws {
+                _ = try await ChildProcess.run(
+                    pub,
+                    fixture.tlsArguments(device, port: port) + [
+                        "-V", "mqttv5", "-q", "1", "-t", topic, "-m", message, "--repeat", "\(times)",
+                    ])
+            }
+            try await send(
+                other, "devices/\(other.serial)/telemetry",
+                reading(1, ["temperature": 20, "heating": false, "target": 21]), times: 5)
+            for topic in [
+                "devices/\(other.serial)/telemetry", "devices/\(other.serial)/commands/unlock/result", "$SYS/x",
+            ] {
+                try await send(prober, topic, "{}")
+            }
+            try await send(
+                garbler, "devices/\(garbler.serial)/telemetry", #"{"seq":1,"values":{"nonsense":1}}"#, times: 12)
+            let deadline = Date().addingTimeInterval(10)
+            while seen.all.count < 2, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            try await Task.sleep(for: .milliseconds(300))  // anything more would be a duplicate
+            let found = seen.all.sorted { $0.1.kind.rawValue > $1.1.kind.rawValue }
+            #expect(found.map { $0.1.kind } == [.probe, .garbage], "\(found)")
+            #expect(found.first?.0 == prober.serial && found.first?.1.severity == .high)
+            #expect(found.first?.1.evidence["lastTopic"] == "$SYS/x")
+            #expect(found.last?.0 == garbler.serial)
+            #expect(gateway.counters.detections == 2)
+        }
+    }
 }
 
 /// The update channel's edge for gateway tests: the real report parser, a recorded list.
@@ -546,5 +588,15 @@ final class RecordingUpdates: DeviceUpdateChannel {
                 } == [0x87], "\(foreign.output)")
             #expect(updates.received.withLock { $0.count } == 1)
         }
+    }
+
+}
+
+/// A stand-in for the server's alert service: keeps what it is given.
+final class CollectedDetections: DeviceAlertChannel {
+    private let items = Mutex<[(DeviceSerial, Detection)]>([])
+    var all: [(DeviceSerial, Detection)] { items.withLock { $0 } }
+    func detected(_ detection: Detection, device serial: DeviceSerial) async {
+        items.withLock { $0.append((serial, detection)) }
     }
 }

@@ -422,7 +422,7 @@ struct API {
                 }
             ),
         ]
-        return core + credentialEndpoints() + ownershipEndpoints() + updateEndpoints()
+        return core + credentialEndpoints() + ownershipEndpoints() + updateEndpoints() + alertEndpoints()
     }
 
     static func advisoryJSON(_ a: AdvisoryRecord, base: String) -> JSONValue {

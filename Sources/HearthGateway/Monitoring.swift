@@ -1,0 +1,56 @@
+import Foundation
+import HearthCore
+import HearthMonitor
+import Synchronization
+
+/// The gateway's side of security monitoring (guideline 10): one ``DeviceWatch`` per device it
+/// has seen, fed by the connection handlers from what they already do (accept, refuse, connect),
+/// under a lock held for a few comparisons and no I/O. Shards spread the lock over devices. What
+/// the detectors find goes into a bounded buffer that the gateway service drains to the server's
+/// alert service, so a slow alert path never delays a connection; past 10,000 waiting, the oldest
+/// are dropped and counted.
+final class Watchers: Sendable {
+    final class Shard: Sendable {
+        let watches = Mutex<[DeviceSerial: DeviceWatch]>([:])
+    }
+
+    static let shardCount = 16
+    private let shards: [Shard]
+    let thresholds: Thresholds
+    let found: AsyncStream<(DeviceSerial, Detection)>
+    private let sink: AsyncStream<(DeviceSerial, Detection)>.Continuation
+    let counters: Counters
+
+    init(thresholds: Thresholds, counters: Counters) {
+        self.thresholds = thresholds
+        self.counters = counters
+        shards = (0..<Self.shardCount).map { _ in Shard() }
+        (found, sink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+    }
+
+    func observe(_ serial: DeviceSerial, _ observation: Observation, now: Date = Date()) {
+        var hasher = Hasher()
+        hasher.combine(serial)
+        let shard = shards[Int(UInt(bitPattern: hasher.finalize()) % UInt(Self.shardCount))]
+        let detections = shard.watches.withLock { watches in
+            watches[serial, default: DeviceWatch(thresholds: thresholds, now: now)].observe(observation, at: now)
+        }
+        for detection in detections {
+            counters.add(\.detections)
+            if case .dropped = sink.yield((serial, detection)) { counters.add(\.detectionsDropped) }
+        }
+    }
+
+    /// Devices watched now (for the memory measure).
+    var count: Int { shards.reduce(0) { $0 + $1.watches.withLock { $0.count } } }
+
+    /// Hands each detection to `channel` until the stream ends or the task is cancelled.
+    func deliver(to channel: @escaping @Sendable () -> (any DeviceAlertChannel)?) async {
+        for await (serial, detection) in found {
+            guard let channel = channel() else { continue }
+            await channel.detected(detection, device: serial)
+        }
+    }
+
+    func finish() { sink.finish() }
+}
