@@ -56,6 +56,17 @@ public struct DeviceTopics: Sendable, Equatable {
     public func command(_ name: String) -> String { commandPrefix + name }
     public func commandResult(_ name: String) -> String { command(name) + "/result" }
 
+    /// What a quarantined device may still publish: update reports (and integrity alerts), its
+    /// factory reset, and a signing request for a new key; the way out of trouble, nothing else.
+    public func allowedInQuarantine(_ topic: String) -> Bool {
+        topic == update || topic == reset || topic == csr
+    }
+
+    /// What a quarantined device may still subscribe to: update offers, its policy, re-keying.
+    public func receivableInQuarantine(_ filter: String) -> Bool {
+        filter == updateOffer || filter == policy || filter == rekey || filter == certificate
+    }
+
     /// True for `devices/S/commands/NAME/result` with one NAME level.
     public func isCommandResult(_ topic: String) -> Bool {
         guard topic.hasPrefix(commandPrefix), topic.hasSuffix("/result") else { return false }

@@ -255,6 +255,13 @@ public protocol DeviceRekeying: Sendable {
     func requestRekey(_ serial: DeviceSerial, id: String) async
 }
 
+/// Tells the gateway a device was put in quarantine (`reason`) or released from it (nil): from its
+/// next message a quarantined device may only report on and fetch updates, re-key and reset.
+/// The gateway implements it.
+public protocol DeviceQuarantining: Sendable {
+    func quarantineChanged(_ serial: DeviceSerial, reason: String?) async
+}
+
 /// Ends a device's live connection (after its certificate is revoked).
 public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async

@@ -80,6 +80,8 @@ public struct GatewayCounters: Sendable, Equatable {
     /// What the security detectors found, and any of it dropped because the alert service fell
     /// more than 10,000 behind.
     public var detections = 0
+    /// Messages and subscriptions of quarantined devices refused.
+    public var quarantineRefused = 0
     public var detectionsDropped = 0
 }
 

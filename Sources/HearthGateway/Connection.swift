@@ -19,6 +19,8 @@ struct DeviceContext: Sendable {
     /// The fields its owner has not agreed to, as of `policyGeneration` of ``DevicePolicies``.
     var policy: DevicePolicy
     var policyGeneration: Int
+    /// Why it is quarantined, if it is (refreshed with the policy).
+    var quarantine: String?
 
     init(serial: DeviceSerial, model: ProductModel, policy: DevicePolicy = .none, policyGeneration: Int = 0) {
         self.serial = serial
@@ -34,6 +36,8 @@ struct DeviceContext: Sendable {
 /// compares one counter per reading and looks its device up only when the counter moved.
 final class DevicePolicies: Sendable {
     private let policies = Mutex<[DeviceSerial: DevicePolicy]>([:])
+    /// Quarantine changes since start: a reason, or an empty string for a release.
+    private let quarantines = Mutex<[DeviceSerial: String]>([:])
     private let counter = Atomic<Int>(0)
 
     var generation: Int { counter.load(ordering: .acquiring) }
@@ -44,6 +48,19 @@ final class DevicePolicies: Sendable {
     }
 
     func latest(_ serial: DeviceSerial) -> DevicePolicy? { policies.withLock { $0[serial] } }
+
+    func setQuarantine(_ serial: DeviceSerial, _ reason: String?) {
+        quarantines.withLock { $0[serial] = reason ?? "" }
+        counter.wrappingAdd(1, ordering: .releasing)
+    }
+
+    /// Nil: no change since start (the device record says); "": released; else the reason.
+    func quarantineChange(_ serial: DeviceSerial) -> String? { quarantines.withLock { $0[serial] } }
+
+    /// The quarantine reason if a change since start says it is quarantined, nil otherwise.
+    func quarantine(_ serial: DeviceSerial) -> String?? {
+        quarantineChange(serial).map { $0.isEmpty ? nil : $0 }
+    }
 }
 
 /// Everything a connection shares with the rest of the gateway.
@@ -513,7 +530,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         if decision == .deliver {
             let now = Date()
             if let device { parts.watchers.observe(device.serial, .published(bytes: publish.payload.count), now: now) }
-            if !publishBucket.take(now: now) || !byteBucket.take(Double(publish.payload.count), now: now) {
+            if let device, let why = refreshed(device).quarantine, !device.topics.allowedInQuarantine(publish.topic) {
+                parts.counters.add(\.quarantineRefused)
+                reason = .notAuthorized
+                text = "quarantined: \(why.prefix(200)); the device may still update itself"
+            } else if !publishBucket.take(now: now) || !byteBucket.take(Double(publish.payload.count), now: now) {
                 parts.counters.add(\.publishesRateLimited)
                 reason = .quotaExceeded
             } else if let device, publish.topic == device.topics.telemetry {
@@ -580,12 +601,20 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// The device's policy, looked up again only when some owner's choices changed since it was taken.
     private func currentPolicy(_ device: DeviceContext) -> DevicePolicy {
+        refreshed(device).policy
+    }
+
+    /// The device's policy and quarantine, looked up again only when some device's changed since
+    /// they were taken.
+    private func refreshed(_ device: DeviceContext) -> DeviceContext {
         let generation = parts.policies.generation
-        guard generation != device.policyGeneration else { return device.policy }
-        let policy = parts.policies.latest(device.serial) ?? device.policy
-        self.device?.policy = policy
-        self.device?.policyGeneration = generation
-        return policy
+        guard generation != device.policyGeneration else { return device }
+        var fresh = device
+        fresh.policy = parts.policies.latest(device.serial) ?? device.policy
+        if let change = parts.policies.quarantine(device.serial) { fresh.quarantine = change }
+        fresh.policyGeneration = generation
+        self.device = fresh
+        return fresh
     }
 
     /// A message a server service handles before the PUBACK (an update report, a factory reset):
@@ -639,14 +668,23 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func handle(_ packet: MQTTPacket) {
         guard let key = sessionKey else { return }
         switch packet {
-        case .subscribe(let s):
-            let (reasons, retained) = parts.hub.subscribe(key, s)
+        case .subscribe(var s):
+            // A quarantined device keeps only the subscriptions that lead out of quarantine; the
+            // others are refused (and counted as such, not as probing).
+            var held: Set<Int> = []
+            if let device, refreshed(device).quarantine != nil {
+                held = Set(s.requests.indices.filter { !device.topics.receivableInQuarantine(s.requests[$0].filter) })
+                s.requests = s.requests.indices.filter { !held.contains($0) }.map { s.requests[$0] }
+                parts.counters.add(\.quarantineRefused, held.count)
+            }
+            var (reasons, retained) = s.requests.isEmpty ? ([], []) : parts.hub.subscribe(key, s)
             parts.counters.add(\.accessRefused, reasons.filter { $0 == .notAuthorized }.count)
             if let device {
                 for (request, reason) in zip(s.requests, reasons) where reason == .notAuthorized {
                     parts.watchers.observe(device.serial, .refusedTopic(request.filter))
                 }
             }
+            for i in held.sorted() { reasons.insert(.notAuthorized, at: min(i, reasons.count)) }
             write(.suback(SubAck(packetID: s.packetID, reasons: reasons)))
             for message in retained { run(outboundFlow.enqueue(message)) }
         case .unsubscribe(let u):

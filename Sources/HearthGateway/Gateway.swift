@@ -83,7 +83,7 @@ public enum ListenerKind: Sendable {
 /// own tasks are the listeners' lifetime, the group commits (telemetry, broker state) and the
 /// off-loop work connections hand over, all children of ``run()``.
 public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence, DevicePolicyChannel,
-    DeviceRekeying
+    DeviceRekeying, DeviceQuarantining
 {
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
@@ -308,6 +308,14 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 qos: .atLeastOnce, properties: [.contentType("application/json")]))
     }
 
+    // MARK: DeviceQuarantining
+
+    /// From the device's next message: quarantined, only its update, reset and re-key topics; released,
+    /// everything again.
+    public func quarantineChanged(_ serial: DeviceSerial, reason: String?) async {
+        parts.policies.setQuarantine(serial, reason)
+    }
+
     /// Ends a device's live connection (after revocation): 0x87 not authorized.
     public func disconnect(_ serial: DeviceSerial, reason: String) async {
         parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
@@ -439,7 +447,9 @@ final class Authenticator: Sendable {
             var granted: Set<String> = []
             if let owner = record.owner { granted = try await store.consents(serial, owner: owner).granted }
             let policy = policies.latest(serial) ?? DevicePolicy(model: model, granted: granted)
-            return .success(DeviceContext(serial: serial, model: model, policy: policy, policyGeneration: generation))
+            var context = DeviceContext(serial: serial, model: model, policy: policy, policyGeneration: generation)
+            context.quarantine = policies.quarantine(serial) ?? record.quarantine?.reason
+            return .success(context)
         } catch {
             return .failure(Refused(description: "device store unavailable"))
         }

@@ -251,6 +251,13 @@ public final class SQLiteStore: HearthStore {
                     CREATE INDEX alerts_by_device ON alerts(serial, raised_at);
                     """)
         }
+        m.registerMigration("2026-12-03 quarantine") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE devices ADD COLUMN quarantined_at INTEGER;
+                    ALTER TABLE devices ADD COLUMN quarantine_reason TEXT;
+                    """)
+        }
         m.registerMigration("2026-12-03 data keys") { db in
             // owner_key: the account id, or "deployment" for the key of devices nobody holds.
             try db.execute(
@@ -839,6 +846,28 @@ public final class SQLiteStore: HearthStore {
             updatedAt: date(row["updated_at"]))
     }
 
+    public func setQuarantine(_ serial: DeviceSerial, _ quarantine: DeviceQuarantine?, audit: AuditEntry) async throws
+        -> Bool
+    {
+        try await writeIfChanged(audit: audit) { db in
+            if let quarantine {
+                try db.execute(
+                    sql: """
+                        UPDATE devices SET quarantined_at = ?, quarantine_reason = ?
+                        WHERE serial = ? AND quarantined_at IS NULL
+                        """,
+                    arguments: [millis(quarantine.since), quarantine.reason, serial.rawValue])
+            } else {
+                try db.execute(
+                    sql: """
+                        UPDATE devices SET quarantined_at = NULL, quarantine_reason = NULL
+                        WHERE serial = ? AND quarantined_at IS NOT NULL
+                        """,
+                    arguments: [serial.rawValue])
+            }
+        }
+    }
+
     /// One update with its audit entry, committed only if it changed a row; false otherwise.
     func writeIfChanged(audit: AuditEntry, _ update: @escaping @Sendable (Database) throws -> Void) async throws
         -> Bool
@@ -1030,7 +1059,10 @@ public final class SQLiteStore: HearthStore {
             reservation: (row["reserved_for"] as String?).flatMap { index in
                 (row["reserved_until"] as Int64?).map { DeviceReservation(emailIndex: index, until: date($0)) }
             },
-            pendingCertificatePEM: row["pending_certificate_pem"]
+            pendingCertificatePEM: row["pending_certificate_pem"],
+            quarantine: (row["quarantine_reason"] as String?).flatMap { reason in
+                (row["quarantined_at"] as Int64?).map { DeviceQuarantine(reason: reason, since: date($0)) }
+            }
         )
     }
 

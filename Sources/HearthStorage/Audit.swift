@@ -42,6 +42,8 @@ public enum AuditKind: String, Sendable, CaseIterable {
     case alertRaised = "alert.raised"
     case alertAcknowledged = "alert.acknowledged"
     case alertResolved = "alert.resolved"
+    case deviceQuarantined = "device.quarantined"
+    case deviceReleasedFromQuarantine = "device.quarantine_released"
     case deletionRequested = "account.deletion_requested"
     case deletionCancelled = "account.deletion_cancelled"
     case accountDeleted = "account.deleted"

@@ -110,6 +110,9 @@ public protocol HearthStore: Sendable {
     /// Moves an alert to `state` (open → acknowledged → resolved; not back); false, changing
     /// nothing, for an unknown alert or a move that is not forward.
     func setAlertState(_ id: String, _ state: AlertRecord.State, at: Date, audit: AuditEntry) async throws -> Bool
+    /// Puts a device in quarantine (or with nil releases it). False, changing nothing, for an
+    /// unknown device, or one already in (or out of) quarantine.
+    func setQuarantine(_ serial: DeviceSerial, _ quarantine: DeviceQuarantine?, audit: AuditEntry) async throws -> Bool
     /// The devices `owner` held once, oldest first.
     func ownerships(of owner: AccountID) async throws -> [OwnershipRecord]
     /// Ended holds whose readings are to be deleted and are not yet, oldest first.

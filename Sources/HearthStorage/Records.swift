@@ -80,12 +80,14 @@ public struct DeviceRecord: Sendable, Equatable {
     /// A certificate issued for the device's new key (re-keying) that it has not connected with
     /// yet: both work until it does, then only the new one (the old one is revoked).
     public var pendingCertificatePEM: String?
+    /// Why the device is quarantined, and since when: it may connect and update, nothing else.
+    public var quarantine: DeviceQuarantine?
 
     public init(
         serial: DeviceSerial, model: ProductModelID, certificatePEM: String, setupCodeHash: String, provisionedAt: Date,
         owner: AccountID? = nil, claimedAt: Date? = nil,
         revokedAt: Date? = nil, nameSealed: Data? = nil, reservation: DeviceReservation? = nil,
-        pendingCertificatePEM: String? = nil
+        pendingCertificatePEM: String? = nil, quarantine: DeviceQuarantine? = nil
     ) {
         self.serial = serial
         self.model = model
@@ -98,6 +100,7 @@ public struct DeviceRecord: Sendable, Equatable {
         self.nameSealed = nameSealed
         self.reservation = reservation
         self.pendingCertificatePEM = pendingCertificatePEM
+        self.quarantine = quarantine
     }
 }
 
@@ -330,5 +333,16 @@ public struct AlertRecord: Sendable, Equatable {
         self.raisedAt = raisedAt
         self.state = state
         self.updatedAt = updatedAt ?? raisedAt
+    }
+}
+
+/// A device held in quarantine (guideline 10): why, and since when.
+public struct DeviceQuarantine: Sendable, Equatable {
+    public let reason: String
+    public let since: Date
+
+    public init(reason: String, since: Date) {
+        self.reason = reason
+        self.since = since
     }
 }

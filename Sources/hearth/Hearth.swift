@@ -225,7 +225,7 @@ func runServer(
         commands: gateway, updates: updates)
     gateway.attach(resets: hearth)
     gateway.attach(certificates: DeviceCertificates(store: store, deviceCA: folder.deviceCA))
-    gateway.attach(alerts: SecurityAlerts(store: store, logger: logger))
+    gateway.attach(alerts: SecurityAlerts(store: store, quarantine: gateway, logger: logger))
     if folder.created {
         print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.")
     }

@@ -536,6 +536,45 @@ import Testing
             #expect(gateway.counters.detections == 2)
         }
     }
+
+    /// Guideline 10: a quarantined device (paho, a client no one here wrote) keeps its connection
+    /// and its way out — update reports are taken — while its readings are refused with 0x87 and
+    /// not stored; released, its readings are taken again.
+    @Test func aQuarantinedDeviceMayOnlyUpdateUntilReleased() async throws {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let fixture = try await DeviceFixture()
+        let device = fixture.thermostats[0]
+        let updates = RecordingUpdates()
+        try await fixture.withGateway { gateway, port, _ in
+            gateway.attach(updates: updates)
+            func codes(_ topic: String, _ payloads: [String]) async throws -> [Int] {
+                let r = try await ChildProcess.run(
+                    python,
+                    [DeviceFixture.script, "publish"] + fixture.pahoArguments(device, port: port) + [
+                        "--topic", topic, "--qos", "1",
+                    ] + payloads.flatMap { ["--payload", $0] })
+                return jsonLines(r.output).compactMap { line -> Int? in
+                    if case .number(let d) = line["rc"] { Int(d) } else { nil }
+                }
+            }
+            let telemetry = "devices/\(device.serial)/telemetry"
+            let values: [String: JSONValue] = ["temperature": 20, "heating": false, "target": 21]
+            let before = try await codes(telemetry, [reading(1, values)])
+            #expect(before == [0])
+            await gateway.quarantineChanged(device.serial, reason: "probing other devices")
+            let held = try await codes(telemetry, [reading(2, values), reading(3, values)])
+            #expect(held == [0x87, 0x87])
+            let report = try await codes("devices/\(device.serial)/update", [#"{"phase":"idle","version":"1.0.0"}"#])
+            #expect(report == [0], "its update reports are still taken")
+            #expect(updates.received.withLock { $0.count } == 1)
+            #expect(try await stored(fixture, device.serial) == [1], "nothing stored while quarantined")
+            #expect(gateway.counters.quarantineRefused >= 2)
+            await gateway.quarantineChanged(device.serial, reason: nil)
+            let after = try await codes(telemetry, [reading(4, values)])
+            #expect(after == [0])
+            #expect(try await stored(fixture, device.serial) == [1, 4])
+        }
+    }
 }
 
 /// The update channel's edge for gateway tests: the real report parser, a recorded list.

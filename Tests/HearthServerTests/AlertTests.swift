@@ -5,6 +5,7 @@ import HearthServer
 import HearthStorage
 import Hummingbird
 import HummingbirdTesting
+import Synchronization
 import Testing
 
 /// Guideline 10: what the detectors find becomes an alert — audited, listed for operators with a
@@ -15,7 +16,8 @@ import Testing
         let d = try TestDeployment()
         defer { d.cleanUp() }
         let unit = try await d.provisionThermostats(1)[0]
-        let alerts = SecurityAlerts(store: d.store)
+        // Alerts only here (automatic quarantine is the next test).
+        let alerts = SecurityAlerts(store: d.store, quarantineAt: nil)
         try await d.application.test(.router) { client in
             let op = try await makeOperator(d, client)
             let ann = try await client.owner("ann@example.com")
@@ -79,7 +81,74 @@ import Testing
                 try await client.call(.post, "/api/v1/devices/claim", body: OwnershipTests.claim(unit), token: bob)
                     .status == 201)
             let theirs = try await client.call(.get, "/api/v1/devices/\(unit.serial)/alerts", token: bob)
-            #expect(theirs.status == 200 && !theirs.text.contains("belong to other devices"), "\(theirs.text)")
+            #expect(theirs.status == 200 && theirs.text.contains(#""alerts":[]"#), "\(theirs.text)")
         }
+    }
+
+    /// A high-severity detection quarantines the device at once (audited, the gateway told);
+    /// commands are refused and the owner reads why and what to do; the operator releases it.
+    /// Bad quarantine requests change nothing.
+    @Test func highSeverityQuarantinesAndTheOperatorReleases() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        let unit = try await d.provisionThermostats(1)[0]
+        let told = QuarantineRecorder()
+        let alerts = SecurityAlerts(store: d.store, quarantine: told)
+        try await d.application.test(.router) { client in
+            let op = try await makeOperator(d, client)
+            let ann = try await client.owner("ann@example.com")
+            #expect(
+                try await client.call(.post, "/api/v1/devices/claim", body: OwnershipTests.claim(unit), token: ann)
+                    .status == 201)
+            await alerts.detected(
+                Detection(kind: .churn, severity: .low, evidence: ["connects": 20], at: d.time.now()),
+                device: unit.serial)
+            #expect(try await d.store.device(unit.serial)?.quarantine == nil, "low severity: an alert only")
+            await alerts.detected(
+                Detection(kind: .clone, severity: .high, evidence: ["addressChanges": 3], at: d.time.now()),
+                device: unit.serial)
+            #expect(try await d.store.device(unit.serial)?.quarantine != nil)
+            #expect(told.calls.count == 1 && told.calls.first?.1 != nil, "the gateway is told")
+
+            let command = try await client.call(
+                .post, "/api/v1/devices/\(unit.serial)/commands",
+                body: #"{"name":"setTarget","parameters":{"target":22}}"#,
+                token: ann)
+            #expect(command.status == 409 && command.text.contains("quarantined"), "\(command.text)")
+            let mine = try await client.call(.get, "/api/v1/devices/\(unit.serial)/alerts", token: ann)
+            #expect(mine.text.contains("copied") && mine.text.contains("reset it to factory settings"), "\(mine.text)")
+            let page = try await client.call(
+                .get, "/devices/\(unit.serial)", headers: try await PageTests.browser(client, token: ann).headers)
+            #expect(page.text.contains("Quarantined:") && page.text.contains("Security alerts"))
+
+            let path = "/api/v1/devices/\(unit.serial)/quarantine"
+            #expect(try await client.call(.post, "\(path)/release", token: ann).status == 403)
+            #expect(try await client.call(.post, path, body: #"{"reason":"again"}"#, token: op).status == 409)
+            #expect(try await client.call(.post, "\(path)/release", token: op).status == 200)
+            #expect(try await client.call(.post, "\(path)/release", token: op).status == 409)
+            for bad in [#"{"reason":"   "}"#, #"{"reason":1}"#, #"{}"#, "not json"] {
+                let r = try await client.call(.post, path, body: bad, token: op)
+                #expect((400...422).contains(r.status), "\(bad): \(r.status)")
+            }
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/devices/NOSUCHSERIAL/quarantine", body: #"{"reason":"x"}"#, token: op
+                )
+                .status == 404)
+            #expect(try await d.store.device(unit.serial)?.quarantine == nil, "bad requests changed nothing")
+            let audit = try await d.store.auditRecords(subject: unit.serial.rawValue, limit: 50).map(\.kind)
+            #expect(
+                audit.contains(AuditKind.deviceQuarantined.rawValue)
+                    && audit.contains(AuditKind.deviceReleasedFromQuarantine.rawValue))
+        }
+    }
+}
+
+/// A stand-in for the gateway: remembers what it was told.
+final class QuarantineRecorder: DeviceQuarantining {
+    private let items = Mutex<[(DeviceSerial, String?)]>([])
+    var calls: [(DeviceSerial, String?)] { items.withLock { $0 } }
+    func quarantineChanged(_ serial: DeviceSerial, reason: String?) async {
+        items.withLock { $0.append((serial, reason)) }
     }
 }

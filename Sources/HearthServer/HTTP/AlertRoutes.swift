@@ -7,6 +7,10 @@ import Hummingbird
 
 /// Security alerts in the API: operators list and move them along; owners read their device's.
 extension API {
+    static let quarantineBody = ObjectSchema([
+        FieldSchema("reason", .string(maxLength: 200), "why, in words the owner will read")
+    ])
+
     func alertEndpoints() -> [(Endpoint, EndpointHandler)] {
         let hearth = self.hearth
         var endpoints: [(Endpoint, EndpointHandler)] = [
@@ -36,9 +40,39 @@ extension API {
                     summary: "The owner's device: its security alerts since you claimed it, in plain English",
                     access: .signedIn, body: nil, success: .ok, errors: [.unauthorized, .notFound]),
                 { _, context, _ in
-                    let alerts = try await hearth.deviceAlerts(
-                        context.parameters.get("serial") ?? "", by: try context.requireIdentity())
-                    return JSON.response(["alerts": .array(alerts.map { Self.alertJSON($0, operator: false) })])
+                    let identity = try context.requireIdentity()
+                    let serial = context.parameters.get("serial") ?? ""
+                    let alerts = try await hearth.deviceAlerts(serial, by: identity)
+                    let device = try await hearth.ownedDevice(serial, by: identity)
+                    return JSON.response([
+                        "alerts": .array(alerts.map { Self.alertJSON($0, operator: false) }),
+                        "quarantine": device.quarantine.map { .string(Hearth.quarantineText($0)) } ?? .null,
+                    ])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/devices/{serial}/quarantine",
+                    summary:
+                        "Quarantine a device (operators; audited): it may still connect, report on and fetch updates, re-key and reset; everything else is refused",
+                    access: .operator, body: Self.quarantineBody, success: .ok,
+                    errors: [.badRequest, .unauthorized, .forbidden, .notFound, .conflict]),
+                { _, context, body in
+                    let serial = context.parameters.get("serial") ?? ""
+                    try await hearth.quarantine(
+                        serial, reason: body.string("reason"), by: try context.requireIdentity())
+                    return JSON.response(["serial": .string(serial), "quarantined": true])
+                }
+            ),
+            (
+                Endpoint(
+                    method: .post, path: "/api/v1/devices/{serial}/quarantine/release",
+                    summary: "Release a device from quarantine (operators; audited)", access: .operator, body: nil,
+                    success: .ok, errors: [.unauthorized, .forbidden, .notFound, .conflict]),
+                { _, context, _ in
+                    let serial = context.parameters.get("serial") ?? ""
+                    try await hearth.quarantine(serial, reason: nil, by: try context.requireIdentity())
+                    return JSON.response(["serial": .string(serial), "quarantined": false])
                 }
             ),
         ]
@@ -69,7 +103,7 @@ extension API {
             "kind": .string(a.kind), "severity": .string(a.severity),
             "raisedAt": .string(a.raisedAt.formatted(timestamp)),
             "state": .string(a.state.rawValue),
-            "text": .string(Detection.Kind(rawValue: a.kind).map(Self.plainEnglish) ?? "A security alert."),
+            "text": .string(Self.plainEnglish(kind: a.kind)),
         ]
         if `operator` {
             o["id"] = .string(a.id)
@@ -80,7 +114,10 @@ extension API {
         return .object(o)
     }
 
-    static func plainEnglish(_ kind: Detection.Kind) -> String {
-        Detection(kind: kind, severity: .low, evidence: [:], at: Date()).plainEnglish
+    static func plainEnglish(kind: String) -> String {
+        Detection.Kind(rawValue: kind).map {
+            Detection(kind: $0, severity: .low, evidence: [:], at: Date()).plainEnglish
+        }
+            ?? "A security alert."
     }
 }

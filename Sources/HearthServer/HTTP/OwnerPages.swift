@@ -476,6 +476,8 @@ struct OwnerPages {
             }
             return text
         }
+        let alerts = try await hearth.store.alerts(
+            of: device.serial, since: device.claimedAt ?? .distantFuture, limit: 5)
         let page = Views.model([
             "serial": serial, "href": "/devices/\(serial)?range=\(window.rawValue)", "displayName": card.displayName,
             "product": card.product, "online": online,
@@ -505,6 +507,9 @@ struct OwnerPages {
             },
             "rename": rename, "base": "/devices/\(serial)",
             "retention": try await retentionText(device, hearth: hearth),
+            "quarantine": device.quarantine.map { Hearth.quarantineText($0) } ?? "",
+            "alerts": alerts.map { ["at": Pages.when($0.raisedAt), "text": API.plainEnglish(kind: $0.kind)] },
+            "hasAlerts": !alerts.isEmpty,
             "withheld": try await hearth.consentState(device, owner: identity.account.id).policy.withheld.keys.sorted()
                 .joined(separator: ", "),
         ])

@@ -435,6 +435,10 @@ public final class Hearth: Sendable {
         async throws -> CommandOutcome
     {
         let device = try await ownedDevice(rawSerial, by: identity)
+        if device.quarantine != nil {
+            throw HearthError(
+                .conflict, field: "serial", "the device is quarantined: it takes no commands until released")
+        }
         guard let model = try await store.model(device.model) else {
             throw HearthError(.integrity, "the device's product model is missing")
         }
