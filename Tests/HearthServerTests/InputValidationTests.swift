@@ -106,7 +106,7 @@ import Testing
         try await d.application.test(.router) { client in
             let token = try await makeOperator(d, client)
             let routes = API(hearth: d.hearth).endpoints().map(\.0).filter { $0.body != nil }
-            #expect(routes.count == 21)
+            #expect(routes.count == 22)
             for route in routes {
                 let before = try d.snapshot()
                 for bad in Self.cases(for: route.body!) {
