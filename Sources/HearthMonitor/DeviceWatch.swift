@@ -109,51 +109,38 @@ public struct DeviceWatch: Sendable {
                     ])
             }
         case .refusedPayload:
-            _ = refusedPayloads.add(at: now)
-            let n = refusedPayloads.estimate(at: now)
-            if n >= t.refusedPayloads {
-                report(.garbage, .medium, ["refused": .number(n.rounded()), "windowSeconds": .number(t.window)])
+            if let n = tally(\.refusedPayloads, at: now, reaching: t.refusedPayloads) {
+                report(.garbage, .medium, ["refused": .number(n), "windowSeconds": .number(t.window)])
             }
         case .refusedTopic(let topic):
-            _ = refusedTopics.add(at: now)
-            let n = refusedTopics.estimate(at: now)
-            if n >= t.refusedTopics {
+            if let n = tally(\.refusedTopics, at: now, reaching: t.refusedTopics) {
                 report(
                     .probe, .high,
                     [
-                        "refused": .number(n.rounded()), "windowSeconds": .number(t.window),
+                        "refused": .number(n), "windowSeconds": .number(t.window),
                         "lastTopic": .string(String(topic.prefix(64))),
                     ])
             }
         case .connected(let source):
-            _ = connects.add(at: now)
-            if let last = lastSource, last != source {
-                _ = switches.add(at: now)
-                let n = switches.estimate(at: now)
-                if n >= t.sourceSwitches {
-                    report(
-                        .clone, .high,
-                        [
-                            "addressChanges": .number(n.rounded()), "windowSeconds": .number(t.churnWindow),
-                            "addresses": .array([.string(last), .string(source)]),
-                        ])
-                }
+            if let last = lastSource, last != source,
+                let n = tally(\.switches, at: now, reaching: t.sourceSwitches)
+            {
+                report(
+                    .clone, .high,
+                    [
+                        "addressChanges": .number(n), "windowSeconds": .number(t.churnWindow),
+                        "addresses": .array([.string(last), .string(source)]),
+                    ])
             }
             lastSource = source
-            let n = connects.estimate(at: now)
-            if n >= t.connects {
-                report(.churn, .low, ["connects": .number(n.rounded()), "windowSeconds": .number(t.churnWindow)])
+            if let n = tally(\.connects, at: now, reaching: t.connects) {
+                report(.churn, .low, ["connects": .number(n), "windowSeconds": .number(t.churnWindow)])
             }
         case .handshakeFailed(let source):
-            _ = handshakes.add(at: now)
-            let n = handshakes.estimate(at: now)
-            if n >= t.failedHandshakes {
+            if let n = tally(\.handshakes, at: now, reaching: t.failedHandshakes) {
                 report(
                     .failedHandshakes, .medium,
-                    [
-                        "failed": .number(n.rounded()), "windowSeconds": .number(t.churnWindow),
-                        "lastAddress": .string(source),
-                    ])
+                    ["failed": .number(n), "windowSeconds": .number(t.churnWindow), "lastAddress": .string(source)])
             }
         case .firmware(let version, let released):
             if !released { report(.unknownFirmware, .high, ["version": .string(String(version.prefix(64)))]) }
@@ -168,6 +155,15 @@ public struct DeviceWatch: Sendable {
             failedCommandsInARow = 0
         }
         return found
+    }
+
+    /// Counts one more in `counter`; the window's count (rounded) once it reaches `limit`.
+    mutating func tally(_ counter: WritableKeyPath<DeviceWatch, WindowCount>, at now: Date, reaching limit: Double)
+        -> Double?
+    {
+        _ = self[keyPath: counter].add(at: now)
+        let n = self[keyPath: counter].estimate(at: now)
+        return n >= limit ? n.rounded() : nil
     }
 
     /// A window closed: its totals join the baseline (a running mean, then an exponential one, so
