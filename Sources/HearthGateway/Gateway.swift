@@ -227,6 +227,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             await parts.live.drained(timeout: .seconds(6), timers: MultiThreadedEventLoopGroup.singleton.any())
             expiry.cancel()
             parts.offload.finish()
+            parts.watchers.finish()
             parts.ingest?.finish()
             parts.hub.finishSignals()
         }
