@@ -488,17 +488,20 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// Closes the socket (the final packets already written go first); ``channelInactive(context:)``
-    /// then settles the will and the session.
+    /// Settles the will and the session, then closes the socket (the final packets already written
+    /// go first): by the time the peer sees the close, a session that was to end has ended, so an
+    /// immediate reconnect never finds it (on a loaded machine the loop could otherwise be paused
+    /// between the close and ``channelInactive(context:)``).
     private func close() {
         guard let context else { return }
         closed = true
         timer?.cancel()
+        finish()
         context.close(mode: .all, promise: nil)
     }
 
-    /// The transport is gone: publish (or schedule) the will if owed, and leave the hub, which
-    /// keeps the session if it has an expiry.
+    /// The connection ends (the server closes it, or the transport is gone): publish (or schedule)
+    /// the will if owed, and leave the hub, which keeps the session if it has an expiry. Once.
     private func finish() {
         guard let key = sessionKey, let ref else { return }
         if let will {

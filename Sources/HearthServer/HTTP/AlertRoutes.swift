@@ -56,7 +56,10 @@ extension API {
                     summary:
                         "Quarantine a device (operators; audited): it may still connect, report on and fetch updates, re-key and reset; everything else is refused",
                     access: .operator, body: Self.quarantineBody, success: .ok,
-                    errors: [.badRequest, .unauthorized, .forbidden, .notFound, .conflict]),
+                    errors: [
+                        .badRequest, .contentTooLarge, .unsupportedMediaType, .unprocessableContent, .unauthorized,
+                        .forbidden, .notFound, .conflict,
+                    ]),
                 { _, context, body in
                     let serial = context.parameters.get("serial") ?? ""
                     try await hearth.quarantine(
