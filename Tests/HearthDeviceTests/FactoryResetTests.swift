@@ -60,12 +60,15 @@ struct FactoryResetTests {
                 )
                 .count >= 2
             }
-            let lastStored = try await fixture.telemetry.latest(serial)?.reading.sequence ?? 0
 
             // Offline: readings queue up; the reset happens without the network.
             agent.cancel()
             ticks.cancel()
             try await eventually("offline") { await !first.agent.isConnected }
+            // What reached the server before it went offline (a reading in flight at the cut is
+            // committed within moments): anything numbered after this must come after the reset.
+            try await Task.sleep(for: .milliseconds(500))
+            let lastStored = try await fixture.telemetry.latest(serial)?.reading.sequence ?? 0
             for _ in 0..<3 {
                 try await first.tick()
                 try await Task.sleep(for: .milliseconds(250))
