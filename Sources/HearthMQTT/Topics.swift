@@ -1,9 +1,25 @@
 /// Topic rules (MQTT 5.0 §4.7; 3.1.1 §4.7).
 public enum Topic {
+    /// The most levels a topic name or filter may have. The specification sets none, but the
+    /// broker's topic trees walk one level per step: a PUBLISH of 65,535 `/` would otherwise run
+    /// them tens of thousands of levels deep (a stack overflow ends the process). Hearth's own
+    /// topics have at most five.
+    public static let maximumLevels = 128
+
     /// A topic name for PUBLISH: at least one character (5.0 allows empty only with a topic alias,
-    /// which the caller checks), no `+` or `#`.
+    /// which the caller checks), no `+` or `#`, at most ``maximumLevels`` levels.
     public static func isValidName(_ name: String) -> Bool {
         !name.isEmpty && !name.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") })
+            && hasFewLevels(name)
+    }
+
+    static func hasFewLevels(_ topic: String) -> Bool {
+        var separators = 0
+        for byte in topic.utf8 where byte == UInt8(ascii: "/") {
+            separators += 1
+            if separators >= maximumLevels { return false }
+        }
+        return true
     }
 
     /// A topic filter for SUBSCRIBE/UNSUBSCRIBE: `+` fills a whole level, `#` fills the last level,
@@ -31,6 +47,7 @@ public enum Topic {
     }
 
     static func levelsAreValid(_ filter: String) -> Bool {
+        guard hasFewLevels(filter) else { return false }
         let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
         for (i, level) in levels.enumerated() {
             if level.contains("#") && (level != "#" || i != levels.count - 1) { return false }
