@@ -31,6 +31,7 @@ let package = Package(
         .package(
             url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
@@ -55,6 +56,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         // Security monitoring without I/O: per-device detectors with an injected clock.
         .target(name: "HearthMonitor", dependencies: ["HearthCore"], swiftSettings: swiftSettings),
+        // The metrics every part exposes on /metrics, named in one place (swift-prometheus's registry).
+        .target(
+            name: "HearthMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")],
+            swiftSettings: swiftSettings),
         // The broker's logic without I/O: subscription matching and who may publish or subscribe where.
         .target(name: "HearthBroker", dependencies: ["HearthCore", "HearthMQTT"], swiftSettings: swiftSettings),
         // The MQTT gateway's network side: listeners and connections over the broker logic.
@@ -62,6 +67,7 @@ let package = Package(
             name: "HearthGateway",
             dependencies: [
                 "HearthBroker", "HearthMQTT", "HearthCore", "HearthCrypto", "HearthStorage", "HearthMonitor",
+                "HearthMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -136,7 +142,7 @@ let package = Package(
         .target(
             name: "HearthServer",
             dependencies: [
-                "HearthCore", "HearthCrypto", "HearthStorage", "HearthUpdate", "HearthMonitor",
+                "HearthCore", "HearthCrypto", "HearthStorage", "HearthUpdate", "HearthMonitor", "HearthMetrics",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -160,6 +166,7 @@ let package = Package(
             name: "hearth",
             dependencies: [
                 "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway",
+                "HearthMetrics",
                 "HearthMQTT",
                 "HearthDevice", "HearthReferenceDevices", "HearthUpdate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -25,7 +25,7 @@ ls "$work/out/bundles" | head -n "$FLEET" | while read -r s; do mv "$work/out/bu
 one=$(ls -d "$work/out/bundles"/* | head -1); ref=$(ls -d "$work/out/bundles"/* | tail -1)
 
 start_server() {
-  "$BIN/hearth" serve --data "$work/data" --listen 127.0.0.1:0 --mqtt-listen "127.0.0.1:$PORT" >> "$work/server.log" 2>&1 &
+  "$BIN/hearth" serve --data "$work/data" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --mqtt-listen "127.0.0.1:$PORT" >> "$work/server.log" 2>&1 &
   spid=$!
   for _ in $(seq 300); do [ "$(grep -c 'MQTT device listener (mutual' "$work/server.log")" -ge "$1" ] && break; sleep 0.05; done
 }

@@ -33,7 +33,7 @@ echo "-- reference: the same work in Python (cryptography + hashlib.scrypt, Open
 python3 bench/reference_provision.py "$UNITS"
 
 echo "== server RSS and sign-in latency"
-"$BIN" serve --data "$data" --listen 127.0.0.1:0 > "$work/serve.log" 2>&1 &
+"$BIN" serve --data "$data" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 > "$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q "Clients verify" "$work/serve.log" && break; sleep 0.1; done
 base=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/serve.log" | head -1)

@@ -24,7 +24,7 @@ echo "== preparing $IDLE device identities (one deployment; Mosquitto gets the s
 "$BIN" bench prepare --data "$work/data" --out "$work/out" --devices "$IDLE" --mosquitto-port "$MPORT" 2>/dev/null | tail -1
 
 start_hearth() {
-  "$BIN" serve --data "$work/data" --listen 127.0.0.1:0 --mqtt-listen "127.0.0.1:$HPORT" \
+  "$BIN" serve --data "$work/data" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --mqtt-listen "127.0.0.1:$HPORT" \
     --max-connections 100000 --max-connects-per-second 100000 --max-publishes-per-second 1000000 --max-bytes-per-second 1000000000 \
     > "$work/hearth.log" 2>&1 &
   hpid=$!

@@ -33,7 +33,7 @@ head -n 1000 "$work/certs.txt" > "$work/certs-small.txt"
 CA=$(find "$work/out/bundles" -mindepth 1 -maxdepth 1 -type d -print -quit)/server-root-ca.pem
 printf '{"seq":%%s,"values":{"temperature":21.5,"heating":false,"target":21}}' > "$work/reading.json"
 printf 'event %%s' > "$work/event.txt"
-HEARTH="$BIN serve --data $work/data --listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:$HPORT --max-connections 100000 --max-connects-per-second 100000 --max-publishes-per-second 1000000 --max-bytes-per-second 1000000000"
+HEARTH="$BIN serve --data $work/data --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:$HPORT --max-connections 100000 --max-connects-per-second 100000 --max-publishes-per-second 1000000 --max-bytes-per-second 1000000000"
 MOSQ="mosquitto -c $work/out/mosquitto/mosquitto.conf"
 TLS=(--ca "$CA" --certs "$work/certs-small.txt" -V 5)
 ALL=(--ca "$CA" --certs "$work/certs.txt" -V 5)

@@ -23,7 +23,7 @@ echo "== filling the store: $DEVICES devices, $READINGS readings"
 serial=$(grep -o 'serial [0-9A-Z]*' "$work/seed.log" | cut -d' ' -f2)
 code=$(grep -o 'setup code [0-9]*' "$work/seed.log" | cut -d' ' -f3)
 
-taskset -c 0 "$BIN" serve --data "$data" --listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 > "$work/serve.log" 2>&1 &
+taskset -c 0 "$BIN" serve --data "$data" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 > "$work/serve.log" 2>&1 &
 for _ in $(seq 300); do grep -q "Clients verify" "$work/serve.log" && break; sleep 0.1; done
 base=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/serve.log" | head -1)
 token=$(grep -o '/setup/[A-Za-z0-9_-]*' "$work/serve.log" | head -1 | cut -d/ -f3)

@@ -36,7 +36,7 @@ publish() {
 publish 1.0.0 0.0.0
 "$BIN/hearth" factory provision --data "$D" --model thermostat-t1 --count 1 --out "$work/units" --public-url https://127.0.0.1:1 >/dev/null 2>&1
 publish 1.1.0 1.0.0
-"$BIN/hearth" serve --data "$D" --listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 > "$work/server.log" 2>&1 &
+"$BIN/hearth" serve --data "$D" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 > "$work/server.log" 2>&1 &
 for _ in $(seq 200); do grep -q 'mqtts://' "$work/server.log" && break; sleep 0.05; done
 HTTPS=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/server.log" | head -1 | cut -d: -f3)
 MQTT=$(grep -o 'mqtts://127.0.0.1:[0-9]*' "$work/server.log" | head -1 | cut -d: -f3)

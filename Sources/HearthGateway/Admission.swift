@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import HearthMQTT
+import HearthMetrics
 import Synchronization
 
 /// Gateway-wide caps: connections open at once and new connections per second (a token bucket).
@@ -85,8 +86,33 @@ public struct GatewayCounters: Sendable, Equatable {
     public var detectionsDropped = 0
 }
 
+/// The gateway's counts, for its tests (``MQTTGateway/counters``) and for `/metrics` (each one also
+/// moves its Prometheus series). Only rare events are counted here; per-message counts go straight
+/// to their Prometheus counter (atomics, no lock).
 final class Counters: Sendable {
     private let value = Mutex(GatewayCounters())
-    func add(_ path: WritableKeyPath<GatewayCounters, Int>, _ n: Int = 1) { value.withLock { $0[keyPath: path] += n } }
+    let metrics: HearthMetrics
+
+    init(metrics: HearthMetrics) { self.metrics = metrics }
+
+    func add(_ path: WritableKeyPath<GatewayCounters, Int>, _ n: Int = 1) {
+        value.withLock { $0[keyPath: path] += n }
+        switch path {
+        case \.connectionsAccepted: metrics.connect(accepted: true)
+        case \.connectionsRefused: metrics.connect(accepted: false)
+        case \.unauthenticatedRefused: metrics.refused(.unauthenticatedFlood, n)
+        case \.devicesRefused: metrics.refused(.deviceRefused, n)
+        case \.publishesRateLimited: metrics.refused(.rateLimited, n)
+        case \.updateReportsRateLimited: metrics.refused(.updateReportsRateLimited, n)
+        case \.accessRefused: metrics.refused(.accessDenied, n)
+        case \.telemetryRefused: metrics.refused(.invalidPayload, n)
+        case \.quarantineRefused: metrics.refused(.quarantine, n)
+        case \.telemetryStored: metrics.readingsStored.increment(by: Int64(n))
+        case \.deliveriesDropped: metrics.deliveriesDropped.increment(by: Int64(n))
+        case \.detectionsDropped: metrics.detectionsDropped.increment(by: Int64(n))
+        default: break
+        }
+    }
+
     var snapshot: GatewayCounters { value.withLock { $0 } }
 }

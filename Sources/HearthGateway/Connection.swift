@@ -2,6 +2,7 @@ import Foundation
 import HearthBroker
 import HearthCore
 import HearthMQTT
+import HearthMetrics
 import HearthMonitor
 import HearthStorage
 import Logging
@@ -197,7 +198,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     let parts: GatewayParts
     /// True on the mutual-TLS device listener: the peer is admitted once its certificate checks out.
     let deviceListener: Bool
-    var logger: Logger { parts.logger }
+    /// The gateway's logger with this connection's id (`connection`) and, once known, `serial`.
+    private(set) lazy var logger: Logger = {
+        var logger = parts.logger
+        logger[metadataKey: "connection"] = "\(UInt(bitPattern: ObjectIdentifier(self).hashValue) % 1_000_000_000)"
+        return logger
+    }()
     private var context: ChannelHandlerContext?
     private var ref: ConnectionRef?
     private var source = "unknown"
@@ -521,6 +527,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func handlePublish(_ publish: Publish) {
         guard let key = sessionKey else { return }
+        parts.counters.metrics.messagesIn.increment()
         let decision: InboundFlow.Decision
         do { decision = try inboundFlow.received(publish) } catch {
             perform(machine!.disconnect(error.reason, error.message))
@@ -751,9 +758,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         if output.writerIndex - mark > clientMaximumPacketSize {
             output.moveWriterIndex(to: mark)
             parts.counters.add(\.deliveriesDropped)
-        } else if let assigned {
+        } else {
+            if case .publish = packet { parts.counters.metrics.messagesOut.increment() }
             // Only once the client has been told the alias with the name.
-            outboundAliases[assigned] = UInt16(outboundAliases.count + 1)
+            if let assigned { outboundAliases[assigned] = UInt16(outboundAliases.count + 1) }
         }
     }
 

@@ -3,6 +3,7 @@ import HearthBroker
 import HearthCore
 import HearthCrypto
 import HearthMQTT
+import HearthMetrics
 import HearthMonitor
 import HearthStorage
 import Logging
@@ -102,6 +103,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public init(
         configuration: GatewayConfiguration, credentials: DeviceTLSCredentials? = nil, store: (any HearthStore)? = nil,
         telemetry: (any TelemetryStore)? = nil, brokerState: (any BrokerStateStore)? = nil, logger: Logger,
+        metrics: HearthMetrics = HearthMetrics(),
         onBound: @escaping @Sendable (ListenerKind, SocketAddress?) async -> Void = { _, _ in }
     ) throws {
         if let dev = configuration.developmentListener, !Self.isLoopback(dev.host) {
@@ -115,7 +117,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         self.configuration = configuration
         self.credentials = credentials
         self.brokerState = brokerState
-        let counters = Counters()
+        let counters = Counters(metrics: metrics)
         let (flushes, flushSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         self.flushes = flushes
         let policies = DevicePolicies()
@@ -140,6 +142,10 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             alerts: ChannelSlot(), handshakeTimeout: configuration.handshakeTimeout, logger: logger
         )
         self.onBound = onBound
+        metrics.collect { [parts] in
+            metrics.connections.set(Double(parts.live.count))
+            metrics.ingestQueueDepth.set(Double(parts.ingest?.depth ?? 0))
+        }
     }
 
     public static func isLoopback(_ host: String) -> Bool {

@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthMetrics
 import HearthStorage
 import Logging
 import Synchronization
@@ -54,6 +55,9 @@ final class TelemetryIngest: Sendable {
 
     func finish() { signal.finish() }
 
+    /// Readings waiting for the next transaction.
+    var depth: Int { pending.withLock { $0.readings.count } }
+
     private func drain() async {
         while true {
             let (batch, refusals) = pending.withLock { p in
@@ -64,9 +68,13 @@ final class TelemetryIngest: Sendable {
             }
             guard !batch.isEmpty || !refusals.isEmpty else { return }
             var stored = true
+            let clock = ContinuousClock()
+            let started = clock.now
             do {
                 try await store.append(batch.map(\.reading), refusals: refusals)
                 counters.add(\.telemetryStored, batch.count)
+                counters.metrics.ingestCommitSeconds.record(clock.now - started)
+                counters.metrics.ingestBatchSize.record(Double(batch.count))
             } catch {
                 stored = false
                 logger.error(

@@ -270,6 +270,10 @@ public final class SQLiteStore: HearthStore {
                     );
                     """)
         }
+        m.registerMigration("2026-12-04 readiness") { db in
+            try db.execute(
+                sql: "CREATE TABLE readiness (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL)")
+        }
         return m
     }
 
@@ -341,6 +345,15 @@ public final class SQLiteStore: HearthStore {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE id = ?", arguments: [id.description]).map(
                 Self.account)
+        }
+    }
+
+    public func checkWritable(at now: Date) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql:
+                    "INSERT INTO readiness (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                arguments: [Int64(now.timeIntervalSince1970)])
         }
     }
 

@@ -16,6 +16,9 @@ public protocol HearthStore: Sendable {
     func account(emailIndex: String) async throws -> AccountRecord?
     func account(id: AccountID) async throws -> AccountRecord?
     func hasOperator() async throws -> Bool
+    /// Commits a small write (the time of the last readiness check): throws if the database cannot
+    /// take writes now (disk full, read-only, locked past the busy timeout). For `/readyz`.
+    func checkWritable(at: Date) async throws
     /// Replaces the password hash if it is still `from` (so two changes cannot both win) and ends
     /// every session of the account but `keeping`; false, changing nothing, otherwise.
     func changePassword(_ account: AccountID, from: String, to: String, keeping: String?, audit: AuditEntry)

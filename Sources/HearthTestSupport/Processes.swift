@@ -6,20 +6,36 @@ public final class ChildProcess: @unchecked Sendable {
     public let process = Process()
     private let lock = NSLock()
     private var collected = Data()
+    private var collectedErrors = Data()
 
-    public init(_ executable: URL, _ arguments: [String]) throws {
+    /// Starts `executable`; its standard error joins its output in ``text`` unless `separateErrors`,
+    /// then it is in ``errorText`` alone.
+    public init(_ executable: URL, _ arguments: [String], separateErrors: Bool = false) throws {
         process.executableURL = executable
         process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
-        process.standardError = pipe
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             guard let self, !data.isEmpty else { return }
             self.lock.withLock { self.collected.append(data) }
         }
+        if separateErrors {
+            let errors = Pipe()
+            process.standardError = errors
+            errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
+                let data = handle.availableData
+                guard let self, !data.isEmpty else { return }
+                self.lock.withLock { self.collectedErrors.append(data) }
+            }
+        } else {
+            process.standardError = pipe
+        }
         try process.run()
     }
+
+    /// Standard error so far, when it was asked for apart.
+    public var errorText: String { lock.withLock { String(decoding: collectedErrors, as: UTF8.self) } }
 
     public convenience init(_ path: String, _ arguments: [String]) throws {
         try self.init(URL(fileURLWithPath: path), arguments)

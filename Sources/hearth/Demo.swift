@@ -32,6 +32,8 @@ struct Demo: AsyncParsableCommand {
 
     @OptionGroup var gateway: GatewayOptions
 
+    @OptionGroup var operations: OperationsOptions
+
     @Option(help: "Data folder; default: a new temporary folder.")
     var data: String?
 
@@ -44,6 +46,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
+            operations.bootstrapLogging()
             guard (1...50).contains(devices) else { throw HearthError.invalid("devices", "between 1 and 50") }
             let path =
                 data
@@ -97,7 +100,7 @@ struct Demo: AsyncParsableCommand {
             let ready = ServerReady()
             let script = DemoScript(folder: folder, units: units, host: listen.host, ready: ready, maker: maker)
             try await runServer(
-                folder: folder, store: store, listen: listen, gateway: gateway, ready: ready,
+                folder: folder, store: store, listen: listen, gateway: gateway, operations: operations, ready: ready,
                 companions: provisionOnly ? [] : [script]
             ) { base in
                 if provisionOnly {

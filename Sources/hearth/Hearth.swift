@@ -4,9 +4,11 @@ import HearthCore
 import HearthCrypto
 import HearthGateway
 import HearthMQTT
+import HearthMetrics
 import HearthSQLite
 import HearthServer
 import HearthStorage
+import HearthUpdate
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -95,12 +97,15 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var disclosure: DisclosureOptions
 
+    @OptionGroup var operations: OperationsOptions
+
     func run() async throws {
         try await reportingErrors {
+            operations.bootstrapLogging()
             let (folder, store) = try options.open()
             try await runServer(
-                folder: folder, store: store, listen: listen, gateway: gateway, settings: try disclosure.settings(),
-                banner: { _ in })
+                folder: folder, store: store, listen: listen, gateway: gateway, operations: operations,
+                settings: try disclosure.settings(), banner: { _ in })
         }
     }
 }
@@ -168,6 +173,31 @@ struct GatewayOptions: ParsableArguments {
     }
 }
 
+/// Metrics, logs and alert delivery: the operating side of a server.
+struct OperationsOptions: ParsableArguments {
+    @Option(
+        name: .customLong("metrics-listen"),
+        help:
+            "Address of the Prometheus metrics listener (GET /metrics), HOST:PORT; apart from the public listener. Plain HTTP on loopback; on any other address HTTPS with the server certificate. Scrape it from the same host, or open it deliberately."
+    )
+    var metricsListen: ListenAddress = ListenAddress(argument: "127.0.0.1:9464")!
+
+    @Option(
+        name: .customLong("log-format"),
+        help:
+            "text (for a terminal) or json (one object a line: time, level, component, message, connection or request id) for a log collector. Logs go to standard error and never hold a password, token, setup code or key."
+    )
+    var logFormat: LogFormat = .text
+
+    /// Sends every logger of the process to the chosen format (once per process).
+    func bootstrapLogging() {
+        let format = logFormat
+        LoggingSystem.bootstrap { label in format.handler(label: label) }
+    }
+}
+
+extension LogFormat: ExpressibleByArgument {}
+
 /// The readings database of `folder`, each reading sealed under its owner's data key (the keys
 /// wrapped by the folder's KEK in `store`). Give the same keys to ``Hearth`` so ownership changes
 /// and account deletions reach them.
@@ -180,12 +210,17 @@ func openTelemetry(_ folder: DataFolder, store: SQLiteStore) throws -> (SQLiteTe
 /// `ready` learns the bound addresses; `companions` run beside the server and stop first.
 func runServer(
     folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions,
-    settings: HearthSettings = HearthSettings(),
+    operations: OperationsOptions, settings: HearthSettings = HearthSettings(),
     ready: ServerReady? = nil, companions: [any Service] = [],
     banner: @escaping @Sendable (String) async -> Void
 ) async throws {
     var logger = Logger(label: "hearth")
     logger.logLevel = .info
+    var gatewayLogger = Logger(label: "hearth.gateway")
+    gatewayLogger.logLevel = .info
+    let metrics = HearthMetrics()
+    // /readyz answers 200 once both listeners are bound (and the database takes a write).
+    let readiness = Readiness(expecting: ["https", "mqtt", "metrics"])
     let (telemetry, readingKeys) = try openTelemetry(folder, store: store)
     let brokerState = try SQLiteBrokerStateStore(path: folder.brokerStatePath)
     let gateway: MQTTGateway
@@ -196,10 +231,11 @@ func runServer(
         )
         gateway = try MQTTGateway(
             configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry,
-            brokerState: brokerState, logger: logger
+            brokerState: brokerState, logger: gatewayLogger, metrics: metrics
         ) { kind, address in
             switch kind {
             case .devices:
+                readiness.up("mqtt")
                 ready?.mqtt(address?.port ?? options.mqttListen.port)
                 print(
                     "MQTT device listener (mutual TLS, device CA \(folder.deviceCAPath)): mqtts://\(options.mqttListen.host):\(address?.port ?? options.mqttListen.port)"
@@ -222,10 +258,32 @@ func runServer(
     settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames
     let hearth = try Hearth(
         store: store, kek: folder.kek, settings: settings, telemetry: telemetry, readingKeys: readingKeys,
-        commands: gateway, updates: updates)
+        commands: gateway, updates: updates, metrics: metrics, readiness: readiness)
     gateway.attach(resets: hearth)
     gateway.attach(certificates: DeviceCertificates(store: store, deviceCA: folder.deviceCA))
-    gateway.attach(alerts: SecurityAlerts(store: store, quarantine: gateway, logger: logger))
+    gateway.attach(
+        alerts: SecurityAlerts(
+            store: store, quarantine: gateway, metrics: metrics, logger: Logger(label: "hearth.alerts")))
+    metrics.collect {
+        let rollouts = (try? await repository.store.rollouts(model: nil)) ?? []
+        for state in RolloutState.allCases {
+            metrics.gauge(
+                "hearth_update_rollouts", help: "Update rollouts, by state.", label: "state", value: state.rawValue
+            ).set(Double(rollouts.filter { $0.state == state.rawValue }.count))
+        }
+    }
+    let metricsListen = operations.metricsListen
+    let metricsApp = try HTTPSServer.metricsApplication(
+        metrics: metrics, host: metricsListen.host, port: metricsListen.port,
+        tls: MQTTGateway.isLoopback(metricsListen.host) ? nil : try HTTPSServer.tlsConfiguration(folder: folder),
+        logger: logger
+    ) { address in
+        let scheme = MQTTGateway.isLoopback(metricsListen.host) ? "http" : "https"
+        let host = metricsListen.host.contains(":") ? "[\(metricsListen.host)]" : metricsListen.host
+        print("Metrics (Prometheus): \(scheme)://\(host):\(address?.port ?? metricsListen.port)/metrics")
+        fflush(nil)
+        readiness.up("metrics")
+    }
     if folder.created {
         print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.")
     }
@@ -248,6 +306,7 @@ func runServer(
             printErr("hearth: could not issue the set-up link: \(error)")
         }
         await banner(base)
+        readiness.up("https")
         ready?.https(port)
         fflush(nil)
     }
@@ -255,7 +314,7 @@ func runServer(
     let renewer = Periodic.repositoryRenewer(repository: repository, logger: logger)
     let retention = Periodic.retention(hearth: hearth, logger: logger)
     let group = ServiceGroup(
-        services: [app, sweeper, gateway, renewer, retention] + companions,
+        services: [app, metricsApp, sweeper, gateway, renewer, retention] + companions,
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     do {

@@ -24,7 +24,9 @@ extension HeavyProcessTests {
         static let window = 6.0
 
         static func start(_ arguments: [String], data: String) throws -> ChildProcess {
-            try ChildProcess(builtProduct("hearth"), ["serve", "--data", data, "--listen", "127.0.0.1:0"] + arguments)
+            try ChildProcess(
+                builtProduct("hearth"),
+                ["serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"] + arguments)
         }
 
         /// When each device connected, in order, from the fleet's `--log-connects` lines.

@@ -64,7 +64,10 @@ final class UpdateDeployment: @unchecked Sendable {
         try await d.publish("1.1.0", from: "1.0.0", size: imageSize)
         let server = try ChildProcess(
             builtProduct("hearth"),
-            ["serve", "--data", d.data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            [
+                "serve", "--data", d.data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                "--mqtt-listen", "127.0.0.1:0",
+            ])
         d.server = server
         #expect(try await server.wait(for: "Hearth is serving"), "\(server.text)")
         #expect(try await server.wait(for: "mqtts://"), "\(server.text)")

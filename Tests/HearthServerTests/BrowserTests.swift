@@ -22,7 +22,8 @@ extension HeavyServerTests {
             defer { try? FileManager.default.removeItem(at: dir) }
             let data = dir.appendingPathComponent("data")
             let demo = try HearthProcess([
-                "demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "1", "--data",
+                "demo", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+                "--devices", "1", "--data",
                 data.path,
             ])
             #expect(try await demo.wait(for: "Press Ctrl-C to stop."), "\(demo.text)")

@@ -33,7 +33,8 @@ import Testing
 
         init(data: URL, devices: Int = 1) async throws {
             process = try HearthProcess([
-                "demo", "--provision-only", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices",
+                "demo", "--provision-only", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                "--mqtt-listen", "127.0.0.1:0", "--devices",
                 "\(devices)", "--data", data.path,
             ])
             guard try await process.wait(for: "Press Ctrl-C to stop.") else {

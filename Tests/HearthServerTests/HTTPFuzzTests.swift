@@ -46,7 +46,8 @@ extension HeavyServerTests {
             let target = "/tuf/targets/\(Data(SHA256.hash(data: image)).hex).\(model.id.rawValue)-1.0.0.img"
 
             let server = try HearthProcess([
-                "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+                "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
+                "127.0.0.1:0",
             ])
             #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
             let base = try #require(server.baseURL)

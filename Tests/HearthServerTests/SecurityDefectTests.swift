@@ -378,7 +378,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path
         let server = try HearthProcess([
-            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
+            "127.0.0.1:0",
         ])
         #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
         let base = try #require(server.baseURL)

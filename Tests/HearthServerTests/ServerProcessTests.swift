@@ -17,7 +17,8 @@ import X509
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path
         let server = try HearthProcess([
-            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--dev-listener",
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
+            "127.0.0.1:0", "--dev-listener",
             "127.0.0.1:0",
         ])
         #expect(try await server.wait(for: "one-time link"), "\(server.text)")
@@ -78,7 +79,8 @@ import X509
 
         // A restart with an operator prints no link.
         let again = try HearthProcess([
-            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
+            "127.0.0.1:0",
         ])
         #expect(try await again.wait(for: "Clients verify it"))
         try await Task.sleep(for: .milliseconds(300))
@@ -96,7 +98,8 @@ import X509
 
         func start() async throws -> (HearthProcess, (String, [String]) throws -> (status: Int32, output: String)) {
             let server = try HearthProcess([
-                "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+                "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
+                "127.0.0.1:0",
             ])
             #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
             let base = server.baseURL ?? "https://127.0.0.1:1"
@@ -224,14 +227,16 @@ import X509
         #expect(try await HearthProcess.run(["audit", "verify", "--data", data]).status == 0)
         chmod(data, 0o755)
         let r = try await HearthProcess.run([
-            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
+            "127.0.0.1:0",
         ])
         #expect(r.status != 0)
         #expect(r.output.contains("must not be readable by others"))
         chmod(data, 0o700)
         chmod(data + "/kek.key", 0o644)
         let k = try await HearthProcess.run([
-            "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
+            "127.0.0.1:0",
         ])
         #expect(k.status != 0)
         #expect(k.output.contains("key-encryption key"))
@@ -242,7 +247,8 @@ import X509
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let demo = try HearthProcess([
-            "demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--devices", "2", "--data", dir.path,
+            "demo", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "--devices", "2", "--data", dir.path,
         ])
         #expect(try await demo.wait(for: "Press Ctrl-C to stop."), "\(demo.text)")
         #expect(demo.text.components(separatedBy: "Setup code:").count - 1 == 4, "two labels per demo model")
@@ -326,7 +332,8 @@ import X509
         let before = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path)
             .sorted()
         let again = try await HearthProcess.run([
-            "demo", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data", dir.path,
+            "demo", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "--data", dir.path,
         ])
         #expect(
             again.status != 0 && again.output.contains("already holds a demo")
@@ -350,7 +357,8 @@ import X509
         let scratch = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: scratch) }
         let exposed = try await HearthProcess.run([
-            "serve", "--data", scratch.path, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+            "serve", "--data", scratch.path, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+            "--mqtt-listen", "127.0.0.1:0",
             "--dev-listener", "0.0.0.0:1883",
         ])
         #expect(exposed.status == 1)
@@ -359,13 +367,15 @@ import X509
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let first = try HearthProcess([
-            "serve", "--data", dir.appendingPathComponent("a").path, "--listen", "127.0.0.1:0", "--mqtt-listen",
+            "serve", "--data", dir.appendingPathComponent("a").path, "--listen", "127.0.0.1:0", "--metrics-listen",
+            "127.0.0.1:0", "--mqtt-listen",
             "127.0.0.1:0",
         ])
         #expect(try await first.wait(for: "Clients verify it"))
         let port = try #require(first.baseURL?.split(separator: ":").last)
         let second = try await HearthProcess.run([
-            "serve", "--data", dir.appendingPathComponent("b").path, "--listen", "127.0.0.1:\(port)", "--mqtt-listen",
+            "serve", "--data", dir.appendingPathComponent("b").path, "--listen", "127.0.0.1:\(port)",
+            "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
             "127.0.0.1:0",
         ])
         #expect(second.status == 1)

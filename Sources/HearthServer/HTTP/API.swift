@@ -67,6 +67,17 @@ struct API {
             ),
             (
                 Endpoint(
+                    method: .get, path: "/readyz",
+                    summary:
+                        "Readiness, for a load balancer: 200 once the database takes a write and every listener is up, 503 (with what is not ready) otherwise and while stopping",
+                    access: .public, body: nil, success: .ok, errors: [.serviceUnavailable]),
+                { _, _, _ in
+                    if let reason = await hearth.notReady() { throw HearthError(.unavailable, "not ready: \(reason)") }
+                    return JSON.response(["status": "ready"])
+                }
+            ),
+            (
+                Endpoint(
                     method: .get, path: "/api/v1/openapi.json", summary: "This API's OpenAPI 3.1 document",
                     access: .public, body: nil, success: .ok, errors: []),
                 { _, _, _ in JSON.response(API.openAPIDocument(API(hearth: hearth).endpoints().map(\.0))) }

@@ -2,17 +2,20 @@ import Crypto
 import Foundation
 import HearthCore
 import HearthCrypto
+import HearthMetrics
 import Hummingbird
 import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOSSL
+import ServiceLifecycle
 
 /// Builds the HTTPS application: routes, pages, middleware and TLS.
 public enum HTTPSServer {
     /// The router with every route and middleware; used by the server and by in-process tests.
     public static func router(hearth: Hearth, logger: Logger) -> Router<HearthRequestContext> {
         let router = Router(context: HearthRequestContext.self)
+        router.add(middleware: MetricsMiddleware(metrics: hearth.metrics))
         router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: ErrorMiddleware(logger: logger))
         router.add(middleware: HostCheckMiddleware(hosts: Set(hearth.settings.hostnames.map { $0.lowercased() })))
@@ -46,5 +49,32 @@ public enum HTTPSServer {
             onServerRunning: { channel in await onRunning(channel.localAddress) },
             logger: logger
         )
+    }
+
+    /// The metrics listener: `GET /metrics` (Prometheus text format 0.0.4) and nothing else, apart
+    /// from the public listener so scrapes never compete with clients and the numbers are not
+    /// published to the Internet. Plain HTTP is for loopback only; on any other address it is served
+    /// over TLS with the deployment's server certificate (scrapers verify it with the root CA).
+    public static func metricsApplication(
+        metrics: HearthMetrics, host: String, port: Int, tls: TLSConfiguration?, logger: Logger,
+        onRunning: @escaping @Sendable (SocketAddress?) async -> Void
+    ) throws -> any Service {
+        let router = Router()
+        router.add(middleware: SecurityHeadersMiddleware())
+        router.get("/metrics") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody(byteBuffer: ByteBuffer(string: await metrics.exposition())))
+        }
+        let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil)
+        let running: @Sendable (any Channel) async -> Void = { channel in await onRunning(channel.localAddress) }
+        if let tls {
+            return Application(
+                router: router, server: try .tls(.http1(), tlsConfiguration: tls), configuration: configuration,
+                onServerRunning: running, logger: logger)
+        }
+        return Application(router: router, configuration: configuration, onServerRunning: running, logger: logger)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import HearthCore
+import HearthMetrics
 import Hummingbird
 import Logging
 
@@ -86,7 +87,10 @@ struct ErrorMiddleware: RouterMiddleware {
         } catch {
             let hearthError = Self.hearthError(from: error)
             if hearthError.code == .internal || hearthError.code == .integrity {
-                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+                // The route's pattern, never the path: a path can carry a one-time token (/setup/…).
+                context.logger.error(
+                    "request failed",
+                    metadata: ["route": "\(context.endpointPath ?? "unmatched")", "error": "\(error)"])
             }
             if request.uri.path.hasPrefix("/api/") {
                 return Self.response(for: hearthError)
@@ -206,5 +210,35 @@ enum Body {
 
     static func decode(_ part: Substring) -> String? {
         part.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+    }
+}
+
+/// Counts each request in `hearth_http_requests_total` and times it, by method, the matched route's
+/// pattern and status (``HearthMetrics``). Outermost, so errors are counted with the status they
+/// are answered with. A method outside the standard ones is counted as `other`, a path no route
+/// matched as `unmatched`: what a client sends never becomes a label value.
+struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: HearthMetrics
+    static var methods: Set<String> { ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"] }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let method = Self.methods.contains(request.method.rawValue) ? request.method.rawValue : "other"
+        func record(_ status: Int) {
+            metrics.request(
+                method: method, route: context.endpointPath ?? "unmatched", status: status,
+                duration: clock.now - started)
+        }
+        do {
+            let response = try await next(request, context)
+            record(response.status.code)
+            return response
+        } catch {
+            record((error as? any HTTPResponseError)?.status.code ?? 500)
+            throw error
+        }
     }
 }

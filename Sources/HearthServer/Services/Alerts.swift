@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthMetrics
 import HearthMonitor
 import HearthStorage
 import Logging
@@ -16,12 +17,14 @@ public final class SecurityAlerts: DeviceAlertChannel {
     let logger: Logger
     let quarantine: (any DeviceQuarantining)?
     let quarantineAt: Severity?
+    let metrics: HearthMetrics?
 
     public init(
         store: any HearthStore, quarantine: (any DeviceQuarantining)? = nil, quarantineAt: Severity? = .high,
-        logger: Logger = Logger(label: "hearth.alerts")
+        metrics: HearthMetrics? = nil, logger: Logger = Logger(label: "hearth.alerts")
     ) {
         self.store = store
+        self.metrics = metrics
         self.quarantine = quarantine
         self.quarantineAt = quarantineAt
         self.logger = logger
@@ -38,6 +41,7 @@ public final class SecurityAlerts: DeviceAlertChannel {
                 audit: AuditEntry(
                     .alertRaised, actor: "monitor", subject: serial.rawValue,
                     detail: "\(alert.kind) (\(alert.severity)), alert \(alert.id)", at: detection.at))
+            metrics?.alert(kind: alert.kind, severity: alert.severity)
             logger.warning(
                 "security alert",
                 metadata: ["kind": "\(alert.kind)", "severity": "\(alert.severity)", "alert": "\(alert.id)"])

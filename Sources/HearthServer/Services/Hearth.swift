@@ -2,9 +2,11 @@ import Crypto
 import Foundation
 import HearthCore
 import HearthCrypto
+import HearthMetrics
 import HearthStorage
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Settings a deployment may change; every default is the secure one.
 public struct HearthSettings: Sendable {
@@ -64,6 +66,19 @@ public enum CommonPasswords {
     }()
 }
 
+/// What a load balancer asks `/readyz` about: the parts this process starts (its listeners) are
+/// expected first, then each says when it is up, and again when it stops (graceful shutdown: the
+/// balancer stops sending before the listeners close).
+public final class Readiness: Sendable {
+    private let pending = Mutex<Set<String>>([])
+
+    public init(expecting parts: Set<String> = []) { pending.withLock { $0 = parts } }
+
+    public func up(_ part: String) { _ = pending.withLock { $0.remove(part) } }
+    public func down(_ part: String) { _ = pending.withLock { $0.insert(part) } }
+    public var waiting: Set<String> { pending.withLock { $0 } }
+}
+
 /// The application core behind the HTTPS API and pages: accounts, sessions, the first operator's
 /// set-up link, product models and device claims. Protocol-free: routes and pages call it.
 public final class Hearth: Sendable {
@@ -90,12 +105,17 @@ public final class Hearth: Sendable {
     public let readingKeys: DataKeys?
     /// When this process started serving (the CSAF metadata's date while no advisory exists).
     public let startedAt: Date
+    /// What `/metrics` shows (the HTTP middleware and the alert service record into it).
+    public let metrics: HearthMetrics
+    /// The listeners `/readyz` waits for.
+    public let readiness: Readiness
 
     public init(
         store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings,
         time: any TimeSource = SystemTimeSource(),
         telemetry: (any TelemetryStore)? = nil, readingKeys: DataKeys? = nil,
-        commands: (any DeviceCommandChannel)? = nil, updates: Updates? = nil
+        commands: (any DeviceCommandChannel)? = nil, updates: Updates? = nil,
+        metrics: HearthMetrics = HearthMetrics(), readiness: Readiness = Readiness()
     ) throws {
         let passwords = PasswordPolicy(blocklist: CommonPasswords.list, dictionary: CommonPasswords.dictionary)
         guard passwords.blocklist.count > 10_000, (passwords.dictionary?.count ?? 0) > 80_000 else {
@@ -119,6 +139,17 @@ public final class Hearth: Sendable {
         self.commands = commands
         self.updates = updates
         startedAt = time.now()
+        self.metrics = metrics
+        self.readiness = readiness
+    }
+
+    /// `/readyz`: nil when the database takes a write and every expected listener is up; else
+    /// what is not ready.
+    public func notReady() async -> String? {
+        let waiting = readiness.waiting
+        if !waiting.isEmpty { return "waiting for \(waiting.sorted().joined(separator: ", "))" }
+        do { try await store.checkWritable(at: time.now()) } catch { return "the database does not take writes" }
+        return nil
     }
 
     /// Runs CPU-heavy work (scrypt) off the event loops and the cooperative pool, on NIO's blocking
