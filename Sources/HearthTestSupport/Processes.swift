@@ -10,9 +10,14 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Starts `executable`; its standard error joins its output in ``text`` unless `separateErrors`,
     /// then it is in ``errorText`` alone.
-    public init(_ executable: URL, _ arguments: [String], separateErrors: Bool = false) throws {
+    public init(
+        _ executable: URL, _ arguments: [String], separateErrors: Bool = false, environment: [String: String] = [:]
+    ) throws {
         process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let pipe = Pipe()
         process.standardOutput = pipe
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in

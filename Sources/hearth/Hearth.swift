@@ -220,7 +220,7 @@ func runServer(
     gatewayLogger.logLevel = .info
     let metrics = HearthMetrics()
     // /readyz answers 200 once both listeners are bound (and the database takes a write).
-    let readiness = Readiness(expecting: ["https", "mqtt", "metrics"])
+    let readiness = Readiness(expecting: ["https", "mqtt", "metrics"]) { Systemd.notify("READY=1") }
     let (telemetry, readingKeys) = try openTelemetry(folder, store: store)
     let brokerState = try SQLiteBrokerStateStore(path: folder.brokerStatePath)
     let gateway: MQTTGateway
@@ -314,7 +314,8 @@ func runServer(
     let renewer = Periodic.repositoryRenewer(repository: repository, logger: logger)
     let retention = Periodic.retention(hearth: hearth, logger: logger)
     let group = ServiceGroup(
-        services: [app, metricsApp, sweeper, gateway, renewer, retention] + companions,
+        services: [app, metricsApp, sweeper, gateway, renewer, retention, StopNotice(readiness: readiness)]
+            + companions,
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     do {
@@ -327,6 +328,18 @@ func runServer(
             "cannot listen on \(listen) or \(options.mqttListen): \(String(cString: strerror(error.errnoCode)))")
     }
     print("Hearth stopped.")
+}
+
+/// At the start of a graceful stop: `/readyz` answers 503 (a load balancer stops sending new
+/// clients while the listeners drain) and systemd hears `STOPPING=1`.
+struct StopNotice: Service {
+    let readiness: Readiness
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        readiness.down("stopping")
+        Systemd.notify("STOPPING=1")
+    }
 }
 
 /// security.txt's contacts and languages.

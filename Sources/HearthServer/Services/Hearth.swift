@@ -71,10 +71,18 @@ public enum CommonPasswords {
 /// balancer stops sending before the listeners close).
 public final class Readiness: Sendable {
     private let pending = Mutex<Set<String>>([])
+    private let onReady: @Sendable () -> Void
 
-    public init(expecting parts: Set<String> = []) { pending.withLock { $0 = parts } }
+    /// `onReady` runs once each time the last expected part comes up (systemd's `READY=1`).
+    public init(expecting parts: Set<String> = [], onReady: @escaping @Sendable () -> Void = {}) {
+        pending.withLock { $0 = parts }
+        self.onReady = onReady
+    }
 
-    public func up(_ part: String) { _ = pending.withLock { $0.remove(part) } }
+    public func up(_ part: String) {
+        let nowReady = pending.withLock { $0.remove(part) != nil && $0.isEmpty }
+        if nowReady { onReady() }
+    }
     public func down(_ part: String) { _ = pending.withLock { $0.insert(part) } }
     public var waiting: Set<String> { pending.withLock { $0 } }
 }
