@@ -32,6 +32,14 @@ public enum TLSPolicy {
         return tls
     }
 
+    /// A client of a service on the Internet (an operator's alert webhook): the system's trust
+    /// store, the same versions and suites. Give the handler the server's name to check.
+    public static func publicClient() -> TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        apply(to: &tls)
+        return tls
+    }
+
     static func apply(to tls: inout TLSConfiguration) {
         tls.minimumTLSVersion = minimumVersion
         tls.cipherSuites = cipherSuites

@@ -148,11 +148,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         }
     }
 
-    public static func isLoopback(_ host: String) -> Bool {
-        if host == "localhost" || host == "::1" { return true }
-        let parts = host.split(separator: ".")
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
-    }
+    public static func isLoopback(_ host: String) -> Bool { HostPort.isLoopback(host) }
 
     public var counters: GatewayCounters { parts.counters.snapshot }
 

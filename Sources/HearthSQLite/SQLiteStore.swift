@@ -270,6 +270,15 @@ public final class SQLiteStore: HearthStore {
                     );
                     """)
         }
+        m.registerMigration("2026-12-04 alert webhook outbox") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE alerts ADD COLUMN webhook_attempts INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE alerts ADD COLUMN webhook_next_at INTEGER;
+                    ALTER TABLE alerts ADD COLUMN webhook_delivered_at INTEGER;
+                    CREATE INDEX alerts_outbox ON alerts(raised_at) WHERE webhook_delivered_at IS NULL;
+                    """)
+        }
         m.registerMigration("2026-12-04 readiness") { db in
             try db.execute(
                 sql: "CREATE TABLE readiness (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL)")
@@ -846,6 +855,32 @@ public final class SQLiteStore: HearthStore {
                     WHERE id = ? AND state IN (\(from.map { _ in "?" }.joined(separator: ", ")))
                     """,
                 arguments: [state.rawValue, millis(at), id] + StatementArguments(from))
+        }
+    }
+
+    public func alertsToDeliver(since: Date, now: Date, limit: Int) async throws -> [(
+        alert: AlertRecord, attempts: Int
+    )] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM alerts WHERE webhook_delivered_at IS NULL AND raised_at >= ?
+                    AND (webhook_next_at IS NULL OR webhook_next_at <= ?) ORDER BY raised_at, id LIMIT ?
+                    """,
+                arguments: [millis(since), millis(now), max(0, limit)]
+            ).map { (try Self.alert($0), $0["webhook_attempts"] as Int) }
+        }
+    }
+
+    public func recordAlertDelivery(_ id: String, delivered: Bool, nextAttempt: Date?, at: Date) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE alerts SET webhook_attempts = webhook_attempts + 1,
+                    webhook_delivered_at = ?, webhook_next_at = ? WHERE id = ?
+                    """,
+                arguments: [delivered ? millis(at) : nil, nextAttempt.map(millis), id])
         }
     }
 

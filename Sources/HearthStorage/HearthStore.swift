@@ -113,6 +113,12 @@ public protocol HearthStore: Sendable {
     /// Moves an alert to `state` (open → acknowledged → resolved; not back); false, changing
     /// nothing, for an unknown alert or a move that is not forward.
     func setAlertState(_ id: String, _ state: AlertRecord.State, at: Date, audit: AuditEntry) async throws -> Bool
+    /// The webhook outbox: alerts raised at or after `since` that no receiver has taken yet and
+    /// whose next attempt is due by `now`, oldest first, with the attempts made so far.
+    func alertsToDeliver(since: Date, now: Date, limit: Int) async throws -> [(alert: AlertRecord, attempts: Int)]
+    /// Records a delivery attempt: delivered (taken off the outbox), or failed with the time of the
+    /// next attempt.
+    func recordAlertDelivery(_ id: String, delivered: Bool, nextAttempt: Date?, at: Date) async throws
     /// Puts a device in quarantine (or with nil releases it). False, changing nothing, for an
     /// unknown device, or one already in (or out of) quarantine.
     func setQuarantine(_ serial: DeviceSerial, _ quarantine: DeviceQuarantine?, audit: AuditEntry) async throws -> Bool

@@ -11,6 +11,7 @@ import HearthStorage
 import HearthUpdate
 import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 
 @main
@@ -189,6 +190,44 @@ struct OperationsOptions: ParsableArguments {
     )
     var logFormat: LogFormat = .text
 
+    @Option(
+        name: .customLong("alert-webhook"),
+        help:
+            "POST each security alert as JSON to this https:// URL (http:// on loopback only), signed with HMAC-SHA-256 (header X-Hearth-Signature: t=UNIX,v1=HEX over \"UNIX.BODY\"); retried with backoff until it answers 2xx. Needs --alert-webhook-secret-file."
+    )
+    var alertWebhook: String?
+
+    @Option(
+        name: .customLong("alert-webhook-secret-file"),
+        help:
+            "The webhook's HMAC secret: a file of at least 16 bytes (e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`)."
+    )
+    var alertWebhookSecretFile: String?
+
+    @Option(
+        name: .customLong("alert-webhook-ca"),
+        help: "Trust only this CA (PEM) for the webhook's certificate, instead of the system's trust store.")
+    var alertWebhookCA: String?
+
+    /// The webhook service, when one is configured; a clear error for a half-configured one.
+    func webhook(store: any HearthStore) throws -> AlertWebhook? {
+        guard let alertWebhook else {
+            if alertWebhookSecretFile != nil { throw HearthError.invalid("alert-webhook", "give the URL too") }
+            return nil
+        }
+        guard let file = alertWebhookSecretFile else {
+            throw HearthError.invalid("alert-webhook-secret-file", "a webhook needs a secret to sign with")
+        }
+        guard let secret = FileManager.default.contents(atPath: file) else {
+            throw HearthError.invalid("alert-webhook-secret-file", "cannot read \(file)")
+        }
+        let trimmed = Array(
+            String(decoding: secret, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        let roots = try alertWebhookCA.map { try NIOSSLCertificate.fromPEMFile($0) }
+        return try AlertWebhook(
+            target: try WebhookTarget(parsing: alertWebhook), secret: trimmed, store: store, trustRoots: roots)
+    }
+
     /// Sends every logger of the process to the chosen format (once per process).
     func bootstrapLogging() {
         let format = logFormat
@@ -261,9 +300,11 @@ func runServer(
         commands: gateway, updates: updates, metrics: metrics, readiness: readiness)
     gateway.attach(resets: hearth)
     gateway.attach(certificates: DeviceCertificates(store: store, deviceCA: folder.deviceCA))
+    let webhook = try operations.webhook(store: store)
     gateway.attach(
         alerts: SecurityAlerts(
-            store: store, quarantine: gateway, metrics: metrics, logger: Logger(label: "hearth.alerts")))
+            store: store, quarantine: gateway, metrics: metrics, webhook: webhook,
+            logger: Logger(label: "hearth.alerts")))
     metrics.collect {
         let rollouts = (try? await repository.store.rollouts(model: nil)) ?? []
         for state in RolloutState.allCases {
@@ -315,7 +356,7 @@ func runServer(
     let retention = Periodic.retention(hearth: hearth, logger: logger)
     let group = ServiceGroup(
         services: [app, metricsApp, sweeper, gateway, renewer, retention, StopNotice(readiness: readiness)]
-            + companions,
+            + (webhook.map { [$0] } ?? []) + companions,
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     do {

@@ -10,6 +10,9 @@ import Logging
 /// operators with a lifecycle (open, acknowledged, resolved), and shown to the device's owner in
 /// plain English.
 ///
+/// Each alert also goes to the operator's webhook, when one is configured (``AlertWebhook``: its
+/// own service, so a slow receiver holds nothing up).
+///
 /// Detections at or above `quarantineAt` (high, by default; nil: never) also quarantine the
 /// device at once, audited, and the gateway is told.
 public final class SecurityAlerts: DeviceAlertChannel {
@@ -18,13 +21,15 @@ public final class SecurityAlerts: DeviceAlertChannel {
     let quarantine: (any DeviceQuarantining)?
     let quarantineAt: Severity?
     let metrics: HearthMetrics?
+    let webhook: AlertWebhook?
 
     public init(
         store: any HearthStore, quarantine: (any DeviceQuarantining)? = nil, quarantineAt: Severity? = .high,
-        metrics: HearthMetrics? = nil, logger: Logger = Logger(label: "hearth.alerts")
+        metrics: HearthMetrics? = nil, webhook: AlertWebhook? = nil, logger: Logger = Logger(label: "hearth.alerts")
     ) {
         self.store = store
         self.metrics = metrics
+        self.webhook = webhook
         self.quarantine = quarantine
         self.quarantineAt = quarantineAt
         self.logger = logger
@@ -42,6 +47,7 @@ public final class SecurityAlerts: DeviceAlertChannel {
                     .alertRaised, actor: "monitor", subject: serial.rawValue,
                     detail: "\(alert.kind) (\(alert.severity)), alert \(alert.id)", at: detection.at))
             metrics?.alert(kind: alert.kind, severity: alert.severity)
+            webhook?.alertRaised()
             logger.warning(
                 "security alert",
                 metadata: ["kind": "\(alert.kind)", "severity": "\(alert.severity)", "alert": "\(alert.id)"])
