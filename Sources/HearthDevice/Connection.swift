@@ -14,11 +14,15 @@ struct MQTTClientConnection: Sendable {
     /// Connects and completes the TLS handshake (the server's certificate is verified against the
     /// trust roots in `tls`, by host name or IP address).
     static func open(
-        host: String, port: Int, tls: NIOSSLContext, serverHostname: String?, version: MQTTVersion, timeout: TimeAmount
+        host: String, port: Int, tls: NIOSSLContext, serverHostname: String?, version: MQTTVersion, timeout: TimeAmount,
+        from localAddress: SocketAddress? = nil
     ) async throws -> MQTTClientConnection {
         let (stream, continuation) = AsyncThrowingStream<MQTTPacket, any Error>.makeStream()
         let handler = MQTTClientHandler(version: version, continuation: continuation)
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
+        let channel =
+            try await bootstrap
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(timeout)
             .channelInitializer { channel in

@@ -671,6 +671,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             logger.notice("malformed command result", metadata: ["serial": "\(device.serial)"])
             return
         }
+        parts.watchers.observe(device.serial, status == "ok" ? .commandSucceeded : .commandFailed)
         parts.hub.resolve(
             id, serial: device.serial.rawValue, .answered(status: status, detail: result.string("detail")))
     }

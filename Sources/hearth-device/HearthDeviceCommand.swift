@@ -24,7 +24,7 @@ struct HearthDeviceCommand: AsyncParsableCommand {
             """,
         subcommands: [
             ThermostatCommand.self, LockCommand.self, Fleet.self, CSR.self, BootCommand.self, UpdateCommand.self,
-            ResetCommand.self, DownloadBench.self,
+            ResetCommand.self, MisbehaveCommand.self, DownloadBench.self,
         ]
     )
 }
@@ -218,6 +218,41 @@ func describe(_ event: DeviceEvent) -> String {
 }
 
 /// The device's factory reset (its long press), for a device that is not running.
+struct MisbehaveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "misbehave",
+        abstract: "Make a device misbehave once, on purpose, to see security monitoring work (tests, demos).",
+        discussion: """
+            Uses the device's real identity from its bundle. Kinds: flood (200 messages in a second), garbage \
+            (15 invalid readings), probe (another device's topic, # and $SYS/#), clone (its identity from \
+            127.0.0.1 and 127.0.0.2 taking turns; loopback gateways only), fake-firmware (reports version 99.0.0, \
+            never released). The server raises an alert within seconds; probe, clone and fake-firmware are high \
+            severity and quarantine the device until an operator releases it.
+            """)
+
+    @OptionGroup var device: DeviceOptions
+
+    @Option(help: "What to do: \(Misbehaviour.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var kind: Misbehaviour
+
+    func run() async throws {
+        try await failing {
+            let bundle = try DeviceBundle.load(URL(fileURLWithPath: device.bundle))
+            let keyStore = try bundle.keyStore(uniqueKey: try device.uniqueKey())
+            let host = device.mqtt?.host ?? bundle.server.host ?? "127.0.0.1"
+            let port = device.mqtt?.port ?? 8883
+            try await kind.perform(bundle: bundle, keyStore: keyStore, host: host, port: port) {
+                line("\(kind.rawValue): \($0)")
+            }
+            line(
+                "\(bundle.serial) misbehaved (\(kind.rawValue)); the server should raise a '\(kind.expectedAlert)' alert."
+            )
+        }
+    }
+}
+
+extension Misbehaviour: ExpressibleByArgument {}
+
 struct ResetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "factory-reset",

@@ -292,6 +292,7 @@ func runServer(
     let repository = try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)
     let updates = Updates(repository: repository)
     gateway.attach(updates: updates)
+    updates.attach { [gateway] serial, observation in gateway.observe(serial, observation) }
     var settings = settings
     // Requests must name a host the server certificate covers (`--hostname`); others get 421.
     settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames

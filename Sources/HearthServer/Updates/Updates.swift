@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import HearthCrypto
+import HearthMonitor
 import HearthStorage
 import HearthUpdate
 import Logging
@@ -23,9 +24,35 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     /// Reports refused for coming too fast, since the start.
     public var reportsRateLimited: Int { refusedReports.withLock { $0 } }
 
+    /// Where what reports reveal goes (the gateway's detectors): firmware never released, a
+    /// device's own integrity alert.
+    private let observer = Mutex<(@Sendable (DeviceSerial, Observation) -> Void)?>(nil)
+
     public init(repository: UpdateRepository, time: any TimeSource = SystemTimeSource()) {
         self.repository = repository
         self.time = time
+    }
+
+    public func attach(observer: @escaping @Sendable (DeviceSerial, Observation) -> Void) {
+        self.observer.withLock { $0 = observer }
+    }
+
+    /// What a report tells the detectors. A device's integrity alert (it found its software
+    /// tampered with) goes as it is. A version counts as never released when it is not a release
+    /// of the model and is newer than all of them (or not a version at all): an older unknown
+    /// version is what a device left the factory with, not a sign of tampering, so it never
+    /// raises an alert.
+    func observe(_ report: UpdateReport, from serial: DeviceSerial, model: ProductModelID) async throws {
+        guard let observe = observer.withLock({ $0 }) else { return }
+        if report.phase.alert {
+            observe(serial, .integrityAlert("\(report.phase.rawValue): \(report.reason ?? "")"))
+            return
+        }
+        let releases = try await store.releases(model: model)
+        guard !releases.isEmpty, !releases.contains(where: { $0.version == report.version }) else { return }
+        let newest = releases.compactMap { try? FirmwareVersion($0.version) }.max()
+        if let running = try? FirmwareVersion(report.version), let newest, running < newest { return }
+        observe(serial, .firmware(version: report.version, released: false))
     }
 
     /// Takes one report from `serial`'s allowance; false (and counted) when it is spent.
@@ -67,6 +94,7 @@ public final class Updates: Sendable, DeviceUpdateChannel {
         guard let productModel = try await store.model(model) else {
             throw HearthError(.integrity, "the device's model is missing")
         }
+        try await observe(report, from: serial, model: model)
         var offer: String?
         if let rollout = try await store.rollouts(model: model).first(where: {
             $0.state == RolloutState.active.rawValue || $0.state == RolloutState.paused.rawValue
