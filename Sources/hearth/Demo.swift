@@ -74,7 +74,7 @@ struct Demo: AsyncParsableCommand {
             let maker = try DemoMaker(folder: folder, repository: repository)
             var units: [URL] = []
             print(
-                "[1/6] Provisioning \(devices) of each demo product (serial, key pair, certificate, setup code, label, signed firmware 1.0.0)…"
+                "[1/7] Provisioning \(devices) of each demo product (serial, key pair, certificate, setup code, label, signed firmware 1.0.0)…"
             )
             for model in ProductModel.demoModels() {
                 if try await store.model(model.id) == nil {
@@ -153,7 +153,7 @@ struct DemoScript: Service {
         let (httpsPort, mqttPort) = try await ready.wait()
         let base = "https://\(host.contains(":") ? "[\(host)]" : host):\(httpsPort)"
         say(
-            "[2/6] Starting \(units.count) reference devices (each verifies its firmware at boot, seals its factory key, keeps a persistent offline queue, and connects over mutual TLS to port \(mqttPort))…"
+            "[2/7] Starting \(units.count) reference devices (each verifies its firmware at boot, seals its factory key, keeps a persistent offline queue, and connects over mutual TLS to port \(mqttPort))…"
         )
         let hardwareKey = try DeviceUniqueKey.simulated(
             file: folder.url.appendingPathComponent("demo-hardware.key").path)
@@ -165,7 +165,10 @@ struct DemoScript: Service {
                         unit, seed: UInt64(i + 1), hardwareKey: hardwareKey, mqttPort: mqttPort, base: base)
                 }
             }
-            group.addTask { try await walkThrough(base: base, httpsPort: httpsPort, devices: units) }
+            group.addTask {
+                try await walkThrough(
+                    base: base, httpsPort: httpsPort, devices: units, mqttPort: mqttPort, hardwareKey: hardwareKey)
+            }
             while try await group.next() != nil {}
         }
     }
@@ -215,12 +218,14 @@ struct DemoScript: Service {
         }
     }
 
-    func walkThrough(base: String, httpsPort: Int, devices: [DeviceBundle]) async throws {
+    func walkThrough(
+        base: String, httpsPort: Int, devices: [DeviceBundle], mqttPort: Int, hardwareKey: DeviceUniqueKey
+    ) async throws {
         let api = try HTTPSClient(host: host, port: httpsPort, rootCAPEM: try folder.rootCA.certificate.pem())
         let email = "demo-owner-\(SecureToken.generate().prefix(6).lowercased())@example.com"
         let password = "demo " + SecureToken.generate()
         say(
-            "[3/6] Signing up a demo owner (\(email), fresh random password) and claiming every device with the setup code on its label…"
+            "[3/7] Signing up a demo owner (\(email), fresh random password) and claiming every device with the setup code on its label…"
         )
         try await expect(
             api.request(.POST, "/api/v1/accounts", body: ["email": .string(email), "password": .string(password)]), 201,
@@ -240,12 +245,12 @@ struct DemoScript: Service {
                     token: token), 201, "claim \(serial)")
             say("      claimed \(serial) (\(label.split(separator: "\n").first ?? ""))")
         }
-        say("[4/6] Waiting for telemetry from each device…")
+        say("[4/7] Waiting for telemetry from each device…")
         for device in devices {
             let latest = try await waitForReading(api, token, device.serial) { _ in true }
             say("      \(device.serial) \(device.model): \(latest)")
         }
-        say("[5/6] Command round trip: the owner sets the thermostat to 23.5 °C and unlocks the lock through the API…")
+        say("[5/7] Command round trip: the owner sets the thermostat to 23.5 °C and unlocks the lock through the API…")
         if let thermostat = devices.first(where: { $0.model.rawValue == Thermostat.model }) {
             let reply = try await expect(
                 api.request(
@@ -270,7 +275,7 @@ struct DemoScript: Service {
         }
         let thermostats = devices.filter { $0.model.rawValue == Thermostat.model }
         say(
-            "[6/6] A security update: the maker signs thermostat firmware 1.1.0 offline (TUF), the server imports it and rolls it out; each thermostat downloads it while it keeps regulating, verifies it, installs it in its other slot, restarts, and commits once healthy…"
+            "[6/7] A security update: the maker signs thermostat firmware 1.1.0 offline (TUF), the server imports it and rolls it out; each thermostat downloads it while it keeps regulating, verifies it, installs it in its other slot, restarts, and commits once healthy…"
         )
         let model = try ProductModelID(Thermostat.model)
         try await maker.release(
@@ -317,6 +322,10 @@ struct DemoScript: Service {
             }
             if case .string(let support)? = o["supportText"] { say("      \(support)") }
         }
+        if let lock = devices.first(where: { $0.model.rawValue == SmartLock.model }) {
+            try await misbehave(
+                lock, api: api, token: token, base: base, mqttPort: mqttPort, hardwareKey: hardwareKey)
+        }
         let anyThermostat = thermostats.first?.serial.rawValue ?? "SERIAL"
         // The owner's credentials go to a private file, not the terminal: it is also the body of a
         // sign-in request.
@@ -343,6 +352,37 @@ struct DemoScript: Service {
                          run one yourself: swift run hearth-device thermostat --bundle FOLDER --mqtt 127.0.0.1:PORT --hardware-key FILE
             Press Ctrl-C to stop.
             """)
+    }
+
+    /// Step 7: security monitoring. The lock's identity is used to reach for other devices' topics
+    /// (as a compromised device would); the gateway's detectors raise an alert, high severity
+    /// quarantines the lock, and its owner reads both in plain English.
+    func misbehave(
+        _ lock: DeviceBundle, api: HTTPSClient, token: String, base: String, mqttPort: Int, hardwareKey: DeviceUniqueKey
+    ) async throws {
+        say(
+            "[7/7] Security monitoring: the lock's identity reaches for another device's topic, # and $SYS/# (as a compromised device would; `hearth-device misbehave --kind probe`)…"
+        )
+        try await Misbehaviour.probe.perform(
+            bundle: lock, keyStore: try lock.keyStore(uniqueKey: hardwareKey), host: host, port: mqttPort
+        ) { say("      \(lock.serial): \($0)") }
+        for _ in 0..<100 {
+            let reply = try await api.request(.GET, "/api/v1/devices/\(lock.serial)/alerts", token: token)
+            if case .array(let alerts)? = reply["alerts"], case .object(let alert)? = alerts.first,
+                case .string(let text)? = alert["text"], case .string(let quarantine)? = reply["quarantine"]
+            {
+                say(
+                    "      alert (\(alert["severity"].map { if case .string(let s) = $0 { s } else { "" } } ?? "")): \(text)"
+                )
+                say("      the owner sees \(lock.serial) quarantined \(quarantine)")
+                say(
+                    "      an operator reviews it at \(base)/console/alerts and releases the lock from its console page"
+                )
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw HearthError(.deviceTimeout, "demo: no alert for \(lock.serial) within 10 s")
     }
 
     func labelField(_ label: String, _ name: String) -> String {

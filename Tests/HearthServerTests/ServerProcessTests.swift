@@ -324,9 +324,12 @@ import X509
         #expect(
             shown.output.contains("Thanks, looking at it") && shown.output.contains("Found a bug"), "\(shown.output)")
         // Each step has its own label, and the update's progress is shown while it runs.
-        for step in 1...6 {
-            #expect(out.components(separatedBy: "[\(step)/6]").count - 1 == 1, "step \(step) labelled once")
+        for step in 1...7 {
+            #expect(out.components(separatedBy: "[\(step)/7]").count - 1 == 1, "step \(step) labelled once")
         }
+        // Security monitoring: one alert and one quarantine, told to the owner in plain English.
+        #expect(out.contains("alert (high): Your device tried to reach parts of the service"), "\(out)")
+        #expect(out.contains(" quarantined since "), "\(out)")
         #expect(out.components(separatedBy: ": Updated\n").count - 1 == 2, "progress while the update runs")
         // A second demo on the same folder is refused and changes nothing (issue 13).
         let before = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("bundles").path)

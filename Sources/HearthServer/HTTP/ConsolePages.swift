@@ -34,7 +34,8 @@ struct ConsolePages {
     }
 
     static let sections = [
-        ("/console", "Fleet"), ("/console/models", "Models"), ("/console/rollouts", "Rollouts"),
+        ("/console", "Fleet"), ("/console/alerts", "Alerts"), ("/console/models", "Models"),
+        ("/console/rollouts", "Rollouts"),
         ("/console/reports", "Disclosure"), ("/console/audit", "Audit log"),
     ]
     static let pageSize = 50
@@ -207,6 +208,63 @@ struct ConsolePages {
                     updated, identity: identity, hearth: hearth,
                     flash: changed
                         ? "Revoked: the gateway refuses this device from now on." : "This device was already revoked."))
+        }
+
+        // Quarantine by hand (with the reason the owner will read), and release.
+        for release in [false, true] {
+            router.post(release ? "/console/devices/:serial/release" : "/console/devices/:serial/quarantine") {
+                request, context in
+                guard let identity = try await requireOperator(request) else { return Pages.redirect("/signin") }
+                let device = try await hearth.fleetDevice(context.parameters.get("serial") ?? "", by: identity)
+                let sent = try await FormGuard(session: identity).read(request, limit: limit)
+                var flash: String
+                do {
+                    try await hearth.quarantine(
+                        device.serial.rawValue, reason: release ? nil : (sent["reason"] ?? ""), by: identity)
+                    flash =
+                        release
+                        ? "Released from quarantine: its readings and commands are accepted again."
+                        : "Quarantined: the device may connect and update, nothing else. Its owner sees why."
+                } catch let error as HearthError where error.code == .conflict || error.code == .invalidInput {
+                    flash = "Not changed: \(error.message)"
+                }
+                let updated = try await hearth.fleetDevice(device.serial.rawValue, by: identity)
+                return render(
+                    identity, device.serial.rawValue,
+                    try await Self.devicePage(updated, identity: identity, hearth: hearth, flash: flash))
+            }
+        }
+
+        // Security alerts: open and acknowledged ones (or all), newest first, with their lifecycle.
+        router.get("/console/alerts") { request, _ in
+            guard let identity = try await requireOperator(request) else { return Pages.redirect("/signin") }
+            let all = request.uri.queryParameters.get("state") == "all"
+            return render(identity, "Alerts", try await Self.alertsPage(identity, hearth: hearth, all: all, flash: nil))
+        }
+        router.post("/console/alerts/:id/:action") { request, context in
+            guard let identity = try await requireOperator(request) else { return Pages.redirect("/signin") }
+            _ = try await FormGuard(session: identity).read(request, limit: limit)
+            let id = context.parameters.get("id") ?? ""
+            let state: AlertRecord.State
+            switch context.parameters.get("action") {
+            case "acknowledge": state = .acknowledged
+            case "resolve": state = .resolved
+            default: throw HearthError(.notFound, "no such action")
+            }
+            do {
+                try await hearth.setAlertState(id, state, by: identity)
+                return render(
+                    identity, "Alerts",
+                    try await Self.alertsPage(
+                        identity, hearth: hearth, all: false, flash: ("Alert \(id.prefix(8)): \(state.rawValue).", true)
+                    ))
+            } catch let error as HearthError where error.code == .conflict {
+                return render(
+                    identity, "Alerts",
+                    try await Self.alertsPage(
+                        identity, hearth: hearth, all: false, flash: ("Not changed: \(error.message)", false)),
+                    status: .conflict)
+            }
         }
 
         router.get("/console/models") { request, _ in
@@ -447,7 +505,38 @@ struct ConsolePages {
                 detail: "\(Pages.when($0.at)): \(UpdatePhase(rawValue: $0.phase)?.plainEnglish ?? $0.phase)",
                 alert: true)
         }
+        if let q = device.quarantine {
+            facts.append(Fact(term: "Quarantine", detail: "Since \(Pages.when(q.since)): \(q.reason)", alert: true))
+        }
+        for a in try await hearth.store.alerts(of: device.serial, since: .distantPast, limit: 5) {
+            facts.append(
+                Fact(
+                    term: "Security alert",
+                    detail: "\(Pages.when(a.raisedAt)): \(a.kind) (\(a.severity)), \(a.state.rawValue)",
+                    alert: a.state == .open))
+        }
         var forms: [TitledForm] = []
+        let csrf = Pages.csrfToken(identity)
+        if device.quarantine != nil {
+            forms.append(
+                TitledForm(
+                    formHeading: "Quarantine",
+                    form: FormModel(
+                        action: "/console/devices/\(device.serial.rawValue)/release", csrf: csrf,
+                        button: "Release from quarantine", [])))
+        } else {
+            forms.append(
+                TitledForm(
+                    formHeading: "Quarantine",
+                    form: FormModel(
+                        action: "/console/devices/\(device.serial.rawValue)/quarantine", csrf: csrf,
+                        button: "Quarantine this device",
+                        [
+                            FormField(
+                                "reason", "Why (the owner reads this)", maxLength: 500,
+                                hint: "e.g. it sent traffic to other devices; we are investigating")
+                        ])))
+        }
         if device.revokedAt == nil {
             forms.append(
                 TitledForm(
@@ -459,6 +548,61 @@ struct ConsolePages {
         return page(
             device.serial.rawValue, section: "/console",
             ["facts": facts, "forms": forms, "flash": flash, "flashClass": "ok"])
+    }
+
+    static func alertsPage(_ identity: Identity, hearth: Hearth, all: Bool, flash: (String, Bool)?) async throws
+        -> [String: Any]
+    {
+        let csrf = Pages.csrfToken(identity)
+        let states: Set<AlertRecord.State> = all ? Set(AlertRecord.State.allCases) : [.open, .acknowledged]
+        let alerts = try await hearth.alerts(in: states, by: identity)
+        let rows = alerts.map { a -> [String: Any] in
+            row([
+                Cell(column: "Raised", text: Pages.when(a.raisedAt)),
+                Cell(column: "Device", text: a.serial.rawValue, href: "/console/devices/\(a.serial.rawValue)"),
+                Cell(column: "Kind", text: a.kind),
+                Cell(column: "Severity", text: a.severity, alert: a.severity == "high"),
+                Cell(column: "Evidence", text: Self.evidenceText(a.evidence)),
+                Cell(column: "State", text: a.state.rawValue, alert: a.state == .open),
+            ])
+        }
+        var forms: [TitledForm] = []
+        for a in alerts where a.state != .resolved {
+            let actions = a.state == .open ? ["acknowledge", "resolve"] : ["resolve"]
+            for action in actions {
+                forms.append(
+                    TitledForm(
+                        formHeading: "\(a.kind) on \(a.serial.rawValue): \(action)",
+                        form: FormModel(
+                            action: "/console/alerts/\(a.id)/\(action)", csrf: csrf,
+                            button: OwnerPages.words(action) + " alert \(a.id.prefix(8))", [])))
+            }
+        }
+        return page(
+            "Alerts", section: "/console/alerts",
+            [
+                "columns": ["Raised", "Device", "Kind", "Severity", "Evidence", "State"], "rows": rows, "forms": forms,
+                "count": all
+                    ? "\(alerts.count) alert\(alerts.count == 1 ? "" : "s"), newest first."
+                    : "\(alerts.count) open or acknowledged alert\(alerts.count == 1 ? "" : "s"), newest first. High severity quarantines the device by itself; release it from its page.",
+                "flash": flash?.0, "flashClass": flash?.1 == true ? "ok" : "error",
+            ])
+    }
+
+    /// An alert's evidence as one line: `refused 12, windowSeconds 60, …`.
+    static func evidenceText(_ json: String) -> String {
+        guard case .object(let o)? = try? JSONValue.parse(Array(json.utf8)) else { return json }
+        return o.keys.sorted().map { key in
+            let value: String
+            switch o[key]! {
+            case .string(let s): value = s
+            case .number(let n): value = n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(n)
+            case .array(let items):
+                value = items.map { if case .string(let s) = $0 { s } else { $0.text } }.joined(separator: " / ")
+            default: value = o[key]!.text
+            }
+            return "\(key) \(value)"
+        }.joined(separator: ", ")
     }
 
     static func rolloutsPage(_ identity: Identity, hearth: Hearth, flash: (String, Bool)?) async throws -> [String: Any]

@@ -5,7 +5,9 @@ a running `hearth demo` (a thermostat and a lock running as reference devices, u
 - the demo owner sees the thermostat's card and page: its reading, a chart, its software update
   and release notes; sends a setpoint from the form and sees the device's answer, then the new
   setpoint arrives on the open page by itself (server-sent events);
-- the operator is created from the one-time link, sees the fleet, starts, pauses, resumes and
+- the demo owner sees the lock that misbehaved (demo step 7) quarantined, and why;
+- the operator is created from the one-time link, sees the fleet, acknowledges and resolves the
+  alert, releases the lock, quarantines it by hand and releases it again, starts, pauses, resumes and
   aborts a rollout, and (once on the security team) moves a report through the workflow;
 - a researcher files a report without an account and reads its status and the team's note;
 - a page on another origin posts a form to Hearth and the post is refused.
@@ -219,6 +221,39 @@ def owner_sees_thermostat():
     visited.add(page_path().split("?")[0] + "/remove")  # checked by axe below
 
 
+def owner_sees_quarantined_lock():
+    """The demo's lock misbehaved (step 7): its owner's page says it is quarantined, why, and what to do."""
+    go("/devices")
+    link = next(c for c in driver.find_elements(By.CSS_SELECTOR, ".card") if "Lock" in c.text).find_element(By.CSS_SELECTOR, "h2 a")
+    link.click()
+    WebDriverWait(driver, 20).until(lambda d: "/devices/" in d.current_url)
+    remember()
+    notice = driver.find_element(By.ID, "quarantine").text
+    assert "Quarantined:" in notice and "install updates" in notice, notice
+    assert "reach parts of the service that belong to other devices" in body(), body()[:800]
+
+
+def alerts_and_release():
+    """The operator reviews the alert (acknowledge, resolve) and releases the lock from quarantine."""
+    go("/console/alerts")
+    text = body()
+    assert "probe" in text and "high" in text and "open" in text, text[:600]
+    serial = driver.find_element(By.CSS_SELECTOR, "main table a[href^='/console/devices/']").text
+    submit("form[action^='/console/alerts/'][action$='/acknowledge'] button")
+    assert ": acknowledged." in body(), body()[:500]
+    submit("form[action^='/console/alerts/'][action$='/resolve'] button")
+    assert ": resolved." in body() and "0 open or acknowledged alerts" in body(), body()[:500]
+    go(f"/console/devices/{serial}")
+    assert "Quarantine" in body() and "automatically" in body(), body()[:800]
+    submit("form[action$='/release'] button")
+    assert "Released from quarantine" in body(), body()[:500]
+    fill({"reason": "We are checking a report about it."})
+    submit("form[action$='/quarantine'] button")
+    assert "Quarantined:" in body() and "We are checking a report about it." in body(), body()[:800]
+    submit("form[action$='/release'] button")
+    assert "Released from quarantine" in body(), body()[:500]
+
+
 def setpoint_and_live_refresh():
     fill({"target": "22.5"})
     submit("form[action$='/commands/setTarget'] button")
@@ -383,7 +418,10 @@ try:
         ("claim a device (a wrong code first)", claim), ("hand the device on to someone", hand_on),
         ("the demo owner sees reading, chart, update and release notes", owner_sees_thermostat),
         ("a setpoint from the form, the device's answer, live refresh", setpoint_and_live_refresh),
-        ("create the operator; fleet, models, audit", operator), ("start, pause, resume, abort a rollout", rollout),
+        ("the owner sees the misbehaving lock quarantined", owner_sees_quarantined_lock),
+        ("create the operator; fleet, models, audit", operator),
+        ("alerts: acknowledge, resolve; quarantine by hand and release", alerts_and_release),
+        ("start, pause, resume, abort a rollout", rollout),
         ("a researcher files a report", researcher_reports), ("the security team moves it", team_moves_report),
         ("the researcher reads the status and the note", researcher_reads_status), ("cross-site post refused", cross_site),
         ("no CSP violations", no_csp_violations),
