@@ -91,12 +91,14 @@ public struct GatewayCounters: Sendable, Equatable {
 /// to their Prometheus counter (atomics, no lock).
 final class Counters: Sendable {
     private let value = Mutex(GatewayCounters())
-    let metrics: HearthMetrics
+    /// nil: no metrics (only `--benchmark-monitoring-off` measures that).
+    let metrics: HearthMetrics?
 
-    init(metrics: HearthMetrics) { self.metrics = metrics }
+    init(metrics: HearthMetrics?) { self.metrics = metrics }
 
     func add(_ path: WritableKeyPath<GatewayCounters, Int>, _ n: Int = 1) {
         value.withLock { $0[keyPath: path] += n }
+        guard let metrics else { return }
         switch path {
         case \.connectionsAccepted: metrics.connect(accepted: true)
         case \.connectionsRefused: metrics.connect(accepted: false)

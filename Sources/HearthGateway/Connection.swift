@@ -527,7 +527,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func handlePublish(_ publish: Publish) {
         guard let key = sessionKey else { return }
-        parts.counters.metrics.messagesIn.increment()
+        parts.counters.metrics?.messagesIn.increment()
         let decision: InboundFlow.Decision
         do { decision = try inboundFlow.received(publish) } catch {
             perform(machine!.disconnect(error.reason, error.message))
@@ -760,7 +760,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             output.moveWriterIndex(to: mark)
             parts.counters.add(\.deliveriesDropped)
         } else {
-            if case .publish = packet { parts.counters.metrics.messagesOut.increment() }
+            if case .publish = packet { parts.counters.metrics?.messagesOut.increment() }
             // Only once the client has been told the alias with the name.
             if let assigned { outboundAliases[assigned] = UInt16(outboundAliases.count + 1) }
         }

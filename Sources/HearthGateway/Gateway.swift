@@ -24,6 +24,9 @@ public struct GatewayConfiguration: Sendable {
     public var limits = ConnectionLimits()
     /// The security detectors' thresholds (HearthMonitor, one documented place).
     public var thresholds = Thresholds()
+    /// Security monitoring on (the default). Off only to measure what it costs
+    /// (`hearth serve --benchmark-monitoring-off`, BENCHMARKS.md).
+    public var monitoring = true
     /// Connections open at once; over it a CONNECT gets 0x89 (server busy).
     public var maximumConnections = 50_000
     /// New connections per second (and the burst allowed); over it a CONNECT gets 0x9F.
@@ -103,7 +106,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public init(
         configuration: GatewayConfiguration, credentials: DeviceTLSCredentials? = nil, store: (any HearthStore)? = nil,
         telemetry: (any TelemetryStore)? = nil, brokerState: (any BrokerStateStore)? = nil, logger: Logger,
-        metrics: HearthMetrics = HearthMetrics(),
+        metrics: HearthMetrics? = HearthMetrics(),
         onBound: @escaping @Sendable (ListenerKind, SocketAddress?) async -> Void = { _, _ in }
     ) throws {
         if let dev = configuration.developmentListener, !Self.isLoopback(dev.host) {
@@ -138,13 +141,14 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             ),
             authenticator: Authenticator(store: store, policies: policies), policies: policies,
             live: LiveConnections(), offload: Offload(),
-            watchers: Watchers(thresholds: configuration.thresholds, counters: counters),
+            watchers: Watchers(
+                thresholds: configuration.thresholds, counters: counters, enabled: configuration.monitoring),
             alerts: ChannelSlot(), handshakeTimeout: configuration.handshakeTimeout, logger: logger
         )
         self.onBound = onBound
-        metrics.collect { [parts] in
-            metrics.connections.set(Double(parts.live.count))
-            metrics.ingestQueueDepth.set(Double(parts.ingest?.depth ?? 0))
+        metrics?.collect { [parts] in
+            metrics?.connections.set(Double(parts.live.count))
+            metrics?.ingestQueueDepth.set(Double(parts.ingest?.depth ?? 0))
         }
     }
 

@@ -73,8 +73,8 @@ final class TelemetryIngest: Sendable {
             do {
                 try await store.append(batch.map(\.reading), refusals: refusals)
                 counters.add(\.telemetryStored, batch.count)
-                counters.metrics.ingestCommitSeconds.record(clock.now - started)
-                counters.metrics.ingestBatchSize.record(Double(batch.count))
+                counters.metrics?.ingestCommitSeconds.record(clock.now - started)
+                counters.metrics?.ingestBatchSize.record(Double(batch.count))
             } catch {
                 stored = false
                 logger.error(

@@ -20,15 +20,18 @@ final class Watchers: Sendable {
     let found: AsyncStream<(DeviceSerial, Detection)>
     private let sink: AsyncStream<(DeviceSerial, Detection)>.Continuation
     let counters: Counters
+    let enabled: Bool
 
-    init(thresholds: Thresholds, counters: Counters) {
+    init(thresholds: Thresholds, counters: Counters, enabled: Bool = true) {
         self.thresholds = thresholds
         self.counters = counters
+        self.enabled = enabled
         shards = (0..<Self.shardCount).map { _ in Shard() }
         (found, sink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(10_000))
     }
 
     func observe(_ serial: DeviceSerial, _ observation: Observation, now: Date = Date()) {
+        guard enabled else { return }
         var hasher = Hasher()
         hasher.combine(serial)
         let shard = shards[Int(UInt(bitPattern: hasher.finalize()) % UInt(Self.shardCount))]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HearthCore
+import HearthMonitor
 import HearthCrypto
 import HearthMQTT
 import HearthSQLite
@@ -20,8 +21,41 @@ struct Bench: AsyncParsableCommand {
             use_identity_as_username, a per-device ACL), so both servers face the same clients. Then \
             `hearth bench run` against either endpoint. bench/gateway.sh runs the whole comparison.
             """,
-        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self]
+        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self, Detectors.self]
     )
+
+    /// `hearth bench detectors`: the memory the security detectors keep per device (issue 16).
+    struct Detectors: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "detectors",
+            abstract: "Measure the security detectors' memory per device at N devices.",
+            discussion: """
+                For benchmarks only. Keeps one detector state per device, as the gateway does (a dictionary \
+                by serial), after each device connected and published a reading, and prints the process's \
+                resident memory growth divided by the devices.
+                """)
+        @Option(help: "Devices.") var devices: Int = 100_000
+
+        func run() async throws {
+            guard (1...10_000_000).contains(devices) else { throw ValidationError("--devices: 1 to 10,000,000") }
+            var rng = SystemRandomNumberGenerator()
+            let serials = (0..<devices).map { _ in DeviceSerial.random(using: &rng) }
+            let now = Date()
+            let before = rss(getpid()) ?? 0
+            var watches: [DeviceSerial: DeviceWatch] = [:]
+            for (i, serial) in serials.enumerated() {
+                var watch = DeviceWatch(now: now)
+                _ = watch.observe(.connected(source: "10.0.\(i / 250 % 250).\(i % 250)"), at: now)
+                _ = watch.observe(.published(bytes: 80), at: now)
+                watches[serial] = watch
+            }
+            let after = rss(getpid()) ?? 0
+            let perDevice = (after - before) * 1024 * 1024 / Double(devices)
+            print(
+                "detectors: \(watches.count) devices, RSS +\(String(format: "%.1f", after - before)) MB, \(Int(perDevice.rounded())) bytes per device (the state itself: \(MemoryLayout<DeviceWatch>.size) bytes inline)"
+            )
+        }
+    }
 
     /// `hearth bench ingest`: the readings store's append throughput with readings sealed under
     /// per-owner keys beside the same appends in clear, alternating, in one run (issue 15's measure).

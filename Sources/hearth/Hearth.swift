@@ -154,6 +154,13 @@ struct GatewayOptions: ParsableArguments {
         help: "Payload bytes per second per connection; more get PUBACK 0x97.")
     var maxBytesPerSecond = 512.0 * 1024
 
+    @Flag(
+        name: .customLong("benchmark-monitoring-off"),
+        help: ArgumentHelp(
+            "Run without security monitoring and gateway metrics, only to measure what they cost. Never in production.",
+            visibility: .hidden))
+    var monitoringOff = false
+
     func configuration() throws -> GatewayConfiguration {
         guard maxConnections > 0, maxConnectsPerSecond > 0, maxPublishesPerSecond > 0, maxBytesPerSecond > 0 else {
             throw HearthError.invalid("max-…", "limits must be positive")
@@ -170,6 +177,7 @@ struct GatewayOptions: ParsableArguments {
         c.connectBurst = maxConnectsPerSecond * 2
         c.limits.publishesPerSecond = maxPublishesPerSecond
         c.limits.bytesPerSecond = maxBytesPerSecond
+        c.monitoring = !monitoringOff
         return c
     }
 }
@@ -270,7 +278,7 @@ func runServer(
         )
         gateway = try MQTTGateway(
             configuration: try options.configuration(), credentials: credentials, store: store, telemetry: telemetry,
-            brokerState: brokerState, logger: gatewayLogger, metrics: metrics
+            brokerState: brokerState, logger: gatewayLogger, metrics: options.monitoringOff ? nil : metrics
         ) { kind, address in
             switch kind {
             case .devices:
