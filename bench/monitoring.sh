@@ -63,7 +63,8 @@ for round in $(seq "$ROUNDS"); do
   bundle=$(ls -d "$work"/out/bundles/* | sed -n "$(( DEVICES + round ))p")
   serial=$(basename "$bundle")
   out=$("$BIN/hearth-device" misbehave --kind clone --bundle "$bundle" --mqtt 127.0.0.1:$PORT --hardware-key "$work/hw-$round")
-  second=$(echo "$out" | grep 'from 127.0.0.2' | head -1 | cut -d' ' -f1)
+  second=$(echo "$out" | grep 'from 127.0.0.2' | head -1 | grep -oE '^[0-9]{12,}' || true)
+  [ -n "$second" ] || { echo "clone round $round: no timestamped second connection in: $out"; continue; }
   for _ in $(seq 100); do
     raised=$(sqlite3 "$work/data/hearth.sqlite" "SELECT raised_at FROM alerts WHERE serial = '$serial' AND kind = 'clone'" 2>/dev/null || true)
     [ -n "$raised" ] && break; sleep 0.1

@@ -198,7 +198,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     let parts: GatewayParts
     /// True on the mutual-TLS device listener: the peer is admitted once its certificate checks out.
     let deviceListener: Bool
-    /// The gateway's logger with this connection's id (`connection`) and, once known, `serial`.
+    /// The gateway's logger with this connection's id (`connection`), for every line about it.
     private(set) lazy var logger: Logger = {
         var logger = parts.logger
         logger[metadataKey: "connection"] = "\(UInt(bitPattern: ObjectIdentifier(self).hashValue) % 1_000_000_000)"
@@ -213,6 +213,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var authenticated = false
 
     private var device: DeviceContext?
+    /// Its device's detectors, looked up once at admission.
+    private var watch: Watchers.Box?
     /// Set once the peer may speak MQTT (at once on the development listener; after the TLS
     /// handshake and the certificate check on the device listener).
     private var machine: ConnectionStateMachine?
@@ -300,7 +302,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             unadmitted = false
             start(identity: .device(serial: admitted.serial.rawValue), device: admitted, refusal: nil)
             parts.retainPolicy(admitted.serial, admitted.policy)
-            parts.watchers.observe(admitted.serial, .connected(source: source))
+            watch = parts.watchers.box(admitted.serial)
+            parts.watchers.observe(watch, .connected(source: source))
         case .failure(let why):
             if let serial = why.serial { parts.watchers.observe(serial, .handshakeFailed(source: source)) }
             // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why), and
@@ -539,7 +542,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         var text: String?
         if decision == .deliver {
             let now = Date()
-            if let device { parts.watchers.observe(device.serial, .published(bytes: publish.payload.count), now: now) }
+            parts.watchers.observe(watch, .published(bytes: publish.payload.count), now: now)
             if let device, let why = refreshed(device).quarantine, !device.topics.allowedInQuarantine(publish.topic) {
                 parts.counters.add(\.quarantineRefused)
                 reason = .notAuthorized
@@ -563,7 +566,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 if case .refused(let refusal) = result {
                     reason = refusal
                     parts.counters.add(\.accessRefused)
-                    if let device { parts.watchers.observe(device.serial, .refusedTopic(publish.topic), now: now) }
+                    parts.watchers.observe(watch, .refusedTopic(publish.topic), now: now)
                     logger.notice(
                         "publish refused", metadata: ["session": "\(key)", "topic": "\(publish.topic.prefix(128))"])
                 } else {
@@ -597,7 +600,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         } catch {
             parts.counters.add(\.telemetryRefused)
             // Declined fields are a device told late what its owner chose, not misbehaviour.
-            if error.kind != .declined { parts.watchers.observe(device.serial, .refusedPayload, now: now) }
+            if error.kind != .declined { parts.watchers.observe(watch, .refusedPayload, now: now) }
             ingest.refuse(TelemetryRefusal(serial: device.serial, kind: error.kind, at: now))
             logger.notice(
                 "telemetry refused",
@@ -671,7 +674,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             logger.notice("malformed command result", metadata: ["serial": "\(device.serial)"])
             return
         }
-        parts.watchers.observe(device.serial, status == "ok" ? .commandSucceeded : .commandFailed)
+        parts.watchers.observe(watch, status == "ok" ? .commandSucceeded : .commandFailed)
         parts.hub.resolve(
             id, serial: device.serial.rawValue, .answered(status: status, detail: result.string("detail")))
     }
@@ -692,7 +695,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             parts.counters.add(\.accessRefused, reasons.filter { $0 == .notAuthorized }.count)
             if let device {
                 for (request, reason) in zip(s.requests, reasons) where reason == .notAuthorized {
-                    parts.watchers.observe(device.serial, .refusedTopic(request.filter))
+                    parts.watchers.observe(watch, .refusedTopic(request.filter))
                 }
             }
             for i in held.sorted() { reasons.insert(.notAuthorized, at: min(i, reasons.count)) }

@@ -10,8 +10,20 @@ import Synchronization
 /// alert service, so a slow alert path never delays a connection; past 10,000 waiting, the oldest
 /// are dropped and counted.
 final class Watchers: Sendable {
+    /// One device's detectors. A connection looks its device's box up once, when the device is
+    /// admitted, and then observes through it: a message costs one uncontended lock, no lookup.
+    final class Box: Sendable {
+        let serial: DeviceSerial
+        let watch: Mutex<DeviceWatch>
+
+        init(_ serial: DeviceSerial, _ watch: DeviceWatch) {
+            self.serial = serial
+            self.watch = Mutex(watch)
+        }
+    }
+
     final class Shard: Sendable {
-        let watches = Mutex<[DeviceSerial: DeviceWatch]>([:])
+        let boxes = Mutex<[DeviceSerial: Box]>([:])
     }
 
     static let shardCount = 16
@@ -30,22 +42,35 @@ final class Watchers: Sendable {
         (found, sink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(10_000))
     }
 
-    func observe(_ serial: DeviceSerial, _ observation: Observation, now: Date = Date()) {
-        guard enabled else { return }
+    /// The device's box, made on first sight; nil while monitoring is off.
+    func box(_ serial: DeviceSerial, now: Date = Date()) -> Box? {
+        guard enabled else { return nil }
         var hasher = Hasher()
         hasher.combine(serial)
         let shard = shards[Int(UInt(bitPattern: hasher.finalize()) % UInt(Self.shardCount))]
-        let detections = shard.watches.withLock { watches in
-            watches[serial, default: DeviceWatch(thresholds: thresholds, now: now)].observe(observation, at: now)
+        return shard.boxes.withLock { boxes in
+            if let box = boxes[serial] { return box }
+            let box = Box(serial, DeviceWatch(thresholds: thresholds, now: now))
+            boxes[serial] = box
+            return box
         }
+    }
+
+    func observe(_ serial: DeviceSerial, _ observation: Observation, now: Date = Date()) {
+        observe(box(serial, now: now), observation, now: now)
+    }
+
+    func observe(_ box: Box?, _ observation: Observation, now: Date = Date()) {
+        guard let box else { return }
+        let detections = box.watch.withLock { $0.observe(observation, at: now) }
         for detection in detections {
             counters.add(\.detections)
-            if case .dropped = sink.yield((serial, detection)) { counters.add(\.detectionsDropped) }
+            if case .dropped = sink.yield((box.serial, detection)) { counters.add(\.detectionsDropped) }
         }
     }
 
     /// Devices watched now (for the memory measure).
-    var count: Int { shards.reduce(0) { $0 + $1.watches.withLock { $0.count } } }
+    var count: Int { shards.reduce(0) { $0 + $1.boxes.withLock { $0.count } } }
 
     /// Hands each detection to `channel` until the stream ends or the task is cancelled.
     func deliver(to channel: @escaping @Sendable () -> (any DeviceAlertChannel)?) async {

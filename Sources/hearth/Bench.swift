@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import HearthCore
-import HearthMonitor
 import HearthCrypto
 import HearthMQTT
+import HearthMonitor
 import HearthSQLite
 import HearthServer
 import HearthStorage

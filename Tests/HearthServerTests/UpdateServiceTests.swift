@@ -3,10 +3,12 @@ import Foundation
 import HTTPTypes
 import HearthCore
 import HearthFixtures
+import HearthMonitor
 import HearthStorage
 import HearthUpdate
 import Hummingbird
 import HummingbirdTesting
+import Synchronization
 import Testing
 
 @testable import HearthServer
@@ -332,5 +334,46 @@ struct UpdateServiceTests {
                     .get, "/api/v1/devices/\(unit.serial)/update", token: try await client.owner("other@example.com")
                 ).status == 404)
         }
+    }
+}
+
+/// What update reports tell the security detectors (issue 16): firmware never released — not a
+/// release and newer than every release — and the device's own integrity alerts; a factory version
+/// older than the releases never alerts. (A report whose version is not MAJOR.MINOR.PATCH is
+/// refused before, with PUBACK 0x99.)
+@Suite struct FirmwareObservationTests {
+    final class Seen: Sendable {
+        let list = Mutex<[Observation]>([])
+    }
+
+    @Test func onlyFirmwareNewerThanEveryReleaseIsFlagged() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        let unit = try await d.provisionThermostats(1)[0]
+        let seen = Seen()
+        d.updates.attach { _, observation in seen.list.withLock { $0.append(observation) } }
+        // No release yet: nothing to compare against, nothing flagged.
+        _ = try await d.report(unit.serial, .idle, version: "7.0.0")
+        #expect(seen.list.withLock { $0 }.isEmpty)
+        let repo = try await makerRepository(for: d)
+        _ = try repo.addImage(model: "thermostat-t1", version: "1.1.0", minFrom: "1.0.0")
+        repo.targetsVersion = 1
+        try await d.importPublication(repo)
+        for version in ["1.1.0", "1.0.0", "0.9.3"] {
+            d.time.advance(by: 60)
+            _ = try await d.report(unit.serial, .idle, version: version)
+        }
+        #expect(seen.list.withLock { $0 }.isEmpty, "a release, or older than the releases: a factory version")
+        for version in ["1.1.1", "99.0.0"] {
+            d.time.advance(by: 60)
+            _ = try await d.report(unit.serial, .idle, version: version)
+        }
+        d.time.advance(by: 60)
+        _ = try await d.report(unit.serial, .integrityFailure, version: "0.0.0", reason: "no slot verifies")
+        #expect(
+            seen.list.withLock { $0 } == [
+                .firmware(version: "1.1.1", released: false), .firmware(version: "99.0.0", released: false),
+                .integrityAlert("integrity_failure: no slot verifies"),
+            ])
     }
 }

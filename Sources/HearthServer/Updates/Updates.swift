@@ -39,9 +39,8 @@ public final class Updates: Sendable, DeviceUpdateChannel {
 
     /// What a report tells the detectors. A device's integrity alert (it found its software
     /// tampered with) goes as it is. A version counts as never released when it is not a release
-    /// of the model and is newer than all of them (or not a version at all): an older unknown
-    /// version is what a device left the factory with, not a sign of tampering, so it never
-    /// raises an alert.
+    /// of the model and is newer than all of them: an older unknown version is what a device left
+    /// the factory with, not a sign of tampering, so it never raises an alert.
     func observe(_ report: UpdateReport, from serial: DeviceSerial, model: ProductModelID) async throws {
         guard let observe = observer.withLock({ $0 }) else { return }
         if report.phase.alert {
