@@ -8,10 +8,10 @@
 #   memory   the detectors' state per device at 100,000 devices (`hearth bench detectors`).
 #   clone    time from a cloned identity's second connection (the first from a second address) to
 #            the alert in the database (`hearth-device misbehave --kind clone`), ROUNDS times.
-# Usage: ROUNDS=3 bench/monitoring.sh
+# Usage: ROUNDS=3 [PARTS="cost memory clone"] bench/monitoring.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}; DEVICES=${DEVICES:-100}; PORT=${PORT:-18895}
+ROUNDS=${ROUNDS:-3}; DEVICES=${DEVICES:-100}; PORT=${PORT:-18895}; PARTS=${PARTS:-"cost memory clone"}
 MQLOAD_SRC=${MQLOAD_SRC:-../shared/tools/mqload}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -43,7 +43,7 @@ rate() {  # topic payload → PUBACKs/s
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-for what in events readings; do
+for what in $( [[ " $PARTS " == *" cost "* ]] && echo events readings ); do
   if [ $what = events ]; then topic='devices/%c/events'; payload=$work/event.txt; else topic='devices/%c/telemetry'; payload=$work/reading.json; fi
   : > "$work/on.txt"; : > "$work/off.txt"
   for round in $(seq "$ROUNDS"); do
@@ -56,8 +56,9 @@ for what in events readings; do
   echo "== $what: median monitoring on $on/s, off $off/s, ratio $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.3f", a / b}')"
 done
 
-echo "== memory: $("$BIN/hearth" bench detectors --devices 100000)"
+[[ " $PARTS " == *" memory "* ]] && echo "== memory: $("$BIN/hearth" bench detectors --devices 100000)"
 
+[[ " $PARTS " == *" clone "* ]] || exit 0
 serve
 for round in $(seq "$ROUNDS"); do
   bundle=$(ls -d "$work"/out/bundles/* | sed -n "$(( DEVICES + round ))p")

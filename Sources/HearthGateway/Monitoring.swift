@@ -82,3 +82,19 @@ final class Watchers: Sendable {
 
     func finish() { sink.finish() }
 }
+
+extension MQTTGateway {
+    /// For `hearth bench detectors` only: the detectors of `serials` kept exactly as the gateway
+    /// keeps them (each device connected from an address and published once). Hold the result
+    /// while measuring.
+    public static func detectorsForBenchmark(_ serials: [DeviceSerial]) -> any Sendable {
+        let watchers = Watchers(thresholds: Thresholds(), counters: Counters(metrics: nil))
+        let now = Date()
+        for (i, serial) in serials.enumerated() {
+            let box = watchers.box(serial, now: now)
+            watchers.observe(box, .connected(source: "10.\(i / 62_500 % 250).\(i / 250 % 250).\(i % 250)"), now: now)
+            watchers.observe(box, .published(bytes: 80), now: now)
+        }
+        return watchers
+    }
+}

@@ -20,23 +20,24 @@ public final class ChildProcess: @unchecked Sendable {
         }
         let pipe = Pipe()
         process.standardOutput = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
-            self.lock.withLock { self.collected.append(data) }
-        }
+        collect(pipe, into: \.collected)
         if separateErrors {
             let errors = Pipe()
             process.standardError = errors
-            errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
-                let data = handle.availableData
-                guard let self, !data.isEmpty else { return }
-                self.lock.withLock { self.collectedErrors.append(data) }
-            }
+            collect(errors, into: \.collectedErrors)
         } else {
             process.standardError = pipe
         }
         try process.run()
+    }
+
+    /// Appends what `pipe` delivers to `buffer` as it arrives.
+    private func collect(_ pipe: Pipe, into buffer: ReferenceWritableKeyPath<ChildProcess, Data>) {
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.withLock { self[keyPath: buffer].append(data) }
+        }
     }
 
     /// Standard error so far, when it was asked for apart.

@@ -242,7 +242,7 @@ struct MisbehaveCommand: AsyncParsableCommand {
             let host = device.mqtt?.host ?? bundle.server.host ?? "127.0.0.1"
             let port = device.mqtt?.port ?? 8883
             try await kind.perform(bundle: bundle, keyStore: keyStore, host: host, port: port) {
-                line("\(kind.rawValue): \($0)")
+                line("\(millis()) \(kind.rawValue): \($0)")
             }
             line(
                 "\(bundle.serial) misbehaved (\(kind.rawValue)); the server should raise a '\(kind.expectedAlert)' alert."

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthCrypto
+import HearthGateway
 import HearthMQTT
 import HearthMonitor
 import HearthSQLite
@@ -30,9 +31,9 @@ struct Bench: AsyncParsableCommand {
             commandName: "detectors",
             abstract: "Measure the security detectors' memory per device at N devices.",
             discussion: """
-                For benchmarks only. Keeps one detector state per device, as the gateway does (a dictionary \
-                by serial), after each device connected and published a reading, and prints the process's \
-                resident memory growth divided by the devices.
+                For benchmarks only. Keeps one detector state per device exactly as the gateway does (its \
+                sharded boxes), after each device connected and published a reading, and prints the \
+                process's resident memory growth divided by the devices.
                 """)
         @Option(help: "Devices.") var devices: Int = 100_000
 
@@ -40,20 +41,14 @@ struct Bench: AsyncParsableCommand {
             guard (1...10_000_000).contains(devices) else { throw ValidationError("--devices: 1 to 10,000,000") }
             var rng = SystemRandomNumberGenerator()
             let serials = (0..<devices).map { _ in DeviceSerial.random(using: &rng) }
-            let now = Date()
             let before = rss(getpid()) ?? 0
-            var watches: [DeviceSerial: DeviceWatch] = [:]
-            for (i, serial) in serials.enumerated() {
-                var watch = DeviceWatch(now: now)
-                _ = watch.observe(.connected(source: "10.0.\(i / 250 % 250).\(i % 250)"), at: now)
-                _ = watch.observe(.published(bytes: 80), at: now)
-                watches[serial] = watch
-            }
+            let watchers = MQTTGateway.detectorsForBenchmark(serials)
             let after = rss(getpid()) ?? 0
             let perDevice = (after - before) * 1024 * 1024 / Double(devices)
             print(
-                "detectors: \(watches.count) devices, RSS +\(String(format: "%.1f", after - before)) MB, \(Int(perDevice.rounded())) bytes per device (the state itself: \(MemoryLayout<DeviceWatch>.size) bytes inline)"
+                "detectors: \(serials.count) devices, RSS +\(String(format: "%.1f", after - before)) MB, \(Int(perDevice.rounded())) bytes per device (the state itself: \(MemoryLayout<DeviceWatch>.size) bytes inline)"
             )
+            withExtendedLifetime(watchers) {}
         }
     }
 
