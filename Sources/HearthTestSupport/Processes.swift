@@ -20,23 +20,25 @@ public final class ChildProcess: @unchecked Sendable {
         }
         let pipe = Pipe()
         process.standardOutput = pipe
-        collect(pipe, into: \.collected)
+        collect(pipe, errors: false)
         if separateErrors {
             let errors = Pipe()
             process.standardError = errors
-            collect(errors, into: \.collectedErrors)
+            collect(errors, errors: true)
         } else {
             process.standardError = pipe
         }
         try process.run()
     }
 
-    /// Appends what `pipe` delivers to `buffer` as it arrives.
-    private func collect(_ pipe: Pipe, into buffer: ReferenceWritableKeyPath<ChildProcess, Data>) {
+    /// Appends what `pipe` delivers, as it arrives, to the output or (`errors`) the error text.
+    private func collect(_ pipe: Pipe, errors: Bool) {
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             guard let self, !data.isEmpty else { return }
-            self.lock.withLock { self[keyPath: buffer].append(data) }
+            self.lock.withLock {
+                if errors { self.collectedErrors.append(data) } else { self.collected.append(data) }
+            }
         }
     }
 

@@ -135,7 +135,8 @@ import Testing
         }
         for bad in [
             "http://alerts.example.com/h", "ftp://x/", "alerts.example.com", "", "https://",
-            "https://user:pw@x.example/", "https://x.example:99999/", "http://127.0.0.1.evil.example/",
+            "https://user:pw@x.example/", "https://x.example:99999/", "https://x.example:0/", "https://x.example:-1/",
+            "http://127.0.0.1.evil.example/",
             "javascript:alert(1)",
         ] {
             #expect(throws: HearthError.self, "\(bad)") { try WebhookTarget(parsing: bad) }

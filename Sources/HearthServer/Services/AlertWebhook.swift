@@ -32,7 +32,7 @@ public struct WebhookTarget: Sendable, Equatable {
         case "http": throw HearthError.invalid("alert-webhook", "plain http is for loopback receivers only; use https")
         default: throw HearthError.invalid("alert-webhook", "the URL must be https://")
         }
-        guard (url.port ?? 0) >= 0, (url.port ?? 0) <= 65535 else {
+        if let port = url.port, !(1...65535).contains(port) {
             throw HearthError.invalid("alert-webhook", "the port must be 1-65535")
         }
         self.host = bareHost
