@@ -208,7 +208,7 @@ struct OperationsOptions: ParsableArguments {
     @Option(
         name: .customLong("alert-webhook-secret-file"),
         help:
-            "The webhook's HMAC secret: a file of at least 16 bytes (e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`)."
+            "The webhook's HMAC secret: a file of at least 16 bytes, mode 0600 or stricter (e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`)."
     )
     var alertWebhookSecretFile: String?
 
@@ -229,6 +229,7 @@ struct OperationsOptions: ParsableArguments {
         guard let secret = FileManager.default.contents(atPath: file) else {
             throw HearthError.invalid("alert-webhook-secret-file", "cannot read \(file)")
         }
+        try DataFolder.requirePrivate(file, maxMode: 0o600, what: "the alert webhook secret")
         let trimmed = Array(
             String(decoding: secret, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
         let roots = try alertWebhookCA.map { try NIOSSLCertificate.fromPEMFile($0) }
@@ -266,7 +267,7 @@ func runServer(
     var gatewayLogger = Logger(label: "hearth.gateway")
     gatewayLogger.logLevel = .info
     let metrics = HearthMetrics()
-    // /readyz answers 200 once both listeners are bound (and the database takes a write).
+    // /readyz answers 200 once the three listeners are up (and the database takes a write).
     let readiness = Readiness(expecting: ["https", "mqtt", "metrics"]) { Systemd.notify("READY=1") }
     let (telemetry, readingKeys) = try openTelemetry(folder, store: store)
     let brokerState = try SQLiteBrokerStateStore(path: folder.brokerStatePath)

@@ -346,6 +346,39 @@ import X509
                 == before)
     }
 
+    /// A half-configured or unsafe alert webhook stops the server at start with a clear message.
+    @Test func anUnsafeOrHalfConfiguredWebhookIsRefusedAtStart() async throws {
+        let dir = temporaryFolder()
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let secret = dir.appendingPathComponent("secret")
+        try Data("a-webhook-secret-that-is-long-enough".utf8).write(to: secret)
+        func serve(_ extra: [String]) async throws -> (status: Int32, output: String) {
+            try await HearthProcess.run(
+                [
+                    "serve", "--data", dir.appendingPathComponent("data").path, "--listen", "127.0.0.1:0",
+                    "--metrics-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+                ] + extra, timeout: 60)
+        }
+        for (mode, extra, message) in [
+            (0o600, ["--alert-webhook", "https://alerts.example.com/h"], "needs a secret"),
+            (0o600, ["--alert-webhook-secret-file", secret.path], "give the URL too"),
+            (
+                0o600, ["--alert-webhook", "http://alerts.example.com/h", "--alert-webhook-secret-file", secret.path],
+                "loopback"
+            ),
+            (
+                0o644, ["--alert-webhook", "https://alerts.example.com/h", "--alert-webhook-secret-file", secret.path],
+                "mode 644"
+            ),
+        ] {
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: secret.path)
+            let r = try await serve(extra)
+            #expect(r.status == 1 && r.output.contains(message), "\(extra): \(r.output)")
+            #expect(!r.output.contains("Hearth is serving"))
+        }
+    }
+
     @Test func helpExplainsItself() async throws {
         let r = try await HearthProcess.run(["--help"])
         #expect(r.status == 0)
