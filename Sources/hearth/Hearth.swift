@@ -357,9 +357,9 @@ func runServer(
             printErr("hearth: could not issue the set-up link: \(error)")
         }
         await banner(base)
+        fflush(nil)
         readiness.up("https")
         ready?.https(port)
-        fflush(nil)
     }
     let sweeper = Periodic.sessionSweeper(store: store, logger: logger)
     let renewer = Periodic.repositoryRenewer(repository: repository, logger: logger)

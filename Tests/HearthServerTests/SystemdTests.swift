@@ -79,6 +79,7 @@ import Testing
         defer { server.signal(SIGKILL) }
         #expect(receive() == "READY=1", "\(server.text)")
         // At that moment the server serves: /readyz says so.
+        #expect(try await server.wait(for: "Hearth is serving"), "\(server.text)")
         let base = try #require(server.baseURL, "\(server.text)")
         let ready = try runTool(curl, ["-s", "--cacert", data + "/root-ca.pem", base + "/readyz"])
         #expect(ready.output == #"{"status":"ready"}"#)

@@ -106,11 +106,15 @@ import Testing
         #expect(raised < .seconds(1), "raising alerts waited for the receiver: \(raised)")
         #expect(try await d.store.alerts(in: [.open], limit: 10).count == 3)
         // The service tried and failed; the alerts wait in the outbox for their next attempt.
-        try await Task.sleep(for: .seconds(2))
-        #expect(got.withLock { $0.count } == 1)
-        let waiting = try await d.store.alertsToDeliver(
-            since: .distantPast, now: d.time.now().addingTimeInterval(3600), limit: 10)
+        var waiting: [(alert: AlertRecord, attempts: Int)] = []
+        let deadline = Date().addingTimeInterval(30)
+        repeat {
+            try await Task.sleep(for: .milliseconds(100))
+            waiting = try await d.store.alertsToDeliver(
+                since: .distantPast, now: d.time.now().addingTimeInterval(3600), limit: 10)
+        } while !(waiting.count == 2 && waiting.allSatisfy { $0.attempts >= 1 }) && Date() < deadline
         #expect(waiting.count == 2 && waiting.allSatisfy { $0.attempts >= 1 }, "\(waiting.map(\.attempts))")
+        #expect(got.withLock { $0.count } == 1)
 
         // Back up on the same port: the retries (due once the backoff has passed) deliver both, once.
         (receiver, port) = try await Self.receiver(port: port, into: got)
