@@ -77,8 +77,13 @@ public struct Detection: Sendable, Equatable {
     }
 
     /// The owner's sentence for it, in plain English.
+    public var plainEnglish: String { kind.plainEnglish }
+}
+
+extension Detection.Kind {
+    /// The owner's sentence for a detection of this kind, in plain English.
     public var plainEnglish: String {
-        switch kind {
+        switch self {
         case .flood: "Your device sent far more messages than it usually does."
         case .garbage: "Your device sent many readings that do not make sense for its model."
         case .probe: "Your device tried to reach parts of the service that belong to other devices."

@@ -118,9 +118,6 @@ extension API {
     }
 
     static func plainEnglish(kind: String) -> String {
-        Detection.Kind(rawValue: kind).map {
-            Detection(kind: $0, severity: .low, evidence: [:], at: Date()).plainEnglish
-        }
-            ?? "A security alert."
+        Detection.Kind(rawValue: kind)?.plainEnglish ?? "A security alert."
     }
 }

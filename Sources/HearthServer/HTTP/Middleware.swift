@@ -213,20 +213,22 @@ enum Body {
     }
 }
 
+/// The methods counted under their own name; any other is `other`.
+private let standardMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
 /// Counts each request in `hearth_http_requests_total` and times it, by method, the matched route's
 /// pattern and status (``HearthMetrics``). Outermost, so errors are counted with the status they
 /// are answered with. A method outside the standard ones is counted as `other`, a path no route
 /// matched as `unmatched`: what a client sends never becomes a label value.
 struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: HearthMetrics
-    static var methods: Set<String> { ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"] }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         let clock = ContinuousClock()
         let started = clock.now
-        let method = Self.methods.contains(request.method.rawValue) ? request.method.rawValue : "other"
+        let method = standardMethods.contains(request.method.rawValue) ? request.method.rawValue : "other"
         func record(_ status: Int) {
             metrics.request(
                 method: method, route: context.endpointPath ?? "unmatched", status: status,

@@ -99,9 +99,7 @@ public final class AlertWebhook: Service, Sendable {
     }
 
     public static func document(_ alert: AlertRecord) -> JSONValue {
-        let plain = Detection.Kind(rawValue: alert.kind).map {
-            Detection(kind: $0, severity: .low, evidence: [:], at: alert.raisedAt).plainEnglish
-        }
+        let plain = Detection.Kind(rawValue: alert.kind)?.plainEnglish
         return .object([
             "id": .string(alert.id), "device": .string(alert.serial.rawValue), "kind": .string(alert.kind),
             "severity": .string(alert.severity),
