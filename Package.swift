@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "HearthMQTT", targets: ["HearthMQTT"]),
         .library(name: "HearthStorage", targets: ["HearthStorage"]),
         .library(name: "HearthSQLite", targets: ["HearthSQLite"]),
+        .library(name: "HearthPostgres", targets: ["HearthPostgres"]),
         .library(name: "HearthServer", targets: ["HearthServer"]),
     ],
     dependencies: [
@@ -33,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Domain types, validation, policies and state machines. No I/O.
@@ -138,6 +140,21 @@ let package = Package(
             dependencies: ["HearthStorage", "HearthCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
+        // The PostgreSQL driver (postgres-nio): the same storage protocols for a deployment of several nodes.
+        .target(
+            name: "HearthPostgres",
+            dependencies: [
+                "HearthStorage", "HearthCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The behaviour every storage driver must show, framework-free: each driver's tests run it.
+        .target(
+            name: "HearthStorageContracts", dependencies: ["HearthStorage", "HearthCore"],
+            path: "Tests/HearthStorageContracts", swiftSettings: swiftSettings),
         // The HTTPS API and web pages, the data folder, provisioning and the audit log.
         .target(
             name: "HearthServer",
@@ -233,9 +250,10 @@ let package = Package(
         .testTarget(
             name: "HearthCryptoTests", dependencies: ["HearthCrypto", "HearthCore"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "HearthSQLiteTests",
+            name: "HearthStorageTests",
             dependencies: [
-                "HearthSQLite", "HearthStorage", "HearthCore", "HearthCrypto",
+                "HearthSQLite", "HearthPostgres", "HearthStorageContracts", "HearthStorage", "HearthCore",
+                "HearthCrypto", "HearthTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings

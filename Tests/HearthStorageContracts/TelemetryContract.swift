@@ -11,17 +11,17 @@ public enum TelemetryContract {
         if !condition { throw StoreContract.Failure(description: "TelemetryContract line \(line): \(message)") }
     }
 
-    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    public static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
     /// Two devices (random serials: valid by construction, no force-try).
-    static let a = randomSerial()
-    static let b = randomSerial()
+    public static let a = randomSerial()
+    public static let b = randomSerial()
 
     static func randomSerial() -> DeviceSerial {
         var rng = SystemRandomNumberGenerator()
         return DeviceSerial.random(using: &rng)
     }
 
-    static func reading(_ serial: DeviceSerial, _ seq: Int64, at offset: TimeInterval = 0) -> TelemetryReading {
+    public static func reading(_ serial: DeviceSerial, _ seq: Int64, at offset: TimeInterval = 0) -> TelemetryReading {
         TelemetryReading(
             serial: serial, sequence: seq, deviceTime: seq % 2 == 0 ? t0 : nil,
             receivedAt: t0.addingTimeInterval(offset), values: ["temperature": .number(Double(seq)), "label": "x\"y"])

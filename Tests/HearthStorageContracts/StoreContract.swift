@@ -33,7 +33,7 @@ public enum StoreContract {
         throw Failure(description: "StoreContract line \(line): \(message): did not throw")
     }
 
-    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    public static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
     static func audit(_ kind: AuditKind = .accountCreated) -> AuditEntry { AuditEntry(kind, at: t0) }
 
     static func account(_ n: Int, role: Role = .owner) -> AccountRecord {

@@ -7,13 +7,13 @@ public enum UpdateContract {
     typealias Store = any HearthStore & UpdateStore
     public struct Case: Sendable, CustomStringConvertible {
         public let description: String
-        let run: @Sendable (any HearthStore & UpdateStore) async throws -> Void
+        public let run: @Sendable (any HearthStore & UpdateStore) async throws -> Void
     }
 
     static func require(_ condition: Bool, _ message: String, line: Int = #line) throws {
         try StoreContract.require(condition, message, line: line)
     }
-    static let t0 = StoreContract.t0
+    public static let t0 = StoreContract.t0
 
     static func model(_ store: Store) async throws -> ProductModel {
         let model = ProductModel.demoModels()[0]

@@ -4,6 +4,7 @@ import HearthCore
 import HearthCrypto
 import HearthSQLite
 import HearthStorage
+import HearthStorageContracts
 import Synchronization
 import Testing
 
@@ -23,20 +24,6 @@ func temporaryDirectory() throws -> URL {
 }
 
 @Suite struct SQLiteStoreTests {
-    @Test(arguments: StoreContract.cases)
-    func contract(_ c: StoreContract.Case) async throws {
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try await c.run(try SQLiteStore(path: dir.appendingPathComponent("db.sqlite").path, sealer: TestSealer()))
-    }
-
-    @Test(arguments: UpdateContract.cases)
-    func updateContract(_ c: UpdateContract.Case) async throws {
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try await c.run(try SQLiteStore(path: dir.appendingPathComponent("db.sqlite").path, sealer: TestSealer()))
-    }
-
     @Test func aReopenedStoreHasEverythingCommitted() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -123,17 +110,6 @@ final class TestReadingKeys: ReadingKeys {
 }
 
 @Suite struct SQLiteTelemetryStoreTests {
-    /// Every case with readings in clear and with them sealed under per-device keys.
-    @Test(arguments: TelemetryContract.cases.indices, [false, true])
-    func contract(_ index: Int, sealed: Bool) async throws {
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let c = TelemetryContract.cases[index]
-        try await c.run(
-            try SQLiteTelemetryStore(
-                path: dir.appendingPathComponent("t.sqlite").path, keys: sealed ? TestReadingKeys() : nil))
-    }
-
     /// Sealed readings: no value is in the database or its log in clear, they read back whole, a
     /// reading's sealed value moved to another row does not open, and once the key is destroyed
     /// they cannot be read from any copy of the files.
@@ -186,14 +162,6 @@ final class TestReadingKeys: ReadingKeys {
         let restored = try SQLiteTelemetryStore(path: backup, keys: keys)
         #expect(try await restored.readingCount() == 49, "the rows are there")
         #expect(try await restored.readings(a, from: .distantPast, to: .distantFuture, after: nil, limit: 100).isEmpty)
-    }
-
-    @Test(arguments: TelemetryContract.brokerCases.indices)
-    func brokerStateContract(_ index: Int) async throws {
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try await TelemetryContract.brokerCases[index].run(
-            try SQLiteBrokerStateStore(path: dir.appendingPathComponent("b.sqlite").path))
     }
 
     @Test func filesArePrivateAndSurviveReopening() async throws {
