@@ -121,7 +121,7 @@ let package = Package(
             name: "HearthFixtures",
             dependencies: [
                 "HearthGateway", "HearthCore", "HearthDevice", "HearthUpdate", "HearthCrypto", "HearthStorage",
-                "HearthSQLite", "HearthTestSupport",
+                "HearthSQLite", "HearthPostgres", "HearthTestSupport",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -183,8 +183,8 @@ let package = Package(
         .executableTarget(
             name: "hearth",
             dependencies: [
-                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthServer", "HearthGateway",
-                "HearthMetrics",
+                "HearthCore", "HearthCrypto", "HearthStorage", "HearthSQLite", "HearthPostgres", "HearthServer",
+                "HearthGateway", "HearthMetrics",
                 "HearthMQTT",
                 "HearthDevice", "HearthReferenceDevices", "HearthUpdate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -253,7 +253,7 @@ let package = Package(
             name: "HearthStorageTests",
             dependencies: [
                 "HearthSQLite", "HearthPostgres", "HearthStorageContracts", "HearthStorage", "HearthCore",
-                "HearthCrypto", "HearthTestSupport",
+                "HearthCrypto", "HearthTestSupport", "HearthFixtures",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
@@ -262,7 +262,7 @@ let package = Package(
             name: "HearthServerTests",
             dependencies: [
                 "HearthServer", "HearthSQLite", "HearthStorage", "HearthCrypto", "HearthCore", "HearthTestSupport",
-                "hearth", "HearthUpdate", "HearthFixtures",
+                "hearth", "HearthUpdate", "HearthFixtures", "HearthPostgres",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),

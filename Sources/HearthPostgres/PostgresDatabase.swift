@@ -117,20 +117,17 @@ public final class PostgresDatabase: Sendable {
 
     /// Runs `body` with a connected pool; the pool runs beside it (structured) and closes after.
     /// Fails with a clear error when the database cannot be reached or refuses the sign-in.
-    public static func with<T: Sendable>(
+    public static func with<T>(
         _ location: PostgresLocation, password: String?, maximumConnections: Int = 20,
         reachWithin: Duration = .seconds(10), logger: Logger = Logger(label: "hearth.postgres"),
-        _ body: @Sendable (PostgresDatabase) async throws -> T
+        _ body: (PostgresDatabase) async throws -> T
     ) async throws -> T {
         var configuration = try location.configuration(password: password)
         configuration.options.maximumConnections = max(1, maximumConnections)
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let database = PostgresDatabase(client: client, location: location, logger: logger)
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                await client.run()
-                return nil
-            }
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
             defer { group.cancelAll() }
             // The pool retries a failing connection for ever; a start that cannot reach the
             // database says so within `reachWithin`.

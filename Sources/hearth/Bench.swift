@@ -87,7 +87,8 @@ struct Bench: AsyncParsableCommand {
                 }
                 var options = try DataOptions.parse([])
                 options.data = data
-                let (folder, store) = try options.open()
+                let (folder, storage) = try options.openSQLite()
+                let store = storage.store
                 let model = ProductModel.demoModels()[0]
                 let now = Date()
                 try await store.createModel(
@@ -114,7 +115,7 @@ struct Bench: AsyncParsableCommand {
                         serial, owner: accounts[i % owners], emailIndex: "bench-\(i % owners)", at: now,
                         audit: AuditEntry(.deviceClaimed, actor: "bench", at: now))
                 }
-                let (sealed, _) = try openTelemetry(folder, store: store)
+                let sealed = storage.telemetry
                 let clear = try SQLiteTelemetryStore(path: folder.url.appendingPathComponent("clear.sqlite").path)
                 var next = 0
                 @Sendable func reading(_ i: Int) -> TelemetryReading {
@@ -126,7 +127,7 @@ struct Bench: AsyncParsableCommand {
                         serial: serials[i % devices], sequence: Int64(i / devices + 1), deviceTime: now,
                         receivedAt: now.addingTimeInterval(Double(i) / 1_000), values: values)
                 }
-                func round(_ telemetry: SQLiteTelemetryStore) async throws -> Double {
+                func round(_ telemetry: any TelemetryStore) async throws -> Double {
                     let first = next
                     next += readings
                     let t0 = DispatchTime.now().uptimeNanoseconds
@@ -185,8 +186,9 @@ struct Bench: AsyncParsableCommand {
                 }
                 var options = try DataOptions.parse([])
                 options.data = data
-                let (folder, store) = try options.open()
-                let (telemetry, readingKeys) = try openTelemetry(folder, store: store)
+                let (folder, storage) = try options.openSQLite()
+                let store = storage.store
+                let (telemetry, readingKeys) = (storage.telemetry, storage.readingKeys)
                 let model = ProductModel.demoModels()[0]
                 let started = Date()
                 let time = ManualTimeSource(started.addingTimeInterval(-150 * 86_400))
@@ -283,8 +285,9 @@ struct Bench: AsyncParsableCommand {
                 }
                 var options = try DataOptions.parse([])
                 options.data = data
-                let (folder, store) = try options.open()
-                let (telemetry, _) = try openTelemetry(folder, store: store)
+                let (folder, storage) = try options.openSQLite()
+                let store = storage.store
+                let telemetry = storage.telemetry
                 let model = ProductModel.demoModels()[0]
                 if try await store.model(model.id) == nil {
                     try await store.createModel(
@@ -389,7 +392,8 @@ struct Bench: AsyncParsableCommand {
                 }
                 var options = try DataOptions.parse([])
                 options.data = data
-                let (folder, store) = try options.open()
+                let (folder, storage) = try options.openSQLite()
+                let store = storage.store
                 let model = ProductModel.demoModels()[0]
                 if try await store.model(model.id) == nil {
                     try await store.createModel(

@@ -65,7 +65,8 @@ struct Demo: AsyncParsableCommand {
             print("Hearth demo: data folder \(path)")
             var options = try DataOptions.parse([])
             options.data = path
-            let (folder, store) = try options.open()
+            let (folder, storage) = try options.openSQLite()
+            let store = storage.store
             var provisioner = Provisioner(
                 store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: "https://\(listen)")
             let bundles = folder.url.appendingPathComponent("bundles")
@@ -100,7 +101,8 @@ struct Demo: AsyncParsableCommand {
             let ready = ServerReady()
             let script = DemoScript(folder: folder, units: units, host: listen.host, ready: ready, maker: maker)
             try await runServer(
-                folder: folder, store: store, listen: listen, gateway: gateway, operations: operations, ready: ready,
+                folder: folder, storage: storage, listen: listen, gateway: gateway, operations: operations,
+                ready: ready,
                 companions: provisionOnly ? [] : [script]
             ) { base in
                 if provisionOnly {

@@ -50,12 +50,42 @@ struct DataOptions: ParsableArguments {
     )
     var hostnames: [String] = []
 
-    /// Opens the data folder and the embedded SQLite store: the one place that picks the driver.
-    func open() throws -> (DataFolder, SQLiteStore) {
-        let folder = try DataFolder.open(
+    @Option(
+        name: .customLong("database"),
+        help: ArgumentHelp(
+            "Keep the deployment's state in PostgreSQL instead of the SQLite files in the data folder: postgres://USER@HOST[:PORT]/DATABASE. TLS with the server's certificate and name verified by default (add sslrootcert=FILE for a private CA); sslmode=disable only to a loopback address. Several `hearth serve` nodes may share one database.",
+            valueName: "url"))
+    var database: String?
+
+    @Option(
+        name: .customLong("database-password-file"),
+        help: "The database role's password, in a file of mode 0600 (never in the address or on the command line).")
+    var databasePasswordFile: String?
+
+    /// The data folder (keys, certificates, targets) without its database.
+    func folder() throws -> DataFolder {
+        try DataFolder.open(
             path: data, kekFile: kekFile, hostnames: hostnames.isEmpty ? DataFolder.defaultHostnames : hostnames)
-        let store = try SQLiteStore(path: folder.databasePath, sealer: KEKAuditSealer(kek: folder.kek))
-        return (folder, store)
+    }
+
+    /// Runs `body` on the deployment (its folder and storage, on SQLite or PostgreSQL), turning
+    /// Hearth's errors into a clear message and exit code 1: every command that opens one.
+    func deployment<T>(_ body: (DataFolder, Storage) async throws -> T) async throws -> T {
+        try await reportingErrors {
+            let folder = try folder()
+            return try await Storage.with(
+                folder: folder, database: try DatabaseChoice(address: database, passwordFile: databasePasswordFile)
+            ) { try await body(folder, $0) }
+        }
+    }
+
+    /// The SQLite storage of a new data folder, for the demo and the benchmarks that make one.
+    func openSQLite() throws -> (DataFolder, Storage) {
+        guard database == nil else {
+            throw HearthError.invalid("database", "this command makes its own data folder on SQLite")
+        }
+        let folder = try folder()
+        return (folder, try Storage.sqlite(folder))
     }
 }
 
@@ -70,9 +100,9 @@ func printErr(_ text: String) {
 }
 
 /// Runs a command body, turning Hearth's errors into a clear message and exit code 1.
-func reportingErrors(_ body: () async throws -> Void) async throws {
+func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
     do {
-        try await body()
+        return try await body()
     } catch let error as HearthError {
         printErr("hearth: \(error.message)\(error.field.map { " [\($0)]" } ?? "")")
         throw ExitCode.failure
@@ -101,11 +131,10 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var operations: OperationsOptions
 
     func run() async throws {
-        try await reportingErrors {
-            operations.bootstrapLogging()
-            let (folder, store) = try options.open()
+        operations.bootstrapLogging()
+        try await options.deployment { folder, storage in
             try await runServer(
-                folder: folder, store: store, listen: listen, gateway: gateway, operations: operations,
+                folder: folder, storage: storage, listen: listen, gateway: gateway, operations: operations,
                 settings: try disclosure.settings(), banner: { _ in })
         }
     }
@@ -246,18 +275,10 @@ struct OperationsOptions: ParsableArguments {
 
 extension LogFormat: ExpressibleByArgument {}
 
-/// The readings database of `folder`, each reading sealed under its owner's data key (the keys
-/// wrapped by the folder's KEK in `store`). Give the same keys to ``Hearth`` so ownership changes
-/// and account deletions reach them.
-func openTelemetry(_ folder: DataFolder, store: SQLiteStore) throws -> (SQLiteTelemetryStore, DataKeys) {
-    let keys = DataKeys(store: store, kek: folder.kek)
-    return (try SQLiteTelemetryStore(path: folder.telemetryPath, keys: keys), keys)
-}
-
 /// Starts the HTTPS server and the MQTT gateway on `folder` and runs until SIGINT/SIGTERM.
 /// `ready` learns the bound addresses; `companions` run beside the server and stop first.
 func runServer(
-    folder: DataFolder, store: SQLiteStore, listen: ListenAddress, gateway options: GatewayOptions,
+    folder: DataFolder, storage: Storage, listen: ListenAddress, gateway options: GatewayOptions,
     operations: OperationsOptions, settings: HearthSettings = HearthSettings(),
     ready: ServerReady? = nil, companions: [any Service] = [],
     banner: @escaping @Sendable (String) async -> Void
@@ -269,8 +290,8 @@ func runServer(
     let metrics = HearthMetrics()
     // /readyz answers 200 once the three listeners are up (and the database takes a write).
     let readiness = Readiness(expecting: ["https", "mqtt", "metrics"]) { Systemd.notify("READY=1") }
-    let (telemetry, readingKeys) = try openTelemetry(folder, store: store)
-    let brokerState = try SQLiteBrokerStateStore(path: folder.brokerStatePath)
+    let store = storage.store
+    let (telemetry, readingKeys, brokerState) = (storage.telemetry, storage.readingKeys, storage.brokerState)
     let gateway: MQTTGateway
     do {
         let credentials = DeviceTLSCredentials(
@@ -338,6 +359,7 @@ func runServer(
     if folder.created {
         print("Created data folder \(folder.url.path) with a new root CA, device CA and server certificate.")
     }
+    print("State: \(storage.description)")
     try await store.appendAudit(
         AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))
     let app = try HTTPSServer.application(
@@ -425,9 +447,15 @@ struct DisclosureCommand: AsyncParsableCommand {
         subcommands: [List.self, Show.self, Move.self, Team.self]
     )
 
-    static func hearth(_ options: DataOptions) throws -> Hearth {
-        let (folder, store) = try options.open()
-        return try Hearth(store: store, kek: folder.kek, settings: HearthSettings())
+    /// Runs `body` with the application service on the deployment: the CLI acts through the same
+    /// calls, checks and audit entries as the API.
+    static func withHearth<T>(_ options: DataOptions, _ body: (Hearth) async throws -> T) async throws -> T {
+        try await options.deployment { folder, storage in
+            try await body(
+                try Hearth(
+                    store: storage.store, kek: folder.kek, settings: HearthSettings(), telemetry: storage.telemetry,
+                    readingKeys: storage.readingKeys))
+        }
     }
 
     struct List: AsyncParsableCommand {
@@ -435,7 +463,7 @@ struct DisclosureCommand: AsyncParsableCommand {
         @OptionGroup var options: DataOptions
         func run() async throws {
             try await reportingErrors {
-                for r in try await DisclosureCommand.hearth(options).allReports() {
+                for r in try await DisclosureCommand.withHearth(options, { try await $0.allReports() }) {
                     let flags = r.overdue.map(\.rawValue).joined(separator: ",")
                     print(
                         "\(r.id)\t\(r.state.rawValue)\t\(ISO8601DateFormatter().string(from: r.receivedAt))\t\(flags.isEmpty ? "-" : "OVERDUE:" + flags)\t\(r.text("title") ?? "")"
@@ -451,7 +479,7 @@ struct DisclosureCommand: AsyncParsableCommand {
         @Argument(help: "The report id (VR-…).") var id: String
         func run() async throws {
             try await reportingErrors {
-                let r = try await DisclosureCommand.hearth(options).report(id)
+                let r = try await DisclosureCommand.withHearth(options) { try await $0.report(id) }
                 print(
                     "id\t\(r.id)\nstate\t\(r.state.rawValue)\nacknowledge by\t\(r.acknowledgeBy)\ndisclose by\t\(r.discloseBy)\noverdue\t\(r.overdue.map(\.rawValue).joined(separator: ", "))"
                 )
@@ -482,7 +510,9 @@ struct DisclosureCommand: AsyncParsableCommand {
                         "note": .string(note)
                     ])
                 }
-                let r = try await DisclosureCommand.hearth(options).moveReport(id, to: to, note: note, actor: "cli")
+                let r = try await DisclosureCommand.withHearth(options) {
+                    try await $0.moveReport(id, to: to, note: note, actor: "cli")
+                }
                 print("\(r.id) is now \(r.state.rawValue): \(r.state.plainEnglish)")
             }
         }
@@ -496,7 +526,9 @@ struct DisclosureCommand: AsyncParsableCommand {
         @Flag(help: "Remove instead of add.") var remove = false
         func run() async throws {
             try await reportingErrors {
-                try await DisclosureCommand.hearth(options).setSecurityTeam(email: email, member: !remove)
+                try await DisclosureCommand.withHearth(options) {
+                    try await $0.setSecurityTeam(email: email, member: !remove)
+                }
                 print(remove ? "Removed \(email) from the security team." : "Added \(email) to the security team.")
             }
         }
@@ -518,7 +550,9 @@ struct ModelCommand: AsyncParsableCommand {
         @Argument(help: "The new last day of security updates, YYYY-MM-DD.") var date: String
         func run() async throws {
             try await reportingErrors {
-                let updated = try await UpdatesCommand.open(options).extendSupport(model, to: date, actor: "cli")
+                let updated = try await UpdatesCommand.withUpdates(options) {
+                    try await $0.extendSupport(model, to: date, actor: "cli")
+                }
                 print("\(updated.id) gets security updates until \(updated.supportEnds.plainEnglish).")
             }
         }
@@ -531,8 +565,8 @@ struct ModelCommand: AsyncParsableCommand {
         @Option(help: "The model's JSON file.") var file: String
 
         func run() async throws {
-            try await reportingErrors {
-                let (_, store) = try options.open()
+            try await options.deployment { _, storage in
+                let store = storage.store
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
                 guard bytes.count <= 64 * 1024 else {
                     throw HearthError(.payloadTooLarge, "a model file is at most 64 KiB")
@@ -552,8 +586,8 @@ struct ModelCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List product models.")
         @OptionGroup var options: DataOptions
         func run() async throws {
-            try await reportingErrors {
-                let (_, store) = try options.open()
+            try await options.deployment { _, storage in
+                let store = storage.store
                 for model in try await store.models() {
                     print("\(model.id)\t\(model.name)\tsupport until \(model.supportEnds)")
                 }
@@ -574,16 +608,18 @@ struct Factory: AsyncParsableCommand {
         @Option(name: .customLong("public-url"), help: "The server's HTTPS URL, printed on labels.") var publicURL =
             "https://localhost:8443"
 
-        /// The provisioner, with the model's newest firmware and the update trust anchor if released.
-        func provisioner() async throws -> (Provisioner, ProductModelID, URL) {
-            let (folder, store) = try data.open()
-            let model = try ProductModelID(model)
-            var provisioner = Provisioner(
-                store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
-            provisioner.firmware = try await UpdateRepository(
-                store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory
-            ).factoryFirmware(model)
-            return (provisioner, model, URL(fileURLWithPath: out))
+        /// Runs `body` with the provisioner (the model's newest firmware and the update trust
+        /// anchor if released), the model and the output folder.
+        func withProvisioner<T>(_ body: (Provisioner, ProductModelID, URL) async throws -> T) async throws -> T {
+            try await data.deployment { folder, storage in
+                let model = try ProductModelID(model)
+                var provisioner = Provisioner(
+                    store: storage.store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, publicURL: publicURL)
+                provisioner.firmware = try await UpdateRepository(
+                    store: storage.store, kek: folder.kek, targetsDirectory: folder.targetsDirectory
+                ).factoryFirmware(model)
+                return try await body(provisioner, model, URL(fileURLWithPath: out))
+            }
         }
     }
 
@@ -597,8 +633,7 @@ struct Factory: AsyncParsableCommand {
         @Option(help: "How many units.") var count: Int
 
         func run() async throws {
-            try await reportingErrors {
-                let (provisioner, model, out) = try await options.provisioner()
+            try await options.withProvisioner { provisioner, model, out in
                 let start = Date()
                 let progress = Progress(total: count, noun: "units")
                 _ = try await provisioner.provision(modelID: model, count: count, outDirectory: out) {
@@ -627,9 +662,10 @@ struct Factory: AsyncParsableCommand {
                 guard pem.utf8.count <= 16 * 1024 else {
                     throw HearthError(.payloadTooLarge, "a CSR is at most 16 KiB")
                 }
-                let (provisioner, model, out) = try await options.provisioner()
-                let unit = try await provisioner.signCSR(pem: pem, modelID: model, outDirectory: out)
-                print("Issued a certificate for serial \(unit.serial); bundle in \(out.path)/\(unit.serial)")
+                try await options.withProvisioner { provisioner, model, out in
+                    let unit = try await provisioner.signCSR(pem: pem, modelID: model, outDirectory: out)
+                    print("Issued a certificate for serial \(unit.serial); bundle in \(out.path)/\(unit.serial)")
+                }
             }
         }
     }
@@ -649,8 +685,8 @@ struct DeviceCommand: AsyncParsableCommand {
         @Argument(help: "The device serial.") var serial: String
 
         func run() async throws {
-            try await reportingErrors {
-                let (_, store) = try options.open()
+            try await options.deployment { _, storage in
+                let store = storage.store
                 let serial = try DeviceSerial(serial)
                 let changed = try await store.revokeDevice(
                     serial, at: Date(),
@@ -669,8 +705,8 @@ struct DeviceCommand: AsyncParsableCommand {
         @Argument(help: "The device serial.") var serial: String
 
         func run() async throws {
-            try await reportingErrors {
-                let (folder, store) = try options.open()
+            try await options.deployment { folder, storage in
+                let store = storage.store
                 let serial = try DeviceSerial(serial)
                 guard let device = try await store.device(serial) else {
                     throw HearthError(.notFound, "no device \(serial)")
@@ -678,7 +714,7 @@ struct DeviceCommand: AsyncParsableCommand {
                 print(
                     "serial\t\(device.serial)\nmodel\t\(device.model)\nclaimed\t\(device.claimedAt.map { "\($0)" } ?? "no")\nrevoked\t\(device.revokedAt.map { "\($0)" } ?? "no")"
                 )
-                let (telemetry, _) = try openTelemetry(folder, store: store)
+                let telemetry = storage.telemetry
                 if let latest = try await telemetry.latest(serial) {
                     print("latest\t\(JSONValue.object(latest.reading.values).text) at \(latest.reading.receivedAt)")
                 }
@@ -712,8 +748,8 @@ struct Audit: AsyncParsableCommand {
             abstract: "Check that no audit record was edited, removed or reordered. Exits 1 if one was.")
         @OptionGroup var options: DataOptions
         func run() async throws {
-            try await reportingErrors {
-                let (folder, store) = try options.open()
+            try await options.deployment { folder, storage in
+                let store = storage.store
                 let records = try await store.auditRecords()
                 if let problem = KEKAuditSealer(kek: folder.kek).verify(records, head: try await store.auditHead()) {
                     print("Audit log TAMPERED: \(problem)")
@@ -728,8 +764,8 @@ struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the audit log.")
         @OptionGroup var options: DataOptions
         func run() async throws {
-            try await reportingErrors {
-                let (_, store) = try options.open()
+            try await options.deployment { _, storage in
+                let store = storage.store
                 let formatter = ISO8601DateFormatter()
                 for r in try await store.auditRecords() {
                     print(

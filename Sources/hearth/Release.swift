@@ -368,10 +368,14 @@ struct UpdatesCommand: AsyncParsableCommand {
         subcommands: [OnlineKeys.self, Import.self, Rollout.self, Renew.self]
     )
 
-    static func open(_ options: DataOptions) throws -> Updates {
-        let (folder, store) = try options.open()
-        return Updates(
-            repository: try UpdateRepository(store: store, kek: folder.kek, targetsDirectory: folder.targetsDirectory))
+    /// Runs `body` with the update service on the deployment.
+    static func withUpdates<T>(_ options: DataOptions, _ body: (Updates) async throws -> T) async throws -> T {
+        try await options.deployment { folder, storage in
+            try await body(
+                Updates(
+                    repository: try UpdateRepository(
+                        store: storage.store, kek: folder.kek, targetsDirectory: folder.targetsDirectory)))
+        }
     }
 
     struct OnlineKeys: AsyncParsableCommand {
@@ -381,7 +385,7 @@ struct UpdatesCommand: AsyncParsableCommand {
         @OptionGroup var options: DataOptions
         func run() async throws {
             try await reportingErrors {
-                print(try await UpdatesCommand.open(options).repository.onlinePublicKeys().text)
+                print(try await UpdatesCommand.withUpdates(options) { try await $0.repository.onlinePublicKeys().text })
             }
         }
     }
@@ -397,8 +401,9 @@ struct UpdatesCommand: AsyncParsableCommand {
         @Option(help: "The publish folder (metadata/ and targets/).") var from: String
         func run() async throws {
             try await reportingErrors {
-                let imported = try await UpdatesCommand.open(options).repository.importPublication(
-                    from: URL(fileURLWithPath: from))
+                let imported = try await UpdatesCommand.withUpdates(options) {
+                    try await $0.repository.importPublication(from: URL(fileURLWithPath: from))
+                }
                 if !imported.roots.isEmpty {
                     print("Imported root.json v\(imported.roots.map(String.init).joined(separator: ", v")).")
                 }
@@ -421,7 +426,7 @@ struct UpdatesCommand: AsyncParsableCommand {
         @OptionGroup var options: DataOptions
         func run() async throws {
             try await reportingErrors {
-                let renewed = try await UpdatesCommand.open(options).repository.renewIfDue()
+                let renewed = try await UpdatesCommand.withUpdates(options) { try await $0.repository.renewIfDue() }
                 print(
                     renewed.isEmpty ? "Nothing due." : "Renewed \(renewed.map(\.rawValue).joined(separator: " and ")).")
             }
@@ -444,8 +449,7 @@ struct UpdatesCommand: AsyncParsableCommand {
             3
 
         func run() async throws {
-            try await reportingErrors {
-                let updates = try UpdatesCommand.open(options)
+            try await UpdatesCommand.withUpdates(options) { updates in
                 switch action {
                 case "list":
                     for v in try await updates.rollouts() { print(Self.line(v)) }

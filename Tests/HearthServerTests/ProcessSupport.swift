@@ -52,11 +52,15 @@ func temporaryFolder() -> URL {
 
 /// Provisions `count` locks with the real `hearth factory provision` into `dir/bundles` and reads
 /// the first one's label: its serial and setup code.
-func provisionedLock(data: String, in dir: URL, count: Int) async throws -> (serial: String, code: String) {
+/// `extra`: options every command of the deployment takes (`--database …`).
+func provisionedLock(data: String, in dir: URL, count: Int, extra: [String] = []) async throws -> (
+    serial: String, code: String
+) {
     let bundles = dir.appendingPathComponent("bundles")
-    let provision = try await HearthProcess.run([
-        "factory", "provision", "--data", data, "--model", "lock-l1", "--count", "\(count)", "--out", bundles.path,
-    ])
+    let provision = try await HearthProcess.run(
+        [
+            "factory", "provision", "--data", data, "--model", "lock-l1", "--count", "\(count)", "--out", bundles.path,
+        ] + extra)
     #expect(provision.status == 0, "\(provision.output)")
     let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted().first)
     let bundle = try JSONValue.parse(

@@ -422,12 +422,12 @@ import X509
 }
 
 /// A data folder `dir/data` with `model` defined through `hearth model add`.
-func dataFolder(in dir: URL, with model: ProductModel) async throws -> String {
+func dataFolder(in dir: URL, with model: ProductModel, extra: [String] = []) async throws -> String {
     let data = dir.appendingPathComponent("data").path
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let modelFile = dir.appendingPathComponent("model.json")
     try model.json.serialized().write(to: modelFile)
-    let added = try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path])
+    let added = try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path] + extra)
     #expect(added.status == 0, "\(added.output)")
     return data
 }

@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthFixtures
 import HearthPostgres
 import HearthSQLite
 import HearthStorage
@@ -34,49 +35,6 @@ enum Driver: String, CaseIterable, Sendable {
                     try await PostgresTelemetryStore(database: db, keys: keys),
                     try await PostgresBrokerStateStore(database: db))
             }
-        }
-    }
-}
-
-/// A database of its own on the test server, for one test.
-enum TestPostgres {
-    static var environment: [String: String] { ProcessInfo.processInfo.environment }
-
-    /// Whether the PostgreSQL cases run: a server is configured, or CI requires them.
-    static var available: Bool {
-        environment["HEARTH_TEST_POSTGRES"] != nil || environment["HEARTH_REQUIRE_TOOLS"] == "1"
-    }
-
-    static func with<T: Sendable>(_ body: @Sendable (PostgresDatabase) async throws -> T) async throws -> T {
-        guard let url = environment["HEARTH_TEST_POSTGRES"] else {
-            throw MissingTool(
-                description:
-                    "HEARTH_TEST_POSTGRES is not set: start PostgreSQL with `eval \"$(bash scripts/postgres.sh test-env)\"`"
-            )
-        }
-        let password = try environment["HEARTH_TEST_POSTGRES_PASSWORD_FILE"].map {
-            try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        let server = try PostgresLocation(parsing: url)
-        let name = "hearth_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        try await PostgresDatabase.with(server, password: password, maximumConnections: 1) { admin in
-            try await admin.run { try await $0.execute("CREATE DATABASE \(name)") }
-        }
-        do {
-            let result = try await PostgresDatabase.with(try server.database(name), password: password) {
-                try await body($0)
-            }
-            try await drop(name, server: server, password: password)
-            return result
-        } catch {
-            try? await drop(name, server: server, password: password)
-            throw error
-        }
-    }
-
-    static func drop(_ name: String, server: PostgresLocation, password: String?) async throws {
-        try await PostgresDatabase.with(server, password: password, maximumConnections: 1) { admin in
-            try await admin.run { try await $0.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
         }
     }
 }

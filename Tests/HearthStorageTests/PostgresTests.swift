@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthFixtures
 import HearthPostgres
 import HearthStorage
 import HearthTestSupport
