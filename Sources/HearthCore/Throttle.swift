@@ -65,6 +65,20 @@ public struct ThrottleState: Sendable, Equatable {
 
     public init() {}
 
+    /// A state as stored (shared between the nodes of a deployment).
+    public init(failures: Int, inFlight: Int, blockedUntil: Date?, lastFailure: Date?) {
+        self.failures = max(0, failures)
+        self.inFlight = max(0, inFlight)
+        self.blockedUntil = blockedUntil
+        self.lastFailure = lastFailure
+    }
+
+    /// The same state with no attempt in flight: for reservations whose node stopped before it
+    /// could settle them.
+    public var withoutAttemptsInFlight: ThrottleState {
+        ThrottleState(failures: failures, inFlight: 0, blockedUntil: blockedUntil, lastFailure: lastFailure)
+    }
+
     public enum Decision: Equatable, Sendable {
         case allowed
         case wait(seconds: Int)

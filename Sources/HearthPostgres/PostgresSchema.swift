@@ -170,6 +170,13 @@ enum PostgresSchema {
                 )
                 """,
                 "CREATE TABLE readiness (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at BIGINT NOT NULL)",
+                "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until BIGINT NOT NULL)",
+                """
+                CREATE TABLE throttles (
+                    key TEXT PRIMARY KEY, failures BIGINT NOT NULL, in_flight BIGINT NOT NULL, blocked_until BIGINT,
+                    last_failure BIGINT, reserved_at BIGINT
+                )
+                """,
             ]
         )
     ]

@@ -895,6 +895,72 @@ public final class PostgresStore: HearthStore {
         }
     }
 
+    // MARK: Coordination
+
+    public func acquireLease(_ name: String, holder: String, now: Date, until: Date) async throws -> Bool {
+        try await db.transaction(serialised: false) { sql in
+            try await sql.changes(
+                """
+                INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                WHERE leases.holder = excluded.holder OR leases.until <= ?
+                """, [name, holder, millis(until), millis(now)]) == 1
+        }
+    }
+
+    public func updateThrottles<T: Sendable>(
+        _ keys: [String],
+        _ step: @escaping @Sendable ([String: StoredThrottle]) throws -> (T, [String: StoredThrottle?])
+    ) async throws -> T {
+        let keys = Set(keys).sorted()
+        return try await db.transaction(serialised: false) { sql in
+            // One lock per key, taken in one order by every node: updates of a key never interleave.
+            for key in keys { try await sql.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ["throttle:" + key]) }
+            var stored: [String: StoredThrottle] = [:]
+            for row in try await sql.rows(
+                "SELECT * FROM throttles WHERE key IN (\(Self.placeholders(keys.count)))",
+                keys.map { $0 as any SQLValue })
+            {
+                stored[try row.string("key")] = StoredThrottle(
+                    state: ThrottleState(
+                        failures: try row.int("failures"), inFlight: try row.int("in_flight"),
+                        blockedUntil: try row.optionalDate("blocked_until"),
+                        lastFailure: try row.optionalDate("last_failure")),
+                    reservedAt: try row.optionalDate("reserved_at"))
+            }
+            let (result, changes) = try step(stored)
+            for (key, change) in changes.sorted(by: { $0.key < $1.key }) {
+                if let t = change {
+                    try await sql.execute(
+                        """
+                        INSERT INTO throttles (key, failures, in_flight, blocked_until, last_failure, reserved_at)
+                        VALUES (?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, in_flight = excluded.in_flight,
+                        blocked_until = excluded.blocked_until, last_failure = excluded.last_failure,
+                        reserved_at = excluded.reserved_at
+                        """,
+                        [
+                            key, t.state.failures, t.state.inFlight, t.state.blockedUntil.map(millis),
+                            t.state.lastFailure.map(millis), t.reservedAt.map(millis),
+                        ])
+                } else {
+                    try await sql.execute("DELETE FROM throttles WHERE key = ?", [key])
+                }
+            }
+            return result
+        }
+    }
+
+    public func deleteIdleThrottles(now: Date, reservedBefore: Date, failedBefore: Date) async throws -> Int {
+        try await db.transaction(serialised: false) { sql in
+            try await sql.changes(
+                """
+                DELETE FROM throttles WHERE (in_flight = 0 OR reserved_at IS NULL OR reserved_at < ?)
+                AND (blocked_until IS NULL OR blocked_until <= ?) AND (last_failure IS NULL OR last_failure < ?)
+                """, [millis(reservedBefore), millis(now), millis(failedBefore)])
+        }
+    }
+
     public func isSecurityTeam(_ account: AccountID) async throws -> Bool {
         try await read {
             try await $0.int("SELECT COUNT(*) FROM security_team WHERE account_id = ?", [account.description])

@@ -283,6 +283,16 @@ public final class SQLiteStore: HearthStore {
             try db.execute(
                 sql: "CREATE TABLE readiness (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL)")
         }
+        m.registerMigration("2026-12-05 leases and throttles") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE leases (name TEXT PRIMARY KEY NOT NULL, holder TEXT NOT NULL, until INTEGER NOT NULL);
+                    CREATE TABLE throttles (
+                        key TEXT PRIMARY KEY NOT NULL, failures INTEGER NOT NULL, in_flight INTEGER NOT NULL,
+                        blocked_until INTEGER, last_failure INTEGER, reserved_at INTEGER
+                    );
+                    """)
+        }
         return m
     }
 
@@ -1283,6 +1293,67 @@ public final class SQLiteStore: HearthStore {
             } else {
                 try db.execute(sql: "DELETE FROM security_team WHERE account_id = ?", arguments: [account.description])
             }
+        }
+    }
+
+    // MARK: Coordination
+
+    public func acquireLease(_ name: String, holder: String, now: Date, until: Date) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                    WHERE leases.holder = excluded.holder OR leases.until <= ?
+                    """, arguments: [name, holder, millis(until), millis(now)])
+            return db.changesCount == 1
+        }
+    }
+
+    public func updateThrottles<T: Sendable>(
+        _ keys: [String],
+        _ step: @escaping @Sendable ([String: StoredThrottle]) throws -> (T, [String: StoredThrottle?])
+    ) async throws -> T {
+        try await pool.write { db in
+            var stored: [String: StoredThrottle] = [:]
+            for key in Set(keys) {
+                if let row = try Row.fetchOne(db, sql: "SELECT * FROM throttles WHERE key = ?", arguments: [key]) {
+                    stored[key] = StoredThrottle(
+                        state: ThrottleState(
+                            failures: row["failures"], inFlight: row["in_flight"],
+                            blockedUntil: (row["blocked_until"] as Int64?).map(date),
+                            lastFailure: (row["last_failure"] as Int64?).map(date)),
+                        reservedAt: (row["reserved_at"] as Int64?).map(date))
+                }
+            }
+            let (result, changes) = try step(stored)
+            for (key, change) in changes {
+                if let t = change {
+                    try db.execute(
+                        sql: """
+                            INSERT OR REPLACE INTO throttles (key, failures, in_flight, blocked_until, last_failure, reserved_at)
+                            VALUES (?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            key, t.state.failures, t.state.inFlight, t.state.blockedUntil.map(millis),
+                            t.state.lastFailure.map(millis), t.reservedAt.map(millis),
+                        ])
+                } else {
+                    try db.execute(sql: "DELETE FROM throttles WHERE key = ?", arguments: [key])
+                }
+            }
+            return result
+        }
+    }
+
+    public func deleteIdleThrottles(now: Date, reservedBefore: Date, failedBefore: Date) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    DELETE FROM throttles WHERE (in_flight = 0 OR reserved_at IS NULL OR reserved_at < ?)
+                    AND (blocked_until IS NULL OR blocked_until <= ?) AND (last_failure IS NULL OR last_failure < ?)
+                    """, arguments: [millis(reservedBefore), millis(now), millis(failedBefore)])
+            return db.changesCount
         }
     }
 

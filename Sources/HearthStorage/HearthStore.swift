@@ -174,4 +174,33 @@ public protocol HearthStore: Sendable {
         async throws -> Bool
     /// Every advisory, newest first.
     func advisories() async throws -> [AdvisoryRecord]
+
+    // Coordination between the nodes sharing the database
+    /// Takes the lease `name` for `holder` until `until`, or renews it, if it is free, expired at
+    /// `now` or already `holder`'s: true if `holder` holds it now. Periodic work runs on the
+    /// lease's holder only, so once across the deployment.
+    func acquireLease(_ name: String, holder: String, now: Date, until: Date) async throws -> Bool
+    /// Throttle states, shared by every node and kept across restarts: in one transaction that
+    /// no other update of these keys interleaves with, `step` gets the stored states of `keys`
+    /// (absent: none stored) and returns its result and the states to store (nil deletes one).
+    /// When `step` throws, nothing is stored.
+    func updateThrottles<T: Sendable>(
+        _ keys: [String],
+        _ step: @escaping @Sendable ([String: StoredThrottle]) throws -> (T, [String: StoredThrottle?])
+    ) async throws -> T
+    /// Deletes throttle states with nothing in flight since `reservedBefore`, no block in force at
+    /// `now` and no failure since `failedBefore`; returns how many.
+    @discardableResult func deleteIdleThrottles(now: Date, reservedBefore: Date, failedBefore: Date) async throws -> Int
+}
+
+/// One key's throttle state as stored, with the time of its latest reservation (a reservation
+/// its node never settled is dropped once old).
+public struct StoredThrottle: Sendable, Equatable {
+    public var state: ThrottleState
+    public var reservedAt: Date?
+
+    public init(state: ThrottleState, reservedAt: Date?) {
+        self.state = state
+        self.reservedAt = reservedAt
+    }
 }

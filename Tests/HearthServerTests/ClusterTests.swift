@@ -91,4 +91,55 @@ import Testing
             #expect(tampered.status == 1 && tampered.output.contains("TAMPERED"), "\(tampered.output)")
         }
     }
+
+    /// 1,000 wrong passwords for one account, half to each node, all at once: exactly as many
+    /// are checked as one node alone would check (5 free, then the doubling wait), because the
+    /// throttle lives in the database both nodes share. Per-node throttles would check 10.
+    @Test(.enabled(if: TestPostgres.available)) func guessesSpreadOverTwoNodesAreThrottledAsOnOne() async throws {
+        guard let curl = try curlPath() else { return }
+        try await TestPostgres.withAddress { address, passwordFile in
+            let database = ["--database", address] + (passwordFile.map { ["--database-password-file", $0] } ?? [])
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1], extra: database)
+            let nodes = [try await Self.node(data, database), try await Self.node(data, database)]
+            let base = nodes.map { $0.baseURL ?? "https://127.0.0.1:1" }
+            let signUp = try runTool(
+                curl,
+                [
+                    "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", data + "/root-ca.pem", "-H",
+                    "content-type: application/json", "-d",
+                    #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#,
+                    base[0] + "/api/v1/accounts",
+                ])
+            #expect(signUp.output == "201")
+            let started = Date()
+            let answers = try await withThrowingTaskGroup(of: String.self) { group in
+                for url in base {
+                    group.addTask {
+                        try runTool(
+                            curl,
+                            [
+                                "-s", "-Z", "--parallel-max", "50", "-w", "\nHTTP%{http_code}\n", "--cacert",
+                                data + "/root-ca.pem", "-H", "content-type: application/json", "-d",
+                                #"{"email":"ann@example.com","password":"not the passphrase at all"}"#,
+                            ] + Array(repeating: url + "/api/v1/sessions", count: 500)
+                        ).output
+                    }
+                }
+                return try await group.reduce(into: "") { $0 += $1 }
+            }
+            let seconds = Date().timeIntervalSince(started)
+            func count(_ status: String) -> Int { answers.components(separatedBy: "HTTP" + status).count - 1 }
+            #expect(count("401") + count("429") == 1_000, "every guess answered, none failed otherwise")
+            // 5 free; after the 5th the account waits 2 s, then 4 s: a run under 6 s checks at most 7.
+            #expect(
+                count("401") >= 5 && count("401") <= 5 + (seconds < 2 ? 0 : seconds < 6 ? 1 : 2),
+                "\(count("401")) checked in \(seconds) s")
+            for node in nodes {
+                node.signal(SIGTERM)
+                _ = try await node.waitForExit()
+            }
+        }
+    }
 }

@@ -58,6 +58,78 @@ public enum StoreContract {
     }
 
     public static let cases: [Case] = [
+        Case(description: "a lease has one holder until it expires; its holder renews it") { store in
+            try await require(store.acquireLease("x", holder: "a", now: t0, until: t0 + 60), "free: taken")
+            try await require(!(store.acquireLease("x", holder: "b", now: t0 + 10, until: t0 + 70)), "held by a")
+            try await require(store.acquireLease("x", holder: "a", now: t0 + 20, until: t0 + 80), "a renews")
+            try await require(!(store.acquireLease("x", holder: "b", now: t0 + 79, until: t0 + 140)), "renewed")
+            try await require(store.acquireLease("x", holder: "b", now: t0 + 80, until: t0 + 140), "expired: b")
+            try await require(!(store.acquireLease("x", holder: "a", now: t0 + 90, until: t0 + 150)), "b's now")
+            try await require(store.acquireLease("y", holder: "a", now: t0 + 90, until: t0 + 150), "leases apart")
+            // Ten nodes asking at once: one gets it.
+            let winners = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for n in 0..<10 {
+                    group.addTask { try await store.acquireLease("z", holder: "node\(n)", now: t0, until: t0 + 60) }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            try require(winners == 1, "one holder of ten asking at once: \(winners)")
+        },
+        Case(description: "throttle states are updated atomically, kept, deleted and swept") { store in
+            let blocked = ThrottleState(failures: 7, inFlight: 0, blockedUntil: t0 + 7200, lastFailure: t0)
+            let busy = ThrottleState(failures: 1, inFlight: 2, blockedUntil: nil, lastFailure: t0)
+            try await store.updateThrottles(["k1", "k2"]) { stored in
+                guard stored.isEmpty else { throw Failure(description: "fresh keys have no state") }
+                return (
+                    (),
+                    [
+                        "k1": StoredThrottle(state: blocked, reservedAt: nil),
+                        "k2": StoredThrottle(state: busy, reservedAt: t0),
+                    ]
+                )
+            }
+            let back = try await store.updateThrottles(["k1", "k2", "k3"]) { ($0, [:]) }
+            try require(back["k1"]?.state == blocked && back["k2"]?.state == busy, "kept: \(back)")
+            try require(back["k2"]?.reservedAt == t0 && back["k3"] == nil, "with the reservation time")
+            struct Refused: Error {}
+            _ = try? await store.updateThrottles(["k1"]) { _ -> ((), [String: StoredThrottle?]) in throw Refused() }
+            try await require(
+                store.updateThrottles(["k1"]) { ($0, [:]) }["k1"]?.state == blocked, "a throw keeps nothing")
+            let delete: StoredThrottle? = nil
+            try await store.updateThrottles(["k2"]) { _ in ((), ["k2": delete]) }
+            try await require(store.updateThrottles(["k2"]) { ($0, [:]) }.isEmpty, "nil deletes")
+            // Fifty updates of one key at once: none is lost.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        try await store.updateThrottles(["count"]) { stored in
+                            let n = stored["count"]?.state.failures ?? 0
+                            return (
+                                (),
+                                [
+                                    "count": StoredThrottle(
+                                        state: ThrottleState(
+                                            failures: n + 1, inFlight: 0, blockedUntil: nil, lastFailure: t0),
+                                        reservedAt: nil)
+                                ]
+                            )
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let counted = try await store.updateThrottles(["count"]) { ($0["count"]?.state.failures, [:]) }
+            try require(counted == 50, "fifty at once, fifty counted: \(counted ?? 0)")
+            // Swept: idle and old goes; a block in force, a recent failure or a live reservation stays.
+            try await store.updateThrottles(["live"]) { _ in
+                ((), ["live": StoredThrottle(state: busy, reservedAt: t0 + 3500)])
+            }
+            let swept = try await store.deleteIdleThrottles(
+                now: t0 + 3600, reservedBefore: t0 + 3480, failedBefore: t0 + 1)
+            let left = try await store.updateThrottles(["k1", "count", "live"]) { (Set($0.keys), [:]) }
+            try require(
+                swept == 1 && left == ["k1", "live"], "the counted key went, the rest stayed: \(swept) \(left)")
+        },
         Case(description: "accounts are unique by e-mail index and found by index and id") { store in
             let a = account(1)
             try await store.createAccount(a, audit: audit())

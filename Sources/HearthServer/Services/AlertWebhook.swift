@@ -60,6 +60,7 @@ public final class AlertWebhook: Service, Sendable {
     let time: any TimeSource
     let logger: Logger
     let client: HTTP1Client
+    let lease: Lease
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
     /// Backoff after the n-th failure: 1 s, 2 s, 4 s … capped at 5 minutes.
@@ -78,6 +79,7 @@ public final class AlertWebhook: Service, Sendable {
         self.store = store
         self.time = time
         self.logger = logger
+        lease = Lease(store: store, name: "alert-webhook")
         var tls: TLSConfiguration? = nil
         if target.secure {
             tls = trustRoots.map { TLSPolicy.client(trustRoots: $0) } ?? TLSPolicy.publicClient()
@@ -132,6 +134,9 @@ public final class AlertWebhook: Service, Sendable {
     /// Sends what is due; returns how long to wait before looking again.
     func deliverDue() async throws -> TimeInterval {
         let now = time.now()
+        // One node of the deployment sends (the lease's holder, renewed at each look): a receiver
+        // gets each alert from one sender, not once per node.
+        guard try await lease.hold(for: 30, now: now) else { return 5 }
         let due = try await store.alertsToDeliver(since: now.addingTimeInterval(-Self.horizon), now: now, limit: 100)
         for (alert, attempts) in due {
             let body = Array(Self.document(alert).text.utf8)

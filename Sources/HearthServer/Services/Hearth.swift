@@ -136,7 +136,7 @@ public final class Hearth: Sendable {
         self.passwords = passwords
         emailIndex = BlindIndex(kek: kek, purpose: "email-index")
         hasher = SecretHasher(cost: settings.hashCost)
-        throttles = Throttles()
+        throttles = Throttles(store: store, kek: kek)
         formKey = kek.derivedKey(purpose: "form-token")
         let cores = System.coreCount
         hashGate = HashGate(running: settings.hashConcurrency ?? cores, queued: settings.hashQueue ?? 4 * cores)
@@ -190,11 +190,12 @@ public final class Hearth: Sendable {
         try await throttles.reserve(keys, now: time.now())
         do {
             let value = try await body()
-            await throttles.settle(keys, failed: everyAttemptCounts, now: time.now())
+            // A settle that fails (the database briefly away) leaves the reservation to go stale.
+            try? await throttles.settle(keys, failed: everyAttemptCounts, now: time.now())
             return value
         } catch {
             let failed = everyAttemptCounts || (error as? HearthError).map { codes.contains($0.code) } == true
-            await throttles.settle(keys, failed: failed, now: time.now())
+            try? await throttles.settle(keys, failed: failed, now: time.now())
             throw error
         }
     }
@@ -509,15 +510,17 @@ public final class Hearth: Sendable {
     }
 }
 
-/// In-memory throttle books, one per purpose. State is per process: a restart forgets it, which
-/// only an operator can cause.
+/// Throttle states, one policy per purpose, kept in the store: shared by every node of the
+/// deployment and kept across restarts, so neither another node nor a restart resets a guesser's
+/// count.
 ///
 /// Every throttled operation is one atomic step (``Hearth/throttled(_:failingOn:everyAttemptCounts:_:)``):
-/// its attempt is reserved in every book it touches, all or none, before any work; its outcome
-/// settles the reservation afterwards. Parallel requests cannot all pass a check that none of
-/// them has yet counted against.
-actor Throttles {
-    enum Purpose: CaseIterable {
+/// its attempt is reserved under every key it touches, all or none, in one transaction, before
+/// any work; its outcome settles the reservation afterwards. Parallel requests, on one node or
+/// several, cannot all pass a check that none of them has yet counted against. A reservation
+/// its node never settled (the node died mid-request) stops counting after `staleAfter`.
+struct Throttles: Sendable {
+    enum Purpose: String, CaseIterable {
         case perSource, signInPerAccountAndSource, signInPerAccount, signUpPerSource, claimPerDeviceAndAccount,
             claimPerDevice, claimPerAccount, reportPerSource
 
@@ -546,25 +549,70 @@ actor Throttles {
         }
     }
 
-    private var books: [Purpose: ThrottleBook] = Dictionary(
-        uniqueKeysWithValues: Purpose.allCases.map { ($0, ThrottleBook(policy: $0.policy)) })
+    /// How long an unsettled reservation counts: far longer than any request.
+    static let staleAfter: TimeInterval = 120
+    /// The longest `forgetAfter` of every policy: idle states older than this are deleted.
+    static let forgetAfter: TimeInterval = Purpose.allCases.map(\.policy.forgetAfter).max() ?? 86_400
+
+    let store: any HearthStore
+    let index: BlindIndex
+
+    init(store: any HearthStore, kek: KeyEncryptionKey) {
+        self.store = store
+        index = BlindIndex(kek: kek, purpose: "throttle-key")
+    }
+
+    /// The stored name of a key: its purpose and a keyed hash of the key (source addresses are
+    /// personal data: the database holds none of them in clear).
+    func name(_ k: Key) -> String { k.purpose.rawValue + ":" + index.index(k.key) }
+
+    static func current(_ stored: StoredThrottle?, now: Date) -> ThrottleState {
+        guard let stored else { return ThrottleState() }
+        if let at = stored.reservedAt, now.timeIntervalSince(at) > staleAfter {
+            return stored.state.withoutAttemptsInFlight
+        }
+        return stored.state
+    }
 
     /// Reserves one attempt under every key, or none: throws ``HearthError/Code/throttled`` with
     /// the longest wait if any key must wait.
-    func reserve(_ keys: [Key], now: Date) throws {
-        var wait = 0
-        for k in keys {
-            if case .wait(let seconds) = books[k.purpose]!.admits(k.key, now: now) { wait = max(wait, seconds) }
+    func reserve(_ keys: [Key], now: Date) async throws {
+        let names = keys.map(name)
+        try await store.updateThrottles(names) { stored in
+            var wait = 0
+            for (k, name) in zip(keys, names) {
+                if case .wait(let seconds) = Self.current(stored[name], now: now).admits(
+                    now: now, policy: k.purpose.policy)
+                {
+                    wait = max(wait, seconds)
+                }
+            }
+            guard wait == 0 else {
+                throw HearthError(.throttled, "too many attempts; try again in \(wait) s", retryAfter: wait)
+            }
+            var changes: [String: StoredThrottle?] = [:]
+            for (k, name) in zip(keys, names) {
+                var state = Self.current(stored[name], now: now)
+                _ = state.reserve(now: now, policy: k.purpose.policy)
+                changes[name] = StoredThrottle(state: state, reservedAt: now)
+            }
+            return ((), changes)
         }
-        guard wait == 0 else {
-            throw HearthError(.throttled, "too many attempts; try again in \(wait) s", retryAfter: wait)
-        }
-        for k in keys { _ = books[k.purpose]!.reserve(k.key, now: now) }
     }
 
-    /// Settles attempts reserved by ``reserve(_:now:)``.
-    func settle(_ keys: [Key], failed: Bool, now: Date) {
-        for k in keys { books[k.purpose]!.settle(k.key, failed: failed, now: now) }
+    /// Settles attempts reserved by ``reserve(_:now:)``; a key left with nothing to remember is deleted.
+    func settle(_ keys: [Key], failed: Bool, now: Date) async throws {
+        let names = keys.map(name)
+        try await store.updateThrottles(names) { stored in
+            var changes: [String: StoredThrottle?] = [:]
+            for (k, name) in zip(keys, names) {
+                var state = Self.current(stored[name], now: now)
+                state.settle(failed: failed, now: now, policy: k.purpose.policy)
+                let forget = state.failures == 0 && state.isIdle(now: now, policy: k.purpose.policy)
+                changes[name] = forget ? .some(nil) : StoredThrottle(state: state, reservedAt: stored[name]?.reservedAt)
+            }
+            return ((), changes)
+        }
     }
 }
 
