@@ -263,6 +263,13 @@ public protocol DeviceQuarantining: Sendable {
 }
 
 /// Ends a device's live connection (after its certificate is revoked).
+/// Hears which devices this node holds a connection to (for the nodes sharing a database). The
+/// gateway calls it, off its event loops; `since` tells one connection of a device from the next.
+public protocol ConnectionRecorder: Sendable {
+    func connected(_ serial: DeviceSerial, since: Date) async
+    func disconnected(_ serial: DeviceSerial, since: Date) async
+}
+
 public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async
 }

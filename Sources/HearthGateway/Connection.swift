@@ -84,6 +84,8 @@ struct GatewayParts: Sendable {
     /// Per-device security detectors, and the server's alert service once attached.
     let watchers: Watchers
     let alerts: ChannelSlot<any DeviceAlertChannel>
+    /// Where this node's device connections are recorded for the other nodes, once attached.
+    let recorder: ChannelSlot<any ConnectionRecorder>
     let handshakeTimeout: TimeAmount
     let logger: Logger
 }
@@ -209,6 +211,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var source = "unknown"
     /// Counted against its source's unauthenticated sockets (``Admission/arriveUnadmitted(_:)``).
     private var unadmitted = false
+    /// When a device's session was attached (recorded for the other nodes).
+    private var connectedSince: Date?
     /// Counted towards the connection cap (``Admission/arrive(now:)``).
     private var authenticated = false
 
@@ -476,6 +480,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                     policy: Self.policy(for: machine!.identity), connection: ref!)
                 connack.sessionPresent = resumed.present
                 write(.connack(connack))
+                if let serial = device?.serial, let recorder = parts.recorder.channel {
+                    let since = Date()
+                    connectedSince = since
+                    parts.offload.run { await recorder.connected(serial, since: since) }
+                }
                 // A resumed session: unacknowledged messages again (same ids, DUP), then what queued.
                 if let flow = resumed.flow {
                     outboundFlow = flow
@@ -524,6 +533,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 key, message, delay: min(will.properties.willDelayInterval ?? 0, sessionExpiry), connection: ref)
         }
         parts.hub.detach(key, connection: ref, flow: outboundFlow, expiry: sessionExpiry)
+        if let serial = device?.serial, let since = connectedSince, let recorder = parts.recorder.channel {
+            parts.offload.run { await recorder.disconnected(serial, since: since) }
+        }
+        connectedSince = nil
         sessionKey = nil
         will = nil
     }

@@ -143,7 +143,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             live: LiveConnections(), offload: Offload(),
             watchers: Watchers(
                 thresholds: configuration.thresholds, counters: counters, enabled: configuration.monitoring),
-            alerts: ChannelSlot(), handshakeTimeout: configuration.handshakeTimeout, logger: logger
+            alerts: ChannelSlot(), recorder: ChannelSlot(), handshakeTimeout: configuration.handshakeTimeout,
+            logger: logger
         )
         self.onBound = onBound
         metrics?.collect { [parts] in
@@ -172,6 +173,13 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     /// Attaches the server's certificate service: devices' `devices/S/csr` requests go to it.
     public func attach(certificates: any DeviceCertificateChannel) { parts.certificates.set(certificates) }
+    /// Attaches the record of which node holds which device (for nodes sharing a database).
+    public func attach(recorder: any ConnectionRecorder) { parts.recorder.set(recorder) }
+
+    /// The device connected to another node: its connection here ends (0x8E session taken over).
+    public func takenOver(_ serial: DeviceSerial) {
+        parts.hub.disconnect("device:\(serial.rawValue)", .sessionTakenOver, "the device connected to another node")
+    }
     public var openConnections: Int { parts.admission.openConnections }
     /// Sockets not authenticated (yet): in the TLS handshake, or refused and about to close.
     public var unauthenticatedConnections: Int { parts.admission.unadmittedConnections }

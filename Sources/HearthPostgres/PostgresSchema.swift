@@ -234,3 +234,24 @@ enum PostgresSchema {
         )
     ]
 }
+
+extension PostgresSchema {
+    static let cluster: [(name: String, statements: [String])] = [
+        (
+            "2026-12-05 cluster",
+            [
+                "CREATE TABLE device_connections (serial TEXT PRIMARY KEY, node TEXT NOT NULL, since BIGINT NOT NULL)",
+                "CREATE INDEX device_connections_by_node ON device_connections(node, since)",
+                """
+                CREATE TABLE relayed_commands (
+                    id TEXT PRIMARY KEY, serial TEXT NOT NULL, node TEXT NOT NULL, command TEXT NOT NULL,
+                    parameters TEXT NOT NULL, deadline BIGINT NOT NULL, taken BOOLEAN NOT NULL DEFAULT FALSE,
+                    status TEXT, detail TEXT
+                )
+                """,
+                "CREATE INDEX relayed_commands_waiting ON relayed_commands(node) WHERE NOT taken",
+                "CREATE TABLE cluster_nodes (node TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
+            ]
+        )
+    ]
+}

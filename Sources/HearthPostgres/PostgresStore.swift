@@ -14,7 +14,7 @@ public final class PostgresStore: HearthStore {
     public init(database: PostgresDatabase, sealer: any AuditSealer) async throws {
         db = database
         self.sealer = sealer
-        try await database.migrate(PostgresSchema.store)
+        try await database.migrate(PostgresSchema.store + PostgresSchema.cluster)
     }
 
     /// Thrown inside a transaction to roll it back when nothing changed.

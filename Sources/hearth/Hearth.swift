@@ -326,9 +326,14 @@ func runServer(
     var settings = settings
     // Requests must name a host the server certificate covers (`--hostname`); others get 421.
     settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames
+    // Nodes sharing a database: which node holds which device, commands for devices on others.
+    let link = storage.cluster.map { cluster in
+        ClusterLink(store: cluster, local: gateway, takenOver: { [gateway] in gateway.takenOver($0) })
+    }
+    if let link { gateway.attach(recorder: link) }
     let hearth = try Hearth(
         store: store, kek: folder.kek, settings: settings, telemetry: telemetry, readingKeys: readingKeys,
-        commands: gateway, updates: updates, metrics: metrics, readiness: readiness)
+        commands: link ?? gateway, updates: updates, metrics: metrics, readiness: readiness)
     gateway.attach(resets: hearth)
     gateway.attach(certificates: DeviceCertificates(store: store, deviceCA: folder.deviceCA))
     let webhook = try operations.webhook(store: store)
@@ -388,7 +393,7 @@ func runServer(
     let retention = Periodic.retention(hearth: hearth, logger: logger)
     let group = ServiceGroup(
         services: [app, metricsApp, sweeper, gateway, renewer, retention, StopNotice(readiness: readiness)]
-            + (webhook.map { [$0] } ?? []) + companions,
+            + (webhook.map { [$0] } ?? []) + (link.map { [$0] } ?? []) + companions,
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     do {

@@ -44,6 +44,8 @@ struct Storage: Sendable {
     /// The per-owner data keys readings are sealed under: give the same to ``Hearth`` so
     /// ownership changes and account deletions reach them.
     let readingKeys: DataKeys
+    /// What the nodes sharing a database tell each other (nil on SQLite: one node).
+    var cluster: (any ClusterStore)? = nil
     /// Where the state is, for the start-up banner (no secret in it).
     let description: String
 
@@ -63,7 +65,7 @@ struct Storage: Sendable {
                     Storage(
                         store: store, telemetry: try await PostgresTelemetryStore(database: db, keys: keys),
                         brokerState: try await PostgresBrokerStateStore(database: db), readingKeys: keys,
-                        description: "PostgreSQL \(location)"))
+                        cluster: store, description: "PostgreSQL \(location)"))
             }
         }
     }

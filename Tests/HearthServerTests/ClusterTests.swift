@@ -142,4 +142,84 @@ import Testing
             }
         }
     }
+
+    /// A device on node A, its owner's command through node B: relayed and answered. The device
+    /// then connects to B (a second copy of it, as after a move or a clone): A closes its
+    /// connection at once (0x8E session taken over), and a command through A reaches it on B.
+    @Test(.enabled(if: TestPostgres.available)) func aCommandReachesTheDeviceOnAnotherNode() async throws {
+        guard let curl = try curlPath() else { return }
+        try await TestPostgres.withAddress { address, passwordFile in
+            let database = ["--database", address] + (passwordFile.map { ["--database-password-file", $0] } ?? [])
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1], extra: database)
+            let (serial, code) = try await provisionedLock(data: data, in: dir, count: 1, extra: database)
+            let (a, b) = (try await Self.node(data, database), try await Self.node(data, database))
+            defer { for node in [a, b] { node.signal(SIGKILL) } }
+            func mqtt(_ node: HearthProcess) throws -> String {
+                let match = try #require(node.text.range(of: #"mqtts://127\.0\.0\.1:\d+"#, options: .regularExpression))
+                return String(node.text[match].dropFirst("mqtts://".count))
+            }
+            func call(_ node: HearthProcess, _ path: String, _ extra: [String]) throws -> String {
+                try runTool(
+                    curl,
+                    ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + extra
+                        + [(node.baseURL ?? "https://127.0.0.1:1") + path]
+                ).output
+            }
+            let json = ["-H", "content-type: application/json"]
+            let credentials = #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#
+            #expect(try call(a, "/api/v1/accounts", json + ["-d", credentials]).hasSuffix("201"))
+            let session = try call(b, "/api/v1/sessions", json + ["-d", credentials])
+            let bearer = [
+                "-H",
+                "authorization: Bearer \(try #require(session.components(separatedBy: #""token":""#).last?.prefix(43)))",
+            ]
+            #expect(
+                try call(
+                    a, "/api/v1/devices/claim",
+                    json + bearer + ["-d", #"{"serial":"\#(serial)","setupCode":"\#(code)"}"#]
+                )
+                .hasSuffix("201"))
+            let lockCommand = json + bearer + ["-d", #"{"name":"lock"}"#]
+            #expect(
+                try call(b, "/api/v1/devices/\(serial)/commands", lockCommand).hasSuffix("409"),
+                "offline: 409 as on one node")
+
+            let bundle = dir.appendingPathComponent("bundles").appendingPathComponent(serial).path
+            func device(on node: HearthProcess) throws -> ChildProcess {
+                try ChildProcess(
+                    builtProduct("hearth-device"),
+                    [
+                        "lock", "--bundle", bundle, "--mqtt", try mqtt(node), "--hardware-key",
+                        dir.appendingPathComponent("hw").path, "--startup-delay", "0", "--reconnect-window", "30",
+                        "--verbose",
+                    ])
+            }
+            let onA = try device(on: a)
+            defer { onA.signal(SIGKILL) }
+            #expect(try await onA.wait(for: "connected (MQTT"), "\(onA.text)")
+            var answered = ""
+            for _ in 0..<50 where !answered.hasSuffix("200") {
+                answered = try call(b, "/api/v1/devices/\(serial)/commands", lockCommand)
+                if !answered.hasSuffix("200") { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(
+                answered.hasSuffix("200") && answered.contains(#""status":"ok""#),
+                "through B to the device on A: \(answered)")
+
+            let onB = try device(on: b)
+            defer { onB.signal(SIGKILL) }
+            #expect(try await onB.wait(for: "connected (MQTT"), "\(onB.text)")
+            #expect(try await onA.wait(for: "disconnected", timeout: 10), "A closed the old connection: \(onA.text)")
+            #expect(onA.text.contains("0x8E"), "session taken over: \(onA.text)")
+            onA.signal(SIGKILL)
+            _ = try await onA.waitForExit()
+            let unlock = try call(
+                a, "/api/v1/devices/\(serial)/commands", json + bearer + ["-d", #"{"name":"unlock"}"#])
+            #expect(
+                unlock.hasSuffix("200") && unlock.contains(#""status":"ok""#), "through A to the device on B: \(unlock)"
+            )
+        }
+    }
 }

@@ -1,0 +1,121 @@
+import Foundation
+import HearthCore
+import HearthStorage
+
+extension PostgresStore: ClusterStore {
+    public func connected(_ serial: DeviceSerial, node: String, since: Date) async throws {
+        try await db.run { sql in
+            try await sql.execute(
+                """
+                INSERT INTO device_connections (serial, node, since) VALUES (?, ?, ?)
+                ON CONFLICT (serial) DO UPDATE SET node = excluded.node, since = excluded.since
+                WHERE excluded.since >= device_connections.since
+                """, [serial.rawValue, node, millis(since)])
+        }
+    }
+
+    public func disconnected(_ serial: DeviceSerial, node: String, since: Date) async throws {
+        try await db.run { sql in
+            try await sql.execute(
+                "DELETE FROM device_connections WHERE serial = ? AND node = ? AND since = ?",
+                [serial.rawValue, node, millis(since)])
+        }
+    }
+
+    public func heartbeat(_ node: String, at: Date) async throws {
+        try await db.run { sql in
+            try await sql.execute(
+                """
+                INSERT INTO cluster_nodes (node, seen_at) VALUES (?, ?)
+                ON CONFLICT (node) DO UPDATE SET seen_at = GREATEST(cluster_nodes.seen_at, excluded.seen_at)
+                """, [node, millis(at)])
+        }
+    }
+
+    public func holder(_ serial: DeviceSerial, aliveSince: Date) async throws -> (node: String, since: Date)? {
+        guard
+            let row = try await db.run({
+                try await $0.row(
+                    """
+                    SELECT c.node, c.since FROM device_connections c JOIN cluster_nodes n ON n.node = c.node
+                    WHERE c.serial = ? AND n.seen_at >= ?
+                    """, [serial.rawValue, millis(aliveSince)])
+            })
+        else { return nil }
+        return (try row.string("node"), try row.date("since"))
+    }
+
+    public func movedAway(from node: String, since: Date) async throws -> [(serial: DeviceSerial, since: Date)] {
+        try await db.run {
+            try await $0.rows(
+                "SELECT serial, since FROM device_connections WHERE node <> ? AND since >= ? ORDER BY since",
+                [node, millis(since)])
+        }.map { (try DeviceSerial(try $0.string("serial")), try $0.date("since")) }
+    }
+
+    public func connections(aliveSince: Date, limit: Int) async throws -> [(
+        serial: DeviceSerial, node: String, since: Date
+    )] {
+        try await db.run {
+            try await $0.rows(
+                """
+                SELECT c.* FROM device_connections c JOIN cluster_nodes n ON n.node = c.node
+                WHERE n.seen_at >= ? ORDER BY c.since DESC LIMIT ?
+                """, [millis(aliveSince), max(0, limit)])
+        }.map { (try DeviceSerial(try $0.string("serial")), try $0.string("node"), try $0.date("since")) }
+    }
+
+    public func relay(_ c: RelayedCommand, to node: String) async throws {
+        try await db.run { sql in
+            try await sql.execute(
+                "INSERT INTO relayed_commands (id, serial, node, command, parameters, deadline) VALUES (?, ?, ?, ?, ?, ?)",
+                [c.id, c.serial.rawValue, node, c.command, c.parameters, millis(c.deadline)])
+        }
+    }
+
+    public func takeRelayed(for node: String, limit: Int) async throws -> [RelayedCommand] {
+        try await db.run {
+            try await $0.rows(
+                """
+                UPDATE relayed_commands SET taken = TRUE WHERE id IN (
+                    SELECT id FROM relayed_commands WHERE node = ? AND NOT taken LIMIT ? FOR UPDATE SKIP LOCKED
+                ) RETURNING *
+                """, [node, max(0, limit)])
+        }.map {
+            RelayedCommand(
+                id: try $0.string("id"), serial: try DeviceSerial(try $0.string("serial")),
+                command: try $0.string("command"), parameters: try $0.string("parameters"),
+                deadline: try $0.date("deadline"))
+        }
+    }
+
+    public func answer(_ id: String, _ outcome: CommandOutcome) async throws {
+        let (status, detail): (String, String?) =
+            switch outcome {
+            case .answered(let status, let detail): ("answered:" + status, detail)
+            case .offline: ("offline", nil)
+            case .timedOut: ("timed-out", nil)
+            }
+        try await db.run { sql in
+            try await sql.execute(
+                "UPDATE relayed_commands SET status = ?, detail = ? WHERE id = ?", [status, detail, id])
+        }
+    }
+
+    public func outcome(_ id: String) async throws -> CommandOutcome? {
+        guard
+            let row = try await db.run({
+                try await $0.row("SELECT status, detail FROM relayed_commands WHERE id = ?", [id])
+            }),
+            let status = try row.optionalString("status")
+        else { return nil }
+        if status.hasPrefix("answered:") {
+            return .answered(status: String(status.dropFirst(9)), detail: try row.optionalString("detail"))
+        }
+        return status == "offline" ? .offline : .timedOut
+    }
+
+    public func forget(_ id: String) async throws {
+        try await db.run { sql in try await sql.execute("DELETE FROM relayed_commands WHERE id = ?", [id]) }
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import HearthCore
+import HearthCrypto
+import HearthStorage
+import Logging
+import ServiceLifecycle
+
+/// The link between the nodes sharing one database (see ``ClusterStore``):
+/// - records which devices this node holds a connection to, and says it is alive;
+/// - closes a connection here when its device connected to another node since (0x8E);
+/// - sends a device on another node its commands: queued for that node, answered through the
+///   table, with the same outcomes (and so the same 409/504) as for a device on this node;
+/// - runs the commands other nodes queued for devices here.
+///
+/// Nodes poll the tables (every `interval`) instead of waiting on notifications: a poll misses
+/// nothing across a node's or the database's restart, and costs two indexed reads per interval.
+public final class ClusterLink: Service, ConnectionRecorder, DeviceCommandChannel {
+    let store: any ClusterStore
+    let node: String
+    let local: any DeviceCommandChannel
+    let takenOver: @Sendable (DeviceSerial) -> Void
+    let interval: Duration
+    let logger: Logger
+    /// A node not heard from for this long holds no device.
+    static let aliveWithin: TimeInterval = 10
+
+    public init(
+        store: any ClusterStore, node: String = Node.id, local: any DeviceCommandChannel,
+        takenOver: @escaping @Sendable (DeviceSerial) -> Void, interval: Duration = .milliseconds(100),
+        logger: Logger = Logger(label: "hearth.cluster")
+    ) {
+        self.store = store
+        self.node = node
+        self.local = local
+        self.takenOver = takenOver
+        self.interval = interval
+        self.logger = logger
+    }
+
+    // MARK: ConnectionRecorder
+
+    public func connected(_ serial: DeviceSerial, since: Date) async {
+        do { try await store.connected(serial, node: node, since: since) } catch {
+            logger.warning("could not record a device connection", metadata: ["error": "\(error)"])
+        }
+    }
+
+    public func disconnected(_ serial: DeviceSerial, since: Date) async {
+        do { try await store.disconnected(serial, node: node, since: since) } catch {
+            logger.warning("could not record a device disconnection", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: DeviceCommandChannel
+
+    public func send(command: String, parameters: [String: JSONValue], to serial: DeviceSerial, timeout: Duration)
+        async -> CommandOutcome
+    {
+        let here = await local.send(command: command, parameters: parameters, to: serial, timeout: timeout)
+        guard here == .offline else { return here }
+        let now = Date()
+        guard let holder = try? await store.holder(serial, aliveSince: now.addingTimeInterval(-Self.aliveWithin)),
+            holder.node != node
+        else { return .offline }
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let relayed = RelayedCommand(
+            id: SecureToken.generate(), serial: serial, command: command, parameters: JSONValue.object(parameters).text,
+            deadline: now.addingTimeInterval(seconds))
+        do { try await store.relay(relayed, to: holder.node) } catch {
+            logger.warning("could not relay a command", metadata: ["error": "\(error)"])
+            return .timedOut
+        }
+        // The holder answers by the deadline (it times the device out itself); a little longer
+        // for its last write to land.
+        var outcome = CommandOutcome.timedOut
+        while Date() < relayed.deadline.addingTimeInterval(1), !Task.isCancelled {
+            if let answered = try? await store.outcome(relayed.id) {
+                outcome = answered
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        try? await store.forget(relayed.id)
+        return outcome
+    }
+
+    // MARK: What the server tells a device's connection, wherever it is
+
+    /// The connection here (if any) hears it at once; the node holding the device, if another,
+    /// hears it through the table as a control (a name no command can have: `$…`).
+    func control(_ name: String, _ parameters: [String: JSONValue], _ serial: DeviceSerial) async {
+        let now = Date()
+        guard let holder = try? await store.holder(serial, aliveSince: now.addingTimeInterval(-Self.aliveWithin)),
+            holder.node != node
+        else { return }
+        let relayed = RelayedCommand(
+            id: SecureToken.generate(), serial: serial, command: name, parameters: JSONValue.object(parameters).text,
+            deadline: now.addingTimeInterval(30))
+        do { try await store.relay(relayed, to: holder.node) } catch {
+            logger.warning(
+                "could not relay to the device's node", metadata: ["control": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// Applies a control another node relayed to the connection here.
+    func apply(_ relayed: RelayedCommand) async {
+        guard case .object(let p)? = try? JSONValue.parse(Array(relayed.parameters.utf8)) else { return }
+        let serial = relayed.serial
+        switch relayed.command {
+        case "$quarantine":
+            var reason: String?
+            if case .string(let text)? = p["reason"] { reason = text }
+            await (local as? any DeviceQuarantining)?.quarantineChanged(serial, reason: reason)
+        case "$policy":
+            if let json = p["policy"], let policy = try? DevicePolicy(payload: json.serialized()) {
+                await (local as? any DevicePolicyChannel)?.policyChanged(serial, policy)
+            }
+        case "$disconnect":
+            if case .string(let reason)? = p["reason"] {
+                await (local as? any DeviceDisconnecting)?.disconnect(serial, reason: reason)
+            }
+        case "$rekey":
+            if case .string(let id)? = p["id"] { await (local as? any DeviceRekeying)?.requestRekey(serial, id: id) }
+        default: break
+        }
+    }
+
+    // MARK: Service
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingDiscardingTaskGroup { group in
+                var checkedUntil = Date()
+                var heartbeat = Date.distantPast
+                while !Task.isCancelled {
+                    let now = Date()
+                    do {
+                        if now.timeIntervalSince(heartbeat) >= 2 {
+                            try await self.store.heartbeat(self.node, at: now)
+                            heartbeat = now
+                        }
+                        // Connections taken over elsewhere since the last look (a few seconds'
+                        // margin for the nodes' clocks); closing one no longer here does nothing.
+                        for moved in try await self.store.movedAway(
+                            from: self.node, since: checkedUntil.addingTimeInterval(-5))
+                        {
+                            self.takenOver(moved.serial)
+                        }
+                        checkedUntil = now
+                        for relayed in try await self.store.takeRelayed(for: self.node, limit: 100) {
+                            group.addTask { await self.carryOut(relayed) }
+                        }
+                    } catch {
+                        self.logger.warning("cluster tables not read", metadata: ["error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: self.interval)
+                }
+            }
+        }
+    }
+
+    /// Runs a command another node relayed for a device here, and records its outcome (a
+    /// control is applied, and forgotten: nobody waits for it).
+    func carryOut(_ relayed: RelayedCommand) async {
+        if relayed.command.hasPrefix("$") {
+            await apply(relayed)
+            try? await store.forget(relayed.id)
+            return
+        }
+        let left = relayed.deadline.timeIntervalSinceNow
+        var outcome = CommandOutcome.timedOut
+        if left > 0, case .object(let parameters)? = try? JSONValue.parse(Array(relayed.parameters.utf8)) {
+            outcome = await local.send(
+                command: relayed.command, parameters: parameters, to: relayed.serial,
+                timeout: .milliseconds(Int64(left * 1000)))
+        }
+        do { try await store.answer(relayed.id, outcome) } catch {
+            logger.warning("could not record a relayed command's outcome", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension ClusterLink: DeviceQuarantining, DevicePolicyChannel, DeviceDisconnecting, DeviceRekeying, DevicePresence {
+    public func quarantineChanged(_ serial: DeviceSerial, reason: String?) async {
+        await (local as? any DeviceQuarantining)?.quarantineChanged(serial, reason: reason)
+        await control("$quarantine", ["reason": reason.map(JSONValue.string) ?? .null], serial)
+    }
+
+    public func policyChanged(_ serial: DeviceSerial, _ policy: DevicePolicy) async {
+        await (local as? any DevicePolicyChannel)?.policyChanged(serial, policy)
+        await control("$policy", ["policy": policy.json], serial)
+    }
+
+    public func disconnect(_ serial: DeviceSerial, reason: String) async {
+        await (local as? any DeviceDisconnecting)?.disconnect(serial, reason: reason)
+        await control("$disconnect", ["reason": .string(reason)], serial)
+    }
+
+    /// A re-key request waits in the device's session here; a device on another node gets it there.
+    public func requestRekey(_ serial: DeviceSerial, id: String) async {
+        await (local as? any DeviceRekeying)?.requestRekey(serial, id: id)
+        await control("$rekey", ["id": .string(id)], serial)
+    }
+
+    /// Connected here, or to another node that is alive.
+    public func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial> {
+        var here = await (local as? any DevicePresence)?.connected(serials) ?? []
+        let aliveSince = Date().addingTimeInterval(-Self.aliveWithin)
+        for serial in serials where !here.contains(serial) {
+            if (try? await store.holder(serial, aliveSince: aliveSince)) != nil { here.insert(serial) }
+        }
+        return here
+    }
+}
