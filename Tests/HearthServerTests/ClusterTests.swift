@@ -2,6 +2,7 @@ import Foundation
 import HearthCore
 import HearthFixtures
 import HearthPostgres
+import HearthServer
 import HearthTestSupport
 import Testing
 
@@ -9,12 +10,12 @@ import Testing
 /// on loopback, as behind a TCP load balancer.
 @Suite struct ClusterTests {
     /// A node of the deployment in `data` on `database`.
-    static func node(_ data: String, _ database: [String]) async throws -> HearthProcess {
+    static func node(_ data: String, _ database: [String], _ extra: [String] = []) async throws -> HearthProcess {
         let server = try HearthProcess(
             [
                 "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
                 "127.0.0.1:0",
-            ] + database)
+            ] + database + extra)
         #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
         return server
     }
@@ -220,6 +221,90 @@ import Testing
             #expect(
                 unlock.hasSuffix("200") && unlock.contains(#""status":"ok""#), "through A to the device on B: \(unlock)"
             )
+        }
+    }
+
+    /// A device streams 3,000 QoS 1 readings to node A, which is killed with SIGKILL mid-stream;
+    /// it sends them all again to node B. Every reading A acknowledged is in PostgreSQL, and
+    /// every reading is there exactly once (by device sequence), the re-sent ones acknowledged
+    /// again without a copy.
+    @Test(.enabled(if: TestPostgres.available)) func readingsAcknowledgedByANodeKilledMidStreamAreKeptOnce()
+        async throws
+    {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        try await TestPostgres.withAddress { address, passwordFile in
+            let database = ["--database", address] + (passwordFile.map { ["--database-password-file", $0] } ?? [])
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1], extra: database)
+            let (serial, code) = try await provisionedLock(data: data, in: dir, count: 1, extra: database)
+            let lock = DevicePathTests.Bundle(
+                serial: serial, model: "lock-l1", setupCode: code,
+                folder: dir.appendingPathComponent("bundles").appendingPathComponent(serial))
+            // Rate limits high enough that every publish is taken.
+            let unlimited = ["--max-publishes-per-second", "100000", "--max-bytes-per-second", "100000000"]
+            let (a, b) = (
+                try await Self.node(data, database, unlimited), try await Self.node(data, database, unlimited)
+            )
+            defer { b.signal(SIGKILL) }
+            func port(_ node: HearthProcess) throws -> Int {
+                let match = try #require(node.text.range(of: #"mqtts://127\.0\.0\.1:\d+"#, options: .regularExpression))
+                return try #require(Int(node.text[match].split(separator: ":").last ?? ""))
+            }
+            let payloads = (1...3000).map { #"{"seq": \#($0), "values": {"state": "locked"}}"# }
+            func publish(to node: HearthProcess) throws -> ChildProcess {
+                try ChildProcess(
+                    python,
+                    [pahoScript, "publish"] + lock.paho(port: try port(node)) + [
+                        "--topic", "devices/\(serial)/telemetry", "--timeout", "5",
+                    ] + payloads.flatMap { ["--payload", $0] })
+            }
+            let first = try publish(to: a)
+            #expect(try await first.wait(for: "connack", timeout: 30), "\(first.text)")
+            // Killed once a few hundred readings are committed, so the kill lands mid-stream.
+            let password = try passwordFile.map {
+                try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: password) { db in
+                let started = Date()
+                while Date().timeIntervalSince(started) < 30 {
+                    if try await db.run({ try await $0.int("SELECT COUNT(*) FROM readings") }) >= 300 { break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            a.signal(SIGKILL)
+            _ = try await a.waitForExit(timeout: 10)
+            _ = try await first.waitForExit(timeout: 60)
+            let codes = DevicePathTests.rcs(first.text)
+            let taken = Set(codes.enumerated().compactMap { $0.element == 0 ? Int64($0.offset + 1) : nil })
+            #expect(
+                taken.count >= 300 && taken.count < payloads.count,
+                "killed mid-stream: \(Dictionary(grouping: codes, by: { $0 ?? -1 }).mapValues(\.count))")
+
+            let again = try await ChildProcess.run(
+                python,
+                [pahoScript, "publish"] + lock.paho(port: try port(b)) + ["--topic", "devices/\(serial)/telemetry"]
+                    + payloads.flatMap { ["--payload", $0] }, timeout: 120)
+            let resent = DevicePathTests.rcs(again.output)
+            #expect(
+                resent.count == payloads.count && resent.allSatisfy { $0 == 0 },
+                "B takes them all: \(Dictionary(grouping: resent, by: { $0 ?? -1 }).mapValues(\.count))")
+
+            let folder = try DataFolder.open(path: data)
+            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: password) { db in
+                let main = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
+                let telemetry = try await PostgresTelemetryStore(
+                    database: db, keys: DataKeys(store: main, kek: folder.kek))
+                let stored = try await telemetry.readings(
+                    try DeviceSerial(serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000
+                ).map(\.reading.sequence)
+                #expect(
+                    taken.isSubset(of: Set(stored)),
+                    "acknowledged by A but lost: \(taken.subtracting(stored).sorted().prefix(20))")
+                #expect(
+                    stored.count == payloads.count && Set(stored) == Set(1...Int64(payloads.count)),
+                    "each once: \(stored.count)")
+            }
         }
     }
 }
