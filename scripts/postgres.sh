@@ -7,6 +7,10 @@
 #   bash scripts/postgres.sh deployment NAME  make role NAME (login, no superuser, no CREATEDB, no
 #                                             CREATEROLE) owning database NAME; prints the --database
 #                                             address and the password file for `hearth serve`
+#   bash scripts/postgres.sh two-nodes [DATA]  the deployment "hearth" and two `hearth serve` nodes on
+#                                             loopback sharing it and the data folder DATA (default
+#                                             hearth-data): HTTPS 8443 and 8444, MQTT 8883 and 8884;
+#                                             Ctrl-C stops both
 #
 # Passwords are random, kept in files of mode 0600 under $HEARTH_POSTGRES_DIR (default
 # ${TMPDIR:-/tmp}/hearth-postgres), and passed to psql on stdin, never on a command line.
@@ -84,8 +88,22 @@ SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'name') \gexec
 SQL
     echo "--database 'postgres://$name@127.0.0.1:$port/$name?sslmode=disable' --database-password-file '$dir/$name.password'"
     ;;
+  two-nodes)
+    data=${2:-hearth-data}
+    database=$(bash "$0" deployment hearth)
+    hearth=${HEARTH:-$(cd "$(dirname "$0")/.." && pwd)/.build/debug/hearth}
+    [ -x "$hearth" ] || { echo "postgres.sh: build first (swift build), or set HEARTH to the hearth binary" >&2; exit 1; }
+    echo "postgres.sh: two nodes on $data, $database" >&2
+    trap 'kill $(jobs -p) 2>/dev/null; wait' INT TERM EXIT
+    for n in 0 1; do
+      eval "\"$hearth\" serve --data \"$data\" $database --listen 127.0.0.1:$((8443 + n)) \
+        --mqtt-listen 127.0.0.1:$((8883 + n)) --metrics-listen 127.0.0.1:$((9464 + n))" 2>&1 | sed -u "s/^/node $n: /" &
+      sleep 2
+    done
+    wait
+    ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

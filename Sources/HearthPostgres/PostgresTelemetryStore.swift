@@ -82,9 +82,13 @@ public final class PostgresTelemetryStore: TelemetryStore {
                     ON CONFLICT (serial, seq) DO NOTHING
                     """, chunk.flatMap { $0 })
             }
-            for pair in used {
+            // Which keys each device's readings are under: one statement for the batch.
+            if !used.isEmpty {
                 try await sql.execute(
-                    "INSERT INTO reading_keys (serial, key_id) VALUES (?, ?) ON CONFLICT DO NOTHING", pair)
+                    """
+                    INSERT INTO reading_keys (serial, key_id)
+                    VALUES \(Array(repeating: "(?, ?)", count: used.count).joined(separator: ", ")) ON CONFLICT DO NOTHING
+                    """, used.flatMap { $0 })
             }
             for r in refusalRows {
                 try await sql.execute(

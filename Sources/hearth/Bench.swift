@@ -22,8 +22,156 @@ struct Bench: AsyncParsableCommand {
             use_identity_as_username, a per-device ACL), so both servers face the same clients. Then \
             `hearth bench run` against either endpoint. bench/gateway.sh runs the whole comparison.
             """,
-        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self, Detectors.self]
+        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self, Detectors.self, StorageBench.self]
     )
+
+    /// A bench fleet in `store`: the demo thermostat model and `devices` devices held by `owners`
+    /// owners (placeholders, no certificates), so readings are sealed under owners' keys.
+    static func fleet(_ store: any HearthStore, devices: Int, owners: Int, at now: Date) async throws -> [DeviceSerial] {
+        let model = ProductModel.demoModels()[0]
+        try await store.createModel(
+            model, at: now, audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: now))
+        var rng = SystemRandomNumberGenerator()
+        let serials = (0..<devices).map { _ in DeviceSerial.random(using: &rng) }
+        try await store.addDevices(
+            serials.map {
+                DeviceRecord(
+                    serial: $0, model: model.id, certificatePEM: "bench placeholder",
+                    setupCodeHash: "bench placeholder", provisionedAt: now)
+            }, audit: AuditEntry(.devicesProvisioned, actor: "bench", at: now))
+        let accounts = (0..<owners).map { _ in AccountID() }
+        for (i, id) in accounts.enumerated() {
+            try await store.createAccount(
+                AccountRecord(
+                    id: id, role: .owner, emailIndex: "bench-\(i)", emailSealed: Data(),
+                    passwordHash: "bench placeholder", createdAt: now),
+                audit: AuditEntry(.accountCreated, actor: "bench", at: now))
+        }
+        for (i, serial) in serials.enumerated() {
+            _ = try await store.claimDevice(
+                serial, owner: accounts[i % owners], emailIndex: "bench-\(i % owners)", at: now,
+                audit: AuditEntry(.deviceClaimed, actor: "bench", at: now))
+        }
+        return serials
+    }
+
+    /// `hearth bench storage`: stored readings per second on SQLite and on PostgreSQL, side by
+    /// side in one run (issue 17's measure).
+    struct StorageBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "storage",
+            abstract: "Time appending sealed readings on SQLite and on PostgreSQL, side by side.",
+            discussion: """
+                For benchmarks only. Makes a fresh data folder (SQLite) and fills an empty PostgreSQL \
+                database (--database) with the same fleet: D devices held by O owners. Then W writers each \
+                append R readings per round in transactions of B, as W nodes' group commits do (a node \
+                has one), sealed under the owners' data keys as the server does. Rounds alternate between \
+                the two databases; the medians, their ratio and the p99 commit time are printed.
+                """)
+        @OptionGroup var options: DataOptions
+        @Option(help: "Devices.") var devices: Int = 1_000
+        @Option(help: "Owners the devices are spread over.") var owners: Int = 100
+        @Option(help: "Readings per round, over all writers.") var readings: Int = 100_000
+        @Option(help: "Readings per transaction.") var batch: Int = 256
+        @Option(help: "Concurrent writers (nodes).") var writers: Int = 1
+        @Option(help: "Rounds of each.") var rounds: Int = 5
+
+        func run() async throws {
+            guard options.database != nil else {
+                throw ValidationError("--database: the PostgreSQL database to compare with (empty)")
+            }
+            guard (1...100_000).contains(devices), (1...devices).contains(owners),
+                (1_000...10_000_000).contains(readings), (1...10_000).contains(batch), (1...16).contains(writers),
+                (1...50).contains(rounds)
+            else {
+                throw ValidationError(
+                    "1 to 100,000 devices, 1 owner to one per device, 1,000 to 10,000,000 readings, batches of 1 to 10,000, 1 to 16 writers, 1 to 50 rounds"
+                )
+            }
+            guard !FileManager.default.fileExists(atPath: options.data) else {
+                throw ValidationError("--data: \(options.data) exists; give a folder to create")
+            }
+            var sqliteOptions = options
+            sqliteOptions.database = nil
+            sqliteOptions.databasePasswordFile = nil
+            let (folder, sqlite) = try sqliteOptions.openSQLite()
+            let now = Date()
+            let serials = try await Bench.fleet(sqlite.store, devices: devices, owners: owners, at: now)
+            try await Storage.with(
+                folder: folder,
+                database: try DatabaseChoice(address: options.database, passwordFile: options.databasePasswordFile)
+            ) { postgres in
+                guard try await postgres.store.deviceCount() == 0 else {
+                    throw ValidationError("--database: give an empty database")
+                }
+                // The same devices and owners in both.
+                _ = try await postgres.store.createModel(
+                    ProductModel.demoModels()[0], at: now, audit: AuditEntry(.modelCreated, actor: "bench", at: now))
+                let devicesOf = try await sqlite.store.fleet(after: nil, filter: FleetFilter(), limit: devices)
+                for owner in Set(devicesOf.compactMap(\.owner)) {
+                    if let account = try await sqlite.store.account(id: owner) {
+                        try await postgres.store.createAccount(account, audit: AuditEntry(.accountCreated, actor: "bench", at: now))
+                    }
+                }
+                try await postgres.store.addDevices(devicesOf, audit: AuditEntry(.devicesProvisioned, actor: "bench", at: now))
+                var next = 0
+                @Sendable func reading(_ i: Int) -> TelemetryReading {
+                    TelemetryReading(
+                        serial: serials[i % serials.count], sequence: Int64(i / serials.count + 1), deviceTime: now,
+                        receivedAt: now.addingTimeInterval(Double(i) / 1_000),
+                        values: [
+                            "temperature": .number(19 + 3 * sin(Double(i) / 500)), "heating": .bool(i % 7 == 0),
+                            "target": .number(21),
+                        ])
+                }
+                let writers = writers
+                let batch = batch
+                /// One round: returns readings/s and every commit's seconds.
+                func round(_ telemetry: any TelemetryStore) async throws -> (Double, [Double]) {
+                    let first = next
+                    next += readings
+                    let total = readings
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    let commits = try await withThrowingTaskGroup(of: [Double].self) { group in
+                        for w in 0..<writers {
+                            group.addTask {
+                                var times: [Double] = []
+                                // Writer w takes every w-th batch: its own devices' readings in order.
+                                for start in stride(from: first + w * batch, to: first + total, by: batch * writers) {
+                                    let part = (start..<min(first + total, start + batch)).map(reading)
+                                    let c0 = DispatchTime.now().uptimeNanoseconds
+                                    try await telemetry.append(part, refusals: [])
+                                    times.append(Double(DispatchTime.now().uptimeNanoseconds - c0) / 1e9)
+                                }
+                                return times
+                            }
+                        }
+                        return try await group.reduce(into: []) { $0 += $1 }
+                    }
+                    return (Double(total) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9), commits)
+                }
+                var rates: (sqlite: [Double], postgres: [Double]) = ([], [])
+                var commits: (sqlite: [Double], postgres: [Double]) = ([], [])
+                for r in 1...rounds {
+                    let s = try await round(sqlite.telemetry)
+                    let p = try await round(postgres.telemetry)
+                    rates.sqlite.append(s.0)
+                    rates.postgres.append(p.0)
+                    commits.sqlite += s.1
+                    commits.postgres += p.1
+                    print(String(format: "round %d/%d: SQLite %.0f readings/s, PostgreSQL %.0f readings/s", r, rounds, s.0, p.0))
+                    fflush(nil)
+                }
+                func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+                func p99(_ v: [Double]) -> Double { v.sorted()[min(v.count - 1, Int(Double(v.count) * 0.99))] * 1000 }
+                print(
+                    String(
+                        format: "median (%d writer%@, batches of %d): SQLite %.0f readings/s (commit p99 %.1f ms), PostgreSQL %.0f readings/s (commit p99 %.1f ms), PostgreSQL/SQLite %.2f",
+                        writers, writers == 1 ? "" : "s", batch, median(rates.sqlite), p99(commits.sqlite),
+                        median(rates.postgres), p99(commits.postgres), median(rates.postgres) / median(rates.sqlite)))
+            }
+        }
+    }
 
     /// `hearth bench detectors`: the memory the security detectors keep per device (issue 16).
     struct Detectors: AsyncParsableCommand {
@@ -89,32 +237,8 @@ struct Bench: AsyncParsableCommand {
                 options.data = data
                 let (folder, storage) = try options.openSQLite()
                 let store = storage.store
-                let model = ProductModel.demoModels()[0]
                 let now = Date()
-                try await store.createModel(
-                    model, at: now,
-                    audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: now))
-                var rng = SystemRandomNumberGenerator()
-                let serials = (0..<devices).map { _ in DeviceSerial.random(using: &rng) }
-                try await store.addDevices(
-                    serials.map {
-                        DeviceRecord(
-                            serial: $0, model: model.id, certificatePEM: "bench placeholder",
-                            setupCodeHash: "bench placeholder", provisionedAt: now)
-                    }, audit: AuditEntry(.devicesProvisioned, actor: "bench", at: now))
-                let accounts = (0..<owners).map { _ in AccountID() }
-                for (i, id) in accounts.enumerated() {
-                    try await store.createAccount(
-                        AccountRecord(
-                            id: id, role: .owner, emailIndex: "bench-\(i)", emailSealed: Data(),
-                            passwordHash: "bench placeholder", createdAt: now),
-                        audit: AuditEntry(.accountCreated, actor: "bench", at: now))
-                }
-                for (i, serial) in serials.enumerated() {
-                    _ = try await store.claimDevice(
-                        serial, owner: accounts[i % owners], emailIndex: "bench-\(i % owners)", at: now,
-                        audit: AuditEntry(.deviceClaimed, actor: "bench", at: now))
-                }
+                let serials = try await Bench.fleet(store, devices: devices, owners: owners, at: now)
                 let sealed = storage.telemetry
                 let clear = try SQLiteTelemetryStore(path: folder.url.appendingPathComponent("clear.sqlite").path)
                 var next = 0
