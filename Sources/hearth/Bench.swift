@@ -22,12 +22,15 @@ struct Bench: AsyncParsableCommand {
             use_identity_as_username, a per-device ACL), so both servers face the same clients. Then \
             `hearth bench run` against either endpoint. bench/gateway.sh runs the whole comparison.
             """,
-        subcommands: [Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self, Detectors.self, StorageBench.self]
+        subcommands: [
+            Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self, Detectors.self, StorageBench.self,
+        ]
     )
 
     /// A bench fleet in `store`: the demo thermostat model and `devices` devices held by `owners`
     /// owners (placeholders, no certificates), so readings are sealed under owners' keys.
-    static func fleet(_ store: any HearthStore, devices: Int, owners: Int, at now: Date) async throws -> [DeviceSerial] {
+    static func fleet(_ store: any HearthStore, devices: Int, owners: Int, at now: Date) async throws -> [DeviceSerial]
+    {
         let model = ProductModel.demoModels()[0]
         try await store.createModel(
             model, at: now, audit: AuditEntry(.modelCreated, actor: "bench", subject: model.id.rawValue, at: now))
@@ -110,10 +113,12 @@ struct Bench: AsyncParsableCommand {
                 let devicesOf = try await sqlite.store.fleet(after: nil, filter: FleetFilter(), limit: devices)
                 for owner in Set(devicesOf.compactMap(\.owner)) {
                     if let account = try await sqlite.store.account(id: owner) {
-                        try await postgres.store.createAccount(account, audit: AuditEntry(.accountCreated, actor: "bench", at: now))
+                        try await postgres.store.createAccount(
+                            account, audit: AuditEntry(.accountCreated, actor: "bench", at: now))
                     }
                 }
-                try await postgres.store.addDevices(devicesOf, audit: AuditEntry(.devicesProvisioned, actor: "bench", at: now))
+                try await postgres.store.addDevices(
+                    devicesOf, audit: AuditEntry(.devicesProvisioned, actor: "bench", at: now))
                 var next = 0
                 @Sendable func reading(_ i: Int) -> TelemetryReading {
                     TelemetryReading(
@@ -159,14 +164,18 @@ struct Bench: AsyncParsableCommand {
                     rates.postgres.append(p.0)
                     commits.sqlite += s.1
                     commits.postgres += p.1
-                    print(String(format: "round %d/%d: SQLite %.0f readings/s, PostgreSQL %.0f readings/s", r, rounds, s.0, p.0))
+                    print(
+                        String(
+                            format: "round %d/%d: SQLite %.0f readings/s, PostgreSQL %.0f readings/s", r, rounds, s.0,
+                            p.0))
                     fflush(nil)
                 }
                 func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
                 func p99(_ v: [Double]) -> Double { v.sorted()[min(v.count - 1, Int(Double(v.count) * 0.99))] * 1000 }
                 print(
                     String(
-                        format: "median (%d writer%@, batches of %d): SQLite %.0f readings/s (commit p99 %.1f ms), PostgreSQL %.0f readings/s (commit p99 %.1f ms), PostgreSQL/SQLite %.2f",
+                        format:
+                            "median (%d writer%@, batches of %d): SQLite %.0f readings/s (commit p99 %.1f ms), PostgreSQL %.0f readings/s (commit p99 %.1f ms), PostgreSQL/SQLite %.2f",
                         writers, writers == 1 ? "" : "s", batch, median(rates.sqlite), p99(commits.sqlite),
                         median(rates.postgres), p99(commits.postgres), median(rates.postgres) / median(rates.sqlite)))
             }

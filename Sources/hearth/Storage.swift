@@ -60,7 +60,8 @@ struct Storage: Sendable {
         case .postgres(let location, let password):
             return try await PostgresDatabase.with(location, password: password) { db in
                 let store = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
-                let keys = DataKeys(store: store, kek: folder.kek)
+                // Other nodes change owners and delete accounts too: cached keys hold for 10 s.
+                let keys = DataKeys(store: store, kek: folder.kek, ttl: 10)
                 return try await body(
                     Storage(
                         store: store, telemetry: try await PostgresTelemetryStore(database: db, keys: keys),

@@ -1,6 +1,8 @@
 import Foundation
 import HearthCore
+import HearthCrypto
 import HearthServer
+import HearthStorage
 import Synchronization
 import Testing
 
@@ -32,5 +34,39 @@ import Testing
         let later = Date().addingTimeInterval(3600)
         #expect(try await d.store.acquireLease("housekeeping", holder: "d", now: later, until: later + 60))
         #expect(!(try await d.store.acquireLease("housekeeping", holder: holder, now: later + 1, until: later + 61)))
+    }
+
+    /// With nodes sharing a database, a claim made on another node reaches this node's data keys
+    /// within their time to live: the device's next readings go under the new owner's key.
+    @Test func cachedDataKeysExpireWhenOtherNodesChangeOwners() async throws {
+        let d = try TestDeployment()
+        defer { d.cleanUp() }
+        let kek = KeyEncryptionKey.generate().kek
+        let keys = DataKeys(store: d.store, kek: kek, time: d.time, ttl: 10)
+        let model = ProductModel.demoModels()[0]
+        let now = d.time.now()
+        try await d.store.createModel(model, at: now, audit: AuditEntry(.modelCreated, at: now))
+        var rng = SystemRandomNumberGenerator()
+        let serial = DeviceSerial.random(using: &rng)
+        try await d.store.addDevices(
+            [
+                DeviceRecord(
+                    serial: serial, model: model.id, certificatePEM: "x", setupCodeHash: "x", provisionedAt: now)
+            ],
+            audit: AuditEntry(.devicesProvisioned, at: now))
+        let unclaimed = try await keys.sealing(serial).id
+        // Claimed through "another node" (the store directly; this DataKeys is not told).
+        let owner = AccountRecord(
+            id: AccountID(), role: .owner, emailIndex: "i", emailSealed: Data(), passwordHash: "x", createdAt: now)
+        try await d.store.createAccount(owner, audit: AuditEntry(.accountCreated, at: now))
+        #expect(
+            try await d.store.claimDevice(
+                serial, owner: owner.id, emailIndex: "i", at: now, audit: AuditEntry(.deviceClaimed, at: now)))
+        d.time.advance(by: 5)
+        #expect(try await keys.sealing(serial).id == unclaimed, "cached within its time to live")
+        d.time.advance(by: 6)
+        let owned = try await keys.sealing(serial).id
+        #expect(owned != unclaimed, "the owner's key once it expired")
+        #expect(try await d.store.dataKey(owner: owner.id)?.id == owned)
     }
 }

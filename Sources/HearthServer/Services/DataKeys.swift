@@ -14,36 +14,48 @@ extension DataKey: ReadingKey {}
 /// holder's key) is unreadable once that key is destroyed.
 public final class DataKeys: ReadingKeys {
     struct Cache {
-        var bySerial: [DeviceSerial: DataKey] = [:]
-        var byID: [String: DataKey] = [:]
+        var bySerial: [DeviceSerial: (key: DataKey, at: Date)] = [:]
+        var byID: [String: (key: DataKey, at: Date)] = [:]
         var owners: [String: AccountID] = [:]
     }
 
     let store: any HearthStore
     let kek: KeyEncryptionKey
     let time: any TimeSource
+    /// How long a cached answer holds. Nil (one node): until this process hears of a change
+    /// (``forget(_:)``, ``destroyed(owner:)``). With nodes sharing a database, which hear of
+    /// changes made on the others only through it, a few seconds.
+    let ttl: TimeInterval?
     private let cache = Mutex(Cache())
 
-    public init(store: any HearthStore, kek: KeyEncryptionKey, time: any TimeSource = SystemTimeSource()) {
+    public init(
+        store: any HearthStore, kek: KeyEncryptionKey, time: any TimeSource = SystemTimeSource(),
+        ttl: TimeInterval? = nil
+    ) {
         self.store = store
         self.kek = kek
         self.time = time
+        self.ttl = ttl
     }
 
+    func fresh(_ at: Date, now: Date) -> Bool { ttl.map { now.timeIntervalSince(at) < $0 } ?? true }
+
     public func sealing(_ serial: DeviceSerial) async throws -> any ReadingKey {
-        if let key = cache.withLock({ $0.bySerial[serial] }) { return key }
+        let now = time.now()
+        if let cached = cache.withLock({ $0.bySerial[serial] }), fresh(cached.at, now: now) { return cached.key }
         let owner = try await store.device(serial)?.owner
         let key = try await key(of: owner)
-        cache.withLock { $0.bySerial[serial] = key }
+        cache.withLock { $0.bySerial[serial] = (key, now) }
         return key
     }
 
     public func opening(_ ids: Set<String>) async throws -> [String: any ReadingKey] {
         var found: [String: any ReadingKey] = [:]
+        let now = time.now()
         let missing = cache.withLock { c in
             ids.filter { id in
-                guard let key = c.byID[id] else { return true }
-                found[id] = key
+                guard let cached = c.byID[id], fresh(cached.at, now: now) else { return true }
+                found[id] = cached.key
                 return false
             }
         }
@@ -63,7 +75,7 @@ public final class DataKeys: ReadingKeys {
             for (id, o) in c.owners where o == owner {
                 c.byID[id] = nil
                 c.owners[id] = nil
-                c.bySerial = c.bySerial.filter { $0.value.id != id }
+                c.bySerial = c.bySerial.filter { $0.value.key.id != id }
             }
         }
     }
@@ -79,8 +91,9 @@ public final class DataKeys: ReadingKeys {
 
     private func remember(_ record: DataKeyRecord) throws -> DataKey {
         let key = try DataKey(id: record.id, wrapped: record.wrapped, kek: kek)
+        let now = time.now()
         cache.withLock { c in
-            c.byID[key.id] = key
+            c.byID[key.id] = (key, now)
             if let owner = record.owner { c.owners[key.id] = owner }
         }
         return key
