@@ -251,6 +251,13 @@ extension PostgresSchema {
                 """,
                 "CREATE INDEX relayed_commands_waiting ON relayed_commands(node) WHERE NOT taken",
                 "CREATE TABLE cluster_nodes (node TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
+                """
+                CREATE TABLE rollout_outcomes (
+                    rollout_id TEXT NOT NULL, serial TEXT NOT NULL, bucket BIGINT NOT NULL, outcome TEXT NOT NULL,
+                    PRIMARY KEY (rollout_id, serial)
+                )
+                """,
+                "CREATE INDEX rollout_outcomes_by_bucket ON rollout_outcomes(rollout_id, bucket)",
             ]
         )
     ]

@@ -226,4 +226,37 @@ extension PostgresStore: UpdateStore {
             try await $0.rows("SELECT serial FROM devices WHERE model_id = ? ORDER BY serial", [model.rawValue])
         }.map { try DeviceSerial(try $0.string("serial")) }
     }
+
+    public func recordRolloutOutcome(_ rollout: String, serial: DeviceSerial, bucket: Int, outcome: String?)
+        async throws
+    {
+        try await db.run { sql in
+            if let outcome {
+                try await sql.execute(
+                    """
+                    INSERT INTO rollout_outcomes (rollout_id, serial, bucket, outcome) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (rollout_id, serial) DO UPDATE SET bucket = excluded.bucket, outcome = excluded.outcome
+                    """, [rollout, serial.rawValue, bucket, outcome])
+            } else {
+                try await sql.execute(
+                    "DELETE FROM rollout_outcomes WHERE rollout_id = ? AND serial = ?", [rollout, serial.rawValue])
+            }
+        }
+    }
+
+    public func rolloutOutcomes(_ rollout: String, below bucket: Int) async throws -> (succeeded: Int, failed: Int) {
+        var counts = (succeeded: 0, failed: 0)
+        for row in try await db.run({
+            try await $0.rows(
+                "SELECT outcome, COUNT(*) AS n FROM rollout_outcomes WHERE rollout_id = ? AND bucket < ? GROUP BY outcome",
+                [rollout, bucket])
+        }) {
+            if try row.string("outcome") == "succeeded" {
+                counts.succeeded = try row.int("n")
+            } else {
+                counts.failed = try row.int("n")
+            }
+        }
+        return counts
+    }
 }

@@ -287,6 +287,11 @@ public final class SQLiteStore: HearthStore {
             try db.execute(
                 sql: """
                     CREATE TABLE leases (name TEXT PRIMARY KEY NOT NULL, holder TEXT NOT NULL, until INTEGER NOT NULL);
+                    CREATE TABLE rollout_outcomes (
+                        rollout_id TEXT NOT NULL, serial TEXT NOT NULL, bucket INTEGER NOT NULL, outcome TEXT NOT NULL,
+                        PRIMARY KEY (rollout_id, serial)
+                    );
+                    CREATE INDEX rollout_outcomes_by_bucket ON rollout_outcomes(rollout_id, bucket);
                     CREATE TABLE throttles (
                         key TEXT PRIMARY KEY NOT NULL, failures INTEGER NOT NULL, in_flight INTEGER NOT NULL,
                         blocked_until INTEGER, last_failure INTEGER, reserved_at INTEGER

@@ -260,4 +260,40 @@ extension SQLiteStore: UpdateStore {
             ).map { try DeviceSerial($0) }
         }
     }
+
+    public func recordRolloutOutcome(_ rollout: String, serial: DeviceSerial, bucket: Int, outcome: String?)
+        async throws
+    {
+        try await pool.write { db in
+            if let outcome {
+                try db.execute(
+                    sql:
+                        "INSERT OR REPLACE INTO rollout_outcomes (rollout_id, serial, bucket, outcome) VALUES (?, ?, ?, ?)",
+                    arguments: [rollout, serial.rawValue, bucket, outcome])
+            } else {
+                try db.execute(
+                    sql: "DELETE FROM rollout_outcomes WHERE rollout_id = ? AND serial = ?",
+                    arguments: [rollout, serial.rawValue])
+            }
+        }
+    }
+
+    public func rolloutOutcomes(_ rollout: String, below bucket: Int) async throws -> (succeeded: Int, failed: Int) {
+        try await pool.read { db in
+            var counts = (succeeded: 0, failed: 0)
+            for row in try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT outcome, COUNT(*) AS n FROM rollout_outcomes WHERE rollout_id = ? AND bucket < ? GROUP BY outcome",
+                arguments: [rollout, bucket])
+            {
+                if (row["outcome"] as String) == "succeeded" {
+                    counts.succeeded = row["n"]
+                } else {
+                    counts.failed = row["n"]
+                }
+            }
+            return counts
+        }
+    }
 }

@@ -131,4 +131,12 @@ public protocol UpdateStore: Sendable {
         async throws
     /// Every device of a model (for rollout stages).
     func devices(model: ProductModelID) async throws -> [DeviceSerial]
+
+    /// A rollout's running count: the device's latest outcome with the rollout's target
+    /// (`succeeded` or `failed`; nil, while it is neither, removes it), under the device's bucket
+    /// in the rollout (0..<10,000), so a stage's tally is one indexed count, not a read of every
+    /// device's reports.
+    func recordRolloutOutcome(_ rollout: String, serial: DeviceSerial, bucket: Int, outcome: String?) async throws
+    /// How many devices of the rollout with a bucket below `bucket` succeeded and failed.
+    func rolloutOutcomes(_ rollout: String, below bucket: Int) async throws -> (succeeded: Int, failed: Int)
 }

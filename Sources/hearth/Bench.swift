@@ -517,15 +517,19 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Devices to provision.") var devices: Int = 100
         @Option(name: .customLong("mosquitto-port"), help: "The port Mosquitto's config listens on.") var mosquittoPort:
             Int = 18883
+        @Option(help: "PostgreSQL instead of SQLite (as for `hearth serve`).") var database: String?
+        @Option(name: .customLong("database-password-file"), help: "The database password file (0600).")
+        var databasePasswordFile: String?
 
         func run() async throws {
-            try await reportingErrors {
-                guard (1...50_000).contains(devices) else {
-                    throw HearthError.invalid("devices", "between 1 and 50000")
-                }
-                var options = try DataOptions.parse([])
-                options.data = data
-                let (folder, storage) = try options.openSQLite()
+            guard (1...50_000).contains(devices) else {
+                throw ValidationError("--devices: between 1 and 50000")
+            }
+            var options = try DataOptions.parse([])
+            options.data = data
+            options.database = database
+            options.databasePasswordFile = databasePasswordFile
+            try await options.deployment { folder, storage in
                 let store = storage.store
                 let model = ProductModel.demoModels()[0]
                 if try await store.model(model.id) == nil {

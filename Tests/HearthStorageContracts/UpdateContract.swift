@@ -35,6 +35,24 @@ public enum UpdateContract {
     }
 
     public static let cases: [Case] = [
+        Case(description: "rollout outcomes are running counts by bucket, the latest per device") { store in
+            let a = StoreContract.device(ProductModel.demoModels()[0]).serial
+            let b = StoreContract.device(ProductModel.demoModels()[0]).serial
+            let c = StoreContract.device(ProductModel.demoModels()[0]).serial
+            try await store.recordRolloutOutcome("RO-1", serial: a, bucket: 10, outcome: "failed")
+            try await store.recordRolloutOutcome("RO-1", serial: a, bucket: 10, outcome: "succeeded")
+            try await store.recordRolloutOutcome("RO-1", serial: b, bucket: 500, outcome: "failed")
+            try await store.recordRolloutOutcome("RO-1", serial: c, bucket: 9_999, outcome: "succeeded")
+            try await store.recordRolloutOutcome("RO-2", serial: a, bucket: 5, outcome: "failed")
+            var counts = try await store.rolloutOutcomes("RO-1", below: 100)
+            try require(counts == (1, 0), "stage 1%: only a, its latest outcome: \(counts)")
+            counts = try await store.rolloutOutcomes("RO-1", below: 10_000)
+            try require(counts == (2, 1), "every bucket: \(counts)")
+            try await store.recordRolloutOutcome("RO-1", serial: b, bucket: 500, outcome: nil)
+            counts = try await store.rolloutOutcomes("RO-1", below: 10_000)
+            try require(counts == (2, 0), "nil removes (installing again): \(counts)")
+            try require(try await store.rolloutOutcomes("RO-3", below: 10_000) == (0, 0), "another rollout")
+        },
         Case(description: "TUF documents: root versions follow one by one, others only go up, nothing is half stored") {
             store in
             try await store.publish(

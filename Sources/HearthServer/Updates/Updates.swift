@@ -21,6 +21,9 @@ public final class Updates: Sendable, DeviceUpdateChannel {
     public static let reportRate = (burst: 20.0, perSecond: 1.0 / 30)
     private let reportBuckets = Mutex<[DeviceSerial: TokenBucket]>([:])
     private let refusedReports = Mutex(0)
+    /// How many devices each rollout's current stage holds: counted once per stage (and again
+    /// after 10 minutes, for devices provisioned meanwhile), not at every report.
+    private let members = Mutex<[String: (stage: Int, count: Int, at: Date)]>([:])
     /// Reports refused for coming too fast, since the start.
     public var reportsRateLimited: Int { refusedReports.withLock { $0 } }
 
@@ -98,6 +101,14 @@ public final class Updates: Sendable, DeviceUpdateChannel {
         if let rollout = try await store.rollouts(model: model).first(where: {
             $0.state == RolloutState.active.rawValue || $0.state == RolloutState.paused.rawValue
         }) {
+            // The running count: this device's latest outcome with the rollout's target.
+            if report.target == rollout.target {
+                let outcome: String? =
+                    report.phase == .succeeded ? "succeeded" : report.phase.failure ? "failed" : nil
+                try await store.recordRolloutOutcome(
+                    rollout.id, serial: serial, bucket: RolloutPlan.bucket(serial: serial, rollout: rollout.id),
+                    outcome: outcome)
+            }
             let current = try await evaluate(rollout)
             offer = try await target(for: serial, running: report, in: current)
         }
@@ -163,17 +174,24 @@ public final class Updates: Sendable, DeviceUpdateChannel {
         return try await store.rollout(rollout.id) ?? rollout
     }
 
+    /// The current stage's devices, and how many of them succeeded and failed (running counts).
     func tally(_ rollout: RolloutRecord, plan: RolloutPlan) async throws -> RolloutTally {
-        let members = try await store.devices(model: rollout.model).filter {
-            plan.includes(serial: $0, rollout: rollout.id, stage: rollout.stage)
+        let now = time.now()
+        var count = members.withLock { m -> Int? in
+            guard let cached = m[rollout.id], cached.stage == rollout.stage, now.timeIntervalSince(cached.at) < 600
+            else { return nil }
+            return cached.count
         }
-        let latest = try await store.latestEvents(target: rollout.target, since: rollout.createdAt)
-        var tally = RolloutTally(members: members.count)
-        for serial in members {
-            guard let phase = latest[serial].flatMap({ UpdatePhase(rawValue: $0.phase) }) else { continue }
-            if phase == .succeeded { tally.succeeded += 1 } else if phase.failure { tally.failed += 1 }
+        if count == nil {
+            let counted = try await store.devices(model: rollout.model).filter {
+                plan.includes(serial: $0, rollout: rollout.id, stage: rollout.stage)
+            }.count
+            members.withLock { $0[rollout.id] = (rollout.stage, counted, now) }
+            count = counted
         }
-        return tally
+        let below = plan.stages[min(rollout.stage, plan.stages.count - 1)] * 100
+        let outcomes = try await store.rolloutOutcomes(rollout.id, below: below)
+        return RolloutTally(members: count ?? 0, succeeded: outcomes.succeeded, failed: outcomes.failed)
     }
 
     static func ended(_ ends: CalendarDate, now: Date) -> Bool {
