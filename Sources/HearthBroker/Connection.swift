@@ -187,9 +187,13 @@ public struct ConnectionStateMachine: Sendable {
     }
 
     /// The server ends the connection (overload, shutdown, quarantine): a 5.0 client is told why.
-    public mutating func disconnect(_ reason: ReasonCode, _ message: String) -> [Action] {
+    /// Ends the connection with `reason`; `retryAfter` (seconds) tells the client when to come
+    /// back (a `retry-after` user property, as on a refused CONNACK).
+    public mutating func disconnect(_ reason: ReasonCode, _ message: String, retryAfter: Int? = nil) -> [Action] {
         guard case .connected(let c) = state else { return [] }
-        return fail(reason, message, version: c.version, sendWill: true)
+        return fail(
+            reason, message, version: c.version, sendWill: true,
+            extra: retryAfter.map { [.userProperty("retry-after", String($0))] } ?? [])
     }
 
     private mutating func accept(_ connect: Connect, now: Date) -> [Action] {
@@ -261,13 +265,14 @@ public struct ConnectionStateMachine: Sendable {
         return min(requested, limits.maximumSessionExpiry)
     }
 
-    private mutating func fail(_ reason: ReasonCode, _ message: String, version: MQTTVersion, sendWill: Bool = true)
-        -> [Action]
-    {
+    private mutating func fail(
+        _ reason: ReasonCode, _ message: String, version: MQTTVersion, sendWill: Bool = true, extra: [Property] = []
+    ) -> [Action] {
         state = .closed
         if version == .v5 {
             return [
-                .send(.disconnect(ReasonPacket(reason: reason, properties: [.reasonString(message)]))),
+                .send(
+                    .disconnect(ReasonPacket(reason: reason, properties: Properties([.reasonString(message)] + extra)))),
                 .close(sendWill: sendWill),
             ]
         }

@@ -80,7 +80,7 @@ public final class DeviceFixture: Sendable {
 
     /// Runs a gateway with a device listener (and a development listener) on free ports.
     public func withGateway(
-        brokerState: (any BrokerStateStore)? = nil,
+        brokerState: (any BrokerStateStore)? = nil, telemetry: (any TelemetryStore)? = nil,
         _ configure: (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (_ gateway: MQTTGateway, _ devicePort: Int, _ devPort: Int) async throws -> Void
     ) async throws {
@@ -91,7 +91,8 @@ public final class DeviceFixture: Sendable {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         let gateway = try MQTTGateway(
-            configuration: configuration, credentials: credentials, store: store, telemetry: telemetry,
+            configuration: configuration, credentials: credentials, store: store,
+            telemetry: telemetry ?? self.telemetry,
             brokerState: brokerState, logger: logger
         ) { kind, address in
             continuation.yield((kind, address?.port ?? 0))

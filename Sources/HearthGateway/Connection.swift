@@ -322,6 +322,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     {
         self.device = device
         var refusal = refusal
+        if refusal == nil, device != nil, let wait = parts.ingest?.unavailable() {
+            // The store is failing: come back later (the device SDK honours retry-after).
+            refusal = (.serverBusy, wait)
+        }
         if refusal == nil {
             authenticated = true
             refusal = parts.admission.arrive()
@@ -443,9 +447,17 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// What messages `ids` waited for (a commit, a flush) is done.
     func committed(_ ids: [UInt16], stored: Bool) {
         guard !closed else { return }
-        if !stored, version == .v3_1_1 {
-            // 3.1.1 has no failure PUBACK: close without acknowledging, so the client sends it again.
-            return disconnect(.unspecifiedError, "storage unavailable")
+        if !stored {
+            // Not acknowledged: the device keeps the readings and sends them again. It is told to
+            // stay away a while (5.0: DISCONNECT 0x89 server busy with retry-after; 3.1.1 has no
+            // reason, the connection just closes), and until the store works again a CONNECT gets
+            // CONNACK 0x89, so a fleet does not reconnect into a failing database at once.
+            guard machine?.isConnected == true else { return close() }
+            perform(
+                machine!.disconnect(
+                    .serverBusy, "the server cannot store readings now; try again later",
+                    retryAfter: parts.ingest?.unavailable() ?? TelemetryIngest.backOff))
+            return flush()
         }
         for id in ids { settle(id, stored ? .success : .unspecifiedError) }
         scheduleFlush()

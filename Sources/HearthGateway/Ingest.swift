@@ -25,6 +25,18 @@ final class TelemetryIngest: Sendable {
     let logger: Logger
     let maximumBatch = 8192
     private let pending = Mutex(Pending())
+    /// Until when the store is taken to be failing (set by a failed commit, cleared by a good one).
+    private let failingUntil = Mutex<Date?>(nil)
+    /// How long devices are told to stay away after a failed commit.
+    static let backOff = 10
+
+    /// Seconds a device should wait before it comes back, while the store is failing; nil when it works.
+    func unavailable(now: Date = Date()) -> Int? {
+        failingUntil.withLock { until in
+            guard let until, until > now else { return nil }
+            return max(1, Int(until.timeIntervalSince(now).rounded(.up)))
+        }
+    }
     private let signals: AsyncStream<Void>
     private let signal: AsyncStream<Void>.Continuation
 
@@ -72,11 +84,13 @@ final class TelemetryIngest: Sendable {
             let started = clock.now
             do {
                 try await store.append(batch.map(\.reading), refusals: refusals)
+                failingUntil.withLock { $0 = nil }
                 counters.add(\.telemetryStored, batch.count)
                 counters.metrics?.ingestCommitSeconds.record(clock.now - started)
                 counters.metrics?.ingestBatchSize.record(Double(batch.count))
             } catch {
                 stored = false
+                failingUntil.withLock { $0 = Date().addingTimeInterval(TimeInterval(Self.backOff)) }
                 logger.error(
                     "telemetry commit failed; the readings are not acknowledged",
                     metadata: ["readings": "\(batch.count)", "error": "\(error)"])

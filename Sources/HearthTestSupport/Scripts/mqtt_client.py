@@ -25,8 +25,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 
+_out_lock = threading.Lock()
+
+
 def out(obj):
-    print(json.dumps(obj), flush=True)
+    # One write per line under a lock: paho's network thread prints too.
+    with _out_lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
 
 def make_client(args, client_id=None, clean=True, expiry=None):
@@ -45,6 +51,16 @@ def make_client(args, client_id=None, clean=True, expiry=None):
         client._hearth_connected.set()
 
     c.on_connect = on_connect
+
+    def on_disconnect(client, userdata, flags, reason_code, properties):
+        # The server's DISCONNECT (5.0): its reason and retry-after hint, if any.
+        line = {"disconnect": reason_code.value if hasattr(reason_code, "value") else int(reason_code)}
+        for key, value in (getattr(properties, "UserProperty", None) or []) if properties is not None else []:
+            if key == "retry-after":
+                line["retryAfter"] = int(value)
+        out(line)
+
+    c.on_disconnect = on_disconnect
     props = None
     if version == mqtt.MQTTv5 and expiry is not None:
         props = Properties(PacketTypes.CONNECT)

@@ -1,0 +1,98 @@
+import Foundation
+import HearthCore
+import HearthFixtures
+import HearthGateway
+import HearthStorage
+import HearthTestSupport
+import Synchronization
+import Testing
+
+/// A readings store that fails while `failing` is set, as a database does while it restarts.
+final class OutageStore: TelemetryStore {
+    let inner: any TelemetryStore
+    let failing = Mutex(false)
+    init(_ inner: any TelemetryStore) { self.inner = inner }
+
+    struct Down: Error {}
+    func check() throws { if failing.withLock({ $0 }) { throw Down() } }
+
+    func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
+        try check()
+        return try await inner.append(readings, refusals: refusals)
+    }
+    func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord? { try await inner.latest(serial) }
+    func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws
+        -> [TelemetryRecord]
+    {
+        try await inner.readings(serial, from: from, to: to, after: after, limit: limit)
+    }
+    func series(
+        _ serial: DeviceSerial, fields: [String], from: Date, to: Date, slice: TimeInterval, settledBefore: Date
+    ) async throws -> [String: [TelemetryBucket]] {
+        try await inner.series(serial, fields: fields, from: from, to: to, slice: slice, settledBefore: settledBefore)
+    }
+    func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount] { try await inner.refusals(serial) }
+    func droppedTotal(_ serial: DeviceSerial) async throws -> Int { try await inner.droppedTotal(serial) }
+    func readingCount() async throws -> Int { try await inner.readingCount() }
+    func deleteReadings(_ serial: DeviceSerial, from: Date, to: Date) async throws -> Int {
+        try await inner.deleteReadings(serial, from: from, to: to)
+    }
+    func expire(_ serial: DeviceSerial, cutoffs: [String: Date]) async throws -> Int {
+        try await inner.expire(serial, cutoffs: cutoffs)
+    }
+}
+
+extension DeviceListenerTests {
+    /// The database fails (restarts) under a device's stream (paho-mqtt, MQTT 5.0): nothing it sent
+    /// is acknowledged, it is told to back off (DISCONNECT 0x89 server busy with retry-after), a
+    /// reconnect meanwhile gets CONNACK 0x89 with retry-after, and once the store works and the
+    /// back-off is over the device is taken again and everything it re-sends is stored once.
+    @Test func aFailingStoreTellsDevicesToBackOffAndResumesByItself() async throws {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let fixture = try await DeviceFixture()
+        let device = fixture.thermostats[0]
+        let store = OutageStore(fixture.telemetry)
+        try await fixture.withGateway(telemetry: store) { _, port, _ in
+            let readings = (1...3).map { reading($0, ["temperature": 20, "heating": false, "target": 21]) }
+            func publish() async throws -> [[String: JSONValue]] {
+                let run = try await ChildProcess.run(
+                    python,
+                    [pahoScript, "publish"] + fixture.pahoArguments(device, port: port) + [
+                        "--topic", "devices/\(device.serial)/telemetry", "--timeout", "5",
+                    ] + readings.flatMap { ["--payload", $0] })
+                return jsonLines(run.output)
+            }
+            store.failing.withLock { $0 = true }
+            let during = try await publish()
+            #expect(during.contains { $0["connack"] == 0 }, "\(during)")
+            let told = try #require(during.first { $0["disconnect"] != nil }, "\(during)")
+            #expect(told["disconnect"] == 0x89, "\(told)")
+            guard case .number(let wait)? = told["retryAfter"] else {
+                Issue.record("no retry-after: \(told)")
+                return
+            }
+            #expect((1...10).contains(wait))
+            #expect(!during.contains { $0["rc"] == 0 }, "nothing acknowledged while the store fails: \(during)")
+            #expect(try await fixture.telemetry.readingCount() == 0)
+
+            // Back at once: refused with the same hint, before any TLS work is wasted on storage.
+            let again = try await publish()
+            #expect(again.first?["connack"] == 0x89, "\(again)")
+
+            // The store recovers; within the back-off the device is taken again, by itself.
+            store.failing.withLock { $0 = false }
+            var accepted: [[String: JSONValue]] = []
+            let started = Date()
+            while Date().timeIntervalSince(started) < 15 {
+                accepted = try await publish()
+                if accepted.first?["connack"] == 0 { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            #expect(accepted.filter { $0["rc"] == 0 }.count == 3, "\(accepted)")
+            #expect(
+                try await fixture.telemetry.readings(
+                    device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10
+                ).map(\.reading.sequence) == [1, 2, 3])
+        }
+    }
+}
