@@ -676,7 +676,7 @@ public final class PostgresStore: HearthStore {
     }
 
     public func fleet(after: DeviceSerial?, filter: FleetFilter, limit: Int) async throws -> [DeviceRecord] {
-        let (clause, arguments) = Self.fleetWhere(filter)
+        let (clause, arguments) = filter.sql
         return try await read {
             try await $0.rows(
                 "SELECT * FROM devices WHERE \(clause) AND serial > ? ORDER BY serial LIMIT ?",
@@ -685,28 +685,10 @@ public final class PostgresStore: HearthStore {
     }
 
     public func fleetCount(_ filter: FleetFilter) async throws -> Int {
-        let (clause, arguments) = Self.fleetWhere(filter)
+        let (clause, arguments) = filter.sql
         return try await read {
             try await $0.int("SELECT COUNT(*) FROM devices WHERE \(clause)", arguments.map { $0 as any SQLValue })
         }
-    }
-
-    /// The filter as SQL with bound values only (no value is spliced into the text).
-    static func fleetWhere(_ filter: FleetFilter) -> (String, [String]) {
-        var clauses = ["TRUE"]
-        var arguments: [String] = []
-        if let model = filter.model {
-            clauses.append("model_id = ?")
-            arguments.append(model.rawValue)
-        }
-        if let claimed = filter.claimed { clauses.append(claimed ? "owner_id IS NOT NULL" : "owner_id IS NULL") }
-        if let prefix = filter.serialPrefix, !prefix.isEmpty {
-            // Serials are upper-case letters and digits: a prefix range needs no LIKE escaping (the
-            // column is in byte order, COLLATE "C", as in SQLite, whatever the database's locale).
-            clauses.append("serial >= ? AND serial < ?")
-            arguments += [prefix, prefix + "\u{7F}"]
-        }
-        return (clauses.joined(separator: " AND "), arguments)
     }
 
     public func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool {

@@ -21,8 +21,6 @@ public final class PostgresTelemetryStore: TelemetryStore {
         try await database.migrate(PostgresSchema.telemetry)
     }
 
-    static func context(_ serial: String, _ sequence: Int64) -> [UInt8] { Array("reading:\(serial):\(sequence)".utf8) }
-
     func openingKeys(_ serial: DeviceSerial) async throws -> [String: any ReadingKey] {
         guard let keys else { return [:] }
         let ids = try await db.run {
@@ -44,7 +42,8 @@ public final class PostgresTelemetryStore: TelemetryStore {
         for r in sorted {
             let json = JSONValue.object(r.values).text
             if let key = sealing[r.serial] {
-                let sealed = Data(try key.seal(Array(json.utf8), context: Self.context(r.serial.rawValue, r.sequence)))
+                let sealed = Data(
+                    try key.seal(Array(json.utf8), context: ReadingFormat.context(r.serial.rawValue, r.sequence)))
                 rows.append([
                     r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), "",
                     Int64(r.droppedBefore), key.id, sealed,
@@ -141,11 +140,11 @@ public final class PostgresTelemetryStore: TelemetryStore {
         let width = millis(Date(timeIntervalSince1970: slice))
         guard width > 0 else { return [:] }
         // Slices are multiples of the width since 1970, so a slice is the same in every request.
-        let first = Self.floorDiv(millis(from), width) * width
+        let first = ReadingFormat.floorDiv(millis(from), width) * width
         let end = millis(to)
         guard end > first else { return [:] }
         // Settled slices end at or before this; the open ones after it are computed each time.
-        let settled = min(Self.floorDiv(min(millis(settledBefore), end), width) * width, end)
+        let settled = min(ReadingFormat.floorDiv(min(millis(settledBefore), end), width) * width, end)
         let key = fields.joined(separator: ",")
         let keys = try await openingKeys(serial)
         let slices = try await db.transaction(serialised: false) { sql in
@@ -285,18 +284,12 @@ public final class PostgresTelemetryStore: TelemetryStore {
         try await sql.execute("DELETE FROM series_marks WHERE serial = ?", [serial.rawValue])
     }
 
-    /// Division rounding towards minus infinity (slices before 1970 line up too).
-    static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
-        let q = a / b
-        return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
-    }
-
     /// A sealed row's values, or nil when its key is gone (a deleted owner's).
     static func open(_ row: SQLRow, serial: DeviceSerial, keys: [String: any ReadingKey]) throws -> [String: JSONValue]?
     {
         guard let id = try row.optionalString("key_id"), let key = keys[id] else { return nil }
         let plain = try key.open(
-            Array(try row.data("sealed")), context: context(serial.rawValue, try row.int64("seq")))
+            Array(try row.data("sealed")), context: ReadingFormat.context(serial.rawValue, try row.int64("seq")))
         guard case .object(let values) = try JSONValue.parse(plain) else {
             throw HearthError(.integrity, "a stored reading is not an object")
         }
@@ -398,7 +391,7 @@ public final class PostgresTelemetryStore: TelemetryStore {
                 } else {
                     let sealed = try key.seal(
                         Array(JSONValue.object(values).text.utf8),
-                        context: Self.context(serial.rawValue, try row.int64("seq")))
+                        context: ReadingFormat.context(serial.rawValue, try row.int64("seq")))
                     try await sql.execute(
                         "UPDATE readings SET sealed = ? WHERE position = ?", [Data(sealed), position])
                 }

@@ -1057,7 +1057,7 @@ public final class SQLiteStore: HearthStore {
     }
 
     public func fleet(after: DeviceSerial?, filter: FleetFilter, limit: Int) async throws -> [DeviceRecord] {
-        let (clause, arguments) = Self.fleetWhere(filter)
+        let (clause, arguments) = filter.sql
         return try await pool.read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM devices WHERE \(clause) AND serial > ? ORDER BY serial LIMIT ?",
@@ -1067,28 +1067,11 @@ public final class SQLiteStore: HearthStore {
     }
 
     public func fleetCount(_ filter: FleetFilter) async throws -> Int {
-        let (clause, arguments) = Self.fleetWhere(filter)
+        let (clause, arguments) = filter.sql
         return try await pool.read { db in
             try Int.fetchOne(
                 db, sql: "SELECT COUNT(*) FROM devices WHERE \(clause)", arguments: StatementArguments(arguments)) ?? 0
         }
-    }
-
-    /// The filter as SQL with bound values only (no value is spliced into the text).
-    static func fleetWhere(_ filter: FleetFilter) -> (String, [String]) {
-        var clauses = ["1 = 1"]
-        var arguments: [String] = []
-        if let model = filter.model {
-            clauses.append("model_id = ?")
-            arguments.append(model.rawValue)
-        }
-        if let claimed = filter.claimed { clauses.append(claimed ? "owner_id IS NOT NULL" : "owner_id IS NULL") }
-        if let prefix = filter.serialPrefix, !prefix.isEmpty {
-            // Serials are upper-case letters and digits: a prefix range needs no LIKE escaping.
-            clauses.append("serial >= ? AND serial < ?")
-            arguments += [prefix, prefix + "\u{7F}"]
-        }
-        return (clauses.joined(separator: " AND "), arguments)
     }
 
     public func revokeDevice(_ serial: DeviceSerial, at: Date, audit: AuditEntry) async throws -> Bool {

@@ -86,11 +86,6 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         return m
     }
 
-    /// The associated data a reading's values are sealed with: which device, which reading.
-    static func context(_ serial: String, _ sequence: Int64) -> [UInt8] {
-        Array("reading:\(serial):\(sequence)".utf8)
-    }
-
     /// The keys a device's readings may be under, as far as they still exist.
     func openingKeys(_ serial: DeviceSerial) async throws -> [String: any ReadingKey] {
         guard let keys else { return [:] }
@@ -113,7 +108,8 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             var keyID: String?
             var sealed: Data?
             if let key = sealing[r.serial] {
-                sealed = Data(try key.seal(Array(json.utf8), context: Self.context(r.serial.rawValue, r.sequence)))
+                sealed = Data(
+                    try key.seal(Array(json.utf8), context: ReadingFormat.context(r.serial.rawValue, r.sequence)))
                 keyID = key.id
                 vals = ""
             }
@@ -185,11 +181,11 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         guard !fields.isEmpty, fields.count <= 16, slice.isFinite, slice >= 1 else { return [:] }
         let width = millis(Date(timeIntervalSince1970: slice))
         // Slices are multiples of the width since 1970, so a slice is the same in every request.
-        let first = Self.floorDiv(millis(from), width) * width
+        let first = ReadingFormat.floorDiv(millis(from), width) * width
         let end = millis(to)
         guard end > first else { return [:] }
         // Settled slices end at or before this; the open ones after it are computed each time.
-        let settled = min(Self.floorDiv(min(millis(settledBefore), end), width) * width, end)
+        let settled = min(ReadingFormat.floorDiv(min(millis(settledBefore), end), width) * width, end)
         let key = fields.joined(separator: ",")
         let keys = try await openingKeys(serial)
         return try await pool.write { db in
@@ -341,17 +337,11 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     static func open(_ row: Row, serial: DeviceSerial, keys: [String: any ReadingKey]) throws -> [String: JSONValue]? {
         guard let key = keys[row["key_id"] as String] else { return nil }
         let sealed: Data = row["sealed"]
-        let plain = try key.open(Array(sealed), context: context(serial.rawValue, row["seq"]))
+        let plain = try key.open(Array(sealed), context: ReadingFormat.context(serial.rawValue, row["seq"]))
         guard case .object(let values) = try JSONValue.parse(plain) else {
             throw HearthError(.integrity, "a stored reading is not an object")
         }
         return values
-    }
-
-    /// Division rounding towards minus infinity (slices before 1970 line up too).
-    static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
-        let q = a / b
-        return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
     }
 
     public func refusals(_ serial: DeviceSerial) async throws -> [RefusalCount] {
@@ -474,7 +464,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                             : Data(
                                 try key.seal(
                                     Array(JSONValue.object(values).text.utf8),
-                                    context: Self.context(serial.rawValue, row["seq"])))
+                                    context: ReadingFormat.context(serial.rawValue, row["seq"])))
                     ))
             }
             for r in rewrites {

@@ -236,6 +236,39 @@ public struct FleetFilter: Sendable, Equatable {
         self.claimed = claimed
         self.serialPrefix = serialPrefix
     }
+
+    /// The filter as an SQL condition on the `devices` table with `?` placeholders and their
+    /// values in order (no value is spliced into the text), for every SQL driver.
+    public var sql: (clause: String, values: [String]) {
+        var clauses = ["1 = 1"]
+        var values: [String] = []
+        if let model {
+            clauses.append("model_id = ?")
+            values.append(model.rawValue)
+        }
+        if let claimed { clauses.append(claimed ? "owner_id IS NOT NULL" : "owner_id IS NULL") }
+        if let serialPrefix, !serialPrefix.isEmpty {
+            // Serials are upper-case letters and digits: a prefix range needs no LIKE escaping
+            // (both drivers compare serials in byte order).
+            clauses.append("serial >= ? AND serial < ?")
+            values += [serialPrefix, serialPrefix + "\u{7F}"]
+        }
+        return (clauses.joined(separator: " AND "), values)
+    }
+}
+
+/// What every readings driver seals and slices the same way.
+public enum ReadingFormat {
+    /// The associated data a reading's values are sealed with: which device, which reading.
+    public static func context(_ serial: String, _ sequence: Int64) -> [UInt8] {
+        Array("reading:\(serial):\(sequence)".utf8)
+    }
+
+    /// Division rounding towards minus infinity (history slices before 1970 line up too).
+    public static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
+        let q = a / b
+        return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
+    }
 }
 
 /// One consent choice: the owner of a device agreed to, or withdrew from, one optional purpose of
