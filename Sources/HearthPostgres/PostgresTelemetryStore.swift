@@ -31,31 +31,18 @@ public final class PostgresTelemetryStore: TelemetryStore {
 
     public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
-        var sealing: [DeviceSerial: any ReadingKey] = [:]
-        if let keys {
-            for serial in Set(readings.map(\.serial)) { sealing[serial] = try await keys.sealing(serial) }
-        }
+        let (prepared, keysUsed) = try await ReadingFormat.prepare(readings, keys: keys)
         // One order for every writer, so two nodes inserting the same readings cannot deadlock.
-        let sorted = readings.sorted { ($0.serial.rawValue, $0.sequence) < ($1.serial.rawValue, $1.sequence) }
-        var rows: [[any SQLValue]] = []
-        rows.reserveCapacity(sorted.count)
-        for r in sorted {
-            let json = JSONValue.object(r.values).text
-            if let key = sealing[r.serial] {
-                let sealed = Data(
-                    try key.seal(Array(json.utf8), context: ReadingFormat.context(r.serial.rawValue, r.sequence)))
-                rows.append([
-                    r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), "",
-                    Int64(r.droppedBefore), key.id, sealed,
-                ])
-            } else {
-                rows.append([
-                    r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), json,
-                    Int64(r.droppedBefore), String?.none, Data?.none,
-                ])
-            }
+        let rows: [[any SQLValue]] = prepared.sorted {
+            ($0.reading.serial.rawValue, $0.reading.sequence) < ($1.reading.serial.rawValue, $1.reading.sequence)
+        }.map { p in
+            let r = p.reading
+            return [
+                r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), p.clear,
+                Int64(r.droppedBefore), p.keyID, p.sealed,
+            ]
         }
-        let used = sealing.sorted { $0.key.rawValue < $1.key.rawValue }.map { [$0.key.rawValue, $0.value.id] }
+        let used = keysUsed.map { [$0.serial.rawValue, $0.keyID] }
         // Refusals summed per (device, kind) first: one upsert each.
         var counted: [String: (serial: String, kind: String, count: Int64, last: Int64)] = [:]
         for r in refusals {

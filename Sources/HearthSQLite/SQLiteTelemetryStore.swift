@@ -98,27 +98,15 @@ public final class SQLiteTelemetryStore: TelemetryStore {
 
     public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
-        var sealing: [DeviceSerial: any ReadingKey] = [:]
-        if let keys {
-            for serial in Set(readings.map(\.serial)) { sealing[serial] = try await keys.sealing(serial) }
-        }
-        let rows: [StatementArguments] = try readings.map { r in
-            let json = JSONValue.object(r.values).text
-            var vals = json
-            var keyID: String?
-            var sealed: Data?
-            if let key = sealing[r.serial] {
-                sealed = Data(
-                    try key.seal(Array(json.utf8), context: ReadingFormat.context(r.serial.rawValue, r.sequence)))
-                keyID = key.id
-                vals = ""
-            }
+        let (prepared, keysUsed) = try await ReadingFormat.prepare(readings, keys: keys)
+        let rows: [StatementArguments] = prepared.map { p in
+            let r = p.reading
             return [
-                r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), vals, r.droppedBefore,
-                keyID, sealed,
+                r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), p.clear, r.droppedBefore,
+                p.keyID, p.sealed,
             ]
         }
-        let used = sealing.map { [$0.key.rawValue, $0.value.id] as StatementArguments }
+        let used = keysUsed.map { [$0.serial.rawValue, $0.keyID] as StatementArguments }
         let counted = refusals.map { ($0.serial.rawValue, $0.kind.rawValue, millis($0.at)) }
         return try await pool.write { db in
             var added = 0

@@ -257,8 +257,36 @@ public struct FleetFilter: Sendable, Equatable {
     }
 }
 
+/// A reading as a driver stores it: its values as JSON text, or sealed (then `clear` is empty).
+public struct StoredReadingValues: Sendable {
+    public let reading: TelemetryReading
+    public let clear: String
+    public let keyID: String?
+    public let sealed: Data?
+}
+
 /// What every readings driver seals and slices the same way.
 public enum ReadingFormat {
+    /// The readings' values as stored: sealed under the data key each device's readings go under
+    /// now (with `keys`), else in clear; and which key each device used.
+    public static func prepare(_ readings: [TelemetryReading], keys: (any ReadingKeys)?) async throws -> (
+        rows: [StoredReadingValues], used: [(serial: DeviceSerial, keyID: String)]
+    ) {
+        var sealing: [DeviceSerial: any ReadingKey] = [:]
+        if let keys {
+            for serial in Set(readings.map(\.serial)) { sealing[serial] = try await keys.sealing(serial) }
+        }
+        let rows = try readings.map { r in
+            let json = JSONValue.object(r.values).text
+            guard let key = sealing[r.serial] else {
+                return StoredReadingValues(reading: r, clear: json, keyID: nil, sealed: nil)
+            }
+            let sealed = try key.seal(Array(json.utf8), context: context(r.serial.rawValue, r.sequence))
+            return StoredReadingValues(reading: r, clear: "", keyID: key.id, sealed: Data(sealed))
+        }
+        return (rows, sealing.map { ($0.key, $0.value.id) }.sorted { $0.0.rawValue < $1.0.rawValue })
+    }
+
     /// The associated data a reading's values are sealed with: which device, which reading.
     public static func context(_ serial: String, _ sequence: Int64) -> [UInt8] {
         Array("reading:\(serial):\(sequence)".utf8)
