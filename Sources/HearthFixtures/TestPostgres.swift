@@ -49,7 +49,9 @@ public enum TestPostgres {
     public static func with<T>(_ body: (PostgresDatabase) async throws -> T) async throws -> T {
         let password = try server().password
         return try await withAddress { address, _ in
-            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: password) {
+            try await PostgresDatabase.with(
+                try PostgresLocation(parsing: address), password: password, maximumConnections: 4
+            ) {
                 try await body($0)
             }
         }
