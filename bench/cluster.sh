@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PARTS=${PARTS:-"storage command"}; COMMANDS=${COMMANDS:-200}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+pids=()
+trap 'kill $(jobs -p) "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 echo "== building hearth and hearth-device (release, .build-release)"
 swift build -c release --scratch-path .build-release --product hearth 2>&1 | tail -1
 swift build -c release --scratch-path .build-release --product hearth-device 2>&1 | tail -1
@@ -36,7 +37,8 @@ if [[ " $PARTS " == *" command "* ]]; then
   db=$(fresh hearth_bench)
   eval "\"$BIN/hearth\" bench prepare --data \"$work/data\" --out \"$work/out\" --devices 1 $db" | tail -1
   node() {  # N → a node on HTTPS 1844N, MQTT 1888N
-    eval "\"$BIN/hearth\" serve --data \"$work/data\" $db --listen 127.0.0.1:1844$1 --mqtt-listen 127.0.0.1:1888$1 --metrics-listen 127.0.0.1:0" > "$work/node$1.log" 2>&1 &
+    eval "exec \"$BIN/hearth\" serve --data \"$work/data\" $db --listen 127.0.0.1:1844$1 --mqtt-listen 127.0.0.1:1888$1 --metrics-listen 127.0.0.1:0" > "$work/node$1.log" 2>&1 &
+    pids+=($!)
     for _ in $(seq 300); do grep -q "Clients verify it" "$work/node$1.log" && break; sleep 0.1; done
   }
   node 0; node 1

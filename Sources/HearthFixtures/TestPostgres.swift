@@ -50,7 +50,8 @@ public enum TestPostgres {
         let password = try server().password
         return try await withAddress { address, _ in
             try await PostgresDatabase.with(
-                try PostgresLocation(parsing: address), password: password, maximumConnections: 4
+                try PostgresLocation(parsing: address), password: password, maximumConnections: 4,
+                reachWithin: .seconds(60)
             ) {
                 try await body($0)
             }
@@ -58,7 +59,8 @@ public enum TestPostgres {
     }
 
     static func admin(_ server: PostgresLocation, _ password: String?, _ statement: String) async throws {
-        try await PostgresDatabase.with(server, password: password, maximumConnections: 1) { admin in
+        try await PostgresDatabase.with(server, password: password, maximumConnections: 1, reachWithin: .seconds(60)) {
+            admin in
             try await admin.run { try await $0.execute(statement) }
         }
     }

@@ -23,7 +23,12 @@ import Testing
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for node in nodes { group.addTask { try await node.run() } }
-            try await Task.sleep(for: .milliseconds(600))
+            // Until one node has worked five rounds (however slow the machine), then a little more.
+            let started = ContinuousClock.now
+            while runs.counts.withLock({ $0.values.max() ?? 0 }) < 5, ContinuousClock.now - started < .seconds(60) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(200))
             group.cancelAll()
         }
         let counted = runs.counts.withLock { $0 }
