@@ -447,17 +447,22 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// What messages `ids` waited for (a commit, a flush) is done.
     func committed(_ ids: [UInt16], stored: Bool) {
         guard !closed else { return }
-        if !stored {
-            // Not acknowledged: the device keeps the readings and sends them again. It is told to
-            // stay away a while (5.0: DISCONNECT 0x89 server busy with retry-after; 3.1.1 has no
-            // reason, the connection just closes), and until the store works again a CONNECT gets
-            // CONNACK 0x89, so a fleet does not reconnect into a failing database at once.
+        if !stored, let wait = parts.ingest?.unavailable() {
+            // Not acknowledged because the store fails: the device keeps the readings and sends
+            // them again. It is told to stay away a while (5.0: DISCONNECT 0x89 server busy with
+            // retry-after; 3.1.1 has no reason, the connection just closes), and until the store
+            // works again a CONNECT gets CONNACK 0x89, so a fleet does not reconnect into a failing
+            // database at once.
             guard machine?.isConnected == true else { return close() }
             perform(
                 machine!.disconnect(
-                    .serverBusy, "the server cannot store readings now; try again later",
-                    retryAfter: parts.ingest?.unavailable() ?? TelemetryIngest.backOff))
+                    .serverBusy, "the server cannot store readings now; try again later", retryAfter: wait))
             return flush()
+        }
+        if !stored, version == .v3_1_1 {
+            // A commit cut short by a stop. 3.1.1 has no failure PUBACK: close without
+            // acknowledging, so the client sends it again.
+            return disconnect(.unspecifiedError, "storage unavailable")
         }
         for id in ids { settle(id, stored ? .success : .unspecifiedError) }
         scheduleFlush()

@@ -90,7 +90,10 @@ final class TelemetryIngest: Sendable {
                 counters.metrics?.ingestBatchSize.record(Double(batch.count))
             } catch {
                 stored = false
-                failingUntil.withLock { $0 = Date().addingTimeInterval(TimeInterval(Self.backOff)) }
+                // A commit cancelled by a stop is not a failing store: no back-off for it.
+                if !(error is CancellationError) {
+                    failingUntil.withLock { $0 = Date().addingTimeInterval(TimeInterval(Self.backOff)) }
+                }
                 logger.error(
                     "telemetry commit failed; the readings are not acknowledged",
                     metadata: ["readings": "\(batch.count)", "error": "\(error)"])
