@@ -20,6 +20,8 @@ dir=${HEARTH_POSTGRES_DIR:-${TMPDIR:-/tmp}/hearth-postgres}
 mkdir -p "$dir"
 chmod 700 "$dir"
 
+# Everything start() runs writes to stderr: stdout carries only the exports `test-env` prints for eval
+# (pg_ctlcluster says "Removed stale pid file." on stdout after an unclean stop).
 start() {
   if ! command -v pg_lsclusters >/dev/null 2>&1; then
     echo "postgres.sh: PostgreSQL is not installed: apt-get install postgresql" >&2
@@ -33,12 +35,12 @@ start() {
   read -r version cluster port status _ < <(pg_lsclusters -h | head -1)
   if [ "$status" != online ]; then
     echo "postgres.sh: starting PostgreSQL $version/$cluster on port $port" >&2
-    pg_ctlcluster "$version" "$cluster" start
+    pg_ctlcluster "$version" "$cluster" start >&2
   fi
   # Plenty of connections for parallel test databases (each test opens a small pool).
   if [ "$(as_postgres -c 'SHOW max_connections')" -lt 300 ]; then
     as_postgres -c "ALTER SYSTEM SET max_connections = 300" >/dev/null
-    pg_ctlcluster "$version" "$cluster" restart
+    pg_ctlcluster "$version" "$cluster" restart >&2
   fi
 }
 
