@@ -41,3 +41,10 @@ public struct SplitMix64: RandomNumberGenerator, Sendable, Equatable {
         return z ^ (z >> 31)
     }
 }
+
+extension Duration {
+    /// The duration in seconds, as a `TimeInterval`.
+    public var timeInterval: TimeInterval {
+        TimeInterval(components.seconds) + TimeInterval(components.attoseconds) / 1e18
+    }
+}

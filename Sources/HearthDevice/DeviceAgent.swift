@@ -121,7 +121,9 @@ public actor DeviceAgent: Service {
     var lastSent: Int64 = 0
     var window = 16
     var nextPacketID: UInt16 = 1
-    var pausedUntil: Date?
+    /// Until when sending waits after the server could not take a reading now. A span of time, so
+    /// on the monotonic clock: the injected wall clock may stand still or be set back by a time sync.
+    var pausedUntil: ContinuousClock.Instant?
     var pingOutstanding = false
     var wake: AsyncStream<Void>.Continuation?
     /// Answers to recent commands, so a redelivered command is answered again, not run twice.
@@ -473,8 +475,8 @@ public actor DeviceAgent: Service {
     func sendNext(_ conn: MQTTClientConnection) -> TimeInterval {
         guard connection?.channel === conn.channel else { return -1 }
         if let until = pausedUntil {
-            let rest = until.timeIntervalSince(clock.now())
-            if rest > 0 { return rest }
+            let rest = ContinuousClock.now.duration(to: until)
+            if rest > .zero { return rest.timeInterval }
             pausedUntil = nil
         }
         let readings = queue.readings
@@ -555,7 +557,7 @@ public actor DeviceAgent: Service {
             } else {
                 // Quota or a passing failure: send it again after a pause, in order.
                 lastSent = min(lastSent, sequence - 1)
-                pausedUntil = clock.now().addingTimeInterval(1)
+                pausedUntil = .now + .seconds(1)
             }
             wake?.yield()
         case .publish(let publish) where publish.topic == DeviceTopics(configuration.serial).updateOffer:

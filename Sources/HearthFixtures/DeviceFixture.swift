@@ -78,7 +78,8 @@ public final class DeviceFixture: Sendable {
         return (Device(serial: serial, model: model, certPath: certPath, keyPath: keyPath), record)
     }
 
-    /// Runs a gateway with a device listener (and a development listener) on free ports.
+    /// Runs a gateway with a device listener (and a development listener) on free ports for the
+    /// duration of `body` (see ``withRunningGateway(_:_:)``).
     public func withGateway(
         brokerState: (any BrokerStateStore)? = nil, telemetry: (any TelemetryStore)? = nil,
         _ configure: (inout GatewayConfiguration) -> Void = { _ in },
@@ -87,26 +88,13 @@ public final class DeviceFixture: Sendable {
         var configuration = GatewayConfiguration(
             deviceListener: ("127.0.0.1", 0), developmentListener: ("127.0.0.1", 0))
         configure(&configuration)
-        let (ports, continuation) = AsyncStream<(ListenerKind, Int)>.makeStream()
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        let gateway = try MQTTGateway(
-            configuration: configuration, credentials: credentials, store: store,
-            telemetry: telemetry ?? self.telemetry,
-            brokerState: brokerState, logger: logger
-        ) { kind, address in
-            continuation.yield((kind, address?.port ?? 0))
+        try await withRunningGateway(configuration) { configuration, logger, onBound in
+            try MQTTGateway(
+                configuration: configuration, credentials: credentials, store: store,
+                telemetry: telemetry ?? self.telemetry, brokerState: brokerState, logger: logger, onBound: onBound)
+        } _: { gateway, ports in
+            try await body(gateway, ports[.devices] ?? 0, ports[.development] ?? 0)
         }
-        let task = Task { try await gateway.run() }
-        defer { task.cancel() }
-        defer { continuation.finish() }
-        var devicePort = 0
-        var devPort = 0
-        for await (kind, port) in ports {
-            if kind == .devices { devicePort = port } else { devPort = port }
-            if devicePort != 0, devPort != 0 { break }
-        }
-        try await body(gateway, devicePort, devPort)
     }
 
     /// mosquitto_pub/sub arguments that authenticate as `device` over mutual TLS.
@@ -181,5 +169,44 @@ public func jsonLines(_ output: String) -> [[String: JSONValue]] {
     output.split(separator: "\n").compactMap { line in
         guard let value = try? JSONValue.parse(Array(line.utf8)), case .object(let o) = value else { return nil }
         return o
+    }
+}
+
+public struct GatewayDidNotStart: Error, CustomStringConvertible {
+    public var description: String { "the gateway stopped before it listened" }
+}
+
+/// Runs the gateway `make` builds from `configuration` (with a test logger and the callback that
+/// reports its ports) for the duration of `body`, then stops it, whether `body` returns or throws:
+/// the gateway has closed its listeners and every connection before this returns, so a port it held
+/// is free again and nothing it accepted lingers into the next test. A gateway that cannot start
+/// ends the wait for its ports with its error.
+public func withRunningGateway(
+    _ configuration: GatewayConfiguration,
+    _ make: (GatewayConfiguration, Logger, @escaping @Sendable (ListenerKind, SocketAddress?) async -> Void) throws ->
+        MQTTGateway,
+    _ body: (_ gateway: MQTTGateway, _ ports: [ListenerKind: Int]) async throws -> Void
+) async throws {
+    let (bound, continuation) = AsyncStream<(ListenerKind, Int)>.makeStream()
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    let gateway = try make(configuration, logger) { kind, address in continuation.yield((kind, address?.port ?? 0)) }
+    let expected = [configuration.deviceListener, configuration.developmentListener].compactMap { $0 }.count
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask {
+            defer { continuation.finish() }
+            try await gateway.run()
+        }
+        var ports: [ListenerKind: Int] = [:]
+        for await (kind, port) in bound {
+            ports[kind] = port
+            if ports.count == expected { break }
+        }
+        guard ports.count == expected else {
+            try await group.next()
+            throw GatewayDidNotStart()
+        }
+        try await body(gateway, ports)
+        group.cancelAll()
     }
 }

@@ -128,11 +128,29 @@ final class LiveConnections: Sendable {
     private struct State {
         var connections: [ObjectIdentifier: ConnectionRef] = [:]
         var waiters: [CheckedContinuation<Void, Never>] = []
+        var stopping = false
     }
 
     private let state = Mutex(State())
 
-    func add(_ c: ConnectionRef) { state.withLock { $0.connections[c.id] = c } }
+    /// Registers a connection; false once the gateway stops (the caller closes it at once). A
+    /// socket accepted just before the listener closed becomes active only after ``stop()`` took
+    /// its list: without this it would stay open until its handshake deadline.
+    func add(_ c: ConnectionRef) -> Bool {
+        state.withLock { s in
+            guard !s.stopping else { return false }
+            s.connections[c.id] = c
+            return true
+        }
+    }
+
+    /// The gateway stops: no connection is taken from now on; returns the ones to end.
+    func stop() -> [ConnectionRef] {
+        state.withLock { s in
+            s.stopping = true
+            return Array(s.connections.values)
+        }
+    }
 
     func remove(_ c: ConnectionRef) {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
@@ -144,7 +162,6 @@ final class LiveConnections: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    var all: [ConnectionRef] { state.withLock { Array($0.connections.values) } }
     var count: Int { state.withLock { $0.connections.count } }
 
     /// Returns once every connection has gone, or after `timeout` (whichever is first). Not
@@ -267,7 +284,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.context = context
         let ref = ConnectionRef(self, eventLoop: context.eventLoop)
         self.ref = ref
-        parts.live.add(ref)
+        guard parts.live.add(ref) else { return close() }
         source = context.channel.remoteAddress?.ipAddress ?? "unknown"
         if deviceListener {
             guard parts.admission.arriveUnadmitted(source) else {

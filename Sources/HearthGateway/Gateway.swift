@@ -235,7 +235,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             } onCancelOrGracefulShutdown: {
                 for server in listening { server.close(promise: nil) }
             }
-            for connection in parts.live.all {
+            for connection in parts.live.stop() {
                 connection.disconnect(.serverShuttingDown, "the server is shutting down")
             }
             await parts.live.drained(timeout: .seconds(6), timers: MultiThreadedEventLoopGroup.singleton.any())

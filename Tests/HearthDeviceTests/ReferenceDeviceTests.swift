@@ -101,6 +101,25 @@ struct ReferenceDeviceTests {
             "with the device's time of each")
     }
 
+    /// The pause after a reading the server could not take now (PUBACK 0x97 quota exceeded) is a
+    /// span of time, measured on the monotonic clock: a device whose wall clock stands still (or is
+    /// set back by a time sync) still sends again, and everything arrives in order, once.
+    @Test func aPauseAfterARefusedReadingEndsWhateverTheWallClockDoes() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let clock = ManualTimeSource(t0)
+        try await fixture.withGateway({ $0.limits.publishesPerSecond = 3 }) { gateway, port, _ in
+            let lock = try makeDevice(fixture, fixture.locks[0], port: port, clock: clock, reportEvery: 3600)
+            for _ in 1...8 { try await lock.press("toggle") }
+            let agent = Task { try await lock.agent.run() }
+            defer { agent.cancel() }
+            try await eventually("the queue drains") { await lock.agent.queued.isEmpty }
+            #expect(gateway.counters.publishesRateLimited > 0, "the server did ask for a pause")
+        }
+        let stored = try await fixture.telemetry.readings(
+            fixture.locks[0].serial, from: .distantPast, to: .distantFuture, after: nil, limit: 100)
+        #expect(stored.map(\.reading.sequence) == Array(1...8))
+    }
+
     @Test func lockServesLocalEventsOfflineAndReportsThemOnceBack() async throws {
         let fixture = try await DeviceFixture(devices: 1)
         let port = try await freePort(fixture)

@@ -10,17 +10,11 @@ import Testing
 @Suite(.serialized) struct DevelopmentListenerTests {
     /// Runs a gateway on a free loopback port for the duration of `body`.
     func withGateway(_ body: (Int) async throws -> Void) async throws {
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let gateway = try MQTTGateway(
-            configuration: GatewayConfiguration(developmentListener: ("127.0.0.1", 0)), logger: Logger(label: "test")
-        ) { _, address in
-            continuation.yield(address?.port ?? 0)
+        try await withRunningGateway(GatewayConfiguration(developmentListener: ("127.0.0.1", 0))) {
+            try MQTTGateway(configuration: $0, logger: $1, onBound: $2)
+        } _: { _, ports in
+            try await body(ports[.development] ?? 0)
         }
-        let task = Task { try await gateway.run() }
-        var iterator = ports.makeAsyncIterator()
-        let port = try #require(await iterator.next())
-        defer { task.cancel() }
-        try await body(port)
     }
 
     @Test func refusesToBindBeyondLoopback() {

@@ -1,4 +1,5 @@
 import Foundation
+import HearthFixtures
 import HearthGateway
 import HearthMQTT
 import HearthTestSupport
@@ -18,17 +19,11 @@ import Testing
     ) async throws {
         var configuration = GatewayConfiguration(developmentListener: ("127.0.0.1", 0))
         configure(&configuration)
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        let gateway = try MQTTGateway(configuration: configuration, logger: logger) { _, address in
-            continuation.yield(address?.port ?? 0)
+        try await withRunningGateway(configuration) {
+            try MQTTGateway(configuration: $0, logger: $1, onBound: $2)
+        } _: { gateway, ports in
+            try await body(gateway, ports[.development] ?? 0)
         }
-        let task = Task { try await gateway.run() }
-        defer { task.cancel() }
-        var iterator = ports.makeAsyncIterator()
-        let port = try #require(await iterator.next())
-        try await body(gateway, port)
     }
 
     /// A client that speaks only in packets the test writes.

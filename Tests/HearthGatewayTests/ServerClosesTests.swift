@@ -4,6 +4,7 @@ import HearthFixtures
 import HearthGateway
 import HearthStorage
 import HearthTestSupport
+import Synchronization
 import Testing
 
 /// Connections the server decides to end are really closed, whatever the client does (raw sockets
@@ -175,5 +176,48 @@ import Testing
                 ])
             #expect(r.status == 0, "\(r.output)")
         }
+    }
+
+    /// A gateway that stops closes every socket it accepted, even the ones that arrive while it
+    /// stops (accepted before the listener closed, but not yet among the connections it ends): none
+    /// is left for its handshake deadline, which is set far beyond the wait here.
+    @Test func aStoppingGatewayClosesEveryConnectionItAcceptedEvenWhileStopping() async throws {
+        let fixture = try await DeviceFixture()
+        let sockets = Mutex<[RawSocket]>([])
+        let (opened, openerDone) = AsyncStream<Void>.makeStream()
+        var stopped: MQTTGateway?
+        try await fixture.withGateway({
+            $0.maximumUnauthenticatedPerSource = 10_000
+            $0.handshakeTimeout = .seconds(300)
+        }) { gateway, port, _ in
+            stopped = gateway
+            // Raw sockets, opened as fast as one thread can, before and all through the stop, until
+            // the listener refuses them (or there are plenty).
+            Thread {
+                var refused = 0
+                while refused < 20, sockets.withLock({ $0.count }) < 2000 {
+                    if let socket = RawSocket(port: port) {
+                        refused = 0
+                        sockets.withLock { $0.append(socket) }
+                    } else {
+                        refused += 1
+                    }
+                }
+                openerDone.finish()
+            }.start()
+            let started = try await Self.eventually { sockets.withLock { $0.count } >= 50 }
+            #expect(started)
+        }
+        for await _ in opened {}
+        let all = sockets.withLock { $0 }
+        defer { for socket in all { socket.closeNow() } }
+        let deadline = Date().addingTimeInterval(30)
+        var open = 0
+        for socket in all {
+            let (_, closed) = await socket.readUntilClosed(timeout: max(0, deadline.timeIntervalSinceNow))
+            if !closed { open += 1 }
+        }
+        #expect(open == 0, "\(open) of \(all.count) sockets left open by a stopped gateway")
+        #expect(stopped?.openConnections == 0, "a stopped gateway holds no connection")
     }
 }

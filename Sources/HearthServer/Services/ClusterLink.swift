@@ -62,10 +62,9 @@ public final class ClusterLink: Service, ConnectionRecorder, DeviceCommandChanne
         guard let holder = try? await store.holder(serial, aliveSince: now.addingTimeInterval(-Self.aliveWithin)),
             holder.node != node
         else { return .offline }
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
         let relayed = RelayedCommand(
             id: SecureToken.generate(), serial: serial, command: command, parameters: JSONValue.object(parameters).text,
-            deadline: now.addingTimeInterval(seconds))
+            deadline: now.addingTimeInterval(timeout.timeInterval))
         do { try await store.relay(relayed, to: holder.node) } catch {
             logger.warning("could not relay a command", metadata: ["error": "\(error)"])
             return .timedOut
