@@ -33,6 +33,17 @@ public enum PeerIdentity: Sendable, Equatable {
     case device(serial: String)
     /// An anonymous client of the loopback development listener.
     case development
+
+    /// The session key of a device: its sessions belong to the certificate's serial, so one device
+    /// can never take over another's session by choosing its client id.
+    public static func deviceSessionKey(_ serial: String) -> String { devicePrefix + serial }
+    /// The serial a session key belongs to; nil for a development client's.
+    public static func deviceSerial(ofSessionKey key: String) -> String? {
+        key.hasPrefix(devicePrefix) ? String(key.dropFirst(devicePrefix.count)) : nil
+    }
+    static let devicePrefix = "device:"
+    /// The session key of a development client.
+    static func developmentSessionKey(_ clientID: String) -> String { "dev:" + clientID }
 }
 
 /// One connection's protocol state as a value (MQTT 5.0 §3.1–§3.2, §3.1.2.10, §3.3.2.3.4, §4.13):
@@ -237,12 +248,10 @@ public struct ConnectionStateMachine: Sendable {
             keepAlive = limits.maximumKeepAlive
             if v5 { properties.all.append(.serverKeepAlive(keepAlive)) }
         }
-        // Sessions of devices belong to the certificate's serial, so one device can never take over
-        // another's session by choosing its client id.
         let sessionKey: String
         switch identity {
-        case .device(let serial): sessionKey = "device:\(serial)"
-        case .development: sessionKey = "dev:\(clientID)"
+        case .device(let serial): sessionKey = PeerIdentity.deviceSessionKey(serial)
+        case .development: sessionKey = PeerIdentity.developmentSessionKey(clientID)
         }
         state = .connected(
             Connected(

@@ -283,6 +283,32 @@ public protocol DevicePolicyChannel: Sendable {
 /// Which devices are connected to the gateway now (online on the owner's and operator's pages).
 public protocol DevicePresence: Sendable {
     func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial>
+    /// The devices connected now, newest first (at most `limit`), and how many each node holds.
+    func connections(limit: Int) async -> LiveConnections
+}
+
+/// Who is connected where, for the operator console.
+public struct LiveConnections: Sendable, Equatable {
+    public struct Connection: Sendable, Equatable {
+        public let serial: DeviceSerial
+        /// The node holding the connection (see `Node.id`); nil for this process's own gateway
+        /// when it runs alone.
+        public let node: String?
+        public let since: Date
+        public init(serial: DeviceSerial, node: String?, since: Date) {
+            self.serial = serial
+            self.node = node
+            self.since = since
+        }
+    }
+    /// The newest connections.
+    public var newest: [Connection]
+    /// Connections per node (the key nil for a gateway that runs alone).
+    public var perNode: [String?: Int]
+    public init(newest: [Connection] = [], perNode: [String?: Int] = [:]) {
+        self.newest = newest
+        self.perNode = perNode
+    }
 }
 
 // MARK: Rate limits

@@ -79,7 +79,7 @@ struct GatewayParts: Sendable {
     let admission: Admission
     let authenticator: Authenticator
     let policies: DevicePolicies
-    let live: LiveConnections
+    let live: ConnectionRegistry
     let offload: Offload
     /// Per-device security detectors, and the server's alert service once attached.
     let watchers: Watchers
@@ -124,7 +124,7 @@ final class ConnectionRef: Sendable, Hashable {
 }
 
 /// Every open connection, for shutdown.
-final class LiveConnections: Sendable {
+final class ConnectionRegistry: Sendable {
     private struct State {
         var connections: [ObjectIdentifier: ConnectionRef] = [:]
         var waiters: [CheckedContinuation<Void, Never>] = []

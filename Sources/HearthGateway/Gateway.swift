@@ -140,7 +140,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
                 maximumUnadmittedPerSource: configuration.maximumUnauthenticatedPerSource
             ),
             authenticator: Authenticator(store: store, policies: policies), policies: policies,
-            live: LiveConnections(), offload: Offload(),
+            live: ConnectionRegistry(), offload: Offload(),
             watchers: Watchers(
                 thresholds: configuration.thresholds, counters: counters, enabled: configuration.monitoring),
             alerts: ChannelSlot(), recorder: ChannelSlot(), handshakeTimeout: configuration.handshakeTimeout,
@@ -178,7 +178,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     /// The device connected to another node: its connection here ends (0x8E session taken over).
     public func takenOver(_ serial: DeviceSerial) {
-        parts.hub.disconnect("device:\(serial.rawValue)", .sessionTakenOver, "the device connected to another node")
+        parts.hub.disconnect(
+            PeerIdentity.deviceSessionKey(serial.rawValue), .sessionTakenOver, "the device connected to another node")
     }
     public var openConnections: Int { parts.admission.openConnections }
     /// Sockets not authenticated (yet): in the TLS handshake, or refused and about to close.
@@ -333,13 +334,22 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     /// Ends a device's live connection (after revocation): 0x87 not authorized.
     public func disconnect(_ serial: DeviceSerial, reason: String) async {
-        parts.hub.disconnect("device:\(serial.rawValue)", .notAuthorized, reason)
+        parts.hub.disconnect(PeerIdentity.deviceSessionKey(serial.rawValue), .notAuthorized, reason)
     }
 
     // MARK: DevicePresence
 
     public func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial> {
-        parts.hub.attached(serials.map { ("device:\($0.rawValue)", $0) })
+        parts.hub.attached(serials.map { (PeerIdentity.deviceSessionKey($0.rawValue), $0) })
+    }
+
+    public func connections(limit: Int) async -> LiveConnections {
+        let (newest, count) = parts.hub.attachedDevices(limit: limit)
+        return LiveConnections(
+            newest: newest.compactMap { serial, since in
+                (try? DeviceSerial(serial)).map { LiveConnections.Connection(serial: $0, node: nil, since: since) }
+            },
+            perNode: count > 0 ? [nil: count] : [:])
     }
 }
 

@@ -39,6 +39,8 @@ final class Hub: Sendable {
     struct State: Sendable {
         var broker: Broker
         var connections: [String: ConnectionRef] = [:]
+        /// When each live connection attached.
+        var attachedAt: [String: Date] = [:]
         var sessions: [String: Session] = [:]
         var wills: [String: Scheduled<Void>] = [:]
         /// Connections whose session another took over, not yet gone: whether the new one started
@@ -108,6 +110,7 @@ final class Hub: Sendable {
             }
             s.broker.register(sessionKey, policy: policy)
             s.connections[sessionKey] = connection
+            s.attachedAt[sessionKey] = now
             markSession(&s, sessionKey)
             return (resumed, previous)
         }
@@ -124,6 +127,7 @@ final class Hub: Sendable {
             s.takenOver[connection.id] = nil
             guard s.connections[sessionKey] == connection else { return }
             s.connections[sessionKey] = nil
+            s.attachedAt[sessionKey] = nil
             guard var session = s.sessions[sessionKey], expiry > 0 else {
                 end(&s, sessionKey)
                 return
@@ -201,6 +205,16 @@ final class Hub: Sendable {
     /// Which of these are attached now, under one lock.
     func attached<T: Hashable & Sendable>(_ keys: [(String, T)]) -> Set<T> {
         state.withLock { s in Set(keys.filter { s.connections[$0.0] != nil }.map(\.1)) }
+    }
+
+    /// The live connections of devices: the `limit` newest (when each attached) and how many there are.
+    func attachedDevices(limit: Int) -> (newest: [(serial: String, since: Date)], count: Int) {
+        let all = state.withLock { s in
+            s.attachedAt.compactMap { key, since in
+                PeerIdentity.deviceSerial(ofSessionKey: key).map { (serial: $0, since: since) }
+            }
+        }
+        return (Array(all.sorted { $0.since > $1.since }.prefix(max(0, limit))), all.count)
     }
 
     /// Ends a session's live connection with `reason`.
@@ -340,7 +354,7 @@ final class Hub: Sendable {
             for (key, json) in stored {
                 guard let snapshot = SessionSnapshot(json: json) else { continue }
                 let policy: AccessPolicy =
-                    key.hasPrefix("device:") ? .device(serial: String(key.dropFirst(7))) : .development
+                    PeerIdentity.deviceSerial(ofSessionKey: key).map { .device(serial: $0) } ?? .development
                 s.broker.register(key, policy: policy)
                 for (filter, subscription) in snapshot.subscriptions {
                     s.broker.restore(key, filter: filter, subscription)
@@ -364,7 +378,7 @@ final class Hub: Sendable {
 
     /// Publishes `command` to the device and waits for its answer, at most `timeout`.
     func command(_ id: String, serial: String, _ command: Publish, timeout: Duration) async -> CommandOutcome {
-        guard isAttached("device:\(serial)") else { return .offline }
+        guard isAttached(PeerIdentity.deviceSessionKey(serial)) else { return .offline }
         let (seconds, attoseconds) = timeout.components
         let nanoseconds = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         let wait = TimeAmount.nanoseconds(

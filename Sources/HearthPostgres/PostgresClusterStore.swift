@@ -65,6 +65,17 @@ extension PostgresStore: ClusterStore {
         }.map { (try DeviceSerial(try $0.string("serial")), try $0.string("node"), try $0.date("since")) }
     }
 
+    public func connectionCounts(aliveSince: Date) async throws -> [String: Int] {
+        let rows = try await db.run {
+            try await $0.rows(
+                """
+                SELECT c.node, count(*) AS n FROM device_connections c JOIN cluster_nodes n ON n.node = c.node
+                WHERE n.seen_at >= ? GROUP BY c.node
+                """, [millis(aliveSince)])
+        }
+        return try Dictionary(uniqueKeysWithValues: rows.map { (try $0.string("node"), try $0.int("n")) })
+    }
+
     public func relay(_ c: RelayedCommand, to node: String) async throws {
         try await db.run { sql in
             try await sql.execute(

@@ -42,6 +42,8 @@ public protocol ClusterStore: Sendable {
     /// The live connections of nodes alive at or after `aliveSince`, for the operator console (at
     /// most `limit`, newest first).
     func connections(aliveSince: Date, limit: Int) async throws -> [(serial: DeviceSerial, node: String, since: Date)]
+    /// How many live connections each node alive at or after `aliveSince` holds.
+    func connectionCounts(aliveSince: Date) async throws -> [String: Int]
 
     /// Queues a command for the node holding the device.
     func relay(_ command: RelayedCommand, to node: String) async throws

@@ -575,6 +575,43 @@ import Testing
             #expect(try await stored(fixture, device.serial) == [1, 4])
         }
     }
+
+    /// What the operator's console lists: each device connected now, since when, newest first, the
+    /// count however short the list, and nothing once they have gone.
+    @Test func theGatewayListsItsLiveDeviceConnections() async throws {
+        guard let (_, sub) = try tools() else { return }
+        let fixture = try await DeviceFixture()
+        let (thermostat, lock) = (fixture.thermostats[0], fixture.locks[0])
+        try await fixture.withGateway { gateway, port, _ in
+            #expect(await gateway.connections(limit: 10) == LiveConnections())
+            let before = Date().addingTimeInterval(-1)
+            var subscribers: [ChildProcess] = []
+            defer { for s in subscribers { s.signal(SIGKILL) } }
+            for device in [thermostat, lock] {
+                let s = try ChildProcess.lineBuffered(
+                    sub,
+                    fixture.tlsArguments(device, port: port) + [
+                        "-d", "-V", "mqttv5", "-q", "1", "-t", "devices/\(device.serial)/commands/#",
+                    ])
+                subscribers.append(s)
+                #expect(try await s.waitForSubscription(), "\(s.text)")
+            }
+            let live = await gateway.connections(limit: 10)
+            #expect(live.newest.map(\.serial) == [lock.serial, thermostat.serial], "newest first")
+            #expect(live.newest.allSatisfy { $0.node == nil && $0.since >= before && $0.since <= Date() })
+            #expect(live.perNode == [nil: 2])
+            let short = await gateway.connections(limit: 1)
+            #expect(short.newest.map(\.serial) == [lock.serial] && short.perNode == [nil: 2], "the count is all")
+            #expect(await gateway.connections(limit: -5).newest.isEmpty, "a negative limit lists none")
+            for s in subscribers { s.signal(SIGKILL) }
+            var left = live
+            for _ in 0..<200 where !left.perNode.isEmpty {
+                try await Task.sleep(for: .milliseconds(50))
+                left = await gateway.connections(limit: 10)
+            }
+            #expect(left == LiveConnections(), "gone once they leave")
+        }
+    }
 }
 
 /// The update channel's edge for gateway tests: the real report parser, a recorded list.

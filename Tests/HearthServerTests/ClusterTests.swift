@@ -70,6 +70,24 @@ import Testing
             return String(node.text[match].dropFirst("mqtts://".count))
         }
 
+        /// Makes the operator through the one-time set-up link `node` printed (the node started last:
+        /// each node that finds no operator issues a link, and the newest replaces the others), and
+        /// signs them in on `node`: the console's session cookie.
+        func operatorCookie(_ node: HearthProcess) throws -> [String] {
+            let link = try #require(node.text.components(separatedBy: "\n").first { $0.contains("/setup/") })
+            let token = try #require(link.components(separatedBy: "/setup/").last?.trimmingCharacters(in: .whitespaces))
+            let account = #"{"email":"op@example.com","password":"operator passphrase that is long"}"#
+            let setup = #"{"token":"\#(token)","email":"op@example.com","password":"operator passphrase that is long"}"#
+            let made = try call(node, "/api/v1/setup", Self.json + ["-d", setup])
+            #expect(made.hasSuffix("201"), "\(made)")
+            let session = try call(node, "/api/v1/sessions", Self.json + ["-d", account])
+            let bearer = try #require(session.components(separatedBy: #""token":""#).last?.prefix(43))
+            return ["-H", "cookie: __Host-hearth_session=\(bearer)"]
+        }
+
+        /// The node id `node` shows in the console (host/pid/random): its pid part.
+        static func nodeID(_ node: HearthProcess) -> String { "/\(node.process.processIdentifier)/" }
+
         static let json = ["-H", "content-type: application/json"]
         static let credentials = #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#
 
@@ -198,6 +216,21 @@ import Testing
             let onA = try device(on: a)
             defer { onA.signal(SIGKILL) }
             #expect(try await onA.wait(for: "connected (MQTT"), "\(onA.text)")
+            // Every node's console shows which node holds the device.
+            let console = try c.operatorCookie(b)
+            func connections(_ node: HearthProcess) async throws -> String {
+                var page = ""
+                for _ in 0..<50 {
+                    page = try c.call(node, "/console/connections", console)
+                    if page.contains(serial) { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                return page
+            }
+            let seenOnB = try await connections(b)
+            #expect(seenOnB.hasSuffix("200") && seenOnB.contains("1 device connected"), "\(seenOnB.suffix(2000))")
+            let row = seenOnB.components(separatedBy: "/console/devices/\(serial)").dropFirst().first ?? ""
+            #expect(row.prefix(400).contains(Cluster.nodeID(a)), "held by A, seen from B: \(row.prefix(400))")
             var answered = ""
             for _ in 0..<50 where !answered.hasSuffix("200") {
                 answered = try c.call(b, commands, lockCommand)
@@ -212,6 +245,18 @@ import Testing
             #expect(try await onB.wait(for: "connected (MQTT"), "\(onB.text)")
             #expect(try await onA.wait(for: "disconnected", timeout: 10), "A closed the old connection: \(onA.text)")
             #expect(onA.text.contains("0x8E"), "session taken over: \(onA.text)")
+            var seenOnA = ""
+            for _ in 0..<50 {
+                seenOnA = try c.call(a, "/console/connections", console)
+                let row = seenOnA.components(separatedBy: "/console/devices/\(serial)").dropFirst().first ?? ""
+                if row.prefix(400).contains(Cluster.nodeID(b)) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(
+                seenOnA.contains("1 device connected")
+                    && (seenOnA.components(separatedBy: "/console/devices/\(serial)").dropFirst().first ?? "")
+                        .prefix(400).contains(Cluster.nodeID(b)),
+                "moved to B, seen from A: \(seenOnA.suffix(2000))")
             onA.signal(SIGKILL)
             _ = try await onA.waitForExit()
             let unlock = try c.call(a, commands, Cluster.json + bearer + ["-d", #"{"name":"unlock"}"#])

@@ -34,7 +34,8 @@ struct ConsolePages {
     }
 
     static let sections = [
-        ("/console", "Fleet"), ("/console/alerts", "Alerts"), ("/console/models", "Models"),
+        ("/console", "Fleet"), ("/console/connections", "Connections"), ("/console/alerts", "Alerts"),
+        ("/console/models", "Models"),
         ("/console/rollouts", "Rollouts"),
         ("/console/reports", "Disclosure"), ("/console/audit", "Audit log"),
     ]
@@ -443,6 +444,39 @@ struct ConsolePages {
                         refused: ("advisory", error, sent)),
                     status: ErrorMiddleware.status(for: error.code == .notFound ? .invalidInput : error.code))
             }
+        }
+
+        // Who is connected where: the count on each node, and the newest connections.
+        router.get("/console/connections") { request, _ in
+            guard let identity = try await requireOperator(request) else { return Pages.redirect("/signin") }
+            let live = try await hearth.liveConnections(limit: Self.pageSize * 2, by: identity)
+            func name(_ node: String?) -> String {
+                guard let node else { return "This node" }
+                return node == Node.id ? "\(node) (this node)" : node
+            }
+            let total = live.perNode.values.reduce(0, +)
+            let facts = live.perNode.sorted { ($0.key ?? "") < ($1.key ?? "") }.map {
+                Fact(term: name($0.key), detail: "\($0.value) device\($0.value == 1 ? "" : "s") connected")
+            }
+            let rows = live.newest.map { c in
+                Self.row([
+                    Cell(
+                        column: "Serial", text: c.serial.rawValue, href: "/console/devices/\(c.serial.rawValue)"),
+                    Cell(column: "Node", text: name(c.node)),
+                    Cell(column: "Connected since", text: Pages.when(c.since)),
+                ])
+            }
+            return render(
+                identity, "Connections",
+                Self.page(
+                    "Connections", section: "/console/connections",
+                    [
+                        "facts": facts,
+                        "count": total == 0
+                            ? "No device is connected."
+                            : "\(total) device\(total == 1 ? "" : "s") connected; the newest \(rows.count) below.",
+                        "columns": ["Serial", "Node", "Connected since"], "rows": rows,
+                    ]))
         }
 
         // The audit log and its verification.

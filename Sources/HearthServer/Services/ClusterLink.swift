@@ -201,6 +201,27 @@ extension ClusterLink: DeviceQuarantining, DevicePolicyChannel, DeviceDisconnect
         await control("$rekey", ["id": .string(id)], serial)
     }
 
+    /// Every alive node's connections, from the shared table (each node records its own); this
+    /// node's own list if the database cannot be read.
+    public func connections(limit: Int) async -> LiveConnections {
+        let aliveSince = Date().addingTimeInterval(-Self.aliveWithin)
+        do {
+            async let newest = store.connections(aliveSince: aliveSince, limit: limit)
+            async let counts = store.connectionCounts(aliveSince: aliveSince)
+            return LiveConnections(
+                newest: try await newest.map {
+                    LiveConnections.Connection(serial: $0.serial, node: $0.node, since: $0.since)
+                },
+                perNode: Dictionary(uniqueKeysWithValues: try await counts.map { (Optional($0.key), $0.value) }))
+        } catch {
+            logger.warning("could not read the cluster's connections", metadata: ["error": "\(error)"])
+            var here = await (local as? any DevicePresence)?.connections(limit: limit) ?? LiveConnections()
+            here.newest = here.newest.map { LiveConnections.Connection(serial: $0.serial, node: node, since: $0.since) }
+            here.perNode = here.perNode.values.first.map { [node: $0] } ?? [:]
+            return here
+        }
+    }
+
     /// Connected here, or to another node that is alive.
     public func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial> {
         var here = await (local as? any DevicePresence)?.connected(serials) ?? []

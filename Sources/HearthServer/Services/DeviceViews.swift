@@ -50,6 +50,14 @@ extension Hearth {
         return await presence.connected(serials)
     }
 
+    /// The devices connected now, on which node and since when (operators only): the newest
+    /// `limit` and the count per node. Empty when this process runs no gateway.
+    public func liveConnections(limit: Int, by identity: Identity) async throws -> LiveConnections {
+        guard identity.role == .operator else { throw HearthError(.forbidden, "this needs the operator role") }
+        guard let presence = commands as? any DevicePresence else { return LiveConnections() }
+        return await presence.connections(limit: limit)
+    }
+
     /// Numeric readings' history for charts: slices of `slice` seconds over the `seconds` before now.
     /// Slices that ended more than a minute ago are settled (a reading is stamped when the gateway
     /// receives it, and committed within that minute), so the store may keep them.
