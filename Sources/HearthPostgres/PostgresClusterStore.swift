@@ -32,6 +32,18 @@ extension PostgresStore: ClusterStore {
         }
     }
 
+    public func held(_ serials: [DeviceSerial], aliveSince: Date) async throws -> Set<DeviceSerial> {
+        guard !serials.isEmpty else { return [] }
+        let rows = try await db.run {
+            try await $0.rows(
+                """
+                SELECT c.serial FROM device_connections c JOIN cluster_nodes n ON n.node = c.node
+                WHERE c.serial = ANY(?) AND n.seen_at >= ?
+                """, [TextArray(serials.map(\.rawValue)), millis(aliveSince)])
+        }
+        return Set(try rows.map { try DeviceSerial(try $0.string("serial")) })
+    }
+
     public func holder(_ serial: DeviceSerial, aliveSince: Date) async throws -> (node: String, since: Date)? {
         guard
             let row = try await db.run({

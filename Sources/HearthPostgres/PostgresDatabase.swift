@@ -241,6 +241,12 @@ extension Int64: SQLValue { public func bind(_ b: inout PostgresBindings) { b.ap
 extension Double: SQLValue { public func bind(_ b: inout PostgresBindings) { b.append(self) } }
 extension Bool: SQLValue { public func bind(_ b: inout PostgresBindings) { b.append(self) } }
 extension Data: SQLValue { public func bind(_ b: inout PostgresBindings) { b.append(ByteBuffer(bytes: self)) } }
+/// A text array as one value, for `= ANY(?)`.
+public struct TextArray: SQLValue {
+    public let values: [String]
+    public init(_ values: [String]) { self.values = values }
+    public func bind(_ b: inout PostgresBindings) { b.append(values) }
+}
 extension Optional: SQLValue where Wrapped: SQLValue {
     public func bind(_ b: inout PostgresBindings) {
         if let value = self { value.bind(&b) } else { b.appendNull() }

@@ -161,22 +161,6 @@ extension PostgresStore: UpdateStore {
         }.map(Self.event)
     }
 
-    public func latestEvents(target: String, since: Date) async throws -> [DeviceSerial: UpdateEventRecord] {
-        let rows = try await read {
-            try await $0.rows(
-                """
-                SELECT DISTINCT ON (serial) * FROM update_events WHERE target = ? AND at >= ?
-                ORDER BY serial, id DESC
-                """, [target, millis(since)])
-        }
-        var out: [DeviceSerial: UpdateEventRecord] = [:]
-        for row in rows {
-            let e = try Self.event(row)
-            out[e.serial] = e
-        }
-        return out
-    }
-
     public func latestEvent(_ serial: DeviceSerial, target: String, since: Date) async throws -> UpdateEventRecord? {
         try await read {
             try await $0.row(

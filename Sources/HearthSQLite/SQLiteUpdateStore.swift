@@ -189,23 +189,6 @@ extension SQLiteStore: UpdateStore {
         }
     }
 
-    public func latestEvents(target: String, since: Date) async throws -> [DeviceSerial: UpdateEventRecord] {
-        try await pool.read { db in
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT e.* FROM update_events e
-                    JOIN (SELECT serial, MAX(id) AS id FROM update_events WHERE target = ? AND at >= ? GROUP BY serial) latest ON e.id = latest.id
-                    """, arguments: [target, millis(since)])
-            var out: [DeviceSerial: UpdateEventRecord] = [:]
-            for row in rows {
-                let e = try Self.event(row)
-                out[e.serial] = e
-            }
-            return out
-        }
-    }
-
     public func latestEvent(_ serial: DeviceSerial, target: String, since: Date) async throws -> UpdateEventRecord? {
         try await pool.read { db in
             try Row.fetchOne(

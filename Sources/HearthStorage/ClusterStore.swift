@@ -36,6 +36,8 @@ public protocol ClusterStore: Sendable {
     /// The node holding the device's connection, and since when, if that node was alive at or
     /// after `aliveSince` (a node that died holds nothing).
     func holder(_ serial: DeviceSerial, aliveSince: Date) async throws -> (node: String, since: Date)?
+    /// Which of `serials` a node alive at or after `aliveSince` holds (one query for a page of devices).
+    func held(_ serials: [DeviceSerial], aliveSince: Date) async throws -> Set<DeviceSerial>
     /// Devices connected to another node than `node` at or after `since`: connections `node`
     /// holds for them were taken over.
     func movedAway(from node: String, since: Date) async throws -> [(serial: DeviceSerial, since: Date)]

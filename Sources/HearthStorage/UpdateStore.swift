@@ -120,8 +120,6 @@ public protocol UpdateStore: Sendable {
     func appendUpdateEvent(_ event: UpdateEventRecord) async throws -> Bool
     /// A device's reports, newest first.
     func updateEvents(_ serial: DeviceSerial, limit: Int) async throws -> [UpdateEventRecord]
-    /// Each device's latest report about `target` made at or after `since`, by serial.
-    func latestEvents(target: String, since: Date) async throws -> [DeviceSerial: UpdateEventRecord]
     /// One device's latest report about `target` made at or after `since`.
     func latestEvent(_ serial: DeviceSerial, target: String, since: Date) async throws -> UpdateEventRecord?
 

@@ -93,6 +93,41 @@ import Testing
         }
     }
 
+    /// Who holds which device: the newest connection wins, a node that stopped saying it is alive
+    /// holds nothing, and the console's list and counts and a page's presence agree with that.
+    @Test(.enabled(if: TestPostgres.available)) func connectionsBelongToLiveNodesAndTheNewestWins() async throws {
+        try await TestPostgres.with { db in
+            let store = try await PostgresStore(database: db, sealer: TestSealer())
+            let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+            var rng = SystemRandomNumberGenerator()
+            let (d1, d2, d3) = (
+                DeviceSerial.random(using: &rng), DeviceSerial.random(using: &rng), DeviceSerial.random(using: &rng)
+            )
+            try await store.heartbeat("a", at: t0)
+            try await store.heartbeat("b", at: t0)
+            try await store.connected(d1, node: "a", since: t0)
+            try await store.connected(d2, node: "a", since: t0 + 1)
+            try await store.connected(d3, node: "b", since: t0 + 2)
+            try await store.connected(d1, node: "b", since: t0 + 3)
+            try await store.connected(d2, node: "a", since: t0 - 5)  // older than what is recorded: ignored
+            #expect(try await store.holder(d1, aliveSince: t0)?.node == "b", "the newest connection wins")
+            #expect(try await store.holder(d2, aliveSince: t0)?.node == "a")
+            #expect(try await store.held([d1, d2, d3], aliveSince: t0) == [d1, d2, d3])
+            #expect(try await store.held([], aliveSince: t0) == [])
+            #expect(try await store.connectionCounts(aliveSince: t0) == ["a": 1, "b": 2])
+            #expect(try await store.connections(aliveSince: t0, limit: 2).map(\.serial) == [d1, d3], "newest first")
+            #expect(try await store.connections(aliveSince: t0, limit: -1).isEmpty)
+            try await store.disconnected(d1, node: "a", since: t0)  // a's old connection ending changes nothing
+            #expect(try await store.holder(d1, aliveSince: t0)?.node == "b")
+            // Only b keeps saying it is alive.
+            try await store.heartbeat("b", at: t0 + 10)
+            #expect(try await store.held([d1, d2, d3], aliveSince: t0 + 5) == [d1, d3], "a dead node holds nothing")
+            #expect(try await store.connectionCounts(aliveSince: t0 + 5) == ["b": 2])
+            try await store.disconnected(d3, node: "b", since: t0 + 2)
+            #expect(try await store.held([d3], aliveSince: t0 + 5) == [])
+        }
+    }
+
     @Test func anUnreachableDatabaseIsAClearError() async throws {
         // Port 1: nothing listens there.
         let location = try PostgresLocation(parsing: "postgres://hearth@127.0.0.1:1/hearth?sslmode=disable")

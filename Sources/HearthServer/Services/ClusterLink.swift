@@ -224,11 +224,10 @@ extension ClusterLink: DeviceQuarantining, DevicePolicyChannel, DeviceDisconnect
 
     /// Connected here, or to another node that is alive.
     public func connected(_ serials: [DeviceSerial]) async -> Set<DeviceSerial> {
-        var here = await (local as? any DevicePresence)?.connected(serials) ?? []
+        let here = await (local as? any DevicePresence)?.connected(serials) ?? []
+        let elsewhere = serials.filter { !here.contains($0) }
+        guard !elsewhere.isEmpty else { return here }
         let aliveSince = Date().addingTimeInterval(-Self.aliveWithin)
-        for serial in serials where !here.contains(serial) {
-            if (try? await store.holder(serial, aliveSince: aliveSince)) != nil { here.insert(serial) }
-        }
-        return here
+        return here.union((try? await store.held(elsewhere, aliveSince: aliveSince)) ?? [])
     }
 }
