@@ -7,6 +7,7 @@
 #   bash scripts/postgres.sh deployment NAME  make role NAME (login, no superuser, no CREATEDB, no
 #                                             CREATEROLE) owning database NAME; prints the --database
 #                                             address and the password file for `hearth serve`
+#   bash scripts/postgres.sh stop | start      stop (fast) or start the local cluster
 #   bash scripts/postgres.sh two-nodes [DATA]  the deployment "hearth" and two `hearth serve` nodes on
 #                                             loopback sharing it and the data folder DATA (default
 #                                             hearth-data): HTTPS 8443 and 8444, MQTT 8883 and 8884;
@@ -104,8 +105,18 @@ SQL
     done
     wait
     ;;
+  stop)
+    # For the test that stops the database under load (DatabaseRestartTests): a fast shutdown, as
+    # an operator's restart or a failover does.
+    read -r version cluster port _ < <(pg_lsclusters -h | head -1)
+    echo "postgres.sh: stopping PostgreSQL $version/$cluster" >&2
+    pg_ctlcluster "$version" "$cluster" stop -m fast >&2
+    ;;
+  start)
+    start
+    ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -51,7 +51,9 @@ import Testing
                     "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
                     "--mqtt-listen", "127.0.0.1:0",
                 ] + database + extra)
+            // The HTTPS banner and the MQTT listener's line, in either order.
             #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
+            #expect(try await server.wait(for: "mqtts://"), "\(server.text)")
             return server
         }
 
