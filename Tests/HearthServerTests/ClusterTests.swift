@@ -87,6 +87,20 @@ import Testing
             return ["-H", "cookie: __Host-hearth_session=\(bearer)"]
         }
 
+        /// The sequence numbers of the readings stored for `serial`, opened as a node opens them.
+        func storedSequences(_ serial: String) async throws -> [Int64] {
+            let folder = try DataFolder.open(path: data)
+            return try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) {
+                db in
+                let main = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
+                let telemetry = try await PostgresTelemetryStore(
+                    database: db, keys: DataKeys(store: main, kek: folder.kek))
+                return try await telemetry.readings(
+                    try DeviceSerial(serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000
+                ).map(\.reading.sequence)
+            }
+        }
+
         /// The node id `node` shows in the console (host/pid/random): its pid part.
         static func nodeID(_ node: HearthProcess) -> String { "/\(node.process.processIdentifier)/" }
 
@@ -321,21 +335,13 @@ import Testing
                 resent.count == payloads.count && resent.allSatisfy { $0 == 0 },
                 "B takes them all: \(Dictionary(grouping: resent, by: { $0 ?? -1 }).mapValues(\.count))")
 
-            let folder = try DataFolder.open(path: c.data)
-            try await PostgresDatabase.with(try PostgresLocation(parsing: c.address), password: try c.password) { db in
-                let main = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
-                let telemetry = try await PostgresTelemetryStore(
-                    database: db, keys: DataKeys(store: main, kek: folder.kek))
-                let stored = try await telemetry.readings(
-                    try DeviceSerial(serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000
-                ).map(\.reading.sequence)
-                #expect(
-                    taken.isSubset(of: Set(stored)),
-                    "acknowledged by A but lost: \(taken.subtracting(stored).sorted().prefix(20))")
-                #expect(
-                    stored.count == payloads.count && Set(stored) == Set(1...Int64(payloads.count)),
-                    "each once: \(stored.count)")
-            }
+            let stored = try await c.storedSequences(serial)
+            #expect(
+                taken.isSubset(of: Set(stored)),
+                "acknowledged by A but lost: \(taken.subtracting(stored).sorted().prefix(20))")
+            #expect(
+                stored.count == payloads.count && Set(stored) == Set(1...Int64(payloads.count)),
+                "each once: \(stored.count)")
         }
     }
 }

@@ -109,21 +109,13 @@ import Testing
                 "the resend is taken: \(Dictionary(grouping: resent, by: { $0 ?? -1 }).mapValues(\.count))")
 
             step("resent")
-            let folder = try DataFolder.open(path: c.data)
-            try await PostgresDatabase.with(try PostgresLocation(parsing: c.address), password: try c.password) { db in
-                let main = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
-                let telemetry = try await PostgresTelemetryStore(
-                    database: db, keys: DataKeys(store: main, kek: folder.kek))
-                let stored = try await telemetry.readings(
-                    try DeviceSerial(serial), from: .distantPast, to: .distantFuture, after: nil, limit: 100_000
-                ).map(\.reading.sequence)
-                #expect(
-                    taken.isSubset(of: Set(stored)),
-                    "acknowledged but lost: \(taken.subtracting(stored).sorted().prefix(20))")
-                #expect(
-                    stored.count == payloads.count && Set(stored) == Set(1...Int64(payloads.count)),
-                    "each once: \(stored.count)")
-            }
+            let stored = try await c.storedSequences(serial)
+            #expect(
+                taken.isSubset(of: Set(stored)),
+                "acknowledged but lost: \(taken.subtracting(stored).sorted().prefix(20))")
+            #expect(
+                stored.count == payloads.count && Set(stored) == Set(1...Int64(payloads.count)),
+                "each once: \(stored.count)")
         }
     }
 }
