@@ -101,6 +101,15 @@ import Testing
             }
         }
 
+        /// Every reading acknowledged is stored, and each of the `sent` readings is stored once.
+        func expectKeptOnce(_ serial: String, acknowledged: Set<Int64>, sent: Int) async throws {
+            let stored = try await storedSequences(serial)
+            #expect(
+                acknowledged.isSubset(of: Set(stored)),
+                "acknowledged but lost: \(acknowledged.subtracting(stored).sorted().prefix(20))")
+            #expect(stored.count == sent && Set(stored) == Set(1...Int64(sent)), "each once: \(stored.count)")
+        }
+
         /// The node id `node` shows in the console (host/pid/random): its pid part.
         static func nodeID(_ node: HearthProcess) -> String { "/\(node.process.processIdentifier)/" }
 
@@ -335,13 +344,7 @@ import Testing
                 resent.count == payloads.count && resent.allSatisfy { $0 == 0 },
                 "B takes them all: \(Dictionary(grouping: resent, by: { $0 ?? -1 }).mapValues(\.count))")
 
-            let stored = try await c.storedSequences(serial)
-            #expect(
-                taken.isSubset(of: Set(stored)),
-                "acknowledged by A but lost: \(taken.subtracting(stored).sorted().prefix(20))")
-            #expect(
-                stored.count == payloads.count && Set(stored) == Set(1...Int64(payloads.count)),
-                "each once: \(stored.count)")
+            try await c.expectKeptOnce(serial, acknowledged: taken, sent: payloads.count)
         }
     }
 }

@@ -109,13 +109,7 @@ import Testing
                 "the resend is taken: \(Dictionary(grouping: resent, by: { $0 ?? -1 }).mapValues(\.count))")
 
             step("resent")
-            let stored = try await c.storedSequences(serial)
-            #expect(
-                taken.isSubset(of: Set(stored)),
-                "acknowledged but lost: \(taken.subtracting(stored).sorted().prefix(20))")
-            #expect(
-                stored.count == payloads.count && Set(stored) == Set(1...Int64(payloads.count)),
-                "each once: \(stored.count)")
+            try await c.expectKeptOnce(serial, acknowledged: taken, sent: payloads.count)
         }
     }
 }
