@@ -1,53 +1,143 @@
 import Foundation
+import Glibc
 
 /// A child process whose standard output and error are collected while it runs. For tests that
 /// drive real programs: `hearth` itself, curl, openssl, mosquitto's clients.
+///
+/// Started with `posix_spawn`, not Foundation's `Process`: on Swift 6.3.1 `Process.run()` crashes
+/// now and then (swift-corelibs-foundation #5472, an over-read while it lists open descriptors),
+/// and one crash ends a whole suite. The child gets /dev/null as standard input, the default
+/// action for every signal, an empty signal mask, and no descriptor of the test process but its
+/// output pipes.
 public final class ChildProcess: @unchecked Sendable {
-    public let process = Process()
+    public let processIdentifier: pid_t
     private let lock = NSLock()
-    private var collected = Data()
-    private var collectedErrors = Data()
+    private var collected: [UInt8] = []
+    private var collectedErrors: [UInt8] = []
+    /// The wait status once the child is reaped.
+    private var waitStatus: Int32?
+    /// Pipes still being read (the last output is in only once they are done).
+    private var openPipes = 0
 
     /// Starts `executable`; its standard error joins its output in ``text`` unless `separateErrors`,
     /// then it is in ``errorText`` alone.
     public init(
         _ executable: URL, _ arguments: [String], separateErrors: Bool = false, environment: [String: String] = [:]
     ) throws {
-        process.executableURL = executable
-        process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let output = try Self.pipe()
+        let errors = separateErrors ? try Self.pipe() : nil
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output.write, 1)
+        posix_spawn_file_actions_adddup2(&actions, errors?.write ?? output.write, 2)
+        Self.closeFrom(3, &actions)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
+        let argv = ([executable.path] + arguments).map { strdup($0) } + [nil]
+        let envp = variables.map { strdup($0) } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        var pid = pid_t()
+        let result = posix_spawn(&pid, executable.path, &actions, &attributes, argv, envp)
+        close(output.write)
+        if let errors { close(errors.write) }
+        guard result == 0 else {
+            close(output.read)
+            if let errors { close(errors.read) }
+            throw SpawnFailed(description: "\(executable.path): \(String(cString: strerror(result)))")
         }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        collect(pipe, errors: false)
-        if separateErrors {
-            let errors = Pipe()
-            process.standardError = errors
-            collect(errors, errors: true)
-        } else {
-            process.standardError = pipe
-        }
-        try process.run()
+        processIdentifier = pid
+        collect(output.read, errors: false)
+        if let errors { collect(errors.read, errors: true) }
     }
 
-    /// Appends what `pipe` delivers, as it arrives, to the output or (`errors`) the error text.
-    private func collect(_ pipe: Pipe, errors: Bool) {
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
-            self.lock.withLock {
-                if errors { self.collectedErrors.append(data) } else { self.collected.append(data) }
+    public convenience init(_ path: String, _ arguments: [String]) throws {
+        try self.init(URL(fileURLWithPath: path), arguments)
+    }
+
+    private static func pipe() throws -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [0, 0]
+        guard Glibc.pipe(&fds) == 0 else { throw SpawnFailed(description: "pipe: \(String(cString: strerror(errno)))") }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return (fds[0], fds[1])
+    }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc
+    /// module does not declare: the child keeps no other descriptor of ours (another child's pipe
+    /// would otherwise stay open, and its reader would never see the end).
+    private static func closeFrom(_ fd: Int32, _ actions: inout posix_spawn_file_actions_t) {
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        else { return }
+        _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, fd)
+    }
+
+    /// Reads `fd` on its own thread until the child (and any process it handed the pipe to) closes it.
+    private func collect(_ fd: Int32, errors: Bool) {
+        lock.withLock { openPipes += 1 }
+        let thread = Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count < 0, errno == EINTR { continue }
+                guard count > 0 else { break }
+                lock.withLock {
+                    if errors {
+                        collectedErrors += buffer[..<count]
+                    } else {
+                        collected += buffer[..<count]
+                    }
+                }
             }
+            close(fd)
+            lock.withLock { openPipes -= 1 }
+        }
+        thread.start()
+    }
+
+    /// Reaps the child if it has ended; the caller holds `lock`.
+    private func reap() {
+        guard waitStatus == nil else { return }
+        var status: Int32 = 0
+        let result = waitpid(processIdentifier, &status, WNOHANG)
+        if result == processIdentifier {
+            waitStatus = status
+        } else if result < 0, errno == ECHILD {
+            waitStatus = -1
+        }
+    }
+
+    public var isRunning: Bool {
+        lock.withLock {
+            reap()
+            return waitStatus == nil
+        }
+    }
+
+    /// Whether it ended by exiting (not by a signal); false while it runs.
+    public var exited: Bool { lock.withLock { waitStatus.map { $0 >= 0 && $0 & 0x7f == 0 } ?? false } }
+
+    /// Its exit code, or the signal that ended it (as Foundation's `Process` reports them).
+    private var terminationStatus: Int32 {
+        lock.withLock {
+            guard let status = waitStatus, status >= 0 else { return -1 }
+            return status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
         }
     }
 
     /// Standard error so far, when it was asked for apart.
     public var errorText: String { lock.withLock { String(decoding: collectedErrors, as: UTF8.self) } }
-
-    public convenience init(_ path: String, _ arguments: [String]) throws {
-        try self.init(URL(fileURLWithPath: path), arguments)
-    }
 
     /// Everything printed so far.
     public var text: String { lock.withLock { String(decoding: collected, as: UTF8.self) } }
@@ -58,8 +148,8 @@ public final class ChildProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if text.contains(marker) { return true }
-            if !process.isRunning {
-                try await Task.sleep(for: .milliseconds(50))
+            if !isRunning {
+                await outputDrained()
                 return text.contains(marker)
             }
             try await Task.sleep(for: .milliseconds(50))
@@ -67,21 +157,38 @@ public final class ChildProcess: @unchecked Sendable {
         return false
     }
 
+    /// Waits (at most a second) until the pipes are read to their end, after the child exited.
+    private func outputDrained() async {
+        for _ in 0..<100 where lock.withLock({ openPipes > 0 }) { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
     /// The exit status, or nil if it is still running after `timeout` (then it is terminated).
     public func waitForExit(timeout: TimeInterval = 60) async throws -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        if process.isRunning {
-            process.terminate()
+        while isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if isRunning {
+            signal(SIGTERM)
             return nil
         }
-        try await Task.sleep(for: .milliseconds(50))  // the last output
-        return process.terminationStatus
+        await outputDrained()
+        return terminationStatus
     }
 
-    public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    /// Sends `sig`, unless the child has already been reaped (its id may be another's by then).
+    public func signal(_ sig: Int32) {
+        lock.withLock {
+            reap()
+            if waitStatus == nil { kill(processIdentifier, sig) }
+        }
+    }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    deinit {
+        if waitStatus == nil {
+            kill(processIdentifier, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(processIdentifier, &status, 0)
+        }
+    }
 
     /// Runs a program to completion: its exit status and output.
     public static func run(_ path: String, _ arguments: [String], timeout: TimeInterval = 300) async throws -> (
@@ -91,6 +198,21 @@ public final class ChildProcess: @unchecked Sendable {
         let status = try await child.waitForExit(timeout: timeout) ?? -1
         return (status, child.text)
     }
+
+    /// Runs a short program to completion, blocking the calling thread: its exit status and
+    /// standard output (standard error is dropped). For synchronous helpers only.
+    public static func runBlocking(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let child = try ChildProcess(URL(fileURLWithPath: path), arguments, separateErrors: true)
+        var status: Int32 = 0
+        while waitpid(child.processIdentifier, &status, 0) < 0, errno == EINTR {}
+        child.lock.withLock { child.waitStatus = status }
+        for _ in 0..<100 where child.lock.withLock({ child.openPipes > 0 }) { usleep(10_000) }
+        return (child.terminationStatus, child.text)
+    }
+}
+
+public struct SpawnFailed: Error, CustomStringConvertible {
+    public let description: String
 }
 
 /// The path of a system tool the tests need, or nil to skip. `.ci/run` sets HEARTH_REQUIRE_TOOLS=1,
@@ -129,14 +251,7 @@ public func requiredPython(module: String, package: String) throws -> String? {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
     for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/python3") {
         let python = "\(dir)/python3"
-        let check = Process()
-        check.executableURL = URL(fileURLWithPath: python)
-        check.arguments = ["-c", "import \(module)"]
-        check.standardOutput = FileHandle.nullDevice
-        check.standardError = FileHandle.nullDevice
-        try check.run()
-        check.waitUntilExit()
-        if check.terminationStatus == 0 { return python }
+        if try ChildProcess.runBlocking(python, ["-c", "import \(module)"]).status == 0 { return python }
     }
     if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
         throw MissingTool(description: "python3 with \(module) is required by this test: pip install \(package)")

@@ -252,7 +252,7 @@ extension HeavyProcessTests {
                                 } ?? "starting"
                             if commit { phase = "commit (\(child.text.contains("{") ? "done" : "killed"))" }
                             // It ended before the kill.
-                            if exit != nil, child.process.terminationReason == .exit { phase += " [finished]" }
+                            if exit != nil, child.exited { phase += " [finished]" }
                             let (status, after, line) = try await d.boot(serial)
                             #expect(
                                 status == 0 && (after == "1.0.0" || after == "1.1.0"),

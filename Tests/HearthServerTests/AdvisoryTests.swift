@@ -19,21 +19,14 @@ import Testing
             "hearth-\(kind)-\(UUID().uuidString).json")
         try Data(json.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [schemaScript, kind, file.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        if process.terminationStatus == 3 {
+        let (status, output) = try ChildProcess.runBlocking(python, [schemaScript, kind, file.path])
+        if status == 3 {
             if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
                 throw MissingTool(description: output)
             }
             return nil
         }
-        return (process.terminationStatus == 0, output)
+        return (status == 0, output)
     }
 
     static let advisory =

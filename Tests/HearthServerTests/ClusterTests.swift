@@ -111,7 +111,7 @@ import Testing
         }
 
         /// The node id `node` shows in the console (host/pid/random): its pid part.
-        static func nodeID(_ node: HearthProcess) -> String { "/\(node.process.processIdentifier)/" }
+        static func nodeID(_ node: HearthProcess) -> String { "/\(node.processIdentifier)/" }
 
         static let json = ["-H", "content-type: application/json"]
         static let credentials = #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#

@@ -32,16 +32,7 @@ extension ChildProcess {
 
 /// Runs a tool such as curl to completion.
 func runTool(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    try ChildProcess.runBlocking(path, arguments)
 }
 
 func curlPath() throws -> String? { try requiredTool("curl", package: "curl") }
