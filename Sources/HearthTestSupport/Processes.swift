@@ -47,7 +47,7 @@ public final class ChildProcess: @unchecked Sendable {
         let variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
         let argv = ([executable.path] + arguments).map { strdup($0) } + [nil]
         let envp = variables.map { strdup($0) } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
+        defer { for pointer in argv + envp { free(pointer) } }
         var pid = pid_t()
         let result = posix_spawn(&pid, executable.path, &actions, &attributes, argv, envp)
         close(output.write)
