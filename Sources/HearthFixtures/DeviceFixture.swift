@@ -172,6 +172,12 @@ public func jsonLines(_ output: String) -> [[String: JSONValue]] {
     }
 }
 
+/// The reason code of the CONNACK the paho script printed. Not simply its first line: paho
+/// reports a DISCONNECT from its network thread, which can print before the CONNACK line.
+public func connackCode(_ lines: [[String: JSONValue]]) -> JSONValue? {
+    lines.lazy.compactMap { $0["connack"] }.first
+}
+
 public struct GatewayDidNotStart: Error, CustomStringConvertible {
     public var description: String { "the gateway stopped before it listened" }
 }

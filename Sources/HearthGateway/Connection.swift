@@ -325,6 +325,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             parts.retainPolicy(admitted.serial, admitted.policy)
             watch = parts.watchers.box(admitted.serial)
             parts.watchers.observe(watch, .connected(source: source))
+        case .failure(let why) where why.unavailable:
+            // The store is down (a database restart): like a failing commit, come back later.
+            logger.warning("device store unavailable; the device is told to come back later")
+            start(identity: .development, device: nil, refusal: (.serverBusy, TelemetryIngest.backOff))
         case .failure(let why):
             if let serial = why.serial { parts.watchers.observe(serial, .handshakeFailed(source: source)) }
             // Refused with CONNACK 0x87 when it sends CONNECT (so the device learns why), and

@@ -423,6 +423,9 @@ final class Authenticator: Sendable {
         /// The serial its certificate named, when it named one the deployment knows (the
         /// identity was tried: monitoring counts it against that device).
         var serial: DeviceSerial?
+        /// The store could not say (it is down): not the device's fault, so it is told to come
+        /// back later (CONNACK 0x89 with retry-after), not refused.
+        var unavailable = false
     }
 
     let store: (any HearthStore)?
@@ -476,7 +479,7 @@ final class Authenticator: Sendable {
             context.quarantine = policies.quarantine(serial) ?? record.quarantine?.reason
             return .success(context)
         } catch {
-            return .failure(Refused(description: "device store unavailable"))
+            return .failure(Refused(description: "device store unavailable", unavailable: true))
         }
     }
 }

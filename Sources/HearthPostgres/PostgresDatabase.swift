@@ -3,6 +3,7 @@ import HearthCore
 import Logging
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// Where a deployment's PostgreSQL is: `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=…&sslrootcert=FILE]`.
 ///
@@ -108,10 +109,25 @@ public final class PostgresDatabase: Sendable {
     let client: PostgresClient
     let logger: Logger
     public let location: PostgresLocation
+    /// How long a request waits for a connection of the pool. While the database is down (a
+    /// restart, a failover) the pool keeps trying to reach it, and a request would wait with it:
+    /// a commit would hold its readings unacknowledged with no word to the device, and `/readyz`
+    /// would not answer. Past this the request fails as `.unavailable` (devices are told to back
+    /// off, `/readyz` answers 503). A query on a connection already held is not cut short: a
+    /// server that goes away ends it at once.
+    let connectWithin: Duration
+    /// How long one request (``run(within:_:)``, ``transaction(serialised:within:_:)``) may take
+    /// unless it says otherwise; past it, its connection is closed and it fails as `.unavailable`.
+    let answerWithin: Duration
 
-    init(client: PostgresClient, location: PostgresLocation, logger: Logger) {
+    init(
+        client: PostgresClient, location: PostgresLocation, connectWithin: Duration, answerWithin: Duration,
+        logger: Logger
+    ) {
         self.client = client
         self.location = location
+        self.connectWithin = connectWithin
+        self.answerWithin = answerWithin
         self.logger = logger
     }
 
@@ -119,13 +135,16 @@ public final class PostgresDatabase: Sendable {
     /// Fails with a clear error when the database cannot be reached or refuses the sign-in.
     public static func with<T>(
         _ location: PostgresLocation, password: String?, maximumConnections: Int = 20,
-        reachWithin: Duration = .seconds(10), logger: Logger = Logger(label: "hearth.postgres"),
+        reachWithin: Duration = .seconds(10), connectWithin: Duration = .seconds(5),
+        answerWithin: Duration = .seconds(60), logger: Logger = Logger(label: "hearth.postgres"),
         _ body: (PostgresDatabase) async throws -> T
     ) async throws -> T {
         var configuration = try location.configuration(password: password)
         configuration.options.maximumConnections = max(1, maximumConnections)
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let database = PostgresDatabase(client: client, location: location, logger: logger)
+        let database = PostgresDatabase(
+            client: client, location: location, connectWithin: connectWithin, answerWithin: answerWithin,
+            logger: logger)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }
@@ -170,22 +189,191 @@ public final class PostgresDatabase: Sendable {
         _ = try await client.query("SELECT 1", logger: logger).collect()
     }
 
-    /// A statement or query on any connection of the pool (its own transaction).
-    public func run<T: Sendable>(_ body: (SQL) async throws -> T) async throws -> T {
-        try await Self.mapping { try await body(SQL(target: .client(client), logger: logger)) }
+    /// Statements or queries on one connection of the pool, each its own transaction, finished
+    /// `within` (``answerWithin`` unless given).
+    public func run<T: Sendable>(within: Duration? = nil, _ body: @escaping @Sendable (SQL) async throws -> T)
+        async throws -> T
+    {
+        try await Self.mapping {
+            try await withConnection(within: within ?? answerWithin) { [logger] connection in
+                try await body(SQL(target: .connection(connection), logger: logger))
+            }
+        }
+    }
+
+    /// Runs `body` with a connection of the pool. Fails as `.unavailable` when no connection is
+    /// had within ``connectWithin`` (then `body` never starts), or when `body` has not finished
+    /// `within` after the call: then its connection is closed and the call returns at once.
+    ///
+    /// Why not simply wait: a query on a connection whose server stopped does not always end
+    /// (seen on PostgreSQL's fast shutdown: an INSERT in flight was neither answered nor failed,
+    /// and closing its connection did not end it either). One such commit would hold the
+    /// telemetry writer, and every reading behind it, for ever. So `body` runs in a task of its
+    /// own (the one unstructured task in Hearth's storage), which an overdue call abandons
+    /// instead of awaiting; it is cancelled with the call.
+    func withConnection<T: Sendable>(
+        within: Duration, _ body: @Sendable @escaping (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let lease = Lease()
+        let outcome = Outcome<T>()
+        let connectWithin = min(connectWithin, within)
+        let operation = Task { [client] in
+            do {
+                outcome.deliver(
+                    .success(
+                        try await client.withConnection { connection in
+                            guard lease.start(connection) else { throw CancellationError() }
+                            defer { lease.finish() }
+                            return try await body(connection)
+                        }))
+            } catch {
+                outcome.deliver(.failure(error))
+            }
+        }
+        defer { if !lease.finished { operation.cancel() } }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await outcome.value() }
+            group.addTask { [logger] in
+                try await Task.sleep(for: connectWithin)
+                guard !lease.expire() else { return nil }
+                try await Task.sleep(for: within - connectWithin)
+                if let connection = lease.overdue() {
+                    logger.warning(
+                        "closing a database connection that did not answer in time",
+                        metadata: ["within": "\(within.components.seconds) s"])
+                    let _: EventLoopFuture<Void> = connection.close()  // not awaited: it may hang too
+                }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+                switch lease.ending {
+                case .expired:
+                    throw HearthError(
+                        .unavailable, "the database gave no connection within \(connectWithin.components.seconds) s")
+                case .overdue:
+                    throw HearthError(.unavailable, "no answer from the database within \(within.components.seconds) s")
+                default: continue
+                }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// What one operation's task delivers, awaited by the caller until a deadline; the wait (not
+    /// the operation) ends when the caller's task is cancelled.
+    private final class Outcome<T: Sendable>: Sendable {
+        private struct State {
+            var result: Result<T, any Error>?
+            var waiter: CheckedContinuation<T, any Error>?
+            var cancelled = false
+        }
+        private let state = Mutex(State())
+
+        func deliver(_ result: Result<T, any Error>) {
+            let waiter = state.withLock { s in
+                s.result = result
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            waiter?.resume(with: result)
+        }
+
+        func value() async throws -> T {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    let ready = state.withLock { s -> Result<T, any Error>? in
+                        if let result = s.result { return result }
+                        if s.cancelled { return .failure(CancellationError()) }
+                        s.waiter = continuation
+                        return nil
+                    }
+                    if let ready { continuation.resume(with: ready) }
+                }
+            } onCancel: {
+                let waiter = state.withLock { s in
+                    s.cancelled = true
+                    defer { s.waiter = nil }
+                    return s.waiter
+                }
+                waiter?.resume(throwing: CancellationError())
+            }
+        }
+    }
+
+    /// One ``withConnection(within:_:)`` call's progress; each step is taken once, under the lock.
+    private final class Lease: Sendable {
+        enum State {
+            case waiting, expired, done, overdue
+            case running(PostgresConnection)
+        }
+        private let state = Mutex(State.waiting)
+
+        /// The pool gave `connection`: false if the wait had already expired (do not start).
+        func start(_ connection: PostgresConnection) -> Bool {
+            state.withLock { s in
+                guard case .waiting = s else { return false }
+                s = .running(connection)
+                return true
+            }
+        }
+
+        /// The body ended: false if it was overdue (its connection was closed under it).
+        @discardableResult
+        func finish() -> Bool {
+            state.withLock { s in
+                guard case .running = s else { return false }
+                s = .done
+                return true
+            }
+        }
+
+        /// The wait for a connection is over: true if none came.
+        func expire() -> Bool {
+            state.withLock { s in
+                guard case .waiting = s else { return false }
+                s = .expired
+                return true
+            }
+        }
+
+        /// How the wait ended when the body did not deliver: it got no connection, or ran out of time.
+        var ending: State? {
+            state.withLock { s in
+                switch s {
+                case .expired, .overdue: s
+                default: nil
+                }
+            }
+        }
+
+        /// The body ran to its end (nothing left to cancel).
+        var finished: Bool { state.withLock { if case .done = $0 { true } else { false } } }
+
+        /// The body ran out of time: its connection, to close.
+        func overdue() -> PostgresConnection? {
+            state.withLock { s in
+                guard case .running(let connection) = s else { return nil }
+                s = .overdue
+                return connection
+            }
+        }
     }
 
     /// One transaction. `serialised`: first takes the writers' lock, so it runs alone among the
     /// serialised ones across every node (the audit chain's head is read and advanced in it).
-    /// Throwing rolls everything back.
-    public func transaction<T: Sendable>(serialised: Bool = true, _ body: @Sendable (SQL) async throws -> T)
-        async throws -> T
-    {
+    /// Throwing rolls everything back. It must finish `within` (``answerWithin`` unless given).
+    public func transaction<T: Sendable>(
+        serialised: Bool = true, within: Duration? = nil, _ body: @escaping @Sendable (SQL) async throws -> T
+    ) async throws -> T {
         try await Self.mapping {
-            try await client.withTransaction(logger: logger) { connection in
-                let sql = SQL(target: .connection(connection), logger: logger)
-                if serialised { try await sql.execute("SELECT pg_advisory_xact_lock(?)", [Self.writersLock]) }
-                return try await body(sql)
+            try await withConnection(within: within ?? answerWithin) { [logger] connection in
+                try await connection.withTransaction(logger: logger) { connection in
+                    let sql = SQL(target: .connection(connection), logger: logger)
+                    if serialised { try await sql.execute("SELECT pg_advisory_xact_lock(?)", [Self.writersLock]) }
+                    return try await body(sql)
+                }
             }
         }
     }

@@ -64,7 +64,9 @@ public final class PostgresStore: HearthStore {
         }
     }
 
-    func read<T: Sendable>(_ body: (SQL) async throws -> T) async throws -> T { try await db.run(body) }
+    func read<T: Sendable>(_ body: @escaping @Sendable (SQL) async throws -> T) async throws -> T {
+        try await db.run(body)
+    }
 
     // MARK: Accounts
 

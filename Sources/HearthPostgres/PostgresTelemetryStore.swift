@@ -29,6 +29,9 @@ public final class PostgresTelemetryStore: TelemetryStore {
         return ids.isEmpty ? [:] : try await keys.opening(Set(ids))
     }
 
+    /// How long one batch's commit may take (up to 8,192 readings take well under a second).
+    static let commitWithin = Duration.seconds(15)
+
     public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
         let (prepared, keysUsed) = try await ReadingFormat.prepare(readings, keys: keys)
@@ -55,7 +58,8 @@ public final class PostgresTelemetryStore: TelemetryStore {
         }
         let refusalRows = counted.sorted { $0.key < $1.key }.map(\.value)
         let batch = rows
-        return try await db.transaction(serialised: false) { sql in
+        // Devices wait for this commit's PUBACKs: a commit that hangs is given up well before they do.
+        return try await db.transaction(serialised: false, within: Self.commitWithin) { sql in
             var added = 0
             var start = 0
             while start < batch.count {

@@ -45,6 +45,7 @@ def make_client(args, client_id=None, clean=True, expiry=None):
         c.tls_set(ca_certs=args.cafile, certfile=args.cert, keyfile=args.key, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     c._hearth_connected = threading.Event()
     c._hearth_connack = None
+    c._hearth_ended = False
 
     def on_connect(client, userdata, flags, reason_code, properties):
         client._hearth_connack = (reason_code.value if hasattr(reason_code, "value") else int(reason_code), flags.session_present, properties)
@@ -59,6 +60,8 @@ def make_client(args, client_id=None, clean=True, expiry=None):
             if key == "retry-after":
                 line["retryAfter"] = int(value)
         out(line)
+        if line["disconnect"] != 0:
+            client._hearth_ended = True  # by the server: no acknowledgement can follow
 
     c.on_disconnect = on_disconnect
     props = None
@@ -133,10 +136,11 @@ def cmd_publish(args):
 
 
 def report_acks(c, acks, done, mids, timeout):
-    """Waits (up to `timeout`) for every publish's acknowledgement, prints each, disconnects."""
+    """Waits (up to `timeout`, or until the server ends the connection) for every publish's
+    acknowledgement, prints each, disconnects."""
     deadline = time.time() + timeout
     with done:
-        while len([m for m in mids if m in acks]) < len(mids) and time.time() < deadline:
+        while len([m for m in mids if m in acks]) < len(mids) and time.time() < deadline and not c._hearth_ended:
             done.wait(0.2)
     for i, mid in enumerate(mids):
         line = {"index": i, "rc": acks.get(mid)}
