@@ -113,8 +113,7 @@ public final class PostgresDatabase: Sendable {
     /// restart, a failover) the pool keeps trying to reach it, and a request would wait with it:
     /// a commit would hold its readings unacknowledged with no word to the device, and `/readyz`
     /// would not answer. Past this the request fails as `.unavailable` (devices are told to back
-    /// off, `/readyz` answers 503). A query on a connection already held is not cut short: a
-    /// server that goes away ends it at once.
+    /// off, `/readyz` answers 503). What it may then take is ``answerWithin``.
     let connectWithin: Duration
     /// How long one request (``run(within:_:)``, ``transaction(serialised:within:_:)``) may take
     /// unless it says otherwise; past it, its connection is closed and it fails as `.unavailable`.
@@ -196,7 +195,7 @@ public final class PostgresDatabase: Sendable {
     {
         try await Self.mapping {
             try await withConnection(within: within ?? answerWithin) { [logger] connection in
-                try await body(SQL(target: .connection(connection), logger: logger))
+                try await body(SQL(connection: connection, logger: logger))
             }
         }
     }
@@ -370,7 +369,7 @@ public final class PostgresDatabase: Sendable {
         try await Self.mapping {
             try await withConnection(within: within ?? answerWithin) { [logger] connection in
                 try await connection.withTransaction(logger: logger) { connection in
-                    let sql = SQL(target: .connection(connection), logger: logger)
+                    let sql = SQL(connection: connection, logger: logger)
                     if serialised { try await sql.execute("SELECT pg_advisory_xact_lock(?)", [Self.writersLock]) }
                     return try await body(sql)
                 }
@@ -441,13 +440,9 @@ extension Optional: SQLValue where Wrapped: SQLValue {
     }
 }
 
-/// A connection (in a transaction) or the pool, with `?` placeholders.
+/// One connection of the pool (in a transaction, or each statement its own), with `?` placeholders.
 public struct SQL: Sendable {
-    enum Target: Sendable {
-        case client(PostgresClient)
-        case connection(PostgresConnection)
-    }
-    let target: Target
+    let connection: PostgresConnection
     let logger: Logger
 
     /// `?` → `$1, $2, …` outside quoted text.
@@ -475,10 +470,7 @@ public struct SQL: Sendable {
     }
 
     func send(_ q: PostgresQuery) async throws -> PostgresRowSequence {
-        switch target {
-        case .client(let client): try await client.query(q, logger: logger)
-        case .connection(let connection): try await connection.query(q, logger: logger)
-        }
+        try await connection.query(q, logger: logger)
     }
 
     public func rows(_ sql: String, _ values: [any SQLValue] = []) async throws -> [SQLRow] {

@@ -79,9 +79,7 @@ struct Demo: AsyncParsableCommand {
             )
             for model in ProductModel.demoModels() {
                 if try await store.model(model.id) == nil {
-                    try await store.createModel(
-                        model, at: Date(),
-                        audit: AuditEntry(.modelCreated, actor: "demo", subject: model.id.rawValue, at: Date()))
+                    try await Fleet(store: store).define(model, actor: "demo")
                 }
                 try await maker.release(
                     model: model.id, version: "1.0.0", from: "0.0.0",

@@ -571,15 +571,12 @@ struct ModelCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await options.deployment { _, storage in
-                let store = storage.store
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
                 guard bytes.count <= 64 * 1024 else {
                     throw HearthError(.payloadTooLarge, "a model file is at most 64 KiB")
                 }
-                let model = try ProductModel(json: try JSONValue.parse(Array(bytes)))
-                try await store.createModel(
-                    model, at: Date(),
-                    audit: AuditEntry(.modelCreated, actor: "cli", subject: model.id.rawValue, at: Date()))
+                let model = try await Fleet(store: storage.store).createModel(
+                    try JSONValue.parse(Array(bytes)), actor: "cli")
                 print(
                     "Created product model \(model.id) (\(model.name)); security updates until \(model.supportEnds.plainEnglish)."
                 )
@@ -691,11 +688,8 @@ struct DeviceCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await options.deployment { _, storage in
-                let store = storage.store
                 let serial = try DeviceSerial(serial)
-                let changed = try await store.revokeDevice(
-                    serial, at: Date(),
-                    audit: AuditEntry(.deviceRevoked, actor: "cli", subject: serial.rawValue, at: Date()))
+                let changed = try await Fleet(store: storage.store).revoke(serial, actor: "cli")
                 print(changed ? "Revoked \(serial)." : "\(serial) was already revoked.")
             }
         }

@@ -474,3 +474,35 @@ final class HandshakeWatcher: ChannelInboundHandler, Sendable {
         context.fireChannelInactive()
     }
 }
+
+extension ServerProcessTests {
+    /// `hearth model add` and `hearth device revoke` go through the same service as the API
+    /// (`Fleet`): a taken model id is refused with the API's message, a revoke says whether it
+    /// changed anything, and each change is audited with the CLI as its actor.
+    @Test func theCLIChangesTheFleetThroughTheSameServiceAsTheAPI() async throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let lock = try #require(ProductModel.demoModels().first { $0.id.rawValue == "lock-l1" })
+        let data = try await dataFolder(in: dir, with: lock)
+        let again = try await HearthProcess.run([
+            "model", "add", "--data", data, "--file", dir.appendingPathComponent("model.json").path,
+        ])
+        #expect(again.status == 1)
+        #expect(again.output.contains("a product model with id 'lock-l1' exists"), "\(again.output)")
+
+        let (serial, _) = try await provisionedLock(data: data, in: dir, count: 1)
+        let revoked = try await HearthProcess.run(["device", "revoke", "--data", data, serial])
+        #expect(revoked.status == 0 && revoked.output.contains("Revoked \(serial)."), "\(revoked.output)")
+        let twice = try await HearthProcess.run(["device", "revoke", "--data", data, serial])
+        #expect(twice.status == 0 && twice.output.contains("\(serial) was already revoked."), "\(twice.output)")
+
+        let audit = try await HearthProcess.run(["audit", "show", "--data", data])
+        let records = audit.output.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
+        let fleet = records.filter { $0.count > 4 && ($0[2] == "model.created" || $0[2] == "device.revoked") }
+        #expect(
+            fleet.map { [$0[2], $0[3], $0[4]] } == [
+                ["model.created", "cli", "lock-l1"], ["device.revoked", "cli", serial],
+            ], "\(audit.output)")
+        #expect(try await HearthProcess.run(["audit", "verify", "--data", data]).status == 0)
+    }
+}

@@ -363,18 +363,12 @@ public final class Hearth: Sendable {
 
     // MARK: Product models
 
+    /// Product models and revocation, shared with the CLI.
+    var fleet: Fleet { Fleet(store: store, time: time) }
+
     public func createModel(_ json: JSONValue, by identity: Identity) async throws -> ProductModel {
         guard identity.role == .operator else { throw HearthError(.forbidden, "only operators define product models") }
-        let model = try ProductModel(json: json)
-        do {
-            try await store.createModel(
-                model, at: time.now(),
-                audit: AuditEntry(
-                    .modelCreated, actor: identity.account.id.description, subject: model.id.rawValue, at: time.now()))
-        } catch let error as HearthError where error.code == .conflict {
-            throw HearthError(.conflict, field: "id", "a product model with id '\(model.id)' exists")
-        }
-        return model
+        return try await fleet.createModel(json, actor: identity.account.id.description)
     }
 
     // MARK: Device set-up
@@ -503,10 +497,7 @@ public final class Hearth: Sendable {
         guard let serial = try? DeviceSerial(rawSerial) else {
             throw HearthError(.notFound, field: "serial", "no such device")
         }
-        return try await store.revokeDevice(
-            serial, at: time.now(),
-            audit: AuditEntry(
-                .deviceRevoked, actor: identity.account.id.description, subject: serial.rawValue, at: time.now()))
+        return try await fleet.revoke(serial, actor: identity.account.id.description)
     }
 }
 
