@@ -87,6 +87,18 @@ import Testing
             return ["-H", "cookie: __Host-hearth_session=\(bearer)"]
         }
 
+        /// Waits (up to 30 s) until at least `count` readings are committed, so that what the test
+        /// does next (a kill, a database stop) lands mid-stream.
+        func waitUntilStored(atLeast count: Int) async throws {
+            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+                let started = Date()
+                while Date().timeIntervalSince(started) < 30 {
+                    if try await db.run({ try await $0.int("SELECT COUNT(*) FROM readings") }) >= count { return }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+        }
+
         /// The sequence numbers of the readings stored for `serial`, opened as a node opens them.
         func storedSequences(_ serial: String) async throws -> [Int64] {
             let folder = try DataFolder.open(path: data)
@@ -319,13 +331,7 @@ import Testing
                 ] + payloads.flatMap { ["--payload", $0] })
             #expect(try await first.wait(for: "connack", timeout: 30), "\(first.text)")
             // Killed once a few hundred readings are committed, so the kill lands mid-stream.
-            try await PostgresDatabase.with(try PostgresLocation(parsing: c.address), password: try c.password) { db in
-                let started = Date()
-                while Date().timeIntervalSince(started) < 30 {
-                    if try await db.run({ try await $0.int("SELECT COUNT(*) FROM readings") }) >= 300 { break }
-                    try await Task.sleep(for: .milliseconds(10))
-                }
-            }
+            try await c.waitUntilStored(atLeast: 300)
             a.signal(SIGKILL)
             _ = try await a.waitForExit(timeout: 10)
             _ = try await first.waitForExit(timeout: 60)

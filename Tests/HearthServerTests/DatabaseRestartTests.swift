@@ -95,13 +95,7 @@ import Testing
             let stream = try publish(payloads)
             #expect(try await stream.wait(for: "connack", timeout: 30), "\(stream.text)")
             // Stopped once some readings are committed, so the stop lands mid-stream.
-            try await PostgresDatabase.with(try PostgresLocation(parsing: c.address), password: try c.password) { db in
-                let started = Date()
-                while Date().timeIntervalSince(started) < 30 {
-                    if try await db.run({ try await $0.int("SELECT COUNT(*) FROM readings") }) >= 100 { break }
-                    try await Task.sleep(for: .milliseconds(10))
-                }
-            }
+            try await c.waitUntilStored(atLeast: 100)
             step("stopping")
             try Self.postgres("stop")
             var restarted = false
