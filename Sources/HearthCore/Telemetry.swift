@@ -262,7 +262,6 @@ public protocol DeviceQuarantining: Sendable {
     func quarantineChanged(_ serial: DeviceSerial, reason: String?) async
 }
 
-/// Ends a device's live connection (after its certificate is revoked).
 /// Hears which devices this node holds a connection to (for the nodes sharing a database). The
 /// gateway calls it, off its event loops; `since` tells one connection of a device from the next.
 public protocol ConnectionRecorder: Sendable {
@@ -270,6 +269,24 @@ public protocol ConnectionRecorder: Sendable {
     func disconnected(_ serial: DeviceSerial, since: Date) async
 }
 
+/// Moves a device's MQTT session between the nodes sharing a database, so that one node at a time
+/// keeps it in memory (its keeper). The cluster link implements it; the gateway asks before a
+/// device's connection, or a message queued for its session, uses the session.
+public protocol SessionHandoff: Sendable {
+    /// Makes this node the session's keeper. Returns once the node that kept it, if another and
+    /// alive, has written the session to the store and let it go (or after a deadline): true if
+    /// the stored session is the one to use now, false if this node kept it already.
+    func handOver(_ serial: DeviceSerial) async throws -> Bool
+}
+
+/// Lets go of a device's session this node keeps, because another node keeps it from now: its
+/// live connection here ends, and the session is written to the store and forgotten here. The
+/// gateway implements it.
+public protocol SessionReleasing: Sendable {
+    func release(_ serial: DeviceSerial) async
+}
+
+/// Ends a device's live connection (after its certificate is revoked).
 public protocol DeviceDisconnecting: Sendable {
     func disconnect(_ serial: DeviceSerial, reason: String) async
 }

@@ -86,6 +86,10 @@ struct GatewayParts: Sendable {
     let alerts: ChannelSlot<any DeviceAlertChannel>
     /// Where this node's device connections are recorded for the other nodes, once attached.
     let recorder: ChannelSlot<any ConnectionRecorder>
+    /// Where persistent sessions and retained messages are stored.
+    let brokerState: (any BrokerStateStore)?
+    /// With nodes sharing a database: moves a device's session to this node when it is needed here.
+    let handoff: ChannelSlot<any SessionHandoff>
     let handshakeTimeout: TimeAmount
     let logger: Logger
 }
@@ -307,8 +311,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let ref {
             let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
                 .peerCertificate
-            let authenticator = parts.authenticator
-            parts.offload.run { ref.admitted(await authenticator.admit(certificate)) }
+            let parts = self.parts
+            parts.offload.run {
+                var result = await parts.authenticator.admit(certificate)
+                if case .success(let device) = result {
+                    do { try await parts.keepSession(device.serial) } catch {
+                        parts.logger.warning(
+                            "could not take a device's MQTT session over from another node",
+                            metadata: ["serial": "\(device.serial)", "error": "\(error)"])
+                        result = .failure(
+                            Authenticator.Refused(
+                                description: "session store unavailable", serial: device.serial, unavailable: true))
+                    }
+                }
+                ref.admitted(result)
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }

@@ -87,7 +87,7 @@ public enum ListenerKind: Sendable {
 /// own tasks are the listeners' lifetime, the group commits (telemetry, broker state) and the
 /// off-loop work connections hand over, all children of ``run()``.
 public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecting, DevicePresence, DevicePolicyChannel,
-    DeviceRekeying, DeviceQuarantining
+    DeviceRekeying, DeviceQuarantining, SessionReleasing
 {
     public let configuration: GatewayConfiguration
     let credentials: DeviceTLSCredentials?
@@ -143,7 +143,8 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             live: ConnectionRegistry(), offload: Offload(),
             watchers: Watchers(
                 thresholds: configuration.thresholds, counters: counters, enabled: configuration.monitoring),
-            alerts: ChannelSlot(), recorder: ChannelSlot(), handshakeTimeout: configuration.handshakeTimeout,
+            alerts: ChannelSlot(), recorder: ChannelSlot(), brokerState: brokerState, handoff: ChannelSlot(),
+            handshakeTimeout: configuration.handshakeTimeout,
             logger: logger
         )
         self.onBound = onBound
@@ -175,6 +176,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     public func attach(certificates: any DeviceCertificateChannel) { parts.certificates.set(certificates) }
     /// Attaches the record of which node holds which device (for nodes sharing a database).
     public func attach(recorder: any ConnectionRecorder) { parts.recorder.set(recorder) }
+    /// Attaches what moves device sessions between nodes sharing a database. Attached before
+    /// ``run()``, the gateway loads a device's session when the device connects, not at start.
+    public func attach(handoff: any SessionHandoff) { parts.handoff.set(handoff) }
 
     /// The device connected to another node: its connection here ends (0x8E session taken over).
     public func takenOver(_ serial: DeviceSerial) {
@@ -187,7 +191,12 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 
     public func run() async throws {
         if let brokerState {
-            let (sessions, retained) = try await brokerState.load()
+            var (sessions, retained) = try await brokerState.load()
+            if parts.handoff.channel != nil {
+                // Devices' sessions are kept by the node each device is on, and loaded from the
+                // store when it connects (development clients' sessions stay with their node).
+                sessions = sessions.filter { PeerIdentity.deviceSerial(ofSessionKey: $0.key) == nil }
+            }
             parts.hub.restore(sessions: sessions, retained: retained)
             if !sessions.isEmpty || !retained.isEmpty {
                 parts.logger.info(
@@ -253,6 +262,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     private func flush(to store: any BrokerStateStore) async {
         for await _ in flushes { await flushOnce(to: store) }
         await flushOnce(to: store)
+        for done in parts.hub.flushingEnded() { done(false) }
     }
 
     private func flushOnce(to store: any BrokerStateStore) async {
@@ -315,13 +325,30 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     }
 
     /// Asks the device to make a new key: to its session, so it arrives when the device is next
-    /// connected if it is not now.
+    /// connected if it is not now. Returns once the request is stored with the session (a session
+    /// another node kept is taken over first).
     public func requestRekey(_ serial: DeviceSerial, id: String) async {
-        parts.hub.publish(
+        do { try await parts.keepSession(serial) } catch {
+            parts.logger.warning(
+                "could not take a device's MQTT session over from another node",
+                metadata: ["serial": "\(serial)", "error": "\(error)"])
+        }
+        let (_, ticket) = parts.hub.publish(
             from: nil,
             Publish(
                 topic: DeviceTopics(serial).rekey, payload: Array(JSONValue.object(["id": .string(id)]).text.utf8),
                 qos: .atLeastOnce, properties: [.contentType("application/json")]))
+        if let ticket {
+            await withCheckedContinuation { (stored: CheckedContinuation<Void, Never>) in
+                if !parts.hub.whenFlushed(ticket, { _ in stored.resume() }) { stored.resume() }
+            }
+        }
+    }
+
+    // MARK: SessionReleasing
+
+    public func release(_ serial: DeviceSerial) async {
+        await parts.hub.release(PeerIdentity.deviceSessionKey(serial.rawValue))
     }
 
     // MARK: DeviceQuarantining
@@ -354,6 +381,16 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
 }
 
 extension GatewayParts {
+    /// With nodes sharing a database: makes this node the keeper of the device's session before
+    /// it is used here. The node that kept it writes it to the store and lets it go; then it is
+    /// loaded from there. Throws if the store cannot say (the device is told to come back later).
+    func keepSession(_ serial: DeviceSerial) async throws {
+        guard let handoff = handoff.channel, let brokerState else { return }
+        let key = PeerIdentity.deviceSessionKey(serial.rawValue)
+        guard try await handoff.handOver(serial) || !hub.hasSession(key) else { return }
+        hub.adopt(key, try await brokerState.session(key))
+    }
+
     /// Makes `policy` the device's retained `devices/S/policy` message, unless it already is (a
     /// connect does not rewrite what is stored).
     func retainPolicy(_ serial: DeviceSerial, _ policy: DevicePolicy) {

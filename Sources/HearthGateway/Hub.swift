@@ -54,9 +54,14 @@ final class Hub: Sendable {
         /// Sessions that have a row in the store: only these need a delete when they end, so
         /// clients without a persistent session (most devices) cost no write at all.
         var persistedSessions = Set<String>()
+        /// Sessions another node keeps from now (nodes sharing a database): forgotten here once
+        /// the next flush has written them.
+        var released = Set<String>()
         var openGeneration = 1
         var flushedGeneration = 0
         var afterFlush: [(ticket: Int, done: Done)] = []
+        /// The persistence loop ended (the gateway stopped): nothing more will be written.
+        var flushingStopped = false
     }
 
     let counters: Counters
@@ -303,7 +308,7 @@ final class Hub: Sendable {
     /// keeping `done`) if it already is.
     func whenFlushed(_ ticket: Int, _ done: @escaping Done) -> Bool {
         state.withLock { s in
-            guard ticket > s.flushedGeneration else { return false }
+            guard ticket > s.flushedGeneration, !s.flushingStopped else { return false }
             s.afterFlush.append((ticket, done))
             return true
         }
@@ -315,14 +320,20 @@ final class Hub: Sendable {
             guard !s.dirtySessions.isEmpty || !s.dirtyRetained.isEmpty else { return nil }
             var change = BrokerStateChange()
             for key in s.dirtySessions {
-                guard let session = s.sessions[key], session.expiry > 0 else {
+                if let session = s.sessions[key], session.expiry > 0 {
+                    change.sessions[key] = .some(
+                        SessionSnapshot(session, subscriptions: s.broker.subscriptions(of: key)).json)
+                    s.persistedSessions.insert(key)
+                } else {
                     change.sessions[key] = .some(nil)
                     s.persistedSessions.remove(key)
-                    continue
                 }
-                change.sessions[key] = .some(
-                    SessionSnapshot(session, subscriptions: s.broker.subscriptions(of: key)).json)
-                s.persistedSessions.insert(key)
+                // Written as it is now, and another node keeps it from here on.
+                if s.released.remove(key) != nil {
+                    s.sessions[key] = nil
+                    s.broker.remove(key)
+                    s.persistedSessions.remove(key)
+                }
             }
             for topic in s.dirtyRetained {
                 change.retained[topic] = .some(s.broker.retained[topic].map(SessionSnapshot.encode))
@@ -351,28 +362,94 @@ final class Hub: Sendable {
             for packet in retained.values {
                 if let message = SessionSnapshot.decode(packet) { s.broker.restoreRetained(message, at: now) }
             }
-            for (key, json) in stored {
-                guard let snapshot = SessionSnapshot(json: json) else { continue }
-                let policy: AccessPolicy =
-                    PeerIdentity.deviceSerial(ofSessionKey: key).map { .device(serial: $0) } ?? .development
-                s.broker.register(key, policy: policy)
-                for (filter, subscription) in snapshot.subscriptions {
-                    s.broker.restore(key, filter: filter, subscription)
-                }
-                var session = Session(
-                    expiry: snapshot.expiry,
-                    detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
-                session.offline = snapshot.messages.compactMap { m in
-                    SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) }
-                }
-                s.sessions[key] = session
-                s.persistedSessions.insert(key)
+            for (key, json) in stored { Self.restore(&s, key, json, now: now) }
+        }
+    }
+
+    /// Puts back one persisted session as disconnected (nil or unreadable: none).
+    private static func restore(_ s: inout State, _ key: String, _ json: String?, now: Date) {
+        s.broker.remove(key)
+        s.sessions[key] = nil
+        s.persistedSessions.remove(key)
+        guard let json, let snapshot = SessionSnapshot(json: json) else { return }
+        let policy: AccessPolicy =
+            PeerIdentity.deviceSerial(ofSessionKey: key).map { .device(serial: $0) } ?? .development
+        s.broker.register(key, policy: policy)
+        for (filter, subscription) in snapshot.subscriptions {
+            s.broker.restore(key, filter: filter, subscription)
+        }
+        var session = Session(
+            expiry: snapshot.expiry,
+            detachedAt: snapshot.detachedAt.map { Date(timeIntervalSince1970: $0) } ?? now)
+        session.offline = snapshot.messages.compactMap { m in
+            SessionSnapshot.decode(m.packet).map { ($0, Date(timeIntervalSince1970: m.at)) }
+        }
+        s.sessions[key] = session
+        s.persistedSessions.insert(key)
+    }
+
+    // MARK: Sessions kept by one node of several
+
+    func hasSession(_ key: String) -> Bool { state.withLock { $0.sessions[key] != nil } }
+
+    /// Replaces what this node has of a session with what the store has (`json`; nil: none),
+    /// after the node that kept it wrote it there. A live connection here keeps what it has.
+    func adopt(_ key: String, _ json: String?, now: Date = Date()) {
+        state.withLock { s in
+            guard s.connections[key] == nil else { return }
+            s.dirtySessions.remove(key)
+            s.released.remove(key)
+            Self.restore(&s, key, json, now: now)
+        }
+    }
+
+    /// Another node keeps this session from now: its live connection here ends (0x8E, as a
+    /// takeover that resumes the session), and once the connection has handed back what it had in
+    /// flight (at most `wait`), the session is written to the store and forgotten here.
+    func release(_ key: String, wait: Duration = .seconds(2)) async {
+        let live = state.withLock { s -> ConnectionRef? in
+            guard let connection = s.connections[key] else { return nil }
+            s.takenOver[connection.id] = false
+            return connection
+        }
+        if let live {
+            live.disconnect(.sessionTakenOver, "the device connected to another node")
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: wait)
+            while isAttached(key), clock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        }
+        let ticket = state.withLock { s -> Int? in
+            if let stuck = s.connections.removeValue(forKey: key) {
+                // Its loop did not answer in time: what it had in flight stays with it.
+                s.attachedAt[key] = nil
+                s.takenOver[stuck.id] = nil
             }
+            guard persistent, s.sessions[key] != nil else {
+                s.broker.remove(key)
+                s.sessions[key] = nil
+                return nil
+            }
+            s.released.insert(key)
+            s.dirtySessions.insert(key)
+            return signal(s)
+        }
+        guard let ticket else { return }
+        await withCheckedContinuation { (written: CheckedContinuation<Void, Never>) in
+            if !whenFlushed(ticket, { _ in written.resume() }) { written.resume() }
         }
     }
 
     /// Closes the signal the persistence loop waits on (after the last connection left).
     func finishSignals() { flushSignal.finish() }
+
+    /// The persistence loop wrote its last: whoever still waits hears "not stored".
+    func flushingEnded() -> [Done] {
+        state.withLock { s in
+            s.flushingStopped = true
+            defer { s.afterFlush = [] }
+            return s.afterFlush.map(\.done)
+        }
+    }
 
     // MARK: Commands (request/response)
 

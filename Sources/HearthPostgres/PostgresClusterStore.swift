@@ -88,6 +88,27 @@ extension PostgresStore: ClusterStore {
         return try Dictionary(uniqueKeysWithValues: rows.map { (try $0.string("node"), try $0.int("n")) })
     }
 
+    public func keepSession(_ serial: DeviceSerial, node: String, aliveSince: Date) async throws -> (
+        node: String, alive: Bool
+    )? {
+        try await db.transaction(serialised: false) { sql in
+            // The row stays locked until commit: a device connecting to two nodes at once is
+            // handed from one to the other, never kept by both.
+            let previous = try await sql.row(
+                """
+                SELECT k.node, COALESCE(n.seen_at >= ?, FALSE) AS alive FROM session_keepers k
+                LEFT JOIN cluster_nodes n ON n.node = k.node WHERE k.serial = ? FOR UPDATE OF k
+                """, [millis(aliveSince), serial.rawValue])
+            try await sql.execute(
+                """
+                INSERT INTO session_keepers (serial, node) VALUES (?, ?)
+                ON CONFLICT (serial) DO UPDATE SET node = excluded.node
+                """, [serial.rawValue, node])
+            guard let previous, try previous.string("node") != node else { return nil }
+            return (try previous.string("node"), try previous.bool("alive"))
+        }
+    }
+
     public func relay(_ c: RelayedCommand, to node: String) async throws {
         try await db.run { sql in
             try await sql.execute(
@@ -125,17 +146,22 @@ extension PostgresStore: ClusterStore {
         }
     }
 
-    public func outcome(_ id: String) async throws -> CommandOutcome? {
-        guard
-            let row = try await db.run({
-                try await $0.row("SELECT status, detail FROM relayed_commands WHERE id = ?", [id])
-            }),
-            let status = try row.optionalString("status")
-        else { return nil }
-        if status.hasPrefix("answered:") {
-            return .answered(status: String(status.dropFirst(9)), detail: try row.optionalString("detail"))
+    public func outcomes(_ ids: [String]) async throws -> [String: CommandOutcome] {
+        guard !ids.isEmpty else { return [:] }
+        let rows = try await db.run {
+            try await $0.rows(
+                "SELECT id, status, detail FROM relayed_commands WHERE id = ANY(?) AND status IS NOT NULL",
+                [TextArray(ids)])
         }
-        return status == "offline" ? .offline : .timedOut
+        var outcomes: [String: CommandOutcome] = [:]
+        for row in rows {
+            let status = try row.string("status")
+            outcomes[try row.string("id")] =
+                status.hasPrefix("answered:")
+                ? .answered(status: String(status.dropFirst(9)), detail: try row.optionalString("detail"))
+                : status == "offline" ? .offline : .timedOut
+        }
+        return outcomes
     }
 
     public func forget(_ id: String) async throws {

@@ -259,6 +259,10 @@ extension PostgresSchema {
                 """,
                 "CREATE INDEX rollout_outcomes_by_bucket ON rollout_outcomes(rollout_id, bucket)",
             ]
-        )
+        ),
+        (
+            "2026-12-07 session keepers",
+            ["CREATE TABLE session_keepers (serial TEXT PRIMARY KEY, node TEXT NOT NULL)"]
+        ),
     ]
 }

@@ -471,4 +471,9 @@ public final class PostgresBrokerStateStore: BrokerStateStore {
             return (sessions, retained)
         }
     }
+
+    public func session(_ key: String) async throws -> String? {
+        try await db.run { try await $0.row("SELECT snapshot FROM mqtt_sessions WHERE key = ?", [key]) }
+            .map { try $0.string("snapshot") }
+    }
 }

@@ -58,4 +58,10 @@ public final class SQLiteBrokerStateStore: BrokerStateStore {
             return (sessions, retained)
         }
     }
+
+    public func session(_ key: String) async throws -> String? {
+        try await pool.read { db in
+            try String.fetchOne(db, sql: "SELECT snapshot FROM sessions WHERE key = ?", arguments: [key])
+        }
+    }
 }

@@ -18,8 +18,10 @@ public struct BrokerStateChange: Sendable, Equatable {
 /// Where persistent sessions and retained messages survive a restart.
 ///
 /// Rules every driver keeps: `apply` is one durable transaction; `load` returns exactly what the
-/// applied changes add up to.
+/// applied changes add up to, and `session(_:)` one session of it.
 public protocol BrokerStateStore: Sendable {
     func apply(_ change: BrokerStateChange) async throws
     func load() async throws -> (sessions: [String: String], retained: [String: [UInt8]])
+    /// One session's snapshot (nodes sharing a database load a device's session when it connects).
+    func session(_ key: String) async throws -> String?
 }

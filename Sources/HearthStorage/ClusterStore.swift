@@ -47,14 +47,21 @@ public protocol ClusterStore: Sendable {
     /// How many live connections each node alive at or after `aliveSince` holds.
     func connectionCounts(aliveSince: Date) async throws -> [String: Int]
 
+    /// Makes `node` the keeper of the device's MQTT session (the one node that holds it in memory)
+    /// and returns the previous keeper if another, with whether it was alive at or after
+    /// `aliveSince`: that node must hand the session over first (see `SessionHandoff`).
+    func keepSession(_ serial: DeviceSerial, node: String, aliveSince: Date) async throws -> (
+        node: String, alive: Bool
+    )?
+
     /// Queues a command for the node holding the device.
     func relay(_ command: RelayedCommand, to node: String) async throws
     /// Commands queued for `node` and not taken yet; marks them taken.
     func takeRelayed(for node: String, limit: Int) async throws -> [RelayedCommand]
     /// Records a relayed command's outcome.
     func answer(_ id: String, _ outcome: CommandOutcome) async throws
-    /// The outcome of a relayed command once answered (nil while waiting); an answered or
-    /// abandoned command is deleted by ``forget(_:)``.
-    func outcome(_ id: String) async throws -> CommandOutcome?
+    /// The outcomes of those of the relayed commands `ids` that were answered (one read for every
+    /// command a node waits on); an answered or abandoned command is deleted by ``forget(_:)``.
+    func outcomes(_ ids: [String]) async throws -> [String: CommandOutcome]
     func forget(_ id: String) async throws
 }

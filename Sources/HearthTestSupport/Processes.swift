@@ -142,15 +142,17 @@ public final class ChildProcess: @unchecked Sendable {
     /// Everything printed so far.
     public var text: String { lock.withLock { String(decoding: collected, as: UTF8.self) } }
 
-    /// Waits until the output contains `marker`, the process exits, or `timeout` passes.
+    /// Waits until the output contains `marker` (`count` times), the process exits, or `timeout`
+    /// passes.
     @discardableResult
-    public func wait(for marker: String, timeout: TimeInterval = 60) async throws -> Bool {
+    public func wait(for marker: String, count: Int = 1, timeout: TimeInterval = 60) async throws -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
+        func seen() -> Bool { text.components(separatedBy: marker).count > count }
         while Date() < deadline {
-            if text.contains(marker) { return true }
+            if seen() { return true }
             if !isRunning {
                 await outputDrained()
-                return text.contains(marker)
+                return seen()
             }
             try await Task.sleep(for: .milliseconds(50))
         }

@@ -330,7 +330,10 @@ func runServer(
     let link = storage.cluster.map { cluster in
         ClusterLink(store: cluster, local: gateway, takenOver: { [gateway] in gateway.takenOver($0) })
     }
-    if let link { gateway.attach(recorder: link) }
+    if let link {
+        gateway.attach(recorder: link)
+        gateway.attach(handoff: link)
+    }
     let hearth = try Hearth(
         store: store, kek: folder.kek, settings: settings, telemetry: telemetry, readingKeys: readingKeys,
         commands: link ?? gateway, updates: updates, metrics: metrics, readiness: readiness)

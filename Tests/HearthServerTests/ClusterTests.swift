@@ -122,6 +122,18 @@ import Testing
             #expect(stored.count == sent && Set(stored) == Set(1...Int64(sent)), "each once: \(stored.count)")
         }
 
+        /// The first lock, run by the reference device SDK against `node` (a persistent session,
+        /// as every SDK device has).
+        func lockDevice(on node: HearthProcess) throws -> ChildProcess {
+            try ChildProcess(
+                builtProduct("hearth-device"),
+                [
+                    "lock", "--bundle", dir.appendingPathComponent("bundles").appendingPathComponent(lock.serial).path,
+                    "--mqtt", try Cluster.mqtt(node), "--hardware-key", dir.appendingPathComponent("hw").path,
+                    "--startup-delay", "0", "--reconnect-window", "30", "--verbose",
+                ])
+        }
+
         /// The node id `node` shows in the console (host/pid/random): its pid part.
         static func nodeID(_ node: HearthProcess) -> String { "/\(node.processIdentifier)/" }
 
@@ -240,17 +252,7 @@ import Testing
             let commands = "/api/v1/devices/\(serial)/commands"
             #expect(try c.call(b, commands, lockCommand).hasSuffix("409"), "offline: 409 as on one node")
 
-            let bundle = c.dir.appendingPathComponent("bundles").appendingPathComponent(serial).path
-            func device(on node: HearthProcess) throws -> ChildProcess {
-                try ChildProcess(
-                    builtProduct("hearth-device"),
-                    [
-                        "lock", "--bundle", bundle, "--mqtt", try Cluster.mqtt(node), "--hardware-key",
-                        c.dir.appendingPathComponent("hw").path, "--startup-delay", "0", "--reconnect-window", "30",
-                        "--verbose",
-                    ])
-            }
-            let onA = try device(on: a)
+            let onA = try c.lockDevice(on: a)
             defer { onA.signal(SIGKILL) }
             #expect(try await onA.wait(for: "connected (MQTT"), "\(onA.text)")
             // Every node's console shows which node holds the device.
@@ -277,7 +279,7 @@ import Testing
                 answered.hasSuffix("200") && answered.contains(#""status":"ok""#),
                 "through B to the device on A: \(answered)")
 
-            let onB = try device(on: b)
+            let onB = try c.lockDevice(on: b)
             defer { onB.signal(SIGKILL) }
             #expect(try await onB.wait(for: "connected (MQTT"), "\(onB.text)")
             #expect(try await onA.wait(for: "disconnected", timeout: 10), "A closed the old connection: \(onA.text)")
@@ -300,6 +302,55 @@ import Testing
             #expect(
                 unlock.hasSuffix("200") && unlock.contains(#""status":"ok""#), "through A to the device on B: \(unlock)"
             )
+        }
+    }
+
+    /// A device's persistent session is kept by one node at a time and follows the device: a
+    /// re-key request made through B while the device is away from A waits in its session, and
+    /// reaches it when it comes back on B (session resumed, not new); when it then connects to A,
+    /// B's connection is closed and A resumes the session.
+    @Test(.enabled(if: TestPostgres.available)) func aDeviceSessionAndWhatWaitsInItFollowTheDevice() async throws {
+        try await Cluster.with { c in
+            let (a, b) = (try await c.node(), try await c.node())
+            defer { for node in [a, b] { node.signal(SIGKILL) } }
+            let bearer = try c.owner(signUpOn: a, signInOn: b)
+            let serial = c.lock.serial
+            #expect(
+                try c.call(
+                    a, "/api/v1/devices/claim",
+                    Cluster.json + bearer + ["-d", #"{"serial":"\#(serial)","setupCode":"\#(c.lock.code)"}"#]
+                ).hasSuffix("201"))
+            let first = try c.lockDevice(on: a)
+            defer { first.signal(SIGKILL) }
+            #expect(try await first.wait(for: "connected (MQTT"), "\(first.text)")
+            first.signal(SIGKILL)
+            _ = try await first.waitForExit()
+
+            let rekey = try c.call(b, "/api/v1/devices/\(serial)/rekey", Cluster.json + bearer + ["-X", "POST"])
+            #expect(rekey.hasSuffix("202"), "the request waits in the device's session: \(rekey)")
+
+            let onB = try c.lockDevice(on: b)
+            defer { onB.signal(SIGKILL) }
+            #expect(try await onB.wait(for: "connected (MQTT 5.0, session resumed)"), "\(onB.text)")
+            #expect(try await onB.wait(for: "made a new key"), "the request followed the session: \(onB.text)")
+            #expect(!onB.text.contains("session new"), "\(onB.text)")
+
+            // Live on B (with its new key); then it connects to A.
+            #expect(try await onB.wait(for: "connected (MQTT 5.0, session resumed)", count: 2), "\(onB.text)")
+            let onA = try c.lockDevice(on: a)
+            defer { onA.signal(SIGKILL) }
+            #expect(try await onA.wait(for: "connected (MQTT 5.0, session resumed)"), "\(onA.text)")
+            #expect(try await onB.wait(for: "0x8E", timeout: 10), "B closed the old connection: \(onB.text)")
+            onB.signal(SIGKILL)
+            _ = try await onB.waitForExit()
+            // A holds the session's subscriptions: a command through B reaches the device on A.
+            var answered = ""
+            for _ in 0..<50 where !answered.hasSuffix("200") {
+                answered = try c.call(
+                    b, "/api/v1/devices/\(serial)/commands", Cluster.json + bearer + ["-d", #"{"name":"lock"}"#])
+                if !answered.hasSuffix("200") { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(answered.contains(#""status":"ok""#), "\(answered)")
         }
     }
 

@@ -235,6 +235,9 @@ public enum TelemetryContract {
                 let (sessions, retained) = try await store.load()
                 try require(sessions == ["s2": "{\"b\":2}"], "\(sessions)")
                 try require(retained == ["t/1": [1, 2, 3], "t/3": [5]], "\(retained)")
+                try require(try await store.session("s2") == "{\"b\":2}", "one session")
+                try require(try await store.session("s1") == nil, "a removed session is gone")
+                try require(try await store.session("nobody") == nil, "never stored")
             }
         )
     ]

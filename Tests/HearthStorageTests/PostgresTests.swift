@@ -128,6 +128,34 @@ import Testing
         }
     }
 
+    /// One node keeps a device's session at a time: taking it names the node that had it (and
+    /// whether that node is alive, so it must hand it over) or nothing if it was this node's.
+    @Test(.enabled(if: TestPostgres.available)) func aSessionHasOneKeeperAndTakingItNamesThePrevious() async throws {
+        try await TestPostgres.with { db in
+            let store = try await PostgresStore(database: db, sealer: TestSealer())
+            let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+            var rng = SystemRandomNumberGenerator()
+            let (d1, d2) = (DeviceSerial.random(using: &rng), DeviceSerial.random(using: &rng))
+            try await store.heartbeat("a", at: t0)
+            try await store.heartbeat("b", at: t0)
+            #expect(try await store.keepSession(d1, node: "a", aliveSince: t0) == nil, "nobody kept it")
+            #expect(try await store.keepSession(d1, node: "a", aliveSince: t0) == nil, "a keeps it already")
+            let fromA = try await store.keepSession(d1, node: "b", aliveSince: t0)
+            #expect(fromA?.node == "a" && fromA?.alive == true, "a hands it to b: \(String(describing: fromA))")
+            #expect(try await store.keepSession(d2, node: "a", aliveSince: t0) == nil, "devices apart")
+            try await store.heartbeat("b", at: t0 + 10)
+            let fromDeadA = try await store.keepSession(d2, node: "b", aliveSince: t0 + 5)
+            #expect(fromDeadA?.node == "a" && fromDeadA?.alive == false, "a is dead: \(String(describing: fromDeadA))")
+            let fromUnknown = try await store.keepSession(d2, node: "c", aliveSince: t0 + 5)
+            #expect(fromUnknown?.node == "b" && fromUnknown?.alive == true)
+            try await store.connected(d1, node: "gone", since: t0)
+            let neverSeen = try await store.keepSession(d1, node: "gone", aliveSince: t0)
+            #expect(neverSeen?.node == "b" && neverSeen?.alive == true)
+            let fromNeverSeen = try await store.keepSession(d1, node: "a", aliveSince: t0)
+            #expect(fromNeverSeen?.node == "gone" && fromNeverSeen?.alive == false, "a node never heard from is dead")
+        }
+    }
+
     @Test func anUnreachableDatabaseIsAClearError() async throws {
         // Port 1: nothing listens there.
         let location = try PostgresLocation(parsing: "postgres://hearth@127.0.0.1:1/hearth?sslmode=disable")
