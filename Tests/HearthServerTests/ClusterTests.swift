@@ -113,6 +113,37 @@ import Testing
             }
         }
 
+        /// `count` more locks, provisioned in this process as the factory does, except that their
+        /// setup codes are hashed at the test cost (a debug build takes over a second per unit at
+        /// the real one: the fleet tests are about the gateway, not the factory).
+        func provision(_ count: Int, into bundles: URL) async throws {
+            let folder = try DataFolder.open(path: data)
+            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+                let store = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
+                _ = try await Provisioner(
+                    store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing,
+                    publicURL: "https://127.0.0.1:8443"
+                ).provision(modelID: try ProductModelID("lock-l1"), count: count, outDirectory: bundles)
+            }
+        }
+
+        /// Every device's stored sequence numbers, from the table (one query for the fleet).
+        func storedSequencesByDevice() async throws -> [String: Set<Int64>] {
+            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+                var stored: [String: Set<Int64>] = [:]
+                for row in try await db.run({ try await $0.rows("SELECT serial, seq FROM readings") }) {
+                    stored[try row.string("serial"), default: []].insert(try row.int64("seq"))
+                }
+                return stored
+            }
+        }
+
+        func readingRows() async throws -> Int {
+            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+                try await db.run { try await $0.int("SELECT COUNT(*) FROM readings") }
+            }
+        }
+
         /// Every reading acknowledged is stored, and each of the `sent` readings is stored once.
         func expectKeptOnce(_ serial: String, acknowledged: Set<Int64>, sent: Int) async throws {
             let stored = try await storedSequences(serial)
@@ -402,6 +433,118 @@ import Testing
                 "B takes them all: \(Dictionary(grouping: resent, by: { $0 ?? -1 }).mapValues(\.count))")
 
             try await c.expectKeptOnce(serial, acknowledged: taken, sent: payloads.count)
+        }
+    }
+}
+
+/// The fleet-sized failover: heavy (1,000 paho clients in four processes beside two nodes), so
+/// `.ci/run` runs it as its own step.
+@Suite struct FleetFailoverTests {
+    typealias Cluster = ClusterTests.Cluster
+
+    /// kill -9 of one node under QoS 1 load from 1,000 devices (paho, one client and certificate
+    /// each): every reading node A acknowledged before it died is in PostgreSQL already; the
+    /// devices then send everything again to node B, which acknowledges it all, and each
+    /// device's readings are stored once.
+    @Test(.enabled(if: TestPostgres.available)) func aThousandDevicesLoseNothingAcknowledgedWhenTheirNodeIsKilled()
+        async throws
+    {
+        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let devices = 1000
+        let readings = 40
+        try await Cluster.with { c in
+            let bundles = c.dir.appendingPathComponent("bundles")
+            try await c.provision(devices - 1, into: bundles)
+            let serials = try FileManager.default.contentsOfDirectory(atPath: bundles.path).sorted()
+            #expect(serials.count == devices)
+            // paho polls its sockets with select(), so one process holds at most ~340 clients
+            // (1,024 descriptors, three a client): the fleet runs as processes of 250 devices.
+            let fleets = try stride(from: 0, to: serials.count, by: 250).map { start in
+                let file = c.dir.appendingPathComponent("fleet-\(start).json")
+                try JSONValue.array(
+                    serials[start..<min(start + 250, serials.count)].map { serial in
+                        let folder = bundles.appendingPathComponent(serial)
+                        return [
+                            "serial": .string(serial),
+                            "cert": .string(folder.appendingPathComponent("device.pem").path),
+                            "key": .string(folder.appendingPathComponent("device.key.pem").path),
+                        ]
+                    }
+                ).text.write(to: file, atomically: true, encoding: .utf8)
+                return file
+            }
+            let unlimited = ["--max-publishes-per-second", "100000", "--max-bytes-per-second", "100000000"]
+            let (a, b) = (try await c.node(unlimited), try await c.node(unlimited))
+            defer { b.signal(SIGKILL) }
+            let cafile = bundles.appendingPathComponent(serials[0]).appendingPathComponent("server-root-ca.pem").path
+            func stream(to node: HearthProcess) throws -> [ChildProcess] {
+                let port = try #require(try Cluster.mqtt(node).split(separator: ":").last.map(String.init))
+                return try fleets.map { fleet in
+                    try ChildProcess(
+                        python,
+                        [
+                            pahoScript, "fleet", "--fleet", fleet.path, "--port", port, "--count", "\(readings)",
+                            "--inflight", "1", "--cafile", cafile, "--timeout", "300",
+                        ])
+                }
+            }
+            /// Each device's acknowledged sequence numbers, and how many acknowledgements had each
+            /// reason code (and how many disconnections each code).
+            func finish(_ runs: [ChildProcess]) async throws -> (acked: [String: Set<Int64>], codes: [String: Int]) {
+                var acked: [String: Set<Int64>] = [:]
+                var codes: [String: Int] = [:]
+                for run in runs {
+                    #expect(try await run.waitForExit(timeout: 300) == 0, "\(run.errorText.suffix(2000))")
+                    for line in run.text.split(separator: "\n") {
+                        guard case .object(let o)? = try? JSONValue.parse(Array(line.utf8)),
+                            case .string(let serial)? = o["serial"], case .array(let seqs)? = o["acked"]
+                        else { continue }
+                        acked[serial] = Set(seqs.compactMap { if case .number(let n) = $0 { Int64(n) } else { nil } })
+                        if case .object(let counts)? = o["codes"] {
+                            for (code, n) in counts {
+                                if case .number(let n) = n { codes["ack \(code)", default: 0] += Int(n) }
+                            }
+                        }
+                        if case .array(let ends)? = o["disconnects"] {
+                            for case .number(let code) in ends { codes["disconnect \(Int(code))", default: 0] += 1 }
+                        }
+                    }
+                }
+                return (acked, codes)
+            }
+
+            let first = try stream(to: a)
+            defer { for run in first { run.signal(SIGKILL) } }
+            for run in first {
+                #expect(try await run.wait(for: "allConnected", timeout: 120), "\(run.errorText.suffix(2000))")
+            }
+            try await c.waitUntilStored(atLeast: devices * readings / 3)
+            a.signal(SIGKILL)
+            _ = try await a.waitForExit(timeout: 10)
+            let (beforeKill, codesOnA) = try await finish(first)
+            let total = beforeKill.values.reduce(0) { $0 + $1.count }
+            #expect(
+                beforeKill.count == devices && total > 0 && total < devices * readings,
+                "killed mid-stream: \(beforeKill.count) devices reported, \(total) readings acknowledged, \(codesOnA)")
+            // Before anything is sent again: what A acknowledged is stored.
+            let stored = try await c.storedSequencesByDevice()
+            let lost = beforeKill.flatMap { serial, seqs in seqs.subtracting(stored[serial] ?? []).map { (serial, $0) }
+            }
+            #expect(lost.isEmpty, "acknowledged by A but not stored: \(lost.count), e.g. \(lost.prefix(5))")
+
+            let second = try stream(to: b)
+            defer { for run in second { run.signal(SIGKILL) } }
+            let (onB, codesOnB) = try await finish(second)
+            #expect(
+                onB.count == devices && onB.values.allSatisfy { $0.count == readings },
+                "B takes every reading of every device: \(onB.values.filter { $0.count < readings }.count) short, \(codesOnB)"
+            )
+            let after = try await c.storedSequencesByDevice()
+            let expected = Set(1...Int64(readings))
+            #expect(
+                after.count == devices && after.values.allSatisfy { $0 == expected },
+                "each device's readings once: \(after.filter { $0.value != expected }.count) devices differ")
+            #expect(try await c.readingRows() == devices * readings, "no copies")
         }
     }
 }

@@ -11,9 +11,14 @@ Every mode prints one JSON object per line on stdout, so the Swift test can asse
                subscriptions, Maximum Packet Size, Receive Maximum, DISCONNECT expiry
   conformance  run broker checks (QoS 0/1/2, wildcards, retained, will, session resume,
                request/response) against a general-purpose listener
+  fleet        many devices at once (--fleet FILE: a JSON list of {serial, cert, key}), each
+               streaming --count QoS 1 readings; a device whose connection is lost after it
+               connected stops there (the test moves it to another node); one line per device
+               with the sequence numbers acknowledged
 """
 import argparse
 import json
+import os
 import ssl
 import sys
 import threading
@@ -532,9 +537,101 @@ def cmd_rules(args):
     out(results)
 
 
+def cmd_fleet(args):
+    """Devices streaming readings side by side, one paho client (and network thread) each. A
+    refused or failed connection attempt is retried (paho's reconnect, 1-16 s) until the device
+    has connected; once it has, losing the connection ends the device's run. Devices start spread
+    over --spread seconds, as a fleet coming back does."""
+    with open(args.fleet) as f:
+        devices = json.load(f)
+    lock = threading.Lock()
+    finished = threading.Condition(lock)
+    state = {}
+    connected = [0]
+
+    def start(device):
+        serial = device["serial"]
+        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=serial, protocol=mqtt.MQTTv5)
+        c.tls_set(ca_certs=args.cafile, certfile=device["cert"], keyfile=device["key"], tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        # Patient as a device is: a handshake storm on a loaded (or debug-built) server answers
+        # late, and clients that give up after paho's 5 s and retry at once only feed it.
+        c.connect_timeout = 60
+        c.reconnect_delay_set(min_delay=1, max_delay=16)
+        c.max_queued_messages_set(0)
+        c.max_inflight_messages_set(args.inflight)
+        st = {"serial": serial, "mids": {}, "acked": [], "codes": {}, "connected": False, "ended": False, "disconnects": []}
+        state[serial] = st
+
+        def end(client):
+            with finished:
+                if not st["ended"]:
+                    st["ended"] = True
+                    finished.notify_all()
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            if reason_code.value != 0 or st["connected"]:
+                return
+            st["connected"] = True
+            with lock:
+                connected[0] += 1
+                if connected[0] == len(devices):
+                    out({"allConnected": connected[0]})
+            for seq in range(1, args.count + 1):
+                payload = json.dumps({"seq": seq, "values": json.loads(args.values)}).encode()
+                info = client.publish(f"devices/{serial}/telemetry", payload, qos=1)
+                with lock:
+                    st["mids"][info.mid] = seq
+
+        def on_publish(client, userdata, mid, reason_code, properties):
+            with finished:
+                seq = st["mids"].get(mid)
+                code = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
+                st["codes"][code] = st["codes"].get(code, 0) + 1
+                if seq is not None and code == 0:
+                    st["acked"].append(seq)
+                if len(st["acked"]) == args.count:
+                    st["ended"] = True
+                    finished.notify_all()
+
+        def on_disconnect(client, userdata, flags, reason_code, properties):
+            code = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
+            st["disconnects"].append(code)
+            if st["connected"]:
+                client.disconnect()  # no reconnect: this node is gone for this device
+                end(client)
+
+        c.on_connect = on_connect
+        c.on_publish = on_publish
+        c.on_disconnect = on_disconnect
+        c.connect_async(args.host, args.port, keepalive=30)
+        c.loop_start()
+        return c
+
+    clients = []
+    for d in devices:
+        clients.append(start(d))
+        time.sleep(args.spread / max(1, len(devices)))
+    deadline = time.time() + args.timeout
+    with finished:
+        while time.time() < deadline and not all(st["ended"] for st in state.values()):
+            finished.wait(0.5)
+    for c in clients:
+        try:
+            c.disconnect()
+        except Exception:
+            pass
+    time.sleep(0.5)  # the DISCONNECTs go out from each client's thread
+    with lock:
+        for st in state.values():
+            out({"serial": st["serial"], "connected": st["connected"], "acked": sorted(st["acked"]),
+                 "codes": {str(k): v for k, v in st["codes"].items()}, "disconnects": st["disconnects"]})
+    # Joining hundreds of network threads one by one takes minutes; the process ends here.
+    os._exit(0)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["publish", "answer", "conformance", "aliases", "rules"])
+    p.add_argument("mode", choices=["publish", "answer", "conformance", "aliases", "rules", "fleet"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--version", type=int, choices=[3, 5], default=5)
@@ -551,8 +648,13 @@ def main():
     p.add_argument("--status", default="ok")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=15)
+    p.add_argument("--fleet", help="fleet mode: a JSON file listing each device's serial, cert and key")
+    p.add_argument("--inflight", type=int, default=20, help="fleet mode: readings each device has unacknowledged at most")
+    p.add_argument("--spread", type=float, default=5, help="fleet mode: seconds over which the devices start")
+    p.add_argument("--values", default='{"state": "locked"}', help="fleet mode: each reading's values (JSON)")
     args = p.parse_args()
-    {"publish": cmd_publish, "answer": cmd_answer, "conformance": cmd_conformance, "aliases": cmd_aliases, "rules": cmd_rules}[args.mode](args)
+    {"publish": cmd_publish, "answer": cmd_answer, "conformance": cmd_conformance, "aliases": cmd_aliases, "rules": cmd_rules,
+     "fleet": cmd_fleet}[args.mode](args)
 
 
 if __name__ == "__main__":
