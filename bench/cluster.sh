@@ -6,10 +6,16 @@
 #   command  two `hearth serve` nodes on one database, a reference thermostat connected to node A;
 #            COMMANDS commands through node A (the device is local) and through node B (relayed
 #            through the database), alternating; p50/p99 of each round trip, HTTPS keep-alive.
-# Usage: [PARTS="storage command"] [COMMANDS=200] bench/cluster.sh
+#   failover DEVICES (10,000) devices (mqload, MQTT 5.0, mutual TLS, one certificate each) held
+#            on node A; A killed with SIGKILL; the devices reconnect to node B from four
+#            generators at once. Time from the kill until all are connected to B, and p50/p99 of
+#            an API request (GET /readyz, a committed write) to B before and during it. B's
+#            connect admission is raised for this (`--max-connects-per-second`): the default
+#            (500/s, burst 1,000) bounds a real failover at DEVICES/500 s by design.
+# Usage: [PARTS="storage command failover"] [COMMANDS=200] [DEVICES=10000] bench/cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PARTS=${PARTS:-"storage command"}; COMMANDS=${COMMANDS:-200}
+PARTS=${PARTS:-"storage command failover"}; COMMANDS=${COMMANDS:-200}; DEVICES=${DEVICES:-10000}
 work=$(mktemp -d)
 pids=()
 trap 'kill $(jobs -p) "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -74,4 +80,55 @@ def q(v, p): v = sorted(v); return v[min(len(v) - 1, int(len(v) * p))]
 for n, name in ((0, "device on this node (A)"), (1, "device on the other node (B -> A)")):
     print("command through %s: p50 %.1f ms, p99 %.1f ms (%d)" % (name, q(times[n], .5), q(times[n], .99), count))
 PY
+fi
+
+if [[ " $PARTS " == *" failover "* ]]; then
+  echo "== failover: $DEVICES devices on node A, A killed, all back on node B"
+  gcc -O2 -o "$work/mqload" ../shared/tools/mqload/mqload.c -lssl -lcrypto
+  db=$(fresh hearth_bench)
+  eval "\"$BIN/hearth\" bench prepare --data \"$work/fdata\" --out \"$work/fout\" --devices $DEVICES $db" | tail -1
+  for d in "$work"/fout/bundles/*; do echo "$(basename "$d") $d/device.pem $d/device.key.pem"; done > "$work/certs.txt"
+  split -n l/4 -d "$work/certs.txt" "$work/certs."
+  ca=$(find "$work/fout/bundles" -mindepth 1 -maxdepth 1 -type d -print -quit)/server-root-ca.pem
+  fnode() {  # N → a node on HTTPS 1845N, MQTT 1889N
+    eval "exec \"$BIN/hearth\" serve --data \"$work/fdata\" $db --listen 127.0.0.1:1845$1 --mqtt-listen 127.0.0.1:1889$1 --metrics-listen 127.0.0.1:0 --max-connects-per-second 100000 --max-connections 100000" > "$work/fnode$1.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 300); do grep -q "Clients verify it" "$work/fnode$1.log" && break; sleep 0.1; done
+  }
+  ulimit -n "$(ulimit -Hn)"  # 10,000 connections on a node, and as many on the generators
+  fnode 0; nodeA=${pids[-1]}; fnode 1
+  connect() {  # PORT SUFFIX SECONDS → the fleet connected from four generators (pids in $fleet)
+    fleet=()
+    for part in "$work"/certs.0?; do
+      "$work/mqload" -m idle -V 5 -p "$1" --ca "$ca" --certs "$part" -n "$(wc -l < "$part")" -d "$3" > "$part.$2" 2>&1 &
+      fleet+=($!)
+    done
+    for part in "$work"/certs.0?; do for _ in $(seq 6000); do grep -q "mode=idle" "$part.$2" && break; sleep 0.05; done; done
+  }
+  connect 18890 onA 3600; hold=("${fleet[@]}")
+  echo "on A: $(cat "$work"/certs.0?.onA | grep -o 'opened=[0-9]* in [0-9.]*s' | tr '\n' ' ')"
+  # The API probe: GET /readyz on B with keep-alive, until told to stop; p50/p99 before and after the kill.
+  python3 - "$work/fdata/root-ca.pem" "$work/probe" > "$work/probe.out" 2>&1 <<'PY' &
+import http.client, os, ssl, sys, time
+conn = http.client.HTTPSConnection("127.0.0.1", 18451, context=ssl.create_default_context(cafile=sys.argv[1]))
+samples = []
+while not os.path.exists(sys.argv[2] + ".stop"):
+    t = time.time(); conn.request("GET", "/readyz"); r = conn.getresponse(); r.read()
+    samples.append((t, (time.time() - t) * 1000, r.status)); time.sleep(0.01)
+kill = float(open(sys.argv[2] + ".kill").read()); done = float(open(sys.argv[2] + ".stop").read() or "0")
+def q(v, p): v = sorted(v); return v[min(len(v) - 1, int(len(v) * p))] if v else float("nan")
+for name, part in (("before the kill", [s for s in samples if s[0] < kill]), ("during the failover", [s for s in samples if kill <= s[0] <= done])):
+    print("API on B %s: p50 %.1f ms, p99 %.1f ms, %d requests, %d not 200" % (name, q([s[1] for s in part], .5), q([s[1] for s in part], .99), len(part), sum(1 for s in part if s[2] != 200)))
+PY
+  probe=$!
+  sleep 5
+  date +%s.%N > "$work/probe.kill"; kill -9 "$nodeA"; t0=$(date +%s.%N)
+  kill "${hold[@]}" 2>/dev/null || true
+  connect 18891 onB 1
+  t1=$(date +%s.%N); echo "$t1" > "$work/probe.stop"
+  wait "$probe" || true; wait "${fleet[@]}" 2>/dev/null || true
+  echo "on B: $(cat "$work"/certs.0?.onB | grep -o 'opened=[0-9]* in [0-9.]*s' | tr '\n' ' ')"
+  grep -h "refused\|closed by broker" "$work"/certs.0?.onB | head -5 || true
+  python3 -c "print('failover: %d devices back on B %.1f s after A was killed' % ($DEVICES, $t1 - $t0))"
+  cat "$work/probe.out"
 fi

@@ -180,10 +180,11 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
     /// ``run()``, the gateway loads a device's session when the device connects, not at start.
     public func attach(handoff: any SessionHandoff) { parts.handoff.set(handoff) }
 
-    /// The device connected to another node: its connection here ends (0x8E session taken over).
+    /// The device connected to another node: its connection here ends (0x8E session taken over),
+    /// and whatever this node still has of its session is forgotten unwritten (the other node
+    /// keeps it; normally this node handed it over already and has nothing left).
     public func takenOver(_ serial: DeviceSerial) {
-        parts.hub.disconnect(
-            PeerIdentity.deviceSessionKey(serial.rawValue), .sessionTakenOver, "the device connected to another node")
+        parts.hub.forget(PeerIdentity.deviceSessionKey(serial.rawValue))
     }
     public var openConnections: Int { parts.admission.openConnections }
     /// Sockets not authenticated (yet): in the TLS handshake, or refused and about to close.

@@ -403,6 +403,26 @@ final class Hub: Sendable {
         }
     }
 
+    /// Another node took this session without it being handed over (this node answered too late,
+    /// or seemed dead): its connection here ends (0x8E) and the session is dropped unwritten, so a
+    /// stale copy can neither be resumed here nor, expiring, delete the keeper's row.
+    func forget(_ key: String) {
+        let live = state.withLock { s -> ConnectionRef? in
+            let connection = s.connections.removeValue(forKey: key)
+            if let connection {
+                s.takenOver[connection.id] = false
+                s.attachedAt[key] = nil
+            }
+            s.sessions[key] = nil
+            s.broker.remove(key)
+            s.persistedSessions.remove(key)
+            s.dirtySessions.remove(key)
+            s.released.remove(key)
+            return connection
+        }
+        live?.disconnect(.sessionTakenOver, "the device connected to another node")
+    }
+
     /// Another node keeps this session from now: its live connection here ends (0x8E, as a
     /// takeover that resumes the session), and once the connection has handed back what it had in
     /// flight (at most `wait`), the session is written to the store and forgotten here.

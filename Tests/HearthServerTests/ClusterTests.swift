@@ -171,6 +171,30 @@ import Testing
         static let json = ["-H", "content-type: application/json"]
         static let credentials = #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#
 
+        /// Ann's bearer header (signed up through `first`, in through `second`), the first lock
+        /// claimed through `first`.
+        func lockClaimed(signUpOn first: HearthProcess, signInOn second: HearthProcess) throws -> [String] {
+            let bearer = try owner(signUpOn: first, signInOn: second)
+            let claimed = try call(
+                first, "/api/v1/devices/claim",
+                Self.json + bearer + ["-d", #"{"serial":"\#(lock.serial)","setupCode":"\#(lock.code)"}"#])
+            #expect(claimed.hasSuffix("201"), "\(claimed)")
+            return bearer
+        }
+
+        /// A command to the first lock through `node`, tried for up to 5 s until it answers 200
+        /// (a device just connected is recorded for the other nodes within a poll round).
+        func commandAnswered(_ node: HearthProcess, _ name: String, _ bearer: [String]) async throws -> String {
+            var answered = ""
+            for _ in 0..<50 where !answered.hasSuffix("200") {
+                answered = try call(
+                    node, "/api/v1/devices/\(lock.serial)/commands",
+                    Self.json + bearer + ["-d", #"{"name":"\#(name)"}"#])
+                if !answered.hasSuffix("200") { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            return answered
+        }
+
         /// Signs Ann up through `first` and in through `second`: her bearer header.
         func owner(signUpOn first: HearthProcess, signInOn second: HearthProcess) throws -> [String] {
             #expect(try call(first, "/api/v1/accounts", Self.json + ["-d", Self.credentials]).hasSuffix("201"))
@@ -272,13 +296,8 @@ import Testing
         try await Cluster.with { c in
             let (a, b) = (try await c.node(), try await c.node())
             defer { for node in [a, b] { node.signal(SIGKILL) } }
-            let bearer = try c.owner(signUpOn: a, signInOn: b)
+            let bearer = try c.lockClaimed(signUpOn: a, signInOn: b)
             let serial = c.lock.serial
-            #expect(
-                try c.call(
-                    a, "/api/v1/devices/claim",
-                    Cluster.json + bearer + ["-d", #"{"serial":"\#(serial)","setupCode":"\#(c.lock.code)"}"#]
-                ).hasSuffix("201"))
             let lockCommand = Cluster.json + bearer + ["-d", #"{"name":"lock"}"#]
             let commands = "/api/v1/devices/\(serial)/commands"
             #expect(try c.call(b, commands, lockCommand).hasSuffix("409"), "offline: 409 as on one node")
@@ -301,11 +320,7 @@ import Testing
             #expect(seenOnB.hasSuffix("200") && seenOnB.contains("1 device connected"), "\(seenOnB.suffix(2000))")
             let row = seenOnB.components(separatedBy: "/console/devices/\(serial)").dropFirst().first ?? ""
             #expect(row.prefix(400).contains(Cluster.nodeID(a)), "held by A, seen from B: \(row.prefix(400))")
-            var answered = ""
-            for _ in 0..<50 where !answered.hasSuffix("200") {
-                answered = try c.call(b, commands, lockCommand)
-                if !answered.hasSuffix("200") { try await Task.sleep(for: .milliseconds(100)) }
-            }
+            let answered = try await c.commandAnswered(b, "lock", bearer)
             #expect(
                 answered.hasSuffix("200") && answered.contains(#""status":"ok""#),
                 "through B to the device on A: \(answered)")
@@ -344,13 +359,8 @@ import Testing
         try await Cluster.with { c in
             let (a, b) = (try await c.node(), try await c.node())
             defer { for node in [a, b] { node.signal(SIGKILL) } }
-            let bearer = try c.owner(signUpOn: a, signInOn: b)
+            let bearer = try c.lockClaimed(signUpOn: a, signInOn: b)
             let serial = c.lock.serial
-            #expect(
-                try c.call(
-                    a, "/api/v1/devices/claim",
-                    Cluster.json + bearer + ["-d", #"{"serial":"\#(serial)","setupCode":"\#(c.lock.code)"}"#]
-                ).hasSuffix("201"))
             let first = try c.lockDevice(on: a)
             defer { first.signal(SIGKILL) }
             #expect(try await first.wait(for: "connected (MQTT"), "\(first.text)")
@@ -375,12 +385,7 @@ import Testing
             onB.signal(SIGKILL)
             _ = try await onB.waitForExit()
             // A holds the session's subscriptions: a command through B reaches the device on A.
-            var answered = ""
-            for _ in 0..<50 where !answered.hasSuffix("200") {
-                answered = try c.call(
-                    b, "/api/v1/devices/\(serial)/commands", Cluster.json + bearer + ["-d", #"{"name":"lock"}"#])
-                if !answered.hasSuffix("200") { try await Task.sleep(for: .milliseconds(100)) }
-            }
+            let answered = try await c.commandAnswered(b, "lock", bearer)
             #expect(answered.contains(#""status":"ok""#), "\(answered)")
         }
     }

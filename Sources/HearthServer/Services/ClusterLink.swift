@@ -27,8 +27,13 @@ public final class ClusterLink: Service, ConnectionRecorder, DeviceCommandChanne
     let waiting = Mutex(Waiting())
     /// A node not heard from for this long holds no device.
     static let aliveWithin: TimeInterval = 10
-    /// How long a node waits for another to hand a session over before it uses what is stored.
-    static let handOverWithin: TimeInterval = 5
+    /// How long a node waits for another to hand a session over before it uses what is stored
+    /// (a live node answers within a round or two of its poll).
+    static let handOverWithin: TimeInterval = 2
+    /// A node that kept a session and was heard from this recently is asked to hand it over; one
+    /// silent for longer (heartbeats come every 2 s) is taken to have died: devices leaving a
+    /// dead node do not each wait for it.
+    static let keeperAliveWithin: TimeInterval = 3
 
     public init(
         store: any ClusterStore, node: String = Node.id, local: any DeviceCommandChannel,
@@ -136,7 +141,7 @@ public final class ClusterLink: Service, ConnectionRecorder, DeviceCommandChanne
         let now = Date()
         guard
             let previous = try await store.keepSession(
-                serial, node: node, aliveSince: now.addingTimeInterval(-Self.aliveWithin))
+                serial, node: node, aliveSince: now.addingTimeInterval(-Self.keeperAliveWithin))
         else { return false }
         guard previous.alive else { return true }
         let relayed = RelayedCommand(
