@@ -103,7 +103,7 @@ if [[ " $PARTS " == *" failover "* ]]; then
       "$work/mqload" -m idle -V 5 -p "$1" --ca "$ca" --certs "$part" -n "$(wc -l < "$part")" -d "$3" > "$part.$2" 2>&1 &
       fleet+=($!)
     done
-    for part in "$work"/certs.0?; do for _ in $(seq 6000); do grep -q "mode=idle" "$part.$2" && break; sleep 0.05; done; done
+    for part in "$work"/certs.0?; do for _ in $(seq 6000); do grep -qs "mode=idle" "$part.$2" && break; sleep 0.05; done; done
   }
   connect 18890 onA 3600; hold=("${fleet[@]}")
   echo "on A: $(cat "$work"/certs.0?.onA | grep -o 'opened=[0-9]* in [0-9.]*s' | tr '\n' ' ')"
