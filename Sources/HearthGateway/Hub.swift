@@ -329,11 +329,7 @@ final class Hub: Sendable {
                     s.persistedSessions.remove(key)
                 }
                 // Written as it is now, and another node keeps it from here on.
-                if s.released.remove(key) != nil {
-                    s.sessions[key] = nil
-                    s.broker.remove(key)
-                    s.persistedSessions.remove(key)
-                }
+                if s.released.remove(key) != nil { Self.drop(&s, key) }
             }
             for topic in s.dirtyRetained {
                 change.retained[topic] = .some(s.broker.retained[topic].map(SessionSnapshot.encode))
@@ -368,9 +364,7 @@ final class Hub: Sendable {
 
     /// Puts back one persisted session as disconnected (nil or unreadable: none).
     private static func restore(_ s: inout State, _ key: String, _ json: String?, now: Date) {
-        s.broker.remove(key)
-        s.sessions[key] = nil
-        s.persistedSessions.remove(key)
+        drop(&s, key)
         guard let json, let snapshot = SessionSnapshot(json: json) else { return }
         let policy: AccessPolicy =
             PeerIdentity.deviceSerial(ofSessionKey: key).map { .device(serial: $0) } ?? .development
@@ -389,6 +383,13 @@ final class Hub: Sendable {
     }
 
     // MARK: Sessions kept by one node of several
+
+    /// Forgets a session here without writing anything (its row, if any, stays as it is).
+    private static func drop(_ s: inout State, _ key: String) {
+        s.sessions[key] = nil
+        s.broker.remove(key)
+        s.persistedSessions.remove(key)
+    }
 
     func hasSession(_ key: String) -> Bool { state.withLock { $0.sessions[key] != nil } }
 
@@ -413,9 +414,7 @@ final class Hub: Sendable {
                 s.takenOver[connection.id] = false
                 s.attachedAt[key] = nil
             }
-            s.sessions[key] = nil
-            s.broker.remove(key)
-            s.persistedSessions.remove(key)
+            Self.drop(&s, key)
             s.dirtySessions.remove(key)
             s.released.remove(key)
             return connection
@@ -445,8 +444,7 @@ final class Hub: Sendable {
                 s.takenOver[stuck.id] = nil
             }
             guard persistent, s.sessions[key] != nil else {
-                s.broker.remove(key)
-                s.sessions[key] = nil
+                Self.drop(&s, key)
                 return nil
             }
             s.released.insert(key)
