@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Testing
 
 /// A child process whose standard output and error are collected while it runs. For tests that
 /// drive real programs: `hearth` itself, curl, openssl, mosquitto's clients.
@@ -217,29 +218,47 @@ public struct SpawnFailed: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// The path of a system tool the tests need, or nil to skip. `.ci/run` sets HEARTH_REQUIRE_TOOLS=1,
-/// which turns a missing tool into a failure instead.
-public func requiredTool(_ name: String, package: String) throws -> String? {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"]
-    where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
-        return "\(dir)/\(name)"
+/// Where `name` is on `PATH` (the same search a shell does), or nil.
+public func toolOnPath(_ name: String) -> String? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    return path.split(separator: ":").map { "\($0)/\(name)" }.first {
+        FileManager.default.isExecutableFile(atPath: $0)
     }
-    if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
-        throw MissingTool(description: "\(name) is required by this test: apt-get install \(package)")
-    }
-    return nil
 }
 
-/// For `@Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub")))`: a test whose tools are
+/// Whether the tests must fail, not skip, when a tool is missing: `.ci/run` sets
+/// HEARTH_REQUIRE_TOOLS=1.
+public var toolsRequired: Bool { ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" }
+
+/// The path of a system tool the test needs, found on `PATH`. When it is missing the test is
+/// cancelled, which the runner reports as skipped (never as passed); under HEARTH_REQUIRE_TOOLS=1
+/// (CI) it fails instead.
+public func requiredTool(_ name: String, package: String) throws -> String {
+    if let found = toolOnPath(name) { return found }
+    try skipOrFail("\(name) is required by this test: apt-get install \(package)")
+}
+
+/// Cancels the running test (reported as skipped) for a missing prerequisite, or fails it under
+/// HEARTH_REQUIRE_TOOLS=1.
+public func skipOrFail(_ reason: String) throws -> Never {
+    if toolsRequired { throw MissingTool(description: reason) }
+    try Test.cancel(Comment(rawValue: reason))
+}
+
+/// For `@Test(.enabled(if: toolsPresentOrRequired("mosquitto_sub")))`: a test whose tools are
 /// missing shows as skipped (not passed), except under HEARTH_REQUIRE_TOOLS=1 (CI), where it runs
-/// and ``requiredTool(_:package:)`` fails it.
+/// and ``requiredTool(_:package:)`` fails it. A parameterized test needs this trait: the runner
+/// reports its cancelled test cases as passed.
 public func toolsPresentOrRequired(_ names: String...) -> Bool {
-    if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" { return true }
-    return names.allSatisfy { name in
-        ["/usr/bin", "/usr/local/bin", "/bin"].contains {
-            FileManager.default.isExecutableFile(atPath: "\($0)/\(name)")
-        }
-    }
+    toolsRequired || names.allSatisfy { toolOnPath($0) != nil }
+}
+
+/// As ``toolsPresentOrRequired(_:)``, for a python3 on `PATH` that can import `modules`. Parameterized
+/// tests need the trait: the runner reports a cancelled test case as passed.
+public func pythonPresentOrRequired(_ modules: String...) -> Bool {
+    guard !toolsRequired else { return true }
+    guard let python = toolOnPath("python3") else { return false }
+    return modules.allSatisfy { (try? ChildProcess.runBlocking(python, ["-c", "import \($0)"]).status) == 0 }
 }
 
 public struct MissingTool: Error, CustomStringConvertible {
@@ -247,18 +266,15 @@ public struct MissingTool: Error, CustomStringConvertible {
     public init(description: String) { self.description = description }
 }
 
-/// A python3 (from PATH) that can import `module`, or nil to skip (a failure under
-/// HEARTH_REQUIRE_TOOLS=1, as for ``requiredTool(_:package:)``).
-public func requiredPython(module: String, package: String) throws -> String? {
+/// A python3 (from PATH) that can import `module`; the test is skipped without one (a failure
+/// under HEARTH_REQUIRE_TOOLS=1, as for ``requiredTool(_:package:)``).
+public func requiredPython(module: String, package: String) throws -> String {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
     for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/python3") {
         let python = "\(dir)/python3"
         if try ChildProcess.runBlocking(python, ["-c", "import \(module)"]).status == 0 { return python }
     }
-    if ProcessInfo.processInfo.environment["HEARTH_REQUIRE_TOOLS"] == "1" {
-        throw MissingTool(description: "python3 with \(module) is required by this test: pip install \(package)")
-    }
-    return nil
+    try skipOrFail("python3 with \(module) is required by this test: pip install \(package)")
 }
 
 /// `Scripts/validate_schema.py`: validates JSON against the official CSAF 2.0 or OSV schema.
@@ -298,7 +314,7 @@ extension ChildProcess {
     /// Starts `path` with its standard output line-buffered (through coreutils' stdbuf), so that a
     /// test can react to what it prints before it exits (`mosquitto_sub -d`, for one).
     public static func lineBuffered(_ path: String, _ arguments: [String]) throws -> ChildProcess {
-        try ChildProcess("/usr/bin/stdbuf", ["-oL", "-eL", path] + arguments)
+        try ChildProcess(try requiredTool("stdbuf", package: "coreutils"), ["-oL", "-eL", path] + arguments)
     }
 }
 

@@ -32,7 +32,7 @@ struct RekeyTests {
     }
 
     @Test func aRekeyedThermostatUsesItsNewKeyAndTheOldCertificateIsRefused() async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients") else { return }
+        let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients")
         let fixture = try await DeviceFixture(devices: 1)
         let unit = fixture.thermostats[0]
         let serial = unit.serial

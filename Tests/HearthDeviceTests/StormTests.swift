@@ -43,7 +43,7 @@ extension HeavyProcessTests {
 
         @Test(.timeLimit(.minutes(6)))
         func aThousandDevicesComeBackSpreadOverTheWindow() async throws {
-            guard let mosquittoPub = try requiredTool("mosquitto_pub", package: "mosquitto-clients") else { return }
+            let mosquittoPub = try requiredTool("mosquitto_pub", package: "mosquitto-clients")
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-storm-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: dir) }
             let data = dir.appendingPathComponent("data").path

@@ -126,7 +126,7 @@ extension HeavyProcessTests {
     struct UpdateProcessTests {
         @Test(.timeLimit(.minutes(5)))
         func pythonTUFsUpdaterVerifiesTheRepositoryBeforeAndAfterARootRotation() async throws {
-            guard let python = try requiredPython(module: "tuf", package: "tuf") else { return }
+            let python = try requiredPython(module: "tuf", package: "tuf")
             let d = try await UpdateDeployment.make(devices: 1)
             defer { Task { try? await d.stop() } }
             let root1 = d.dir.appendingPathComponent("ws/publish/metadata/1.root.json").path

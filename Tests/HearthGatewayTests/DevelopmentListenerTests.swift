@@ -35,11 +35,10 @@ import Testing
         #expect(MQTTGateway.isLoopback("127.0.0.2") && MQTTGateway.isLoopback("::1"))
     }
 
-    @Test(arguments: ["mqttv311", "mqttv5"])
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub", "mosquitto_sub")), arguments: ["mqttv311", "mqttv5"])
     func retainedMessagesAtEveryQoSReachALaterSubscriber(_ version: String) async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"),
-            let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
-        else { return }
+        let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients")
+        let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
         try await withGateway { port in
             for qos in 0...2 {
                 let r = try await ChildProcess.run(
@@ -63,9 +62,8 @@ import Testing
     }
 
     @Test func liveMessagesWillsAndTheDeviceNamespace() async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"),
-            let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
-        else { return }
+        let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients")
+        let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
         try await withGateway { port in
             let listener = try ChildProcess.lineBuffered(
                 sub,
@@ -102,7 +100,7 @@ import Testing
     }
 
     @Test func malformedBytesCloseOnlyThatConnection() async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients") else { return }
+        let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients")
         try await withGateway { port in
             // A raw socket sends a CONNECT with a 5-byte remaining length.
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -13,10 +13,9 @@ import Testing
 
 /// The mutual-TLS device listener with clients no one here wrote (mosquitto_pub/sub, paho-mqtt).
 @Suite struct DeviceListenerTests {
-    func tools() throws -> (pub: String, sub: String)? {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients"),
-            let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
-        else { return nil }
+    func tools() throws -> (pub: String, sub: String) {
+        let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients")
+        let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
         return (pub, sub)
     }
 
@@ -25,9 +24,9 @@ import Testing
             .map(\.reading.sequence)
     }
 
-    @Test(arguments: ["mqttv311", "mqttv5"])
+    @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub", "mosquitto_sub")), arguments: ["mqttv311", "mqttv5"])
     func validTelemetryIsStoredOnceEvenWhenSentAgain(_ version: String) async throws {
-        guard let (pub, _) = try tools() else { return }
+        let (pub, _) = try tools()
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         try await fixture.withGateway { _, port, _ in
@@ -48,7 +47,7 @@ import Testing
     }
 
     @Test func certificatesTheDeploymentDidNotIssueOrRevokedAreRefused() async throws {
-        guard let (pub, _) = try tools() else { return }
+        let (pub, _) = try tools()
         let fixture = try await DeviceFixture()
         let model = fixture.thermostats[0].model
         // Signed by another CA; signed by the device CA but never registered; registered then revoked.
@@ -94,7 +93,7 @@ import Testing
     }
 
     @Test func identityComesFromTheCertificateNotTheClientIDOrUsername() async throws {
-        guard let (pub, _) = try tools() else { return }
+        let (pub, _) = try tools()
         let fixture = try await DeviceFixture()
         let (a, b) = (fixture.thermostats[0], fixture.thermostats[1])
         try await fixture.withGateway { _, port, _ in
@@ -118,7 +117,7 @@ import Testing
     }
 
     @Test func oneDeviceCanNeitherSeeNorAffectAnother() async throws {
-        guard let (pub, sub) = try tools() else { return }
+        let (pub, sub) = try tools()
         let fixture = try await DeviceFixture()
         let (a, b) = (fixture.thermostats[0], fixture.thermostats[1])
         try await fixture.withGateway { gateway, port, _ in
@@ -161,7 +160,7 @@ import Testing
     }
 
     @Test func topicAliasesCannotReachAnotherDevice() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let (a, b) = (fixture.thermostats[0], fixture.thermostats[1])
         try await fixture.withGateway { gateway, port, _ in
@@ -182,7 +181,7 @@ import Testing
     }
 
     @Test func invalidTelemetryIsRefusedWithAReasonCodeCountedAndNeverStored() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let good: [String: JSONValue] = ["temperature": 21.5, "heating": false, "target": 21]
@@ -234,7 +233,7 @@ import Testing
     /// refused with 0x87 and a reason string, and the reading is not stored; agreeing lets it in, and
     /// withdrawing shuts it out again, on the same connection's next reading.
     @Test func fieldsTheOwnerRefusedAreRefusedWithAReasonAndNeverStored() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let with: [String: JSONValue] = ["temperature": 21.5, "humidity": 40, "heating": false, "target": 21]
@@ -270,7 +269,7 @@ import Testing
     }
 
     @Test func invalidUTF8TelemetryIsRefused() async throws {
-        guard let (pub, _) = try tools() else { return }
+        let (pub, _) = try tools()
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let file = fixture.folder.appendingPathComponent("bad.bin")
@@ -290,10 +289,12 @@ import Testing
         }
     }
 
-    @Test(arguments: [5, 3])
+    @Test(
+        .enabled(if: toolsPresentOrRequired("mosquitto_sub") && pythonPresentOrRequired("paho.mqtt")),
+        arguments: [5, 3])
     func commandsReachTheDeviceAndItsAnswerComesBack(_ version: Int) async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt"), let (_, sub) = try tools()
-        else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
+        let (_, sub) = try tools()
         let fixture = try await DeviceFixture()
         let (thermostat, lock) = (fixture.thermostats[0], fixture.locks[0])
         try await fixture.withGateway { gateway, port, _ in
@@ -338,8 +339,8 @@ import Testing
     }
 
     @Test func overLimitClientsGetTheReasonCodeAndOthersAreUnaffected() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt"), let (pub, sub) = try tools()
-        else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
+        let (pub, sub) = try tools()
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         // Publish rate: 5 per second per connection.
@@ -383,9 +384,9 @@ import Testing
         }
     }
 
-    @Test(arguments: [3, 5])
+    @Test(.enabled(if: pythonPresentOrRequired("paho.mqtt")), arguments: [3, 5])
     func pahoConformanceOnTheDevelopmentListener(_ version: Int) async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture(devices: 0)
         try await fixture.withGateway { _, _, devPort in
             let r = try await ChildProcess.run(
@@ -402,9 +403,9 @@ import Testing
 
     /// The redesign's broker rules with paho-mqtt as the client, on the development listener with
     /// an ACL (as Paho's interoperability suite expects `test/nosubscribe` refused).
-    @Test(arguments: [3, 5])
+    @Test(.enabled(if: pythonPresentOrRequired("paho.mqtt")), arguments: [3, 5])
     func pahoBrokerRulesOnTheDevelopmentListener(_ version: Int) async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture(devices: 0)
         try await fixture.withGateway({ $0.developmentDenied = ["test/nosubscribe"] }) { _, _, devPort in
             let r = try await ChildProcess.run(
@@ -428,7 +429,7 @@ import Testing
     /// s_client, with a valid device certificate): TLS 1.1, a CBC suite and a key exchange group
     /// outside the policy are refused; TLS 1.2 and 1.3 within it are served.
     @Test(.enabled(if: toolsPresentOrRequired("openssl"))) func theDeviceListenerHoldsToTheTLSPolicy() async throws {
-        guard let openssl = try requiredTool("openssl", package: "openssl") else { return }
+        let openssl = try requiredTool("openssl", package: "openssl")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         try await fixture.withGateway { _, port, _ in
@@ -460,7 +461,7 @@ import Testing
     }
 
     @Test func persistentSessionsAndRetainedMessagesSurviveARestart() async throws {
-        guard let (pub, sub) = try tools() else { return }
+        let (pub, sub) = try tools()
         let fixture = try await DeviceFixture(devices: 0)
         let state = try SQLiteBrokerStateStore(path: fixture.folder.appendingPathComponent("broker.sqlite").path)
         let id = "resume-\(UUID().uuidString.prefix(8))"
@@ -501,7 +502,7 @@ import Testing
     /// sends invalid readings over and over is flagged once too; a device publishing valid
     /// readings is not.
     @Test func devicesThatProbeOrSendGarbageAreFlaggedOnce() async throws {
-        guard let (pub, _) = try tools() else { return }
+        let (pub, _) = try tools()
         let fixture = try await DeviceFixture()
         let (prober, other) = (fixture.thermostats[0], fixture.thermostats[1])
         let garbler = fixture.locks[0]
@@ -541,7 +542,7 @@ import Testing
     /// and its way out — update reports are taken — while its readings are refused with 0x87 and
     /// not stored; released, its readings are taken again.
     @Test func aQuarantinedDeviceMayOnlyUpdateUntilReleased() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let updates = RecordingUpdates()
@@ -579,7 +580,7 @@ import Testing
     /// What the operator's console lists: each device connected now, since when, newest first, the
     /// count however short the list, and nothing once they have gone.
     @Test func theGatewayListsItsLiveDeviceConnections() async throws {
-        guard let (_, sub) = try tools() else { return }
+        let (_, sub) = try tools()
         let fixture = try await DeviceFixture()
         let (thermostat, lock) = (fixture.thermostats[0], fixture.locks[0])
         try await fixture.withGateway { gateway, port, _ in
@@ -626,7 +627,7 @@ final class RecordingUpdates: DeviceUpdateChannel {
 
 @Suite struct UpdateTopicTests {
     @Test func malformedUpdateReportsAreRefusedWithAReasonCodeAndNeverReachTheService() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let payloads: [(String, Bool)] = [

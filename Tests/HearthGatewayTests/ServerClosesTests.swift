@@ -33,7 +33,7 @@ import Testing
         return true
     }
 
-    func pub() throws -> String? { try requiredTool("mosquitto_pub", package: "mosquitto-clients") }
+    func pub() throws -> String { try requiredTool("mosquitto_pub", package: "mosquitto-clients") }
 
     @Test func aSilentSocketIsClosedAtTheConnectTimeout() async throws {
         let fixture = try await DeviceFixture()
@@ -50,7 +50,7 @@ import Testing
 
     @Test(.enabled(if: toolsPresentOrRequired("mosquitto_sub")))
     func keepAliveExpiryClosesTheSocketAndPublishesTheWill() async throws {
-        guard let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
+        let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
         let fixture = try await DeviceFixture()
         try await fixture.withGateway { _, _, devPort in
             let watcher = try ChildProcess.lineBuffered(
@@ -87,7 +87,8 @@ import Testing
     /// nor stay open: they are closed at the connect timeout.
     @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub", "openssl")))
     func silentRefusedDevicesAreClosedAndDoNotCountAgainstTheCap() async throws {
-        guard let pub = try pub(), let openssl = try requiredTool("openssl", package: "openssl") else { return }
+        let pub = try pub()
+        let openssl = try requiredTool("openssl", package: "openssl")
         let fixture = try await DeviceFixture()
         let revoked = fixture.thermostats[0]
         #expect(
@@ -130,7 +131,7 @@ import Testing
     @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub"))) func tcpConnectsWithoutTLSDoNotSpendTheConnectRate()
         async throws
     {
-        guard let pub = try pub() else { return }
+        let pub = try pub()
         let fixture = try await DeviceFixture()
         try await fixture.withGateway({
             $0.connectsPerSecond = 5
@@ -152,7 +153,7 @@ import Testing
 
     @Test(.enabled(if: toolsPresentOrRequired("mosquitto_pub")))
     func oneSourceHoldsAtMostItsShareOfUnauthenticatedSockets() async throws {
-        guard let pub = try pub() else { return }
+        let pub = try pub()
         let fixture = try await DeviceFixture()
         // A long handshake deadline, so that only the per-source cap can close the fifth socket.
         try await fixture.withGateway({

@@ -48,7 +48,7 @@ extension DeviceListenerTests {
     /// reconnect meanwhile gets CONNACK 0x89 with retry-after, and once the store works and the
     /// back-off is over the device is taken again and everything it re-sends is stored once.
     @Test func aFailingStoreTellsDevicesToBackOffAndResumesByItself() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let store = OutageStore(fixture.telemetry)

@@ -10,9 +10,11 @@ import Testing
 /// CONNECT, PUBLISH (all QoS), SUBSCRIBE and DISCONNECT as a broker would, records what it decoded,
 /// and publishes one message to each subscriber. It is a test harness, not the broker.
 @Suite(.serialized) struct InteropTests {
-    @Test(arguments: [("mqttv311", MQTTVersion.v3_1_1), ("mqttv5", .v5)])
+    @Test(
+        .enabled(if: toolsPresentOrRequired("mosquitto_pub")),
+        arguments: [("mqttv311", MQTTVersion.v3_1_1), ("mqttv5", .v5)])
     func mosquittoPubIsDecodedAtEveryQoS(_ flag: String, _ version: MQTTVersion) async throws {
-        guard let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients") else { return }
+        let pub = try requiredTool("mosquitto_pub", package: "mosquitto-clients")
         let peer = try await Peer.start()
         defer { peer.stop() }
         for qos in 0...2 {
@@ -46,9 +48,11 @@ import Testing
         #expect(peer.errors.isEmpty, "\(peer.errors)")
     }
 
-    @Test(arguments: [("mqttv311", MQTTVersion.v3_1_1), ("mqttv5", .v5)])
+    @Test(
+        .enabled(if: toolsPresentOrRequired("mosquitto_sub")),
+        arguments: [("mqttv311", MQTTVersion.v3_1_1), ("mqttv5", .v5)])
     func mosquittoSubReadsWhatTheSerialiserWrites(_ flag: String, _ version: MQTTVersion) async throws {
-        guard let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients") else { return }
+        let sub = try requiredTool("mosquitto_sub", package: "mosquitto-clients")
         let peer = try await Peer.start()
         defer { peer.stop() }
         let format = version == .v5 ? "%t|%q|%p|%P" : "%t|%q|%p"

@@ -32,7 +32,7 @@ import Testing
         }
 
         static func with(devices: Int = 1, _ body: (Cluster) async throws -> Void) async throws {
-            guard let curl = try curlPath() else { return }
+            let curl = try curlPath()
             try await TestPostgres.withAddress { address, passwordFile in
                 let dir = temporaryFolder()
                 defer { try? FileManager.default.removeItem(at: dir) }
@@ -397,7 +397,7 @@ import Testing
     @Test(.enabled(if: TestPostgres.available)) func readingsAcknowledgedByANodeKilledMidStreamAreKeptOnce()
         async throws
     {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         try await Cluster.with { c in
             let serial = c.lock.serial
             let lock = DevicePathTests.Bundle(
@@ -454,7 +454,7 @@ import Testing
     @Test(.enabled(if: TestPostgres.available)) func aThousandDevicesLoseNothingAcknowledgedWhenTheirNodeIsKilled()
         async throws
     {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let devices = 1000
         let readings = 40
         try await Cluster.with { c in

@@ -69,7 +69,7 @@ import Testing
     /// every reading it acknowledged is stored, and the device's resend is stored once.
     @Test(.enabled(if: TestPostgres.available && control != nil))
     func aStoppedDatabaseLosesNothingAcknowledgedAndServiceResumesByItself() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         try await ClusterTests.Cluster.with { c in
             let serial = c.lock.serial
             let lock = DevicePathTests.Bundle(

@@ -101,7 +101,7 @@ import Testing
     }
 
     @Test func everyAcknowledgedReadingSurvivesKill9() async throws {
-        guard let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt") else { return }
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let demo = try await Demo(data: dir)
@@ -140,8 +140,8 @@ import Testing
     }
 
     @Test func ownersReadTheirTelemetryAndSendCommandsOverHTTPS() async throws {
-        guard let curl = try curlPath(), let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
-        else { return }
+        let curl = try curlPath()
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let demo = try await Demo(data: dir)

@@ -42,7 +42,7 @@ import Testing
     }
 
     @Test func anOwnersExportHoldsTheirDataAndNoOneElses() async throws {
-        guard let python = try requiredPython(module: "zipfile", package: "python3") else { return }
+        let python = try requiredPython(module: "zipfile", package: "python3")
         let d = try TestDeployment()
         defer { d.cleanUp() }
         let units = try await d.provisionThermostats(3)

@@ -14,8 +14,8 @@ extension HeavyServerTests {
     @Suite(.serialized) struct OperationsTests {
         @Test(.enabled(if: toolsPresentOrRequired("curl", "promtool")))
         func theDemoServesMetricsApartAndLogsJSONWithoutSecrets() async throws {
-            let curl = try #require(try requiredTool("curl", package: "curl"))
-            let promtool = try #require(try requiredTool("promtool", package: "prometheus"))
+            let curl = try requiredTool("curl", package: "curl")
+            let promtool = try requiredTool("promtool", package: "prometheus")
             let dir = temporaryFolder()
             defer { try? FileManager.default.removeItem(at: dir) }
             let demo = try ChildProcess(

@@ -35,7 +35,7 @@ func runTool(_ path: String, _ arguments: [String]) throws -> (status: Int32, ou
     try ChildProcess.runBlocking(path, arguments)
 }
 
-func curlPath() throws -> String? { try requiredTool("curl", package: "curl") }
+func curlPath() throws -> String { try requiredTool("curl", package: "curl") }
 
 func temporaryFolder() -> URL {
     FileManager.default.temporaryDirectory.appendingPathComponent("hearth-proc-\(UUID().uuidString)")

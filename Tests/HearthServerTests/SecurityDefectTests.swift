@@ -373,7 +373,7 @@ import Testing
     /// 9. Through the real server and curl: only the certificate's names are answered; a Host
     /// an attacker chose is refused (421) and never reflected; every link uses the server's name.
     @Test(.enabled(if: toolsPresentOrRequired("curl"))) func onlyTheServersOwnHostNamesAreAnswered() async throws {
-        guard let curl = try curlPath() else { return }
+        let curl = try curlPath()
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path

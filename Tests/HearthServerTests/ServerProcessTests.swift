@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import HearthCore
 import HearthCrypto
+import HearthTestSupport
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -12,7 +13,7 @@ import X509
 /// Black-box tests of the `hearth` executable, as a newcomer or an operator runs it.
 @Suite(.serialized) struct ServerProcessTests {
     @Test func theServerStartsOnAFreshFolderAndSpeaksOnlyHTTPS() async throws {
-        guard let curl = try curlPath() else { return }
+        let curl = try curlPath()
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("data").path
@@ -90,7 +91,7 @@ import X509
     }
 
     @Test func aClaimAcknowledgedBeforeKill9IsThereAfterRestart() async throws {
-        guard let curl = try curlPath() else { return }
+        let curl = try curlPath()
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1])
@@ -197,7 +198,7 @@ import X509
         let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[0])
         let csrFile = dir.appendingPathComponent("device.csr")
         let openssl = try runTool(
-            "/usr/bin/openssl",
+            try requiredTool("openssl", package: "openssl"),
             [
                 "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
                 dir.appendingPathComponent("device.key").path, "-subj", "/CN=device", "-out", csrFile.path,
@@ -243,7 +244,7 @@ import X509
     }
 
     @Test func theDemoStartsTheWholeSystemAndStopsCleanly() async throws {
-        guard let curl = try curlPath() else { return }
+        let curl = try curlPath()
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let demo = try HearthProcess([

@@ -28,7 +28,7 @@ import Testing
 
     @Test(.enabled(if: toolsPresentOrRequired("systemd-analyze")))
     func theUnitPassesSystemdsChecksWithExposureTwoOrLower() async throws {
-        let analyze = try #require(try requiredTool("systemd-analyze", package: "systemd"))
+        let analyze = try requiredTool("systemd-analyze", package: "systemd")
         let (dir, copy) = try installedCopy()
         defer { try? FileManager.default.removeItem(at: dir) }
         let verify = try runTool("/bin/sh", ["-c", "'\(analyze)' verify '\(copy.path)' 2>&1"])
@@ -44,7 +44,7 @@ import Testing
 
     @Test(.enabled(if: toolsPresentOrRequired("curl")))
     func theServerNotifiesSystemdWhenReadyAndWhenStopping() async throws {
-        let curl = try #require(try requiredTool("curl", package: "curl"))
+        let curl = try requiredTool("curl", package: "curl")
         let dir = temporaryFolder()
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -73,7 +73,7 @@ import Testing
     /// The reference implementation agrees: python-tuf parses Hearth's root.json, verifies its
     /// signature threshold, and encodes it canonically to the same bytes Hearth signed.
     @Test func pythonTUFVerifiesHearthsRoot() async throws {
-        guard let python = try requiredPython(module: "tuf", package: "tuf") else { return }
+        let python = try requiredPython(module: "tuf", package: "tuf")
         let rootKey = Curve25519.Signing.PrivateKey()
         var keys = Dictionary(
             uniqueKeysWithValues: TUFRole.allCases.map { ($0, [TUFKey(Curve25519.Signing.PrivateKey().publicKey)]) })
@@ -110,7 +110,7 @@ import Testing
     /// whole chain Hearth signs — root, timestamp, snapshot, targets — and the image against its
     /// target entry, custom fields included; a tampered image is refused by it too.
     @Test func pythonTUFAcceptsHearthsWholeChain() async throws {
-        guard let python = try requiredPython(module: "tuf", package: "tuf") else { return }
+        let python = try requiredPython(module: "tuf", package: "tuf")
         var repo = Repository()
         repo.now = Date()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-tuf-\(UUID().uuidString)")

@@ -21,6 +21,7 @@ Prints one line per step ("ok STEP" or "FAILED STEP: why") and a count of both.
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -53,7 +54,7 @@ for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--dis
 # The deployment's own root CA signs the server certificate; the browser is told to accept it.
 options.accept_insecure_certs = True
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 driver.set_page_load_timeout(30)
 
 
