@@ -122,10 +122,11 @@ import Testing
             #expect(page.text.contains("Quarantined:") && page.text.contains("Security alerts"))
 
             let path = "/api/v1/devices/\(unit.serial)/quarantine"
-            #expect(try await client.call(.post, "\(path)/release", token: ann).status == 403)
+            let release = "/api/v1/devices/\(unit.serial)/quarantine/release"
+            #expect(try await client.call(.post, release, token: ann).status == 403)
             #expect(try await client.call(.post, path, body: #"{"reason":"again"}"#, token: op).status == 409)
-            #expect(try await client.call(.post, "\(path)/release", token: op).status == 200)
-            #expect(try await client.call(.post, "\(path)/release", token: op).status == 409)
+            #expect(try await client.call(.post, release, token: op).status == 200)
+            #expect(try await client.call(.post, release, token: op).status == 409)
             for bad in [#"{"reason":"   "}"#, #"{"reason":1}"#, #"{}"#, "not json"] {
                 let r = try await client.call(.post, path, body: bad, token: op)
                 #expect((400...422).contains(r.status), "\(bad): \(r.status)")

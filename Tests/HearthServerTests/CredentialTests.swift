@@ -113,6 +113,18 @@ import Testing
             #expect(try await Self.signIn(client, "bob@example.com", Self.password).status == 201, "Bob untouched")
             let records = try await d.store.auditRecords()
             #expect(records.contains { $0.kind == AuditKind.accountRecovered.rawValue })
+
+            // A new code on request needs the password; the one it replaces stops working.
+            let fresh = try #require(try await Self.signIn(client, "ann@example.com", Self.newPassword).string("token"))
+            let refused = try await client.call(
+                .post, "/api/v1/account/recovery-code", body: #"{"password":"not the password at all"}"#, token: fresh)
+            #expect(refused.status == 401 && refused.field == "password", "\(refused.text)")
+            let renewed = try await client.call(
+                .post, "/api/v1/account/recovery-code", body: #"{"password":"\#(Self.newPassword)"}"#, token: fresh)
+            let third = try #require(renewed.string("recoveryCode"), "\(renewed.text)")
+            #expect(renewed.status == 201 && third != next)
+            #expect(try await recover("ann@example.com", next, "a fourth passphrase that is long").status == 401)
+            #expect(try await recover("ann@example.com", third, "a fourth passphrase that is long").status == 200)
         }
     }
 

@@ -74,6 +74,19 @@ import Testing
             return (status, try? JSONValue.parse(Array(lines.dropLast().joined(separator: "\n").utf8)))
         }
 
+        /// Creates the operator through the one-time set-up link the demo printed; the bearer token.
+        func operatorToken(_ curl: String) throws -> String {
+            let link = try #require(process.text.components(separatedBy: "\n").first { $0.contains("/setup/") })
+            let token = try #require(link.components(separatedBy: "/setup/").last?.prefix { !$0.isWhitespace })
+            let credentials = #"{"email":"op@example.com","password":"operator passphrase that is long"}"#
+            let setup = #"{"token":"\#(token)","email":"op@example.com","password":"operator passphrase that is long"}"#
+            #expect(try call(curl, "POST", "/api/v1/setup", body: setup).status == 201)
+            guard case .object(let o)? = try call(curl, "POST", "/api/v1/sessions", body: credentials).json,
+                case .string(let bearer)? = o["token"]
+            else { throw TestFailure("no operator session") }
+            return bearer
+        }
+
         /// Signs up and signs in an owner; returns the bearer token.
         func owner(_ curl: String, _ email: String) throws -> String {
             let credentials = #"{"email":"\#(email)","password":"a long owner passphrase for tests"}"#
@@ -83,6 +96,62 @@ import Testing
                 throw TestFailure("no token: \(session)")
             }
             return token
+        }
+    }
+
+    /// Revocation in both documented forms: the API ends a live connection at once (DISCONNECT
+    /// 0x87), the offline CLI at the device's next connect (CONNACK 0x87); the gateway refuses both
+    /// devices from then on.
+    @Test func revocationThroughTheAPIEndsTheLiveConnectionAndTheCLIsTheNextConnect() async throws {
+        let curl = try curlPath()
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let demo = try await Demo(data: dir, devices: 2)
+        defer { demo.process.signal(SIGKILL) }
+        let (thermostat, lock) = (demo.bundle("thermostat-t1"), demo.bundle("lock-l1"))
+        let op = try demo.operatorToken(curl)
+        let owner = try demo.owner(curl, "ann@example.com")
+        func connected(_ bundle: Bundle) async throws -> ChildProcess {
+            let device = try ChildProcess(
+                python,
+                [pahoScript, "answer"] + bundle.paho(port: demo.mqttPort) + [
+                    "--serial", bundle.serial, "--count", "1", "--timeout", "60",
+                ])
+            #expect(try await device.wait(for: "\"ready\"", timeout: 30), "\(device.text)")
+            return device
+        }
+
+        // The API: only operators; the live connection ends with 0x87 "not authorized".
+        let live = try await connected(thermostat)
+        defer { live.signal(SIGKILL) }
+        let revoke = "/api/v1/devices/\(thermostat.serial)/revoke"
+        #expect(try demo.call(curl, "POST", revoke).status == 401)
+        #expect(try demo.call(curl, "POST", revoke, token: owner).status == 403)
+        #expect(try demo.call(curl, "POST", "/api/v1/devices/NOTASERIAL/revoke", token: op).status == 404)
+        #expect(try await live.wait(for: "\"ready\"", timeout: 1) && !live.text.contains("disconnect"))
+        let revoked = try demo.call(curl, "POST", revoke, token: op)
+        #expect(
+            revoked.status == 200
+                && revoked.json == ["serial": .string(thermostat.serial), "revoked": true, "changed": true])
+        #expect(try await live.wait(for: #"{"disconnect": 135}"#, timeout: 10), "\(live.text)")
+        #expect(try demo.call(curl, "POST", revoke, token: op).json?["changed"] == false, "once")
+
+        // The CLI: the live connection stays (documented), the next connect is refused.
+        let held = try await connected(lock)
+        defer { held.signal(SIGKILL) }
+        let cli = try await HearthProcess.run(["device", "revoke", "--data", demo.data.path, lock.serial])
+        #expect(cli.status == 0, "\(cli.output)")
+        try await Task.sleep(for: .seconds(1))
+        #expect(!held.text.contains("disconnect"), "the CLI does not reach the running gateway: \(held.text)")
+        for bundle in [thermostat, lock] {
+            let again = try await ChildProcess.run(
+                python,
+                [pahoScript, "publish"] + bundle.paho(port: demo.mqttPort) + [
+                    "--topic", "devices/\(bundle.serial)/telemetry", "--payload", #"{"seq":1,"values":{}}"#,
+                    "--timeout", "10",
+                ], timeout: 30)
+            #expect(again.output.contains(#""connack": 135"#), "\(bundle.model) is refused: \(again.output)")
         }
     }
 

@@ -203,6 +203,12 @@ import Testing
             #expect(
                 list.status == 200 && list.text.contains("Setup code brute force")
                     && list.text.contains("A. Researcher"))
+            let one = try await client.call(.get, "/api/v1/security/reports/\(id)", token: op)
+            #expect(
+                one.status == 200 && one.string("id") == id && one.string("state") == "received"
+                    && one.text.contains("Setup code brute force"), "\(one.text)")
+            #expect(try await client.call(.get, "/api/v1/security/reports/\(id)", token: owner).status == 403)
+            #expect(try await client.call(.get, "/api/v1/security/reports/VR-nothing", token: op).status == 404)
 
             func status(_ t: String) async throws -> Reply {
                 try await client.call(.post, "/api/v1/reports/status", body: #"{"token":"\#(t)"}"#)

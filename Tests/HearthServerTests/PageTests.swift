@@ -284,6 +284,17 @@ import Testing
             #expect(audit.text.contains("Intact: all"))
             let detail = try await client.call(.get, "/console/devices/\(serial)", headers: op.headers)
             #expect(detail.status == 200 && detail.text.contains("/console/devices/\(serial)/revoke"))
+            // Quarantine by hand with the reason the owner reads, then release; a blank reason changes nothing.
+            let blank = try await Self.post(client, "/console/devices/\(serial)/quarantine", "reason=+", as: op)
+            #expect(blank.status == 200 && blank.text.contains("Not changed"), "\(blank.status)")
+            #expect(try await d.store.device(DeviceSerial(serial))?.quarantine == nil)
+            let held = try await Self.post(
+                client, "/console/devices/\(serial)/quarantine", "reason=Seen+from+two+places", as: op)
+            #expect(held.status == 200 && held.text.contains("Quarantined:"), "\(held.status)")
+            #expect(try await d.store.device(DeviceSerial(serial))?.quarantine != nil)
+            let freed = try await Self.post(client, "/console/devices/\(serial)/release", "", as: op)
+            #expect(freed.status == 200 && freed.text.contains("Released from quarantine"), "\(freed.status)")
+            #expect(try await d.store.device(DeviceSerial(serial))?.quarantine == nil)
             let revoked = try await Self.post(client, "/console/devices/\(serial)/revoke", "", as: op)
             #expect(revoked.status == 200 && revoked.text.contains("Revoked"))
             #expect(try await d.store.device(DeviceSerial(serial))?.revokedAt != nil)
@@ -296,6 +307,16 @@ import Testing
         let d = try TestDeployment()
         defer { d.cleanUp() }
         try await d.application.test(.router) { client in
+            // The style sheet and the one script are served with their types, cached for an hour.
+            let css = try await client.call(.get, "/static/hearth.css")
+            let script = try await client.call(.get, "/static/live.js")
+            for (asset, type, sample) in [
+                (css, "text/css; charset=utf-8", "{"), (script, "text/javascript; charset=utf-8", "EventSource"),
+            ] {
+                #expect(asset.status == 200 && asset.headers[.contentType] == type, "\(type): \(asset.status)")
+                #expect(
+                    asset.headers[.cacheControl] == "public, max-age=3600" && asset.text.contains(sample), "\(type)")
+            }
             // The CSAF metadata is dated now, not 1970, while there is no advisory.
             let metadata = try await client.call(.get, "/.well-known/csaf/provider-metadata.json")
             let updated = try #require(

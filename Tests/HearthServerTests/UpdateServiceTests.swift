@@ -228,11 +228,41 @@ struct UpdateServiceTests {
             #expect(
                 try await client.call(.post, path, body: #"{"action":"resume"}"#, token: op).string("state") == "active"
             )
+            // An operator moves a rollout to its next stage by hand (stage 2 of 2: every device).
+            let advanced = try await client.call(.post, path, body: #"{"action":"advance"}"#, token: op)
+            #expect(
+                advanced.status == 200 && advanced.json?["stage"] == 2 && advanced.json?["percent"] == 100,
+                "\(advanced.text)")
+            #expect(try await d.updates.view(rollout.id).rollout.stage == 1, "stored")
             #expect(
                 try await client.call(.post, path, body: #"{"action":"pause"}"#, token: op).string("state") == "paused")
             #expect(
                 try await client.call(.post, path, body: #"{"action":"abort"}"#, token: op).string("state") == "aborted"
             )
+            // Operators read rollouts, one or all, with their tallies; owners and strangers cannot.
+            let one = try await client.call(.get, "/api/v1/rollouts/\(rollout.id)", token: op)
+            #expect(
+                one.status == 200 && one.string("state") == "aborted" && one.string("target") == name, "\(one.text)")
+            #expect(one.json?["tally"]?["succeeded"] == 1 && one.json?["tally"]?["failed"] == 2, "\(one.text)")
+            #expect(try await client.call(.get, "/api/v1/rollouts/RO-nonexistent", token: op).status == 404)
+            let all = try await client.call(.get, "/api/v1/rollouts", token: op)
+            #expect(all.status == 200 && all.text.contains(rollout.id), "\(all.text)")
+            #expect(try await client.call(.get, "/api/v1/rollouts", token: owner).status == 403)
+            #expect(try await client.call(.get, "/api/v1/rollouts/\(rollout.id)", token: nil).status == 401)
+            // A model's releases are public, with their notes; the online keys are for operators.
+            let releases = try await client.call(.get, "/api/v1/models/thermostat-t1/releases")
+            #expect(releases.status == 200, "\(releases.text)")
+            guard case .array(let listed)? = releases.json?["releases"] else {
+                Issue.record("no releases in \(releases.text)")
+                return
+            }
+            #expect(listed.count == 1 && listed[0]["target"] == .string(name) && listed[0]["version"] == "1.1.0")
+            #expect(try await client.call(.get, "/api/v1/models/no-such-model/releases").status == 404)
+            let keys = try await client.call(.get, "/api/v1/updates/online-keys", token: op)
+            let published = try await d.updates.repository.onlinePublicKeys()
+            #expect(keys.status == 200 && keys.json == published, "\(keys.text)")
+            #expect(keys.json?["snapshot"] != nil && keys.json?["timestamp"] != nil, "\(keys.text)")
+            #expect(try await client.call(.get, "/api/v1/updates/online-keys", token: owner).status == 403)
             let again = try await client.call(.post, path, body: #"{"action":"resume"}"#, token: op)
             #expect(again.status == 409, "\(again.text)")
             #expect(

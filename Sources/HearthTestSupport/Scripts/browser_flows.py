@@ -165,13 +165,13 @@ def hand_on():
     WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/devices/{serial}/remove"))
     remember()
     # A new key first (the device is offline: the request waits for its next connection).
-    submit("form[action$='/rekey'] button")
+    submit(f"form[action='/devices/{serial}/rekey'] button")
     assert "will make a new key" in body(), body()[:400]
     remember()
     go(f"/devices/{serial}/remove")
     driver.find_element(By.CSS_SELECTOR, "form[action$='/transfer'] [name=to]").send_keys("bob@example.com")
     Select(driver.find_element(By.CSS_SELECTOR, "form[action$='/transfer'] [name=history]")).select_by_value("delete")
-    submit("form[action$='/transfer'] button")
+    submit(f"form[action='/devices/{serial}/transfer'] button")
     assert "is no longer yours" in body() and "Your readings from it are deleted" in body(), body()[:400]
     go("/devices")
     assert serial not in body(), body()[:300]
