@@ -319,6 +319,37 @@ struct DeviceProcessTests {
         #expect(Set(stored).count == stored.count, "none twice")
     }
 
+    /// `hearth-device factory-reset` on a stopped device: its queued readings are erased, its
+    /// identity (sealed key and certificate) is kept.
+    @Test func theFactoryResetCommandErasesWhatTheOwnerLeftAndKeepsTheIdentity() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let port = try await freePort(fixture)
+        let folder = try fixture.bundle(for: fixture.thermostats[0])
+        let queuePath = folder.appendingPathComponent("queue.log").path
+        let hardwareKey = folder.appendingPathComponent("hw.key").path
+        // No server: readings pile up in the queue on disk; then the device is stopped.
+        let running = try ChildProcess(
+            builtProduct("hearth-device"),
+            [
+                "thermostat", "--bundle", folder.path, "--mqtt", "127.0.0.1:\(port)", "--hardware-key", hardwareKey,
+                "--report-every", "0.05", "--startup-delay", "0", "--reconnect-window", "0.5",
+            ])
+        try await eventually("readings queued", within: 60) {
+            (try? OfflineQueue(path: queuePath).readings.count) ?? 0 >= 5
+        }
+        running.signal(SIGTERM)
+        _ = try await running.waitForExit()
+        let identity = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+
+        let reset = try await ChildProcess.run(
+            builtProduct("hearth-device").path,
+            ["factory-reset", "--bundle", folder.path, "--hardware-key", hardwareKey])
+        #expect(reset.status == 0 && reset.output.contains("to factory state"), "\(reset.output)")
+        #expect(try OfflineQueue(path: queuePath).readings.isEmpty, "the queued readings are erased")
+        let kept = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+        #expect(kept.contains("device.pem") && kept.contains { $0.hasPrefix("device.key") }, "\(identity) → \(kept)")
+    }
+
     @Test func refusesAWorldReadableKeyAndExplainsWhy() async throws {
         let fixture = try await DeviceFixture(devices: 1)
         let folder = try fixture.bundle(for: fixture.locks[0])

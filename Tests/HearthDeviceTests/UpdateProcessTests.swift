@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthFixtures
 import HearthTestSupport
 import Testing
 
@@ -325,6 +326,51 @@ extension HeavyProcessTests {
             #expect(view.contains("alert\tintegrity_failure"), "\(view)")
             #expect(!view.contains("latest\t"), "no telemetry was sent: \(view)")
             listener.close()
+        }
+
+        /// An operator drives a rollout from the command line: start, list, pause, resume, advance,
+        /// abort; a move the state does not allow is refused and changes nothing. `updates renew`
+        /// renews nothing that is not due.
+        @Test func anOperatorDrivesARolloutThroughEveryCommandLineAction() async throws {
+            let d = try await UpdateDeployment.make(devices: 1)
+            defer { Task { try? await d.stop() } }
+            let started = try await d.hearth([
+                "updates", "rollout", "start", d.next, "--data", d.data, "--stages", "10,100",
+            ])
+            let id = try #require(started.split(separator: "\t").first.map(String.init))
+            #expect(started.contains("\tactive\tstage 1/2 (10%)"), "\(started)")
+            let listed = try await d.hearth(["updates", "rollout", "list", "--data", d.data])
+            #expect(listed.hasPrefix(id) && listed.contains(d.next), "\(listed)")
+            #expect(
+                try await d.hearth(["updates", "rollout", "pause", id, "--data", d.data]).contains("\tpaused\t"))
+            #expect(
+                try await d.hearth(["updates", "rollout", "resume", id, "--data", d.data]).contains("\tactive\t"))
+            #expect(
+                try await d.hearth(["updates", "rollout", "advance", id, "--data", d.data]).contains("stage 2/2 (100%)")
+            )
+            #expect(
+                try await d.hearth(["updates", "rollout", "abort", id, "--data", d.data]).contains("\taborted\t"))
+            let refused = try await ChildProcess.run(
+                builtProduct("hearth").path, ["updates", "rollout", "resume", id, "--data", d.data])
+            #expect(
+                refused.status != 0 && !refused.output.isEmpty, "an aborted rollout stays aborted: \(refused.output)")
+            #expect(try await d.hearth(["updates", "rollout", "show", id, "--data", d.data]).contains("\taborted\t"))
+            let renewed = try await d.hearth(["updates", "renew", "--data", d.data])
+            #expect(renewed.contains("Nothing due."), "just imported, nothing is due: \(renewed)")
+
+            // Devices' downloads from the repository, measured: all succeed, each the whole file.
+            let root = try Data(contentsOf: d.dir.appendingPathComponent("ws/publish/metadata/1.root.json"))
+            let downloads = try await ChildProcess.run(
+                builtProduct("hearth-device").path,
+                [
+                    "download-bench", "--repository", d.repository, "--ca", d.data + "/root-ca.pem", "--path",
+                    "metadata/1.root.json", "--clients", "20",
+                ])
+            #expect(downloads.status == 0, "\(downloads.output)")
+            let line = try JSONValue.parse(Array((downloads.output.split(separator: "\n").last ?? "").utf8))
+            #expect(
+                line["clients"] == 20 && line["failed"] == 0 && line["bytes"] == .number(Double(20 * root.count)),
+                "\(downloads.output)")
         }
 
         /// A rollout to a running thermostat: offered, downloaded while it keeps regulating, restarted

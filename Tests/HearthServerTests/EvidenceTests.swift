@@ -21,7 +21,9 @@ import Testing
             let base = root.appendingPathComponent(folder)
             let files = FileManager.default.enumerator(at: base, includingPropertiesForKeys: nil)
             while let url = files?.nextObject() as? URL {
-                guard ["swift", "py"].contains(url.pathExtension) else { continue }
+                // Not this file: the checks name routes and commands, they do not exercise them.
+                guard ["swift", "py"].contains(url.pathExtension), url.lastPathComponent != "EvidenceTests.swift"
+                else { continue }
                 sources["\(folder)/\(url.path.dropFirst(base.path.count + 1))"] = try String(
                     contentsOf: url, encoding: .utf8)
             }
@@ -255,5 +257,60 @@ import Testing
                 .joined(separator: "\n")
         }
         #expect(Self.unexercised([revoke], sources: without) == [revoke])
+    }
+
+    // MARK: Commands
+
+    /// Every command of a built executable, as the words that run it (`updates rollout pause`):
+    /// its subcommands from `--help`, recursively, and for a command that takes an `<action>`
+    /// argument, each action its help lists.
+    static func commands(of executable: String, under path: [String] = []) throws -> [[String]] {
+        let help = try ChildProcess.runBlocking(builtProduct(executable).path, path + ["--help"]).output
+        let lines = help.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        func section(_ title: String) -> [String] {
+            guard let start = lines.firstIndex(of: title) else { return [] }
+            return Array(lines[(start + 1)...].prefix { !$0.isEmpty })
+        }
+        let subcommands = section("SUBCOMMANDS:").compactMap { line -> String? in
+            guard line.hasPrefix("  "), !line.hasPrefix("   ") else { return nil }
+            return line.split(separator: " ").first.map(String.init)
+        }
+        if !subcommands.isEmpty {
+            return try subcommands.flatMap { try commands(of: executable, under: path + [$0]) }
+        }
+        let arguments = section("ARGUMENTS:")
+        guard let action = arguments.firstIndex(where: { $0.hasPrefix("  <action>") }) else { return [path] }
+        let described =
+            ([arguments[action].dropFirst("  <action>".count)]
+            + arguments[(action + 1)...].prefix {
+                $0.hasPrefix("   ")
+            }.map { $0[...] }).joined(separator: " ")
+        return described.matches(of: /[a-z][a-z-]*/).map(\.output).map(String.init).filter { $0 != "or" }.map {
+            path + [$0]
+        }
+    }
+
+    /// The commands no test runs: no array literal in the test sources starts with their words
+    /// (after the program's name, as in Python's `[hearth, "disclosure", "team", …]`).
+    static func notRun(_ commands: [[String]], sources: [String: String]) -> [[String]] {
+        commands.filter { words in
+            let pattern =
+                "\\[\\s*(?:\\w+,\\s*)?" + words.map { "\"\($0)\"" }.joined(separator: "\\s*,\\s*") + "\\s*[,\\]]"
+            let regex = try! Regex(pattern)
+            return !sources.values.contains { $0.contains(regex) }
+        }
+    }
+
+    @Test func everyCommandOfTheCLIsIsRunByATest() throws {
+        let sources = try Self.testSources()
+        let commands = try Self.commands(of: "hearth") + Self.commands(of: "hearth-device")
+        #expect(commands.count > 40, "the CLIs list their commands: \(commands)")
+        #expect(commands.contains(["updates", "rollout", "advance"]) && commands.contains(["download-bench"]))
+        let missing = Self.notRun(commands, sources: sources)
+        #expect(missing.isEmpty, "no test runs these: \(missing.map { $0.joined(separator: " ") })")
+
+        // The check can fail: without the tests that run `hearth audit verify`, it is reported.
+        let without = sources.mapValues { $0.replacingOccurrences(of: #"["audit", "verify""#, with: "[") }
+        #expect(Self.notRun([["audit", "verify"]], sources: without) == [["audit", "verify"]])
     }
 }

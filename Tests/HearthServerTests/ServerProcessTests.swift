@@ -221,6 +221,37 @@ import X509
         #expect(bad.output.contains("not a PEM certificate signing request"))
     }
 
+    /// `hearth-device csr` makes the key on the device and seals it there; the certificate the
+    /// factory signs for its request is for that key.
+    @Test func aKeyMadeOnTheDeviceStaysSealedThereAndItsCertificateIsForIt() async throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[0])
+        let device = dir.appendingPathComponent("device")
+        let hardwareKey = dir.appendingPathComponent("hw.key").path
+        let made = try await ChildProcess.run(
+            builtProduct("hearth-device").path, ["csr", "--folder", device.path, "--hardware-key", hardwareKey])
+        #expect(made.status == 0 && made.output.hasPrefix("-----BEGIN CERTIFICATE REQUEST-----"), "\(made.output)")
+        for name in try FileManager.default.contentsOfDirectory(atPath: device.path) {
+            let bytes = try Data(contentsOf: device.appendingPathComponent(name))
+            #expect(bytes.range(of: Data("PRIVATE KEY".utf8)) == nil, "\(name) holds no key in clear")
+        }
+        let csrFile = dir.appendingPathComponent("device.csr")
+        try made.output.write(to: csrFile, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("out")
+        let signed = try await HearthProcess.run([
+            "factory", "sign-csr", "--data", data, "--model", "thermostat-t1", "--csr", csrFile.path, "--out", out.path,
+        ])
+        #expect(signed.status == 0, "\(signed.output)")
+        let serial = try #require(try FileManager.default.contentsOfDirectory(atPath: out.path).first)
+        let chain = try String(
+            contentsOf: out.appendingPathComponent(serial).appendingPathComponent("device.pem"), encoding: .utf8)
+        let first = try #require(chain.components(separatedBy: "-----END CERTIFICATE-----").first)
+        let certificate = try Certificate(pemEncoded: first + "-----END CERTIFICATE-----\n")
+        let request = try CertificateSigningRequest(pemEncoded: made.output)
+        #expect(certificate.publicKey == request.publicKey, "the certificate is for the device's own key")
+    }
+
     @Test func aDataFolderOthersCanReadIsRefused() async throws {
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -490,6 +521,16 @@ extension ServerProcessTests {
         ])
         #expect(again.status == 1)
         #expect(again.output.contains("a product model with id 'lock-l1' exists"), "\(again.output)")
+
+        // Models are listed; a support period is extended, never shortened.
+        let listed = try await HearthProcess.run(["model", "list", "--data", data])
+        #expect(listed.status == 0 && listed.output.contains("lock-l1"), "\(listed.output)")
+        let extended = try await HearthProcess.run(["model", "support", "--data", data, "lock-l1", "2044-12-31"])
+        #expect(extended.status == 0, "\(extended.output)")
+        #expect(try await HearthProcess.run(["model", "list", "--data", data]).output.contains("2044-12-31"))
+        let shortened = try await HearthProcess.run(["model", "support", "--data", data, "lock-l1", "2030-01-01"])
+        #expect(shortened.status != 0 && !shortened.output.isEmpty, "\(shortened.output)")
+        #expect(try await HearthProcess.run(["model", "list", "--data", data]).output.contains("2044-12-31"))
 
         let (serial, _) = try await provisionedLock(data: data, in: dir, count: 1)
         let revoked = try await HearthProcess.run(["device", "revoke", "--data", data, serial])

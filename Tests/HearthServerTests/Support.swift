@@ -150,8 +150,3 @@ func makeOperator(_ deployment: TestDeployment, _ client: some TestClientProtoco
         .post, "/api/v1/sessions", body: #"{"email":"op@example.com","password":"\#(operatorPassword)"}"#
     ).string("token")!
 }
-
-extension JSONValue {
-    /// A member of an object (nil for anything else), for checks on API answers.
-    subscript(key: String) -> JSONValue? { if case .object(let o) = self { o[key] } else { nil } }
-}
