@@ -313,4 +313,84 @@ import Testing
         let without = sources.mapValues { $0.replacingOccurrences(of: #"["audit", "verify""#, with: "[") }
         #expect(Self.notRun([["audit", "verify"]], sources: without) == [["audit", "verify"]])
     }
+
+    // MARK: Documents
+
+    static let documents = ["ARCHITECTURE.md", "SECURITY.md", "README.md", "BENCHMARKS.md"]
+
+    /// A test a document cites: `SuiteTests` or `SuiteTests.testName`, in backticks.
+    struct Citation: Hashable, CustomStringConvertible {
+        let document: String
+        let suite: String
+        let test: String?
+        var description: String { "\(document): \(suite)\(test.map { ".\($0)" } ?? "")" }
+    }
+
+    /// Every citation in `text`, and every backticked name cut short with "…" (which no check
+    /// can follow: the documents give whole names).
+    static func citations(in text: String, document: String) -> (cited: [Citation], shortened: [String]) {
+        var cited: [Citation] = []
+        var shortened: [String] = []
+        for match in text.matches(of: /`([^`]+)`/) {
+            // A name may be broken over two lines.
+            let token = String(match.output.1).filter { !$0.isWhitespace }
+            if let whole = token.wholeMatch(of: /([A-Z][A-Za-z0-9]*Tests)(?:\.([A-Za-z0-9_]+))?/) {
+                cited.append(
+                    Citation(document: document, suite: String(whole.output.1), test: whole.output.2.map(String.init)))
+            } else if match.output.1.wholeMatch(of: /…?[A-Za-z][A-Za-z0-9.]*…?/) != nil, token.contains("…") {
+                shortened.append(token)
+            }
+        }
+        return (cited, shortened)
+    }
+
+    /// What the test sources declare: the types each file declares or extends (suites), the
+    /// `@Test` functions in it, and the test targets (folders under Tests/).
+    struct Declared {
+        var files: [(types: Set<String>, tests: Set<String>)] = []
+        var targets: Set<String> = []
+
+        init(_ sources: [String: String]) {
+            for (path, text) in sources where path.hasSuffix(".swift") {
+                if let target = path.split(separator: "/").dropFirst().first { targets.insert(String(target)) }
+                let types = text.matches(of: /(?:struct|enum|class|extension)\s+(?:\w+\.)*(\w+)/).map {
+                    String($0.output.1)
+                }
+                let tests = text.matches(of: /@Test\b[^{]*?func\s+(\w+)\(/).map { String($0.output.1) }
+                files.append((Set(types), Set(tests)))
+            }
+        }
+
+        /// The citations that name no suite (a type or a test target) or no test of that suite (a
+        /// `@Test` function in a file that declares or extends it).
+        func unresolved(_ citations: [Citation]) -> [Citation] {
+            citations.filter { citation in
+                let declaring = files.filter { $0.types.contains(citation.suite) }
+                guard let test = citation.test else { return declaring.isEmpty && !targets.contains(citation.suite) }
+                return !declaring.contains { $0.tests.contains(test) }
+            }
+        }
+    }
+
+    @Test func everyTestTheDocumentsCiteExists() throws {
+        var sources = try Self.testSources()
+        var cited: [Citation] = []
+        for document in Self.documents {
+            let text = try String(contentsOf: Self.root.appendingPathComponent(document), encoding: .utf8)
+            let found = Self.citations(in: text, document: document)
+            #expect(found.shortened.isEmpty, "\(document) cuts test names short: \(found.shortened)")
+            cited += found.cited
+        }
+        #expect(cited.count > 50, "the documents cite their tests: \(cited.count)")
+        let missing = Declared(sources).unresolved(cited)
+        #expect(missing.isEmpty, "cited, not found: \(missing)")
+
+        // The check can fail: a cited test renamed in the sources is reported.
+        let renamed = try #require(cited.first { $0.test == "onlyTheServersOwnHostNamesAreAnswered" })
+        for (path, text) in sources where text.contains("func onlyTheServersOwnHostNamesAreAnswered(") {
+            sources[path] = text.replacingOccurrences(
+                of: "func onlyTheServersOwnHostNamesAreAnswered(", with: "func renamed(")
+        }
+        #expect(Declared(sources).unresolved([renamed]) == [renamed])
+    }
 }
