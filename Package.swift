@@ -123,7 +123,8 @@ let package = Package(
                 "HearthGateway", "HearthCore", "HearthDevice", "HearthUpdate", "HearthCrypto", "HearthStorage",
                 "HearthSQLite", "HearthPostgres", "HearthTestSupport",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: swiftSettings

@@ -1,11 +1,13 @@
 import Foundation
 import HearthCore
+import HearthCrypto
 import HearthDevice
 import HearthFixtures
 import HearthGateway
 import HearthReferenceDevices
 import HearthStorage
 import HearthTestSupport
+import NIOSSL
 import Synchronization
 import Testing
 
@@ -317,6 +319,41 @@ struct DeviceProcessTests {
         ).map(\.reading.sequence)
         #expect(Array(stored.prefix(pending.count)) == pending, "the queued readings first, in order")
         #expect(Set(stored).count == stored.count, "none twice")
+    }
+
+    /// The device SDK offers the hybrid post-quantum key exchange: a reference thermostat completes
+    /// its TLS handshake with a server that serves X25519MLKEM768 and nothing else, and never with
+    /// one that serves only P-521 (outside ``TLSPolicy``), which shows the probe can tell.
+    @Test func theDeviceOffersTheHybridPostQuantumKeyExchange() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        let folder = try fixture.bundle(for: fixture.thermostats[0])
+        func server(_ curve: NIOTLSCurve) async throws -> TLSProbe.Server {
+            var tls = TLSPolicy.server(
+                certificateChain: try NIOSSLCertificate.fromPEMBytes(
+                    Array(fixture.credentials.serverCertificatePEM.utf8)),
+                privateKey: try NIOSSLPrivateKey(bytes: Array(fixture.credentials.serverKeyPEM.utf8), format: .pem))
+            tls.curves = [curve]
+            return try await TLSProbe.Server(tls)
+        }
+        for (curve, completes) in [(NIOTLSCurve.secp521r1, false), (.x25519_MLKEM768, true)] {
+            let probe = try await server(curve)
+            let device = try ChildProcess(
+                builtProduct("hearth-device"),
+                [
+                    "thermostat", "--bundle", folder.path, "--mqtt", "127.0.0.1:\(probe.port)", "--hardware-key",
+                    folder.appendingPathComponent("hw.key").path, "--startup-delay", "0", "--reconnect-window", "0.5",
+                ])
+            if completes {
+                try await eventually("the device's handshake completes", within: 30) { probe.completed > 0 }
+            } else {
+                // The device has tried (its reconnect window is half a second) and never completed.
+                try await Task.sleep(for: .seconds(3))
+                #expect(probe.completed == 0, "no shared group, no handshake")
+            }
+            device.signal(SIGKILL)
+            _ = try await device.waitForExit()
+            await probe.close()
+        }
     }
 
     /// `hearth-device factory-reset` on a stopped device: its queued readings are erased, its

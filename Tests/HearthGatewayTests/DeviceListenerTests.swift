@@ -8,6 +8,7 @@ import HearthSQLite
 import HearthStorage
 import HearthTestSupport
 import HearthUpdate
+import NIOSSL
 import Synchronization
 import Testing
 
@@ -456,6 +457,24 @@ import Testing
             for c in cases {
                 let served = try await handshake(c.options)
                 #expect(served == c.served, "\(c.what): served \(served)")
+            }
+        }
+    }
+
+    /// The device listener serves the hybrid post-quantum key exchange X25519MLKEM768 over TLS 1.3,
+    /// and classical peers (X25519, P-256; TLS 1.2) still connect; a group outside the policy is
+    /// refused (``TLSProbe/keyExchangeCases(_:)``, a client with a valid device certificate).
+    @Test func theDeviceListenerServesTheHybridPostQuantumKeyExchange() async throws {
+        let fixture = try await DeviceFixture()
+        let device = fixture.thermostats[0]
+        let client = TLSPolicy.client(
+            trustRoots: try NIOSSLCertificate.fromPEMFile(fixture.rootCAPath),
+            certificateChain: try NIOSSLCertificate.fromPEMFile(device.certPath),
+            privateKey: try NIOSSLPrivateKey(file: device.keyPath, format: .pem))
+        try await fixture.withGateway { _, port, _ in
+            for c in TLSProbe.keyExchangeCases(client) {
+                let error = await TLSProbe.handshake(port: port, c.configuration)
+                #expect((error == nil) == c.served, "device port, \(c.what): \(String(describing: error))")
             }
         }
     }

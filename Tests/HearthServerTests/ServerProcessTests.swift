@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import HearthCore
 import HearthCrypto
+import HearthFixtures
 import HearthTestSupport
 import NIOCore
 import NIOPosix
@@ -49,10 +50,26 @@ import X509
         #expect(!plain.output.contains("ok"))
         #expect(plain.output.hasSuffix("000"))
 
-        // TLS 1.0 and 1.1 handshakes are refused; 1.2 and 1.3 succeed.
+        // TLS 1.0 and 1.1 handshakes are refused for their version (a protocol_version alert, not
+        // a suite the client lacks: it offers a CBC suite those versions can use); 1.2 and 1.3
+        // succeed.
         let root = try #require(try NIOSSLCertificate.fromPEMFile(data + "/root-ca.pem").first)
-        for (version, expected) in [(TLSVersion.tlsv1, false), (.tlsv11, false), (.tlsv12, true), (.tlsv13, true)] {
-            #expect(await handshake(port: port, root: root, version: version) == expected, "TLS \(version)")
+        for (version, served) in [(TLSVersion.tlsv1, false), (.tlsv11, false), (.tlsv12, true), (.tlsv13, true)] {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates([root])
+            tls.minimumTLSVersion = .tlsv1
+            tls.maximumTLSVersion = version
+            tls.cipherSuites = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+            let error = await TLSProbe.handshake(port: port, tls)
+            #expect((error == nil) == served, "TLS \(version): \(String(describing: error))")
+            if !served {
+                #expect("\(String(describing: error))".contains("PROTOCOL_VERSION"), "\(String(describing: error))")
+            }
+        }
+        // Key exchange: the hybrid post-quantum group is served; classical peers still connect.
+        for c in TLSProbe.keyExchangeCases(TLSPolicy.client(trustRoots: [root])) {
+            let error = await TLSProbe.handshake(port: port, c.configuration)
+            #expect((error == nil) == c.served, "HTTPS, \(c.what): \(String(describing: error))")
         }
 
         // The link is printed once and works once.
@@ -462,49 +479,6 @@ func dataFolder(in dir: URL, with model: ProductModel, extra: [String] = []) asy
     let added = try await HearthProcess.run(["model", "add", "--data", data, "--file", modelFile.path] + extra)
     #expect(added.status == 0, "\(added.output)")
     return data
-}
-
-/// Tries a TLS handshake capped at `version`; true if it completes.
-func handshake(port: Int, root: NIOSSLCertificate, version: TLSVersion) async -> Bool {
-    var tls = TLSConfiguration.makeClientConfiguration()
-    tls.trustRoots = .certificates([root])
-    tls.maximumTLSVersion = version
-    tls.minimumTLSVersion = .tlsv1
-    tls.cipherSuites = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
-    do {
-        let context = try NIOSSLContext(configuration: tls)
-        let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        NIOSSLClientHandler(context: context, serverHostname: "localhost"))
-                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: done))
-                }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
-        defer { channel.close(promise: nil) }
-        try await done.futureResult.get()
-        return true
-    } catch {
-        return false
-    }
-}
-
-final class HandshakeWatcher: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    let promise: EventLoopPromise<Void>
-    init(promise: EventLoopPromise<Void>) { self.promise = promise }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .handshakeCompleted = event as? TLSUserEvent { promise.succeed(()) }
-        context.fireUserInboundEventTriggered(event)
-    }
-    func errorCaught(context: ChannelHandlerContext, error: any Error) { promise.fail(error) }
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(ChannelError.eof)
-        context.fireChannelInactive()
-    }
 }
 
 extension ServerProcessTests {
