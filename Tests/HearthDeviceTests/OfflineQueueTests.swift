@@ -59,7 +59,15 @@ struct OfflineQueueTests {
         try q.acknowledge(16, reportedDrops: 15)
         #expect(q.unreportedDrops == 0)
         #expect(try OfflineQueue(path: path, policy: QueuePolicy(capacity: 10)).unreportedDrops == 0)
-        #expect(q.readings.first?.envelope(dropped: 3).count ?? 0 > 0)
+        // A later count goes out in the first queued reading's envelope, beside its own fields.
+        let next = try #require(q.readings.first)
+        #expect(next.sequence == 17)
+        let envelope = try JSONValue.parse(next.envelope(dropped: 3))
+        guard case .object(let sent) = envelope else {
+            Issue.record("not an object: \(envelope)")
+            return
+        }
+        #expect(sent["seq"] == 17 && sent["dropped"] == 3 && sent["values"] != nil, "\(envelope)")
     }
 
     @Test func aTornTailFromAPowerCutIsCutOffNotMisread() throws {

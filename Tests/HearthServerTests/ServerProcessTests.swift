@@ -186,7 +186,7 @@ import X509
         for serial in serials {
             let folder = out.appendingPathComponent(serial)
             var st = stat()
-            stat(folder.appendingPathComponent("device.key.pem").path, &st)
+            #expect(stat(folder.appendingPathComponent("device.key.pem").path, &st) == 0, "the key file exists")
             #expect(st.st_mode & 0o077 == 0, "device key is private")
             let label = try String(contentsOf: folder.appendingPathComponent("label.txt"), encoding: .utf8)
             #expect(label.contains("Serial:     \(serial)"))
