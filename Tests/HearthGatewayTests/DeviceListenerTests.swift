@@ -155,7 +155,7 @@ import Testing
                 return listener
             }
             let (onA, onB) = (try await listening(a), try await listening(b))
-            defer { [onA, onB].forEach { $0.signal(SIGKILL) } }
+            defer { for listener in [onA, onB] { listener.signal(SIGKILL) } }
             _ = await gateway.send(command: "setTarget", parameters: ["target": 20], to: b.serial, timeout: .seconds(1))
             #expect(
                 try await onB.wait(for: "devices/\(b.serial)/commands/setTarget", timeout: 10), "B got it: \(onB.text)")
