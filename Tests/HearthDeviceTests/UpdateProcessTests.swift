@@ -309,6 +309,7 @@ extension HeavyProcessTests {
             try d.tamper(b, slot: "a")
             try d.tamper(b, slot: "b")
             let listener = try ConnectionCounter()
+            try await listener.selfTest()
             let stopped = try ChildProcess(
                 builtProduct("hearth-device"),
                 [
@@ -407,6 +408,7 @@ extension HeavyProcessTests {
 }
 
 /// A TCP listener that only counts connections (the address given to a device that must not call).
+/// It proves it can count before it is trusted to say nothing came: ``selfTest()``.
 final class ConnectionCounter: @unchecked Sendable {
     let fd: Int32
     let port: Int
@@ -414,21 +416,27 @@ final class ConnectionCounter: @unchecked Sendable {
     private var count = 0
     private var thread: Thread?
 
+    struct SocketFailed: Error, CustomStringConvertible {
+        let description: String
+    }
+
     init() throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SocketFailed(description: "socket: errno \(errno)") }
         self.fd = fd
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = 0
         var size = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) {
+        let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) }
         }
-        listen(fd, 16)
-        _ = withUnsafeMutablePointer(to: &address) {
+        guard bound == 0, listen(fd, 16) == 0 else { throw SocketFailed(description: "bind/listen: errno \(errno)") }
+        let named = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) }
         }
+        guard named == 0, address.sin_port != 0 else { throw SocketFailed(description: "getsockname: errno \(errno)") }
         port = Int(UInt16(bigEndian: address.sin_port))
         thread = Thread { [weak self] in
             while true {
@@ -439,6 +447,26 @@ final class ConnectionCounter: @unchecked Sendable {
             }
         }
         thread?.start()
+    }
+
+    /// Connects once itself and waits (up to 10 s) until that connection is counted; then resets
+    /// the count. Throws if it never is.
+    func selfTest() async throws {
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { Glibc.close(probe) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw SocketFailed(description: "connect: errno \(errno)") }
+        for _ in 0..<1000 where accepted == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        guard accepted == 1 else { throw SocketFailed(description: "the listener counted \(accepted), not 1") }
+        lock.withLock { count = 0 }
     }
 
     var accepted: Int { lock.withLock { count } }

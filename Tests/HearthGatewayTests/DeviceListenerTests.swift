@@ -487,9 +487,9 @@ import Testing
     @Test func persistentSessionsAndRetainedMessagesSurviveARestart() async throws {
         let (pub, sub) = try tools()
         let fixture = try await DeviceFixture(devices: 0)
-        let state = try SQLiteBrokerStateStore(path: fixture.folder.appendingPathComponent("broker.sqlite").path)
+        let path = fixture.folder.appendingPathComponent("broker.sqlite").path
         let id = "resume-\(UUID().uuidString.prefix(8))"
-        try await fixture.withGateway(brokerState: state) { _, _, port in
+        try await fixture.withGateway(brokerState: try SQLiteBrokerStateStore(path: path)) { _, _, port in
             let base = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5"]
             // A persistent session (expiry 300 s) subscribes, then goes away.
             // -E: leave as soon as the subscription is acknowledged.
@@ -504,8 +504,9 @@ import Testing
                 try await ChildProcess.run(pub, base + ["-q", "1", "-r", "-t", "status/hub", "-m", "online"]).status
                     == 0)
         }
-        // A new gateway on the same state (as after a restart).
-        try await fixture.withGateway(brokerState: state) { _, _, port in
+        // A new gateway on the same file, opened afresh (as after a restart): only what was written
+        // to disk comes back.
+        try await fixture.withGateway(brokerState: try SQLiteBrokerStateStore(path: path)) { _, _, port in
             let base = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5"]
             let resumed = try await ChildProcess.run(
                 sub,

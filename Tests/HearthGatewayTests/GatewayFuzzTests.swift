@@ -5,6 +5,7 @@ import HearthGateway
 import HearthMQTT
 import HearthTestSupport
 import NIOCore
+import Synchronization
 import Testing
 
 @Suite struct GatewayFuzzTests {
@@ -50,9 +51,11 @@ import Testing
     }
 
     /// A raw TCP client that sends bytes and closes (MSG_NOSIGNAL: the server may close first).
-    static func send(_ bytes: [UInt8], port: Int) {
+    /// Connects, writes `bytes` in one call and closes: the bytes the kernel took, or nil when the
+    /// connection failed.
+    static func send(_ bytes: [UInt8], port: Int) -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -63,8 +66,9 @@ import Testing
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard ok == 0 else { return }
-        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard ok == 0 else { return nil }
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        return sent < 0 ? nil : sent
     }
 
     @Test func hundredThousandHostilePacketsLeaveOtherClientsServedAndNothingLeaks() async throws {
@@ -89,6 +93,8 @@ import Testing
                 ).status == 0)
             // 2,000 connections × 50 packets, from 8 workers, each seeded. The sockets block, so the
             // workers are threads of their own, never the cooperative pool the gateway runs on.
+            // Every connection must be made and take its whole stream, or the fuzz proves nothing.
+            let tally = Tally()
             await withTaskGroup(of: Void.self) { group in
                 for worker in 0..<8 {
                     group.addTask {
@@ -100,7 +106,14 @@ import Testing
                                     var stream = Self.bytes(
                                         .connect(Connect(version: version, clientID: "fuzz-\(worker)-\(c)")), version)
                                     for _ in 0..<50 { stream += Self.hostile(&rng, version: version) }
-                                    Self.send(stream, port: port)
+                                    let sent = Self.send(stream, port: port)
+                                    tally.counts.withLock {
+                                        $0.made += stream.count
+                                        if let sent {
+                                            $0.connections += 1
+                                            $0.sent += sent
+                                        }
+                                    }
                                 }
                                 done.resume()
                             }
@@ -108,6 +121,8 @@ import Testing
                     }
                 }
             }
+            let done = tally.counts.withLock { $0 }
+            #expect(done.connections == 2000 && done.sent == done.made, "delivered: \(done)")
             #expect(
                 try await ChildProcess.run(
                     pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-q", "1", "-t", "calm/2", "-m", "after"]
@@ -123,4 +138,9 @@ import Testing
             #expect(open == 0, "\(open) connections still open")
         }
     }
+}
+
+/// What the fuzz's workers delivered: connections made, bytes the kernel took, bytes generated.
+final class Tally: Sendable {
+    let counts = Mutex((connections: 0, sent: 0, made: 0))
 }

@@ -80,10 +80,12 @@ let samplePackets: [MQTTPacket] = [
 ]
 
 @Suite struct CodecRoundTripTests {
+    /// Every sample packet, written and read back in MQTT 5.0, but a 3.1.1 CONNECT in its own
+    /// version (which the CONNECT itself names).
     @Test(arguments: samplePackets)
-    func everyPacketRoundTripsInMQTT5(_ packet: MQTTPacket) throws {
-        if case .connect(let c) = packet, c.version == .v3_1_1 { return }
-        #expect(try roundTrip(packet, .v5) == packet)
+    func everyPacketRoundTrips(_ packet: MQTTPacket) throws {
+        let version: MQTTVersion = if case .connect(let c) = packet { c.version } else { .v5 }
+        #expect(try roundTrip(packet, version) == packet)
     }
 
     @Test func packetsRoundTripInMQTT311WithoutV5Fields() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import HearthCore
 import HearthSQLite
 import HearthServer
@@ -178,21 +179,37 @@ import Testing
         let payloads = (1...3000).map {
             #"{"seq": \#($0), "values": {"temperature": 20.5, "heating": true, "target": 21}}"#
         }
-        // Rate limits high enough that every publish is taken; the server dies mid-stream.
+        // One reading in flight at a time, each sent once the last is acknowledged (a commit each,
+        // ~10 a second in a debug build): minutes of stream, which the kill interrupts.
         let device = try ChildProcess(
             python,
             [pahoScript, "publish"] + thermostat.paho(port: demo.mqttPort) + [
-                "--topic", "devices/\(thermostat.serial)/telemetry", "--timeout", "5",
+                "--topic", "devices/\(thermostat.serial)/telemetry", "--timeout", "5", "--wait-each",
             ] + payloads.flatMap { ["--payload", $0] })
         #expect(try await device.wait(for: "connack", timeout: 30), "\(device.text)")
-        try await Task.sleep(for: .milliseconds(1500))
+        // Killed once 50 readings are committed (read from the file, as another process): mid-stream.
+        let telemetry = try DatabaseQueue(
+            path: dir.appendingPathComponent("telemetry.sqlite").path,
+            configuration: {
+                var c = Configuration()
+                c.readonly = true
+                return c
+            }())
+        var committed = 0
+        for _ in 0..<600 where committed < 50 {
+            try await Task.sleep(for: .milliseconds(50))
+            committed = try await telemetry.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM readings") ?? 0 }
+        }
+        #expect(committed >= 50, "the stream never got going: \(committed) stored")
         demo.process.signal(SIGKILL)
         _ = try await demo.process.waitForExit(timeout: 10)
         _ = try await device.waitForExit(timeout: 60)
         let codes = Self.rcs(device.text)
         #expect(codes.count == payloads.count, "\(device.text.suffix(500))")
         let acknowledged = Set(codes.enumerated().compactMap { $0.element == 0 ? Int64($0.offset + 1) : nil })
-        #expect(!acknowledged.isEmpty, "nothing was acknowledged before the kill: \(device.text.suffix(300))")
+        #expect(
+            !acknowledged.isEmpty && acknowledged.count < payloads.count,
+            "the kill landed mid-stream: \(acknowledged.count) of \(payloads.count) acknowledged")
         // After the crash: open the telemetry file as a restarted server would (readings sealed under
         // their owner's key, the keys in the main database under the folder's KEK).
         let folder = try DataFolder.open(path: dir.path)

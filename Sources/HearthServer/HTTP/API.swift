@@ -643,6 +643,13 @@ struct API {
                 ),
             ]
             if e.access != .public { op["security"] = [["bearer": []]] }
+            // Who may call it beyond holding a token: any signed-in account, or operators only.
+            op["x-hearth-access"] =
+                switch e.access {
+                case .public: "public"
+                case .signedIn: "signed-in"
+                case .operator: "operator"
+                }
             if let body = e.body {
                 op["requestBody"] = [
                     "required": true, "content": ["application/json": ["schema": schemaJSON(.object(body))]],

@@ -133,10 +133,16 @@ def cmd_publish(args):
     c, acks, done = opened
     mids = []
     for payload in args.payload:
+        if c._hearth_ended or not c.is_connected():
+            mids.append(None)  # the server is gone: never sent, reported with no code
+            continue
         info = c.publish(args.topic, payload.encode(), qos=args.qos)
         mids.append(info.mid)
         if args.wait_each:
-            info.wait_for_publish(10)
+            try:
+                info.wait_for_publish(10)
+            except (RuntimeError, ValueError):
+                pass  # the connection ended under it
     report_acks(c, acks, done, mids, args.timeout)
 
 
