@@ -226,12 +226,17 @@ import Testing
             let lines = jsonLines(r.output)
             let codes = lines.compactMap { line -> Int? in if case .number(let d) = line["rc"] { Int(d) } else { nil } }
             #expect(codes == payloads.map { $0.1 == nil ? 0 : 0x99 }, "\(r.output)")
-            try await Task.sleep(for: .milliseconds(200))  // the refusal counts commit with the next batch
             #expect(try await stored(fixture, device.serial) == [6])
-            let counts = try await fixture.telemetry.refusals(device.serial)
+            // The refusal counts commit with the next batch: wait for them (at most 10 s).
             var expected: [TelemetryRejection: Int] = [:]
             for case (_, let kind?) in payloads { expected[kind, default: 0] += 1 }
-            #expect(Dictionary(uniqueKeysWithValues: counts.map { ($0.kind, $0.count) }) == expected)
+            var counted: [TelemetryRejection: Int] = [:]
+            for _ in 0..<200 where counted != expected {
+                let counts = try await fixture.telemetry.refusals(device.serial)
+                counted = Dictionary(uniqueKeysWithValues: counts.map { ($0.kind, $0.count) })
+                if counted != expected { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(counted == expected)
         }
     }
 

@@ -115,8 +115,8 @@ import Testing
             // 3.1.1: a persistent session (clean session 0) is present on the next connect too.
             let old = try Peer(port: port, .v3_1_1)
             #expect(old.connect("resume311", cleanStart: false) == [0x20, 0x02, 0x00, 0x00])
+            // Whether the server has seen the close yet or takes the session over: present either way.
             old.socket.closeNow()
-            try await Task.sleep(for: .milliseconds(200))
             #expect(Self.connectOnce(port, .v3_1_1, "resume311", cleanStart: false) == [0x20, 0x02, 0x01, 0x00])
         }
     }

@@ -101,7 +101,20 @@ import X509
             "127.0.0.1:0",
         ])
         #expect(try await again.wait(for: "Clients verify it"))
-        try await Task.sleep(for: .milliseconds(300))
+        // The link would be printed before the HTTPS listener says it is ready: wait for /readyz.
+        let restarted = try #require(again.baseURL)
+        var ready = ""
+        for _ in 0..<300 where !ready.hasSuffix("200") {
+            ready = try runTool(
+                curl,
+                [
+                    "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", data + "/root-ca.pem",
+                    restarted + "/readyz",
+                ]
+            ).output
+            if !ready.hasSuffix("200") { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ready.hasSuffix("200"), "never ready: \(again.text)")
         #expect(!again.text.contains("/setup/"))
         again.signal(SIGINT)
         #expect(try await again.waitForExit() == 0)
