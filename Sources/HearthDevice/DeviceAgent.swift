@@ -49,6 +49,24 @@ public struct DeviceCommand: Sendable, Equatable {
 }
 
 /// The device's answer to a command.
+/// The answers to the last 32 commands, by command id: a QoS 1 redelivery (the device's
+/// acknowledgement was lost) gets the same answer without the command running twice.
+public struct RecentAnswers: Sendable {
+    public static let capacity = 32
+    private var items: [(id: String, reply: CommandReply)] = []
+
+    public init() {}
+
+    /// The answer given to command `id`, if it is among the last ``capacity``.
+    public func reply(to id: String) -> CommandReply? { items.first { $0.id == id }?.reply }
+
+    /// Remembers the answer to `id`, forgetting the oldest beyond ``capacity``.
+    public mutating func remember(_ reply: CommandReply, to id: String) {
+        items.append((id, reply))
+        if items.count > Self.capacity { items.removeFirst() }
+    }
+}
+
 public struct CommandReply: Sendable, Equatable {
     public enum Status: String, Sendable {
         case ok, refused, failed
@@ -127,7 +145,7 @@ public actor DeviceAgent: Service {
     var pingOutstanding = false
     var wake: AsyncStream<Void>.Continuation?
     /// Answers to recent commands, so a redelivered command is answered again, not run twice.
-    var answered: [(id: String, reply: CommandReply)] = []
+    var answered = RecentAnswers()
     public private(set) var isConnected = false
     /// Connected and subscribed to its command topic (the SUBACK arrived).
     public private(set) var acceptsCommands = false
@@ -246,7 +264,7 @@ public actor DeviceAgent: Service {
         inflight.removeAll()
         carried.removeAll()
         lastSent = 0
-        answered.removeAll()
+        answered = RecentAnswers()
         policy = DevicePolicy(model: configuration.model, granted: [])
         if let connection { sendReset(connection) }
         return id
@@ -647,8 +665,8 @@ public actor DeviceAgent: Service {
             return
         }
         let reply: CommandReply
-        if let earlier = answered.first(where: { $0.id == id }) {
-            reply = earlier.reply
+        if let earlier = answered.reply(to: id) {
+            reply = earlier
         } else {
             var parameters: [String: JSONValue] = [:]
             switch body["parameters"] {
@@ -663,8 +681,7 @@ public actor DeviceAgent: Service {
             } catch {
                 reply = .refused(error.message)
             }
-            answered.append((id, reply))
-            if answered.count > 32 { answered.removeFirst() }
+            answered.remember(reply, to: id)
         }
         answer(reply, id: id, name: name, publish, conn)
     }

@@ -75,9 +75,19 @@ struct ReconnectTests {
             let d = delay(m.failed(now: t0, hint: ServerHint(reason: code, retryAfter: 45)), from: t0)
             #expect(d >= 45 && d <= 45 + m.bound, "\(code)")
         }
-        // Not authorised (revoked, unknown device): retry rarely, between cap/2 and cap.
-        let d = delay(m.failed(now: t0, hint: ServerHint(reason: .notAuthorized)), from: t0)
-        #expect(d >= 300 && d <= 600)
+        // Refused for who it is (0x87 revoked or unknown, 0x8A banned, 0x86 bad credentials, 0x85 client
+        // id refused): retry rarely, between cap/2 and cap (5–10 minutes), whatever the seed.
+        for code in [ReasonCode.notAuthorized, .banned, .badUserNameOrPassword, .clientIdentifierNotValid] {
+            for seed in UInt64(0)..<50 {
+                var fresh = ReconnectMachine(policy: policy, seed: seed)
+                _ = fresh.start(now: t0)
+                let d = delay(fresh.failed(now: t0, hint: ServerHint(reason: code)), from: t0)
+                #expect(d >= 300 && d <= 600, "\(code), seed \(seed): \(d) s")
+            }
+        }
+        // Any other refusal (here 0x80) backs off from the window as a lost connection does.
+        let other = delay(m.failed(now: t0, hint: ServerHint(reason: .unspecifiedError)), from: t0)
+        #expect(other < 300, "\(other)")
         // A hostile or broken retry-after is clamped to a day.
         #expect(
             ServerHint(reason: .serverBusy, properties: [.userProperty("retry-after", "99999999")]).retryAfter == 86_400
@@ -106,4 +116,15 @@ struct ReconnectTests {
         #expect(histogram.max()! <= 60, "no one-second spike (uniform would be ~33 per second): \(histogram)")
         #expect(histogram.min()! >= 10, "every second of the window is used: \(histogram)")
     }
+}
+
+/// ARCHITECTURE 29: the last 32 command ids are remembered with their answers, so a redelivered
+/// command is answered again without running twice; the 33rd newest is forgotten.
+@Test func theLast32CommandAnswersAreRememberedByID() {
+    var recent = RecentAnswers()
+    for n in 1...33 { recent.remember(n % 2 == 0 ? .ok : .refused("odd \(n)"), to: "id-\(n)") }
+    #expect(recent.reply(to: "id-1") == nil, "the oldest of 33 is forgotten")
+    #expect(recent.reply(to: "id-2") == .ok && recent.reply(to: "id-33") == .refused("odd 33"))
+    #expect((2...33).allSatisfy { recent.reply(to: "id-\($0)") != nil }, "32 kept")
+    #expect(recent.reply(to: "id-34") == nil)
 }

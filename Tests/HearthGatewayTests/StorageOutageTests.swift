@@ -43,6 +43,51 @@ final class OutageStore: TelemetryStore {
 }
 
 extension DeviceListenerTests {
+    /// MQTT 3.1.1 has no refusal PUBACK (ARCHITECTURE 20): a refused reading is acknowledged,
+    /// dropped and counted, so the device does not resend it for ever; a storage failure closes the
+    /// connection with no acknowledgement, so the device does resend (paho-mqtt, 3.1.1).
+    @Test func mqtt311RefusalsAreAcknowledgedAndDroppedAndAStoreFailureIsNot() async throws {
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
+        let fixture = try await DeviceFixture()
+        let device = fixture.thermostats[0]
+        let store = OutageStore(fixture.telemetry)
+        try await fixture.withGateway(telemetry: store) { _, port, _ in
+            func publish(_ readings: [String]) async throws -> [[String: JSONValue]] {
+                let run = try await ChildProcess.run(
+                    python,
+                    [pahoScript, "publish", "--version", "3"] + fixture.pahoArguments(device, port: port) + [
+                        "--topic", "devices/\(device.serial)/telemetry", "--timeout", "5",
+                    ] + readings.flatMap { ["--payload", $0] })
+                return jsonLines(run.output)
+            }
+            let valid: [String: JSONValue] = ["temperature": 20, "heating": false, "target": 21]
+            let sent = try await publish([
+                reading(1, valid), reading(2, ["temperature": 900, "heating": false, "target": 21]), reading(3, valid),
+            ])
+            let codes = sent.compactMap { line in line["index"] != nil ? line["rc"] : nil }
+            #expect(codes == [0, 0, 0], "each acknowledged, the refused one too: \(sent)")
+            #expect(
+                try await fixture.telemetry.readings(
+                    device.serial, from: .distantPast, to: .distantFuture, after: nil, limit: 10
+                ).map(\.reading.sequence) == [1, 3], "the refused reading dropped")
+            var refused: [TelemetryRejection: Int] = [:]
+            for _ in 0..<200 where refused[.outOfRange] != 1 {
+                let counts = try await fixture.telemetry.refusals(device.serial)
+                refused = Dictionary(uniqueKeysWithValues: counts.map { ($0.kind, $0.count) })
+                if refused[.outOfRange] != 1 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(refused == [.outOfRange: 1], "and counted")
+
+            store.failing.withLock { $0 = true }
+            let during = try await publish([reading(4, valid)])
+            #expect(during.contains { $0["connack"] == 0 }, "\(during)")
+            #expect(
+                during.contains { $0["index"] == 0 && $0["rc"] == .null }, "no acknowledgement: \(during)")
+            #expect(during.contains { $0["disconnect"] != nil && $0["disconnect"] != 0 }, "closed: \(during)")
+            #expect(try await fixture.telemetry.readingCount() == 2)
+        }
+    }
+
     /// The database fails (restarts) under a device's stream (paho-mqtt, MQTT 5.0): nothing it sent
     /// is acknowledged, it is told to back off (DISCONNECT 0x89 server busy with retry-after), a
     /// reconnect meanwhile gets CONNACK 0x89 with retry-after, and once the store works and the

@@ -118,6 +118,23 @@ import Testing
             #expect(!notices.text.contains(units[1].serial.rawValue), "only the owner's own devices")
             #expect(try await client.call(.get, "/api/v1/notices", token: bob).text == #"{"notices":[]}"#)
             #expect(try await client.call(.get, "/api/v1/advisories").text.contains(advisoryID))
+
+            // Notices are derived from what an owner has now (ARCHITECTURE 36): a device claimed after
+            // the advisory shows it; one released stops showing it.
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/devices/claim",
+                    body: #"{"serial":"\#(units[1].serial)","setupCode":"\#(units[1].setupCode.formatted)"}"#,
+                    token: bob
+                ).status == 201)
+            let later = try await client.call(.get, "/api/v1/notices", token: bob)
+            #expect(
+                later.text.contains(advisoryID) && later.text.contains(units[1].serial.rawValue), "\(later.text)")
+            #expect(
+                try await client.call(
+                    .post, "/api/v1/devices/\(units[0].serial)/unclaim", body: #"{"history":"delete"}"#, token: ann
+                ).status == 200)
+            #expect(try await client.call(.get, "/api/v1/notices", token: ann).text == #"{"notices":[]}"#)
         }
     }
 }
