@@ -105,6 +105,47 @@ struct UpdateTests {
         #expect(f.version == (try FirmwareVersion("1.0.0")))
     }
 
+    /// A version on trial that delivers no reading within the health deadline is rolled back by
+    /// itself: reported with the reason, the device restarted, and the next boot runs the old
+    /// version; one that does deliver in time is committed and not restarted.
+    @Test func aTrialWithoutAReadingBeforeTheHealthDeadlineRollsBack() async throws {
+        for deliversAReading in [false, true] {
+            let rig = try UpdateRig()
+            defer { rig.cleanUp() }
+            let installer = rig.updater()
+            _ = try await installer.boot()
+            _ = try await installer.install(rig.next) { _ in }
+            let updater = rig.updater()
+            let outcome = try await updater.boot()
+            #expect(outcome == .trial(.b, try rig.firmware(rig.next)))
+            let restarts = Restarts()
+            let controller = UpdateController(updater: updater, healthDeadline: .milliseconds(300)) {
+                restarts.count.withLock { $0 += 1 }
+            }
+            await controller.started(outcome)
+            if deliversAReading { await controller.healthy() }
+            try await Task.sleep(for: .milliseconds(300))
+            for _ in 0..<100 where !deliversAReading && restarts.count.withLock({ $0 }) == 0 {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let last = await controller.reports.last
+            if deliversAReading {
+                #expect(last?.phase == .succeeded && restarts.count.withLock { $0 } == 0, "\(String(describing: last))")
+                #expect(try await rig.updater().boot() == .booted(.b, try rig.firmware(rig.next)))
+            } else {
+                #expect(restarts.count.withLock { $0 } == 1, "restarted into the old version")
+                #expect(
+                    last?.phase == .rolledBack && last?.reason?.contains("no reading delivered") == true,
+                    "\(String(describing: last))")
+                guard case .booted(.a, let f) = try await rig.updater().boot() else {
+                    Issue.record("the old slot does not run")
+                    return
+                }
+                #expect(f.version == (try FirmwareVersion("1.0.0")))
+            }
+        }
+    }
+
     @Test func anInterruptedDownloadResumes() async throws {
         let rig = try UpdateRig()
         defer { rig.cleanUp() }
@@ -274,4 +315,9 @@ struct UpdateTests {
         #expect(last.reason?.hasPrefix("wrong_model:") == true, "\(last.reason ?? "")")
         #expect(await controller.reports.first?.phase == .idle)
     }
+}
+
+/// How often an update controller restarted the device.
+final class Restarts: Sendable {
+    let count = Mutex(0)
 }

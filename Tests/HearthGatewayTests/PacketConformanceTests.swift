@@ -1,4 +1,5 @@
 import Foundation
+import HearthBroker
 import HearthFixtures
 import HearthGateway
 import HearthMQTT
@@ -94,6 +95,74 @@ import Testing
             #expect(Self.connectOnce(port, .v3_1_1, "clean retained") == Self.connack311)
             #expect(Self.connectOnce(port, .v3_1_1, "kitchen sensor é") == Self.connack311)
             #expect(Self.connectOnce(port, .v3_1_1, "bad\u{7}id") == [0x20, 0x02, 0x00, 0x02], "identifier rejected")
+        }
+    }
+
+    /// The per-connection limits ARCHITECTURE 21 and SECURITY.md state are the defaults, and the
+    /// gateway enforces them on the wire: 512 KiB/s of payload (the publish past it answered 0x97),
+    /// 50 subscriptions (the 51st filter of a SUBSCRIBE refused 0x97); a TLS handshake gets 10 s and
+    /// a CONNECT 10 s.
+    @Test func theDocumentedConnectionLimitsAreTheDefaultsAndAreEnforced() async throws {
+        let limits = ConnectionLimits()
+        #expect(limits.publishesPerSecond == 100 && limits.bytesPerSecond == 512 * 1024)
+        #expect(limits.maximumSubscriptions == 50 && limits.receiveMaximum == 100)
+        #expect(limits.maximumQueuedPerSession == 1000 && limits.connectTimeout == 10)
+        #expect(GatewayConfiguration().handshakeTimeout == .seconds(10))
+        try await Self.withGateway { _, port in
+            let peer = try Peer(port: port)
+            peer.connect("bytes")
+            // Five publishes of 100 KiB fit the 512 KiB burst; the sixth, sent at once, does not.
+            let payload = [UInt8](repeating: 0x61, count: 100 * 1024)
+            for id in UInt16(1)...6 {
+                peer.send(.publish(Publish(topic: "bytes/x", payload: payload, qos: .atLeastOnce, packetID: id)))
+            }
+            var reasons: [UInt8] = []
+            for id in 1...6 {
+                guard case .puback(let ack)? = peer.readDecoded() else {
+                    Issue.record("no PUBACK for \(id)")
+                    return
+                }
+                reasons.append(ack.reason.rawValue)
+            }
+            #expect(reasons == [0, 0, 0, 0, 0, 0x97], "\(reasons)")
+
+            let subscriber = try Peer(port: port)
+            subscriber.connect("many-filters")
+            subscriber.send(
+                .subscribe(
+                    Subscribe(
+                        packetID: 1, requests: (1...51).map { .init(filter: "quota/\($0)", qos: .atMostOnce) })))
+            guard case .suback(let granted)? = subscriber.readDecoded() else {
+                Issue.record("no SUBACK")
+                return
+            }
+            #expect(granted.reasons.count == 51)
+            #expect(granted.reasons.prefix(50).allSatisfy { $0 == .success } && granted.reasons.last == .quotaExceeded)
+        }
+    }
+
+    /// QoS 0 messages are not queued for a disconnected session (ARCHITECTURE 24, as Mosquitto);
+    /// QoS 1 messages are, and arrive when it comes back.
+    @Test func qos0IsNotQueuedForAnOfflineSession() async throws {
+        try await Self.withGateway { _, port in
+            let away = try Peer(port: port)
+            away.connect("away", properties: [.sessionExpiryInterval(60)])
+            away.subscribe("offline/#", qos: .atLeastOnce)
+            away.send(.disconnect(ReasonPacket()))
+            let sender = try Peer(port: port)
+            sender.connect("sender")
+            sender.send(.publish(Publish(topic: "offline/zero", payload: [0x30], qos: .atMostOnce)))
+            sender.send(.publish(Publish(topic: "offline/one", payload: [0x31], qos: .atLeastOnce, packetID: 1)))
+            #expect(sender.readDecoded().map { if case .puback = $0 { true } else { false } } == true)
+            let back = try Peer(port: port)
+            #expect(back.connect("away", cleanStart: false, properties: [.sessionExpiryInterval(60)])?[2] == 1)
+            let delivered = back.socket.readPackets(window: 1).compactMap { bytes -> String? in
+                var parser = MQTTParser(version: .v5, maximumPacketSize: .max)
+                var buffer = ByteBuffer(bytes: bytes)
+                guard case .publish(let p)? = try? parser.next(&buffer) else { return nil }
+                return p.topic
+            }
+            #expect(delivered == ["offline/one"], "\(delivered)")
         }
     }
 
