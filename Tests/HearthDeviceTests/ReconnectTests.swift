@@ -120,33 +120,36 @@ struct ReconnectTests {
     }
 }
 
-/// ARCHITECTURE 29: the last 32 command ids are remembered with their answers, so a redelivered
-/// command is answered again without running twice; the 33rd newest is forgotten.
-@Test func theLast32CommandAnswersAreRememberedByID() {
-    var recent = RecentAnswers()
-    for n in 1...33 { recent.remember(n % 2 == 0 ? .ok : .refused("odd \(n)"), to: "id-\(n)") }
-    #expect(recent.reply(to: "id-1") == nil, "the oldest of 33 is forgotten")
-    #expect(recent.reply(to: "id-2") == .ok && recent.reply(to: "id-33") == .refused("odd 33"))
-    #expect((2...33).allSatisfy { recent.reply(to: "id-\($0)") != nil }, "32 kept")
-    #expect(recent.reply(to: "id-34") == nil)
-}
+@Suite("The device agent: remembered answers, the server's keep-alive")
+struct AgentTests {
+    /// ARCHITECTURE 29: the last 32 command ids are remembered with their answers, so a redelivered
+    /// command is answered again without running twice; the 33rd newest is forgotten.
+    @Test func theLast32CommandAnswersAreRememberedByID() {
+        var recent = RecentAnswers()
+        for n in 1...33 { recent.remember(n % 2 == 0 ? .ok : .refused("odd \(n)"), to: "id-\(n)") }
+        #expect(recent.reply(to: "id-1") == nil, "the oldest of 33 is forgotten")
+        #expect(recent.reply(to: "id-2") == .ok && recent.reply(to: "id-33") == .refused("odd 33"))
+        #expect((2...33).allSatisfy { recent.reply(to: "id-\($0)") != nil }, "32 kept")
+        #expect(recent.reply(to: "id-34") == nil)
+    }
 
-/// The agent honours the gateway's Server Keep Alive (MQTT 5.0 §3.2.2.3.14): asked for 60 s and
-/// told 2 s, it pings often enough that the gateway (which ends a connection silent for 1.5 × 2 s)
-/// never ends it; one connection for 8 s with no reading sent.
-@Test func theAgentPingsAtTheServersKeepAlive() async throws {
-    let fixture = try await DeviceFixture(devices: 1)
-    try await fixture.withGateway({ $0.limits.maximumKeepAlive = 2 }) { _, port, _ in
-        let connects = ConnectCount()
-        let device = try makeDevice(fixture, fixture.thermostats[0], port: port, reportEvery: 3600) { event in
-            if case .connected = event { connects.value.withLock { $0 += 1 } }
+    /// The agent honours the gateway's Server Keep Alive (MQTT 5.0 §3.2.2.3.14): asked for 60 s and
+    /// told 2 s, it pings often enough that the gateway (which ends a connection silent for 1.5 × 2 s)
+    /// never ends it; one connection for 8 s with no reading sent.
+    @Test func theAgentPingsAtTheServersKeepAlive() async throws {
+        let fixture = try await DeviceFixture(devices: 1)
+        try await fixture.withGateway({ $0.limits.maximumKeepAlive = 2 }) { _, port, _ in
+            let connects = ConnectCount()
+            let device = try makeDevice(fixture, fixture.thermostats[0], port: port, reportEvery: 3600) { event in
+                if case .connected = event { connects.value.withLock { $0 += 1 } }
+            }
+            let tasks = running(device)
+            defer { for task in tasks { task.cancel() } }
+            try await eventually("connected") { await device.agent.isConnected }
+            try await Task.sleep(for: .seconds(8))  // the time itself is the test: four keep-alive windows
+            #expect(await device.agent.isConnected)
+            #expect(connects.value.withLock { $0 } == 1, "never dropped and reconnected")
         }
-        let tasks = running(device)
-        defer { for task in tasks { task.cancel() } }
-        try await eventually("connected") { await device.agent.isConnected }
-        try await Task.sleep(for: .seconds(8))  // the time itself is the test: four keep-alive windows
-        #expect(await device.agent.isConnected)
-        #expect(connects.value.withLock { $0 } == 1, "never dropped and reconnected")
     }
 }
 

@@ -331,7 +331,10 @@ import Testing
     static func citations(in text: String, document: String) -> (cited: [Citation], shortened: [String]) {
         var cited: [Citation] = []
         var shortened: [String] = []
-        for match in text.matches(of: /`([^`]+)`/) {
+        // Code fences hold no citation and would pair backticks wrongly.
+        let prose = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("```") }
+            .joined(separator: "\n")
+        for match in prose.matches(of: /`([^`\n]+(?:\n[^`\n]+)?)`/) {
             // A name may be broken over two lines.
             let token = String(match.output.1).filter { !$0.isWhitespace }
             if let whole = token.wholeMatch(of: /([A-Z][A-Za-z0-9]*Tests)(?:\.([A-Za-z0-9_]+))?/) {
@@ -372,6 +375,31 @@ import Testing
         }
     }
 
+    /// The numbers of the decisions (numbered paragraphs under "## Decisions") that neither cite a
+    /// test nor say why they have none.
+    static func decisionsWithoutATest(_ text: String) -> [Int] {
+        guard let section = text.range(of: "## Decisions") else { return [] }
+        var result: [Int] = []
+        var number: Int?
+        var paragraph = ""
+        func close() {
+            guard let n = number else { return }
+            let cites = !citations(in: paragraph, document: "").cited.isEmpty
+            if !cites, !paragraph.contains("Not tested:"), !paragraph.contains("A design choice") { result.append(n) }
+        }
+        for line in text[section.upperBound...].split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("## ") { break }
+            if let match = line.firstMatch(of: #/^(\d+)\. /#) {
+                close()
+                number = Int(match.output.1)
+                paragraph = ""
+            }
+            paragraph += line + "\n"
+        }
+        close()
+        return result
+    }
+
     @Test func everyTestTheDocumentsCiteExists() throws {
         var sources = try Self.testSources()
         var cited: [Citation] = []
@@ -384,6 +412,22 @@ import Testing
         #expect(cited.count > 50, "the documents cite their tests: \(cited.count)")
         let missing = Declared(sources).unresolved(cited)
         #expect(missing.isEmpty, "cited, not found: \(missing)")
+
+        // Every decision ARCHITECTURE.md records names the test that holds it to its word, or says
+        // why there is none ("Not tested:", "A design choice").
+        let architecture = try String(contentsOf: Self.root.appendingPathComponent("ARCHITECTURE.md"), encoding: .utf8)
+        let uncited = Self.decisionsWithoutATest(architecture)
+        #expect(uncited.isEmpty, "ARCHITECTURE.md decisions that cite no test: \(uncited)")
+        #expect(Self.decisionsWithoutATest("## Decisions\n1. **A promise** with nothing behind it.\n") == [1])
+        #expect(Self.citations(in: "(`PageTests.badInputOnEach…`)", document: "").shortened == ["PageTests.badInputOnEach…"])
+
+        // Every adversary SECURITY.md names comes with the tests that show what stops them.
+        let security = try String(contentsOf: Self.root.appendingPathComponent("SECURITY.md"), encoding: .utf8)
+        let threats = try #require(security.range(of: "### Adversaries and what stops them"))
+        let limits = try #require(security.range(of: "### Out of scope today"))
+        let bullets = security[threats.upperBound..<limits.lowerBound].components(separatedBy: "\n- ").dropFirst()
+        let unshown = bullets.filter { Self.citations(in: $0, document: "").cited.isEmpty }.map { $0.prefix(60) }
+        #expect(bullets.count > 20 && unshown.isEmpty, "SECURITY.md threats that cite no test: \(unshown)")
 
         // The check can fail: a cited test renamed in the sources is reported.
         let renamed = try #require(cited.first { $0.test == "onlyTheServersOwnHostNamesAreAnswered" })
