@@ -100,8 +100,8 @@ import Testing
 
     /// The per-connection limits ARCHITECTURE 21 and SECURITY.md state are the defaults, and the
     /// gateway enforces them on the wire: 512 KiB/s of payload (the publish past it answered 0x97),
-    /// 50 subscriptions (the 51st filter of a SUBSCRIBE refused 0x97); a TLS handshake gets 10 s and
-    /// a CONNECT 10 s.
+    /// 100 inbound QoS 2 in flight (the 101st: DISCONNECT 0x93), 50 subscriptions (the 51st filter of
+    /// a SUBSCRIBE refused 0x97); a TLS handshake gets 10 s and a CONNECT 10 s.
     @Test func theDocumentedConnectionLimitsAreTheDefaultsAndAreEnforced() async throws {
         let limits = ConnectionLimits()
         #expect(limits.publishesPerSecond == 100 && limits.bytesPerSecond == 512 * 1024)
@@ -125,6 +125,23 @@ import Testing
                 reasons.append(ack.reason.rawValue)
             }
             #expect(reasons == [0, 0, 0, 0, 0, 0x97], "\(reasons)")
+
+            // Receive Maximum 100: QoS 2 publishes never released stay in flight; the 101st is a
+            // protocol error, DISCONNECT 0x93 (Receive Maximum exceeded).
+            let holder = try Peer(port: port)
+            holder.connect("in-flight")
+            for id in UInt16(1)...101 {
+                holder.send(.publish(Publish(topic: "held/x", payload: [1], qos: .exactlyOnce, packetID: id)))
+            }
+            var pubrecs = 0
+            var ended: ReasonCode?
+            while ended == nil, let packet = holder.readDecoded() {
+                if case .pubrec = packet { pubrecs += 1 }
+                if case .disconnect(let d) = packet { ended = d.reason }
+            }
+            #expect(
+                pubrecs == 100 && ended == .receiveMaximumExceeded,
+                "\(pubrecs) PUBRECs, then \(String(describing: ended))")
 
             let subscriber = try Peer(port: port)
             subscriber.connect("many-filters")

@@ -419,7 +419,9 @@ import Testing
         let uncited = Self.decisionsWithoutATest(architecture)
         #expect(uncited.isEmpty, "ARCHITECTURE.md decisions that cite no test: \(uncited)")
         #expect(Self.decisionsWithoutATest("## Decisions\n1. **A promise** with nothing behind it.\n") == [1])
-        #expect(Self.citations(in: "(`PageTests.badInputOnEach…`)", document: "").shortened == ["PageTests.badInputOnEach…"])
+        #expect(
+            Self.citations(in: "(`PageTests.badInputOnEach…`)", document: "").shortened == ["PageTests.badInputOnEach…"]
+        )
 
         // Every adversary SECURITY.md names comes with the tests that show what stops them.
         let security = try String(contentsOf: Self.root.appendingPathComponent("SECURITY.md"), encoding: .utf8)

@@ -249,6 +249,28 @@ import Testing
             "\(codes.filter { $0 == .claimRejected }.count) evaluated")
     }
 
+    /// The per-account claim book: one account probing 20 different labels at once, from 20
+    /// addresses, gets 10 wrong codes evaluated (it bounds how many serials one account can probe).
+    @Test func parallelGuessesFromOneAccountAtManyDevicesMeetThePerAccountCeiling() async throws {
+        let d = try TestDeployment(Self.unshed)
+        defer { d.cleanUp() }
+        let hearth = d.hearth
+        let units = try await d.provisionThermostats(20)
+        let account = try await hearth.signUp(
+            email: "prober@example.com", password: "a long and unusual passphrase", source: "10.3.0.1")
+        let prober = Identity(account: account, email: try EmailAddress("prober@example.com"), tokenHash: "")
+        let codes = await Self.parallel(20) { i in
+            await Self.code {
+                let wrong = units[i].setupCode.digits == "1357924680" ? "2468013579" : "1357924680"
+                _ = try await hearth.claim(
+                    serial: units[i].serial.rawValue, setupCode: wrong, by: prober, source: "10.4.0.\(i)")
+            }
+        }
+        #expect(
+            codes.filter { $0 == .claimRejected }.count == 10,
+            "\(codes.filter { $0 == .claimRejected }.count) evaluated: \(codes)")
+    }
+
     /// The per-source book behind set-up links and report status tokens: 30 wrong ones at once
     /// from one address, 20 evaluated.
     @Test func parallelWrongSetupLinksAndStatusTokensAreEvaluatedTwentyTimes() async throws {
