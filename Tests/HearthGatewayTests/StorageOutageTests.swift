@@ -43,22 +43,31 @@ final class OutageStore: TelemetryStore {
 }
 
 extension DeviceListenerTests {
+    /// `device`'s readings sent with paho-mqtt (QoS 1, MQTT `version`): what paho printed, a JSON
+    /// object a line (the CONNACK, each reading's acknowledgement, a DISCONNECT).
+    static func pahoPublish(
+        _ readings: [String], from device: DeviceFixture.Device, of fixture: DeviceFixture, port: Int,
+        version: Int = 5
+    ) async throws -> [[String: JSONValue]] {
+        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
+        let run = try await ChildProcess.run(
+            python,
+            [pahoScript, "publish", "--version", "\(version)"] + fixture.pahoArguments(device, port: port) + [
+                "--topic", "devices/\(device.serial)/telemetry", "--timeout", "5",
+            ] + readings.flatMap { ["--payload", $0] })
+        return jsonLines(run.output)
+    }
+
     /// MQTT 3.1.1 has no refusal PUBACK (ARCHITECTURE 20): a refused reading is acknowledged,
     /// dropped and counted, so the device does not resend it for ever; a storage failure closes the
     /// connection with no acknowledgement, so the device does resend (paho-mqtt, 3.1.1).
     @Test func mqtt311RefusalsAreAcknowledgedAndDroppedAndAStoreFailureIsNot() async throws {
-        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let store = OutageStore(fixture.telemetry)
         try await fixture.withGateway(telemetry: store) { _, port, _ in
             func publish(_ readings: [String]) async throws -> [[String: JSONValue]] {
-                let run = try await ChildProcess.run(
-                    python,
-                    [pahoScript, "publish", "--version", "3"] + fixture.pahoArguments(device, port: port) + [
-                        "--topic", "devices/\(device.serial)/telemetry", "--timeout", "5",
-                    ] + readings.flatMap { ["--payload", $0] })
-                return jsonLines(run.output)
+                try await Self.pahoPublish(readings, from: device, of: fixture, port: port, version: 3)
             }
             let valid: [String: JSONValue] = ["temperature": 20, "heating": false, "target": 21]
             let sent = try await publish([
@@ -93,19 +102,13 @@ extension DeviceListenerTests {
     /// reconnect meanwhile gets CONNACK 0x89 with retry-after, and once the store works and the
     /// back-off is over the device is taken again and everything it re-sends is stored once.
     @Test func aFailingStoreTellsDevicesToBackOffAndResumesByItself() async throws {
-        let python = try requiredPython(module: "paho.mqtt", package: "paho-mqtt")
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
         let store = OutageStore(fixture.telemetry)
         try await fixture.withGateway(telemetry: store) { _, port, _ in
             let readings = (1...3).map { reading($0, ["temperature": 20, "heating": false, "target": 21]) }
             func publish() async throws -> [[String: JSONValue]] {
-                let run = try await ChildProcess.run(
-                    python,
-                    [pahoScript, "publish"] + fixture.pahoArguments(device, port: port) + [
-                        "--topic", "devices/\(device.serial)/telemetry", "--timeout", "5",
-                    ] + readings.flatMap { ["--payload", $0] })
-                return jsonLines(run.output)
+                try await Self.pahoPublish(readings, from: device, of: fixture, port: port)
             }
             store.failing.withLock { $0 = true }
             let during = try await publish()

@@ -35,11 +35,8 @@ import Testing
             let ann = try await client.owner("ann@example.com")
             let bob = try await client.owner("bob@example.com")
             #expect(
-                try await client.call(
-                    .post, "/api/v1/devices/claim",
-                    body: #"{"serial":"\#(units[0].serial)","setupCode":"\#(units[0].setupCode.formatted)"}"#,
-                    token: ann
-                ).status == 201)
+                try await client.call(.post, "/api/v1/devices/claim", body: OwnershipTests.claim(units[0]), token: ann)
+                    .status == 201)
             let sent = try await client.call(.post, "/api/v1/reports", body: DisclosureTests.report)
             let id = try #require(sent.string("id"))
             let token = try #require(sent.string("statusToken"))
@@ -122,11 +119,8 @@ import Testing
             // Notices are derived from what an owner has now (ARCHITECTURE 36): a device claimed after
             // the advisory shows it; one released stops showing it.
             #expect(
-                try await client.call(
-                    .post, "/api/v1/devices/claim",
-                    body: #"{"serial":"\#(units[1].serial)","setupCode":"\#(units[1].setupCode.formatted)"}"#,
-                    token: bob
-                ).status == 201)
+                try await client.call(.post, "/api/v1/devices/claim", body: OwnershipTests.claim(units[1]), token: bob)
+                    .status == 201)
             let later = try await client.call(.get, "/api/v1/notices", token: bob)
             #expect(
                 later.text.contains(advisoryID) && later.text.contains(units[1].serial.rawValue), "\(later.text)")
