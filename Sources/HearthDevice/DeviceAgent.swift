@@ -48,7 +48,6 @@ public struct DeviceCommand: Sendable, Equatable {
     public let parameters: [String: JSONValue]
 }
 
-/// The device's answer to a command.
 /// The answers to the last 32 commands, by command id: a QoS 1 redelivery (the device's
 /// acknowledgement was lost) gets the same answer without the command running twice.
 public struct RecentAnswers: Sendable {
@@ -67,6 +66,7 @@ public struct RecentAnswers: Sendable {
     }
 }
 
+/// The device's answer to a command.
 public struct CommandReply: Sendable, Equatable {
     public enum Status: String, Sendable {
         case ok, refused, failed
