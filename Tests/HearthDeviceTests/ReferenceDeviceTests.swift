@@ -111,7 +111,8 @@ struct ReferenceDeviceTests {
     @Test func aPauseAfterARefusedReadingEndsWhateverTheWallClockDoes() async throws {
         let fixture = try await DeviceFixture(devices: 1)
         let clock = ManualTimeSource(t0)
-        try await fixture.withGateway({ $0.limits.publishesPerSecond = 3 }) { gateway, port, _ in
+        // One publish a second: eight readings sent together meet a refusal however slow the machine.
+        try await fixture.withGateway({ $0.limits.publishesPerSecond = 1 }) { gateway, port, _ in
             let lock = try makeDevice(fixture, fixture.locks[0], port: port, clock: clock, reportEvery: 3600)
             for _ in 1...8 { try await lock.press("toggle") }
             let agent = Task { try await lock.agent.run() }

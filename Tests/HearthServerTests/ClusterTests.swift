@@ -87,10 +87,19 @@ import Testing
             return ["-H", "cookie: __Host-hearth_session=\(bearer)"]
         }
 
+        /// A connection pool to the cluster's database for the test's own reads and writes, patient
+        /// with a loaded machine (60 s to reach the server and to get a connection, not a node's
+        /// 10 s and 5 s: the checks are about what is stored, not how fast).
+        func database<T>(_ body: (PostgresDatabase) async throws -> T) async throws -> T {
+            try await PostgresDatabase.with(
+                try PostgresLocation(parsing: address), password: try password, maximumConnections: 2,
+                reachWithin: .seconds(60), connectWithin: .seconds(60), body)
+        }
+
         /// Waits (up to 30 s) until at least `count` readings are committed, so that what the test
         /// does next (a kill, a database stop) lands mid-stream.
         func waitUntilStored(atLeast count: Int) async throws {
-            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+            try await database { db in
                 let started = Date()
                 while Date().timeIntervalSince(started) < 30 {
                     if try await db.run({ try await $0.int("SELECT COUNT(*) FROM readings") }) >= count { return }
@@ -102,7 +111,7 @@ import Testing
         /// The sequence numbers of the readings stored for `serial`, opened as a node opens them.
         func storedSequences(_ serial: String) async throws -> [Int64] {
             let folder = try DataFolder.open(path: data)
-            return try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) {
+            return try await database {
                 db in
                 let main = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
                 let telemetry = try await PostgresTelemetryStore(
@@ -118,7 +127,7 @@ import Testing
         /// the real one: the fleet tests are about the gateway, not the factory).
         func provision(_ count: Int, into bundles: URL) async throws {
             let folder = try DataFolder.open(path: data)
-            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+            try await database { db in
                 let store = try await PostgresStore(database: db, sealer: KEKAuditSealer(kek: folder.kek))
                 _ = try await Provisioner(
                     store: store, deviceCA: folder.deviceCA, rootCA: folder.rootCA, hashCost: .testing,
@@ -129,7 +138,7 @@ import Testing
 
         /// Every device's stored sequence numbers, from the table (one query for the fleet).
         func storedSequencesByDevice() async throws -> [String: Set<Int64>] {
-            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+            try await database { db in
                 var stored: [String: Set<Int64>] = [:]
                 for row in try await db.run({ try await $0.rows("SELECT serial, seq FROM readings") }) {
                     stored[try row.string("serial"), default: []].insert(try row.int64("seq"))
@@ -139,7 +148,7 @@ import Testing
         }
 
         func readingRows() async throws -> Int {
-            try await PostgresDatabase.with(try PostgresLocation(parsing: address), password: try password) { db in
+            try await database { db in
                 try await db.run { try await $0.int("SELECT COUNT(*) FROM readings") }
             }
         }
@@ -240,7 +249,7 @@ import Testing
                 #expect(show.contains(kind), "audit lacks \(kind)")
             }
             // The database refuses the edit; with its trigger dropped by the owner, the chain shows it.
-            try await PostgresDatabase.with(try PostgresLocation(parsing: c.address), password: try c.password) { db in
+            try await c.database { db in
                 await #expect(throws: HearthError.self) {
                     try await db.run { try await $0.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 1") }
                 }
