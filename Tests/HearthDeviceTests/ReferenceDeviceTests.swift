@@ -117,7 +117,8 @@ struct ReferenceDeviceTests {
             for _ in 1...8 { try await lock.press("toggle") }
             let agent = Task { try await lock.agent.run() }
             defer { agent.cancel() }
-            try await eventually("the queue drains") { await lock.agent.queued.isEmpty }
+            // At one a second, with a pause after each refusal: allow a loaded machine two minutes.
+            try await eventually("the queue drains", within: 120) { await lock.agent.queued.isEmpty }
             #expect(gateway.counters.publishesRateLimited > 0, "the server did ask for a pause")
         }
         let stored = try await fixture.telemetry.readings(
