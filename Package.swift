@@ -176,7 +176,7 @@ let package = Package(
             ],
             resources: [
                 .copy("Resources/common-passwords.txt"), .copy("Resources/password-dictionary.txt"),
-                .copy("Resources/Templates"), .copy("Resources/Static"),
+                .copy("Resources/Templates"), .copy("Resources/Static"), .copy("Resources/assessment.schema.json"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -63,7 +63,7 @@ public struct CertificateAuthority: Sendable {
         }
         return try issue(
             subject: try DistinguishedName { CommonName(hostnames.first ?? "hearth") },
-            publicKey: .init(publicKey), days: days, now: now,
+            publicKey: .init(publicKey), lifetime: Double(days) * 86_400, now: now,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)
                 Critical(KeyUsage(digitalSignature: true))
@@ -84,7 +84,26 @@ public struct CertificateAuthority: Sendable {
                 OrganizationalUnitName(model.id.rawValue)
                 CommonName(serial.rawValue)
             },
-            publicKey: publicKey, days: years * 366, now: now,
+            publicKey: publicKey, lifetime: Double(years * 366) * 86_400, now: now,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.clientAuth])
+            }
+        )
+    }
+
+    /// A device certificate for a conformance probe (`hearth assess`): ten minutes long, for a
+    /// serial no device has, so it completes a mutual-TLS handshake and nothing more.
+    public func issueProbeCertificate(publicKey: Certificate.PublicKey, serial: DeviceSerial, now: Date = Date())
+        throws -> Certificate
+    {
+        try issue(
+            subject: try DistinguishedName {
+                OrganizationName("Hearth assessment probe")
+                CommonName(serial.rawValue)
+            },
+            publicKey: publicKey, lifetime: 600, now: now,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)
                 Critical(KeyUsage(digitalSignature: true))
@@ -112,7 +131,7 @@ public struct CertificateAuthority: Sendable {
     }
 
     private func issue(
-        subject: DistinguishedName, publicKey: Certificate.PublicKey, days: Int, now: Date,
+        subject: DistinguishedName, publicKey: Certificate.PublicKey, lifetime: TimeInterval, now: Date,
         extensions: Certificate.Extensions
     ) throws -> Certificate {
         var extensions = extensions
@@ -124,7 +143,7 @@ public struct CertificateAuthority: Sendable {
             serialNumber: Certificate.SerialNumber(),
             publicKey: publicKey,
             notValidBefore: now.addingTimeInterval(-300),
-            notValidAfter: now.addingTimeInterval(Double(days) * 86_400),
+            notValidAfter: now.addingTimeInterval(lifetime),
             issuer: certificate.subject,
             subject: subject,
             signatureAlgorithm: .ecdsaWithSHA256,

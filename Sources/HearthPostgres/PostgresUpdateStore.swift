@@ -205,6 +205,21 @@ extension PostgresStore: UpdateStore {
         }
     }
 
+    public func runningVersions(model: ProductModelID) async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try await read({
+            try await $0.rows(
+                """
+                SELECT e.version AS version, COUNT(*) AS devices FROM devices d
+                JOIN update_events e ON e.id = (SELECT MAX(id) FROM update_events WHERE serial = d.serial)
+                WHERE d.model_id = ? GROUP BY e.version
+                """, [model.rawValue])
+        }) {
+            counts[try row.string("version")] = try row.int("devices")
+        }
+        return counts
+    }
+
     public func devices(model: ProductModelID) async throws -> [DeviceSerial] {
         try await read {
             try await $0.rows("SELECT serial FROM devices WHERE model_id = ? ORDER BY serial", [model.rawValue])

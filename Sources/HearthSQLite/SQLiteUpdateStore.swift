@@ -236,6 +236,23 @@ extension SQLiteStore: UpdateStore {
         }
     }
 
+    public func runningVersions(model: ProductModelID) async throws -> [String: Int] {
+        try await pool.read { db in
+            var counts: [String: Int] = [:]
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT e.version AS version, COUNT(*) AS devices FROM devices d
+                    JOIN update_events e ON e.id = (SELECT MAX(id) FROM update_events WHERE serial = d.serial)
+                    WHERE d.model_id = ? GROUP BY e.version
+                    """, arguments: [model.rawValue])
+            {
+                counts[row["version"]] = row["devices"]
+            }
+            return counts
+        }
+    }
+
     public func devices(model: ProductModelID) async throws -> [DeviceSerial] {
         try await pool.read { db in
             try String.fetchAll(

@@ -129,6 +129,9 @@ public protocol UpdateStore: Sendable {
         async throws
     /// Every device of a model (for rollout stages).
     func devices(model: ProductModelID) async throws -> [DeviceSerial]
+    /// How many devices of a model last reported each firmware version (devices that never
+    /// reported are not counted): one query however large the fleet.
+    func runningVersions(model: ProductModelID) async throws -> [String: Int]
 
     /// A rollout's running count: the device's latest outcome with the rollout's target
     /// (`succeeded` or `failed`; nil, while it is neither, removes it), under the device's bucket

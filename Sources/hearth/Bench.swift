@@ -24,6 +24,7 @@ struct Bench: AsyncParsableCommand {
             """,
         subcommands: [
             Prepare.self, Run.self, Pages.self, DataRights.self, Ingest.self, Detectors.self, StorageBench.self,
+            AssessFleet.self,
         ]
     )
 
@@ -502,6 +503,82 @@ struct Bench: AsyncParsableCommand {
                 print(
                     "Bench data ready: \(try await store.deviceCount()) devices, \(try await telemetry.readingCount()) readings in \(folder.url.path)"
                 )
+            }
+        }
+    }
+
+    /// `hearth bench assess-fleet`: a deployment as large as issue 19's measure (100,000 devices over
+    /// 10 models), for timing `hearth assess` against it (bench/assess.sh).
+    struct AssessFleet: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "assess-fleet",
+            abstract: "Fill a data folder with M models and N devices that report firmware, to time `hearth assess`.",
+            discussion: """
+                For benchmarks only. Devices are written straight to the store with placeholder certificates; \
+                each reports a firmware version (half 1.0.0, half 1.1.0); each model has two placeholder \
+                releases (1.1.0 a security fix) and an active rollout of 1.1.0. Then serve the folder and run \
+                `hearth assess` against it.
+                """)
+        @Option(help: "The data folder to create.") var data: String
+        @Option(help: "Devices in all.") var devices: Int = 100_000
+        @Option(help: "Product models (devices are spread evenly).") var models: Int = 10
+
+        func run() async throws {
+            try await reportingErrors {
+                guard (1_000...1_000_000).contains(devices), (1...100).contains(models) else {
+                    throw HearthError.invalid("devices", "1,000 to 1,000,000 devices over 1 to 100 models")
+                }
+                var options = try DataOptions.parse([])
+                options.data = data
+                let (_, storage) = try options.openSQLite()
+                let store = storage.store
+                let now = Date()
+                let progress = Progress(total: devices, noun: "devices")
+                var rng = SystemRandomNumberGenerator()
+                var made = 0
+                for k in 0..<models {
+                    guard case .object(var json) = ProductModel.demoModels()[0].json else { continue }
+                    json["id"] = .string("bench-model-\(k)")
+                    json["name"] = .string("Bench Thermostat \(k)")
+                    let model = try await Fleet(store: store).createModel(.object(json), actor: "bench")
+                    func release(_ version: String, _ severity: String) -> ReleaseRecord {
+                        ReleaseRecord(
+                            target: "\(model.id)-\(version).img", model: model.id, version: version, length: 1,
+                            sha256: String(repeating: "0", count: 64),
+                            custom: #"{"release_notes":{"severity":"\#(severity)"}}"#, publishedAt: now)
+                    }
+                    try await store.publish(
+                        [], releases: [release("1.0.0", "none"), release("1.1.0", "high")], audit: [])
+                    try await store.createRollout(
+                        RolloutRecord(
+                            id: "RO-BENCH-\(k)", target: "\(model.id)-1.1.0.img", model: model.id, stages: [100],
+                            failureThreshold: 0.1, minimumSample: 1, state: "active", stage: 0, note: nil,
+                            createdAt: now,
+                            updatedAt: now),
+                        audit: AuditEntry(.rolloutCreated, actor: "bench", at: now))
+                    let count = devices / models + (k < devices % models ? 1 : 0)
+                    for start in stride(from: 0, to: count, by: 10_000) {
+                        let batch = (start..<min(count, start + 10_000)).map { _ in
+                            DeviceRecord(
+                                serial: DeviceSerial.random(using: &rng), model: model.id,
+                                certificatePEM: "bench placeholder", setupCodeHash: "bench placeholder",
+                                provisionedAt: now)
+                        }
+                        try await store.addDevices(
+                            batch, audit: AuditEntry(.devicesProvisioned, actor: "bench", at: now))
+                        for (i, device) in batch.enumerated() {
+                            _ = try await store.appendUpdateEvent(
+                                UpdateEventRecord(
+                                    serial: device.serial, at: now, phase: "idle",
+                                    version: (start + i) % 2 == 0 ? "1.0.0" : "1.1.0", target: nil, reason: nil))
+                        }
+                        made += batch.count
+                        progress.update(made)
+                    }
+                }
+                progress.finish()
+                print(
+                    "Assessment fleet ready: \(try await store.deviceCount()) devices over \(models) models in \(data)")
             }
         }
     }

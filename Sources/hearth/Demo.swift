@@ -90,6 +90,7 @@ struct Demo: AsyncParsableCommand {
                     bundles.appendingPathComponent($0.serial.rawValue)
                 }
             }
+            try DemoMaker.writeStatements(into: folder)
             print("      The labels in the boxes (a consumer reads the serial and setup code from them):")
             for unit in units {
                 let label = try String(contentsOf: unit.appendingPathComponent("label.txt"), encoding: .utf8)
@@ -419,6 +420,38 @@ struct DemoScript: Service {
 /// The demo's maker: a release workspace inside the data folder (in production the keys stay on the
 /// maker's offline machine) that signs releases which the server then imports.
 struct DemoMaker: Sendable {
+    /// What the demo's maker states for `hearth assess` (DATA/maker-statements.json): the
+    /// provisions only a maker can show, answered for the reference devices, and the demo company's
+    /// address (a placeholder a real maker replaces).
+    static func writeStatements(into folder: DataFolder) throws {
+        let file = folder.url.appendingPathComponent("maker-statements.json")
+        guard !FileManager.default.fileExists(atPath: file.path) else { return }
+        func met(_ how: String) -> JSONValue { ["met": true, "how": .string(how)] }
+        let statements: JSONValue = [
+            "manufacturers": [
+                "Hearth Demo Devices Ltd": ["address": "1 Example Street, Exampletown EX1 1AA, United Kingdom"]
+            ],
+            "provisions": [
+                "5.2-3": met("The demo firmware's components are listed and watched for advisories by the demo maker."),
+                "5.4-2": met(
+                    "The reference devices seal their identity key under a device-unique key (in software for the demo; a product keeps it in a secure element)."
+                ),
+                "5.6-3": met("The reference devices are software and expose no physical interface."),
+                "5.6-4": [
+                    "applies": false,
+                    "why":
+                        "The reference devices run as software processes: there is no physically accessible debug interface.",
+                ],
+                "5.6-6": met("The reference firmware does only what the thermostat and lock need."),
+                "5.6-8": met("The reference devices run under an operating system with MMU-enforced memory isolation."),
+                "5.6-9": met(
+                    "The reference devices are built with Hearth: reviewed changes, tests as evidence, CI from a clean clone."
+                ),
+            ],
+        ]
+        try DataFolder.writePrivate(statements.serialized(), to: file)
+    }
+
     let workspace: Workspace
     let repository: UpdateRepository
     let updates: Updates

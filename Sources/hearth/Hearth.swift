@@ -11,8 +11,10 @@ import HearthStorage
 import HearthUpdate
 import Logging
 import NIOCore
+import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 
 @main
 struct HearthCommand: AsyncParsableCommand {
@@ -26,7 +28,7 @@ struct HearthCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Serve.self, Demo.self, ModelCommand.self, Factory.self, DeviceCommand.self, DisclosureCommand.self,
-            ReleaseCommand.self, UpdatesCommand.self, Audit.self, Bench.self,
+            ReleaseCommand.self, UpdatesCommand.self, Audit.self, Assess.self, Bench.self,
         ]
     )
 }
@@ -130,12 +132,14 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var operations: OperationsOptions
 
+    @OptionGroup var testOnly: TestOnlyOptions
+
     func run() async throws {
         operations.bootstrapLogging()
         try await options.deployment { folder, storage in
             try await runServer(
                 folder: folder, storage: storage, listen: listen, gateway: gateway, operations: operations,
-                settings: try disclosure.settings(), banner: { _ in })
+                settings: try disclosure.settings(), weakenings: testOnly.weakenings, banner: { _ in })
         }
     }
 }
@@ -275,11 +279,83 @@ struct OperationsOptions: ParsableArguments {
 
 extension LogFormat: ExpressibleByArgument {}
 
+/// Flags that weaken a server on purpose, so the tests of `hearth assess` can show each live check
+/// failing. Hidden from `--help`; a server started with one records it in `DATA/serving.json`, and
+/// the assessment reports it.
+struct TestOnlyOptions: ParsableArguments {
+    @Flag(
+        name: .customLong("test-only-weak-suite"),
+        help: ArgumentHelp(
+            "Also offer ECDHE-ECDSA-AES128-SHA (CBC) on the HTTPS listener. Never in production.", visibility: .hidden))
+    var weakSuite = false
+
+    @Flag(
+        name: .customLong("test-only-extra-listener"),
+        help: ArgumentHelp(
+            "Also listen on an undeclared TCP port on loopback. Never in production.", visibility: .hidden))
+    var extraListener = false
+
+    @Flag(
+        name: .customLong("test-only-expired-security-txt"),
+        help: ArgumentHelp("Serve security.txt with an Expires in the past. Never in production.", visibility: .hidden))
+    var expiredSecurityTxt = false
+
+    var weakenings: Weakenings {
+        Weakenings(weakSuite: weakSuite, extraListener: extraListener, expiredSecurityTxt: expiredSecurityTxt)
+    }
+}
+
+/// What ``TestOnlyOptions`` asked for (none by default).
+struct Weakenings: Sendable {
+    var weakSuite = false
+    var extraListener = false
+    var expiredSecurityTxt = false
+
+    var names: [String] {
+        [
+            weakSuite ? "test-only-weak-suite" : nil, extraListener ? "test-only-extra-listener" : nil,
+            expiredSecurityTxt ? "test-only-expired-security-txt" : nil,
+        ].compactMap { $0 }
+    }
+}
+
+/// A TCP listener nobody declared (``TestOnlyOptions/extraListener``): accepts and closes.
+struct UndeclaredListener: Service {
+    func run() async throws {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { $0.close() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        print("Undeclared listener (test only): 127.0.0.1:\(channel.localAddress?.port ?? 0)")
+        fflush(nil)
+        try? await gracefulShutdown()
+        try await channel.close()
+    }
+}
+
+/// The listeners as they come up, for ``ServingRecord``; `complete` runs once all are up.
+final class DeclaredListeners: Sendable {
+    private let listeners = Mutex<[ServingRecord.Listener]>([])
+    private let onComplete = Mutex<(@Sendable ([ServingRecord.Listener]) -> Void)?>(nil)
+
+    func add(_ name: String, host: String, port: Int, security: ServingRecord.Listener.Security) {
+        listeners.withLock { $0.append(.init(name: name, host: host, port: port, security: security)) }
+    }
+
+    func whenComplete(_ body: @escaping @Sendable ([ServingRecord.Listener]) -> Void) {
+        onComplete.withLock { $0 = body }
+    }
+
+    func complete() {
+        let all = listeners.withLock { $0 }
+        onComplete.withLock { $0 }?(all)
+    }
+}
+
 /// Starts the HTTPS server and the MQTT gateway on `folder` and runs until SIGINT/SIGTERM.
 /// `ready` learns the bound addresses; `companions` run beside the server and stop first.
 func runServer(
     folder: DataFolder, storage: Storage, listen: ListenAddress, gateway options: GatewayOptions,
-    operations: OperationsOptions, settings: HearthSettings = HearthSettings(),
+    operations: OperationsOptions, settings: HearthSettings = HearthSettings(), weakenings: Weakenings = Weakenings(),
     ready: ServerReady? = nil, companions: [any Service] = [],
     banner: @escaping @Sendable (String) async -> Void
 ) async throws {
@@ -289,7 +365,13 @@ func runServer(
     gatewayLogger.logLevel = .info
     let metrics = HearthMetrics()
     // /readyz answers 200 once the three listeners are up (and the database takes a write).
-    let readiness = Readiness(expecting: ["https", "mqtt", "metrics"]) { Systemd.notify("READY=1") }
+    let declared = DeclaredListeners()
+    let readiness = Readiness(
+        expecting: Set(["https", "mqtt", "metrics"]).union(options.devListener == nil ? [] : ["mqtt-development"])
+    ) {
+        Systemd.notify("READY=1")
+        declared.complete()
+    }
     let store = storage.store
     let (telemetry, readingKeys, brokerState) = (storage.telemetry, storage.readingKeys, storage.brokerState)
     let gateway: MQTTGateway
@@ -304,12 +386,19 @@ func runServer(
         ) { kind, address in
             switch kind {
             case .devices:
+                declared.add(
+                    "mqtt-devices", host: options.mqttListen.host, port: address?.port ?? options.mqttListen.port,
+                    security: .mutualTLS)
                 readiness.up("mqtt")
                 ready?.mqtt(address?.port ?? options.mqttListen.port)
                 print(
                     "MQTT device listener (mutual TLS, device CA \(folder.deviceCAPath)): mqtts://\(options.mqttListen.host):\(address?.port ?? options.mqttListen.port)"
                 )
             case .development:
+                declared.add(
+                    "mqtt-development", host: options.devListener?.host ?? "127.0.0.1", port: address?.port ?? 0,
+                    security: .plaintext)
+                readiness.up("mqtt-development")
                 print(
                     "MQTT development listener (plaintext, anonymous, loopback only): mqtt://\(options.devListener?.host ?? "127.0.0.1"):\(address?.port ?? 0)"
                 )
@@ -324,6 +413,7 @@ func runServer(
     gateway.attach(updates: updates)
     updates.attach { [gateway] serial, observation in gateway.observe(serial, observation) }
     var settings = settings
+    if weakenings.expiredSecurityTxt { settings.disclosure.expiresAfter = -86_400 }
     // Requests must name a host the server certificate covers (`--hostname`); others get 421.
     settings.hostnames = folder.serverCertificate.subjectAlternativeHostnames
     // Nodes sharing a database: which node holds which device, commands for devices on others.
@@ -338,6 +428,25 @@ func runServer(
         store: store, kek: folder.kek, settings: settings, telemetry: telemetry, readingKeys: readingKeys,
         commands: link ?? gateway, updates: updates, metrics: metrics, readiness: readiness)
     gateway.attach(resets: hearth)
+    let assessments = try AssessmentService(folder: folder, store: store, storage: storage.description)
+    hearth.attach(assessments: assessments)
+    let hashCost = settings.hashCost
+    declared.whenComplete { [settings] listeners in
+        let record = ServingRecord(
+            pid: getpid(), startedAt: Date(), listeners: listeners, hostnames: settings.hostnames,
+            storage: storage.description, sessionLifetimeSeconds: Int(settings.sessionLifetime),
+            passwordHash: "scrypt N=2^\(hashCost.logN), r=\(hashCost.r), p=\(hashCost.p)",
+            securityContacts: settings.disclosure.contacts, securityLanguages: settings.disclosure.languages,
+            maxConnections: options.maxConnections, connectsPerSecond: options.maxConnectsPerSecond,
+            publishesPerSecond: options.maxPublishesPerSecond, bytesPerSecond: options.maxBytesPerSecond,
+            monitoring: !options.monitoringOff, readingsSealed: true, kekOutsideDataFolder: folder.kekOutside,
+            testOnly: weakenings.names)
+        do {
+            try assessments.serving(record)
+        } catch {
+            printErr("hearth: could not write \(folder.url.path)/serving.json: \(error)")
+        }
+    }
     gateway.attach(certificates: DeviceCertificates(store: store, deviceCA: folder.deviceCA))
     let webhook = try operations.webhook(store: store)
     gateway.attach(
@@ -362,6 +471,9 @@ func runServer(
         let host = metricsListen.host.contains(":") ? "[\(metricsListen.host)]" : metricsListen.host
         print("Metrics (Prometheus): \(scheme)://\(host):\(address?.port ?? metricsListen.port)/metrics")
         fflush(nil)
+        declared.add(
+            "metrics", host: metricsListen.host, port: address?.port ?? metricsListen.port,
+            security: scheme == "http" ? .plaintext : .tls)
         readiness.up("metrics")
     }
     if folder.created {
@@ -371,7 +483,8 @@ func runServer(
     try await store.appendAudit(
         AuditEntry(.serverStarted, detail: "listening on \(listen), MQTT on \(options.mqttListen)", at: Date()))
     let app = try HTTPSServer.application(
-        hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger
+        hearth: hearth, folder: folder, host: listen.host, port: listen.port, logger: logger,
+        extraCipherSuites: weakenings.weakSuite ? "ECDHE-ECDSA-AES128-SHA" : nil
     ) { address in
         let port = address?.port ?? listen.port
         let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
@@ -388,6 +501,7 @@ func runServer(
         }
         await banner(base)
         fflush(nil)
+        declared.add("https", host: listen.host, port: port, security: .tls)
         readiness.up("https")
         ready?.https(port)
     }
@@ -395,8 +509,11 @@ func runServer(
     let renewer = Periodic.repositoryRenewer(repository: repository, logger: logger)
     let retention = Periodic.retention(hearth: hearth, logger: logger)
     let group = ServiceGroup(
-        services: [app, metricsApp, sweeper, gateway, renewer, retention, StopNotice(readiness: readiness)]
-            + (webhook.map { [$0] } ?? []) + (link.map { [$0] } ?? []) + companions,
+        services: [
+            app, metricsApp, sweeper, gateway, renewer, retention,
+            StopNotice(readiness: readiness, stopping: { assessments.stopped() }),
+        ] + (webhook.map { [$0] } ?? []) + (link.map { [$0] } ?? [])
+            + (weakenings.extraListener ? [UndeclaredListener()] : []) + companions,
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     do {
@@ -408,6 +525,7 @@ func runServer(
             .invalidInput, field: "listen",
             "cannot listen on \(listen) or \(options.mqttListen): \(String(cString: strerror(error.errnoCode)))")
     }
+    assessments.stopped()
     print("Hearth stopped.")
 }
 
@@ -415,10 +533,13 @@ func runServer(
 /// clients while the listeners drain) and systemd hears `STOPPING=1`.
 struct StopNotice: Service {
     let readiness: Readiness
+    /// Runs as the stop begins (the server's `serving.json` is removed).
+    var stopping: @Sendable () -> Void = {}
 
     func run() async throws {
         try? await gracefulShutdown()
         readiness.down("stopping")
+        stopping()
         Systemd.notify("STOPPING=1")
     }
 }

@@ -16,7 +16,7 @@ import Testing
     static func validate(_ kind: String, _ json: String) throws -> (valid: Bool, output: String) {
         let python = try requiredPython(module: "jsonschema", package: "jsonschema")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "hearth-\(kind)-\(UUID().uuidString).json")
+            "hearth-\(kind.hasSuffix(".json") ? "document" : kind)-\(UUID().uuidString).json")
         try Data(json.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let (status, output) = try ChildProcess.runBlocking(python, [schemaScript, kind, file.path])

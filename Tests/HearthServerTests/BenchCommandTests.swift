@@ -43,6 +43,11 @@ import Testing
         ])
         #expect(pages.status == 0 && pages.output.contains("1000 devices, 60480 readings"), "\(pages.output)")
 
+        let fleet = try await HearthProcess.run([
+            "bench", "assess-fleet", "--data", folder("assess"), "--devices", "1000", "--models", "2",
+        ])
+        #expect(fleet.status == 0 && fleet.output.contains("1000 devices over 2 models"), "\(fleet.output)")
+
         // Out-of-range sizes are refused with the range, before anything is made.
         let tiny = try await HearthProcess.run(["bench", "ingest", "--data", folder("tiny"), "--readings", "5"])
         #expect(tiny.status != 0 && tiny.output.contains("1,000 to 10,000,000 readings"), "\(tiny.output)")

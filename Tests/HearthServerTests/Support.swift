@@ -39,6 +39,7 @@ struct TestDeployment {
             store: store, kek: folder.kek, settings: settings, time: time,
             telemetry: try SQLiteTelemetryStore(path: folder.telemetryPath, keys: readingKeys),
             readingKeys: readingKeys, updates: updates)
+        hearth.attach(assessments: try AssessmentService(folder: folder, store: store, storage: "SQLite"))
     }
 
     var application: some ApplicationProtocol {

@@ -149,6 +149,15 @@ public enum UpdateContract {
                 try await store.latestEvent(b.serial, target: "y.img", since: t0)?.phase == "idle", "per target")
             try require(try await store.latestEvent(a.serial, target: "y.img", since: t0) == nil, "none")
             try require(Set(try await store.devices(model: model.id)) == [a.serial, b.serial], "devices of the model")
+            try require(try await store.runningVersions(model: model.id) == ["1.0.0": 2], "both on 1.0.0")
+            let c = StoreContract.device(model)
+            try await store.addDevices([c], audit: StoreContract.audit(.devicesProvisioned))
+            _ = try await store.appendUpdateEvent(
+                UpdateEventRecord(
+                    serial: b.serial, at: t0, phase: "succeeded", version: "1.1.0", target: nil, reason: nil))
+            try require(
+                try await store.runningVersions(model: model.id) == ["1.0.0": 1, "1.1.0": 1],
+                "each device counted once, at its latest report; one that never reported not at all")
         },
         Case(
             description:

@@ -20,6 +20,8 @@ import X509
 ///   telemetry.sqlite     0600  device readings (WAL, group-committed)
 ///   broker.sqlite        0600  persistent MQTT sessions and retained messages
 ///   targets/             0700  firmware images of the update repository (SHA256.NAME)
+///   serving.json         0600  the running server's listeners and settings (for `hearth assess`)
+///   maker-statements.json      what only the maker can say, for `hearth assess` (optional)
 /// ```
 /// Opening refuses a folder or key file that others can read (Code of Practice guideline 4).
 public struct DataFolder: Sendable {
@@ -31,6 +33,8 @@ public struct DataFolder: Sendable {
     public let serverKey: P256.Signing.PrivateKey
     /// True when this call created the folder's keys.
     public let created: Bool
+    /// True when the KEK is read from a file outside the folder (`--kek-file`).
+    public let kekOutside: Bool
 
     public var databasePath: String { url.appendingPathComponent("hearth.sqlite").path }
     public var telemetryPath: String { url.appendingPathComponent("telemetry.sqlite").path }
@@ -80,7 +84,7 @@ public struct DataFolder: Sendable {
             folder: url, rootCA: rootCA, hostnames: hostnames, kek: kek, now: now)
         return DataFolder(
             url: url, kek: kek, rootCA: rootCA, deviceCA: deviceCA, serverCertificate: serverCertificate,
-            serverKey: serverKey, created: created)
+            serverKey: serverKey, created: created, kekOutside: kekFile != nil)
     }
 
     static func loadOrCreateKEK(folder: URL, kekFile: String?) throws -> KeyEncryptionKey {

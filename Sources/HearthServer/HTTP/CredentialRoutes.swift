@@ -71,6 +71,34 @@ extension API {
             ),
             (
                 Endpoint(
+                    method: .get, path: "/api/v1/assessment",
+                    summary:
+                        "The deployment's conformance assessment (EN 303 645 ICS, IXIT, PSTI statements, live checks, gaps), signed (operators; query: model)",
+                    access: .operator, body: nil, success: .ok, errors: [.unauthorized, .forbidden, .notFound]),
+                { request, context, _ in
+                    JSON.response(
+                        try await hearth.assessment(
+                            model: request.uri.queryParameters.get("model"), by: try context.requireIdentity()))
+                }
+            ),
+            (
+                Endpoint(
+                    method: .get, path: "/api/v1/assessment-key",
+                    summary: "The public key (P-256, PEM) that checks assessments' ECDSA-SHA256 signatures",
+                    access: .public, body: nil, success: .ok, errors: [.notFound]),
+                { _, _, _ in
+                    guard let key = hearth.assessmentPublicKeyPEM else {
+                        throw HearthError(.notFound, "this process makes no assessment")
+                    }
+                    return JSON.response([
+                        "publicKey": .string(key),
+                        "algorithm":
+                            "ECDSA P-256 with SHA-256 over the assessment's JSON text (sorted keys, no spaces)",
+                    ])
+                }
+            ),
+            (
+                Endpoint(
                     method: .get, path: "/api/v1/deletion-receipts/{token}",
                     summary: "A carried-out account deletion's signed receipt (the token was given with the request)",
                     access: .public, body: nil, success: .ok, errors: [.notFound]),

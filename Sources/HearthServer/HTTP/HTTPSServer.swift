@@ -26,10 +26,14 @@ public enum HTTPSServer {
     }
 
     /// ``TLSPolicy`` (Code of Practice guideline 5; EN 303 645 5.5-1), HTTP/1.1.
-    public static func tlsConfiguration(folder: DataFolder) throws -> TLSConfiguration {
+    /// `extraCipherSuites` weakens it: only for the tests of `hearth assess` (`--test-only-weak-suite`).
+    public static func tlsConfiguration(folder: DataFolder, extraCipherSuites: String? = nil) throws
+        -> TLSConfiguration
+    {
         let certificate = try NIOSSLCertificate(bytes: Array(try folder.serverCertificate.pem().utf8), format: .pem)
         let key = try NIOSSLPrivateKey(bytes: Array(folder.serverKey.pemRepresentation.utf8), format: .pem)
         var tls = TLSPolicy.server(certificateChain: [certificate], privateKey: key)
+        if let extraCipherSuites { tls.cipherSuites += ":" + extraCipherSuites }
         tls.applicationProtocols = ["http/1.1"]
         return tls
     }
@@ -37,14 +41,14 @@ public enum HTTPSServer {
     /// The application, listening on `host:port` over TLS. `onRunning` gets the bound address
     /// (port 0 picks a free port).
     public static func application(
-        hearth: Hearth, folder: DataFolder, host: String, port: Int, logger: Logger,
+        hearth: Hearth, folder: DataFolder, host: String, port: Int, logger: Logger, extraCipherSuites: String? = nil,
         onRunning: @escaping @Sendable (SocketAddress?) async -> Void
     ) throws -> some ApplicationProtocol {
         Application(
             router: router(hearth: hearth, logger: logger),
             server: try .tls(
                 .http1(configuration: .init(idleTimeout: .seconds(60))),
-                tlsConfiguration: tlsConfiguration(folder: folder)),
+                tlsConfiguration: tlsConfiguration(folder: folder, extraCipherSuites: extraCipherSuites)),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress) },
             logger: logger

@@ -7,23 +7,47 @@ import HearthStorage
 /// How long a requested account deletion waits, cancellable, before it is carried out.
 let deletionGrace: TimeInterval = 7 * 86_400
 
-/// Signs deletion receipts with a P-256 key derived from the KEK (HKDF), so the receipt can be
-/// checked with the public key (`GET /api/v1/deletion-receipts/key`) without trusting whoever
+/// Signs what the deployment vouches for (deletion receipts, assessments) with a P-256 key derived
+/// from the KEK (HKDF, one key per purpose), so a reader checks it with the public key
+/// (`GET /api/v1/deletion-receipts/key`, `GET /api/v1/assessment/key`) without trusting whoever
 /// shows it, and no new secret has to be stored.
-struct ReceiptSigner: Sendable {
+public struct DeploymentSigner: Sendable {
     let key: P256.Signing.PrivateKey
+    /// The member of the signed object that holds the document (`receipt`, `assessment`).
+    let member: String
 
-    init(kek: KeyEncryptionKey) throws {
-        let raw = kek.derivedKey(purpose: "deletion-receipt-signing").withUnsafeBytes { Data($0) }
+    init(kek: KeyEncryptionKey, purpose: String, member: String) throws {
+        let raw = kek.derivedKey(purpose: purpose).withUnsafeBytes { Data($0) }
         key = try P256.Signing.PrivateKey(rawRepresentation: raw)
+        self.member = member
     }
 
-    var publicKeyPEM: String { key.publicKey.pemRepresentation }
+    static func receipts(kek: KeyEncryptionKey) throws -> DeploymentSigner {
+        try DeploymentSigner(kek: kek, purpose: "deletion-receipt-signing", member: "receipt")
+    }
 
-    /// `{"receipt": R, "signature": base64 DER ECDSA-SHA256 over R's canonical JSON text}`.
-    func sign(_ receipt: JSONValue) throws -> JSONValue {
-        let signature = try key.signature(for: receipt.serialized())
-        return ["receipt": receipt, "signature": .string(signature.derRepresentation.base64EncodedString())]
+    public static func assessments(kek: KeyEncryptionKey) throws -> DeploymentSigner {
+        try DeploymentSigner(kek: kek, purpose: "assessment-signing", member: "assessment")
+    }
+
+    public var publicKeyPEM: String { key.publicKey.pemRepresentation }
+
+    /// DER ECDSA-SHA256 over exactly `bytes` (a detached signature `openssl dgst -verify` checks).
+    public func signature(for bytes: Data) throws -> Data { try key.signature(for: bytes).derRepresentation }
+
+    /// `{MEMBER: document, "signature": base64 DER ECDSA-SHA256 over the document's canonical JSON text}`.
+    public func sign(_ document: JSONValue) throws -> JSONValue {
+        .object([
+            member: document, "signature": .string(try signature(for: document.serialized()).base64EncodedString()),
+        ])
+    }
+
+    /// Whether `signature` (DER) over `bytes` verifies with the public key in `pem`.
+    public static func verify(_ signature: Data, over bytes: Data, publicKeyPEM pem: String) -> Bool {
+        guard let key = try? P256.Signing.PublicKey(pemRepresentation: pem),
+            let parsed = try? P256.Signing.ECDSASignature(derRepresentation: signature)
+        else { return false }
+        return key.isValidSignature(parsed, for: bytes)
     }
 }
 

@@ -31,7 +31,7 @@ public struct HTTP1Client: Sendable {
 
     public func send(
         _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
-        timeout: TimeAmount = .seconds(30), maximumReply: Int = 1 << 20
+        hostHeader: String? = nil, timeout: TimeAmount = .seconds(30), maximumReply: Int = 1 << 20
     ) async throws -> Reply {
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: Reply.self)
@@ -57,7 +57,9 @@ public struct HTTP1Client: Sendable {
             throw error
         }
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        head.headers.add(name: "host", value: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+        // The Host a server answers may be a name other than the address connected to.
+        let name = hostHeader ?? host
+        head.headers.add(name: "host", value: name.contains(":") ? "[\(name)]:\(port)" : "\(name):\(port)")
         head.headers.add(name: "connection", value: "close")
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         head.headers.add(name: "content-length", value: "\(body.count)")

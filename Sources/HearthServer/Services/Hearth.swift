@@ -101,7 +101,7 @@ public final class Hearth: Sendable {
     let hashGate: HashGate
     let formKey: SymmetricKey
     let decoyHash: String
-    let receiptSigner: ReceiptSigner
+    let receiptSigner: DeploymentSigner
     /// Device readings; nil when this process runs no gateway.
     public let telemetry: (any TelemetryStore)?
     /// Delivers commands to devices (the MQTT gateway); nil when this process runs none.
@@ -117,6 +117,8 @@ public final class Hearth: Sendable {
     public let metrics: HearthMetrics
     /// The listeners `/readyz` waits for.
     public let readiness: Readiness
+    /// What `GET /api/v1/assessment` assesses; set by the server once it has its data folder.
+    let assessments = Mutex<AssessmentService?>(nil)
 
     public init(
         store: any HearthStore, kek: KeyEncryptionKey, settings: HearthSettings,
@@ -141,7 +143,7 @@ public final class Hearth: Sendable {
         let cores = System.coreCount
         hashGate = HashGate(running: settings.hashConcurrency ?? cores, queued: settings.hashQueue ?? 4 * cores)
         decoyHash = hasher.decoy()
-        receiptSigner = try ReceiptSigner(kek: kek)
+        receiptSigner = try DeploymentSigner.receipts(kek: kek)
         self.telemetry = telemetry
         self.readingKeys = readingKeys
         self.commands = commands
