@@ -1,4 +1,7 @@
+import NIOCore
+import NIOPosix
 import NIOSSL
+import NIOTLS
 
 /// The TLS settings of every Hearth listener and client, in one place (Code of Practice
 /// guideline 5; EN 303 645 5.5-1): TLS 1.2 at least (1.3 preferred by negotiation), ECDHE with
@@ -44,5 +47,57 @@ public enum TLSPolicy {
         tls.minimumTLSVersion = minimumVersion
         tls.cipherSuites = cipherSuites
         tls.curves = curves
+    }
+}
+
+/// One TLS client handshake, and how it ended: the negotiated version, or the error.
+public enum TLSHandshake {
+    /// A client handshake to `host:port`: the negotiated version when it completed, else the error
+    /// that ended it (an alert from the server, a verification failure, a closed connection).
+    public static func attempt(
+        host: String, port: Int, serverHostname: String? = nil, _ configuration: TLSConfiguration
+    ) async -> Result<
+        TLSVersion?, any Error
+    > {
+        do {
+            let context = try NIOSSLContext(configuration: configuration)
+            let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: context, serverHostname: serverHostname))
+                        try channel.pipeline.syncOperations.addHandler(Watcher(promise: done))
+                    }
+                }
+                .connect(host: host, port: port).get()
+            defer { channel.close(promise: nil) }
+            let timeout = channel.eventLoop.scheduleTask(in: .seconds(10)) {
+                done.fail(ChannelError.connectTimeout(.seconds(10)))
+            }
+            defer { timeout.cancel() }
+            try await done.futureResult.get()
+            return .success(try? await channel.nioSSL_tlsVersion().get())
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Completes the promise when the handshake completes, fails it on an error or a close first.
+    final class Watcher: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let promise: EventLoopPromise<Void>
+        init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case .handshakeCompleted = event as? TLSUserEvent { promise.succeed(()) }
+            context.fireUserInboundEventTriggered(event)
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { promise.fail(error) }
+        func channelInactive(context: ChannelHandlerContext) {
+            promise.fail(ChannelError.eof)
+            context.fireChannelInactive()
+        }
     }
 }

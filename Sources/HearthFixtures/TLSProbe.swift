@@ -1,3 +1,4 @@
+import HearthCrypto
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -13,24 +14,12 @@ public enum TLSProbe {
     public static func handshake(
         host: String = "127.0.0.1", port: Int, serverHostname: String = "localhost", _ configuration: TLSConfiguration
     ) async -> (any Error)? {
-        do {
-            let context = try NIOSSLContext(configuration: configuration)
-            let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            NIOSSLClientHandler(context: context, serverHostname: serverHostname))
-                        try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: done))
-                    }
-                }
-                .connect(host: host, port: port).get()
-            defer { channel.close(promise: nil) }
-            try await done.futureResult.get()
-            return nil
-        } catch {
+        if case .failure(let error) = await TLSHandshake.attempt(
+            host: host, port: port, serverHostname: serverHostname, configuration)
+        {
             return error
         }
+        return nil
     }
 
     /// The key-exchange cases every Hearth listener is held to, as a client built from `client`
@@ -91,22 +80,5 @@ public enum TLSProbe {
             if case .handshakeCompleted = event as? TLSUserEvent { count.withLock { $0 += 1 } }
             context.fireUserInboundEventTriggered(event)
         }
-    }
-}
-
-/// Completes `promise` when the TLS handshake completes, fails it on an error or a close first.
-final class HandshakeWatcher: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    let promise: EventLoopPromise<Void>
-    init(promise: EventLoopPromise<Void>) { self.promise = promise }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .handshakeCompleted = event as? TLSUserEvent { promise.succeed(()) }
-        context.fireUserInboundEventTriggered(event)
-    }
-    func errorCaught(context: ChannelHandlerContext, error: any Error) { promise.fail(error) }
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(ChannelError.eof)
-        context.fireChannelInactive()
     }
 }

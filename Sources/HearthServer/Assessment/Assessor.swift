@@ -67,6 +67,13 @@ public struct Assessor: Sendable {
 
     // MARK: Live checks
 
+    /// A check that needs the running server, when none is.
+    static func noServer(_ id: LiveCheckID, did: String) -> LiveCheckResult {
+        LiveCheckResult(
+            id, did: did, saw: ["no server is running on this data folder"], passed: false,
+            fix: ProvisionRule.noServer.fix)
+    }
+
     /// Every listed common password is refused by the policy in force (each one tried).
     func commonPasswords() -> LiveCheckResult {
         let list = passwords.blocklist
@@ -102,11 +109,7 @@ public struct Assessor: Sendable {
     func listenersTLS(_ serving: ServingRecord?, now: Date) async -> LiveCheckResult {
         let did =
             "Connected to each declared listener: a TLS 1.2–1.3 client with the policy's suites (must complete), each policy suite alone over TLS 1.2, the weak suites \(Self.weakSuites.joined(separator: ", ")) alone over TLS 1.2 and a TLS 1.0–1.1 client (all must be refused). A device certificate made for the probe alone (10 minutes, a serial no device has) answers the mutual-TLS listener."
-        guard let serving else {
-            return LiveCheckResult(
-                .listenersTLS, did: did, saw: ["no server is running on this data folder"], passed: false,
-                fix: ProvisionRule.noServer.fix)
-        }
+        guard let serving else { return Self.noServer(.listenersTLS, did: did) }
         var saw: [String] = []
         var fixes: [String] = []
         for listener in serving.listeners {
@@ -213,11 +216,7 @@ public struct Assessor: Sendable {
     func declaredPorts(_ serving: ServingRecord?) -> LiveCheckResult {
         let did =
             "Listed the TCP sockets in LISTEN state that the server's process holds (/proc/PID/fd against /proc/net/tcp and tcp6) and compared their ports with the declared listeners."
-        guard let serving else {
-            return LiveCheckResult(
-                .declaredPorts, did: did, saw: ["no server is running on this data folder"], passed: false,
-                fix: ProvisionRule.noServer.fix)
-        }
+        guard let serving else { return Self.noServer(.declaredPorts, did: did) }
         guard let listening = Self.listeningPorts(pid: serving.pid) else {
             return LiveCheckResult(
                 .declaredPorts, did: did, saw: ["cannot read /proc/\(serving.pid)/fd"], passed: false,
@@ -283,11 +282,7 @@ public struct Assessor: Sendable {
         let did = "Fetched /.well-known/security.txt from the HTTPS listener and checked it against RFC 9116."
         let fix =
             "Serve security.txt with a future Expires less than a year ahead (Hearth sets it 180 days ahead of the server's clock: check the clock; restart without any --test-only-… flag) and at least one Contact (--security-contact)."
-        guard let serving else {
-            return LiveCheckResult(
-                .securityTxt, did: did, saw: ["no server is running on this data folder"], passed: false,
-                fix: ProvisionRule.noServer.fix)
-        }
+        guard let serving else { return Self.noServer(.securityTxt, did: did) }
         do {
             let reply = try await fetch(serving, "/.well-known/security.txt")
             guard reply.status == 200 else {
@@ -339,11 +334,7 @@ public struct Assessor: Sendable {
     func updateRepository(_ serving: ServingRecord?, now: Date) async -> LiveCheckResult {
         let did =
             "Fetched /tuf/metadata/root.json and timestamp.json from the HTTPS listener and verified them as a TUF client does (signature thresholds, expiry), and how far each is from expiring."
-        guard let serving else {
-            return LiveCheckResult(
-                .updateRepository, did: did, saw: ["no server is running on this data folder"], passed: false,
-                fix: ProvisionRule.noServer.fix)
-        }
+        guard let serving else { return Self.noServer(.updateRepository, did: did) }
         do {
             let rootReply = try await fetch(serving, "/tuf/metadata/root.json")
             guard rootReply.status == 200 else {
@@ -468,52 +459,5 @@ public struct Assessor: Sendable {
             case .object(let notes)? = o["release_notes"], case .string(let severity)? = notes["severity"]
         else { return "" }
         return severity
-    }
-}
-
-/// One TLS client handshake, and how it ended: the negotiated version, or the error.
-enum TLSHandshake {
-    static func attempt(host: String, port: Int, _ configuration: TLSConfiguration) async -> Result<
-        TLSVersion?, any Error
-    > {
-        do {
-            let context = try NIOSSLContext(configuration: configuration)
-            let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.seconds(5))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            NIOSSLClientHandler(context: context, serverHostname: nil))
-                        try channel.pipeline.syncOperations.addHandler(Watcher(promise: done))
-                    }
-                }
-                .connect(host: host, port: port).get()
-            defer { channel.close(promise: nil) }
-            let timeout = channel.eventLoop.scheduleTask(in: .seconds(10)) {
-                done.fail(HearthError(.unavailable, "no handshake within 10 s"))
-            }
-            defer { timeout.cancel() }
-            try await done.futureResult.get()
-            return .success(try? await channel.nioSSL_tlsVersion().get())
-        } catch {
-            return .failure(error)
-        }
-    }
-
-    final class Watcher: ChannelInboundHandler, Sendable {
-        typealias InboundIn = ByteBuffer
-        let promise: EventLoopPromise<Void>
-        init(promise: EventLoopPromise<Void>) { self.promise = promise }
-
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            if case .handshakeCompleted = event as? TLSUserEvent { promise.succeed(()) }
-            context.fireUserInboundEventTriggered(event)
-        }
-        func errorCaught(context: ChannelHandlerContext, error: any Error) { promise.fail(error) }
-        func channelInactive(context: ChannelHandlerContext) {
-            promise.fail(ChannelError.eof)
-            context.fireChannelInactive()
-        }
     }
 }

@@ -38,7 +38,7 @@ extension Assessment {
         let mandatory = applicable.filter { $0.status == "mandatory" }
         let recommended = applicable.filter { $0.status == "recommended" }
         return
-            "\(mandatory.filter { $0.outcome == .met }.count) of \(mandatory.count) mandatory provisions met, \(recommended.filter { $0.outcome == .met }.count) of \(recommended.count) recommended, \(findings.count - applicable.count) not applicable; \(input.checks.filter(\.passed).count) of \(input.checks.count) live checks passed; \(gaps.count) gaps."
+            "\(mandatory.filter { $0.outcome == .met }.count) of \(mandatory.count) mandatory provisions met, \(recommended.filter { $0.outcome == .met }.count) of \(recommended.count) recommended, \(findings.count - applicable.count) not applicable; \(input.checks.filter(\.passed).count) of \(input.checks.count) live checks passed; \(gaps.count == 1 ? "1 gap" : "\(gaps.count) gaps")."
     }
 
     /// One line per result for a terminal.

@@ -107,7 +107,7 @@ extension ProvisionRule {
     static let rules: [String: ProvisionRule] = [
         "5.1-1": ProvisionRule(
             .hearth,
-            "Owners choose their own password (8–64+ characters, checked against 19,640 common and breached passwords and context words, NIST SP 800-63B). Devices have no password: each authenticates with its own certificate. The first operator account is created through a one-time set-up link; no account exists by default.",
+            "Owners choose their own password (15 to 256 characters, no composition rules, checked against 19,640 common and breached passwords and context words, NIST SP 800-63B). Devices have no password: each authenticates with its own certificate. The first operator account is created through a one-time set-up link; no account exists by default.",
             tests: [
                 "AccountTests.nothingAcceptsADefaultCredential",
                 "PasswordPolicyTests.commonPasswordsAndVariationsAreRefused",

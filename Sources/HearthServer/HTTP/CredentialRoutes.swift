@@ -74,7 +74,8 @@ extension API {
                     method: .get, path: "/api/v1/assessment",
                     summary:
                         "The deployment's conformance assessment (EN 303 645 ICS, IXIT, PSTI statements, live checks, gaps), signed (operators; query: model)",
-                    access: .operator, body: nil, success: .ok, errors: [.unauthorized, .forbidden, .notFound]),
+                    access: .operator, body: nil, success: .ok,
+                    errors: [.badRequest, .unauthorized, .forbidden, .notFound]),
                 { request, context, _ in
                     JSON.response(
                         try await hearth.assessment(

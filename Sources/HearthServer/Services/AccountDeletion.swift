@@ -9,7 +9,7 @@ let deletionGrace: TimeInterval = 7 * 86_400
 
 /// Signs what the deployment vouches for (deletion receipts, assessments) with a P-256 key derived
 /// from the KEK (HKDF, one key per purpose), so a reader checks it with the public key
-/// (`GET /api/v1/deletion-receipts/key`, `GET /api/v1/assessment/key`) without trusting whoever
+/// (`GET /api/v1/deletion-receipt-key`, `GET /api/v1/assessment-key`) without trusting whoever
 /// shows it, and no new secret has to be stored.
 public struct DeploymentSigner: Sendable {
     let key: P256.Signing.PrivateKey
