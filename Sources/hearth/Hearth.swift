@@ -364,7 +364,8 @@ func runServer(
     var gatewayLogger = Logger(label: "hearth.gateway")
     gatewayLogger.logLevel = .info
     let metrics = HearthMetrics()
-    // /readyz answers 200 once the three listeners are up (and the database takes a write).
+    // /readyz answers 200 once every listener is up (and the database takes a write); then the
+    // server declares its listeners in DATA/serving.json for `hearth assess`.
     let declared = DeclaredListeners()
     let readiness = Readiness(
         expecting: Set(["https", "mqtt", "metrics"]).union(options.devListener == nil ? [] : ["mqtt-development"])
