@@ -21,6 +21,17 @@ struct Assess: AsyncParsableCommand {
             """,
         subcommands: [Report.self, Verify.self], defaultSubcommand: Report.self)
 
+    /// Refuses a data folder that holds no deployment (no key-encryption key and root CA yet).
+    static func requireDeployment(_ path: String) throws {
+        guard
+            FileManager.default.fileExists(
+                atPath: URL(fileURLWithPath: path).appendingPathComponent("root-ca.pem").path)
+        else {
+            throw HearthError.invalid(
+                "data", "\(path) holds no Hearth deployment; give the folder `hearth serve --data` uses")
+        }
+    }
+
     struct Report: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "report", abstract: "Assess the deployment and write the signed evidence (the default).")
@@ -45,6 +56,8 @@ struct Assess: AsyncParsableCommand {
         var failOnGaps = false
 
         func run() async throws {
+            // An assessment inspects a deployment; it never creates one from a mistyped path.
+            try await reportingErrors { try Assess.requireDeployment(options.data) }
             let mandatoryGaps = try await options.deployment { folder, storage in
                 let serving = ServingRecord.read(from: folder.url)
                 print(
@@ -107,6 +120,7 @@ struct Assess: AsyncParsableCommand {
                     }
                     pem = text
                 } else if let data {
+                    try Assess.requireDeployment(data)
                     var options = try DataOptions.parse([])
                     options.data = data
                     pem = try DeploymentSigner.assessments(kek: try options.folder().kek).publicKeyPEM

@@ -224,6 +224,12 @@ import Testing
         let stopped = try Self.document(out)
         #expect(Self.check(stopped, "listeners-tls")?.saw == "no server is running on this data folder")
         #expect(stopped["deployment"]?.objectMembers["serverRunning"] == .bool(false))
+
+        // A mistyped data folder is refused, not created and assessed as a new deployment.
+        let typo = dir.appendingPathComponent("dta").path
+        let refused = try await HearthProcess.run(["assess", "--data", typo, "--out", out.path])
+        #expect(refused.status == 1 && refused.output.contains("holds no Hearth deployment"), "\(refused.output)")
+        #expect(!FileManager.default.fileExists(atPath: typo))
     }
 
     /// The rules on their own: a model that declares nothing of its data, a maker without an
@@ -246,6 +252,20 @@ import Testing
         }
         let address = try #require(assessment.gaps.first { $0.provision == nil })
         #expect(address.fix.contains(#""Nobody Ltd": {"address""#))
+        // Two models of one maker without an address: one gap naming both. Every value the page
+        // shows is escaped (a model named like markup stays text).
+        let marked = ProductModel(
+            id: try ProductModelID("lamp-x1"), name: "<script>alert(1)</script> Lamp", maker: "Nobody Ltd",
+            telemetry: [], commands: [], supportEnds: model.supportEnds, purposes: model.purposes)
+        let two = Assessment(
+            AssessmentInput(
+                at: Date(), serving: nil, storage: "SQLite",
+                models: [model, marked].map { ModelFacts(model: $0, devices: 0, firstSerial: nil, lastSerial: nil) },
+                statements: MakerStatements(), reports: 0, overdueReports: 0, checks: []))
+        let addressGaps = two.gaps.filter { $0.provision == nil }
+        #expect(addressGaps.count == 1 && addressGaps[0].what.contains("thermostat-t1, lamp-x1"), "\(addressGaps)")
+        #expect(!two.html.contains("<script>") && two.html.contains("&lt;script&gt;alert(1)&lt;/script&gt; Lamp"))
+        #expect(two.html.contains("<h3>AuthMech: Authentication mechanisms</h3>"), "rendered from the template")
         // The maker's part, unstated, is a gap that says how to state it.
         #expect(assessment.gaps.contains { $0.provision == "5.4-2" && $0.fix.contains("maker-statements.json") })
         // Without the server, every check-backed provision says how to run it.
@@ -268,6 +288,8 @@ import Testing
             #"{"provisions":{"5.99-1":{"met":true,"how":"somehow or other"}}}"#,
             #"{"provisions":{"5.6-4":{"met":false,"how":"somehow or other"}}}"#,
             #"{"provisions":{"5.6-4":{"met":true,"how":"short"}}}"#, #"{"manufacturers":{"X":{"address":7}}}"#,
+            #"{"provisions":{"5.6-4":{"met":true,"how":"somehow or other","applies":false,"why":"no port at all"}}}"#,
+            #"{"provisions":{"5.6-4":{"met":true,"how":"somehow or other","why":"no port at all"}}}"#,
             #"{"other":1}"#, "[]",
         ] {
             #expect(throws: HearthError.self, "\(bad)") {

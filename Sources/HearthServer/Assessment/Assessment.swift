@@ -81,7 +81,8 @@ public struct Assessment: Sendable {
         let checkEvidence = rule.checks.compactMap { input.check($0) }.map {
             "live check \($0.id.rawValue): \($0.passed ? "passed" : "FAILED")"
         }
-        if rule.party == .maker || problem?.makerMayState == true {
+        // A maker's statement answers what only the maker can show; it never overrules a failed check.
+        if failed.isEmpty, rule.party == .maker || problem?.makerMayState == true {
             if case .met(let how)? = statement {
                 return finding(level, .met, evidence: checkEvidence + ["maker's statement: \(how)"])
             }
@@ -123,14 +124,20 @@ public struct Assessment: Sendable {
                 fix: f.fix ?? "")
             if f.status == "mandatory" { mandatory.append(gap) } else { recommended.append(gap) }
         }
-        for m in input.models where input.statements.addresses[m.model.maker] == nil {
+        // One gap per manufacturer, naming every model whose statement lacks the address.
+        let unaddressed = Dictionary(
+            grouping: input.models.filter { input.statements.addresses[$0.model.maker] == nil }
+        ) {
+            $0.model.maker
+        }
+        for (maker, models) in unaddressed.sorted(by: { $0.key < $1.key }) {
             mandatory.append(
                 Gap(
                     provision: nil, level: "mandatory",
-                    what: "The PSTI statement of compliance for \(m.model.id) names the manufacturer's address.",
-                    why: "no postal address is stated for \"\(m.model.maker)\"",
-                    fix:
-                        "Add to DATA/maker-statements.json: \"manufacturers\": {\"\(m.model.maker)\": {\"address\": \"…\"}}."
+                    what:
+                        "The PSTI statement of compliance names the manufacturer's address (\(models.map(\.model.id.rawValue).joined(separator: ", "))).",
+                    why: "no postal address is stated for \"\(maker)\"",
+                    fix: "Add to DATA/maker-statements.json: \"manufacturers\": {\"\(maker)\": {\"address\": \"…\"}}."
                 ))
         }
         return mandatory + recommended

@@ -156,10 +156,12 @@ public struct MakerStatements: Sendable, Equatable {
             guard known.contains(id) else {
                 throw HearthError.invalid("provisions.\(id)", "not an EN 303 645 provision id (5.1-1 … 6-5)")
             }
+            // Exactly one of the two forms: a statement that says both is refused, not read one way.
             let entry = ValidatedObject(members: value.objectMembers)
-            if entry.bool("met") == true, let how = entry.string("how") {
+            let keys = Set(value.objectMembers.keys)
+            if keys == ["met", "how"], entry.bool("met") == true, let how = entry.string("how") {
                 provisions[id] = .met(how: how)
-            } else if entry.bool("applies") == false, let why = entry.string("why") {
+            } else if keys == ["applies", "why"], entry.bool("applies") == false, let why = entry.string("why") {
                 provisions[id] = .notApplicable(why: why)
             } else {
                 throw HearthError.invalid(
@@ -173,9 +175,10 @@ public struct MakerStatements: Sendable, Equatable {
     /// The statements at `path` (default: the data folder's file; none there is no statement).
     public static func load(folder: URL, path: String? = nil) throws -> MakerStatements {
         let file = path ?? folder.appendingPathComponent(fileName).path
+        // No file in the data folder is no statement; a file that is there but unreadable is an error.
+        if path == nil, !FileManager.default.fileExists(atPath: file) { return MakerStatements() }
         guard let data = FileManager.default.contents(atPath: file) else {
-            if path != nil { throw HearthError.invalid("statements", "cannot read \(file)") }
-            return MakerStatements()
+            throw HearthError.invalid("statements", "cannot read \(file)")
         }
         do {
             return try MakerStatements(json: try JSONValue.parse(data))

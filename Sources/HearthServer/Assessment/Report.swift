@@ -33,7 +33,8 @@ extension Assessment {
         }
     }
 
-    var summaryLine: String {
+    /// One line for a terminal: provisions met, checks passed, gaps.
+    public var summary: String {
         let applicable = findings.filter { $0.outcome != .notApplicable }
         let mandatory = applicable.filter { $0.status == "mandatory" }
         let recommended = applicable.filter { $0.status == "recommended" }
@@ -41,16 +42,13 @@ extension Assessment {
             "\(mandatory.filter { $0.outcome == .met }.count) of \(mandatory.count) mandatory provisions met, \(recommended.filter { $0.outcome == .met }.count) of \(recommended.count) recommended, \(findings.count - applicable.count) not applicable; \(input.checks.filter(\.passed).count) of \(input.checks.count) live checks passed; \(gaps.count == 1 ? "1 gap" : "\(gaps.count) gaps")."
     }
 
-    /// One line per result for a terminal.
-    public var summary: String { summaryLine }
-
     // MARK: Markdown
 
     public var markdown: String {
         var md = ["# Conformance assessment (ETSI EN 303 645 V2.1.1, UK PSTI)", ""]
         md.append("Generated \(Advisory.timestamp(input.at)) from the deployment at \(baseURL) (\(input.storage)).")
         md.append("Models: \(input.models.map { "\($0.model.name) (`\($0.model.id)`)" }.joined(separator: ", ")).")
-        md += ["", summaryLine, "", "## Gaps, most pressing first", ""]
+        md += ["", summary, "", "## Gaps, most pressing first", ""]
         if gaps.isEmpty { md.append("None.") }
         for (i, g) in gaps.enumerated() {
             md.append("\(i + 1). **\(g.provision ?? "PSTI") (\(g.level))** \(g.what) — \(g.why). Fix: \(g.fix)")
@@ -115,68 +113,44 @@ extension Assessment {
 
     // MARK: HTML
 
-    /// A page that prints (A4, no navigation), every text escaped.
+    /// A page that prints (A4, no navigation), rendered by the pages' template engine, which
+    /// escapes every value (`Templates/assessment.mustache`).
     public var html: String {
-        func e(_ text: String) -> String {
-            var out = ""
-            for c in text.unicodeScalars {
-                switch c {
-                case "&": out += "&amp;"
-                case "<": out += "&lt;"
-                case ">": out += "&gt;"
-                case "\"": out += "&quot;"
-                case "'": out += "&#39;"
-                default: out.unicodeScalars.append(c)
-                }
-            }
-            return out
-        }
-        var h = [
-            "<!doctype html>", "<html lang=\"en\">", "<head>", "<meta charset=\"utf-8\">",
-            "<title>Conformance assessment — \(e(baseURL))</title>",
-            "<style>body{font:11pt/1.4 system-ui,sans-serif;margin:2em;color:#111}table{border-collapse:collapse;width:100%}td,th{border:1px solid #999;padding:.3em;vertical-align:top;text-align:left}.met{color:#064}.not-met{color:#a00;font-weight:bold}.not-applicable{color:#555}section{page-break-inside:avoid}@page{size:A4;margin:1.5cm}@media print{body{margin:0}}</style>",
-            "</head>", "<body>", "<main>", "<h1>Conformance assessment (ETSI EN 303 645 V2.1.1, UK PSTI)</h1>",
-            "<p>Generated \(e(Advisory.timestamp(input.at))) from the deployment at \(e(baseURL)) (\(e(input.storage))).</p>",
-            "<p>\(e(summaryLine))</p>", "<h2>Gaps, most pressing first</h2>", "<ol>",
+        func optional(_ text: String?) -> [String] { text.map { [$0] } ?? [] }
+        let page: [String: Any] = [
+            "base": baseURL, "generated": Advisory.timestamp(input.at), "storage": input.storage, "summary": summary,
+            "gaps": gaps.map {
+                ["provision": $0.provision ?? "PSTI", "level": $0.level, "what": $0.what, "why": $0.why, "fix": $0.fix]
+            },
+            "provisions": findings.map { f -> [String: Any] in
+                [
+                    "id": f.provision.id, "status": f.status, "outcome": f.outcome.rawValue,
+                    "requirement": f.provision.requirement, "condition": optional(f.provision.condition?.text),
+                    "evidence": [f.how] + f.evidence + f.tests.map { "Test: \($0)" }
+                        + optional(f.justification) + optional(f.why.map { "Not met: \($0)" })
+                        + optional(f.fix.map { "Fix: \($0)" }),
+                ]
+            },
+            "checks": input.checks.map { c -> [String: Any] in
+                [
+                    "class": c.passed ? "met" : "not-met", "result": c.passed ? "Passed" : "FAILED",
+                    "title": c.id.title, "did": c.did, "saw": c.saw, "fix": optional(c.fix),
+                ]
+            },
+            "sheets": ixit.map { sheet -> [String: Any] in
+                [
+                    "id": sheet.id, "title": sheet.title,
+                    "entries": sheet.entries.map { ["name": $0.name, "value": $0.value] },
+                ]
+            },
+            "statements": input.models.map { m -> [String: Any] in
+                let lines = pstiMarkdown(m).filter { !$0.isEmpty }
+                return [
+                    "title": m.model.name,
+                    "lines": lines.filter { !$0.hasPrefix("### ") }.map { String($0.dropFirst(2)) },
+                ]
+            },
         ]
-        h += gaps.map {
-            "<li><strong>\(e($0.provision ?? "PSTI")) (\(e($0.level)))</strong> \(e($0.what)) — \(e($0.why)). Fix: \(e($0.fix))</li>"
-        }
-        h += ["</ol>", "<h2>Implementation Conformance Statement</h2>", "<table>"]
-        h.append(
-            "<thead><tr><th scope=\"col\">Provision</th><th scope=\"col\">Status</th><th scope=\"col\">Outcome</th><th scope=\"col\">Requirement and evidence</th></tr></thead><tbody>"
-        )
-        for f in findings {
-            let evidence =
-                ([f.how] + f.evidence + f.tests.map { "Test: \($0)" }
-                + [f.justification, f.why.map { "Not met: \($0)" }, f.fix.map { "Fix: \($0)" }].compactMap { $0 })
-                .map { "<li>\(e($0))</li>" }.joined()
-            h.append(
-                "<tr><th scope=\"row\">\(e(f.provision.id))</th><td>\(e(f.status))\(f.provision.condition.map { "<br>if \(e($0.text))" } ?? "")</td><td class=\"\(f.outcome.rawValue)\">\(e(f.outcome.rawValue))</td><td>\(e(f.provision.requirement))<ul>\(evidence)</ul></td></tr>"
-            )
-        }
-        h += ["</tbody></table>", "<h2>Live checks</h2>", "<ul>"]
-        for c in input.checks {
-            h.append(
-                "<li><strong class=\"\(c.passed ? "met" : "not-met")\">\(c.passed ? "Passed" : "FAILED")</strong> \(e(c.id.title)). \(e(c.did))<ul>\(c.saw.map { "<li>\(e($0))</li>" }.joined())\(c.fix.map { "<li>Fix: \(e($0))</li>" } ?? "")</ul></li>"
-            )
-        }
-        h += ["</ul>", "<h2>IXIT</h2>"]
-        for sheet in ixit {
-            h.append(
-                "<section><h3>\(e(sheet.id)): \(e(sheet.title))</h3><dl>\(sheet.entries.map { "<dt>\(e($0.name))</dt><dd>\(e($0.value))</dd>" }.joined())</dl></section>"
-            )
-        }
-        h.append("<h2>PSTI statements of compliance</h2>")
-        for m in input.models {
-            h.append(
-                "<section>"
-                    + pstiMarkdown(m).filter { !$0.isEmpty }.map { line in
-                        line.hasPrefix("### ")
-                            ? "<h3>\(e(String(line.dropFirst(4))))</h3>" : "<p>\(e(String(line.dropFirst(2))))</p>"
-                    }.joined() + "</section>")
-        }
-        h += ["</main>", "</body>", "</html>"]
-        return h.joined(separator: "\n") + "\n"
+        return Views.shipped.library.render(page, withTemplate: "assessment") ?? ""
     }
 }
