@@ -11,8 +11,8 @@
 # Usage: RATES="20000 40000 60000" IDLE=10000 bench/gateway_mqload.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATES=${RATES:-"40000 60000 80000 100000"}; IDLE=${IDLE:-10000}; DEVICES=${DEVICES:-100}
-READING_RATES=${READING_RATES:-"20000 40000 60000"}
+RATES=${RATES-"40000 60000 80000 100000"}; IDLE=${IDLE:-10000}; DEVICES=${DEVICES:-100}
+READING_RATES=${READING_RATES-"20000 40000 60000"}
 HPORT=${HPORT:-18894}; MPORT=${MPORT:-18893}
 MQLOAD_SRC=${MQLOAD_SRC:-../shared/tools/mqload}
 command -v mosquitto >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }

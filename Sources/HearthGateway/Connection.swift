@@ -1,13 +1,13 @@
 import Foundation
 import HearthBroker
 import HearthCore
+import HearthCrypto
 import HearthMQTT
 import HearthMetrics
 import HearthMonitor
 import HearthStorage
 import Logging
 import NIOCore
-import NIOSSL
 import NIOTLS
 import Synchronization
 
@@ -309,8 +309,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let ref {
-            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
-                .peerCertificate
+            let certificate = try? context.pipeline.syncOperations.handler(type: MutualTLSServerHandler.self)
+                .peerCertificateDER
             let parts = self.parts
             parts.offload.run {
                 var result = await parts.authenticator.admit(certificate)

@@ -9,7 +9,6 @@ import HearthStorage
 import Logging
 import NIOCore
 import NIOPosix
-import NIOSSL
 import NIOTLS
 import ServiceLifecycle
 import Synchronization
@@ -64,14 +63,9 @@ public struct DeviceTLSCredentials: Sendable {
 
     /// ``TLSPolicy`` with a client certificate from the device CA required (Code of Practice
     /// guideline 5; EN 303 645 5.5-1).
-    public func configuration() throws -> TLSConfiguration {
-        var tls = TLSPolicy.server(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificatePEM.utf8)),
-            privateKey: try NIOSSLPrivateKey(bytes: Array(serverKeyPEM.utf8), format: .pem))
-        tls.certificateVerification = .noHostnameVerification
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(deviceCAPEM.utf8)))
-        tls.sendCANameList = true
-        return tls
+    public func context() throws -> MutualTLSServerContext {
+        try MutualTLSServerContext(
+            certificateChainPEM: serverCertificatePEM, privateKeyPEM: serverKeyPEM, clientCAPEM: deviceCAPEM)
     }
 }
 
@@ -206,9 +200,9 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         }
         var servers: [any Channel] = []
         do {
-            var listeners: [(kind: ListenerKind, at: (host: String, port: Int), tls: NIOSSLContext?)] = []
+            var listeners: [(kind: ListenerKind, at: (host: String, port: Int), tls: MutualTLSServerContext?)] = []
             if let at = configuration.deviceListener, let credentials {
-                listeners.append((.devices, at, try NIOSSLContext(configuration: try credentials.configuration())))
+                listeners.append((.devices, at, try credentials.context()))
             }
             if let at = configuration.developmentListener { listeners.append((.development, at, nil)) }
             for listener in listeners {
@@ -276,7 +270,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
         for done in parts.hub.flushed(generation) { done(stored) }
     }
 
-    private func bind(_ host: String, _ port: Int, tls: NIOSSLContext?) async throws -> any Channel {
+    private func bind(_ host: String, _ port: Int, tls: MutualTLSServerContext?) async throws -> any Channel {
         let parts = self.parts
         return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
@@ -289,7 +283,7 @@ public final class MQTTGateway: Service, DeviceCommandChannel, DeviceDisconnecti
             )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    if let tls { try channel.pipeline.syncOperations.addHandler(MutualTLSServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(parts: parts, deviceListener: tls != nil))
                 }
@@ -477,9 +471,8 @@ final class Authenticator: Sendable {
 
     /// The device behind `certificate`: its CN must be a serial the deployment provisioned, with
     /// exactly this certificate, not revoked.
-    func admit(_ certificate: NIOSSLCertificate?) async -> Result<DeviceContext, Refused> {
-        guard let certificate, let store, let der = try? certificate.toDERBytes(),
-            let parsed = try? Certificate(derEncoded: der),
+    func admit(_ der: [UInt8]?) async -> Result<DeviceContext, Refused> {
+        guard let der, let store, let parsed = try? Certificate(derEncoded: der),
             let cn = parsed.commonName, let serial = try? DeviceSerial(cn)
         else { return .failure(Refused(description: "no device serial in the certificate")) }
         // Taken before the store is read: a change made meanwhile moves it, and the connection

@@ -1,11 +1,11 @@
 import Foundation
 import HearthCore
+import HearthCrypto
 import HearthDevice
 import HearthFixtures
 import HearthMQTT
 import NIOCore
 import NIOPosix
-import NIOSSL
 import Synchronization
 import Testing
 
@@ -39,12 +39,12 @@ final class OldBroker: ChannelInboundHandler, @unchecked Sendable {
 struct FallbackTests {
     @Test func aDeviceFallsBackTo311WhenTheServerRefuses5() async throws {
         let fixture = try await DeviceFixture(devices: 1)
-        let context = try NIOSSLContext(configuration: try fixture.credentials.configuration())
+        let context = try fixture.credentials.context()
         let seen = OldBroker.Seen()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(MutualTLSServerHandler(context: context))
                     try channel.pipeline.syncOperations.addHandler(OldBroker(seen: seen))
                 }
             }

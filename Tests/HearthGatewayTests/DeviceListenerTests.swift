@@ -468,6 +468,26 @@ import Testing
                 let served = try await handshake(c.options)
                 #expect(served == c.served, "\(c.what): served \(served)")
             }
+            // Without a client certificate (TLS 1.2, where the refusal is in the handshake itself).
+            let anonymous = try await ChildProcess.run(
+                "/bin/sh",
+                [
+                    "-c",
+                    "'\(openssl)' s_client -connect 127.0.0.1:\(port) -CAfile '\(fixture.rootCAPath)' -tls1_2 < /dev/null",
+                ], timeout: 60)
+            #expect(
+                anonymous.status != 0 && anonymous.output.contains("alert handshake failure"),
+                "\(anonymous.output.suffix(2_000))")
+            // No session is resumed: every connect proves the device key (ARCHITECTURE 96).
+            for version in ["-tls1_2", "-tls1_3"] {
+                let command =
+                    "'\(openssl)' s_client -connect 127.0.0.1:\(port) -cert '\(device.certPath)' -key '\(device.keyPath)' "
+                    + "-CAfile '\(fixture.rootCAPath)' \(version) -reconnect < /dev/null"
+                let r = try await ChildProcess.run("/bin/sh", ["-c", command], timeout: 60)
+                let lines = r.output.split(separator: "\n")
+                #expect(lines.filter { $0.hasPrefix("New,") }.count >= 5, "\(version): \(r.output.suffix(2_000))")
+                #expect(!lines.contains { $0.hasPrefix("Reused,") }, "\(version): a session was resumed")
+            }
         }
     }
 
