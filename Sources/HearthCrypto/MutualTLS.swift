@@ -146,7 +146,9 @@ public final class MutualTLSServerHandler: ChannelDuplexHandler, RemovableChanne
     public init(context: MutualTLSServerContext) { self.tls = context }
 
     /// Bytes of buffers this handler holds (none while the connection is idle).
-    var heldCapacity: Int { (received?.capacity ?? 0) + (toSend?.capacity ?? 0) + early.count }
+    var heldCapacity: Int {
+        (received?.capacity ?? 0) + (toSend?.capacity ?? 0) + early.reduce(0) { $0 + $1.0.capacity }
+    }
 
     deinit { if let ssl { SSL_free(ssl) } }
 

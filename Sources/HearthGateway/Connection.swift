@@ -309,11 +309,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let ref {
-            let certificate = try? context.pipeline.syncOperations.handler(type: MutualTLSServerHandler.self)
+            let der = try? context.pipeline.syncOperations.handler(type: MutualTLSServerHandler.self)
                 .peerCertificateDER
             let parts = self.parts
             parts.offload.run {
-                var result = await parts.authenticator.admit(certificate)
+                var result = await parts.authenticator.admit(der)
                 if case .success(let device) = result {
                     do { try await parts.keepSession(device.serial) } catch {
                         parts.logger.warning(

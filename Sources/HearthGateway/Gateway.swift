@@ -469,8 +469,8 @@ final class Authenticator: Sendable {
         self.policies = policies
     }
 
-    /// The device behind `certificate`: its CN must be a serial the deployment provisioned, with
-    /// exactly this certificate, not revoked.
+    /// The device behind the client certificate `der` (DER): its CN must be a serial the
+    /// deployment provisioned, with exactly this certificate, not revoked.
     func admit(_ der: [UInt8]?) async -> Result<DeviceContext, Refused> {
         guard let der, let store, let parsed = try? Certificate(derEncoded: der),
             let cn = parsed.commonName, let serial = try? DeviceSerial(cn)

@@ -23,10 +23,7 @@ struct Assess: AsyncParsableCommand {
 
     /// Refuses a data folder that holds no deployment (no key-encryption key and root CA yet).
     static func requireDeployment(_ path: String) throws {
-        guard
-            FileManager.default.fileExists(
-                atPath: URL(fileURLWithPath: path).appendingPathComponent("root-ca.pem").path)
-        else {
+        guard DataFolder.holdsDeployment(path) else {
             throw HearthError.invalid(
                 "data", "\(path) holds no Hearth deployment; give the folder `hearth serve --data` uses")
         }

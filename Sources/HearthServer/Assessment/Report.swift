@@ -24,7 +24,7 @@ extension Assessment {
             ("assessment-key.pem", Data(signer.publicKeyPEM.utf8)),
             ("assessment.schema.json", Data(Self.schema.utf8)),
             ("assessment.md", Data(markdown.utf8)),
-            ("assessment.html", Data(html.utf8)),
+            ("assessment.html", Data(try html.utf8)),
         ]
         return try files.map { name, data in
             let url = folder.appendingPathComponent(name)
@@ -116,6 +116,12 @@ extension Assessment {
     /// A page that prints (A4, no navigation), rendered by the pages' template engine, which
     /// escapes every value (`Templates/assessment.mustache`).
     public var html: String {
+        get throws {
+            try renderHTML()
+        }
+    }
+
+    private func renderHTML() throws -> String {
         func optional(_ text: String?) -> [String] { text.map { [$0] } ?? [] }
         let page: [String: Any] = [
             "base": baseURL, "generated": Advisory.timestamp(input.at), "storage": input.storage, "summary": summary,
@@ -151,6 +157,9 @@ extension Assessment {
                 ]
             },
         ]
-        return Views.shipped.library.render(page, withTemplate: "assessment") ?? ""
+        guard let html = Views.shipped.library.render(page, withTemplate: "assessment") else {
+            throw HearthError.invalid("assessment", "the template assessment.mustache is missing from the resources")
+        }
+        return html
     }
 }

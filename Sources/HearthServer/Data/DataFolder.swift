@@ -39,7 +39,13 @@ public struct DataFolder: Sendable {
     public var databasePath: String { url.appendingPathComponent("hearth.sqlite").path }
     public var telemetryPath: String { url.appendingPathComponent("telemetry.sqlite").path }
     public var brokerStatePath: String { url.appendingPathComponent("broker.sqlite").path }
-    public var rootCAPath: String { url.appendingPathComponent("root-ca.pem").path }
+    public var rootCAPath: String { url.appendingPathComponent(Self.rootCAFile).path }
+    private static let rootCAFile = "root-ca.pem"
+
+    /// Whether `path` holds a deployment (its root CA exists), without creating anything there.
+    public static func holdsDeployment(_ path: String) -> Bool {
+        FileManager.default.fileExists(atPath: URL(fileURLWithPath: path).appendingPathComponent(rootCAFile).path)
+    }
     public var deviceCAPath: String { url.appendingPathComponent("device-ca.pem").path }
     /// Firmware images of the update repository, named `SHA256.NAME`.
     public var targetsDirectory: URL { url.appendingPathComponent("targets") }
