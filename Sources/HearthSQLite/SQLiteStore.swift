@@ -1361,12 +1361,14 @@ func openPool(path: String, foreignKeys: Bool = false, secureDelete: Bool = fals
     config.foreignKeysEnabled = foreignKeys
     config.busyMode = .timeout(10)
     config.prepareDatabase { db in
-        try db.execute(sql: "PRAGMA synchronous = FULL")
         if secureDelete { try db.execute(sql: "PRAGMA secure_delete = ON") }
     }
     let existed = FileManager.default.fileExists(atPath: path)
     let pool = try DatabasePool(path: path, configuration: config)
     if !existed { chmod(path, 0o600) }
+    // After the pool is open: GRDB turns WAL on for its writer *after* `prepareDatabase`, and with it
+    // `synchronous = NORMAL`, which does not sync the log at each commit. Only the writer commits.
+    try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
     return pool
 }
 

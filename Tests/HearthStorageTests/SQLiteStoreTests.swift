@@ -2,11 +2,12 @@ import Foundation
 import GRDB
 import HearthCore
 import HearthCrypto
-import HearthSQLite
 import HearthStorage
 import HearthStorageContracts
 import Synchronization
 import Testing
+
+@testable import HearthSQLite
 
 /// A stand-in MAC for storage tests (the real one, keyed from the KEK, is tested in the server).
 struct TestSealer: AuditSealer {
@@ -38,6 +39,24 @@ func temporaryDirectory() throws -> URL {
         var st = stat()
         #expect(stat(path, &st) == 0, "the database file exists")
         #expect(st.st_mode & 0o077 == 0, "database file is private")
+    }
+
+    /// Every store's writing connection syncs the log at each commit (`synchronous = FULL`, 2), so
+    /// what was acknowledged survives a power loss, not only a killed process. GRDB's pool set its
+    /// writer to NORMAL (1) after our setting, until 2026-12-03.
+    @Test func everyStoreSyncsEachCommitToDisk() async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func level(_ pool: DatabasePool) async throws -> Int? {
+            try await pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") }
+        }
+        let main = try SQLiteStore(path: dir.appendingPathComponent("h.sqlite").path, sealer: TestSealer())
+        let readings = try SQLiteTelemetryStore(path: dir.appendingPathComponent("t.sqlite").path)
+        let broker = try SQLiteBrokerStateStore(path: dir.appendingPathComponent("b.sqlite").path)
+        #expect(try await level(main.pool) == 2)
+        #expect(try await level(readings.pool) == 2)
+        #expect(try await level(broker.pool) == 2)
+        #expect(try await main.pool.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
     }
 
     @Test func theAuditLogIsAppendOnlyAndTamperingIsDetected() async throws {
