@@ -221,7 +221,17 @@ enum PostgresSchema {
                 )
                 """,
             ]
-        )
+        ),
+        (
+            // Pages, ranges and the latest go by one index, in the order received then stored
+            // (ReadingQueries); a second per-device index cost every commit a page per device.
+            "2026-12-03 one index for pages and time",
+            [
+                "DROP INDEX readings_by_device",
+                "DROP INDEX readings_by_time",
+                "CREATE INDEX readings_by_time ON readings(serial, received_at, position)",
+            ]
+        ),
     ]
 
     static let broker: [(name: String, statements: [String])] = [

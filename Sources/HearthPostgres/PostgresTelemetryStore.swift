@@ -32,11 +32,14 @@ public final class PostgresTelemetryStore: TelemetryStore {
     /// How long one batch's commit may take (up to 8,192 readings take well under a second).
     static let commitWithin = Duration.seconds(15)
 
-    public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
+    public func prepare(_ readings: [TelemetryReading]) async throws -> PreparedReadings {
+        try await ReadingFormat.prepare(readings, keys: keys)
+    }
+
+    public func append(_ readings: PreparedReadings, refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
-        let (prepared, keysUsed) = try await ReadingFormat.prepare(readings, keys: keys)
         // One order for every writer, so two nodes inserting the same readings cannot deadlock.
-        let rows: [[any SQLValue]] = prepared.sorted {
+        let rows: [[any SQLValue]] = readings.rows.sorted {
             ($0.reading.serial.rawValue, $0.reading.sequence) < ($1.reading.serial.rawValue, $1.reading.sequence)
         }.map { p in
             let r = p.reading
@@ -45,7 +48,7 @@ public final class PostgresTelemetryStore: TelemetryStore {
                 Int64(r.droppedBefore), p.keyID, p.sealed,
             ]
         }
-        let used = keysUsed.map { [$0.serial.rawValue, $0.keyID] }
+        let used = readings.sortedKeysUsed.map { [$0.serial.rawValue, $0.keyID] }
         // Refusals summed per (device, kind) first: one upsert each.
         var counted: [String: (serial: String, kind: String, count: Int64, last: Int64)] = [:]
         for r in refusals {
@@ -95,8 +98,7 @@ public final class PostgresTelemetryStore: TelemetryStore {
     public func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord? {
         let keys = try await openingKeys(serial)
         return try await db.run {
-            try await $0.row(
-                "SELECT * FROM readings WHERE serial = ? ORDER BY position DESC LIMIT 1", [serial.rawValue])
+            try await $0.row(ReadingQueries.latest, [serial.rawValue])
         }.flatMap { try Self.record($0, keys: keys) }
     }
 
@@ -104,12 +106,19 @@ public final class PostgresTelemetryStore: TelemetryStore {
         -> [TelemetryRecord]
     {
         let keys = try await openingKeys(serial)
-        return try await db.run {
-            try await $0.rows(
-                """
-                SELECT * FROM readings WHERE serial = ? AND position > ? AND received_at >= ? AND received_at < ?
-                ORDER BY position LIMIT ?
-                """, [serial.rawValue, after ?? 0, millis(from), millis(to), max(0, limit)])
+        return try await db.run { sql in
+            var cursor: Int64?
+            if let after {
+                cursor = try await sql.row(ReadingQueries.receivedAt, [after, serial.rawValue])?.int64("received_at")
+            }
+            if let after, let cursor {
+                return try await sql.rows(
+                    ReadingQueries.pageAfterCursor,
+                    [serial.rawValue, max(millis(from), cursor), millis(to), cursor, after, max(0, limit)])
+            }
+            return try await sql.rows(
+                ReadingQueries.pageAfterPosition,
+                [serial.rawValue, millis(from), millis(to), after ?? 0, max(0, limit)])
         }.compactMap { try Self.record($0, keys: keys) }
     }
 

@@ -83,6 +83,11 @@ public final class SQLiteTelemetryStore: TelemetryStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        m.registerMigration("2026-12-03 one index for pages and time") { db in
+            // (serial, received_at) holds the rowid, i.e. it is (serial, received_at, position):
+            // pages, ranges and the latest all go by it (ReadingQueries).
+            try db.execute(sql: "DROP INDEX readings_by_device")
+        }
         return m
     }
 
@@ -96,17 +101,20 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         return ids.isEmpty ? [:] : try await keys.opening(Set(ids))
     }
 
-    public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
+    public func prepare(_ readings: [TelemetryReading]) async throws -> PreparedReadings {
+        try await ReadingFormat.prepare(readings, keys: keys)
+    }
+
+    public func append(_ readings: PreparedReadings, refusals: [TelemetryRefusal]) async throws -> Int {
         guard !readings.isEmpty || !refusals.isEmpty else { return 0 }
-        let (prepared, keysUsed) = try await ReadingFormat.prepare(readings, keys: keys)
-        let rows: [StatementArguments] = prepared.map { p in
+        let rows: [StatementArguments] = readings.rows.map { p in
             let r = p.reading
             return [
                 r.serial.rawValue, r.sequence, millis(r.receivedAt), r.deviceTime.map(millis), p.clear, r.droppedBefore,
                 p.keyID, p.sealed,
             ]
         }
-        let used = keysUsed.map { [$0.serial.rawValue, $0.keyID] as StatementArguments }
+        let used = readings.sortedKeysUsed.map { [$0.serial.rawValue, $0.keyID] as StatementArguments }
         let counted = refusals.map { ($0.serial.rawValue, $0.kind.rawValue, millis($0.at)) }
         return try await pool.write { db in
             var added = 0
@@ -140,8 +148,7 @@ public final class SQLiteTelemetryStore: TelemetryStore {
         let keys = try await openingKeys(serial)
         return try await pool.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT * FROM readings WHERE serial = ? ORDER BY position DESC LIMIT 1",
-                arguments: [serial.rawValue]
+                db, sql: ReadingQueries.latest, arguments: [serial.rawValue]
             ).flatMap { try Self.record($0, keys: keys) }
         }
     }
@@ -151,14 +158,22 @@ public final class SQLiteTelemetryStore: TelemetryStore {
     {
         let keys = try await openingKeys(serial)
         return try await pool.read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM readings WHERE serial = ? AND position > ? AND received_at >= ? AND received_at < ?
-                    ORDER BY position LIMIT ?
-                    """,
-                arguments: [serial.rawValue, after ?? 0, millis(from), millis(to), max(0, limit)]
-            ).compactMap { try Self.record($0, keys: keys) }
+            let cursor = try after.flatMap {
+                try Int64.fetchOne(db, sql: ReadingQueries.receivedAt, arguments: [$0, serial.rawValue])
+            }
+            let rows =
+                if let after, let cursor {
+                    try Row.fetchAll(
+                        db, sql: ReadingQueries.pageAfterCursor,
+                        arguments: [
+                            serial.rawValue, max(millis(from), cursor), millis(to), cursor, after, max(0, limit),
+                        ])
+                } else {
+                    try Row.fetchAll(
+                        db, sql: ReadingQueries.pageAfterPosition,
+                        arguments: [serial.rawValue, millis(from), millis(to), after ?? 0, max(0, limit)])
+                }
+            return try rows.compactMap { try Self.record($0, keys: keys) }
         }
     }
 

@@ -265,13 +265,68 @@ public struct StoredReadingValues: Sendable {
     public let sealed: Data?
 }
 
+/// Which data key a device's readings went under.
+public struct KeyUse: Sendable, Hashable {
+    public let serial: DeviceSerial
+    public let keyID: String
+}
+
+/// Readings ready to store: what ``TelemetryStore/prepare(_:)`` made of them (values sealed or in
+/// clear, in the order given) and the keys used. Batches prepared one after another join in order.
+public struct PreparedReadings: Sendable {
+    public private(set) var rows: [StoredReadingValues]
+    public private(set) var keysUsed: Set<KeyUse>
+
+    public init(rows: [StoredReadingValues] = [], keysUsed: Set<KeyUse> = []) {
+        self.rows = rows
+        self.keysUsed = keysUsed
+    }
+
+    public var isEmpty: Bool { rows.isEmpty }
+    public var count: Int { rows.count }
+
+    public mutating func append(_ other: PreparedReadings) {
+        rows += other.rows
+        keysUsed.formUnion(other.keysUsed)
+    }
+
+    /// The keys used, in one order (by serial, then key), so that every writer takes locks alike.
+    public var sortedKeysUsed: [KeyUse] {
+        keysUsed.sorted { ($0.serial.rawValue, $0.keyID) < ($1.serial.rawValue, $1.keyID) }
+    }
+}
+
+/// How every SQL driver reads a device's readings back: in the order received (the server's clock),
+/// then stored (`position`), which one index (serial, received_at, position) serves for pages,
+/// time ranges and the latest alike. A second index by (serial, position) would cost every commit
+/// a page written per device in the batch (issue 14's readings measure).
+public enum ReadingQueries {
+    /// The device's last reading. Arguments: serial.
+    public static let latest =
+        "SELECT * FROM readings WHERE serial = ? ORDER BY received_at DESC, position DESC LIMIT 1"
+    /// When the cursor's reading was received (no row once it has gone). Arguments: position, serial.
+    public static let receivedAt = "SELECT received_at FROM readings WHERE position = ? AND serial = ?"
+    /// A page after a cursor whose time is known. Arguments: serial, from (the later of the range's
+    /// start and the cursor's time), to, the cursor's time, the cursor's position, limit.
+    public static let pageAfterCursor = """
+        SELECT * FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ?
+        AND (received_at > ? OR position > ?) ORDER BY received_at, position LIMIT ?
+        """
+    /// The first page, or a page after a cursor that has gone (deleted since). Arguments: serial,
+    /// from, to, position (0 for the first page), limit.
+    public static let pageAfterPosition = """
+        SELECT * FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ? AND position > ?
+        ORDER BY received_at, position LIMIT ?
+        """
+}
+
 /// What every readings driver seals and slices the same way.
 public enum ReadingFormat {
     /// The readings' values as stored: sealed under the data key each device's readings go under
     /// now (with `keys`), else in clear; and which key each device used.
-    public static func prepare(_ readings: [TelemetryReading], keys: (any ReadingKeys)?) async throws -> (
-        rows: [StoredReadingValues], used: [(serial: DeviceSerial, keyID: String)]
-    ) {
+    public static func prepare(_ readings: [TelemetryReading], keys: (any ReadingKeys)?) async throws
+        -> PreparedReadings
+    {
         var sealing: [DeviceSerial: any ReadingKey] = [:]
         if let keys {
             for serial in Set(readings.map(\.serial)) { sealing[serial] = try await keys.sealing(serial) }
@@ -284,7 +339,7 @@ public enum ReadingFormat {
             let sealed = try key.seal(Array(json.utf8), context: context(r.serial.rawValue, r.sequence))
             return StoredReadingValues(reading: r, clear: "", keyID: key.id, sealed: Data(sealed))
         }
-        return (rows, sealing.map { ($0.key, $0.value.id) }.sorted { $0.0.rawValue < $1.0.rawValue })
+        return PreparedReadings(rows: rows, keysUsed: Set(sealing.map { KeyUse(serial: $0.key, keyID: $0.value.id) }))
     }
 
     /// The associated data a reading's values are sealed with: which device, which reading.

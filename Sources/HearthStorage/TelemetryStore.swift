@@ -62,12 +62,17 @@ public struct RefusalCount: Sendable, Equatable {
 /// Rules every driver keeps (checked by the contract suite):
 /// - `append` is one durable transaction: when it returns, every reading in it survives a crash;
 /// - a reading whose (serial, sequence) is already stored is skipped, not duplicated;
-/// - reads return readings in the order they were stored.
+/// - reads return readings in the order they were received (the server's clock), then stored;
+///   a page's cursor still works when its reading has been deleted since.
 public protocol TelemetryStore: Sendable {
-    /// Stores `readings` (skipping ones already stored) and adds `refusals` to the per-device
-    /// counts, in one transaction. Returns how many readings were new.
+    /// Makes readings ready to store: seals their values under the keys in force now. No write; it
+    /// can run while an earlier batch commits (the gateway's ingest overlaps the two).
+    func prepare(_ readings: [TelemetryReading]) async throws -> PreparedReadings
+    /// Stores prepared readings (skipping ones already stored) and adds `refusals` to the
+    /// per-device counts, in one transaction. Returns how many readings were new.
     @discardableResult
-    func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int
+    func append(_ readings: PreparedReadings, refusals: [TelemetryRefusal]) async throws -> Int
+    /// The device's last reading received.
     func latest(_ serial: DeviceSerial) async throws -> TelemetryRecord?
     /// Readings received in `from ..< to`, oldest first, after the `after` cursor, at most `limit`.
     func readings(_ serial: DeviceSerial, from: Date, to: Date, after: Int64?, limit: Int) async throws
@@ -93,6 +98,14 @@ public protocol TelemetryStore: Sendable {
     /// cutoff, and deletes readings left with no field. Returns how many readings changed or went.
     @discardableResult
     func expire(_ serial: DeviceSerial, cutoffs: [String: Date]) async throws -> Int
+}
+
+extension TelemetryStore {
+    /// Prepares and stores `readings` in one step.
+    @discardableResult
+    public func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
+        try await append(prepare(readings), refusals: refusals)
+    }
 }
 
 /// A data key readings are sealed under at rest (AES-256-GCM in the server). `context` is bound as

@@ -16,7 +16,10 @@ final class OutageStore: TelemetryStore {
     struct Down: Error {}
     func check() throws { if failing.withLock({ $0 }) { throw Down() } }
 
-    func append(_ readings: [TelemetryReading], refusals: [TelemetryRefusal]) async throws -> Int {
+    func prepare(_ readings: [TelemetryReading]) async throws -> PreparedReadings {
+        try await inner.prepare(readings)
+    }
+    func append(_ readings: PreparedReadings, refusals: [TelemetryRefusal]) async throws -> Int {
         try check()
         return try await inner.append(readings, refusals: refusals)
     }

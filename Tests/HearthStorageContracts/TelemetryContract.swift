@@ -101,6 +101,35 @@ public enum TelemetryContract {
             }
         ),
         (
+            "pages follow the time received, then the order stored; a deleted cursor still pages on",
+            { store in
+                // 1…8 received at the same instant, 9 stored after them but received earlier (a
+                // clock stepped back), 10 later.
+                try await store.append(
+                    (1...8).map { reading(a, $0, at: 5) } + [reading(a, 9, at: 1), reading(a, 10, at: 9)], refusals: [])
+                var pages: [[Int64]] = []
+                var after: Int64?
+                repeat {
+                    let page = try await store.readings(
+                        a, from: .distantPast, to: .distantFuture, after: after, limit: 3)
+                    pages.append(page.map(\.reading.sequence))
+                    after = page.last?.position
+                } while after != nil && pages.count < 10
+                try require(
+                    pages == [[9, 1, 2], [3, 4, 5], [6, 7, 8], [10], []], "in time, ties in stored order: \(pages)")
+                try require(try await store.latest(a)?.reading.sequence == 10, "the latest is the last received")
+                let first = try await store.readings(a, from: t0 + 5, to: .distantFuture, after: nil, limit: 2)
+                try require(first.map(\.reading.sequence) == [1, 2], "from a time")
+                // The cursor's reading goes; the next page starts after where it was.
+                try require(try await store.deleteReadings(a, from: t0 + 5, to: t0 + 6) == 8, "eight went")
+                try await store.append([reading(a, 11, at: 7)], refusals: [])
+                let rest = try await store.readings(
+                    a, from: t0 + 5, to: .distantFuture, after: first.last!.position, limit: 10)
+                try require(
+                    rest.map(\.reading.sequence) == [11, 10], "after a deleted cursor: \(rest.map(\.reading.sequence))")
+            }
+        ),
+        (
             "a field's history comes back in slices with count, range and mean; settled slices are kept",
             { store in
                 let values: [(Int64, JSONValue)] = [(1, 10), (2, 20), (3, "text"), (4, 40), (5, 50), (6, .bool(true))]
