@@ -7,17 +7,23 @@ import HearthTestSupport
 import Synchronization
 import Testing
 
-/// A readings store that fails while `failing` is set, as a database does while it restarts.
+/// A readings store that fails while `failing` is set, as a database does while it restarts: its
+/// commits, or (`whilePreparing`) already the sealing, whose keys come from the database too.
 final class OutageStore: TelemetryStore {
     let inner: any TelemetryStore
     let failing = Mutex(false)
-    init(_ inner: any TelemetryStore) { self.inner = inner }
+    let whilePreparing: Bool
+    init(_ inner: any TelemetryStore, whilePreparing: Bool = false) {
+        self.inner = inner
+        self.whilePreparing = whilePreparing
+    }
 
     struct Down: Error {}
     func check() throws { if failing.withLock({ $0 }) { throw Down() } }
 
     func prepare(_ readings: [TelemetryReading]) async throws -> PreparedReadings {
-        try await inner.prepare(readings)
+        if whilePreparing { try check() }
+        return try await inner.prepare(readings)
     }
     func append(_ readings: PreparedReadings, refusals: [TelemetryRefusal]) async throws -> Int {
         try check()
@@ -104,10 +110,11 @@ extension DeviceListenerTests {
     /// is acknowledged, it is told to back off (DISCONNECT 0x89 server busy with retry-after), a
     /// reconnect meanwhile gets CONNACK 0x89 with retry-after, and once the store works and the
     /// back-off is over the device is taken again and everything it re-sends is stored once.
-    @Test func aFailingStoreTellsDevicesToBackOffAndResumesByItself() async throws {
+    @Test(arguments: [false, true])
+    func aFailingStoreTellsDevicesToBackOffAndResumesByItself(whilePreparing: Bool) async throws {
         let fixture = try await DeviceFixture()
         let device = fixture.thermostats[0]
-        let store = OutageStore(fixture.telemetry)
+        let store = OutageStore(fixture.telemetry, whilePreparing: whilePreparing)
         try await fixture.withGateway(telemetry: store) { _, port, _ in
             let readings = (1...3).map { reading($0, ["temperature": 20, "heating": false, "target": 21]) }
             func publish() async throws -> [[String: JSONValue]] {
