@@ -111,14 +111,10 @@ public final class PostgresTelemetryStore: TelemetryStore {
             if let after {
                 cursor = try await sql.row(ReadingQueries.receivedAt, [after, serial.rawValue])?.int64("received_at")
             }
-            if let after, let cursor {
-                return try await sql.rows(
-                    ReadingQueries.pageAfterCursor,
-                    [serial.rawValue, max(millis(from), cursor), millis(to), cursor, after, max(0, limit)])
-            }
-            return try await sql.rows(
-                ReadingQueries.pageAfterPosition,
-                [serial.rawValue, millis(from), millis(to), after ?? 0, max(0, limit)])
+            let page = ReadingQueries.page(
+                serial: serial.rawValue, from: millis(from), to: millis(to), after: after, cursorTime: cursor,
+                limit: limit)
+            return try await sql.rows(page.sql, [page.serial as any SQLValue] + page.numbers)
         }.compactMap { try Self.record($0, keys: keys) }
     }
 

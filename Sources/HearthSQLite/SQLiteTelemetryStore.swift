@@ -161,18 +161,12 @@ public final class SQLiteTelemetryStore: TelemetryStore {
             let cursor = try after.flatMap {
                 try Int64.fetchOne(db, sql: ReadingQueries.receivedAt, arguments: [$0, serial.rawValue])
             }
-            let rows =
-                if let after, let cursor {
-                    try Row.fetchAll(
-                        db, sql: ReadingQueries.pageAfterCursor,
-                        arguments: [
-                            serial.rawValue, max(millis(from), cursor), millis(to), cursor, after, max(0, limit),
-                        ])
-                } else {
-                    try Row.fetchAll(
-                        db, sql: ReadingQueries.pageAfterPosition,
-                        arguments: [serial.rawValue, millis(from), millis(to), after ?? 0, max(0, limit)])
-                }
+            let page = ReadingQueries.page(
+                serial: serial.rawValue, from: millis(from), to: millis(to), after: after, cursorTime: cursor,
+                limit: limit)
+            let rows = try Row.fetchAll(
+                db, sql: page.sql,
+                arguments: StatementArguments([page.serial as any DatabaseValueConvertible] + page.numbers))
             return try rows.compactMap { try Self.record($0, keys: keys) }
         }
     }

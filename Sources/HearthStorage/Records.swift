@@ -306,18 +306,29 @@ public enum ReadingQueries {
         "SELECT * FROM readings WHERE serial = ? ORDER BY received_at DESC, position DESC LIMIT 1"
     /// When the cursor's reading was received (no row once it has gone). Arguments: position, serial.
     public static let receivedAt = "SELECT received_at FROM readings WHERE position = ? AND serial = ?"
-    /// A page after a cursor whose time is known. Arguments: serial, from (the later of the range's
-    /// start and the cursor's time), to, the cursor's time, the cursor's position, limit.
-    public static let pageAfterCursor = """
-        SELECT * FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ?
-        AND (received_at > ? OR position > ?) ORDER BY received_at, position LIMIT ?
-        """
-    /// The first page, or a page after a cursor that has gone (deleted since). Arguments: serial,
-    /// from, to, position (0 for the first page), limit.
-    public static let pageAfterPosition = """
-        SELECT * FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ? AND position > ?
-        ORDER BY received_at, position LIMIT ?
-        """
+    /// A page of a device's readings after the `after` cursor (none: the first page), at most
+    /// `limit`: the query and its arguments in order, the serial first and then numbers.
+    /// `cursorTime` is when the cursor's reading was received (``receivedAt``); nil when it has gone
+    /// since, and the page then starts after the cursor's position within the range.
+    public static func page(serial: String, from: Int64, to: Int64, after: Int64?, cursorTime: Int64?, limit: Int)
+        -> (sql: String, serial: String, numbers: [Int64])
+    {
+        let limit = Int64(max(0, limit))
+        if let after, let cursorTime {
+            return (
+                """
+                SELECT * FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ?
+                AND (received_at > ? OR position > ?) ORDER BY received_at, position LIMIT ?
+                """, serial, [max(from, cursorTime), to, cursorTime, after, limit]
+            )
+        }
+        return (
+            """
+            SELECT * FROM readings WHERE serial = ? AND received_at >= ? AND received_at < ? AND position > ?
+            ORDER BY received_at, position LIMIT ?
+            """, serial, [from, to, after ?? 0, limit]
+        )
+    }
 }
 
 /// What every readings driver seals and slices the same way.
