@@ -55,9 +55,16 @@ public struct SecretHasher: Sendable {
     }
 
     /// A hash in the stored format that matches no input: verifying against it costs the same time
-    /// as a real check, so an unknown serial or e-mail cannot be told apart by timing.
+    /// as a real check (the same cost, a salt and a 32-byte value), so an unknown serial or e-mail
+    /// cannot be told apart by timing. The value is random, not derived: no input's scrypt output
+    /// equals it but by a 2^-256 chance, and making it costs no scrypt run (a server making one at
+    /// start on the cooperative pool stalled every task for seconds in a debug build).
     public func decoy() -> String {
-        (try? hash(SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() })) ?? "scrypt$invalid"
+        func random(_ count: Int) -> String {
+            var rng = SystemRandomNumberGenerator()
+            return Data((0..<count).map { _ in rng.next() as UInt8 }).base64EncodedString()
+        }
+        return "scrypt$\(cost.logN)$\(cost.r)$\(cost.p)$\(random(16))$\(random(32))"
     }
 
     static func derive(_ secret: String, salt: [UInt8], cost: ScryptCost) throws -> Data {

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// A child process whose standard output and error are collected while it runs. For tests that
@@ -203,7 +204,8 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// Runs a short program to completion, blocking the calling thread: its exit status and
-    /// standard output (standard error is dropped). For synchronous helpers only.
+    /// standard output (standard error is dropped). For synchronous helpers only; async code uses
+    /// ``runTool(_:_:)``.
     public static func runBlocking(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
         let child = try ChildProcess(URL(fileURLWithPath: path), arguments, separateErrors: true)
         var status: Int32 = 0
@@ -212,6 +214,27 @@ public final class ChildProcess: @unchecked Sendable {
         for _ in 0..<100 where child.lock.withLock({ child.openPipes > 0 }) { usleep(10_000) }
         return (child.terminationStatus, child.text)
     }
+}
+
+/// Runs a short program to completion on a thread of its own: its exit status and standard output
+/// (standard error is dropped).
+public func runTool(_ path: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+    try await offPool { try ChildProcess.runBlocking(path, arguments) }
+}
+
+/// Runs blocking work (waiting for a child process, `poll` on a socket) on a thread of its own.
+/// Every test's tasks share the cooperative pool's threads, one per core: a test that blocks one
+/// of them stalls all the others (a keep-alive ping, a deadline), which on two cores made timing
+/// tests fail beside the rest.
+public func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}
+
+/// ``offPool(_:)`` for work that cannot fail.
+public func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in Thread { continuation.resume(returning: work()) }.start() }
 }
 
 public struct SpawnFailed: Error, CustomStringConvertible {
@@ -257,8 +280,24 @@ public func toolsPresentOrRequired(_ names: String...) -> Bool {
 /// tests need the trait: the runner reports a cancelled test case as passed.
 public func pythonPresentOrRequired(_ modules: String...) -> Bool {
     guard !toolsRequired else { return true }
-    guard let python = toolOnPath("python3") else { return false }
-    return modules.allSatisfy { (try? ChildProcess.runBlocking(python, ["-c", "import \($0)"]).status) == 0 }
+    return modules.allSatisfy { pythonImporting($0) != nil }
+}
+
+/// Which python3 on `PATH` can import a module, asked once per module and process: each question
+/// starts a python3 and waits for it, and ~25 tests ask, beside each other, on the two threads
+/// that run every test's tasks.
+private let pythons = Mutex<[String: String?]>([:])
+
+/// The first python3 on `PATH` that can import `module`, or nil.
+func pythonImporting(_ module: String) -> String? {
+    if let known = pythons.withLock({ $0[module] }) { return known }
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    let found = path.split(separator: ":").map { "\($0)/python3" }.first {
+        FileManager.default.isExecutableFile(atPath: $0)
+            && (try? ChildProcess.runBlocking($0, ["-c", "import \(module)"]).status) == 0
+    }
+    pythons.withLock { $0[module] = .some(found) }
+    return found
 }
 
 public struct MissingTool: Error, CustomStringConvertible {
@@ -269,11 +308,7 @@ public struct MissingTool: Error, CustomStringConvertible {
 /// A python3 (from PATH) that can import `module`; the test is skipped without one (a failure
 /// under HEARTH_REQUIRE_TOOLS=1, as for ``requiredTool(_:package:)``).
 public func requiredPython(module: String, package: String) throws -> String {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/python3") {
-        let python = "\(dir)/python3"
-        if try ChildProcess.runBlocking(python, ["-c", "import \(module)"]).status == 0 { return python }
-    }
+    if let python = pythonImporting(module) { return python }
     try skipOrFail("python3 with \(module) is required by this test: pip install \(package)")
 }
 

@@ -32,21 +32,19 @@ public final class RawSocket: @unchecked Sendable {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
-    /// Reads until the server closes the connection (end of stream or reset) or `timeout` passes,
-    /// on a thread of its own (it blocks). Returns what was read and whether the server closed.
+    /// Reads until the server closes the connection (end of stream or reset) or `timeout` passes.
+    /// Returns what was read and whether the server closed.
     public func readUntilClosed(timeout: TimeInterval) async -> (bytes: [UInt8], closed: Bool) {
-        await withCheckedContinuation { continuation in
-            Thread {
-                let deadline = Date().addingTimeInterval(timeout)
-                var bytes: [UInt8] = []
-                while true {
-                    switch self.receive(before: deadline) {
-                    case .bytes(let more): bytes += more
-                    case .closed: return continuation.resume(returning: (bytes, true))
-                    case .timedOut: return continuation.resume(returning: (bytes, false))
-                    }
+        await offPool {
+            let deadline = Date().addingTimeInterval(timeout)
+            var bytes: [UInt8] = []
+            while true {
+                switch self.receive(before: deadline) {
+                case .bytes(let more): bytes += more
+                case .closed: return (bytes, true)
+                case .timedOut: return (bytes, false)
                 }
-            }.start()
+            }
         }
     }
 
@@ -79,9 +77,12 @@ public final class RawSocket: @unchecked Sendable {
     private var unread: [UInt8] = []
 
     /// The next whole MQTT packet (fixed header included), or nil if none arrives within `timeout`
-    /// or the server closes first. Blocks the calling thread (with `poll`), at most `timeout`.
-    public func readPacket(timeout: TimeInterval = 10) -> [UInt8]? {
-        let deadline = Date().addingTimeInterval(timeout)
+    /// or the server closes first (waiting with `poll` on a thread of its own, at most `timeout`).
+    public func readPacket(timeout: TimeInterval = 10) async -> [UInt8]? {
+        await offPool { self.nextPacket(before: Date().addingTimeInterval(timeout)) }
+    }
+
+    private func nextPacket(before deadline: Date) -> [UInt8]? {
         while true {
             if let length = Self.packetLength(unread), unread.count >= length {
                 defer { unread.removeFirst(length) }
@@ -93,10 +94,12 @@ public final class RawSocket: @unchecked Sendable {
     }
 
     /// Every packet that arrives within `window` (until it passes quietly, or the server closes).
-    public func readPackets(window: TimeInterval) -> [[UInt8]] {
-        var packets: [[UInt8]] = []
-        while let packet = readPacket(timeout: window) { packets.append(packet) }
-        return packets
+    public func readPackets(window: TimeInterval) async -> [[UInt8]] {
+        await offPool {
+            var packets: [[UInt8]] = []
+            while let packet = self.nextPacket(before: Date().addingTimeInterval(window)) { packets.append(packet) }
+            return packets
+        }
     }
 
     /// The whole length of the packet at the start of `bytes`, once its fixed header is there.
@@ -112,13 +115,15 @@ public final class RawSocket: @unchecked Sendable {
 
     /// True once the server has closed the connection (end of stream or reset) within `timeout`,
     /// discarding anything else it sends meanwhile.
-    public func closedByServer(within timeout: TimeInterval) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            switch receive(before: deadline) {
-            case .bytes: continue
-            case .closed: return true
-            case .timedOut: return false
+    public func closedByServer(within timeout: TimeInterval) async -> Bool {
+        await offPool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                switch self.receive(before: deadline) {
+                case .bytes: continue
+                case .closed: return true
+                case .timedOut: return false
+                }
             }
         }
     }
@@ -138,4 +143,34 @@ public final class RawSocket: @unchecked Sendable {
     }
 
     deinit { closeNow() }
+}
+
+/// A listener that never answers: connections complete in its backlog (the kernel accepts them)
+/// and requests are taken, but nothing is ever read or sent, as a receiver that hangs. Closing it
+/// resets what waits.
+public final class SilentListener: Sendable {
+    let fd: Int32
+
+    /// Listens on 127.0.0.1:`port`; nil if the port cannot be bound.
+    public init?(port: Int) {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0, listen(fd, 16) == 0 else {
+            close(fd)
+            return nil
+        }
+    }
+
+    public func closeNow() { close(fd) }
 }

@@ -84,6 +84,14 @@ import X509
         #expect(SecretHasher.verify("3141592653", against: a))
         #expect(!SecretHasher.verify("3141592654", against: a))
         #expect(!SecretHasher.verify("3141592653", against: hasher.decoy()))
+        // The decoy has the hasher's cost, a 16-byte salt and a 32-byte value, as a real hash: a
+        // check against it costs what a real one does. Each is new.
+        let decoy = hasher.decoy().split(separator: "$")
+        #expect(decoy.count == 6 && decoy.prefix(4) == ["scrypt", "4", "8", "1"], "\(decoy)")
+        #expect(decoy.count == 6 && Data(base64Encoded: String(decoy[4]))?.count == 16)
+        #expect(decoy.count == 6 && Data(base64Encoded: String(decoy[5]))?.count == 32)
+        #expect(hasher.decoy() != hasher.decoy())
+        #expect(SecretHasher(cost: .standard).decoy().hasPrefix("scrypt$16$8$1$"))
         #expect(!SecretHasher.verify("x", against: "scrypt$99$8$1$AAAA$AAAA"))
         #expect(!SecretHasher.verify("x", against: "garbage"))
     }

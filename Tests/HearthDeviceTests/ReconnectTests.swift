@@ -144,17 +144,22 @@ struct AgentTests {
             let connects = ConnectCount()
             let device = try makeDevice(fixture, fixture.thermostats[0], port: port, reportEvery: 3600) { event in
                 if case .connected = event { connects.value.withLock { $0 += 1 } }
+                if case .disconnected(let why) = event { connects.ends.withLock { $0.append(why) } }
             }
             let tasks = running(device)
             defer { for task in tasks { task.cancel() } }
             try await eventually("connected") { await device.agent.isConnected }
             try await Task.sleep(for: .seconds(25))  // the time itself is the test: past the 15 s window, twice over
             #expect(await device.agent.isConnected)
-            #expect(connects.value.withLock { $0 } == 1, "never dropped and reconnected")
+            #expect(
+                connects.value.withLock { $0 } == 1,
+                "never dropped and reconnected; ended: \(connects.ends.withLock { $0 })")
         }
     }
 }
 
 final class ConnectCount: Sendable {
     let value = Mutex(0)
+    /// Why each connection ended, as the agent reported it.
+    let ends = Mutex<[String]>([])
 }

@@ -21,10 +21,10 @@ import Testing
             $0.limits.bytesPerSecond = 1e9
         }) { gateway, port in
             let stuck = try Peer(port: port, receiveBuffer: 4096)
-            stuck.connect("stuck", properties: [.receiveMaximum(65535)])
-            stuck.subscribe("flood/#", qos: .atLeastOnce)
+            await stuck.connect("stuck", properties: [.receiveMaximum(65535)])
+            await stuck.subscribe("flood/#", qos: .atLeastOnce)
             let flooder = try Peer(port: port)
-            flooder.connect("flooder")
+            await flooder.connect("flooder")
             let payload = [UInt8](repeating: 0x46, count: 8192)
             let flood = Thread {
                 for i in 0..<3000 {
@@ -39,7 +39,7 @@ import Testing
             // Let the flood fill the server's send buffer towards `stuck`.
             try await Task.sleep(for: .seconds(1))
             let silent = try Peer(port: port)
-            let connack = silent.connect("silent", keepAlive: 2)
+            let connack = await silent.connect("silent", keepAlive: 2)
             #expect(connack?.first == 0x20)
             let started = Date()
             let (bytes, closed) = await silent.socket.readUntilClosed(timeout: 30)
@@ -56,9 +56,9 @@ import Testing
     @Test func aTakenOverConnectionIsClosed() async throws {
         try await PacketConformanceTests.withGateway { _, port in
             let first = try Peer(port: port)
-            #expect(first.connect("twin")?.prefix(4) == [0x20, 0x0E, 0x00, 0x00])
+            await #expect(first.connect("twin")?.prefix(4) == [0x20, 0x0E, 0x00, 0x00])
             let second = try Peer(port: port)
-            #expect(second.connect("twin")?.prefix(4) == [0x20, 0x0E, 0x00, 0x00])
+            await #expect(second.connect("twin")?.prefix(4) == [0x20, 0x0E, 0x00, 0x00])
             let (bytes, closed) = await first.socket.readUntilClosed(timeout: 10)
             #expect(
                 bytes.prefix(3) == [0xE0, bytes.count > 1 ? bytes[1] : 0, 0x8E],
@@ -72,7 +72,7 @@ import Testing
     @Test func aConnectionOverALimitIsClosed() async throws {
         try await PacketConformanceTests.withGateway({ $0.limits.maximumPacketSize = 1024 }) { _, port in
             let peer = try Peer(port: port)
-            peer.connect("big")
+            await peer.connect("big")
             peer.send(.publish(Publish(topic: "t", payload: [UInt8](repeating: 1, count: 4096))))
             let (bytes, closed) = await peer.socket.readUntilClosed(timeout: 10)
             #expect(bytes.first == 0xE0 && bytes.count >= 3 && bytes[2] == 0x95, "DISCONNECT 0x95: \(bytes)")
@@ -98,7 +98,8 @@ import Testing
             let allClosed = try await ServerClosesTests.eventually(timeout: 60) { gateway.openConnections == 0 }
             #expect(allClosed, "\(gateway.openConnections) still open")
             #expect(Date().timeIntervalSince(started) <= 5 + 1 + 2, "closed at the connect timeout")
-            let stillOpen = sockets.filter { !$0.closedByServer(within: 0.05) }.count
+            var stillOpen = 0
+            for socket in sockets where await !socket.closedByServer(within: 0.05) { stillOpen += 1 }
             #expect(stillOpen == 0, "\(stillOpen) sockets the server did not close")
             for socket in sockets { socket.closeNow() }
         }

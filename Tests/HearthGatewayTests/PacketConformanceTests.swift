@@ -48,31 +48,31 @@ import Testing
         func connect(
             _ id: String, cleanStart: Bool = true, keepAlive: UInt16 = 60, will: Connect.Will? = nil,
             properties: Properties = []
-        ) -> [UInt8]? {
+        ) async -> [UInt8]? {
             send(
                 .connect(
                     Connect(
                         version: version, clientID: id, cleanStart: cleanStart, keepAlive: keepAlive, will: will,
                         properties: properties)))
-            return socket.readPacket()
+            return await socket.readPacket()
         }
 
         /// SUBSCRIBEs and returns the SUBACK's bytes.
         @discardableResult
         func subscribe(_ filter: String, qos: QoS = .atMostOnce, id: UInt16 = 1, properties: Properties = [])
-            -> [UInt8]?
+            async -> [UInt8]?
         {
             send(
                 .subscribe(Subscribe(packetID: id, requests: [.init(filter: filter, qos: qos)], properties: properties))
             )
-            return socket.readPacket()
+            return await socket.readPacket()
         }
 
-        func read(_ timeout: TimeInterval = 10) -> [UInt8]? { socket.readPacket(timeout: timeout) }
+        func read(_ timeout: TimeInterval = 10) async -> [UInt8]? { await socket.readPacket(timeout: timeout) }
 
         /// The next packet decoded (as the client would), or nil.
-        func readDecoded(_ timeout: TimeInterval = 10) -> MQTTPacket? {
-            guard let bytes = read(timeout) else { return nil }
+        func readDecoded(_ timeout: TimeInterval = 10) async -> MQTTPacket? {
+            guard let bytes = await read(timeout) else { return nil }
             var parser = MQTTParser(version: version, maximumPacketSize: .max)
             var buffer = ByteBuffer(bytes: bytes)
             return try? parser.next(&buffer)
@@ -82,8 +82,8 @@ import Testing
     /// A new peer's CONNECT answered (nil if it could not even connect).
     static func connectOnce(
         _ port: Int, _ version: MQTTVersion, _ id: String, cleanStart: Bool = true, properties: Properties = []
-    ) -> [UInt8]? {
-        (try? Peer(port: port, version))?.connect(id, cleanStart: cleanStart, properties: properties)
+    ) async -> [UInt8]? {
+        await (try? Peer(port: port, version))?.connect(id, cleanStart: cleanStart, properties: properties)
     }
 
     static let connack311: [UInt8] = [0x20, 0x02, 0x00, 0x00]
@@ -92,9 +92,10 @@ import Testing
     /// up as "clean retained"); control characters are still refused.
     @Test func aClientIdentifierMayHoldSpaces() async throws {
         try await Self.withGateway { _, port in
-            #expect(Self.connectOnce(port, .v3_1_1, "clean retained") == Self.connack311)
-            #expect(Self.connectOnce(port, .v3_1_1, "kitchen sensor é") == Self.connack311)
-            #expect(Self.connectOnce(port, .v3_1_1, "bad\u{7}id") == [0x20, 0x02, 0x00, 0x02], "identifier rejected")
+            await #expect(Self.connectOnce(port, .v3_1_1, "clean retained") == Self.connack311)
+            await #expect(Self.connectOnce(port, .v3_1_1, "kitchen sensor é") == Self.connack311)
+            await #expect(
+                Self.connectOnce(port, .v3_1_1, "bad\u{7}id") == [0x20, 0x02, 0x00, 0x02], "identifier rejected")
         }
     }
 
@@ -114,13 +115,13 @@ import Testing
         try await Self.withGateway({ $0.limits.maximumPacketSize = 1 << 20 }) { _, port in
             for (size, reason) in [(512 * 1024, ReasonCode.success), (512 * 1024 + 1, .quotaExceeded)] {
                 let peer = try Peer(port: port)
-                peer.connect("bytes-\(size)")
+                await peer.connect("bytes-\(size)")
                 peer.send(
                     .publish(
                         Publish(
                             topic: "bytes/x", payload: [UInt8](repeating: 0x61, count: size), qos: .atLeastOnce,
                             packetID: 1)))
-                guard case .puback(let ack)? = peer.readDecoded() else {
+                guard case .puback(let ack)? = await peer.readDecoded() else {
                     Issue.record("no PUBACK for \(size) bytes")
                     return
                 }
@@ -130,13 +131,13 @@ import Testing
             // Receive Maximum 100: QoS 2 publishes never released stay in flight; the 101st is a
             // protocol error, DISCONNECT 0x93 (Receive Maximum exceeded).
             let holder = try Peer(port: port)
-            holder.connect("in-flight")
+            await holder.connect("in-flight")
             for id in UInt16(1)...101 {
                 holder.send(.publish(Publish(topic: "held/x", payload: [1], qos: .exactlyOnce, packetID: id)))
             }
             var pubrecs = 0
             var ended: ReasonCode?
-            while ended == nil, let packet = holder.readDecoded() {
+            while ended == nil, let packet = await holder.readDecoded() {
                 if case .pubrec = packet { pubrecs += 1 }
                 if case .disconnect(let d) = packet { ended = d.reason }
             }
@@ -145,12 +146,12 @@ import Testing
                 "\(pubrecs) PUBRECs, then \(String(describing: ended))")
 
             let subscriber = try Peer(port: port)
-            subscriber.connect("many-filters")
+            await subscriber.connect("many-filters")
             subscriber.send(
                 .subscribe(
                     Subscribe(
                         packetID: 1, requests: (1...51).map { .init(filter: "quota/\($0)", qos: .atMostOnce) })))
-            guard case .suback(let granted)? = subscriber.readDecoded() else {
+            guard case .suback(let granted)? = await subscriber.readDecoded() else {
                 Issue.record("no SUBACK")
                 return
             }
@@ -164,17 +165,17 @@ import Testing
     @Test func qos0IsNotQueuedForAnOfflineSession() async throws {
         try await Self.withGateway { _, port in
             let away = try Peer(port: port)
-            away.connect("away", properties: [.sessionExpiryInterval(60)])
-            away.subscribe("offline/#", qos: .atLeastOnce)
+            await away.connect("away", properties: [.sessionExpiryInterval(60)])
+            await away.subscribe("offline/#", qos: .atLeastOnce)
             away.send(.disconnect(ReasonPacket()))
             let sender = try Peer(port: port)
-            sender.connect("sender")
+            await sender.connect("sender")
             sender.send(.publish(Publish(topic: "offline/zero", payload: [0x30], qos: .atMostOnce)))
             sender.send(.publish(Publish(topic: "offline/one", payload: [0x31], qos: .atLeastOnce, packetID: 1)))
-            #expect(sender.readDecoded().map { if case .puback = $0 { true } else { false } } == true)
+            await #expect(sender.readDecoded().map { if case .puback = $0 { true } else { false } } == true)
             let back = try Peer(port: port)
-            #expect(back.connect("away", cleanStart: false, properties: [.sessionExpiryInterval(60)])?[2] == 1)
-            let delivered = back.socket.readPackets(window: 1).compactMap { bytes -> String? in
+            await #expect(back.connect("away", cleanStart: false, properties: [.sessionExpiryInterval(60)])?[2] == 1)
+            let delivered = await back.socket.readPackets(window: 1).compactMap { bytes -> String? in
                 var parser = MQTTParser(version: .v5, maximumPacketSize: .max)
                 var buffer = ByteBuffer(bytes: bytes)
                 guard case .publish(let p)? = try? parser.next(&buffer) else { return nil }
@@ -188,23 +189,23 @@ import Testing
     @Test func aResumedSessionIsPresent() async throws {
         try await Self.withGateway { _, port in
             let first = try Peer(port: port)
-            #expect(
+            await #expect(
                 first.connect("resume", cleanStart: false, properties: [.sessionExpiryInterval(60)])?.prefix(4) == [
                     0x20, 0x0E, 0x00, 0x00,
                 ])
             first.send(.disconnect(ReasonPacket(reason: .success)))
-            #expect(first.socket.closedByServer(within: 10))
+            #expect(await first.socket.closedByServer(within: 10))
             let second = try Peer(port: port)
-            #expect(
+            await #expect(
                 second.connect("resume", cleanStart: false, properties: [.sessionExpiryInterval(60)])?.prefix(4) == [
                     0x20, 0x0E, 0x01, 0x00,
                 ], "session present")
             // 3.1.1: a persistent session (clean session 0) is present on the next connect too.
             let old = try Peer(port: port, .v3_1_1)
-            #expect(old.connect("resume311", cleanStart: false) == [0x20, 0x02, 0x00, 0x00])
+            await #expect(old.connect("resume311", cleanStart: false) == [0x20, 0x02, 0x00, 0x00])
             // Whether the server has seen the close yet or takes the session over: present either way.
             old.socket.closeNow()
-            #expect(Self.connectOnce(port, .v3_1_1, "resume311", cleanStart: false) == [0x20, 0x02, 0x01, 0x00])
+            await #expect(Self.connectOnce(port, .v3_1_1, "resume311", cleanStart: false) == [0x20, 0x02, 0x01, 0x00])
         }
     }
 
@@ -212,21 +213,21 @@ import Testing
     @Test func disconnectCarriesTheSessionExpiry() async throws {
         try await Self.withGateway { _, port in
             let ending = try Peer(port: port)
-            ending.connect("ends", cleanStart: false, properties: [.sessionExpiryInterval(60)])
+            await ending.connect("ends", cleanStart: false, properties: [.sessionExpiryInterval(60)])
             ending.send(.disconnect(ReasonPacket(reason: .success, properties: [.sessionExpiryInterval(0)])))
-            #expect(ending.socket.closedByServer(within: 10))
-            #expect(
+            #expect(await ending.socket.closedByServer(within: 10))
+            await #expect(
                 Self.connectOnce(port, .v5, "ends", cleanStart: false, properties: [.sessionExpiryInterval(60)])?
                     .prefix(4) == [0x20, 0x0E, 0x00, 0x00], "the session ended with the connection")
 
             let reviving = try Peer(port: port)
-            reviving.connect("revives")
+            await reviving.connect("revives")
             reviving.send(.disconnect(ReasonPacket(reason: .success, properties: [.sessionExpiryInterval(30)])))
-            let refusal = reviving.read()
+            let refusal = await reviving.read()
             #expect(
                 refusal?.prefix(3) == [0xE0, refusal.map { UInt8($0.count - 2) } ?? 0, 0x82],
                 "DISCONNECT 0x82 protocol error: \(refusal ?? [])")
-            #expect(reviving.socket.closedByServer(within: 10))
+            #expect(await reviving.socket.closedByServer(within: 10))
         }
     }
 
@@ -235,14 +236,14 @@ import Testing
     @Test func aMessageAboveTheClientsMaximumPacketSizeIsDropped() async throws {
         try await Self.withGateway { gateway, port in
             let small = try Peer(port: port)
-            small.connect("small", properties: [.maximumPacketSize(32)])
-            #expect(small.subscribe("big/#") == [0x90, 0x04, 0x00, 0x01, 0x00, 0x00])
+            await small.connect("small", properties: [.maximumPacketSize(32)])
+            await #expect(small.subscribe("big/#") == [0x90, 0x04, 0x00, 0x01, 0x00, 0x00])
             let sender = try Peer(port: port)
-            sender.connect("sender")
+            await sender.connect("sender")
             sender.send(.publish(Publish(topic: "big/a", payload: Array(repeating: 0x41, count: 100))))
             sender.send(.publish(Publish(topic: "big/b", payload: Array("hi".utf8))))
             // PUBLISH QoS 0, topic "big/b", no properties, payload "hi".
-            #expect(small.read() == [0x30, 0x0A, 0x00, 0x05] + Array("big/b".utf8) + [0x00] + Array("hi".utf8))
+            await #expect(small.read() == [0x30, 0x0A, 0x00, 0x05] + Array("big/b".utf8) + [0x00] + Array("hi".utf8))
             #expect(gateway.counters.deliveriesDropped == 1)
         }
     }
@@ -252,20 +253,20 @@ import Testing
     @Test func overlappingSubscriptionsDeliverOnceWithEveryIdentifier() async throws {
         try await Self.withGateway { _, port in
             let client = try Peer(port: port)
-            client.connect("overlap")
-            #expect(
+            await client.connect("overlap")
+            await #expect(
                 client.subscribe("ov/#", qos: .atMostOnce, id: 1, properties: [.subscriptionIdentifier(1)]) == [
                     0x90, 0x04, 0x00, 0x01, 0x00, 0x00,
                 ])
-            #expect(
+            await #expect(
                 client.subscribe("ov/+", qos: .atLeastOnce, id: 2, properties: [.subscriptionIdentifier(2)]) == [
                     0x90, 0x04, 0x00, 0x02, 0x00, 0x01,
                 ])
             let sender = try Peer(port: port)
-            sender.connect("overlap-sender")
+            await sender.connect("overlap-sender")
             sender.send(.publish(Publish(topic: "ov/a", payload: [0x31], qos: .atLeastOnce, packetID: 9)))
-            #expect(sender.read() == [0x40, 0x02, 0x00, 0x09], "PUBACK")
-            let delivered = client.socket.readPackets(window: 1)
+            await #expect(sender.read() == [0x40, 0x02, 0x00, 0x09], "PUBACK")
+            let delivered = await client.socket.readPackets(window: 1)
             #expect(delivered.count == 1, "one copy: \(delivered)")
             let p = try #require(delivered.first)
             #expect(p[0] == 0x32, "QoS 1")
@@ -279,24 +280,25 @@ import Testing
     @Test func aDelayedWillWaitsAndAReconnectCancelsIt() async throws {
         try await Self.withGateway { _, port in
             let watcher = try Peer(port: port)
-            watcher.connect("watcher")
-            watcher.subscribe("wills/#")
+            await watcher.connect("watcher")
+            await watcher.subscribe("wills/#")
             let will = { (topic: String) in
                 Connect.Will(topic: topic, payload: Array("gone".utf8), properties: [.willDelayInterval(4)])
             }
             let leaving = try Peer(port: port)
-            leaving.connect("leaving", will: will("wills/leaving"), properties: [.sessionExpiryInterval(60)])
+            await leaving.connect("leaving", will: will("wills/leaving"), properties: [.sessionExpiryInterval(60)])
             let returning = try Peer(port: port)
-            returning.connect("returning", will: will("wills/returning"), properties: [.sessionExpiryInterval(60)])
+            await returning.connect(
+                "returning", will: will("wills/returning"), properties: [.sessionExpiryInterval(60)])
             let closedAt = Date()
             leaving.socket.reset()
             returning.socket.reset()
             try await Task.sleep(for: .milliseconds(300))
-            try Peer(port: port).connect("returning", cleanStart: false, properties: [.sessionExpiryInterval(60)])
-            #expect(
+            try await Peer(port: port).connect("returning", cleanStart: false, properties: [.sessionExpiryInterval(60)])
+            await #expect(
                 watcher.read() == [0x30, 0x14, 0x00, 0x0D] + Array("wills/leaving".utf8) + [0x00] + Array("gone".utf8))
             #expect(Date().timeIntervalSince(closedAt) >= 3.9, "not before the delay")
-            #expect(watcher.read(3) == nil, "the resumed session's will is cancelled")
+            await #expect(watcher.read(3) == nil, "the resumed session's will is cancelled")
         }
     }
 
@@ -305,7 +307,7 @@ import Testing
     @Test func retainedMessagesExpire() async throws {
         try await Self.withGateway { _, port in
             let sender = try Peer(port: port)
-            sender.connect("retainer")
+            await sender.connect("retainer")
             sender.send(
                 .publish(
                     Publish(topic: "exp/short", payload: [0x31], retain: true, properties: [.messageExpiryInterval(1)]))
@@ -316,9 +318,9 @@ import Testing
                 ))
             try await Task.sleep(for: .milliseconds(2100))
             let late = try Peer(port: port)
-            late.connect("late")
+            await late.connect("late")
             late.send(.subscribe(Subscribe(packetID: 1, requests: [.init(filter: "exp/#", qos: .atMostOnce)])))
-            let packets = late.socket.readPackets(window: 1)
+            let packets = await late.socket.readPackets(window: 1)
             #expect(packets.first == [0x90, 0x04, 0x00, 0x01, 0x00, 0x00])
             #expect(packets.dropFirst().count == 1, "only the unexpired one: \(packets)")
             guard
@@ -341,18 +343,18 @@ import Testing
     @Test func flowControlHonoursTheClientsReceiveMaximum() async throws {
         try await Self.withGateway { _, port in
             let slow = try Peer(port: port)
-            slow.connect("slow", properties: [.receiveMaximum(2)])
-            slow.subscribe("flow/#", qos: .atLeastOnce)
+            await slow.connect("slow", properties: [.receiveMaximum(2)])
+            await slow.subscribe("flow/#", qos: .atLeastOnce)
             let sender = try Peer(port: port)
-            sender.connect("flow-sender")
+            await sender.connect("flow-sender")
             for i in 1...5 {
                 sender.send(
                     .publish(Publish(topic: "flow/x", payload: [UInt8(i)], qos: .atLeastOnce, packetID: UInt16(i))))
             }
-            let first = slow.socket.readPackets(window: 1)
+            let first = await slow.socket.readPackets(window: 1)
             #expect(first.count == 2, "two in flight: \(first)")
             slow.send(.puback(Ack(packetID: 1)))
-            let next = slow.socket.readPackets(window: 1)
+            let next = await slow.socket.readPackets(window: 1)
             #expect(next.count == 1 && next.first?.last == 3, "the third after one PUBACK: \(next)")
         }
     }
@@ -362,14 +364,15 @@ import Testing
     @Test func theServerAssignsTopicAliases() async throws {
         try await Self.withGateway { _, port in
             let client = try Peer(port: port)
-            client.connect("aliased", properties: [.topicAliasMaximum(1)])
-            client.subscribe("al/#")
+            await client.connect("aliased", properties: [.topicAliasMaximum(1)])
+            await client.subscribe("al/#")
             let sender = try Peer(port: port)
-            sender.connect("al-sender")
+            await sender.connect("al-sender")
             for topic in ["al/a", "al/a", "al/b"] { sender.send(.publish(Publish(topic: topic, payload: [0x78]))) }
-            #expect(client.read() == [0x30, 0x0B, 0x00, 0x04] + Array("al/a".utf8) + [0x03, 0x23, 0x00, 0x01, 0x78])
-            #expect(client.read() == [0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, 0x78])
-            #expect(
+            await #expect(
+                client.read() == [0x30, 0x0B, 0x00, 0x04] + Array("al/a".utf8) + [0x03, 0x23, 0x00, 0x01, 0x78])
+            await #expect(client.read() == [0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, 0x78])
+            await #expect(
                 client.read() == [0x30, 0x08, 0x00, 0x04] + Array("al/b".utf8) + [0x00, 0x78], "no alias left: the name"
             )
         }
@@ -380,16 +383,16 @@ import Testing
     @Test func aDeniedTopicIsRefused() async throws {
         try await Self.withGateway({ $0.developmentDenied = ["test/nosubscribe"] }) { gateway, port in
             let old = try Peer(port: port, .v3_1_1)
-            old.connect("acl311")
-            #expect(old.subscribe("test/nosubscribe", qos: .atLeastOnce) == [0x90, 0x03, 0x00, 0x01, 0x80])
+            await old.connect("acl311")
+            await #expect(old.subscribe("test/nosubscribe", qos: .atLeastOnce) == [0x90, 0x03, 0x00, 0x01, 0x80])
             let new = try Peer(port: port)
-            new.connect("acl5")
-            #expect(new.subscribe("test/nosubscribe") == [0x90, 0x04, 0x00, 0x01, 0x00, 0x87])
-            #expect(new.subscribe("test/#", id: 2) == [0x90, 0x04, 0x00, 0x02, 0x00, 0x00])
+            await new.connect("acl5")
+            await #expect(new.subscribe("test/nosubscribe") == [0x90, 0x04, 0x00, 0x01, 0x00, 0x87])
+            await #expect(new.subscribe("test/#", id: 2) == [0x90, 0x04, 0x00, 0x02, 0x00, 0x00])
             new.send(.publish(Publish(topic: "test/nosubscribe", payload: [1], qos: .atLeastOnce, packetID: 3)))
-            #expect(new.read() == [0x40, 0x03, 0x00, 0x03, 0x87], "PUBACK 0x87")
+            await #expect(new.read() == [0x40, 0x03, 0x00, 0x03, 0x87], "PUBACK 0x87")
             new.send(.publish(Publish(topic: "test/open", payload: [2])))
-            #expect(new.read()?.prefix(2) == [0x30, 0x0D], "an allowed topic still flows")
+            await #expect(new.read()?.prefix(2) == [0x30, 0x0D], "an allowed topic still flows")
             #expect(gateway.counters.accessRefused >= 2)
         }
     }
@@ -399,13 +402,13 @@ import Testing
     @Test func sharedSubscriptionsAndRequestResponse() async throws {
         try await Self.withGateway { _, port in
             let a = try Peer(port: port)
-            a.connect("worker-a")
-            a.subscribe("$share/g/jobs/#")
+            await a.connect("worker-a")
+            await a.subscribe("$share/g/jobs/#")
             let b = try Peer(port: port)
-            b.connect("worker-b")
-            b.subscribe("$share/g/jobs/#")
+            await b.connect("worker-b")
+            await b.subscribe("$share/g/jobs/#")
             let sender = try Peer(port: port)
-            sender.connect("requester")
+            await sender.connect("requester")
             for i in 0..<4 {
                 sender.send(
                     .publish(
@@ -413,7 +416,7 @@ import Testing
                             topic: "jobs/x", payload: [UInt8(i)],
                             properties: [.responseTopic("replies/requester"), .correlationData([0xC0, UInt8(i)])])))
             }
-            let (got, other) = (a.socket.readPackets(window: 1), b.socket.readPackets(window: 1))
+            let (got, other) = (await a.socket.readPackets(window: 1), await b.socket.readPackets(window: 1))
             #expect(got.count == 2 && other.count == 2, "\(got.count) and \(other.count)")
             guard case .publish(let p)? = a.readDecodedFrom(got.first) else {
                 Issue.record("no PUBLISH")

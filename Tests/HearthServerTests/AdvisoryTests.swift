@@ -13,13 +13,13 @@ import Testing
 @Suite struct AdvisoryTests {
     /// Validates `json` with `Scripts/validate_schema.py`; the test is skipped if the validator or
     /// schema is missing locally (under `.ci/run` that is a failure).
-    static func validate(_ kind: String, _ json: String) throws -> (valid: Bool, output: String) {
+    static func validate(_ kind: String, _ json: String) async throws -> (valid: Bool, output: String) {
         let python = try requiredPython(module: "jsonschema", package: "jsonschema")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent(
             "hearth-\(kind.hasSuffix(".json") ? "document" : kind)-\(UUID().uuidString).json")
         try Data(json.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let (status, output) = try ChildProcess.runBlocking(python, [schemaScript, kind, file.path])
+        let (status, output) = try await runTool(python, [schemaScript, kind, file.path])
         if status == 3 { try skipOrFail(output) }
         return (status == 0, output)
     }
@@ -100,12 +100,12 @@ import Testing
             #expect(osv.string("id") == "CVE-2026-12345")
 
             // Against the official schemas; and the check can fail: a document without tracking is refused.
-            let csafResult = try Self.validate("csaf", csaf.text)
+            let csafResult = try await Self.validate("csaf", csaf.text)
             #expect(csafResult.valid, "CSAF 2.0 schema: \(csafResult.output)")
-            let osvResult = try Self.validate("osv", osv.text)
+            let osvResult = try await Self.validate("osv", osv.text)
             #expect(osvResult.valid, "OSV schema: \(osvResult.output)")
             let broken = csaf.text.replacingOccurrences(of: #""tracking""#, with: #""trackin""#)
-            #expect(!(try Self.validate("csaf", broken)).valid, "the validator catches a missing field")
+            await #expect(!(try Self.validate("csaf", broken)).valid, "the validator catches a missing field")
 
             // Owners of affected devices get a notice with the update; others do not.
             let notices = try await client.call(.get, "/api/v1/notices", token: ann)

@@ -46,7 +46,7 @@ import Testing
         let demo = try await Demo(data: dir.appendingPathComponent("data"))
         defer { demo.process.signal(SIGKILL) }
         let out = dir.appendingPathComponent("out")
-        let run = try runTool(
+        let run = try await runTool(
             hearthBinary().path, ["assess", "report", "--data", demo.data.path, "--out", out.path, "--fail-on-gaps"])
         #expect(run.status == 0, "\(run.output)")
         #expect(run.output.contains("8 of 8 live checks passed"), "\(run.output)")
@@ -76,58 +76,61 @@ import Testing
         let schemaFile = out.appendingPathComponent("assessment.schema.json")
         #expect(try String(contentsOf: schemaFile, encoding: .utf8) == Assessment.schema)
         let text = try String(contentsOf: out.appendingPathComponent("assessment.json"), encoding: .utf8)
-        let valid = try AdvisoryTests.validate(schemaFile.path, text)
+        let valid = try await AdvisoryTests.validate(schemaFile.path, text)
         #expect(valid.valid, "\(valid.output)")
         // The schema is not vacuous: a document missing its gap list or with an unknown outcome fails it.
         let broken = text.replacingOccurrences(of: #""outcome":"met""#, with: #""outcome":"perhaps""#)
-        #expect(try AdvisoryTests.validate(schemaFile.path, broken).valid == false)
+        await #expect(try AdvisoryTests.validate(schemaFile.path, broken).valid == false)
 
         // The signature verifies with OpenSSL and with `hearth assess verify`; an edited copy fails both.
         let json = out.appendingPathComponent("assessment.json").path
         let key = out.appendingPathComponent("assessment-key.pem").path
         let sig = json + ".sig"
-        let openSSLVerify = try runTool(openssl, ["dgst", "-sha256", "-verify", key, "-signature", sig, json])
+        let openSSLVerify = try await runTool(openssl, ["dgst", "-sha256", "-verify", key, "-signature", sig, json])
         #expect(openSSLVerify.output.contains("Verified OK"), "\(openSSLVerify.output)")
-        #expect(try runTool(hearthBinary().path, ["assess", "verify", json, "--data", demo.data.path]).status == 0)
+        #expect(
+            try await runTool(hearthBinary().path, ["assess", "verify", json, "--data", demo.data.path]).status == 0)
         let edited = dir.appendingPathComponent("edited.json").path
         try text.replacingOccurrences(of: #""outcome":"not-met""#, with: #""outcome":"met""#)
             .write(toFile: edited, atomically: true, encoding: .utf8)
         try FileManager.default.copyItem(atPath: sig, toPath: edited + ".sig")
         #expect(try String(contentsOfFile: edited, encoding: .utf8) != text, "the edit changed something")
         #expect(
-            !(try runTool(openssl, ["dgst", "-sha256", "-verify", key, "-signature", sig, edited]).output)
+            !(try await runTool(openssl, ["dgst", "-sha256", "-verify", key, "-signature", sig, edited]).output)
                 .contains("Verified OK"))
-        let refused = try runTool(hearthBinary().path, ["assess", "verify", edited, "--key", key])
+        let refused = try await runTool(hearthBinary().path, ["assess", "verify", edited, "--key", key])
         #expect(refused.status == 1 && refused.output.contains("NOT verified"), "\(refused.output)")
 
         // The same assessment through the API, for operators only, signed with the published key.
-        let op = try demo.operatorToken(curl)
-        let owner = try demo.owner(curl, "ann@example.com")
-        #expect(try demo.call(curl, "GET", "/api/v1/assessment").status == 401)
-        #expect(try demo.call(curl, "GET", "/api/v1/assessment", token: owner).status == 403)
-        let api = try demo.call(curl, "GET", "/api/v1/assessment?model=lock-l1", token: op)
+        let op = try await demo.operatorToken(curl)
+        let owner = try await demo.owner(curl, "ann@example.com")
+        await #expect(try demo.call(curl, "GET", "/api/v1/assessment").status == 401)
+        await #expect(try demo.call(curl, "GET", "/api/v1/assessment", token: owner).status == 403)
+        let api = try await demo.call(curl, "GET", "/api/v1/assessment?model=lock-l1", token: op)
         #expect(api.status == 200)
         let envelope = try #require(api.json)
         let assessment = try #require(envelope.objectMembers["assessment"])
         #expect(Self.array(assessment.objectMembers["psti"]).count == 1)
-        #expect(try AdvisoryTests.validate(schemaFile.path, assessment.text).valid)
-        let published = try demo.call(curl, "GET", "/api/v1/assessment-key")
+        await #expect(try AdvisoryTests.validate(schemaFile.path, assessment.text).valid)
+        let published = try await demo.call(curl, "GET", "/api/v1/assessment-key")
         let publicKey = try #require(Self.string(published.json?.objectMembers["publicKey"]))
         #expect(publicKey == (try String(contentsOfFile: key, encoding: .utf8)))
         let keyFile = dir.appendingPathComponent("published.pem").path
         try publicKey.write(toFile: keyFile, atomically: true, encoding: .utf8)
         let envelopeFile = dir.appendingPathComponent("api.json").path
         try envelope.text.write(toFile: envelopeFile, atomically: true, encoding: .utf8)
-        #expect(try runTool(hearthBinary().path, ["assess", "verify", envelopeFile, "--key", keyFile]).status == 0)
+        #expect(
+            try await runTool(hearthBinary().path, ["assess", "verify", envelopeFile, "--key", keyFile]).status == 0)
         try envelope.text.replacingOccurrences(of: "lock-l1", with: "lock-l2")
             .write(toFile: envelopeFile, atomically: true, encoding: .utf8)
-        #expect(try runTool(hearthBinary().path, ["assess", "verify", envelopeFile, "--key", keyFile]).status == 1)
-        #expect(try demo.call(curl, "GET", "/api/v1/assessment?model=no-such", token: op).status == 404)
+        #expect(
+            try await runTool(hearthBinary().path, ["assess", "verify", envelopeFile, "--key", keyFile]).status == 1)
+        await #expect(try demo.call(curl, "GET", "/api/v1/assessment?model=no-such", token: op).status == 404)
 
         // The default subcommand, one model: one PSTI statement; the HTML page prints on its own.
         let one = dir.appendingPathComponent("one")
         #expect(
-            try runTool(
+            try await runTool(
                 hearthBinary().path,
                 ["assess", "--data", demo.data.path, "--model", "thermostat-t1", "--out", one.path]
             )
@@ -151,7 +154,7 @@ import Testing
         let modelFile = dir.appendingPathComponent("old.json")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try JSONValue.object(old).serialized().write(to: modelFile)
-        let added = try runTool(hearthBinary().path, ["model", "add", "--data", data, "--file", modelFile.path])
+        let added = try await runTool(hearthBinary().path, ["model", "add", "--data", data, "--file", modelFile.path])
         #expect(added.status == 0, "\(added.output)")
         let server = try HearthProcess([
             "serve", "--data", data, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--metrics-listen",
@@ -176,7 +179,7 @@ import Testing
         }
 
         let out = dir.appendingPathComponent("out")
-        let run = try runTool(
+        let run = try await runTool(
             hearthBinary().path, ["assess", "--data", data, "--out", out.path, "--fail-on-gaps"])
         #expect(run.status == 1, "--fail-on-gaps fails on mandatory gaps: \(run.output)")
         let document = try Self.document(out)
@@ -219,7 +222,7 @@ import Testing
         server.signal(SIGTERM)
         _ = try await server.waitForExit(timeout: 30)
         #expect(!FileManager.default.fileExists(atPath: serving.path))
-        let offline = try runTool(hearthBinary().path, ["assess", "--data", data, "--out", out.path])
+        let offline = try await runTool(hearthBinary().path, ["assess", "--data", data, "--out", out.path])
         #expect(offline.output.contains("No server is running"), "\(offline.output)")
         let stopped = try Self.document(out)
         #expect(Self.check(stopped, "listeners-tls")?.saw == "no server is running on this data folder")

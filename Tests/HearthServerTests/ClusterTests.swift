@@ -58,8 +58,8 @@ import Testing
         }
 
         /// An HTTPS call to `node` with curl: the body, then the status on the last line.
-        func call(_ node: HearthProcess, _ path: String, _ extra: [String] = []) throws -> String {
-            try runTool(
+        func call(_ node: HearthProcess, _ path: String, _ extra: [String] = []) async throws -> String {
+            try await runTool(
                 curl,
                 ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + extra
                     + [(node.baseURL ?? "https://127.0.0.1:1") + path]
@@ -75,14 +75,14 @@ import Testing
         /// Makes the operator through the one-time set-up link `node` printed (the node started last:
         /// each node that finds no operator issues a link, and the newest replaces the others), and
         /// signs them in on `node`: the console's session cookie.
-        func operatorCookie(_ node: HearthProcess) throws -> [String] {
+        func operatorCookie(_ node: HearthProcess) async throws -> [String] {
             let link = try #require(node.text.components(separatedBy: "\n").first { $0.contains("/setup/") })
             let token = try #require(link.components(separatedBy: "/setup/").last?.trimmingCharacters(in: .whitespaces))
             let account = #"{"email":"op@example.com","password":"operator passphrase that is long"}"#
             let setup = #"{"token":"\#(token)","email":"op@example.com","password":"operator passphrase that is long"}"#
-            let made = try call(node, "/api/v1/setup", Self.json + ["-d", setup])
+            let made = try await call(node, "/api/v1/setup", Self.json + ["-d", setup])
             #expect(made.hasSuffix("201"), "\(made)")
-            let session = try call(node, "/api/v1/sessions", Self.json + ["-d", account])
+            let session = try await call(node, "/api/v1/sessions", Self.json + ["-d", account])
             let bearer = try #require(session.components(separatedBy: #""token":""#).last?.prefix(43))
             return ["-H", "cookie: __Host-hearth_session=\(bearer)"]
         }
@@ -182,9 +182,9 @@ import Testing
 
         /// Ann's bearer header (signed up through `first`, in through `second`), the first lock
         /// claimed through `first`.
-        func lockClaimed(signUpOn first: HearthProcess, signInOn second: HearthProcess) throws -> [String] {
-            let bearer = try owner(signUpOn: first, signInOn: second)
-            let claimed = try call(
+        func lockClaimed(signUpOn first: HearthProcess, signInOn second: HearthProcess) async throws -> [String] {
+            let bearer = try await owner(signUpOn: first, signInOn: second)
+            let claimed = try await call(
                 first, "/api/v1/devices/claim",
                 Self.json + bearer + ["-d", #"{"serial":"\#(lock.serial)","setupCode":"\#(lock.code)"}"#])
             #expect(claimed.hasSuffix("201"), "\(claimed)")
@@ -196,7 +196,7 @@ import Testing
         func commandAnswered(_ node: HearthProcess, _ name: String, _ bearer: [String]) async throws -> String {
             var answered = ""
             for _ in 0..<50 where !answered.hasSuffix("200") {
-                answered = try call(
+                answered = try await call(
                     node, "/api/v1/devices/\(lock.serial)/commands",
                     Self.json + bearer + ["-d", #"{"name":"\#(name)"}"#])
                 if !answered.hasSuffix("200") { try await Task.sleep(for: .milliseconds(100)) }
@@ -205,9 +205,9 @@ import Testing
         }
 
         /// Signs Ann up through `first` and in through `second`: her bearer header.
-        func owner(signUpOn first: HearthProcess, signInOn second: HearthProcess) throws -> [String] {
-            #expect(try call(first, "/api/v1/accounts", Self.json + ["-d", Self.credentials]).hasSuffix("201"))
-            let session = try call(second, "/api/v1/sessions", Self.json + ["-d", Self.credentials])
+        func owner(signUpOn first: HearthProcess, signInOn second: HearthProcess) async throws -> [String] {
+            await #expect(try call(first, "/api/v1/accounts", Self.json + ["-d", Self.credentials]).hasSuffix("201"))
+            let session = try await call(second, "/api/v1/sessions", Self.json + ["-d", Self.credentials])
             #expect(session.hasSuffix("201"), "signed in with the account made on the other node: \(session)")
             let token = try #require(session.components(separatedBy: #""token":""#).last?.prefix(43))
             return ["-H", "authorization: Bearer \(token)"]
@@ -224,18 +224,18 @@ import Testing
             let b = try await c.node()
             #expect(a.text.contains("State: PostgreSQL postgres://hearth_test@127.0.0.1"), "\(a.text)")
             if let password = try c.password { #expect(!a.text.contains(password)) }
-            let bearer = try c.owner(signUpOn: a, signInOn: b)
-            let claim = try c.call(
+            let bearer = try await c.owner(signUpOn: a, signInOn: b)
+            let claim = try await c.call(
                 a, "/api/v1/devices/claim",
                 Cluster.json + bearer + ["-d", #"{"serial":"\#(c.lock.serial)","setupCode":"\#(c.lock.code)"}"#])
             #expect(claim.hasSuffix("201"), "B's session works on A: \(claim)")
-            #expect(try c.call(b, "/api/v1/devices", bearer).contains(c.lock.serial))
+            await #expect(try c.call(b, "/api/v1/devices", bearer).contains(c.lock.serial))
 
             a.signal(SIGKILL)
             _ = try await a.waitForExit()
-            #expect(try c.call(b, "/api/v1/devices", bearer).contains(c.lock.serial), "B goes on alone")
+            await #expect(try c.call(b, "/api/v1/devices", bearer).contains(c.lock.serial), "B goes on alone")
             a = try await c.node()
-            #expect(try c.call(a, "/api/v1/devices", bearer).contains(c.lock.serial), "A restarted sees it all")
+            await #expect(try c.call(a, "/api/v1/devices", bearer).contains(c.lock.serial), "A restarted sees it all")
             for node in [a, b] {
                 node.signal(SIGTERM)
                 _ = try await node.waitForExit()
@@ -270,14 +270,14 @@ import Testing
         try await Cluster.with { c in
             let nodes = [try await c.node(), try await c.node()]
             defer { for node in nodes { node.signal(SIGTERM) } }
-            #expect(
+            await #expect(
                 try c.call(nodes[0], "/api/v1/accounts", Cluster.json + ["-d", Cluster.credentials]).hasSuffix("201"))
             let started = Date()
             let answers = try await withThrowingTaskGroup(of: String.self) { group in
                 for node in nodes {
                     let url = (node.baseURL ?? "https://127.0.0.1:1") + "/api/v1/sessions"
                     group.addTask {
-                        try runTool(
+                        try await runTool(
                             c.curl,
                             [
                                 "-s", "-Z", "--parallel-max", "50", "-w", "\nHTTP%{http_code}\n", "--cacert",
@@ -305,21 +305,21 @@ import Testing
         try await Cluster.with { c in
             let (a, b) = (try await c.node(), try await c.node())
             defer { for node in [a, b] { node.signal(SIGKILL) } }
-            let bearer = try c.lockClaimed(signUpOn: a, signInOn: b)
+            let bearer = try await c.lockClaimed(signUpOn: a, signInOn: b)
             let serial = c.lock.serial
             let lockCommand = Cluster.json + bearer + ["-d", #"{"name":"lock"}"#]
             let commands = "/api/v1/devices/\(serial)/commands"
-            #expect(try c.call(b, commands, lockCommand).hasSuffix("409"), "offline: 409 as on one node")
+            await #expect(try c.call(b, commands, lockCommand).hasSuffix("409"), "offline: 409 as on one node")
 
             let onA = try c.lockDevice(on: a)
             defer { onA.signal(SIGKILL) }
             #expect(try await onA.wait(for: "connected (MQTT"), "\(onA.text)")
             // Every node's console shows which node holds the device.
-            let console = try c.operatorCookie(b)
+            let console = try await c.operatorCookie(b)
             func connections(_ node: HearthProcess) async throws -> String {
                 var page = ""
                 for _ in 0..<50 {
-                    page = try c.call(node, "/console/connections", console)
+                    page = try await c.call(node, "/console/connections", console)
                     if page.contains(serial) { break }
                     try await Task.sleep(for: .milliseconds(100))
                 }
@@ -341,7 +341,7 @@ import Testing
             #expect(onA.text.contains("0x8E"), "session taken over: \(onA.text)")
             var seenOnA = ""
             for _ in 0..<50 {
-                seenOnA = try c.call(a, "/console/connections", console)
+                seenOnA = try await c.call(a, "/console/connections", console)
                 let row = seenOnA.components(separatedBy: "/console/devices/\(serial)").dropFirst().first ?? ""
                 if row.prefix(400).contains(Cluster.nodeID(b)) { break }
                 try await Task.sleep(for: .milliseconds(100))
@@ -353,7 +353,7 @@ import Testing
                 "moved to B, seen from A: \(seenOnA.suffix(2000))")
             onA.signal(SIGKILL)
             _ = try await onA.waitForExit()
-            let unlock = try c.call(a, commands, Cluster.json + bearer + ["-d", #"{"name":"unlock"}"#])
+            let unlock = try await c.call(a, commands, Cluster.json + bearer + ["-d", #"{"name":"unlock"}"#])
             #expect(
                 unlock.hasSuffix("200") && unlock.contains(#""status":"ok""#), "through A to the device on B: \(unlock)"
             )
@@ -368,7 +368,7 @@ import Testing
         try await Cluster.with { c in
             let (a, b) = (try await c.node(), try await c.node())
             defer { for node in [a, b] { node.signal(SIGKILL) } }
-            let bearer = try c.lockClaimed(signUpOn: a, signInOn: b)
+            let bearer = try await c.lockClaimed(signUpOn: a, signInOn: b)
             let serial = c.lock.serial
             let first = try c.lockDevice(on: a)
             defer { first.signal(SIGKILL) }
@@ -376,7 +376,7 @@ import Testing
             first.signal(SIGKILL)
             _ = try await first.waitForExit()
 
-            let rekey = try c.call(b, "/api/v1/devices/\(serial)/rekey", Cluster.json + bearer + ["-X", "POST"])
+            let rekey = try await c.call(b, "/api/v1/devices/\(serial)/rekey", Cluster.json + bearer + ["-X", "POST"])
             #expect(rekey.hasSuffix("202"), "the request waits in the device's session: \(rekey)")
 
             let onB = try c.lockDevice(on: b)
@@ -420,10 +420,12 @@ import Testing
                 try #require(Int(try Cluster.mqtt(node).split(separator: ":").last ?? ""))
             }
             let payloads = (1...3000).map { #"{"seq": \#($0), "values": {"state": "locked"}}"# }
+            // Paced (2 ms apart, 6 s in all) with up to 20 in flight: sent at once, all 3,000 were
+            // once acknowledged before the kill, which then landed after the stream.
             let first = try ChildProcess(
                 python,
                 [pahoScript, "publish"] + lock.paho(port: try port(a)) + [
-                    "--topic", "devices/\(serial)/telemetry", "--timeout", "5",
+                    "--topic", "devices/\(serial)/telemetry", "--timeout", "5", "--interval", "0.002",
                 ] + payloads.flatMap { ["--payload", $0] })
             // Up to 2 min to connect: beside the other PostgreSQL suites the CONNACK once came after 30 s.
             #expect(try await first.wait(for: "connack", timeout: 120), "\(first.text)")

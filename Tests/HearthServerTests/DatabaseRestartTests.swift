@@ -14,8 +14,9 @@ import Testing
 @Suite(.serialized) struct DatabaseRestartTests {
     static let control = ProcessInfo.processInfo.environment["HEARTH_TEST_POSTGRES_CONTROL"]
 
+    /// Blocking (it is called from `defer`): this suite runs alone, never beside the timing-bound ones.
     static func postgres(_ command: String) throws {
-        let run = try runTool("/bin/bash", [try #require(control), command])
+        let run = try ChildProcess.runBlocking("/bin/bash", [try #require(control), command])
         #expect(run.status == 0, "postgres.sh \(command): \(run.output)")
     }
 
@@ -87,9 +88,9 @@ import Testing
                     ] + payloads.flatMap { ["--payload", $0] })
             }
             // Readiness must answer promptly whatever the database does: a balancer gives up too.
-            func ready() throws -> String { try c.call(node, "/readyz", ["--max-time", "10"]) }
+            func ready() async throws -> String { try await c.call(node, "/readyz", ["--max-time", "10"]) }
             func step(_ what: String) { FileHandle.standardError.write(Data("restart test: \(what)\n".utf8)) }
-            #expect(try ready().hasSuffix("200"))
+            await #expect(try ready().hasSuffix("200"))
 
             let payloads = (1...10_000).map { #"{"seq": \#($0), "values": {"state": "locked"}}"# }
             let stream = try publish(payloads)
@@ -117,7 +118,7 @@ import Testing
 
             step("stream ended")
             // Down: not ready, and a device connecting now is refused with the same hint.
-            let down = try ready()
+            let down = try await ready()
             #expect(down.hasSuffix("503"), "not ready while the database is down: \(down)")
             let meanwhile = try publish(Array(payloads.prefix(1)), timeout: 5)
             _ = try await meanwhile.waitForExit(timeout: 30)
@@ -131,7 +132,7 @@ import Testing
             let back = Date()
             while !up.hasSuffix("200"), Date().timeIntervalSince(back) < 60 {
                 try await Task.sleep(for: .milliseconds(100))
-                up = try ready()
+                up = try await ready()
             }
             #expect(up.hasSuffix("200"), "ready again by itself: \(up)")
             step("ready again")

@@ -61,38 +61,38 @@ import Testing
         func bundle(_ model: String) -> Bundle { bundles.first { $0.model == model }! }
 
         /// An HTTPS call with curl: status and parsed JSON body.
-        func call(_ curl: String, _ method: String, _ path: String, token: String? = nil, body: String? = nil) throws
-            -> (status: Int, json: JSONValue?)
+        func call(_ curl: String, _ method: String, _ path: String, token: String? = nil, body: String? = nil)
+            async throws -> (status: Int, json: JSONValue?)
         {
             var args = [
                 "-s", "-X", method, "-w", "\n%{http_code}", "--cacert", data.appendingPathComponent("root-ca.pem").path,
             ]
             if let token { args += ["-H", "authorization: Bearer \(token)"] }
             if let body { args += ["-H", "content-type: application/json", "--data-binary", body] }
-            let r = try runTool(curl, args + [base + path])
+            let r = try await runTool(curl, args + [base + path])
             let lines = r.output.split(separator: "\n", omittingEmptySubsequences: false)
             let status = Int(lines.last ?? "") ?? 0
             return (status, try? JSONValue.parse(Array(lines.dropLast().joined(separator: "\n").utf8)))
         }
 
         /// Creates the operator through the one-time set-up link the demo printed; the bearer token.
-        func operatorToken(_ curl: String) throws -> String {
+        func operatorToken(_ curl: String) async throws -> String {
             let link = try #require(process.text.components(separatedBy: "\n").first { $0.contains("/setup/") })
             let token = try #require(link.components(separatedBy: "/setup/").last?.prefix { !$0.isWhitespace })
             let credentials = #"{"email":"op@example.com","password":"operator passphrase that is long"}"#
             let setup = #"{"token":"\#(token)","email":"op@example.com","password":"operator passphrase that is long"}"#
-            #expect(try call(curl, "POST", "/api/v1/setup", body: setup).status == 201)
-            guard case .object(let o)? = try call(curl, "POST", "/api/v1/sessions", body: credentials).json,
+            await #expect(try call(curl, "POST", "/api/v1/setup", body: setup).status == 201)
+            guard case .object(let o)? = try await call(curl, "POST", "/api/v1/sessions", body: credentials).json,
                 case .string(let bearer)? = o["token"]
             else { throw TestFailure("no operator session") }
             return bearer
         }
 
         /// Signs up and signs in an owner; returns the bearer token.
-        func owner(_ curl: String, _ email: String) throws -> String {
+        func owner(_ curl: String, _ email: String) async throws -> String {
             let credentials = #"{"email":"\#(email)","password":"a long owner passphrase for tests"}"#
-            #expect(try call(curl, "POST", "/api/v1/accounts", body: credentials).status == 201)
-            let session = try call(curl, "POST", "/api/v1/sessions", body: credentials)
+            await #expect(try call(curl, "POST", "/api/v1/accounts", body: credentials).status == 201)
+            let session = try await call(curl, "POST", "/api/v1/sessions", body: credentials)
             guard case .object(let o)? = session.json, case .string(let token)? = o["token"] else {
                 throw TestFailure("no token: \(session)")
             }
@@ -111,8 +111,8 @@ import Testing
         let demo = try await Demo(data: dir, devices: 2)
         defer { demo.process.signal(SIGKILL) }
         let (thermostat, lock) = (demo.bundle("thermostat-t1"), demo.bundle("lock-l1"))
-        let op = try demo.operatorToken(curl)
-        let owner = try demo.owner(curl, "ann@example.com")
+        let op = try await demo.operatorToken(curl)
+        let owner = try await demo.owner(curl, "ann@example.com")
         func connected(_ bundle: Bundle) async throws -> ChildProcess {
             let device = try ChildProcess(
                 python,
@@ -127,16 +127,16 @@ import Testing
         let live = try await connected(thermostat)
         defer { live.signal(SIGKILL) }
         let revoke = "/api/v1/devices/\(thermostat.serial)/revoke"
-        #expect(try demo.call(curl, "POST", revoke).status == 401)
-        #expect(try demo.call(curl, "POST", revoke, token: owner).status == 403)
-        #expect(try demo.call(curl, "POST", "/api/v1/devices/NOTASERIAL/revoke", token: op).status == 404)
+        await #expect(try demo.call(curl, "POST", revoke).status == 401)
+        await #expect(try demo.call(curl, "POST", revoke, token: owner).status == 403)
+        await #expect(try demo.call(curl, "POST", "/api/v1/devices/NOTASERIAL/revoke", token: op).status == 404)
         #expect(try await live.wait(for: "\"ready\"", timeout: 1) && !live.text.contains("disconnect"))
-        let revoked = try demo.call(curl, "POST", revoke, token: op)
+        let revoked = try await demo.call(curl, "POST", revoke, token: op)
         #expect(
             revoked.status == 200
                 && revoked.json == ["serial": .string(thermostat.serial), "revoked": true, "changed": true])
         #expect(try await live.wait(for: #"{"disconnect": 135}"#, timeout: 10), "\(live.text)")
-        #expect(try demo.call(curl, "POST", revoke, token: op).json?["changed"] == false, "once")
+        await #expect(try demo.call(curl, "POST", revoke, token: op).json?["changed"] == false, "once")
 
         // The CLI: the live connection stays (documented), the next connect is refused.
         let held = try await connected(lock)
@@ -233,15 +233,15 @@ import Testing
         let demo = try await Demo(data: dir)
         defer { demo.process.signal(SIGKILL) }
         let thermostat = demo.bundle("thermostat-t1")
-        let owner = try demo.owner(curl, "owner@example.com")
-        let stranger = try demo.owner(curl, "stranger@example.com")
-        #expect(
+        let owner = try await demo.owner(curl, "owner@example.com")
+        let stranger = try await demo.owner(curl, "stranger@example.com")
+        await #expect(
             try demo.call(
                 curl, "POST", "/api/v1/devices/claim", token: owner,
                 body: #"{"serial":"\#(thermostat.serial)","setupCode":"\#(thermostat.setupCode)"}"#
             ).status == 201)
         let telemetry = "/api/v1/devices/\(thermostat.serial)/telemetry"
-        #expect(try demo.call(curl, "GET", telemetry + "/latest", token: owner).json == ["reading": .null])
+        await #expect(try demo.call(curl, "GET", telemetry + "/latest", token: owner).json == ["reading": .null])
 
         let readings = (1...3).map {
             #"{"seq": \#($0), "at": 1800000000000, "values": {"temperature": \#(20 + $0), "heating": false, "target": 21}}"#
@@ -253,7 +253,7 @@ import Testing
             ] + readings.flatMap { ["--payload", $0] })
         #expect(Self.rcs(published.output) == [0, 0, 0], "\(published.output)")
 
-        let latest = try demo.call(curl, "GET", telemetry + "/latest", token: owner)
+        let latest = try await demo.call(curl, "GET", telemetry + "/latest", token: owner)
         guard case .object(let o)? = latest.json, case .object(let reading)? = o["reading"] else {
             Issue.record("\(latest)")
             return
@@ -263,7 +263,7 @@ import Testing
                 && reading["values"] == ["temperature": 23, "heating": false, "target": 21])
         #expect(reading["deviceTime"] == "2027-01-15T08:00:00.000Z")
         // Paged: two, then the rest after the cursor.
-        let page1 = try demo.call(curl, "GET", telemetry + "?limit=2", token: owner)
+        let page1 = try await demo.call(curl, "GET", telemetry + "?limit=2", token: owner)
         guard case .object(let p1)? = page1.json, case .array(let items1)? = p1["readings"],
             case .string(let next)? = p1["next"]
         else {
@@ -271,14 +271,14 @@ import Testing
             return
         }
         #expect(items1.count == 2)
-        let page2 = try demo.call(curl, "GET", telemetry + "?limit=2&after=\(next)", token: owner)
+        let page2 = try await demo.call(curl, "GET", telemetry + "?limit=2&after=\(next)", token: owner)
         guard case .object(let p2)? = page2.json, case .array(let items2)? = p2["readings"] else {
             Issue.record("\(page2)")
             return
         }
         #expect(items2.count == 1 && p2["next"] == .null)
         // A time range that excludes everything.
-        let empty = try demo.call(
+        let empty = try await demo.call(
             curl, "GET", telemetry + "?from=2001-01-01T00:00:00Z&to=2001-01-02T00:00:00Z", token: owner)
         #expect(empty.json == ["readings": [], "next": .null])
         // Bad queries, someone else's device, no token.
@@ -286,15 +286,16 @@ import Testing
             "?limit=0", "?limit=5000", "?limit=abc", "?from=yesterday", "?after=-1",
             "?from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
         ] {
-            #expect(try demo.call(curl, "GET", telemetry + query, token: owner).status == 400, "\(query)")
+            await #expect(try demo.call(curl, "GET", telemetry + query, token: owner).status == 400, "\(query)")
         }
-        #expect(try demo.call(curl, "GET", telemetry + "/latest", token: stranger).status == 404)
-        #expect(try demo.call(curl, "GET", "/api/v1/devices/NOTASERIAL/telemetry/latest", token: owner).status == 404)
-        #expect(try demo.call(curl, "GET", telemetry + "/latest").status == 401)
+        await #expect(try demo.call(curl, "GET", telemetry + "/latest", token: stranger).status == 404)
+        await #expect(
+            try demo.call(curl, "GET", "/api/v1/devices/NOTASERIAL/telemetry/latest", token: owner).status == 404)
+        await #expect(try demo.call(curl, "GET", telemetry + "/latest").status == 401)
 
         // Commands: offline first, then through a paho device that answers.
         let commands = "/api/v1/devices/\(thermostat.serial)/commands"
-        let offline = try demo.call(
+        let offline = try await demo.call(
             curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21}}"#)
         #expect(offline.status == 409 && offline.json.map { "\($0)" }?.contains("device_offline") == true, "\(offline)")
         let device = try ChildProcess(
@@ -310,13 +311,13 @@ import Testing
             #"{"name":"setTarget","parameters":{"target":21,"extra":1}}"#,
         ] {
             // Schema-valid, refused against the thermostat's model: 422.
-            #expect(try demo.call(curl, "POST", commands, token: owner, body: body).status == 422, "\(body)")
+            await #expect(try demo.call(curl, "POST", commands, token: owner, body: body).status == 422, "\(body)")
         }
-        #expect(
+        await #expect(
             try demo.call(
                 curl, "POST", commands, token: stranger, body: #"{"name":"setTarget","parameters":{"target":21}}"#
             ).status == 404)
-        let answered = try demo.call(
+        let answered = try await demo.call(
             curl, "POST", commands, token: owner, body: #"{"name":"setTarget","parameters":{"target":21.5}}"#)
         #expect(answered.status == 200 && answered.json == ["status": "ok", "detail": "done by paho"], "\(answered)")
         _ = try await device.waitForExit(timeout: 20)

@@ -266,8 +266,8 @@ import Testing
     /// Every command of a built executable, as the words that run it (`updates rollout pause`):
     /// its subcommands from `--help`, recursively, and for a command that takes an `<action>`
     /// argument, each action its help lists.
-    static func commands(of executable: String, under path: [String] = []) throws -> [[String]] {
-        let help = try ChildProcess.runBlocking(builtProduct(executable).path, path + ["--help"]).output
+    static func commands(of executable: String, under path: [String] = []) async throws -> [[String]] {
+        let help = try await runTool(builtProduct(executable).path, path + ["--help"]).output
         let lines = help.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         func section(_ title: String) -> [String] {
             guard let start = lines.firstIndex(of: title) else { return [] }
@@ -278,7 +278,9 @@ import Testing
             return line.split(separator: " ").first.map(String.init)
         }
         if !subcommands.isEmpty {
-            return try subcommands.flatMap { try commands(of: executable, under: path + [$0]) }
+            var all: [[String]] = []
+            for subcommand in subcommands { all += try await commands(of: executable, under: path + [subcommand]) }
+            return all
         }
         let arguments = section("ARGUMENTS:")
         guard let action = arguments.firstIndex(where: { $0.hasPrefix("  <action>") }) else { return [path] }
@@ -303,9 +305,9 @@ import Testing
         }
     }
 
-    @Test func everyCommandOfTheCLIsIsRunByATest() throws {
+    @Test func everyCommandOfTheCLIsIsRunByATest() async throws {
         let sources = try Self.testSources()
-        let commands = try Self.commands(of: "hearth") + Self.commands(of: "hearth-device")
+        let commands = try await Self.commands(of: "hearth") + Self.commands(of: "hearth-device")
         #expect(commands.count > 40, "the CLIs list their commands: \(commands)")
         #expect(commands.contains(["updates", "rollout", "advance"]) && commands.contains(["download-bench"]))
         let missing = Self.notRun(commands, sources: sources)

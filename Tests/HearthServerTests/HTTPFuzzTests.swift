@@ -52,20 +52,20 @@ extension HeavyServerTests {
             let base = try #require(server.baseURL)
             let port = String(base.split(separator: ":").last!)
             let ca = data + "/root-ca.pem"
-            func status(_ path: String, _ headers: [String] = []) throws -> String {
-                try runTool(
+            func status(_ path: String, _ headers: [String] = []) async throws -> String {
+                try await runTool(
                     curl,
                     ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca] + headers.flatMap { ["-H", $0] } + [
                         base + path
                     ]
                 ).output
             }
-            #expect(try status(target) == "200")
+            await #expect(try status(target) == "200")
             // The review's request, exactly: once an empty reply and a dead process.
-            #expect(try status(target, ["Range: bytes=-9223372036854775807-"]) == "416")
-            #expect(try status(target, ["Range: bytes=-5-"]) == "416")
-            #expect(try status(target, ["Range: bytes=4095-"]) == "206")
-            #expect(try status("/healthz") == "200")
+            await #expect(try status(target, ["Range: bytes=-9223372036854775807-"]) == "416")
+            await #expect(try status(target, ["Range: bytes=-5-"]) == "416")
+            await #expect(try status(target, ["Range: bytes=4095-"]) == "206")
+            await #expect(try status("/healthz") == "200")
 
             // The operator's token, so schemathesis reaches the signed-in routes too.
             let link = try #require(
@@ -73,21 +73,21 @@ extension HeavyServerTests {
                     in: .whitespaces))
             let setupToken = String(link.split(separator: "/").last!)
             /// POSTs a JSON body with curl (a client no one here wrote); the answer's body.
-            func post(_ path: String, _ body: String) throws -> String {
-                try runTool(
+            func post(_ path: String, _ body: String) async throws -> String {
+                try await runTool(
                     curl, ["-s", "--cacert", ca, "-H", "content-type: application/json", "-d", body, base + path]
                 ).output
             }
             /// A new session's bearer token (43 characters) for these credentials.
-            func signIn(_ credentials: String) throws -> String {
-                let session = try post("/api/v1/sessions", credentials)
+            func signIn(_ credentials: String) async throws -> String {
+                let session = try await post("/api/v1/sessions", credentials)
                 return String(try #require(session.components(separatedBy: #""token":""#).last?.prefix(43)))
             }
             let credentials = #"{"email":"op@example.com","password":"operator passphrase that is long"}"#
-            _ = try post(
+            _ = try await post(
                 "/api/v1/setup",
                 #"{"token":"\#(setupToken)","email":"op@example.com","password":"operator passphrase that is long"}"#)
-            let token = try signIn(credentials)
+            let token = try await signIn(credentials)
 
             let fuzz = try await ChildProcess.run(
                 python, [httpFuzzScript, "127.0.0.1", port, ca, target, "--seconds", "15", "--seed", "12"], timeout: 120
@@ -100,8 +100,8 @@ extension HeavyServerTests {
             // no schema-valid request refused as malformed, no schema-violating one accepted, only
             // documented statuses and bodies), as an owner and as an operator.
             let ownerCredentials = #"{"email":"owner@example.com","password":"an owner passphrase for fuzzing"}"#
-            _ = try post("/api/v1/accounts", ownerCredentials)
-            let ownerToken = try signIn(ownerCredentials)
+            _ = try await post("/api/v1/accounts", ownerCredentials)
+            let ownerToken = try await signIn(ownerCredentials)
             for (who, bearer) in [("owner", ownerToken), ("operator", token)] {
                 let st = try await ChildProcess.run(
                     python,
@@ -122,7 +122,7 @@ extension HeavyServerTests {
                         } ?? "no summary"))
                 #expect(st.status == 0, "as \(who): \(st.output.suffix(4000))")
             }
-            #expect(try status("/healthz") == "200", "the server answers after the fuzzing")
+            await #expect(try status("/healthz") == "200", "the server answers after the fuzzing")
             server.signal(SIGTERM)
             #expect(try await server.waitForExit() == 0, "\(server.text.suffix(2000))")
         }

@@ -34,14 +34,14 @@ extension HeavyServerTests {
             let ca = dir.path + "/root-ca.pem"
 
             // Ready: both listeners up, the database takes a write.
-            let ready = try runTool(curl, ["-s", "--cacert", ca, base + "/readyz"])
+            let ready = try await runTool(curl, ["-s", "--cacert", ca, base + "/readyz"])
             #expect(ready.output == #"{"status":"ready"}"#, "\(ready.output)")
 
             // The public listener does not serve metrics; the metrics listener serves nothing else.
-            let publicMetrics = try runTool(
+            let publicMetrics = try await runTool(
                 curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca, base + "/metrics"])
             #expect(publicMetrics.output == "404")
-            let other = try runTool(
+            let other = try await runTool(
                 curl,
                 [
                     "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -49,7 +49,7 @@ extension HeavyServerTests {
                 ])
             #expect(other.output == "404")
 
-            let scrape = try runTool(curl, ["-s", "-D", "-", metricsURL])
+            let scrape = try await runTool(curl, ["-s", "-D", "-", metricsURL])
             #expect(scrape.status == 0)
             #expect(
                 scrape.output.lowercased().contains("content-type: text/plain; version=0.0.4"),
@@ -57,7 +57,7 @@ extension HeavyServerTests {
             let body = try #require(scrape.output.components(separatedBy: "\r\n\r\n").dropFirst().first)
             let file = dir.appendingPathComponent("metrics.txt")
             try body.write(to: file, atomically: true, encoding: .utf8)
-            let check = try runTool("/bin/sh", ["-c", "'\(promtool)' check metrics < '\(file.path)' 2>&1"])
+            let check = try await runTool("/bin/sh", ["-c", "'\(promtool)' check metrics < '\(file.path)' 2>&1"])
             #expect(check.status == 0, "promtool check metrics: \(check.output)")
 
             // The numbers are the system's: the demo's devices published, its API calls were answered.

@@ -30,11 +30,6 @@ extension ChildProcess {
     }
 }
 
-/// Runs a tool such as curl to completion.
-func runTool(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    try ChildProcess.runBlocking(path, arguments)
-}
-
 func curlPath() throws -> String { try requiredTool("curl", package: "curl") }
 
 func temporaryFolder() -> URL {

@@ -406,8 +406,8 @@ import Testing
         #expect(try await server.wait(for: "Clients verify it"), "\(server.text)")
         let base = try #require(server.baseURL)
         let port = base.split(separator: ":").last!
-        func get(_ path: String, host: String?) throws -> (status: String, body: String) {
-            let out = try runTool(
+        func get(_ path: String, host: String?) async throws -> (status: String, body: String) {
+            let out = try await runTool(
                 curl,
                 ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"]
                     + (host.map { ["-H", "Host: \($0)"] } ?? []) + [base + path]
@@ -420,20 +420,20 @@ import Testing
             "@localhost", "evil.example:\(port)",
         ] {
             for path in ["/.well-known/security.txt", "/.well-known/csaf/provider-metadata.json", "/healthz"] {
-                let r = try get(path, host: host)
+                let r = try await get(path, host: host)
                 #expect(r.status == "421" || r.status == "400", "\(host) \(path): \(r.status)")
                 #expect(!r.body.contains("evil"))
             }
         }
-        let ok = try get("/.well-known/security.txt", host: nil)
+        let ok = try await get("/.well-known/security.txt", host: nil)
         #expect(
             ok.status == "200" && ok.body.contains("Canonical: https://127.0.0.1:\(port)/.well-known/security.txt"),
             "\(ok.status) \(ok.body.prefix(300))")
-        let named = try get("/.well-known/security.txt", host: "LOCALHOST:\(port)")
+        let named = try await get("/.well-known/security.txt", host: "LOCALHOST:\(port)")
         #expect(
             named.status == "200" && named.body.contains("https://localhost:\(port)/security/report"),
             "\(named.body.prefix(300))")
-        #expect(try get("/healthz", host: nil).status == "200")
+        await #expect(try get("/healthz", host: nil).status == "200")
         server.signal(SIGTERM)
         _ = try await server.waitForExit()
     }

@@ -38,14 +38,14 @@ import X509
             #expect(Int(st.st_mode & 0o777) == mode, "\(path)")
         }
 
-        let health = try runTool(curl, ["-s", "--cacert", data + "/root-ca.pem", base + "/healthz"])
+        let health = try await runTool(curl, ["-s", "--cacert", data + "/root-ca.pem", base + "/healthz"])
         #expect(health.status == 0)
         #expect(health.output == #"{"status":"ok"}"#)
         // Verified against the deployment root CA, not the device CA.
-        #expect(try runTool(curl, ["-s", "--cacert", data + "/device-ca.pem", base + "/healthz"]).status != 0)
+        #expect(try await runTool(curl, ["-s", "--cacert", data + "/device-ca.pem", base + "/healthz"]).status != 0)
 
         // Plain HTTP to the TLS port gets no HTTP answer.
-        let plain = try runTool(
+        let plain = try await runTool(
             curl, ["-s", "-m", "5", "-o", "-", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
         #expect(!plain.output.contains("ok"))
         #expect(plain.output.hasSuffix("000"))
@@ -78,7 +78,7 @@ import X509
                 in: .whitespaces))
         let token = String(link.split(separator: "/").last!)
         let setup = {
-            try runTool(
+            try await runTool(
                 curl,
                 [
                     "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", data + "/root-ca.pem", "-H",
@@ -88,8 +88,8 @@ import X509
                 ]
             ).output
         }
-        #expect(try setup() == "201")
-        #expect(try setup() == "410")
+        await #expect(try setup() == "201")
+        await #expect(try setup() == "410")
 
         server.signal(SIGTERM)
         #expect(try await server.waitForExit() == 0)
@@ -105,7 +105,7 @@ import X509
         let restarted = try #require(again.baseURL)
         var ready = ""
         for _ in 0..<300 where !ready.hasSuffix("200") {
-            ready = try runTool(
+            ready = try await runTool(
                 curl,
                 [
                     "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", data + "/root-ca.pem",
@@ -127,7 +127,8 @@ import X509
         let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[1])
         let (serial, code) = try await provisionedLock(data: data, in: dir, count: 2)
 
-        func start() async throws -> (HearthProcess, (String, [String]) throws -> (status: Int32, output: String)) {
+        func start() async throws -> (HearthProcess, (String, [String]) async throws -> (status: Int32, output: String))
+        {
             let server = try HearthProcess([
                 "serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mqtt-listen",
                 "127.0.0.1:0",
@@ -137,7 +138,7 @@ import X509
             return (
                 server,
                 { path, extra in
-                    try runTool(
+                    try await runTool(
                         curl, ["-s", "-w", "\n%{http_code}", "--cacert", data + "/root-ca.pem"] + extra + [base + path])
                 }
             )
@@ -145,10 +146,10 @@ import X509
         let json = ["-H", "content-type: application/json"]
         let credentials = #"{"email":"ann@example.com","password":"a long and unusual passphrase"}"#
         var (server, call) = try await start()
-        #expect(try call("/api/v1/accounts", json + ["-d", credentials]).output.hasSuffix("201"))
-        let session = try call("/api/v1/sessions", json + ["-d", credentials]).output
+        await #expect(try call("/api/v1/accounts", json + ["-d", credentials]).output.hasSuffix("201"))
+        let session = try await call("/api/v1/sessions", json + ["-d", credentials]).output
         let token = try #require(session.components(separatedBy: #""token":""#).last?.prefix(43))
-        let claim = try call(
+        let claim = try await call(
             "/api/v1/devices/claim",
             json + ["-H", "authorization: Bearer \(token)", "-d", #"{"serial":"\#(serial)","setupCode":"\#(code)"}"#])
         #expect(claim.output.hasSuffix("201"), "\(claim.output)")
@@ -156,7 +157,7 @@ import X509
         _ = try await server.waitForExit()
 
         (server, call) = try await start()
-        let devices = try call("/api/v1/devices", ["-H", "authorization: Bearer \(token)"])
+        let devices = try await call("/api/v1/devices", ["-H", "authorization: Bearer \(token)"])
         #expect(devices.output.contains(serial), "\(devices.output)")
         server.signal(SIGTERM)
         _ = try await server.waitForExit()
@@ -227,7 +228,7 @@ import X509
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try await dataFolder(in: dir, with: ProductModel.demoModels()[0])
         let csrFile = dir.appendingPathComponent("device.csr")
-        let openssl = try runTool(
+        let openssl = try await runTool(
             try requiredTool("openssl", package: "openssl"),
             [
                 "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
@@ -317,7 +318,7 @@ import X509
         #expect(demo.text.contains("Security updates until 31 December 2031"))
         #expect(demo.text.contains("/setup/"))
         let base = try #require(demo.baseURL)
-        let models = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/api/v1/models"])
+        let models = try await runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/api/v1/models"])
         #expect(models.output.contains("thermostat-t1") && models.output.contains("lock-l1"))
         // Devices ran, were claimed through the API with their labels' codes, sent telemetry, and
         // a command went to the thermostat and its answer and new state came back.
@@ -341,7 +342,7 @@ import X509
         let password = try #require(body.split(separator: "\"").dropLast().last.map(String.init))
         #expect(!out.contains(password))
         #expect(try FileManager.default.attributesOfItem(atPath: credentials)[.posixPermissions] as? Int == 0o600)
-        let session = try runTool(
+        let session = try await runTool(
             curl,
             [
                 "-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d",
@@ -349,18 +350,19 @@ import X509
             ])
         #expect(session.output.contains(#""token""#), "the printed sign-in command works: \(session.output)")
         // security.txt over HTTPS, and no plaintext listener to ask.
-        let txt = try runTool(curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/.well-known/security.txt"])
+        let txt = try await runTool(
+            curl, ["-s", "--cacert", dir.path + "/root-ca.pem", base + "/.well-known/security.txt"])
         #expect(
             txt.output.contains("Contact: \(base)/security/report") && txt.output.contains("Expires: "), "\(txt.output)"
         )
-        let plain = try runTool(
+        let plain = try await runTool(
             curl,
             [
                 "-s", "-o", "/dev/null", "-w", "%{http_code}",
                 base.replacingOccurrences(of: "https://", with: "http://") + "/.well-known/security.txt",
             ])
         #expect(plain.output != "200", "no plaintext answer")
-        let report = try runTool(
+        let report = try await runTool(
             curl,
             [
                 "-s", "--cacert", dir.path + "/root-ca.pem", "-H", "content-type: application/json", "-d",

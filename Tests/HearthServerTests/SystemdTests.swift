@@ -31,9 +31,9 @@ import Testing
         let analyze = try requiredTool("systemd-analyze", package: "systemd")
         let (dir, copy) = try installedCopy()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let verify = try runTool("/bin/sh", ["-c", "'\(analyze)' verify '\(copy.path)' 2>&1"])
+        let verify = try await runTool("/bin/sh", ["-c", "'\(analyze)' verify '\(copy.path)' 2>&1"])
         #expect(verify.status == 0 && verify.output.isEmpty, "systemd-analyze verify: \(verify.output)")
-        let security = try runTool(analyze, ["security", "--offline=true", copy.path])
+        let security = try await runTool(analyze, ["security", "--offline=true", copy.path])
         let overall = try #require(
             security.output.firstMatch(of: #/Overall exposure level for hearth\.service: (\d+\.\d+) (\w+)/#),
             "\(security.output)")
@@ -81,7 +81,7 @@ import Testing
         // At that moment the server serves: /readyz says so.
         #expect(try await server.wait(for: "Hearth is serving"), "\(server.text)")
         let base = try #require(server.baseURL, "\(server.text)")
-        let ready = try runTool(curl, ["-s", "--cacert", data + "/root-ca.pem", base + "/readyz"])
+        let ready = try await runTool(curl, ["-s", "--cacert", data + "/root-ca.pem", base + "/readyz"])
         #expect(ready.output == #"{"status":"ready"}"#)
         server.signal(SIGTERM)
         #expect(receive() == "STOPPING=1")

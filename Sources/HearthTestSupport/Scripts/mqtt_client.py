@@ -143,6 +143,8 @@ def cmd_publish(args):
                 info.wait_for_publish(10)
             except (RuntimeError, ValueError):
                 pass  # the connection ended under it
+        if args.interval:
+            time.sleep(args.interval)
     report_acks(c, acks, done, mids, args.timeout)
 
 
@@ -649,6 +651,7 @@ def main():
     p.add_argument("--qos", type=int, default=1)
     p.add_argument("--payload", action="append", default=[])
     p.add_argument("--wait-each", action="store_true")
+    p.add_argument("--interval", type=float, default=0, help="publish mode: seconds between publishes")
     p.add_argument("--serial")
     p.add_argument("--other", help="another device's topic (aliases mode)")
     p.add_argument("--status", default="ok")
