@@ -54,21 +54,9 @@ import Testing
     /// Connects, writes `bytes` in one call and closes: the bytes the kernel took, or nil when the
     /// connection failed.
     static func send(_ bytes: [UInt8], port: Int) -> Int? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let ok = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard ok == 0 else { return nil }
-        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        return sent < 0 ? nil : sent
+        guard let socket = RawSocket(port: port) else { return nil }
+        defer { socket.closeNow() }
+        return socket.send(bytes)
     }
 
     @Test func hundredThousandHostilePacketsLeaveOtherClientsServedAndNothingLeaks() async throws {

@@ -187,11 +187,13 @@ import Testing
         let sockets = Mutex<[RawSocket]>([])
         let (opened, openerDone) = AsyncStream<Void>.makeStream()
         var stopped: MQTTGateway?
+        var listened = 0
         try await fixture.withGateway({
             $0.maximumUnauthenticatedPerSource = 10_000
             $0.handshakeTimeout = .seconds(300)
         }) { gateway, port, _ in
             stopped = gateway
+            listened = port
             // Raw sockets, opened as fast as one thread can, before and all through the stop, until
             // the listener refuses them (or there are plenty).
             Thread {
@@ -218,7 +220,10 @@ import Testing
             let (_, closed) = await socket.readUntilClosed(timeout: max(0, deadline.timeIntervalSinceNow))
             if !closed { open += 1 }
         }
-        #expect(open == 0, "\(open) of \(all.count) sockets left open by a stopped gateway")
+        let portTaken = SilentListener(port: listened).map { $0.closeNow() } == nil
+        #expect(
+            open == 0,
+            "\(open) of \(all.count) sockets left open by a stopped gateway; its port now taken: \(portTaken)")
         #expect(stopped?.openConnections == 0, "a stopped gateway holds no connection")
     }
 }
