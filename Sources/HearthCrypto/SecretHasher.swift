@@ -34,12 +34,18 @@ public struct SecretHasher: Sendable {
     public init(cost: ScryptCost = .standard) { self.cost = cost }
 
     public func hash(_ secret: String) throws -> String {
-        var salt = [UInt8](repeating: 0, count: 16)
+        let salt = Self.randomBytes(16)
+        return encoded(salt: salt, value: try Self.derive(secret, salt: salt, cost: cost))
+    }
+
+    /// The stored format, at this hasher's cost.
+    func encoded(salt: [UInt8], value: Data) -> String {
+        "scrypt$\(cost.logN)$\(cost.r)$\(cost.p)$\(Data(salt).base64EncodedString())$\(value.base64EncodedString())"
+    }
+
+    static func randomBytes(_ count: Int) -> [UInt8] {
         var rng = SystemRandomNumberGenerator()
-        for i in salt.indices { salt[i] = rng.next() }
-        let derived = try Self.derive(secret, salt: salt, cost: cost)
-        return
-            "scrypt$\(cost.logN)$\(cost.r)$\(cost.p)$\(Data(salt).base64EncodedString())$\(derived.base64EncodedString())"
+        return (0..<count).map { _ in rng.next() }
     }
 
     /// Checks `secret` against a stored hash in constant time with respect to the hash value.
@@ -59,13 +65,7 @@ public struct SecretHasher: Sendable {
     /// cannot be told apart by timing. The value is random, not derived: no input's scrypt output
     /// equals it but by a 2^-256 chance, and making it costs no scrypt run (a server making one at
     /// start on the cooperative pool stalled every task for seconds in a debug build).
-    public func decoy() -> String {
-        func random(_ count: Int) -> String {
-            var rng = SystemRandomNumberGenerator()
-            return Data((0..<count).map { _ in rng.next() as UInt8 }).base64EncodedString()
-        }
-        return "scrypt$\(cost.logN)$\(cost.r)$\(cost.p)$\(random(16))$\(random(32))"
-    }
+    public func decoy() -> String { encoded(salt: Self.randomBytes(16), value: Data(Self.randomBytes(32))) }
 
     static func derive(_ secret: String, salt: [UInt8], cost: ScryptCost) throws -> Data {
         let key = try KDF.Scrypt.deriveKey(

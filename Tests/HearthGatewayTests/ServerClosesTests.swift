@@ -220,7 +220,9 @@ import Testing
             let (_, closed) = await socket.readUntilClosed(timeout: max(0, deadline.timeIntervalSinceNow))
             if !closed { open += 1 }
         }
-        let portTaken = SilentListener(port: listened).map { $0.closeNow() } == nil
+        let rebound = SilentListener(port: listened)
+        rebound?.closeNow()
+        let portTaken = rebound == nil
         #expect(
             open == 0,
             "\(open) of \(all.count) sockets left open by a stopped gateway; its port now taken: \(portTaken)")
